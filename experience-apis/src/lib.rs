@@ -1,0 +1,125 @@
+//! The experience tier: REST shaped for one audience each. No business
+//! rules live here; handlers call process APIs (gRPC) and shape the answer.
+//!
+//! # Layout
+//! - [`web`]: `/web/v1/...` for the web shop.
+//! - [`error`]: the tier's error enum and its one conversion to problem+json.
+//! - [`router`]: the tier's HTTP routes, including `/healthz` and `/readyz`.
+//!
+//! Mobile, partner and ops audiences join as sibling modules of `web`.
+//!
+//! The caller is always a [`platform::principal::Principal`] verified by the
+//! gateway: put into the request's extensions in `up` mode, or carried in a
+//! gateway-signed header in `serve` mode ([`require_signed_principal`]).
+
+use std::time::Duration;
+
+use axum::{
+    Router,
+    extract::{Request, State},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use platform::{
+    channel::GrpcChannel,
+    principal::{HEADER, PrincipalSigner},
+    problem::Problem,
+};
+use serde::Deserialize;
+
+pub mod error;
+pub mod web;
+
+/// `[experience]` in the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// HTTP listen address in `serve` mode. Default `127.0.0.1:8090`.
+    pub listen: std::net::SocketAddr,
+    /// The process tier's gRPC address, in `serve` mode. Default `http://127.0.0.1:8081`.
+    pub process_url: String,
+    /// Deadline of one call to the process tier. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub process_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8090)),
+            process_url: "http://127.0.0.1:8081".into(),
+            process_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Clients of the process APIs, shared by every handler.
+#[derive(Clone)]
+pub struct Upstreams {
+    process: GrpcChannel,
+}
+
+impl Upstreams {
+    /// Process APIs reached through `process`.
+    pub fn new(process: GrpcChannel) -> Self {
+        Self { process }
+    }
+}
+
+/// The tier's routes. Every audience route expects a verified principal in
+/// the request's extensions.
+pub fn router(upstreams: Upstreams) -> Router {
+    Router::new()
+        .nest("/web/v1", web::router())
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .fallback(|| async { Problem::not_found("no such route") })
+        .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
+        .with_state(upstreams)
+}
+
+async fn readyz(State(upstreams): State<Upstreams>) -> Response {
+    if platform::health::downstream_is_serving(upstreams.process.clone()).await {
+        "ready".into_response()
+    } else {
+        Problem::unavailable("the process tier or one of its dependencies is down", 5)
+            .into_response()
+    }
+}
+
+/// `serve` mode: accept only requests whose principal header the gateway
+/// signed, and turn it into the extension the handlers read. Health routes
+/// stay open for the orchestrator's probes.
+pub fn require_signed_principal(router: Router, signer: PrincipalSigner) -> Router {
+    router.layer(middleware::from_fn_with_state(signer, verify_principal))
+}
+
+async fn verify_principal(
+    State(signer): State<PrincipalSigner>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    if matches!(request.uri().path(), "/healthz" | "/readyz") {
+        return next.run(request).await;
+    }
+    let verified = request
+        .headers()
+        .get(HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| signer.verify(v));
+    match verified {
+        Some(Ok(principal)) => {
+            request.headers_mut().remove(HEADER);
+            request.extensions_mut().insert(principal);
+            next.run(request).await
+        }
+        Some(Err(err)) => {
+            tracing::warn!(error = %err, "request with a principal the gateway did not sign");
+            Problem::unauthorized("the request did not come through the gateway").into_response()
+        }
+        None => {
+            Problem::unauthorized("the request did not come through the gateway").into_response()
+        }
+    }
+}

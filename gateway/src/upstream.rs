@@ -1,0 +1,156 @@
+//! Where the gateway sends a request once it is authorized: the experience
+//! tier, either as a router in this process (`up`) or over HTTP (`serve`).
+//!
+//! Either way the raw credential is removed and the verified principal is
+//! attached: as a request extension in-process, as a gateway-signed header
+//! over the network.
+
+use std::time::Duration;
+
+use axum::{
+    Router,
+    body::Body,
+    response::{IntoResponse, Response},
+};
+use http::{HeaderName, Request, Uri, header};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use platform::{
+    principal::{self, Principal, PrincipalSigner},
+    problem::Problem,
+};
+use tower::ServiceExt;
+
+/// Errors reaching the experience tier.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configured address is not an absolute `http://host:port` URI.
+    #[error("invalid experience tier address {0:?}")]
+    InvalidUrl(String),
+    /// The principal could not be signed.
+    #[error("signing the principal failed: {0}")]
+    Sign(#[from] platform::principal::Error),
+    /// The experience tier did not answer.
+    #[error("experience tier unreachable: {0}")]
+    Unreachable(#[from] hyper_util::client::legacy::Error),
+    /// The experience tier did not answer in time.
+    #[error("experience tier timed out")]
+    Timeout,
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        match self {
+            Error::Unreachable(_) | Error::Timeout => {
+                tracing::warn!(error = %self, "experience tier unavailable");
+                Problem::unavailable("the service is unavailable; retry later", 5).into_response()
+            }
+            err => {
+                tracing::error!(error = %err, "forwarding failed");
+                Problem::internal().into_response()
+            }
+        }
+    }
+}
+
+/// The experience tier as seen from the gateway.
+#[derive(Clone)]
+pub enum Upstream {
+    /// The experience router in this process.
+    InProcess(Router),
+    /// The experience tier at `base`, with pooled keep-alive connections.
+    Http {
+        /// Shared connection pool.
+        client: Client<HttpConnector, Body>,
+        /// Scheme and authority of the experience tier.
+        base: Uri,
+        /// Signs the principal header.
+        signer: PrincipalSigner,
+        /// Deadline of one forwarded request.
+        timeout: Duration,
+    },
+}
+
+/// Request headers that must never reach the experience tier: the raw
+/// credential, a principal the caller made up, and hop-by-hop headers.
+const STRIPPED: &[HeaderName] = &[
+    header::AUTHORIZATION,
+    header::CONNECTION,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+impl Upstream {
+    /// An HTTP upstream at `url` (e.g. `http://127.0.0.1:8090`).
+    pub fn http(url: &str, signer: PrincipalSigner, timeout: Duration) -> Result<Self, Error> {
+        let base: Uri = url.parse().map_err(|_| Error::InvalidUrl(url.to_owned()))?;
+        if base.scheme_str() != Some("http") || base.authority().is_none() {
+            return Err(Error::InvalidUrl(url.to_owned()));
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
+        Ok(Upstream::Http {
+            client,
+            base,
+            signer,
+            timeout,
+        })
+    }
+
+    /// Sends `request` on behalf of `principal` (none for internal probes).
+    pub async fn forward(
+        &self,
+        mut request: Request<Body>,
+        principal: Option<Principal>,
+    ) -> Result<Response, Error> {
+        let headers = request.headers_mut();
+        for name in STRIPPED {
+            headers.remove(name);
+        }
+        headers.remove(principal::HEADER);
+        match self {
+            Upstream::InProcess(router) => {
+                if let Some(principal) = principal {
+                    request.extensions_mut().insert(principal);
+                }
+                let response = router
+                    .clone()
+                    .oneshot(request)
+                    .await
+                    .unwrap_or_else(|never| match never {});
+                Ok(response)
+            }
+            Upstream::Http {
+                client,
+                base,
+                signer,
+                timeout,
+            } => {
+                if let Some(principal) = principal {
+                    let value = signer.sign(&principal)?;
+                    let value = http::HeaderValue::try_from(value)
+                        .map_err(|_| Error::InvalidUrl(base.to_string()))?;
+                    request.headers_mut().insert(principal::HEADER, value);
+                }
+                let path = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+                let mut parts = base.clone().into_parts();
+                parts.path_and_query = path.parse().ok();
+                *request.uri_mut() =
+                    Uri::from_parts(parts).map_err(|_| Error::InvalidUrl(base.to_string()))?;
+                let response = tokio::time::timeout(*timeout, client.request(request))
+                    .await
+                    .map_err(|_| Error::Timeout)??;
+                Ok(response.map(Body::new))
+            }
+        }
+    }
+}

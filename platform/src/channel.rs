@@ -1,0 +1,67 @@
+//! How one tier reaches the next over gRPC.
+//!
+//! A [`GrpcChannel`] is either a real HTTP/2 connection (`serve` mode) or the
+//! next tier's tonic router called in-process (`up` mode). Both go through
+//! the same generated client and server, so protobuf encoding, status codes
+//! and details are exercised identically; only the socket is skipped.
+
+use std::{convert::Infallible, time::Duration};
+
+use tonic::{body::Body, service::Routes, transport::Endpoint};
+use tower::{ServiceExt, util::BoxCloneSyncService};
+
+/// Transport error of a channel call (the callee's gRPC status travels in
+/// the response, not here).
+///
+/// A named type rather than a bare `Box<dyn Error>`: boxed trait objects as
+/// a service error trip the compiler's higher-ranked lifetime checks inside
+/// `Send` futures.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct TransportError(Box<dyn std::error::Error + Send + Sync>);
+
+/// A gRPC transport usable by every generated client (`FooClient::new(ch)`).
+pub type GrpcChannel =
+    BoxCloneSyncService<http::Request<Body>, http::Response<Body>, TransportError>;
+
+/// Errors building a channel.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configured address is not a valid URI.
+    #[error("invalid upstream address {url:?}: {source}")]
+    InvalidUrl {
+        /// The address as configured.
+        url: String,
+        /// Why it was rejected.
+        source: tonic::transport::Error,
+    },
+}
+
+/// A lazily connecting HTTP/2 channel to `url` (e.g. `http://10.0.0.5:8082`).
+///
+/// Lazy, so a tier starts even while the next one is down; calls then fail
+/// with `UNAVAILABLE` until it is back, and the connection is reused.
+pub fn connect_lazy(url: &str, timeout: Duration) -> Result<GrpcChannel, Error> {
+    let endpoint = Endpoint::from_shared(url.to_owned())
+        .map_err(|source| Error::InvalidUrl {
+            url: url.to_owned(),
+            source,
+        })?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30));
+    let channel = endpoint.connect_lazy();
+    Ok(BoxCloneSyncService::new(
+        channel.map_err(|e| TransportError(e.into())),
+    ))
+}
+
+/// A channel that calls `routes` in this process.
+pub fn in_process(routes: Routes) -> GrpcChannel {
+    let svc = tower::ServiceExt::<http::Request<Body>>::map_err(
+        routes,
+        |never: Infallible| -> TransportError { match never {} },
+    );
+    BoxCloneSyncService::new(svc)
+}

@@ -1,0 +1,23 @@
+//! Plumbing that every tier shares, and nothing else.
+//!
+//! Charter: this crate holds protocol and runtime pieces that would otherwise
+//! be written four times — the problem+json error body, the gRPC channel
+//! between tiers (over the network or in-process), the verified principal
+//! the gateway hands to the experience tier, readiness probes and graceful
+//! shutdown. It holds no business types (no orders, products or customers)
+//! and no tier's logic; a tier crate may depend on it, never the reverse.
+//!
+//! # Layout
+//! - [`problem`]: RFC 9457 `application/problem+json` bodies.
+//! - [`channel`]: [`channel::GrpcChannel`], how one tier reaches the next.
+//! - [`principal`]: who is calling, as verified by the gateway.
+//! - [`health`]: `grpc.health.v1` answered by probing what a tier depends on.
+//! - [`shutdown`]: SIGTERM/Ctrl-C handling and draining servers.
+//! - [`secret_file`]: dev-mode secrets created on first use.
+
+pub mod channel;
+pub mod health;
+pub mod principal;
+pub mod problem;
+pub mod secret_file;
+pub mod shutdown;

@@ -1,0 +1,28 @@
+//! Compiles `proto/**/*.proto` with protox (pure Rust, so no `protoc` is
+//! needed on a fresh machine), keeps the descriptor set for gRPC reflection,
+//! and generates tonic clients and servers from it.
+
+use prost::Message;
+
+const PROTOS: &[&str] = &[
+    "erp/v1/erp.proto",
+    "payments/v1/payments.proto",
+    "catalog/v1/catalog.proto",
+    "order_to_cash/v1/order_to_cash.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    for proto in PROTOS {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    let fds = protox::compile(PROTOS, ["."])?;
+    let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    // tonic-prost-build does not write `file_descriptor_set_path` when fed a
+    // descriptor set, so reflection's copy is written here.
+    std::fs::write(out_dir.join("descriptor.bin"), fds.encode_to_vec())?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)?;
+    Ok(())
+}

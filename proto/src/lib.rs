@@ -1,0 +1,49 @@
+//! The contracts between the tiers, generated from the `.proto` files in
+//! this folder. A tier crate never imports another tier's crate: it speaks
+//! through these types over gRPC, or in-process through the same generated
+//! clients and servers.
+//!
+//! # Layout
+//! - `erp/v1`: the ERP system API (products, inventory, later orders…).
+//! - `payments/v1`: the payments system API.
+//! - `catalog/v1`: the catalogue process API.
+//! - `order_to_cash/v1`: the order-to-cash process API.
+//!
+//! [`FILE_DESCRIPTOR_SET`] holds all of them for gRPC reflection.
+
+#![allow(missing_docs)] // generated code; the documentation is in the .proto files
+
+/// Encoded `FileDescriptorSet` of every package, for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));
+
+/// `erp.v1`: what an ERP can do.
+pub mod erp {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("erp.v1");
+    }
+}
+
+/// `payments.v1`: what a payment provider can do.
+pub mod payments {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("payments.v1");
+    }
+}
+
+/// `catalog.v1`: products with price and availability.
+pub mod catalog {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("catalog.v1");
+    }
+}
+
+/// `order_to_cash.v1`: the order-to-cash flow.
+pub mod order_to_cash {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("order_to_cash.v1");
+    }
+}

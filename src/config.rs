@@ -1,0 +1,216 @@
+//! The configuration of every tier: one TOML file plus `ERP_CONNECT__...`
+//! environment overrides (`ERP_CONNECT__GATEWAY__LISTEN=0.0.0.0:8080` sets
+//! `[gateway] listen`). Unknown keys are rejected, and the whole thing is
+//! validated before any port is bound; [`Error`] is what `main` reports
+//! with exit status 64.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Toml},
+};
+use serde::Deserialize;
+
+/// Whether dev conveniences (dev identity provider, generated secrets) are on.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Laptop defaults: the dev identity provider is trusted and `token` works.
+    #[default]
+    Dev,
+    /// Only configured issuers are trusted; secrets must be configured.
+    Production,
+}
+
+/// Secrets shared between tiers (`[internal]`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Internal {
+    /// File holding the secret (at least 32 bytes) with which the gateway
+    /// signs the principal it hands to the experience tier in `serve` mode.
+    /// Dev mode creates `<data dir>/internal/principal.key` when neither
+    /// this nor `principal_secret` is set.
+    pub principal_secret_file: Option<PathBuf>,
+    /// The same secret inline; meant for `ERP_CONNECT__INTERNAL__PRINCIPAL_SECRET`.
+    pub principal_secret: Option<String>,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `dev` (default) or `production`.
+    pub mode: Mode,
+    /// Where embedded state lives (SQLite files, dev keys). Default `./data`.
+    pub data_dir: PathBuf,
+    /// How long in-flight requests may take to finish after SIGTERM. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Secrets shared between tiers.
+    pub internal: Internal,
+    /// The gateway.
+    pub gateway: gateway::Config,
+    /// The experience tier.
+    pub experience: experience_apis::Config,
+    /// The process tier.
+    pub process: process_apis::Config,
+    /// The system tier.
+    pub system: system_apis::Config,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Dev,
+            data_dir: PathBuf::from("./data"),
+            shutdown_grace: Duration::from_secs(30),
+            internal: Internal::default(),
+            gateway: gateway::Config::default(),
+            experience: experience_apis::Config::default(),
+            process: process_apis::Config::default(),
+            system: system_apis::Config::default(),
+        }
+    }
+}
+
+/// A configuration that cannot be used. Displayed on one line.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file or an environment override does not parse or has unknown keys.
+    #[error("{0}")]
+    Parse(String),
+    /// A value is well-formed but unusable.
+    #[error("{key}: {reason}")]
+    Invalid {
+        /// Dotted key, e.g. `gateway.experience_url`.
+        key: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Reads `file` (if any) and the environment, then validates.
+    pub fn load(file: Option<&Path>) -> Result<Self, Error> {
+        let mut figment = Figment::new();
+        if let Some(file) = file {
+            if !file.is_file() {
+                return Err(Error::Parse(format!(
+                    "config file {} does not exist",
+                    file.display()
+                )));
+            }
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment = figment.merge(Env::prefixed("ERP_CONNECT__").split("__"));
+        let config: Config = figment.extract().map_err(|e| Error::Parse(one_line(&e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot.
+    pub fn validate(&self) -> Result<(), Error> {
+        upstream_url("gateway.experience_url", &self.gateway.experience_url)?;
+        upstream_url("experience.process_url", &self.experience.process_url)?;
+        upstream_url("process.system_url", &self.process.system_url)?;
+        if self.gateway.jwt_leeway > Duration::from_secs(gateway::auth::MAX_LEEWAY_SECS) {
+            return Err(Error::Invalid {
+                key: "gateway.jwt_leeway",
+                reason: "must be at most 60s".into(),
+            });
+        }
+        if self.shutdown_grace.is_zero() {
+            return Err(Error::Invalid {
+                key: "shutdown_grace",
+                reason: "must be more than 0s".into(),
+            });
+        }
+        for issuer in &self.gateway.issuers {
+            gateway::auth::read_jwks_file(issuer).map_err(|e| Error::Invalid {
+                key: "gateway.issuers",
+                reason: e.to_string(),
+            })?;
+        }
+        if self.mode == Mode::Production && self.gateway.issuers.is_empty() {
+            return Err(Error::Invalid {
+                key: "gateway.issuers",
+                reason: "production mode needs at least one trusted issuer".into(),
+            });
+        }
+        if let Some(secret) = &self.internal.principal_secret
+            && secret.len() < 32
+        {
+            return Err(Error::Invalid {
+                key: "internal.principal_secret",
+                reason: "must be at least 32 bytes".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn upstream_url(key: &'static str, url: &str) -> Result<(), Error> {
+    let uri: http::Uri = url.parse().map_err(|_| Error::Invalid {
+        key,
+        reason: format!("{url:?} is not a URL"),
+    })?;
+    if uri.scheme_str() != Some("http") || uri.authority().is_none() || uri.path() != "/" {
+        return Err(Error::Invalid {
+            key,
+            reason: format!("{url:?} must look like http://host:port"),
+        });
+    }
+    Ok(())
+}
+
+fn one_line(err: &figment::Error) -> String {
+    err.clone()
+        .into_iter()
+        .map(|e| e.to_string().replace('\n', " "))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().expect("defaults validate");
+    }
+
+    #[test]
+    fn non_http_upstreams_are_refused() {
+        let mut config = Config::default();
+        config.process.system_url = "ftp://x:1".into();
+        assert!(matches!(
+            config.validate(),
+            Err(Error::Invalid {
+                key: "process.system_url",
+                ..
+            })
+        ));
+        config.process.system_url = "not a url".into();
+        assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn production_without_issuers_is_refused() {
+        let config = Config {
+            mode: Mode::Production,
+            ..Config::default()
+        };
+        assert!(matches!(
+            config.validate(),
+            Err(Error::Invalid {
+                key: "gateway.issuers",
+                ..
+            })
+        ));
+    }
+}

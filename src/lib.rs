@@ -1,0 +1,109 @@
+//! The `erp-connect` launcher: the one place that links all tiers together.
+//!
+//! # Layout
+//! - [`config`]: the configuration file and environment overrides.
+//! - [`up`]: all tiers in one process, composed in-process.
+//! - [`serve`]: one tier per process, talking gRPC/HTTP to the next.
+//! - [`token`]: dev tokens from the dev identity provider.
+//!
+//! Each mode builds everything that can fail (configuration, databases,
+//! keys) before it binds a port, so a bad setup never half-starts.
+
+pub mod config;
+pub mod serve;
+pub mod token;
+pub mod up;
+
+use config::{Config, Mode};
+use platform::principal::PrincipalSigner;
+
+/// Errors starting a tier, other than configuration errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is unusable (exit status 64).
+    #[error("invalid configuration: {0}")]
+    Config(#[from] config::Error),
+    /// The ERP backend could not be opened.
+    #[error("ERP backend: {0}")]
+    Erp(#[from] system_apis::erp::Error),
+    /// The dev identity provider's key could not be loaded.
+    #[error("{0}")]
+    DevIdp(#[from] gateway::dev_idp::Error),
+    /// A secret could not be loaded.
+    #[error("{0}")]
+    Secret(#[from] platform::secret_file::Error),
+    /// A channel to the next tier could not be built.
+    #[error("{0}")]
+    Channel(#[from] platform::channel::Error),
+    /// The gateway could not be set up.
+    #[error("{0}")]
+    Auth(#[from] gateway::auth::Error),
+    /// The experience tier could not be reached.
+    #[error("{0}")]
+    Upstream(#[from] gateway::upstream::Error),
+    /// Serving failed.
+    #[error("server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The gateway's authenticator: configured issuers, plus the dev identity
+/// provider of the data directory in dev mode. Returns the dev JWKS too,
+/// for `/dev-idp/jwks.json`.
+pub fn authenticator(
+    config: &Config,
+) -> Result<(gateway::auth::Authenticator, Option<serde_json::Value>), StartError> {
+    let mut issuers = Vec::new();
+    for issuer in &config.gateway.issuers {
+        issuers.push((
+            issuer.issuer.clone(),
+            issuer.audiences.clone(),
+            gateway::auth::read_jwks_file(issuer)?,
+        ));
+    }
+    let mut dev_jwks = None;
+    if config.mode == Mode::Dev {
+        let idp = gateway::dev_idp::DevIdp::load_or_create(&config.data_dir)?;
+        let jwks = idp.jwks();
+        let set = serde_json::from_value(jwks.clone()).map_err(|e| gateway::auth::Error::Jwks {
+            issuer: gateway::dev_idp::ISSUER.into(),
+            reason: e.to_string(),
+        })?;
+        issuers.push((
+            gateway::dev_idp::ISSUER.to_owned(),
+            vec![gateway::dev_idp::DEFAULT_AUDIENCE.to_owned()],
+            set,
+        ));
+        dev_jwks = Some(jwks);
+    }
+    let leeway = config.gateway.jwt_leeway.as_secs();
+    Ok((
+        gateway::auth::Authenticator::new(&issuers, leeway)?,
+        dev_jwks,
+    ))
+}
+
+/// The secret the gateway and the experience tier share in `serve` mode.
+pub fn principal_signer(config: &Config) -> Result<PrincipalSigner, StartError> {
+    let invalid = |reason: String| config::Error::Invalid {
+        key: "internal.principal_secret",
+        reason,
+    };
+    let secret: Vec<u8> = match (
+        &config.internal.principal_secret,
+        &config.internal.principal_secret_file,
+    ) {
+        (Some(inline), _) => inline.as_bytes().to_vec(),
+        (None, Some(file)) => std::fs::read(file)
+            .map_err(|e| invalid(format!("{}: {e}", file.display())))?
+            .trim_ascii()
+            .to_vec(),
+        (None, None) if config.mode == Mode::Dev => platform::secret_file::load_or_create(
+            &config.data_dir.join("internal").join("principal.key"),
+        )?
+        .to_vec(),
+        (None, None) => {
+            return Err(invalid("serve mode in production needs a principal secret".into()).into());
+        }
+    };
+    PrincipalSigner::new(&secret).map_err(|e| invalid(e.to_string()).into())
+}

@@ -1,0 +1,205 @@
+//! The `erp-connect` command line; see the crate docs of `erp_connect`.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Parser, Subcommand};
+use erp_connect::{
+    StartError,
+    config::Config,
+    serve::{self, Target},
+    up,
+};
+use tokio::net::TcpListener;
+
+/// EX_USAGE: a bad command line or configuration.
+const EXIT_USAGE: u8 = 64;
+
+/// API-led connectivity for ERP systems.
+#[derive(Parser)]
+#[command(name = "erp-connect", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every tier in one process with the embedded defaults.
+    Up {
+        /// HTTP listen address (the gateway). Default 127.0.0.1:8080.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// gRPC listen address of the process APIs. Default 127.0.0.1:8081.
+        #[arg(long)]
+        grpc_listen: Option<SocketAddr>,
+        /// Where embedded state lives. Default ./data.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Configuration file (TOML).
+        #[arg(long, env = "ERP_CONNECT_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Run one tier; the next tier's address comes from the configuration.
+    Serve {
+        /// Which tier.
+        #[arg(long, value_enum)]
+        target: Target,
+        /// Listen address, overriding the tier's `listen` setting.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Where embedded state lives. Default ./data.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Configuration file (TOML).
+        #[arg(long, env = "ERP_CONNECT_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Print a dev JWT, and nothing else, on stdout (dev mode only).
+    Token {
+        /// Subject (`sub`).
+        #[arg(long)]
+        sub: String,
+        /// Space-separated scopes, e.g. "catalog:read orders:write".
+        #[arg(long, default_value = "")]
+        scope: String,
+        /// Audience; `process-apis` for internal callers of the process tier.
+        #[arg(long, default_value = gateway::dev_idp::DEFAULT_AUDIENCE)]
+        aud: String,
+        /// Tenant claim.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// E-mail claim.
+        #[arg(long)]
+        email: Option<String>,
+        /// Lifetime, e.g. 15m, 1h, 7days.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// The data directory whose dev identity provider signs. Default ./data.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Configuration file (TOML).
+        #[arg(long, env = "ERP_CONNECT_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logs();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => return fail(&StartError::Io(err)),
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => fail(&err),
+    }
+}
+
+fn fail(err: &StartError) -> ExitCode {
+    eprintln!("erp-connect: {err}");
+    match err {
+        StartError::Config(_) => ExitCode::from(EXIT_USAGE),
+        _ => ExitCode::FAILURE,
+    }
+}
+
+fn load(file: Option<&PathBuf>, data_dir: Option<PathBuf>) -> Result<Config, StartError> {
+    let mut config = Config::load(file.map(PathBuf::as_path))?;
+    if let Some(dir) = data_dir {
+        config.data_dir = dir;
+    }
+    Ok(config)
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        StartError::Io(std::io::Error::new(
+            e.kind(),
+            format!("cannot listen on {addr}: {e}"),
+        ))
+    })
+}
+
+async fn run(command: Command) -> Result<(), StartError> {
+    match command {
+        Command::Up {
+            listen,
+            grpc_listen,
+            data_dir,
+            config,
+        } => {
+            let mut config = load(config.as_ref(), data_dir)?;
+            if let Some(addr) = listen {
+                config.gateway.listen = addr;
+            }
+            if let Some(addr) = grpc_listen {
+                config.process.listen = addr;
+            }
+            let app = up::App::build(config.clone()).await?;
+            let http = bind(config.gateway.listen).await?;
+            let grpc = bind(config.process.listen).await?;
+            print!(
+                "{}",
+                up::banner(&config, http.local_addr()?, grpc.local_addr()?)
+            );
+            app.serve(http, grpc, platform::shutdown::on_signals())
+                .await
+        }
+        Command::Serve {
+            target,
+            listen,
+            data_dir,
+            config,
+        } => {
+            let config = load(config.as_ref(), data_dir)?;
+            let tier = serve::Tier::build(target, &config).await?;
+            let listener =
+                bind(listen.unwrap_or_else(|| serve::listen_addr(target, &config))).await?;
+            tracing::info!(?target, addr = %listener.local_addr()?, "serving");
+            tier.serve(listener, platform::shutdown::on_signals()).await
+        }
+        Command::Token {
+            sub,
+            scope,
+            aud,
+            tenant,
+            email,
+            ttl,
+            data_dir,
+            config,
+        } => {
+            let config = load(config.as_ref(), data_dir)?;
+            let request = gateway::dev_idp::TokenRequest {
+                subject: sub,
+                scope,
+                audience: aud,
+                tenant,
+                email,
+                ttl,
+            };
+            println!("{}", erp_connect::token::mint(&config, &request)?);
+            Ok(())
+        }
+    }
+}
+
+/// JSON lines by default; human-readable when stderr is a terminal.
+/// Levels from `RUST_LOG` (default `info`). Logs go to stderr so that
+/// stdout carries only what a command prints (a token, the banner).
+fn init_logs() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::io::stderr().is_terminal() {
+        builder.init();
+    } else {
+        builder.json().flatten_event(true).init();
+    }
+}

@@ -1,0 +1,103 @@
+//! `erp-connect serve --target TIER`: one tier per process. Each tier reaches
+//! the next over the network at the address in the configuration: gateway →
+//! experience over HTTP, experience → process and process → system over
+//! gRPC (HTTP/2, connections reused).
+
+use std::net::SocketAddr;
+
+use platform::{channel, shutdown::Shutdown};
+use tokio::net::TcpListener;
+
+use crate::{StartError, config::Config};
+
+/// The tiers `serve` can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Target {
+    /// The authenticating gateway (HTTP).
+    Gateway,
+    /// The experience APIs (HTTP).
+    Experience,
+    /// The process APIs (gRPC).
+    Process,
+    /// The system APIs (gRPC).
+    System,
+}
+
+enum Server {
+    Http(axum::Router),
+    Grpc(tonic::service::Routes),
+}
+
+/// One tier, built and ready to serve.
+pub struct Tier {
+    grace: std::time::Duration,
+    server: Server,
+}
+
+impl Tier {
+    /// Builds `target` from `config`. Binds nothing.
+    pub async fn build(target: Target, config: &Config) -> Result<Self, StartError> {
+        config.validate()?;
+        let server = match target {
+            Target::System => {
+                let system =
+                    system_apis::SystemTier::start(&config.system, &config.data_dir).await?;
+                Server::Grpc(system.routes())
+            }
+            Target::Process => {
+                let system = channel::connect_lazy(
+                    &config.process.system_url,
+                    config.process.system_timeout,
+                )?;
+                Server::Grpc(process_apis::ProcessTier::new(system).routes())
+            }
+            Target::Experience => {
+                let process = channel::connect_lazy(
+                    &config.experience.process_url,
+                    config.experience.process_timeout,
+                )?;
+                let router = experience_apis::router(experience_apis::Upstreams::new(process));
+                Server::Http(experience_apis::require_signed_principal(
+                    router,
+                    crate::principal_signer(config)?,
+                ))
+            }
+            Target::Gateway => {
+                let (auth, dev_jwks) = crate::authenticator(config)?;
+                let upstream = gateway::upstream::Upstream::http(
+                    &config.gateway.experience_url,
+                    crate::principal_signer(config)?,
+                    config.gateway.upstream_timeout,
+                )?;
+                Server::Http(gateway::router(auth, upstream, dev_jwks))
+            }
+        };
+        Ok(Self {
+            grace: config.shutdown_grace,
+            server,
+        })
+    }
+
+    /// Serves on `listener` until `shutdown`, then drains.
+    pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> Result<(), StartError> {
+        match self.server {
+            Server::Http(router) => {
+                platform::shutdown::serve_http(listener, router, shutdown, self.grace).await?
+            }
+            Server::Grpc(routes) => {
+                platform::shutdown::serve_grpc(listener, routes, shutdown, self.grace).await?
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The configured listen address of `target`.
+pub fn listen_addr(target: Target, config: &Config) -> SocketAddr {
+    match target {
+        Target::Gateway => config.gateway.listen,
+        Target::Experience => config.experience.listen,
+        Target::Process => config.process.listen,
+        Target::System => config.system.listen,
+    }
+}

@@ -1,0 +1,85 @@
+//! `erp-connect up`: every tier in one process with the embedded defaults.
+//!
+//! The tiers are composed in-process: the experience router sits behind the
+//! gateway, and the process and system tiers are reached through in-process
+//! gRPC channels, so the same generated clients, servers and contracts run
+//! as in `serve` mode, minus the sockets. The process tier's gRPC API is
+//! also served on its own port for internal callers.
+
+use std::net::SocketAddr;
+
+use platform::{channel, shutdown::Shutdown};
+use tokio::net::TcpListener;
+
+use crate::{StartError, config::Config};
+
+/// Everything built and ready to serve.
+pub struct App {
+    config: Config,
+    gateway: axum::Router,
+    process_grpc: tonic::service::Routes,
+}
+
+impl App {
+    /// Opens the embedded ERP (seeding it on first start), loads the dev
+    /// identity provider and wires the tiers together. Binds nothing.
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        config.validate()?;
+        let system = system_apis::SystemTier::start(&config.system, &config.data_dir).await?;
+        let process = process_apis::ProcessTier::new(channel::in_process(system.routes()));
+        let process_grpc = process.routes();
+        let experience = experience_apis::router(experience_apis::Upstreams::new(
+            channel::in_process(process_grpc.clone()),
+        ));
+        let (auth, dev_jwks) = crate::authenticator(&config)?;
+        let gateway = gateway::router(
+            auth,
+            gateway::upstream::Upstream::InProcess(experience),
+            dev_jwks,
+        );
+        Ok(Self {
+            config,
+            gateway,
+            process_grpc,
+        })
+    }
+
+    /// Serves HTTP on `http` and the process APIs' gRPC on `grpc` until
+    /// `shutdown`, then drains both.
+    pub async fn serve(
+        self,
+        http: TcpListener,
+        grpc: TcpListener,
+        shutdown: Shutdown,
+    ) -> Result<(), StartError> {
+        let grace = self.config.shutdown_grace;
+        let http = platform::shutdown::serve_http(http, self.gateway, shutdown.clone(), grace);
+        let grpc = platform::shutdown::serve_grpc(grpc, self.process_grpc, shutdown, grace);
+        let (http, grpc) = tokio::join!(http, grpc);
+        http?;
+        grpc?;
+        Ok(())
+    }
+}
+
+/// What `up` prints on start: where it listens and how to get a dev token.
+pub fn banner(config: &Config, http: SocketAddr, grpc: SocketAddr) -> String {
+    let data_dir = config.data_dir.display();
+    let mut text = format!(
+        "erp-connect is up ({mode} mode, data in {data_dir})\n\
+         \x20 HTTP API           http://{http}   (GET /healthz, /readyz)\n\
+         \x20 process APIs gRPC  {grpc}   (reflection and grpc.health.v1 on)\n",
+        mode = if config.mode == crate::config::Mode::Dev {
+            "dev"
+        } else {
+            "production"
+        },
+    );
+    if config.mode == crate::config::Mode::Dev {
+        text.push_str(&format!(
+            "  dev token          TOKEN=$(cargo run -q --release -- token --sub alice --scope catalog:read --data-dir {data_dir})\n\
+             \x20 try                curl -H \"Authorization: Bearer $TOKEN\" http://{http}/web/v1/products\n"
+        ));
+    }
+    text
+}

@@ -1,0 +1,3 @@
+//! ERP backends behind [`super::Connector`]: one module per ERP.
+
+pub mod embedded;

@@ -1,0 +1,71 @@
+//! The system tier: one gRPC service per backend system, each wrapping the
+//! system's own protocol behind a connector trait. No business flows live
+//! here; a system API says what the system can do.
+//!
+//! # Layout
+//! - [`erp`]: `erp.v1` over an ERP backend (the embedded reference ERP;
+//!   Tryton follows).
+//! - [`SystemTier`]: builds the tier's gRPC routes (services, health,
+//!   reflection) from its [`Config`].
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+pub mod erp;
+
+/// Configuration of the system tier (`[system]` in the config file).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// gRPC listen address in `serve` mode. Default `127.0.0.1:8082`.
+    pub listen: std::net::SocketAddr,
+    /// The ERP backend.
+    pub erp: erp::Config,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8082)),
+            erp: erp::Config::default(),
+        }
+    }
+}
+
+/// A started system tier: its backends are open and migrated.
+#[derive(Clone)]
+pub struct SystemTier {
+    erp: erp::Erp,
+}
+
+impl SystemTier {
+    /// Opens every backend (creating and seeding the embedded ERP under
+    /// `data_dir` when it is used).
+    pub async fn start(config: &Config, data_dir: &Path) -> Result<Self, erp::Error> {
+        let erp = erp::Erp::open(&config.erp, data_dir).await?;
+        Ok(Self { erp })
+    }
+
+    /// The tier's gRPC routes: `erp.v1`, `grpc.health.v1` and reflection.
+    pub fn routes(&self) -> tonic::service::Routes {
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(erp_connect_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name("erp.v1.ProductService")
+            .with_service_name("erp.v1.InventoryService")
+            .with_service_name("grpc.health.v1.Health")
+            .build_v1()
+            .expect("the embedded descriptor sets are valid"); // checked by the tier tests
+        let erp = self.erp.clone();
+        let probe: platform::health::Probe = std::sync::Arc::new(move || {
+            let erp = erp.clone();
+            Box::pin(async move { erp.is_ready().await })
+        });
+        let mut routes = self.erp.routes();
+        routes = routes
+            .add_service(platform::health::service(probe))
+            .add_service(reflection);
+        routes
+    }
+}
