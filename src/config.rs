@@ -99,10 +99,7 @@ impl Config {
         let mut figment = Figment::new();
         if let Some(file) = file {
             if !file.is_file() {
-                return Err(Error::Parse(format!(
-                    "config file {} does not exist",
-                    file.display()
-                )));
+                return Err(Error::Parse(format!("config file {} does not exist", file.display())));
             }
             figment = figment.merge(Toml::file_exact(file));
         }
@@ -118,22 +115,14 @@ impl Config {
         upstream_url("experience.process_url", &self.experience.process_url)?;
         upstream_url("process.system_url", &self.process.system_url)?;
         if self.gateway.jwt_leeway > Duration::from_secs(gateway::auth::MAX_LEEWAY_SECS) {
-            return Err(Error::Invalid {
-                key: "gateway.jwt_leeway",
-                reason: "must be at most 60s".into(),
-            });
+            return Err(Error::Invalid { key: "gateway.jwt_leeway", reason: "must be at most 60s".into() });
         }
         if self.shutdown_grace.is_zero() {
-            return Err(Error::Invalid {
-                key: "shutdown_grace",
-                reason: "must be more than 0s".into(),
-            });
+            return Err(Error::Invalid { key: "shutdown_grace", reason: "must be more than 0s".into() });
         }
         for issuer in &self.gateway.issuers {
-            gateway::auth::read_jwks_file(issuer).map_err(|e| Error::Invalid {
-                key: "gateway.issuers",
-                reason: e.to_string(),
-            })?;
+            gateway::auth::read_jwks_file(issuer)
+                .map_err(|e| Error::Invalid { key: "gateway.issuers", reason: e.to_string() })?;
         }
         if self.mode == Mode::Production && self.gateway.issuers.is_empty() {
             return Err(Error::Invalid {
@@ -154,25 +143,15 @@ impl Config {
 }
 
 fn upstream_url(key: &'static str, url: &str) -> Result<(), Error> {
-    let uri: http::Uri = url.parse().map_err(|_| Error::Invalid {
-        key,
-        reason: format!("{url:?} is not a URL"),
-    })?;
+    let uri: http::Uri = url.parse().map_err(|_| Error::Invalid { key, reason: format!("{url:?} is not a URL") })?;
     if uri.scheme_str() != Some("http") || uri.authority().is_none() || uri.path() != "/" {
-        return Err(Error::Invalid {
-            key,
-            reason: format!("{url:?} must look like http://host:port"),
-        });
+        return Err(Error::Invalid { key, reason: format!("{url:?} must look like http://host:port") });
     }
     Ok(())
 }
 
 fn one_line(err: &figment::Error) -> String {
-    err.clone()
-        .into_iter()
-        .map(|e| e.to_string().replace('\n', " "))
-        .collect::<Vec<_>>()
-        .join("; ")
+    err.clone().into_iter().map(|e| e.to_string().replace('\n', " ")).collect::<Vec<_>>().join("; ")
 }
 
 #[cfg(test)]
@@ -188,29 +167,14 @@ mod tests {
     fn non_http_upstreams_are_refused() {
         let mut config = Config::default();
         config.process.system_url = "ftp://x:1".into();
-        assert!(matches!(
-            config.validate(),
-            Err(Error::Invalid {
-                key: "process.system_url",
-                ..
-            })
-        ));
+        assert!(matches!(config.validate(), Err(Error::Invalid { key: "process.system_url", .. })));
         config.process.system_url = "not a url".into();
         assert!(config.validate().is_err());
     }
 
     #[test]
     fn production_without_issuers_is_refused() {
-        let config = Config {
-            mode: Mode::Production,
-            ..Config::default()
-        };
-        assert!(matches!(
-            config.validate(),
-            Err(Error::Invalid {
-                key: "gateway.issuers",
-                ..
-            })
-        ));
+        let config = Config { mode: Mode::Production, ..Config::default() };
+        assert!(matches!(config.validate(), Err(Error::Invalid { key: "gateway.issuers", .. })));
     }
 }

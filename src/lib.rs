@@ -49,16 +49,10 @@ pub enum StartError {
 /// The gateway's authenticator: configured issuers, plus the dev identity
 /// provider of the data directory in dev mode. Returns the dev JWKS too,
 /// for `/dev-idp/jwks.json`.
-pub fn authenticator(
-    config: &Config,
-) -> Result<(gateway::auth::Authenticator, Option<serde_json::Value>), StartError> {
+pub fn authenticator(config: &Config) -> Result<(gateway::auth::Authenticator, Option<serde_json::Value>), StartError> {
     let mut issuers = Vec::new();
     for issuer in &config.gateway.issuers {
-        issuers.push((
-            issuer.issuer.clone(),
-            issuer.audiences.clone(),
-            gateway::auth::read_jwks_file(issuer)?,
-        ));
+        issuers.push((issuer.issuer.clone(), issuer.audiences.clone(), gateway::auth::read_jwks_file(issuer)?));
     }
     let mut dev_jwks = None;
     if config.mode == Mode::Dev {
@@ -68,39 +62,24 @@ pub fn authenticator(
             issuer: gateway::dev_idp::ISSUER.into(),
             reason: e.to_string(),
         })?;
-        issuers.push((
-            gateway::dev_idp::ISSUER.to_owned(),
-            vec![gateway::dev_idp::DEFAULT_AUDIENCE.to_owned()],
-            set,
-        ));
+        issuers.push((gateway::dev_idp::ISSUER.to_owned(), vec![gateway::dev_idp::DEFAULT_AUDIENCE.to_owned()], set));
         dev_jwks = Some(jwks);
     }
     let leeway = config.gateway.jwt_leeway.as_secs();
-    Ok((
-        gateway::auth::Authenticator::new(&issuers, leeway)?,
-        dev_jwks,
-    ))
+    Ok((gateway::auth::Authenticator::new(&issuers, leeway)?, dev_jwks))
 }
 
 /// The secret the gateway and the experience tier share in `serve` mode.
 pub fn principal_signer(config: &Config) -> Result<PrincipalSigner, StartError> {
-    let invalid = |reason: String| config::Error::Invalid {
-        key: "internal.principal_secret",
-        reason,
-    };
-    let secret: Vec<u8> = match (
-        &config.internal.principal_secret,
-        &config.internal.principal_secret_file,
-    ) {
+    let invalid = |reason: String| config::Error::Invalid { key: "internal.principal_secret", reason };
+    let secret: Vec<u8> = match (&config.internal.principal_secret, &config.internal.principal_secret_file) {
         (Some(inline), _) => inline.as_bytes().to_vec(),
-        (None, Some(file)) => std::fs::read(file)
-            .map_err(|e| invalid(format!("{}: {e}", file.display())))?
-            .trim_ascii()
-            .to_vec(),
-        (None, None) if config.mode == Mode::Dev => platform::secret_file::load_or_create(
-            &config.data_dir.join("internal").join("principal.key"),
-        )?
-        .to_vec(),
+        (None, Some(file)) => {
+            std::fs::read(file).map_err(|e| invalid(format!("{}: {e}", file.display())))?.trim_ascii().to_vec()
+        }
+        (None, None) if config.mode == Mode::Dev => {
+            platform::secret_file::load_or_create(&config.data_dir.join("internal").join("principal.key"))?.to_vec()
+        }
         (None, None) => {
             return Err(invalid("serve mode in production needs a principal secret".into()).into());
         }

@@ -86,10 +86,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(err) => return fail(&StartError::Io(err)),
     };
@@ -116,22 +113,14 @@ fn load(file: Option<&PathBuf>, data_dir: Option<PathBuf>) -> Result<Config, Sta
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr).await.map_err(|e| {
-        StartError::Io(std::io::Error::new(
-            e.kind(),
-            format!("cannot listen on {addr}: {e}"),
-        ))
-    })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| StartError::Io(std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))))
 }
 
 async fn run(command: Command) -> Result<(), StartError> {
     match command {
-        Command::Up {
-            listen,
-            grpc_listen,
-            data_dir,
-            config,
-        } => {
+        Command::Up { listen, grpc_listen, data_dir, config } => {
             let mut config = load(config.as_ref(), data_dir)?;
             if let Some(addr) = listen {
                 config.gateway.listen = addr;
@@ -142,45 +131,19 @@ async fn run(command: Command) -> Result<(), StartError> {
             let app = up::App::build(config.clone()).await?;
             let http = bind(config.gateway.listen).await?;
             let grpc = bind(config.process.listen).await?;
-            print!(
-                "{}",
-                up::banner(&config, http.local_addr()?, grpc.local_addr()?)
-            );
-            app.serve(http, grpc, platform::shutdown::on_signals())
-                .await
+            print!("{}", up::banner(&config, http.local_addr()?, grpc.local_addr()?));
+            app.serve(http, grpc, platform::shutdown::on_signals()).await
         }
-        Command::Serve {
-            target,
-            listen,
-            data_dir,
-            config,
-        } => {
+        Command::Serve { target, listen, data_dir, config } => {
             let config = load(config.as_ref(), data_dir)?;
             let tier = serve::Tier::build(target, &config).await?;
-            let listener =
-                bind(listen.unwrap_or_else(|| serve::listen_addr(target, &config))).await?;
+            let listener = bind(listen.unwrap_or_else(|| serve::listen_addr(target, &config))).await?;
             tracing::info!(?target, addr = %listener.local_addr()?, "serving");
             tier.serve(listener, platform::shutdown::on_signals()).await
         }
-        Command::Token {
-            sub,
-            scope,
-            aud,
-            tenant,
-            email,
-            ttl,
-            data_dir,
-            config,
-        } => {
+        Command::Token { sub, scope, aud, tenant, email, ttl, data_dir, config } => {
             let config = load(config.as_ref(), data_dir)?;
-            let request = gateway::dev_idp::TokenRequest {
-                subject: sub,
-                scope,
-                audience: aud,
-                tenant,
-                email,
-                ttl,
-            };
+            let request = gateway::dev_idp::TokenRequest { subject: sub, scope, audience: aud, tenant, email, ttl };
             println!("{}", erp_connect::token::mint(&config, &request)?);
             Ok(())
         }
@@ -194,9 +157,7 @@ fn init_logs() {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if std::io::stderr().is_terminal() {
         builder.init();
     } else {

@@ -40,27 +40,17 @@ impl Tier {
         config.validate()?;
         let server = match target {
             Target::System => {
-                let system =
-                    system_apis::SystemTier::start(&config.system, &config.data_dir).await?;
+                let system = system_apis::SystemTier::start(&config.system, &config.data_dir).await?;
                 Server::Grpc(system.routes())
             }
             Target::Process => {
-                let system = channel::connect_lazy(
-                    &config.process.system_url,
-                    config.process.system_timeout,
-                )?;
+                let system = channel::connect_lazy(&config.process.system_url, config.process.system_timeout)?;
                 Server::Grpc(process_apis::ProcessTier::new(system).routes())
             }
             Target::Experience => {
-                let process = channel::connect_lazy(
-                    &config.experience.process_url,
-                    config.experience.process_timeout,
-                )?;
+                let process = channel::connect_lazy(&config.experience.process_url, config.experience.process_timeout)?;
                 let router = experience_apis::router(experience_apis::Upstreams::new(process));
-                Server::Http(experience_apis::require_signed_principal(
-                    router,
-                    crate::principal_signer(config)?,
-                ))
+                Server::Http(experience_apis::require_signed_principal(router, crate::principal_signer(config)?))
             }
             Target::Gateway => {
                 let (auth, dev_jwks) = crate::authenticator(config)?;
@@ -72,21 +62,14 @@ impl Tier {
                 Server::Http(gateway::router(auth, upstream, dev_jwks))
             }
         };
-        Ok(Self {
-            grace: config.shutdown_grace,
-            server,
-        })
+        Ok(Self { grace: config.shutdown_grace, server })
     }
 
     /// Serves on `listener` until `shutdown`, then drains.
     pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> Result<(), StartError> {
         match self.server {
-            Server::Http(router) => {
-                platform::shutdown::serve_http(listener, router, shutdown, self.grace).await?
-            }
-            Server::Grpc(routes) => {
-                platform::shutdown::serve_grpc(listener, routes, shutdown, self.grace).await?
-            }
+            Server::Http(router) => platform::shutdown::serve_http(listener, router, shutdown, self.grace).await?,
+            Server::Grpc(routes) => platform::shutdown::serve_grpc(listener, routes, shutdown, self.grace).await?,
         }
         Ok(())
     }

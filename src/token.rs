@@ -18,17 +18,12 @@ pub fn mint(config: &Config, request: &TokenRequest) -> Result<String, StartErro
     if config.mode == Mode::Production {
         return Err(config::Error::Invalid {
             key: "mode",
-            reason: "`token` mints dev tokens and refuses to run against a production config"
-                .into(),
+            reason: "`token` mints dev tokens and refuses to run against a production config".into(),
         }
         .into());
     }
     if request.ttl.is_zero() || request.ttl > MAX_TTL {
-        return Err(config::Error::Invalid {
-            key: "--ttl",
-            reason: "must be between 1s and 30days".into(),
-        }
-        .into());
+        return Err(config::Error::Invalid { key: "--ttl", reason: "must be between 1s and 30days".into() }.into());
     }
     let idp = DevIdp::load_or_create(&config.data_dir)?;
     Ok(idp.mint(request)?)

@@ -28,30 +28,16 @@ impl App {
         let system = system_apis::SystemTier::start(&config.system, &config.data_dir).await?;
         let process = process_apis::ProcessTier::new(channel::in_process(system.routes()));
         let process_grpc = process.routes();
-        let experience = experience_apis::router(experience_apis::Upstreams::new(
-            channel::in_process(process_grpc.clone()),
-        ));
+        let experience =
+            experience_apis::router(experience_apis::Upstreams::new(channel::in_process(process_grpc.clone())));
         let (auth, dev_jwks) = crate::authenticator(&config)?;
-        let gateway = gateway::router(
-            auth,
-            gateway::upstream::Upstream::InProcess(experience),
-            dev_jwks,
-        );
-        Ok(Self {
-            config,
-            gateway,
-            process_grpc,
-        })
+        let gateway = gateway::router(auth, gateway::upstream::Upstream::InProcess(experience), dev_jwks);
+        Ok(Self { config, gateway, process_grpc })
     }
 
     /// Serves HTTP on `http` and the process APIs' gRPC on `grpc` until
     /// `shutdown`, then drains both.
-    pub async fn serve(
-        self,
-        http: TcpListener,
-        grpc: TcpListener,
-        shutdown: Shutdown,
-    ) -> Result<(), StartError> {
+    pub async fn serve(self, http: TcpListener, grpc: TcpListener, shutdown: Shutdown) -> Result<(), StartError> {
         let grace = self.config.shutdown_grace;
         let http = platform::shutdown::serve_http(http, self.gateway, shutdown.clone(), grace);
         let grpc = platform::shutdown::serve_grpc(grpc, self.process_grpc, shutdown, grace);
@@ -69,11 +55,7 @@ pub fn banner(config: &Config, http: SocketAddr, grpc: SocketAddr) -> String {
         "erp-connect is up ({mode} mode, data in {data_dir})\n\
          \x20 HTTP API           http://{http}   (GET /healthz, /readyz)\n\
          \x20 process APIs gRPC  {grpc}   (reflection and grpc.health.v1 on)\n",
-        mode = if config.mode == crate::config::Mode::Dev {
-            "dev"
-        } else {
-            "production"
-        },
+        mode = if config.mode == crate::config::Mode::Dev { "dev" } else { "production" },
     );
     if config.mode == crate::config::Mode::Dev {
         text.push_str(&format!(

@@ -24,9 +24,7 @@ pub enum Error {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let problem = match self {
-            Error::Invalid(errors) => {
-                Problem::bad_request("the request has invalid parameters", errors)
-            }
+            Error::Invalid(errors) => Problem::bad_request("the request has invalid parameters", errors),
             Error::NoPrincipal => {
                 tracing::error!("handler reached without a verified principal");
                 Problem::internal()
@@ -46,10 +44,7 @@ fn problem_from_status(status: &Status) -> Problem {
                 .map(|br| {
                     br.field_violations
                         .iter()
-                        .map(|v| FieldError {
-                            field: v.field.clone(),
-                            message: v.description.clone(),
-                        })
+                        .map(|v| FieldError { field: v.field.clone(), message: v.description.clone() })
                         .collect()
                 })
                 .unwrap_or_default();

@@ -77,14 +77,14 @@ pub fn router(upstreams: Upstreams) -> Router {
         .fallback(|| async { Problem::not_found("no such route") })
         .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
         .with_state(upstreams)
+        .layer(middleware::from_fn(platform::request_id::ensure))
 }
 
 async fn readyz(State(upstreams): State<Upstreams>) -> Response {
     if platform::health::downstream_is_serving(upstreams.process.clone()).await {
         "ready".into_response()
     } else {
-        Problem::unavailable("the process tier or one of its dependencies is down", 5)
-            .into_response()
+        Problem::unavailable("the process tier or one of its dependencies is down", 5).into_response()
     }
 }
 
@@ -92,22 +92,17 @@ async fn readyz(State(upstreams): State<Upstreams>) -> Response {
 /// signed, and turn it into the extension the handlers read. Health routes
 /// stay open for the orchestrator's probes.
 pub fn require_signed_principal(router: Router, signer: PrincipalSigner) -> Router {
-    router.layer(middleware::from_fn_with_state(signer, verify_principal))
+    router
+        .layer(middleware::from_fn_with_state(signer, verify_principal))
+        // Outermost, so that refusals carry a request id too.
+        .layer(middleware::from_fn(platform::request_id::ensure))
 }
 
-async fn verify_principal(
-    State(signer): State<PrincipalSigner>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+async fn verify_principal(State(signer): State<PrincipalSigner>, mut request: Request, next: Next) -> Response {
     if matches!(request.uri().path(), "/healthz" | "/readyz") {
         return next.run(request).await;
     }
-    let verified = request
-        .headers()
-        .get(HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| signer.verify(v));
+    let verified = request.headers().get(HEADER).and_then(|v| v.to_str().ok()).map(|v| signer.verify(v));
     match verified {
         Some(Ok(principal)) => {
             request.headers_mut().remove(HEADER);
@@ -118,8 +113,6 @@ async fn verify_principal(
             tracing::warn!(error = %err, "request with a principal the gateway did not sign");
             Problem::unauthorized("the request did not come through the gateway").into_response()
         }
-        None => {
-            Problem::unauthorized("the request did not come through the gateway").into_response()
-        }
+        None => Problem::unauthorized("the request did not come through the gateway").into_response(),
     }
 }

@@ -68,9 +68,7 @@ pub struct Authenticator {
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Authenticator")
-            .field("kids", &self.keys.keys().collect::<Vec<_>>())
-            .finish()
+        f.debug_struct("Authenticator").field("kids", &self.keys.keys().collect::<Vec<_>>()).finish()
     }
 }
 
@@ -109,15 +107,8 @@ impl Authenticator {
         let mut keys = HashMap::new();
         for (issuer, audiences, jwks) in issuers {
             for jwk in &jwks.keys {
-                let jwks_error = |reason: String| Error::Jwks {
-                    issuer: issuer.clone(),
-                    reason,
-                };
-                let kid = jwk
-                    .common
-                    .key_id
-                    .clone()
-                    .ok_or_else(|| jwks_error("a key has no kid".into()))?;
+                let jwks_error = |reason: String| Error::Jwks { issuer: issuer.clone(), reason };
+                let kid = jwk.common.key_id.clone().ok_or_else(|| jwks_error("a key has no kid".into()))?;
                 let alg = match &jwk.algorithm {
                     jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(_) => Algorithm::EdDSA,
                     jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(p)
@@ -128,25 +119,19 @@ impl Authenticator {
                     jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
                     _ => return Err(jwks_error(format!("key {kid} is of an unsupported type"))),
                 };
-                let key = DecodingKey::from_jwk(jwk)
-                    .map_err(|e| jwks_error(format!("key {kid}: {e}")))?;
+                let key = DecodingKey::from_jwk(jwk).map_err(|e| jwks_error(format!("key {kid}: {e}")))?;
                 let mut validation = Validation::new(alg);
                 validation.set_issuer(&[issuer]);
                 validation.set_audience(audiences);
                 validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
                 validation.validate_nbf = true;
                 validation.leeway = leeway_secs.min(MAX_LEEWAY_SECS);
-                if keys
-                    .insert(kid.clone(), TrustedKey { key, validation })
-                    .is_some()
-                {
+                if keys.insert(kid.clone(), TrustedKey { key, validation }).is_some() {
                     return Err(jwks_error(format!("kid {kid} is used twice")));
                 }
             }
         }
-        Ok(Self {
-            keys: Arc::new(keys),
-        })
+        Ok(Self { keys: Arc::new(keys) })
     }
 
     /// Verifies `token` and returns who it names.
@@ -158,35 +143,21 @@ impl Authenticator {
         {
             return Err(Error::UnknownKey);
         }
-        let trusted = header
-            .kid
-            .as_deref()
-            .and_then(|kid| self.keys.get(kid))
-            .ok_or(Error::UnknownKey)?;
-        let data = jsonwebtoken::decode::<Claims>(token, &trusted.key, &trusted.validation)
-            .map_err(Error::Invalid)?;
+        let trusted = header.kid.as_deref().and_then(|kid| self.keys.get(kid)).ok_or(Error::UnknownKey)?;
+        let data = jsonwebtoken::decode::<Claims>(token, &trusted.key, &trusted.validation).map_err(Error::Invalid)?;
         let claims = data.claims;
         let mut scopes = claims.scope.map(ScopeList::into_vec).unwrap_or_default();
         scopes.extend(claims.scp.map(ScopeList::into_vec).unwrap_or_default());
-        Ok(Principal {
-            subject: claims.sub,
-            tenant: claims.tenant,
-            scopes,
-            email: claims.email,
-        })
+        Ok(Principal { subject: claims.sub, tenant: claims.tenant, scopes, email: claims.email })
     }
 }
 
 /// Reads a JWKS file.
 pub fn read_jwks_file(issuer: &IssuerConfig) -> Result<JwkSet, Error> {
-    let jwks_error = |reason: String| Error::Jwks {
-        issuer: issuer.issuer.clone(),
-        reason,
-    };
+    let jwks_error = |reason: String| Error::Jwks { issuer: issuer.issuer.clone(), reason };
     let text = std::fs::read_to_string(&issuer.jwks_file)
         .map_err(|e| jwks_error(format!("{}: {e}", issuer.jwks_file.display())))?;
-    serde_json::from_str(&text)
-        .map_err(|e| jwks_error(format!("{}: {e}", issuer.jwks_file.display())))
+    serde_json::from_str(&text).map_err(|e| jwks_error(format!("{}: {e}", issuer.jwks_file.display())))
 }
 
 #[cfg(test)]
@@ -200,15 +171,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let idp = DevIdp::load_or_create(dir.path()).expect("idp");
         let jwks: JwkSet = serde_json::from_value(idp.jwks()).expect("jwks");
-        let auth = Authenticator::new(
-            &[(
-                crate::dev_idp::ISSUER.to_owned(),
-                vec!["erp-connect".to_owned()],
-                jwks,
-            )],
-            30,
-        )
-        .expect("auth");
+        let auth = Authenticator::new(&[(crate::dev_idp::ISSUER.to_owned(), vec!["erp-connect".to_owned()], jwks)], 30)
+            .expect("auth");
         (dir, idp, auth)
     }
 
@@ -226,9 +190,7 @@ mod tests {
     #[test]
     fn a_dev_token_verifies_into_a_principal() {
         let (_dir, idp, auth) = setup();
-        let token = idp
-            .mint(&request("erp-connect", Duration::from_secs(60)))
-            .expect("mint");
+        let token = idp.mint(&request("erp-connect", Duration::from_secs(60))).expect("mint");
         let principal = auth.verify(&token).expect("verify");
         assert_eq!(principal.subject, "alice");
         assert_eq!(principal.tenant.as_deref(), Some("acme"));
@@ -238,36 +200,20 @@ mod tests {
     #[test]
     fn wrong_audience_expired_foreign_and_garbage_tokens_are_refused() {
         let (_dir, idp, auth) = setup();
-        let wrong_aud = idp
-            .mint(&request("process-apis", Duration::from_secs(60)))
-            .expect("mint");
+        let wrong_aud = idp.mint(&request("process-apis", Duration::from_secs(60))).expect("mint");
         assert!(matches!(auth.verify(&wrong_aud), Err(Error::Invalid(_))));
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_secs();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
         let claims = |exp: serde_json::Value, nbf: u64| serde_json::json!({"iss": crate::dev_idp::ISSUER, "aud": "erp-connect", "sub": "alice", "exp": exp, "nbf": nbf});
-        let expired = idp
-            .sign(&claims((now - 120).into(), now - 300))
-            .expect("sign");
+        let expired = idp.sign(&claims((now - 120).into(), now - 300)).expect("sign");
         assert!(matches!(auth.verify(&expired), Err(Error::Invalid(_))));
-        let not_yet = idp
-            .sign(&claims((now + 600).into(), now + 300))
-            .expect("sign");
+        let not_yet = idp.sign(&claims((now + 600).into(), now + 300)).expect("sign");
         assert!(matches!(auth.verify(&not_yet), Err(Error::Invalid(_))));
-        let exp_as_string = idp
-            .sign(&claims(format!("{}", now + 600).into(), now))
-            .expect("sign");
-        assert!(matches!(
-            auth.verify(&exp_as_string),
-            Err(Error::Invalid(_))
-        ));
+        let exp_as_string = idp.sign(&claims(format!("{}", now + 600).into(), now)).expect("sign");
+        assert!(matches!(auth.verify(&exp_as_string), Err(Error::Invalid(_))));
         let fine = idp.sign(&claims((now + 600).into(), now)).expect("sign");
         assert!(auth.verify(&fine).is_ok(), "the control token must pass");
         let (_other_dir, other_idp, _) = setup();
-        let foreign = other_idp
-            .mint(&request("erp-connect", Duration::from_secs(60)))
-            .expect("mint");
+        let foreign = other_idp.mint(&request("erp-connect", Duration::from_secs(60))).expect("mint");
         assert!(matches!(auth.verify(&foreign), Err(Error::UnknownKey)));
         assert!(auth.verify("abc.def.ghi").is_err());
         assert!(auth.verify("").is_err());
@@ -276,17 +222,12 @@ mod tests {
     #[test]
     fn alg_none_is_refused() {
         let (_dir, idp, auth) = setup();
-        let token = idp
-            .mint(&request("erp-connect", Duration::from_secs(60)))
-            .expect("mint");
+        let token = idp.mint(&request("erp-connect", Duration::from_secs(60))).expect("mint");
         let mut parts = token.split('.');
         let (_, claims) = (parts.next(), parts.next().expect("claims"));
         let header = base64::Engine::encode(
             &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-            format!(
-                r#"{{"alg":"none","kid":"{}"}}"#,
-                idp.jwks()["keys"][0]["kid"].as_str().expect("kid")
-            ),
+            format!(r#"{{"alg":"none","kid":"{}"}}"#, idp.jwks()["keys"][0]["kid"].as_str().expect("kid")),
         );
         assert!(auth.verify(&format!("{header}.{claims}.")).is_err());
     }

@@ -71,9 +71,7 @@ pub struct DevIdp {
 
 impl std::fmt::Debug for DevIdp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DevIdp")
-            .field("kid", &self.kid)
-            .finish_non_exhaustive()
+        f.debug_struct("DevIdp").field("kid", &self.kid).finish_non_exhaustive()
     }
 }
 
@@ -81,8 +79,7 @@ impl DevIdp {
     /// Loads the key of `data_dir`, creating it on first use. Safe when
     /// `up` and `token` race for the first start.
     pub fn load_or_create(data_dir: &Path) -> Result<Self, Error> {
-        let seed =
-            platform::secret_file::load_or_create(&data_dir.join("dev-idp").join("ed25519.key"))?;
+        let seed = platform::secret_file::load_or_create(&data_dir.join("dev-idp").join("ed25519.key"))?;
         let key = SigningKey::from_bytes(&seed);
         let public = key.verifying_key().to_bytes();
         let kid = format!("dev-{}", URL_SAFE_NO_PAD.encode(&public[..9]));
@@ -105,10 +102,7 @@ impl DevIdp {
 
     /// A signed JWT for `request`.
     pub fn mint(&self, request: &TokenRequest) -> Result<String, Error> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
         let claims = Claims {
             iss: ISSUER,
             sub: &request.subject,

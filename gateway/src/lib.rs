@@ -7,7 +7,6 @@
 //! - [`auth`]: bearer JWT verification against trusted issuers.
 //! - [`dev_idp`]: the dev identity provider behind `erp-connect token`.
 //! - [`upstream`]: the experience tier, in-process or over HTTP.
-//! - [`request_id`]: `x-request-id` handling.
 //! - [`ROUTES`]: the public routes and the scope each requires.
 
 use std::{sync::Arc, time::Duration};
@@ -25,7 +24,6 @@ use serde::Deserialize;
 
 pub mod auth;
 pub mod dev_idp;
-pub mod request_id;
 pub mod upstream;
 
 /// `[gateway]` in the config file.
@@ -73,16 +71,8 @@ struct Gateway {
 /// Builds the gateway's router.
 ///
 /// `dev_jwks` is served at `/dev-idp/jwks.json` when given (dev mode).
-pub fn router(
-    auth: auth::Authenticator,
-    upstream: upstream::Upstream,
-    dev_jwks: Option<serde_json::Value>,
-) -> Router {
-    let gateway = Arc::new(Gateway {
-        auth,
-        upstream,
-        dev_jwks,
-    });
+pub fn router(auth: auth::Authenticator, upstream: upstream::Upstream, dev_jwks: Option<serde_json::Value>) -> Router {
+    let gateway = Arc::new(Gateway { auth, upstream, dev_jwks });
     let mut router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -92,27 +82,21 @@ pub fn router(
         let scope: &'static str = scope;
         router = router.route(
             path,
-            on(
-                filter,
-                move |State(gw): State<Arc<Gateway>>, request: Request| async move {
-                    gw.authorize_and_forward(scope, request).await
-                },
-            ),
+            on(filter, move |State(gw): State<Arc<Gateway>>, request: Request| async move {
+                gw.authorize_and_forward(scope, request).await
+            }),
         );
     }
     router
         .fallback(|| async { Problem::not_found("no such route") })
         .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
         .with_state(gateway)
-        .layer(axum::middleware::from_fn(request_id::ensure))
+        .layer(axum::middleware::from_fn(platform::request_id::ensure))
 }
 
 impl Gateway {
     async fn authorize_and_forward(&self, scope: &str, request: Request) -> Response {
-        let principal = match bearer(&request)
-            .ok_or(auth::Error::Missing)
-            .and_then(|t| self.auth.verify(t))
-        {
+        let principal = match bearer(&request).ok_or(auth::Error::Missing).and_then(|t| self.auth.verify(t)) {
             Ok(p) => p,
             Err(err) => {
                 tracing::info!(error = %err, "credential refused");
@@ -120,8 +104,7 @@ impl Gateway {
             }
         };
         if !principal.has_scope(scope) {
-            return Problem::forbidden(format!("this route needs the scope {scope}"))
-                .into_response();
+            return Problem::forbidden(format!("this route needs the scope {scope}")).into_response();
         }
         match self.upstream.forward(request, Some(principal)).await {
             Ok(response) => response,
@@ -131,23 +114,13 @@ impl Gateway {
 }
 
 fn bearer(request: &Request) -> Option<&str> {
-    let value = request
-        .headers()
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
+    let value = request.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
 async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
-    let probe = Request::builder()
-        .uri("/readyz")
-        .body(Body::empty())
-        .unwrap_or_default();
+    let probe = Request::builder().uri("/readyz").body(Body::empty()).unwrap_or_default();
     match gw.upstream.forward(probe, None).await {
         Ok(res) if res.status() == StatusCode::OK => "ready".into_response(),
         Ok(res) => {

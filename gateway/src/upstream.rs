@@ -60,17 +60,19 @@ impl IntoResponse for Error {
 pub enum Upstream {
     /// The experience router in this process.
     InProcess(Router),
-    /// The experience tier at `base`, with pooled keep-alive connections.
-    Http {
-        /// Shared connection pool.
-        client: Client<HttpConnector, Body>,
-        /// Scheme and authority of the experience tier.
-        base: Uri,
-        /// Signs the principal header.
-        signer: PrincipalSigner,
-        /// Deadline of one forwarded request.
-        timeout: Duration,
-    },
+    /// The experience tier over HTTP.
+    Http(Box<HttpUpstream>),
+}
+
+/// The experience tier at `base`, with pooled keep-alive connections.
+#[derive(Clone)]
+pub struct HttpUpstream {
+    client: Client<HttpConnector, Body>,
+    /// Scheme and authority of the experience tier.
+    base: Uri,
+    signer: PrincipalSigner,
+    /// Deadline of one forwarded request.
+    timeout: Duration,
 }
 
 /// Request headers that must never reach the experience tier: the raw
@@ -95,23 +97,12 @@ impl Upstream {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
-        Ok(Upstream::Http {
-            client,
-            base,
-            signer,
-            timeout,
-        })
+        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector);
+        Ok(Upstream::Http(Box::new(HttpUpstream { client, base, signer, timeout })))
     }
 
     /// Sends `request` on behalf of `principal` (none for internal probes).
-    pub async fn forward(
-        &self,
-        mut request: Request<Body>,
-        principal: Option<Principal>,
-    ) -> Result<Response, Error> {
+    pub async fn forward(&self, mut request: Request<Body>, principal: Option<Principal>) -> Result<Response, Error> {
         let headers = request.headers_mut();
         for name in STRIPPED {
             headers.remove(name);
@@ -122,33 +113,22 @@ impl Upstream {
                 if let Some(principal) = principal {
                     request.extensions_mut().insert(principal);
                 }
-                let response = router
-                    .clone()
-                    .oneshot(request)
-                    .await
-                    .unwrap_or_else(|never| match never {});
+                let response = router.clone().oneshot(request).await.unwrap_or_else(|never| match never {});
                 Ok(response)
             }
-            Upstream::Http {
-                client,
-                base,
-                signer,
-                timeout,
-            } => {
+            Upstream::Http(http) => {
+                let HttpUpstream { client, base, signer, timeout } = http.as_ref();
                 if let Some(principal) = principal {
                     let value = signer.sign(&principal)?;
-                    let value = http::HeaderValue::try_from(value)
-                        .map_err(|_| Error::InvalidUrl(base.to_string()))?;
+                    let value = http::HeaderValue::try_from(value).map_err(|_| Error::InvalidUrl(base.to_string()))?;
                     request.headers_mut().insert(principal::HEADER, value);
                 }
                 let path = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
                 let mut parts = base.clone().into_parts();
                 parts.path_and_query = path.parse().ok();
-                *request.uri_mut() =
-                    Uri::from_parts(parts).map_err(|_| Error::InvalidUrl(base.to_string()))?;
-                let response = tokio::time::timeout(*timeout, client.request(request))
-                    .await
-                    .map_err(|_| Error::Timeout)??;
+                *request.uri_mut() = Uri::from_parts(parts).map_err(|_| Error::InvalidUrl(base.to_string()))?;
+                let response =
+                    tokio::time::timeout(*timeout, client.request(request)).await.map_err(|_| Error::Timeout)??;
                 Ok(response.map(Body::new))
             }
         }

@@ -21,8 +21,7 @@ use tower::{ServiceExt, util::BoxCloneSyncService};
 pub struct TransportError(Box<dyn std::error::Error + Send + Sync>);
 
 /// A gRPC transport usable by every generated client (`FooClient::new(ch)`).
-pub type GrpcChannel =
-    BoxCloneSyncService<http::Request<Body>, http::Response<Body>, TransportError>;
+pub type GrpcChannel = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, TransportError>;
 
 /// Errors building a channel.
 #[derive(Debug, thiserror::Error)]
@@ -43,25 +42,19 @@ pub enum Error {
 /// with `UNAVAILABLE` until it is back, and the connection is reused.
 pub fn connect_lazy(url: &str, timeout: Duration) -> Result<GrpcChannel, Error> {
     let endpoint = Endpoint::from_shared(url.to_owned())
-        .map_err(|source| Error::InvalidUrl {
-            url: url.to_owned(),
-            source,
-        })?
+        .map_err(|source| Error::InvalidUrl { url: url.to_owned(), source })?
         .connect_timeout(Duration::from_secs(2))
         .timeout(timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30));
     let channel = endpoint.connect_lazy();
-    Ok(BoxCloneSyncService::new(
-        channel.map_err(|e| TransportError(e.into())),
-    ))
+    Ok(BoxCloneSyncService::new(channel.map_err(|e| TransportError(e.into()))))
 }
 
 /// A channel that calls `routes` in this process.
 pub fn in_process(routes: Routes) -> GrpcChannel {
-    let svc = tower::ServiceExt::<http::Request<Body>>::map_err(
-        routes,
-        |never: Infallible| -> TransportError { match never {} },
-    );
+    let svc = tower::ServiceExt::<http::Request<Body>>::map_err(routes, |never: Infallible| -> TransportError {
+        match never {}
+    });
     BoxCloneSyncService::new(svc)
 }

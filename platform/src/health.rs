@@ -34,9 +34,7 @@ pub fn service(probe: Probe) -> HealthServer<ProbedHealth> {
 /// Asks a downstream tier's health service whether it is serving.
 pub async fn downstream_is_serving(channel: GrpcChannel) -> bool {
     let mut client = HealthClient::new(channel);
-    let call = client.check(HealthCheckRequest {
-        service: String::new(),
-    });
+    let call = client.check(HealthCheckRequest { service: String::new() });
     match tokio::time::timeout(PROBE_TIMEOUT, call).await {
         Ok(Ok(res)) => res.into_inner().status == ServingStatus::Serving as i32,
         Ok(Err(status)) => {
@@ -64,28 +62,19 @@ impl ProbedHealth {
     }
 }
 
-type WatchStream =
-    Pin<Box<dyn futures_util::Stream<Item = Result<HealthCheckResponse, Status>> + Send>>;
+type WatchStream = Pin<Box<dyn futures_util::Stream<Item = Result<HealthCheckResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Health for ProbedHealth {
-    async fn check(
-        &self,
-        _request: Request<HealthCheckRequest>,
-    ) -> Result<Response<HealthCheckResponse>, Status> {
+    async fn check(&self, _request: Request<HealthCheckRequest>) -> Result<Response<HealthCheckResponse>, Status> {
         let status = self.status().await;
-        Ok(Response::new(HealthCheckResponse {
-            status: status as i32,
-        }))
+        Ok(Response::new(HealthCheckResponse { status: status as i32 }))
     }
 
     type WatchStream = WatchStream;
 
     /// Sends the current status, then every change, probing once a second.
-    async fn watch(
-        &self,
-        _request: Request<HealthCheckRequest>,
-    ) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(&self, _request: Request<HealthCheckRequest>) -> Result<Response<Self::WatchStream>, Status> {
         let probe = self.probe.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         tokio::spawn(async move {
@@ -97,9 +86,7 @@ impl Health for ProbedHealth {
                 let status = health.status().await;
                 if last != Some(status) {
                     last = Some(status);
-                    let msg = Ok(HealthCheckResponse {
-                        status: status as i32,
-                    });
+                    let msg = Ok(HealthCheckResponse { status: status as i32 });
                     if tx.send(msg).await.is_err() {
                         return; // the watcher went away
                     }
@@ -108,8 +95,6 @@ impl Health for ProbedHealth {
                 }
             }
         });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 }

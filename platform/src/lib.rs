@@ -13,11 +13,13 @@
 //! - [`principal`]: who is calling, as verified by the gateway.
 //! - [`health`]: `grpc.health.v1` answered by probing what a tier depends on.
 //! - [`shutdown`]: SIGTERM/Ctrl-C handling and draining servers.
+//! - [`request_id`]: `x-request-id` on every HTTP response.
 //! - [`secret_file`]: dev-mode secrets created on first use.
 
 pub mod channel;
 pub mod health;
 pub mod principal;
 pub mod problem;
+pub mod request_id;
 pub mod secret_file;
 pub mod shutdown;

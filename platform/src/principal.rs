@@ -93,16 +93,9 @@ impl PrincipalSigner {
 
     /// The header value for `principal`.
     pub fn sign(&self, principal: &Principal) -> Result<String, Error> {
-        let exp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .saturating_add(ASSERTION_TTL)
-            .as_secs();
-        let claims = Assertion {
-            principal: principal.clone(),
-            exp,
-            aud: AUDIENCE.to_owned(),
-        };
+        let exp =
+            SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().saturating_add(ASSERTION_TTL).as_secs();
+        let claims = Assertion { principal: principal.clone(), exp, aud: AUDIENCE.to_owned() };
         let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
         Ok(jsonwebtoken::encode(&header, &claims, &self.encoding)?)
     }
@@ -139,9 +132,6 @@ mod tests {
 
     #[test]
     fn short_secrets_are_refused() {
-        assert!(matches!(
-            PrincipalSigner::new(b"short"),
-            Err(Error::WeakSecret)
-        ));
+        assert!(matches!(PrincipalSigner::new(b"short"), Err(Error::WeakSecret)));
     }
 }

@@ -43,12 +43,7 @@ pub struct Problem {
 
 impl Problem {
     /// A problem of kind `slug` (appended to [`TYPE_BASE`]).
-    pub fn new(
-        status: StatusCode,
-        slug: &str,
-        title: &'static str,
-        detail: impl Into<String>,
-    ) -> Self {
+    pub fn new(status: StatusCode, slug: &str, title: &'static str, detail: impl Into<String>) -> Self {
         Self {
             kind: format!("{TYPE_BASE}{slug}"),
             title,
@@ -62,24 +57,14 @@ impl Problem {
 
     /// 400 with the offending fields.
     pub fn bad_request(detail: impl Into<String>, errors: Vec<FieldError>) -> Self {
-        let mut p = Self::new(
-            StatusCode::BAD_REQUEST,
-            "bad-request",
-            "Bad request",
-            detail,
-        );
+        let mut p = Self::new(StatusCode::BAD_REQUEST, "bad-request", "Bad request", detail);
         p.errors = errors;
         p
     }
 
     /// 401 with a Bearer challenge.
     pub fn unauthorized(detail: impl Into<String>) -> Self {
-        let mut p = Self::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "Unauthorized",
-            detail,
-        );
+        let mut p = Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized", detail);
         p.www_authenticate = Some("Bearer realm=\"erp-connect\"");
         p
     }
@@ -106,12 +91,7 @@ impl Problem {
 
     /// 503: a backend is down; the caller may retry after `retry_after` seconds.
     pub fn unavailable(detail: impl Into<String>, retry_after: u32) -> Self {
-        let mut p = Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "Service unavailable",
-            detail,
-        );
+        let mut p = Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable", detail);
         p.retry_after = Some(retry_after);
         p
     }
@@ -134,18 +114,12 @@ impl IntoResponse for Problem {
         let body = serde_json::to_vec(&self).unwrap_or_default();
         let mut res = (status, body).into_response();
         let headers = res.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if let Some(secs) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if let Some(challenge) = self.www_authenticate {
-            headers.insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(challenge),
-            );
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
         }
         res
     }

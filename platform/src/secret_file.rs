@@ -30,10 +30,7 @@ pub enum Error {
 
 /// The 32-byte secret in `path`, created with fresh randomness if missing.
 pub fn load_or_create(path: &Path) -> Result<[u8; 32], Error> {
-    let io = |source| Error::Io {
-        path: path.to_owned(),
-        source,
-    };
+    let io = |source| Error::Io { path: path.to_owned(), source };
     match std::fs::read_to_string(path) {
         Ok(text) => return decode(&text, path),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
@@ -50,8 +47,7 @@ pub fn load_or_create(path: &Path) -> Result<[u8; 32], Error> {
     {
         let mut file = std::fs::File::create(&tmp).map_err(io)?;
         restrict_permissions(&file).map_err(io)?;
-        file.write_all(STANDARD.encode(secret).as_bytes())
-            .map_err(io)?;
+        file.write_all(STANDARD.encode(secret).as_bytes()).map_err(io)?;
         file.sync_all().map_err(io)?;
     }
     let linked = std::fs::hard_link(&tmp, path);
@@ -68,11 +64,7 @@ pub fn load_or_create(path: &Path) -> Result<[u8; 32], Error> {
 
 fn decode(text: &str, path: &Path) -> Result<[u8; 32], Error> {
     let corrupt = || Error::Corrupt(path.to_owned());
-    STANDARD
-        .decode(text.trim())
-        .map_err(|_| corrupt())?
-        .try_into()
-        .map_err(|_| corrupt())
+    STANDARD.decode(text.trim()).map_err(|_| corrupt())?.try_into().map_err(|_| corrupt())
 }
 
 #[cfg(unix)]

@@ -56,10 +56,7 @@ where
     match tokio::time::timeout(grace, server).await {
         Ok(res) => res,
         Err(_) => {
-            tracing::warn!(
-                grace_secs = grace.as_secs(),
-                "drain deadline passed; dropping the remaining requests"
-            );
+            tracing::warn!(grace_secs = grace.as_secs(), "drain deadline passed; dropping the remaining requests");
             Ok(())
         }
     }
@@ -73,8 +70,7 @@ pub async fn serve_http(
     grace: Duration,
 ) -> io::Result<()> {
     let signal = shutdown.clone();
-    let server =
-        axum::serve(listener, app).with_graceful_shutdown(async move { signal.cancelled().await });
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move { signal.cancelled().await });
     drain(server.into_future(), shutdown, grace).await
 }
 
@@ -90,10 +86,5 @@ pub async fn serve_grpc(
     let server = tonic::transport::Server::builder()
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, async move { signal.cancelled().await });
-    drain(
-        async move { server.await.map_err(io::Error::other) },
-        shutdown,
-        grace,
-    )
-    .await
+    drain(async move { server.await.map_err(io::Error::other) }, shutdown, grace).await
 }

@@ -4,13 +4,11 @@
 
 use erp_connect_proto::{
     catalog::v1::{
-        Availability, CatalogItem, ListCatalogItemsRequest, ListCatalogItemsResponse, Price,
-        WarehouseAvailability,
+        Availability, CatalogItem, ListCatalogItemsRequest, ListCatalogItemsResponse, Price, WarehouseAvailability,
         catalog_service_server::{CatalogService, CatalogServiceServer},
     },
     erp::v1::{
-        GetStockLevelsRequest, ListProductsRequest,
-        inventory_service_client::InventoryServiceClient,
+        GetStockLevelsRequest, ListProductsRequest, inventory_service_client::InventoryServiceClient,
         product_service_client::ProductServiceClient,
     },
 };
@@ -51,12 +49,7 @@ impl From<Error> for Status {
                 | Code::DeadlineExceeded
                 | Code::ResourceExhausted => status,
                 code => {
-                    tracing::error!(
-                        rpc,
-                        ?code,
-                        message = status.message(),
-                        "system API call failed"
-                    );
+                    tracing::error!(rpc, ?code, message = status.message(), "system API call failed");
                     Status::internal("the catalogue could not be read")
                 }
             },
@@ -81,15 +74,9 @@ impl CatalogService for Catalog {
         let page = self
             .products
             .clone()
-            .list_products(ListProductsRequest {
-                page_size: req.page_size,
-                page_token: req.page_token,
-            })
+            .list_products(ListProductsRequest { page_size: req.page_size, page_token: req.page_token })
             .await
-            .map_err(|status| Error::Erp {
-                rpc: "ListProducts",
-                status,
-            })?
+            .map_err(|status| Error::Erp { rpc: "ListProducts", status })?
             .into_inner();
         let skus: Vec<String> = page.products.iter().map(|p| p.sku.clone()).collect();
         let levels = if skus.is_empty() {
@@ -99,10 +86,7 @@ impl CatalogService for Catalog {
                 .clone()
                 .get_stock_levels(GetStockLevelsRequest { skus })
                 .await
-                .map_err(|status| Error::Erp {
-                    rpc: "GetStockLevels",
-                    status,
-                })?
+                .map_err(|status| Error::Erp { rpc: "GetStockLevels", status })?
                 .into_inner()
                 .levels
         };
@@ -118,17 +102,11 @@ impl CatalogService for Catalog {
                     warehouses: l
                         .warehouses
                         .into_iter()
-                        .map(|w| WarehouseAvailability {
-                            warehouse: w.warehouse,
-                            available: w.available,
-                        })
+                        .map(|w| WarehouseAvailability { warehouse: w.warehouse, available: w.available })
                         .collect(),
                 });
                 CatalogItem {
-                    price: product.list_price.map(|m| Price {
-                        currency: m.currency,
-                        amount: m.amount,
-                    }),
+                    price: product.list_price.map(|m| Price { currency: m.currency, amount: m.amount }),
                     sku: product.sku,
                     name: product.name,
                     description: product.description,
@@ -136,9 +114,6 @@ impl CatalogService for Catalog {
                 }
             })
             .collect();
-        Ok(Response::new(ListCatalogItemsResponse {
-            items,
-            next_page_token: page.next_page_token,
-        }))
+        Ok(Response::new(ListCatalogItemsResponse { items, next_page_token: page.next_page_token }))
     }
 }

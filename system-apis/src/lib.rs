@@ -26,10 +26,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Self {
-            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8082)),
-            erp: erp::Config::default(),
-        }
+        Self { listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8082)), erp: erp::Config::default() }
     }
 }
 
@@ -63,9 +60,7 @@ impl SystemTier {
             Box::pin(async move { erp.is_ready().await })
         });
         let mut routes = self.erp.routes();
-        routes = routes
-            .add_service(platform::health::service(probe))
-            .add_service(reflection);
+        routes = routes.add_service(platform::health::service(probe)).add_service(reflection);
         routes
     }
 }

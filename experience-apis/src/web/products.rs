@@ -80,10 +80,7 @@ impl From<CatalogItem> for ProductView {
                 warehouses: availability
                     .warehouses
                     .into_iter()
-                    .map(|w| WarehouseView {
-                        warehouse: w.warehouse,
-                        available: w.available,
-                    })
+                    .map(|w| WarehouseView { warehouse: w.warehouse, available: w.available })
                     .collect(),
             },
         }
@@ -108,10 +105,7 @@ impl ListQuery {
         let mut seen = Vec::new();
         for (key, value) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
             if seen.contains(&key) {
-                errors.push(FieldError {
-                    field: key.to_string(),
-                    message: "given more than once".into(),
-                });
+                errors.push(FieldError { field: key.to_string(), message: "given more than once".into() });
                 continue;
             }
             seen.push(key.clone());
@@ -123,22 +117,14 @@ impl ListQuery {
                         message: format!("must be an integer from 1 to {MAX_PAGE_SIZE}"),
                     }),
                 },
-                "page_token" if value.len() > MAX_PAGE_TOKEN_LEN => errors.push(FieldError {
-                    field: "page_token".into(),
-                    message: "too long".into(),
-                }),
+                "page_token" if value.len() > MAX_PAGE_TOKEN_LEN => {
+                    errors.push(FieldError { field: "page_token".into(), message: "too long".into() })
+                }
                 "page_token" => query.page_token = Some(value.into_owned()),
-                other => errors.push(FieldError {
-                    field: other.to_owned(),
-                    message: "unknown query parameter".into(),
-                }),
+                other => errors.push(FieldError { field: other.to_owned(), message: "unknown query parameter".into() }),
             }
         }
-        if errors.is_empty() {
-            Ok(query)
-        } else {
-            Err(Error::Invalid(errors))
-        }
+        if errors.is_empty() { Ok(query) } else { Err(Error::Invalid(errors)) }
     }
 }
 
@@ -157,9 +143,7 @@ pub async fn list(
     let query = ListQuery::parse(raw.as_deref())?;
     let page = CatalogServiceClient::new(upstreams.process.clone())
         .list_catalog_items(ListCatalogItemsRequest {
-            page_size: query
-                .page_size
-                .map_or(0, |n| i32::try_from(n).unwrap_or(i32::MAX)),
+            page_size: query.page_size.map_or(0, |n| i32::try_from(n).unwrap_or(i32::MAX)),
             page_token: query.page_token.unwrap_or_default(),
         })
         .await?
@@ -184,37 +168,16 @@ mod tests {
     #[test]
     fn parses_known_parameters() {
         let q = ListQuery::parse(Some("page_size=5&page_token=abc")).expect("valid");
-        assert_eq!(
-            q,
-            ListQuery {
-                page_size: Some(5),
-                page_token: Some("abc".into())
-            }
-        );
+        assert_eq!(q, ListQuery { page_size: Some(5), page_token: Some("abc".into()) });
         assert_eq!(ListQuery::parse(None).expect("empty"), ListQuery::default());
     }
 
     #[test]
     fn rejects_bad_values_unknown_and_repeated_parameters() {
-        assert_eq!(
-            fields(ListQuery::parse(Some("page_size=0")).unwrap_err()),
-            ["page_size"]
-        );
-        assert_eq!(
-            fields(ListQuery::parse(Some("page_size=abc")).unwrap_err()),
-            ["page_size"]
-        );
-        assert_eq!(
-            fields(ListQuery::parse(Some("page_size=101")).unwrap_err()),
-            ["page_size"]
-        );
-        assert_eq!(
-            fields(ListQuery::parse(Some("sort=name")).unwrap_err()),
-            ["sort"]
-        );
-        assert_eq!(
-            fields(ListQuery::parse(Some("page_size=1&page_size=2")).unwrap_err()),
-            ["page_size"]
-        );
+        assert_eq!(fields(ListQuery::parse(Some("page_size=0")).expect_err("invalid")), ["page_size"]);
+        assert_eq!(fields(ListQuery::parse(Some("page_size=abc")).expect_err("invalid")), ["page_size"]);
+        assert_eq!(fields(ListQuery::parse(Some("page_size=101")).expect_err("invalid")), ["page_size"]);
+        assert_eq!(fields(ListQuery::parse(Some("sort=name")).expect_err("invalid")), ["sort"]);
+        assert_eq!(fields(ListQuery::parse(Some("page_size=1&page_size=2")).expect_err("invalid")), ["page_size"]);
     }
 }

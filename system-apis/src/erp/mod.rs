@@ -87,10 +87,9 @@ impl Error {
 impl From<sqlx::Error> for Error {
     fn from(err: sqlx::Error) -> Self {
         match err {
-            sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed => Error::Unavailable(err),
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
+                Error::Unavailable(err)
+            }
             other => Error::Backend(other),
         }
     }
@@ -116,10 +115,7 @@ pub trait Connector: Send + Sync + 'static {
     /// One product by SKU.
     fn get_product(&self, sku: &str) -> impl Future<Output = Result<Product, Error>> + Send;
     /// Stock per warehouse for each SKU, in the order asked; unknown SKUs have none.
-    fn stock_levels(
-        &self,
-        skus: &[String],
-    ) -> impl Future<Output = Result<Vec<StockLevel>, Error>> + Send;
+    fn stock_levels(&self, skus: &[String]) -> impl Future<Output = Result<Vec<StockLevel>, Error>> + Send;
     /// Whether the backend answers right now.
     fn is_ready(&self) -> impl Future<Output = bool> + Send;
 }
@@ -136,9 +132,7 @@ impl Erp {
     pub async fn open(config: &Config, data_dir: &Path) -> Result<Self, Error> {
         match config.backend {
             BackendKind::Embedded => {
-                let erp =
-                    backend::embedded::EmbeddedErp::open(config.database_url.as_deref(), data_dir)
-                        .await?;
+                let erp = backend::embedded::EmbeddedErp::open(config.database_url.as_deref(), data_dir).await?;
                 Ok(Erp::Embedded(Arc::new(erp)))
             }
         }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use erp_connect_proto::erp::v1::{
-    GetProductRequest, GetStockLevelsRequest, GetStockLevelsResponse, ListProductsRequest,
-    ListProductsResponse, Product,
+    GetProductRequest, GetStockLevelsRequest, GetStockLevelsResponse, ListProductsRequest, ListProductsResponse,
+    Product,
     inventory_service_server::{InventoryService, InventoryServiceServer},
     product_service_server::{ProductService, ProductServiceServer},
 };
@@ -28,9 +28,7 @@ struct ErpService<C> {
 
 impl<C> Clone for ErpService<C> {
     fn clone(&self) -> Self {
-        Self {
-            connector: self.connector.clone(),
-        }
+        Self { connector: self.connector.clone() }
     }
 }
 
@@ -40,13 +38,8 @@ const PAGE_TOKEN_PREFIX: &str = "after:";
 fn page_size(requested: i32) -> Result<usize, Error> {
     match requested {
         0 => Ok(DEFAULT_PAGE_SIZE),
-        n if n < 0 => Err(Error::InvalidArgument {
-            field: "page_size",
-            message: "must not be negative".into(),
-        }),
-        n => Ok(usize::try_from(n)
-            .unwrap_or(MAX_PAGE_SIZE)
-            .min(MAX_PAGE_SIZE)),
+        n if n < 0 => Err(Error::InvalidArgument { field: "page_size", message: "must not be negative".into() }),
+        n => Ok(usize::try_from(n).unwrap_or(MAX_PAGE_SIZE).min(MAX_PAGE_SIZE)),
     }
 }
 
@@ -58,10 +51,7 @@ fn decode_page_token(token: &str) -> Result<Option<String>, Error> {
     if token.is_empty() {
         return Ok(None);
     }
-    let invalid = || Error::InvalidArgument {
-        field: "page_token",
-        message: "not a token from a previous page".into(),
-    };
+    let invalid = || Error::InvalidArgument { field: "page_token", message: "not a token from a previous page".into() };
     let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
     let text = String::from_utf8(bytes).map_err(|_| invalid())?;
     let sku = text.strip_prefix(PAGE_TOKEN_PREFIX).ok_or_else(invalid)?;
@@ -78,32 +68,19 @@ impl<C: Connector> ProductService for ErpService<C> {
         let req = request.into_inner();
         let limit = page_size(req.page_size)?;
         let after = decode_page_token(&req.page_token)?;
-        let page = self
-            .connector
-            .list_products(after.as_deref(), limit)
-            .await?;
+        let page = self.connector.list_products(after.as_deref(), limit).await?;
         let next_page_token = match (page.more, page.products.last()) {
             (true, Some(last)) => encode_page_token(&last.sku),
             _ => String::new(),
         };
-        Ok(Response::new(ListProductsResponse {
-            products: page.products,
-            next_page_token,
-        }))
+        Ok(Response::new(ListProductsResponse { products: page.products, next_page_token }))
     }
 
     #[tracing::instrument(skip_all, fields(rpc = "erp.v1.ProductService/GetProduct"))]
-    async fn get_product(
-        &self,
-        request: Request<GetProductRequest>,
-    ) -> Result<Response<Product>, Status> {
+    async fn get_product(&self, request: Request<GetProductRequest>) -> Result<Response<Product>, Status> {
         let sku = request.into_inner().sku;
         if sku.is_empty() {
-            return Err(Error::InvalidArgument {
-                field: "sku",
-                message: "must not be empty".into(),
-            }
-            .into());
+            return Err(Error::InvalidArgument { field: "sku", message: "must not be empty".into() }.into());
         }
         Ok(Response::new(self.connector.get_product(&sku).await?))
     }
@@ -161,22 +138,10 @@ mod tests {
     #[test]
     fn page_tokens_round_trip_and_garbage_is_rejected() {
         let token = encode_page_token("WIDGET-1");
-        assert_eq!(
-            decode_page_token(&token).expect("valid"),
-            Some("WIDGET-1".to_owned())
-        );
+        assert_eq!(decode_page_token(&token).expect("valid"), Some("WIDGET-1".to_owned()));
         assert_eq!(decode_page_token("").expect("empty"), None);
         for bad in ["%%%", "bm9wZQ", "not base64!"] {
-            assert!(
-                matches!(
-                    decode_page_token(bad),
-                    Err(Error::InvalidArgument {
-                        field: "page_token",
-                        ..
-                    })
-                ),
-                "{bad}"
-            );
+            assert!(matches!(decode_page_token(bad), Err(Error::InvalidArgument { field: "page_token", .. })), "{bad}");
         }
     }
 

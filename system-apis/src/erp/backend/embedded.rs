@@ -27,10 +27,8 @@ impl EmbeddedErp {
         let options = match database_url {
             Some(url) => SqliteConnectOptions::from_str(url)?,
             None => {
-                std::fs::create_dir_all(data_dir).map_err(|source| Error::DataDir {
-                    path: data_dir.display().to_string(),
-                    source,
-                })?;
+                std::fs::create_dir_all(data_dir)
+                    .map_err(|source| Error::DataDir { path: data_dir.display().to_string(), source })?;
                 SqliteConnectOptions::new().filename(data_dir.join("erp.db"))
             }
         };
@@ -55,10 +53,7 @@ fn product_from_row(row: &SqliteRow) -> Result<Product, sqlx::Error> {
         name: row.try_get("name")?,
         description: row.try_get("description")?,
         uom: row.try_get("uom")?,
-        list_price: Some(Money {
-            currency: row.try_get("currency")?,
-            amount: row.try_get("list_price")?,
-        }),
+        list_price: Some(Money { currency: row.try_get("currency")?, amount: row.try_get("list_price")? }),
         active: row.try_get("active")?,
     })
 }
@@ -76,24 +71,19 @@ impl Connector for EmbeddedErp {
         .fetch_all(&self.pool)
         .await?;
         let more = rows.len() > limit;
-        let products = rows
-            .iter()
-            .take(limit)
-            .map(product_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
+        let products = rows.iter().take(limit).map(product_from_row).collect::<Result<Vec<_>, _>>()?;
         Ok(ProductPage { products, more })
     }
 
     async fn get_product(&self, sku: &str) -> Result<Product, Error> {
-        let row = sqlx::query("SELECT sku, name, description, uom, list_price, currency, active FROM products WHERE sku = ?")
-            .bind(sku)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT sku, name, description, uom, list_price, currency, active FROM products WHERE sku = ?")
+                .bind(sku)
+                .fetch_optional(&self.pool)
+                .await?;
         match row {
             Some(row) => Ok(product_from_row(&row)?),
-            None => Err(Error::ProductNotFound {
-                sku: sku.to_owned(),
-            }),
+            None => Err(Error::ProductNotFound { sku: sku.to_owned() }),
         }
     }
 
@@ -101,9 +91,7 @@ impl Connector for EmbeddedErp {
         if skus.is_empty() {
             return Ok(Vec::new());
         }
-        let mut query = sqlx::QueryBuilder::new(
-            "SELECT sku, warehouse, on_hand, reserved FROM stock WHERE sku IN (",
-        );
+        let mut query = sqlx::QueryBuilder::new("SELECT sku, warehouse, on_hand, reserved FROM stock WHERE sku IN (");
         let mut list = query.separated(", ");
         for sku in skus {
             list.push_bind(sku);
@@ -115,14 +103,11 @@ impl Connector for EmbeddedErp {
         for row in rows {
             let on_hand: i64 = row.try_get("on_hand")?;
             let reserved: i64 = row.try_get("reserved")?;
-            by_sku
-                .entry(row.try_get("sku")?)
-                .or_default()
-                .push(WarehouseStock {
-                    warehouse: row.try_get("warehouse")?,
-                    on_hand,
-                    available: (on_hand - reserved).max(0),
-                });
+            by_sku.entry(row.try_get("sku")?).or_default().push(WarehouseStock {
+                warehouse: row.try_get("warehouse")?,
+                on_hand,
+                available: (on_hand - reserved).max(0),
+            });
         }
         Ok(skus
             .iter()
@@ -157,30 +142,12 @@ mod tests {
     async fn first_start_seeds_demo_data_with_prices_and_two_warehouses() {
         let (_dir, erp) = open_fresh().await;
         let page = erp.list_products(None, 100).await.expect("list");
-        assert!(
-            page.products.len() >= 20,
-            "{} products",
-            page.products.len()
-        );
+        assert!(page.products.len() >= 20, "{} products", page.products.len());
         assert!(!page.more);
-        assert!(
-            page.products
-                .iter()
-                .all(|p| p.list_price.as_ref().is_some_and(|m| m.currency == "EUR"))
-        );
-        let levels = erp
-            .stock_levels(&["WIDGET-1".into(), "NO-SUCH".into()])
-            .await
-            .expect("stock");
+        assert!(page.products.iter().all(|p| p.list_price.as_ref().is_some_and(|m| m.currency == "EUR")));
+        let levels = erp.stock_levels(&["WIDGET-1".into(), "NO-SUCH".into()]).await.expect("stock");
         assert_eq!(levels[0].warehouses.len(), 2);
-        assert_eq!(
-            levels[0].available,
-            levels[0]
-                .warehouses
-                .iter()
-                .map(|w| w.available)
-                .sum::<i64>()
-        );
+        assert_eq!(levels[0].available, levels[0].warehouses.iter().map(|w| w.available).sum::<i64>());
         assert!(levels[1].warehouses.is_empty());
         assert_eq!(levels[1].available, 0);
     }
@@ -188,23 +155,10 @@ mod tests {
     #[tokio::test]
     async fn reopening_does_not_seed_twice() {
         let (dir, erp) = open_fresh().await;
-        let before = erp
-            .list_products(None, 100)
-            .await
-            .expect("list")
-            .products
-            .len();
+        let before = erp.list_products(None, 100).await.expect("list").products.len();
         drop(erp);
         let again = EmbeddedErp::open(None, dir.path()).await.expect("reopen");
-        assert_eq!(
-            again
-                .list_products(None, 100)
-                .await
-                .expect("list")
-                .products
-                .len(),
-            before
-        );
+        assert_eq!(again.list_products(None, 100).await.expect("list").products.len(), before);
     }
 
     #[tokio::test]
@@ -216,24 +170,13 @@ mod tests {
         let second = erp.list_products(Some(&last), 5).await.expect("page 2");
         assert!(second.products[0].sku > last);
         let all = erp.list_products(None, 10).await.expect("all");
-        let joined: Vec<_> = first
-            .products
-            .iter()
-            .chain(&second.products)
-            .map(|p| &p.sku)
-            .collect();
-        assert_eq!(
-            joined,
-            all.products.iter().map(|p| &p.sku).collect::<Vec<_>>()
-        );
+        let joined: Vec<_> = first.products.iter().chain(&second.products).map(|p| &p.sku).collect();
+        assert_eq!(joined, all.products.iter().map(|p| &p.sku).collect::<Vec<_>>());
     }
 
     #[tokio::test]
     async fn unknown_sku_is_not_found() {
         let (_dir, erp) = open_fresh().await;
-        assert!(matches!(
-            erp.get_product("NOPE").await,
-            Err(Error::ProductNotFound { .. })
-        ));
+        assert!(matches!(erp.get_product("NOPE").await, Err(Error::ProductNotFound { .. })));
     }
 }

@@ -14,9 +14,7 @@ fn is_acceptable(value: &HeaderValue) -> bool {
     let bytes = value.as_bytes();
     !bytes.is_empty()
         && bytes.len() <= MAX_LEN
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
 /// Middleware: ensures the request has an acceptable id and echoes it.
@@ -44,8 +42,6 @@ mod tests {
         assert!(is_acceptable(&HeaderValue::from_static("req-42_a.b:c")));
         assert!(!is_acceptable(&HeaderValue::from_static("")));
         assert!(!is_acceptable(&HeaderValue::from_static("has space")));
-        assert!(!is_acceptable(
-            &HeaderValue::from_str(&"x".repeat(129)).expect("ascii")
-        ));
+        assert!(!is_acceptable(&HeaderValue::from_str(&"x".repeat(129)).expect("ascii")));
     }
 }

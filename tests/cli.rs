@@ -1,0 +1,118 @@
+//! The `erp-connect` binary as a user runs it: configuration errors exit
+//! with status 64 and one line of reason; `token` prints a JWT and nothing
+//! else, and refuses production configurations.
+
+mod harness;
+
+use std::process::{Command, Output};
+
+use harness::BIN;
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).env_remove("ERP_CONNECT_CONFIG").env("RUST_LOG", "off");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run erp-connect")
+}
+
+fn assert_usage_error(out: &Output, mentions: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "stderr: {stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line of reason, got: {stderr}");
+    assert!(stderr.to_lowercase().contains(&mentions.to_lowercase()), "{mentions:?} not in {stderr}");
+    assert!(out.stdout.is_empty(), "nothing on stdout");
+}
+
+fn config_file(dir: &tempfile::TempDir, text: &str) -> String {
+    let path = dir.path().join("erp-connect.toml");
+    std::fs::write(&path, text).expect("write config");
+    path.display().to_string()
+}
+
+#[test]
+fn an_unknown_key_is_refused_with_exit_64() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = config_file(&dir, "[gateway]\nlisten = \"127.0.0.1:0\"\nlisten_port = 8080\n");
+    assert_usage_error(&run(&["up", "--config", &file], &[]), "listen_port");
+    let file = config_file(&dir, "[gatewy]\n");
+    assert_usage_error(&run(&["serve", "--target", "system", "--config", &file], &[]), "gatewy");
+}
+
+#[test]
+fn a_bad_address_is_refused_with_exit_64() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = config_file(&dir, "[gateway]\nlisten = \"localhost:eighty\"\n");
+    assert_usage_error(&run(&["up", "--config", &file], &[]), "listen");
+    let file = config_file(&dir, "[process]\nsystem_url = \"ftp://10.0.0.1:21\"\n");
+    assert_usage_error(&run(&["serve", "--target", "process", "--config", &file], &[]), "process.system_url");
+}
+
+#[test]
+fn environment_overrides_are_validated_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().display().to_string();
+    let out = run(&["up", "--data-dir", &data], &[("ERP_CONNECT__GATEWAY__LISTEN", "nonsense")]);
+    assert_usage_error(&out, "listen");
+    let out = run(&["up", "--data-dir", &data], &[("ERP_CONNECT__GATEWAY__NO_SUCH_KEY", "1")]);
+    assert_usage_error(&out, "no_such_key");
+    assert!(!dir.path().join("erp.db").exists(), "nothing was started before the config was validated");
+}
+
+#[test]
+fn a_missing_config_file_is_a_usage_error() {
+    assert_usage_error(&run(&["up", "--config", "/nonexistent/erp-connect.toml"], &[]), "does not exist");
+}
+
+#[test]
+fn token_prints_a_jwt_and_nothing_else() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().display().to_string();
+    let out = run(
+        &["token", "--sub", "alice", "--scope", "catalog:read orders:read", "--tenant", "acme", "--data-dir", &data],
+        &[("RUST_LOG", "debug")],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).expect("utf-8");
+    let token = stdout.strip_suffix('\n').expect("one line");
+    assert!(!token.contains('\n'));
+    assert_eq!(token.split('.').count(), 3, "{token}");
+    // The token is trusted by the gateway of the same data directory.
+    let jwks = gateway::dev_idp::DevIdp::load_or_create(dir.path()).expect("idp").jwks();
+    let auth = gateway::auth::Authenticator::new(
+        &[(gateway::dev_idp::ISSUER.into(), vec!["erp-connect".into()], serde_json::from_value(jwks).expect("jwks"))],
+        0,
+    )
+    .expect("auth");
+    let principal = auth.verify(token).expect("verifies");
+    assert_eq!(principal.subject, "alice");
+    assert_eq!(principal.tenant.as_deref(), Some("acme"));
+    assert!(principal.has_scope("orders:read"));
+}
+
+#[test]
+fn token_refuses_a_production_config() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let jwks_path = dir.path().join("jwks.json");
+    let idp = gateway::dev_idp::DevIdp::load_or_create(&dir.path().join("idp")).expect("idp");
+    std::fs::write(&jwks_path, idp.jwks().to_string()).expect("write jwks");
+    let file = config_file(
+        &dir,
+        &format!(
+            "mode = \"production\"\n[[gateway.issuers]]\nissuer = \"https://idp.example\"\njwks_file = \"{}\"\n",
+            jwks_path.display()
+        ),
+    );
+    let out = run(&["token", "--sub", "alice", "--scope", "ops", "--config", &file], &[]);
+    assert_usage_error(&out, "production");
+}
+
+#[test]
+fn help_names_every_command() {
+    let out = run(&["--help"], &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for command in ["up", "serve", "token"] {
+        assert!(text.contains(command), "{text}");
+    }
+}

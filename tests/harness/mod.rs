@@ -1,0 +1,173 @@
+//! Test harness: starts the product in `up` or `serve` mode on port 0 with
+//! the bound listeners handed over (no sleeps, no port races), each in its
+//! own temporary data directory, and a small HTTP client for the tests.
+
+#![allow(dead_code)] // each test binary uses a different part of it
+
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+use erp_connect::{
+    config::Config,
+    serve::{Target, Tier},
+    up::App,
+};
+use gateway::dev_idp::{DevIdp, TokenRequest};
+use http_body_util::{BodyExt, Full};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use platform::shutdown::Shutdown;
+use tokio::{net::TcpListener, task::JoinHandle};
+
+/// The path of the `erp-connect` binary built for these tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_erp-connect");
+
+pub async fn listener() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").await.expect("bind port 0")
+}
+
+/// A configuration for tests: everything under `data_dir`, short grace.
+pub fn test_config(data_dir: &Path) -> Config {
+    Config { data_dir: data_dir.to_owned(), shutdown_grace: Duration::from_secs(5), ..Config::default() }
+}
+
+/// A dev token signed by the dev identity provider of `data_dir`.
+pub fn token(data_dir: &Path, scope: &str) -> String {
+    DevIdp::load_or_create(data_dir)
+        .expect("dev idp")
+        .mint(&TokenRequest {
+            subject: "alice".into(),
+            scope: scope.into(),
+            audience: "erp-connect".into(),
+            tenant: None,
+            email: Some("alice@example.com".into()),
+            ttl: Duration::from_secs(300),
+        })
+        .expect("mint")
+}
+
+/// A running product: where its gateway listens and how to stop it.
+pub struct Running {
+    pub http: SocketAddr,
+    /// Where each gRPC tier listens (`up`: the process APIs only).
+    pub grpc: Vec<(Target, SocketAddr)>,
+    pub data_dir: tempfile::TempDir,
+    pub shutdown: Shutdown,
+    tasks: Vec<(Target, Shutdown, JoinHandle<()>)>,
+}
+
+impl Running {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    pub fn token(&self, scope: &str) -> String {
+        token(self.data_dir.path(), scope)
+    }
+
+    /// Stops one tier (serve mode) and waits until it has drained.
+    pub async fn stop(&mut self, target: Target) {
+        let index = self.tasks.iter().position(|(t, ..)| *t == target).expect("tier running");
+        let (_, shutdown, task) = self.tasks.remove(index);
+        shutdown.cancel();
+        task.await.expect("tier task");
+    }
+
+    /// Stops everything and waits for it.
+    pub async fn stop_all(mut self) {
+        self.shutdown.cancel();
+        for (_, shutdown, task) in self.tasks.drain(..) {
+            shutdown.cancel();
+            task.await.expect("tier task");
+        }
+    }
+}
+
+/// `erp-connect up` in this process.
+pub async fn spawn_up() -> Running {
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let config = test_config(data_dir.path());
+    let app = App::build(config).await.expect("up builds");
+    let (http, grpc) = (listener().await, listener().await);
+    let addr = http.local_addr().expect("addr");
+    let grpc_addr = grpc.local_addr().expect("addr");
+    let shutdown = Shutdown::new();
+    let task = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { app.serve(http, grpc, shutdown).await.expect("up serves") }
+    });
+    Running {
+        http: addr,
+        grpc: vec![(Target::Process, grpc_addr)],
+        data_dir,
+        shutdown: shutdown.clone(),
+        tasks: vec![(Target::Gateway, shutdown, task)],
+    }
+}
+
+/// The four tiers as four servers talking gRPC/HTTP over loopback, as
+/// `erp-connect serve` runs them.
+pub async fn spawn_serve() -> Running {
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(data_dir.path());
+    let listeners = [listener().await, listener().await, listener().await, listener().await];
+    let [gw, exp, proc_, sys] = listeners.each_ref().map(|l| l.local_addr().expect("addr"));
+    config.gateway.experience_url = format!("http://{exp}");
+    config.experience.process_url = format!("http://{proc_}");
+    config.process.system_url = format!("http://{sys}");
+    let all = Shutdown::new();
+    let mut tasks = Vec::new();
+    for (target, listener) in [Target::System, Target::Process, Target::Experience, Target::Gateway].into_iter().zip({
+        let [g, e, p, s] = listeners;
+        [s, p, e, g]
+    }) {
+        let tier = Tier::build(target, &config).await.expect("tier builds");
+        let shutdown = all.child_token();
+        let task = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move { tier.serve(listener, shutdown).await.expect("tier serves") }
+        });
+        tasks.push((target, shutdown, task));
+    }
+    Running { http: gw, grpc: vec![(Target::Process, proc_), (Target::System, sys)], data_dir, shutdown: all, tasks }
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: serde_json::Value,
+    pub text: String,
+}
+
+/// `GET url` with an optional bearer token.
+pub async fn get(url: &str, bearer: Option<&str>) -> Reply {
+    let mut request = http::Request::get(url);
+    if let Some(token) = bearer {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    send(request.body(Full::default()).expect("request")).await
+}
+
+pub async fn send(request: http::Request<Full<bytes::Bytes>>) -> Reply {
+    let client: Client<HttpConnector, Full<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let response = client.request(request).await.expect("response");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.expect("body").to_bytes();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    Reply { status, headers, body, text }
+}
+
+/// Asserts `reply` is a problem+json body with `status`.
+pub fn assert_problem(reply: &Reply, status: u16) {
+    assert_eq!(reply.status, status, "{}", reply.text);
+    assert_eq!(reply.headers["content-type"], "application/problem+json", "{}", reply.text);
+    assert_eq!(reply.body["status"], status);
+    assert!(reply.body["type"].as_str().is_some_and(|t| t.starts_with("https://")), "{}", reply.text);
+    assert!(reply.body["title"].is_string() && reply.body["detail"].is_string(), "{}", reply.text);
+    assert!(reply.headers.contains_key("x-request-id"));
+}
