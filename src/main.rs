@@ -138,7 +138,7 @@ async fn run(command: Command) -> Result<(), StartError> {
             let config = load(config.as_ref(), data_dir)?;
             let tier = serve::Tier::build(target, &config).await?;
             let listener = bind(listen.unwrap_or_else(|| serve::listen_addr(target, &config))).await?;
-            tracing::info!(?target, addr = %listener.local_addr()?, "serving");
+            tracing::info!(tier = ?target, addr = %listener.local_addr()?, "serving");
             tier.serve(listener, platform::shutdown::on_signals()).await
         }
         Command::Token { sub, scope, aud, tenant, email, ttl, data_dir, config } => {
