@@ -46,14 +46,14 @@ impl SystemTier {
 
     /// The tier's gRPC routes: `erp.v1`, `grpc.health.v1` and reflection.
     pub fn routes(&self) -> tonic::service::Routes {
-        let reflection = tonic_reflection::server::Builder::configure()
+        let mut reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(erp_connect_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .with_service_name("erp.v1.ProductService")
-            .with_service_name("erp.v1.InventoryService")
-            .with_service_name("grpc.health.v1.Health")
-            .build_v1()
-            .expect("the embedded descriptor sets are valid"); // checked by the tier tests
+            .with_service_name("grpc.health.v1.Health");
+        for name in erp::SERVICE_NAMES {
+            reflection = reflection.with_service_name(*name);
+        }
+        let reflection = reflection.build_v1().expect("the embedded descriptor sets are valid"); // checked by the tier tests
         let erp = self.erp.clone();
         let probe: platform::health::Probe = std::sync::Arc::new(move || {
             let erp = erp.clone();

@@ -1,15 +1,19 @@
 //! `erp.v1`: the ERP system API.
 //!
 //! A [`Connector`] says what an ERP backend can do in `erp.v1` terms; the
-//! gRPC services in [`service`] validate requests, paginate and turn
-//! [`Error`]s into typed gRPC statuses. Backends live in [`backend`].
+//! gRPC services in [`service`] validate requests (so every backend sees
+//! only well-formed input), paginate, and turn [`Error`]s into typed gRPC
+//! statuses. Backends live in [`backend`].
 //!
-//! Paging is keyset-based on the SKU: a page token is the opaque form of
-//! "after this SKU", so pages stay stable while products are added.
+//! Paging is keyset-based: a page token is the opaque form of "after this
+//! key", so pages stay stable while records are added.
 
 use std::{future::Future, path::Path, sync::Arc};
 
-use erp_connect_proto::erp::v1::{Product, StockLevel};
+use erp_connect_proto::erp::v1::{
+    Address, Change, Customer, Invoice, OpenAmount, Product, SalesOrder, Shipment, StockLevel,
+};
+use rust_decimal::Decimal;
 use serde::Deserialize;
 
 pub mod backend;
@@ -21,6 +25,8 @@ pub const DEFAULT_PAGE_SIZE: usize = 20;
 pub const MAX_PAGE_SIZE: usize = 100;
 /// Most SKUs one stock query may ask for.
 pub const MAX_SKUS_PER_QUERY: usize = 100;
+/// Most lines on one sales order.
+pub const MAX_LINES: usize = 200;
 
 /// Which ERP the system tier wraps.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -41,6 +47,9 @@ pub struct Config {
     pub database_url: Option<String>,
 }
 
+/// A boxed error from a backend's client library, kept as the source.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Errors of the ERP system API. Each knows whether a retry can help.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -52,18 +61,37 @@ pub enum Error {
         /// What is wrong with it.
         message: String,
     },
-    /// No product with this SKU.
-    #[error("no product with SKU {sku:?}")]
-    ProductNotFound {
-        /// The SKU asked for.
-        sku: String,
+    /// No such record.
+    #[error("no {kind} {id:?}")]
+    NotFound {
+        /// `product`, `customer`, `sales order`, `invoice` or `shipment`.
+        kind: &'static str,
+        /// The id or key asked for.
+        id: String,
+    },
+    /// A business rule forbids it in the record's current state (stock
+    /// short, order already shipped, over-payment...).
+    #[error("{message}")]
+    FailedPrecondition {
+        /// A stable machine-readable reason, e.g. `INSUFFICIENT_STOCK`.
+        reason: &'static str,
+        /// The record concerned.
+        subject: String,
+        /// What went wrong, for the caller.
+        message: String,
+    },
+    /// An idempotency key was reused with a different request.
+    #[error("idempotency key {key:?} was used for a different request")]
+    IdempotencyConflict {
+        /// The key.
+        key: String,
     },
     /// The backend cannot be reached right now.
     #[error("ERP backend unavailable")]
-    Unavailable(#[source] sqlx::Error),
+    Unavailable(#[source] BoxError),
     /// The backend failed in a way a retry will not fix.
     #[error("ERP backend failed")]
-    Backend(#[source] sqlx::Error),
+    Backend(#[source] BoxError),
     /// The embedded ERP's schema could not be brought up to date.
     #[error("migrating the embedded ERP failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -82,40 +110,175 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         matches!(self, Error::Unavailable(_))
     }
+
+    pub(crate) fn not_found(kind: &'static str, id: impl Into<String>) -> Self {
+        Error::NotFound { kind, id: id.into() }
+    }
+
+    pub(crate) fn precondition(reason: &'static str, subject: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::FailedPrecondition { reason, subject: subject.into(), message: message.into() }
+    }
 }
 
 impl From<sqlx::Error> for Error {
     fn from(err: sqlx::Error) -> Self {
         match err {
             sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
-                Error::Unavailable(err)
+                Error::Unavailable(Box::new(err))
             }
-            other => Error::Backend(other),
+            other => Error::Backend(Box::new(other)),
         }
     }
 }
 
-/// A page of products and whether more follow.
+/// A page of records and whether more follow.
 #[derive(Debug)]
-pub struct ProductPage {
-    /// At most the requested number of products, ordered by SKU.
-    pub products: Vec<Product>,
-    /// Whether products after the last one exist.
+pub struct Page<T> {
+    /// At most the requested number of records, in key order.
+    pub items: Vec<T>,
+    /// Whether records after the last one exist.
     pub more: bool,
 }
 
-/// What an ERP backend can do, in `erp.v1` terms.
+/// How to find a customer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CustomerKey {
+    /// The id in the caller's systems.
+    ExternalId(String),
+    /// The e-mail address (compared case-insensitively).
+    Email(String),
+}
+
+/// A validated request to create a customer.
+#[derive(Debug, Clone)]
+pub struct NewCustomer {
+    /// Replays with the same key return the same customer.
+    pub idempotency_key: String,
+    /// A digest of the request, to tell a replay from a conflicting reuse.
+    pub fingerprint: String,
+    /// The caller's id for the customer.
+    pub external_id: Option<String>,
+    /// Display name.
+    pub name: String,
+    /// E-mail address.
+    pub email: Option<String>,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// Credit limit in `currency`.
+    pub credit_limit: Decimal,
+    /// Postal addresses.
+    pub addresses: Vec<Address>,
+}
+
+/// A validated sales order line.
+#[derive(Debug, Clone)]
+pub struct NewLine {
+    /// The product.
+    pub sku: String,
+    /// Units, at least 1.
+    pub quantity: i64,
+    /// `None` takes the list price.
+    pub unit_price: Option<Decimal>,
+}
+
+/// A validated request to create a sales order.
+#[derive(Debug, Clone)]
+pub struct NewSalesOrder {
+    /// Replays with the same key return the same order.
+    pub idempotency_key: String,
+    /// A digest of the request, to tell a replay from a conflicting reuse.
+    pub fingerprint: String,
+    /// The customer.
+    pub customer_id: String,
+    /// The caller's reference, e.g. its order id.
+    pub reference: String,
+    /// `None` takes the customer's currency.
+    pub currency: Option<String>,
+    /// At least one line.
+    pub lines: Vec<NewLine>,
+}
+
+/// A validated payment against an invoice.
+#[derive(Debug, Clone)]
+pub struct InvoicePayment {
+    /// Replays with the same key record nothing more.
+    pub idempotency_key: String,
+    /// The invoice.
+    pub invoice_id: String,
+    /// Must be the invoice's currency.
+    pub currency: String,
+    /// Positive, at most the amount due.
+    pub amount: Decimal,
+}
+
+/// What an ERP backend can do, in `erp.v1` terms. Inputs are validated by
+/// the service before they get here.
 pub trait Connector: Send + Sync + 'static {
     /// Active products ordered by SKU, starting after `after`.
     fn list_products(
         &self,
         after: Option<&str>,
         limit: usize,
-    ) -> impl Future<Output = Result<ProductPage, Error>> + Send;
+    ) -> impl Future<Output = Result<Page<Product>, Error>> + Send;
     /// One product by SKU.
     fn get_product(&self, sku: &str) -> impl Future<Output = Result<Product, Error>> + Send;
     /// Stock per warehouse for each SKU, in the order asked; unknown SKUs have none.
     fn stock_levels(&self, skus: &[String]) -> impl Future<Output = Result<Vec<StockLevel>, Error>> + Send;
+
+    /// One customer by id.
+    fn get_customer(&self, id: &str) -> impl Future<Output = Result<Customer, Error>> + Send;
+    /// One customer by external id or e-mail.
+    fn find_customer(&self, key: &CustomerKey) -> impl Future<Output = Result<Customer, Error>> + Send;
+    /// Creates a customer, once per idempotency key.
+    fn create_customer(&self, new: &NewCustomer) -> impl Future<Output = Result<Customer, Error>> + Send;
+    /// Sets the credit limit.
+    fn update_credit_limit(&self, id: &str, limit: Decimal) -> impl Future<Output = Result<Customer, Error>> + Send;
+    /// Adds a postal address.
+    fn add_address(&self, id: &str, address: &Address) -> impl Future<Output = Result<Customer, Error>> + Send;
+
+    /// Creates a draft sales order, once per idempotency key.
+    fn create_sales_order(&self, new: &NewSalesOrder) -> impl Future<Output = Result<SalesOrder, Error>> + Send;
+    /// Draft → quotation (idempotent).
+    fn quote_sales_order(&self, id: &str) -> impl Future<Output = Result<SalesOrder, Error>> + Send;
+    /// Quotation → processing: reserves stock, creates invoice and shipment (idempotent).
+    fn confirm_sales_order(&self, id: &str) -> impl Future<Output = Result<SalesOrder, Error>> + Send;
+    /// Cancels and releases stock, unless shipped or invoiced (idempotent).
+    fn cancel_sales_order(&self, id: &str) -> impl Future<Output = Result<SalesOrder, Error>> + Send;
+    /// One sales order.
+    fn get_sales_order(&self, id: &str) -> impl Future<Output = Result<SalesOrder, Error>> + Send;
+    /// A customer's sales orders by id, after `after`.
+    fn list_sales_orders(
+        &self,
+        customer_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Page<SalesOrder>, Error>> + Send;
+
+    /// The invoices of a sales order.
+    fn list_invoices(&self, sales_order_id: &str) -> impl Future<Output = Result<Vec<Invoice>, Error>> + Send;
+    /// One invoice.
+    fn get_invoice(&self, id: &str) -> impl Future<Output = Result<Invoice, Error>> + Send;
+    /// Draft → posted (idempotent).
+    fn post_invoice(&self, id: &str) -> impl Future<Output = Result<Invoice, Error>> + Send;
+    /// Records a payment, once per idempotency key.
+    fn record_invoice_payment(&self, payment: &InvoicePayment) -> impl Future<Output = Result<Invoice, Error>> + Send;
+
+    /// The shipments of a sales order.
+    fn list_shipments(&self, sales_order_id: &str) -> impl Future<Output = Result<Vec<Shipment>, Error>> + Send;
+    /// Ships (idempotent).
+    fn complete_shipment(&self, id: &str) -> impl Future<Output = Result<Shipment, Error>> + Send;
+
+    /// What a customer's posted invoices still owe.
+    fn open_amount(&self, customer_id: &str) -> impl Future<Output = Result<OpenAmount, Error>> + Send;
+
+    /// Changes after `since` (a cursor this backend returned), oldest first,
+    /// and the cursor to resume from.
+    fn list_changes(
+        &self,
+        since: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<(Vec<Change>, String), Error>> + Send;
+
     /// Whether the backend answers right now.
     fn is_ready(&self) -> impl Future<Output = bool> + Send;
 }
@@ -152,3 +315,15 @@ impl Erp {
         }
     }
 }
+
+/// Every `erp.v1` service name, for reflection.
+pub const SERVICE_NAMES: &[&str] = &[
+    "erp.v1.ProductService",
+    "erp.v1.InventoryService",
+    "erp.v1.CustomerService",
+    "erp.v1.SalesOrderService",
+    "erp.v1.InvoiceService",
+    "erp.v1.ShipmentService",
+    "erp.v1.ReceivablesService",
+    "erp.v1.ChangeFeedService",
+];

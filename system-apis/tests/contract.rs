@@ -1,0 +1,525 @@
+//! The `erp.v1` contract: every rpc, bad input, not-found, idempotent
+//! replay and the change feed, as a caller sees them over gRPC. Each test is
+//! written once and run against every ERP backend (see the `backend_*`
+//! modules at the bottom).
+//!
+//! Tests may share one ERP (Tryton keeps one database per run), so each
+//! creates its own customers and orders, uses its own SKUs, and asserts
+//! changes relative to what it read first.
+
+use erp_connect_proto::erp::v1::{
+    self as erp, Address, CreateCustomerRequest, CreateSalesOrderRequest, FindCustomerRequest, GetOpenAmountRequest,
+    GetProductRequest, GetStockLevelsRequest, InvoiceRequest, ListChangesRequest, ListInvoicesRequest,
+    ListProductsRequest, ListSalesOrdersRequest, ListShipmentsRequest, RecordInvoicePaymentRequest, SalesOrderLine,
+    SalesOrderRequest, ShipmentRequest, UpdateCreditLimitRequest, change_feed_service_client::ChangeFeedServiceClient,
+    customer_service_client::CustomerServiceClient, find_customer_request::Key,
+    inventory_service_client::InventoryServiceClient, invoice_service_client::InvoiceServiceClient,
+    product_service_client::ProductServiceClient, receivables_service_client::ReceivablesServiceClient,
+    sales_order_service_client::SalesOrderServiceClient, shipment_service_client::ShipmentServiceClient,
+};
+use platform::channel::GrpcChannel;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+/// Clients of every `erp.v1` service over one channel.
+struct Erp {
+    products: ProductServiceClient<GrpcChannel>,
+    inventory: InventoryServiceClient<GrpcChannel>,
+    customers: CustomerServiceClient<GrpcChannel>,
+    orders: SalesOrderServiceClient<GrpcChannel>,
+    invoices: InvoiceServiceClient<GrpcChannel>,
+    shipments: ShipmentServiceClient<GrpcChannel>,
+    receivables: ReceivablesServiceClient<GrpcChannel>,
+    changes: ChangeFeedServiceClient<GrpcChannel>,
+    /// Keeps the backend's files alive for the test.
+    _guard: Box<dyn std::any::Any + Send>,
+}
+
+impl Erp {
+    fn new(channel: GrpcChannel, guard: Box<dyn std::any::Any + Send>) -> Self {
+        Self {
+            products: ProductServiceClient::new(channel.clone()),
+            inventory: InventoryServiceClient::new(channel.clone()),
+            customers: CustomerServiceClient::new(channel.clone()),
+            orders: SalesOrderServiceClient::new(channel.clone()),
+            invoices: InvoiceServiceClient::new(channel.clone()),
+            shipments: ShipmentServiceClient::new(channel.clone()),
+            receivables: ReceivablesServiceClient::new(channel.clone()),
+            changes: ChangeFeedServiceClient::new(channel),
+            _guard: guard,
+        }
+    }
+
+    async fn available(&mut self, sku: &str) -> i64 {
+        let levels = self
+            .inventory
+            .get_stock_levels(GetStockLevelsRequest { skus: vec![sku.into()] })
+            .await
+            .expect("stock levels")
+            .into_inner()
+            .levels;
+        levels[0].available
+    }
+
+    async fn on_hand(&mut self, sku: &str) -> i64 {
+        let levels = self
+            .inventory
+            .get_stock_levels(GetStockLevelsRequest { skus: vec![sku.into()] })
+            .await
+            .expect("stock levels")
+            .into_inner()
+            .levels;
+        levels[0].on_hand
+    }
+
+    /// A fresh customer for this test, with an address and a credit limit.
+    async fn new_customer(&mut self, tag: &str) -> erp::Customer {
+        let unique = ulid::Ulid::new().to_string().to_lowercase();
+        self.customers
+            .create_customer(CreateCustomerRequest {
+                idempotency_key: format!("cust-{unique}"),
+                external_id: format!("T-{tag}-{unique}"),
+                name: format!("Test customer {tag}"),
+                email: format!("{tag}-{unique}@example.com"),
+                currency: "EUR".into(),
+                credit_limit: "1000.00".into(),
+                addresses: vec![Address {
+                    street: "Teststrasse 1".into(),
+                    city: "Hamburg".into(),
+                    postal_code: "20095".into(),
+                    country: "DE".into(),
+                    ..Default::default()
+                }],
+            })
+            .await
+            .expect("create customer")
+            .into_inner()
+    }
+
+    async fn new_order(&mut self, customer: &erp::Customer, lines: &[(&str, i64)]) -> erp::SalesOrder {
+        self.orders
+            .create_sales_order(order_request(&format!("so-{}", ulid::Ulid::new()), &customer.id, lines))
+            .await
+            .expect("create order")
+            .into_inner()
+    }
+
+    async fn confirmed_order(&mut self, customer: &erp::Customer, lines: &[(&str, i64)]) -> erp::SalesOrder {
+        let order = self.new_order(customer, lines).await;
+        self.orders.quote_sales_order(SalesOrderRequest { id: order.id.clone() }).await.expect("quote");
+        self.orders.confirm_sales_order(SalesOrderRequest { id: order.id }).await.expect("confirm").into_inner()
+    }
+}
+
+fn order_request(key: &str, customer_id: &str, lines: &[(&str, i64)]) -> CreateSalesOrderRequest {
+    CreateSalesOrderRequest {
+        idempotency_key: key.into(),
+        customer_id: customer_id.into(),
+        reference: format!("ord_{key}"),
+        currency: "EUR".into(),
+        lines: lines
+            .iter()
+            .map(|(sku, quantity)| SalesOrderLine { sku: (*sku).into(), quantity: *quantity, ..Default::default() })
+            .collect(),
+    }
+}
+
+fn assert_field_violation(status: &tonic::Status, field: &str) {
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let details = status.get_error_details();
+    let violations = &details.bad_request().expect("bad request details").field_violations;
+    assert_eq!(violations[0].field, field, "{status:?}");
+}
+
+async fn products_are_listed_in_pages_and_found_by_sku(mut erp: Erp) {
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = erp
+            .products
+            .list_products(ListProductsRequest { page_size: 10, page_token: token })
+            .await
+            .expect("list")
+            .into_inner();
+        assert!(page.products.len() <= 10);
+        seen.extend(page.products.iter().map(|p| p.sku.clone()));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert!(seen.len() >= 24, "{seen:?}");
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "ordered without repeats: {seen:?}");
+    let widget =
+        erp.products.get_product(GetProductRequest { sku: "WIDGET-1".into() }).await.expect("get").into_inner();
+    let price = widget.list_price.expect("price");
+    assert_eq!((price.currency.as_str(), price.amount.as_str()), ("EUR", "12.50"));
+    let missing = erp.products.get_product(GetProductRequest { sku: "NO-SUCH-SKU".into() }).await.expect_err("404");
+    assert_eq!(missing.code(), Code::NotFound);
+    let bad = erp.products.list_products(ListProductsRequest { page_size: 5, page_token: "garbage".into() }).await;
+    assert_field_violation(&bad.expect_err("bad token"), "page_token");
+}
+
+async fn stock_is_reported_per_warehouse(mut erp: Erp) {
+    let levels = erp
+        .inventory
+        .get_stock_levels(GetStockLevelsRequest { skus: vec!["BOLT-M8".into(), "NO-SUCH-SKU".into()] })
+        .await
+        .expect("stock")
+        .into_inner()
+        .levels;
+    assert_eq!(levels.len(), 2);
+    let mut warehouses: Vec<_> = levels[0].warehouses.iter().map(|w| w.warehouse.as_str()).collect();
+    warehouses.sort_unstable();
+    assert_eq!(warehouses, ["WH-NORTH", "WH-SOUTH"]);
+    assert_eq!(levels[0].on_hand, levels[0].warehouses.iter().map(|w| w.on_hand).sum::<i64>());
+    assert!(levels[0].available <= levels[0].on_hand);
+    assert_eq!((levels[1].on_hand, levels[1].available), (0, 0));
+}
+
+async fn customers_are_created_once_found_and_updated(mut erp: Erp) {
+    let seeded = erp
+        .customers
+        .find_customer(FindCustomerRequest { key: Some(Key::ExternalId("ACME-001".into())) })
+        .await
+        .expect("seeded customer")
+        .into_inner();
+    assert_eq!(seeded.name, "ACME Retail GmbH");
+    let by_email = erp
+        .customers
+        .find_customer(FindCustomerRequest { key: Some(Key::Email("PURCHASING@acme.example".into())) })
+        .await
+        .expect("by e-mail")
+        .into_inner();
+    assert_eq!(by_email.id, seeded.id);
+
+    let request = CreateCustomerRequest {
+        idempotency_key: format!("cust-{}", ulid::Ulid::new()),
+        external_id: format!("EXT-{}", ulid::Ulid::new()),
+        name: "Replay GmbH".into(),
+        email: format!("{}@replay.example", ulid::Ulid::new()),
+        addresses: vec![Address { street: "Weg 1".into(), city: "Kiel".into(), ..Default::default() }],
+        ..Default::default()
+    };
+    let first = erp.customers.create_customer(request.clone()).await.expect("create").into_inner();
+    let replay = erp.customers.create_customer(request.clone()).await.expect("replay").into_inner();
+    assert_eq!(first.id, replay.id, "a replay returns the same customer");
+    assert_eq!(first.currency, "EUR");
+    assert_eq!(first.addresses.len(), 1);
+    let conflict = erp
+        .customers
+        .create_customer(CreateCustomerRequest { name: "Someone else".into(), ..request })
+        .await
+        .expect_err("same key, other request");
+    assert_eq!(conflict.code(), Code::AlreadyExists);
+
+    let updated = erp
+        .customers
+        .update_credit_limit(UpdateCreditLimitRequest { id: first.id.clone(), credit_limit: "2500.00".into() })
+        .await
+        .expect("credit limit")
+        .into_inner();
+    assert_eq!(updated.credit_limit, "2500.00");
+    let with_address = erp
+        .customers
+        .add_address(erp::AddAddressRequest {
+            customer_id: first.id.clone(),
+            address: Some(Address { street: "Zweite 2".into(), city: "Bonn".into(), ..Default::default() }),
+        })
+        .await
+        .expect("address")
+        .into_inner();
+    assert_eq!(with_address.addresses.len(), 2);
+
+    let bad_email = erp
+        .customers
+        .create_customer(CreateCustomerRequest {
+            idempotency_key: "k".into(),
+            name: "X".into(),
+            email: "not-an-email".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("bad e-mail");
+    assert_field_violation(&bad_email, "email");
+    let missing = erp.customers.get_customer(erp::GetCustomerRequest { id: "cus_nope".into() }).await;
+    assert_eq!(missing.expect_err("404").code(), Code::NotFound);
+}
+
+async fn sales_orders_validate_their_input(mut erp: Erp) {
+    let customer = erp.new_customer("validate").await;
+    let cases: Vec<(CreateSalesOrderRequest, &str)> = vec![
+        (order_request("v1", &customer.id, &[("NO-SUCH-SKU", 1)]), "lines.sku"),
+        (order_request("v2", &customer.id, &[("WIDGET-1", 0)]), "lines.quantity"),
+        (order_request("v3", &customer.id, &[("WIDGET-1", -3)]), "lines.quantity"),
+        (order_request("v4", "cus_unknown", &[("WIDGET-1", 1)]), "customer_id"),
+        (order_request("v5", &customer.id, &[]), "lines"),
+        (
+            CreateSalesOrderRequest {
+                lines: vec![SalesOrderLine {
+                    sku: "WIDGET-1".into(),
+                    quantity: 1,
+                    unit_price: "12.123456".into(),
+                    ..Default::default()
+                }],
+                ..order_request("v6", &customer.id, &[])
+            },
+            "lines.unit_price",
+        ),
+        (
+            CreateSalesOrderRequest {
+                idempotency_key: String::new(),
+                ..order_request("v7", &customer.id, &[("WIDGET-1", 1)])
+            },
+            "idempotency_key",
+        ),
+    ];
+    for (request, field) in cases {
+        let status = erp.orders.create_sales_order(request).await.expect_err(field);
+        assert_field_violation(&status, field);
+    }
+}
+
+async fn sales_orders_are_idempotent_priced_and_confirmed(mut erp: Erp) {
+    let customer = erp.new_customer("order").await;
+    let key = format!("so-{}", ulid::Ulid::new());
+    let request = order_request(&key, &customer.id, &[("WIDGET-2", 2), ("GADGET-1", 1)]);
+    let order = erp.orders.create_sales_order(request.clone()).await.expect("create").into_inner();
+    assert_eq!(order.state, erp::SalesOrderState::Draft as i32);
+    assert_eq!(order.lines[0].unit_price.parse::<f64>().expect("decimal"), 18.90);
+    assert_eq!(order.lines[0].amount, "37.80");
+    assert_eq!(order.total, "61.80");
+    // The first reply was "lost": the same call returns the same order.
+    let replay = erp.orders.create_sales_order(request.clone()).await.expect("replay").into_inner();
+    assert_eq!(replay.id, order.id);
+    let conflict = erp
+        .orders
+        .create_sales_order(order_request(&key, &customer.id, &[("WIDGET-2", 3)]))
+        .await
+        .expect_err("same key, other order");
+    assert_eq!(conflict.code(), Code::AlreadyExists);
+
+    let not_quoted = erp.orders.confirm_sales_order(SalesOrderRequest { id: order.id.clone() }).await;
+    assert_eq!(not_quoted.expect_err("confirm a draft").code(), Code::FailedPrecondition);
+
+    let before = erp.available("WIDGET-2").await;
+    let quoted = erp.orders.quote_sales_order(SalesOrderRequest { id: order.id.clone() }).await.expect("quote");
+    assert!(!quoted.into_inner().number.is_empty());
+    let confirmed =
+        erp.orders.confirm_sales_order(SalesOrderRequest { id: order.id.clone() }).await.expect("confirm").into_inner();
+    assert_eq!(confirmed.state, erp::SalesOrderState::Processing as i32);
+    assert_eq!(confirmed.invoice_ids.len(), 1);
+    assert_eq!(confirmed.shipment_ids.len(), 1);
+    assert_eq!(erp.available("WIDGET-2").await, before - 2, "confirming reserves stock");
+    let again =
+        erp.orders.confirm_sales_order(SalesOrderRequest { id: order.id.clone() }).await.expect("confirm twice");
+    assert_eq!(again.into_inner().invoice_ids, confirmed.invoice_ids, "a second confirm changes nothing");
+
+    let listed = erp
+        .orders
+        .list_sales_orders(ListSalesOrdersRequest { customer_id: customer.id.clone(), ..Default::default() })
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(listed.sales_orders.iter().map(|o| &o.id).collect::<Vec<_>>(), [&order.id]);
+    let missing = erp.orders.get_sales_order(SalesOrderRequest { id: "so_missing".into() }).await;
+    assert_eq!(missing.expect_err("404").code(), Code::NotFound);
+}
+
+async fn cancelling_a_confirmed_order_releases_its_stock(mut erp: Erp) {
+    let customer = erp.new_customer("cancel").await;
+    let before = erp.available("NUT-M6").await;
+    let order = erp.confirmed_order(&customer, &[("NUT-M6", 4)]).await;
+    assert_eq!(erp.available("NUT-M6").await, before - 4);
+    let cancelled =
+        erp.orders.cancel_sales_order(SalesOrderRequest { id: order.id.clone() }).await.expect("cancel").into_inner();
+    assert_eq!(cancelled.state, erp::SalesOrderState::Cancelled as i32);
+    assert_eq!(erp.available("NUT-M6").await, before, "stock released");
+    let shipments = erp
+        .shipments
+        .list_shipments(ListShipmentsRequest { sales_order_id: order.id.clone() })
+        .await
+        .expect("shipments")
+        .into_inner()
+        .shipments;
+    assert!(shipments.iter().all(|s| s.state == erp::ShipmentState::Cancelled as i32));
+}
+
+async fn confirming_more_than_the_stock_fails_and_reserves_nothing(mut erp: Erp) {
+    let customer = erp.new_customer("short").await;
+    let available = erp.available("LADDER-3").await;
+    let order = erp.new_order(&customer, &[("LADDER-3", available + 1)]).await;
+    erp.orders.quote_sales_order(SalesOrderRequest { id: order.id.clone() }).await.expect("quote");
+    let short = erp.orders.confirm_sales_order(SalesOrderRequest { id: order.id.clone() }).await;
+    let status = short.expect_err("not enough stock");
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    let details = status.get_error_details();
+    let failure = details.precondition_failure().expect("precondition details");
+    assert_eq!(failure.violations[0].r#type, "INSUFFICIENT_STOCK");
+    assert_eq!(erp.available("LADDER-3").await, available);
+}
+
+async fn invoices_are_posted_and_paid_and_shipments_completed(mut erp: Erp) {
+    let customer = erp.new_customer("cash").await;
+    let on_hand = erp.on_hand("TAPE-5M").await;
+    let order = erp.confirmed_order(&customer, &[("TAPE-5M", 3)]).await;
+    let invoices = erp
+        .invoices
+        .list_invoices(ListInvoicesRequest { sales_order_id: order.id.clone() })
+        .await
+        .expect("invoices")
+        .into_inner()
+        .invoices;
+    let invoice = &invoices[0];
+    assert_eq!(invoice.state, erp::InvoiceState::Draft as i32);
+    assert_eq!(invoice.total, order.total);
+
+    let unposted = erp
+        .invoices
+        .record_invoice_payment(RecordInvoicePaymentRequest {
+            idempotency_key: format!("pay-{}", ulid::Ulid::new()),
+            invoice_id: invoice.id.clone(),
+            currency: "EUR".into(),
+            amount: "1.00".into(),
+        })
+        .await;
+    assert_eq!(unposted.expect_err("draft invoice").code(), Code::FailedPrecondition);
+
+    let posted = erp.invoices.post_invoice(InvoiceRequest { id: invoice.id.clone() }).await.expect("post").into_inner();
+    assert_eq!(posted.state, erp::InvoiceState::Posted as i32);
+    assert!(!posted.number.is_empty());
+    let open = erp
+        .receivables
+        .get_open_amount(GetOpenAmountRequest { customer_id: customer.id.clone() })
+        .await
+        .expect("open amount")
+        .into_inner();
+    assert_eq!(open.open_amount, order.total);
+
+    let overpay = erp
+        .invoices
+        .record_invoice_payment(RecordInvoicePaymentRequest {
+            idempotency_key: format!("pay-{}", ulid::Ulid::new()),
+            invoice_id: invoice.id.clone(),
+            currency: "EUR".into(),
+            amount: "100000.00".into(),
+        })
+        .await;
+    assert_eq!(overpay.expect_err("over-payment").code(), Code::FailedPrecondition);
+
+    let payment = RecordInvoicePaymentRequest {
+        idempotency_key: format!("pay-{}", ulid::Ulid::new()),
+        invoice_id: invoice.id.clone(),
+        currency: "EUR".into(),
+        amount: order.total.clone(),
+    };
+    let paid = erp.invoices.record_invoice_payment(payment.clone()).await.expect("pay").into_inner();
+    assert_eq!(paid.state, erp::InvoiceState::Paid as i32);
+    assert_eq!(paid.amount_due, "0.00");
+    let replay = erp.invoices.record_invoice_payment(payment).await.expect("replayed payment").into_inner();
+    assert_eq!(replay.state, erp::InvoiceState::Paid as i32, "a replay records nothing more");
+    let open = erp
+        .receivables
+        .get_open_amount(GetOpenAmountRequest { customer_id: customer.id.clone() })
+        .await
+        .expect("open amount")
+        .into_inner();
+    assert_eq!(open.open_amount, "0.00");
+
+    let shipment_id = order.shipment_ids[0].clone();
+    let shipped =
+        erp.shipments.complete_shipment(ShipmentRequest { id: shipment_id.clone() }).await.expect("ship").into_inner();
+    assert_eq!(shipped.state, erp::ShipmentState::Done as i32);
+    assert_eq!(erp.on_hand("TAPE-5M").await, on_hand - 3, "stock left the warehouse");
+    erp.shipments.complete_shipment(ShipmentRequest { id: shipment_id }).await.expect("ship twice");
+    assert_eq!(erp.on_hand("TAPE-5M").await, on_hand - 3, "shipping twice moves nothing");
+    let done = erp.orders.get_sales_order(SalesOrderRequest { id: order.id.clone() }).await.expect("get").into_inner();
+    assert_eq!(done.state, erp::SalesOrderState::Done as i32);
+    let late_cancel = erp.orders.cancel_sales_order(SalesOrderRequest { id: order.id }).await;
+    assert_eq!(late_cancel.expect_err("shipped").code(), Code::FailedPrecondition);
+}
+
+async fn the_change_feed_reports_changes_after_a_cursor(mut erp: Erp) {
+    // Start from the end of the feed as it is now.
+    let mut cursor = String::new();
+    loop {
+        let page = erp
+            .changes
+            .list_changes(ListChangesRequest { since_cursor: cursor.clone(), limit: 1000 })
+            .await
+            .expect("changes")
+            .into_inner();
+        let done = page.changes.is_empty();
+        cursor = page.next_cursor;
+        if done {
+            break;
+        }
+    }
+    let customer = erp.new_customer("feed").await;
+    let order = erp.confirmed_order(&customer, &[("BOX-S", 1)]).await;
+    erp.customers
+        .update_credit_limit(UpdateCreditLimitRequest { id: customer.id.clone(), credit_limit: "10.00".into() })
+        .await
+        .expect("credit limit");
+    let page = erp
+        .changes
+        .list_changes(ListChangesRequest { since_cursor: cursor.clone(), limit: 1000 })
+        .await
+        .expect("changes")
+        .into_inner();
+    let seen = |aggregate: erp::Aggregate, id: &str| {
+        page.changes.iter().any(|c| c.aggregate == aggregate as i32 && c.id == id)
+    };
+    assert!(seen(erp::Aggregate::Customer, &customer.id), "{:?}", page.changes);
+    assert!(seen(erp::Aggregate::SalesOrder, &order.id), "{:?}", page.changes);
+    assert!(seen(erp::Aggregate::Invoice, &order.invoice_ids[0]), "{:?}", page.changes);
+    assert!(seen(erp::Aggregate::Shipment, &order.shipment_ids[0]), "{:?}", page.changes);
+    assert_ne!(page.next_cursor, cursor);
+    let after = erp
+        .changes
+        .list_changes(ListChangesRequest { since_cursor: page.next_cursor.clone(), limit: 1000 })
+        .await
+        .expect("changes")
+        .into_inner();
+    assert!(after.changes.iter().all(|c| c.id != order.id || c.state != "processing"), "resumes after the cursor");
+    let bad = erp.changes.list_changes(ListChangesRequest { since_cursor: "garbage!".into(), limit: 10 }).await;
+    assert_field_violation(&bad.expect_err("bad cursor"), "since_cursor");
+}
+
+/// Defines one `#[tokio::test]` per contract test for a backend.
+macro_rules! contract_suite {
+    ($setup:path) => {
+        contract_suite!(@tests $setup;
+            products_are_listed_in_pages_and_found_by_sku,
+            stock_is_reported_per_warehouse,
+            customers_are_created_once_found_and_updated,
+            sales_orders_validate_their_input,
+            sales_orders_are_idempotent_priced_and_confirmed,
+            cancelling_a_confirmed_order_releases_its_stock,
+            confirming_more_than_the_stock_fails_and_reserves_nothing,
+            invoices_are_posted_and_paid_and_shipments_completed,
+            the_change_feed_reports_changes_after_a_cursor,
+        );
+    };
+    (@tests $setup:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                super::$name($setup().await).await;
+            }
+        )*
+    };
+}
+
+/// The embedded reference ERP on SQLite, a fresh database per test.
+mod backend_embedded {
+    use super::Erp;
+
+    async fn setup() -> Erp {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tier = system_apis::SystemTier::start(&system_apis::Config::default(), dir.path()).await.expect("start");
+        Erp::new(platform::channel::in_process(tier.routes()), Box::new(dir))
+    }
+
+    contract_suite!(setup);
+}
