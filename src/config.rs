@@ -60,6 +60,8 @@ pub struct Config {
     pub process: process_apis::Config,
     /// The system tier.
     pub system: system_apis::Config,
+    /// The ERP behind the system tier's `erp.v1`.
+    pub erp: system_apis::erp::Config,
 }
 
 impl Default for Config {
@@ -73,6 +75,7 @@ impl Default for Config {
             experience: experience_apis::Config::default(),
             process: process_apis::Config::default(),
             system: system_apis::Config::default(),
+            erp: system_apis::erp::Config::default(),
         }
     }
 }
@@ -117,6 +120,7 @@ impl Config {
         if self.gateway.jwt_leeway > Duration::from_secs(gateway::auth::MAX_LEEWAY_SECS) {
             return Err(Error::Invalid { key: "gateway.jwt_leeway", reason: "must be at most 60s".into() });
         }
+        self.erp.validate().map_err(|reason| Error::Invalid { key: "erp", reason })?;
         if self.shutdown_grace.is_zero() {
             return Err(Error::Invalid { key: "shutdown_grace", reason: "must be more than 0s".into() });
         }

@@ -14,19 +14,18 @@ use serde::Deserialize;
 
 pub mod erp;
 
-/// Configuration of the system tier (`[system]` in the config file).
+/// Configuration of the system tier (`[system]` in the config file). The
+/// backends it wraps have sections of their own (`[erp]`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// gRPC listen address in `serve` mode. Default `127.0.0.1:8082`.
     pub listen: std::net::SocketAddr,
-    /// The ERP backend.
-    pub erp: erp::Config,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self { listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8082)), erp: erp::Config::default() }
+        Self { listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8082)) }
     }
 }
 
@@ -39,8 +38,8 @@ pub struct SystemTier {
 impl SystemTier {
     /// Opens every backend (creating and seeding the embedded ERP under
     /// `data_dir` when it is used).
-    pub async fn start(config: &Config, data_dir: &Path) -> Result<Self, erp::Error> {
-        let erp = erp::Erp::open(&config.erp, data_dir).await?;
+    pub async fn start(erp: &erp::Config, data_dir: &Path) -> Result<Self, erp::Error> {
+        let erp = erp::Erp::open(erp, data_dir).await?;
         Ok(Self { erp })
     }
 

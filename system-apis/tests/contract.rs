@@ -517,7 +517,7 @@ mod backend_embedded {
 
     async fn setup() -> Erp {
         let dir = tempfile::tempdir().expect("tempdir");
-        let tier = system_apis::SystemTier::start(&system_apis::Config::default(), dir.path()).await.expect("start");
+        let tier = system_apis::SystemTier::start(&system_apis::erp::Config::default(), dir.path()).await.expect("start");
         Erp::new(platform::channel::in_process(tier.routes()), Box::new(dir))
     }
 

@@ -35,9 +35,11 @@ pub enum BackendKind {
     /// The embedded reference ERP in SQLite (default).
     #[default]
     Embedded,
+    /// A Tryton 8.x server over JSON-RPC (`[erp.tryton]`).
+    Tryton,
 }
 
-/// `[system.erp]` in the config file.
+/// `[erp]` in the config file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -45,6 +47,24 @@ pub struct Config {
     pub backend: BackendKind,
     /// For `embedded`: a `sqlite:` URL. Default: `sqlite://<data dir>/erp.db`.
     pub database_url: Option<String>,
+    /// For `tryton`: where and how to log in.
+    pub tryton: Option<backend::tryton::Config>,
+}
+
+impl Config {
+    /// Checks what types alone cannot, before anything starts.
+    pub fn validate(&self) -> Result<(), String> {
+        match (self.backend, &self.tryton) {
+            (BackendKind::Tryton, None) => Err("backend \"tryton\" needs an [erp.tryton] section".into()),
+            (BackendKind::Tryton, Some(t)) if !t.password_file.is_file() => {
+                Err(format!("erp.tryton.password_file {} does not exist", t.password_file.display()))
+            }
+            (BackendKind::Tryton, Some(t)) if !(t.url.starts_with("http://") || t.url.starts_with("https://")) => {
+                Err(format!("erp.tryton.url {:?} must start with http://", t.url))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// A boxed error from a backend's client library, kept as the source.
@@ -288,6 +308,8 @@ pub trait Connector: Send + Sync + 'static {
 pub enum Erp {
     /// The embedded reference ERP.
     Embedded(Arc<backend::embedded::EmbeddedErp>),
+    /// A Tryton server.
+    Tryton(Arc<backend::tryton::TrytonErp>),
 }
 
 impl Erp {
@@ -298,6 +320,10 @@ impl Erp {
                 let erp = backend::embedded::EmbeddedErp::open(config.database_url.as_deref(), data_dir).await?;
                 Ok(Erp::Embedded(Arc::new(erp)))
             }
+            BackendKind::Tryton => {
+                let tryton = config.tryton.as_ref().ok_or_else(|| Error::Backend("no [erp.tryton] section".into()))?;
+                Ok(Erp::Tryton(Arc::new(backend::tryton::TrytonErp::open(tryton)?)))
+            }
         }
     }
 
@@ -305,6 +331,7 @@ impl Erp {
     pub fn routes(&self) -> tonic::service::Routes {
         match self {
             Erp::Embedded(c) => service::routes(c.clone()),
+            Erp::Tryton(c) => service::routes(c.clone()),
         }
     }
 
@@ -312,6 +339,7 @@ impl Erp {
     pub async fn is_ready(&self) -> bool {
         match self {
             Erp::Embedded(c) => c.is_ready().await,
+            Erp::Tryton(c) => c.is_ready().await,
         }
     }
 }
