@@ -13,6 +13,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 pub mod erp;
+pub mod payments;
 
 /// Configuration of the system tier (`[system]` in the config file). The
 /// backends it wraps have sections of their own (`[erp]`).

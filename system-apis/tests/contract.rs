@@ -517,7 +517,72 @@ mod backend_embedded {
 
     async fn setup() -> Erp {
         let dir = tempfile::tempdir().expect("tempdir");
-        let tier = system_apis::SystemTier::start(&system_apis::erp::Config::default(), dir.path()).await.expect("start");
+        let tier =
+            system_apis::SystemTier::start(&system_apis::erp::Config::default(), dir.path()).await.expect("start");
+        Erp::new(platform::channel::in_process(tier.routes()), Box::new(dir))
+    }
+
+    contract_suite!(setup);
+}
+
+/// A real Tryton server, set up from scratch once per test run by the
+/// project's `deploy/tryton/setup.sh` (a fresh database restored from its
+/// golden copy, the demo catalogue loaded), shared by the tests.
+mod backend_tryton {
+    use std::{collections::HashMap, path::PathBuf, sync::OnceLock};
+
+    use system_apis::erp::{BackendKind, Config, backend::tryton};
+
+    use super::Erp;
+
+    fn tryton() -> &'static HashMap<String, String> {
+        static ENV: OnceLock<HashMap<String, String>> = OnceLock::new();
+        ENV.get_or_init(|| {
+            // A developer's own Tryton, when its coordinates are in the environment.
+            let keys = ["TRYTON_URL", "TRYTON_DB", "TRYTON_USER", "TRYTON_PASSWORD_FILE"];
+            if let Ok(own) = keys.iter().map(|k| std::env::var(k).map(|v| ((*k).to_owned(), v))).collect() {
+                return own;
+            }
+            let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/tryton/setup.sh");
+            // A free port for this run, so a developer's own Tryton is left alone.
+            let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+            let out = std::process::Command::new("bash")
+                .arg(&script)
+                .env("PORT", port.to_string())
+                .env("DB", "erp_contract")
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .expect("run deploy/tryton/setup.sh");
+            assert!(out.status.success(), "deploy/tryton/setup.sh failed");
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                .collect()
+        })
+    }
+
+    fn config(url: Option<&str>) -> Config {
+        let env = tryton();
+        Config {
+            backend: BackendKind::Tryton,
+            database_url: None,
+            tryton: Some(tryton::Config {
+                url: url.map_or_else(|| env["TRYTON_URL"].clone(), str::to_owned),
+                database: env["TRYTON_DB"].clone(),
+                username: env["TRYTON_USER"].clone(),
+                password_file: PathBuf::from(&env["TRYTON_PASSWORD_FILE"]),
+                timeout: std::time::Duration::from_secs(30),
+            }),
+        }
+    }
+
+    async fn setup() -> Erp {
+        // Connector errors are logged, not sent to callers: show them on failure.
+        let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("warn").try_init();
+        let config = tokio::task::spawn_blocking(|| config(None)).await.expect("setup");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tier = system_apis::SystemTier::start(&config, dir.path()).await.expect("start");
         Erp::new(platform::channel::in_process(tier.routes()), Box::new(dir))
     }
 

@@ -13,10 +13,12 @@ use std::{future::Future, path::Path, sync::Arc};
 use erp_connect_proto::erp::v1::{
     Address, Change, Customer, Invoice, OpenAmount, Product, SalesOrder, Shipment, StockLevel,
 };
+use resilience::{Policy, Resilient};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
 pub mod backend;
+pub mod resilience;
 pub mod service;
 
 /// Default and maximum page sizes of list calls.
@@ -307,9 +309,9 @@ pub trait Connector: Send + Sync + 'static {
 #[derive(Clone)]
 pub enum Erp {
     /// The embedded reference ERP.
-    Embedded(Arc<backend::embedded::EmbeddedErp>),
+    Embedded(Arc<Resilient<backend::embedded::EmbeddedErp>>),
     /// A Tryton server.
-    Tryton(Arc<backend::tryton::TrytonErp>),
+    Tryton(Arc<Resilient<backend::tryton::TrytonErp>>),
 }
 
 impl Erp {
@@ -318,11 +320,12 @@ impl Erp {
         match config.backend {
             BackendKind::Embedded => {
                 let erp = backend::embedded::EmbeddedErp::open(config.database_url.as_deref(), data_dir).await?;
-                Ok(Erp::Embedded(Arc::new(erp)))
+                Ok(Erp::Embedded(Arc::new(Resilient::new(erp, Policy::default()))))
             }
             BackendKind::Tryton => {
                 let tryton = config.tryton.as_ref().ok_or_else(|| Error::Backend("no [erp.tryton] section".into()))?;
-                Ok(Erp::Tryton(Arc::new(backend::tryton::TrytonErp::open(tryton)?)))
+                let erp = backend::tryton::TrytonErp::open(tryton)?;
+                Ok(Erp::Tryton(Arc::new(Resilient::new(erp, Policy::default()))))
             }
         }
     }

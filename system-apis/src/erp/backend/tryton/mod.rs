@@ -12,8 +12,8 @@
 //!
 //! Tryton does not refuse to sell what is not in stock, so confirming
 //! checks availability in the chosen warehouse first: this product never
-//! oversells, whichever ERP is behind it. Lines carry no taxes (the
-//! order total is what the contract sums), and the change feed polls
+//! oversells, whichever ERP is behind it. Lines get the product's
+//! default taxes; an order's total includes them, and the change feed polls
 //! `write_date`/`create_date`.
 
 pub mod rpc;
@@ -86,9 +86,9 @@ pub struct TrytonErp {
     setup: OnceCell<Setup>,
 }
 
-const PRODUCT_FIELDS: &[&str] = &["code", "name", "description", "list_price", "default_uom.name", "active"];
+const PRODUCT_FIELDS: &[&str] = &["code", "name", "description", "list_price_used", "default_uom.name", "active"];
 const SALE_FIELDS: &[&str] =
-    &["number", "reference", "party", "state", "lines", "untaxed_amount", "invoices", "shipments", "create_date"];
+    &["number", "reference", "party", "state", "lines", "total_amount", "invoices", "shipments", "create_date"];
 const INVOICE_FIELDS: &[&str] = &["number", "party", "state", "total_amount", "amount_to_pay", "sales", "currency"];
 
 fn ids(value: &Value) -> Vec<i64> {
@@ -244,7 +244,7 @@ impl TrytonErp {
                 .and_then(Value::as_str)
                 .unwrap_or("unit")
                 .to_lowercase(),
-            list_price: Some(Money { currency: currency.to_owned(), amount: money(amount(record, "list_price")) }),
+            list_price: Some(Money { currency: currency.to_owned(), amount: money(amount(record, "list_price_used")) }),
             active: record.get("active").and_then(Value::as_bool).unwrap_or(true),
         }
     }
@@ -361,7 +361,7 @@ impl TrytonErp {
                     amount: money(amount(l, "amount")),
                 })
                 .collect(),
-            total: money(amount(&sale, "untaxed_amount")),
+            total: money(amount(&sale, "total_amount")),
             invoice_ids: ids(&sale["invoices"]).iter().map(|i| format!("invoice-{i}")).collect(),
             shipment_ids: ids(&sale["shipments"]).iter().map(|i| format!("shipment-{i}")).collect(),
             created_at: sale
@@ -506,7 +506,11 @@ impl TrytonErp {
                 domain,
                 Some(limit),
                 Some(json!([["write_date", "ASC"], ["create_date", "ASC"], ["id", "ASC"]])),
-                &["state", "write_date", "create_date"],
+                if aggregate == Aggregate::Customer {
+                    &["write_date", "create_date"]
+                } else {
+                    &["state", "write_date", "create_date"]
+                },
             )
             .await?;
         let prefix = match aggregate {
@@ -712,8 +716,19 @@ impl Connector for TrytonErp {
             .and_then(|a| a.parse::<i64>().ok())
             .ok_or_else(|| Error::precondition("NO_ADDRESS", &new.customer_id, "the customer has no address"))?;
         let skus: Vec<String> = new.lines.iter().map(|l| l.sku.clone()).collect();
-        let products =
-            self.products_by_code(&skus, &["code", "list_price", "sale_uom", "default_uom", "salable"]).await?;
+        let products = self
+            .products_by_code(
+                &skus,
+                &[
+                    "code",
+                    "list_price_used",
+                    "sale_uom",
+                    "default_uom",
+                    "salable",
+                    "account_category.customer_taxes_used",
+                ],
+            )
+            .await?;
         let mut lines = Vec::with_capacity(new.lines.len());
         for line in &new.lines {
             let product = products
@@ -724,9 +739,16 @@ impl Connector for TrytonErp {
                     message: format!("no product with SKU {:?}", line.sku),
                 })?;
             let unit = product.get("sale_uom").or_else(|| product.get("default_uom")).cloned().unwrap_or(Value::Null);
-            let price = line.unit_price.unwrap_or_else(|| amount(product, "list_price"));
+            let price = line.unit_price.unwrap_or_else(|| amount(product, "list_price_used"));
+            // RPC create runs no on_change, so the product's default taxes are set
+            // here, as Tryton's own client would; posting warns without them.
+            let taxes = product
+                .get("account_category.")
+                .and_then(|c| c.get("customer_taxes_used"))
+                .map(ids)
+                .unwrap_or_default();
             lines.push(json!({"type": "line", "product": id_of(product), "quantity": line.quantity as f64,
-                "unit": unit, "unit_price": decimal(price)}));
+                "unit": unit, "unit_price": decimal(price), "taxes": [["add", taxes]]}));
         }
         // Pick the warehouse that can serve the whole order, else the first.
         let mut warehouse = setup.warehouses.first().map(|(id, _)| *id);
@@ -920,8 +942,10 @@ impl Connector for TrytonErp {
         let inv = self
             .read_one("account.invoice", "invoice", invoice_id, &["payment_lines", "party", "account", "state"])
             .await?;
-        let paid_lines = self.read("account.move.line", &ids(&inv["payment_lines"]), &["description"]).await?;
-        if paid_lines.iter().any(|l| text(l, "description") == marker) {
+        // The pay wizard writes its description on the payment's move.
+        let paid_lines =
+            self.read("account.move.line", &ids(&inv["payment_lines"]), &["move_description_used"]).await?;
+        if paid_lines.iter().any(|l| text(l, "move_description_used") == marker) {
             return self.invoice(invoice_id).await;
         }
         let invoice = self.invoice(invoice_id).await?;

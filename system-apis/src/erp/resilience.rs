@@ -1,0 +1,263 @@
+//! Deadlines, bounded retries for reads, and a circuit breaker around any
+//! [`Connector`].
+//!
+//! Reads are retried on retryable errors (twice, with jittered backoff);
+//! writes never are, since their idempotency is the caller's key, not ours
+//! to spend. After [`Policy::failures_to_open`] consecutive retryable
+//! failures the breaker opens: calls fail at once with `UNAVAILABLE` for
+//! [`Policy::open_for`], then one probe call is let through; its success
+//! closes the breaker. A down ERP so costs callers no time and the ERP no
+//! load while it recovers.
+
+use std::{future::Future, sync::Mutex, time::Duration};
+
+use erp_connect_proto::erp::v1::{
+    Address, Change, Customer, Invoice, OpenAmount, Product, SalesOrder, Shipment, StockLevel,
+};
+use rust_decimal::Decimal;
+use tokio::time::Instant;
+
+use super::{Connector, CustomerKey, Error, InvoicePayment, NewCustomer, NewSalesOrder, Page};
+
+/// Tunables of [`Resilient`].
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Deadline of one attempt.
+    pub deadline: Duration,
+    /// Extra attempts of a read after a retryable failure.
+    pub read_retries: u32,
+    /// Backoff before the first retry; doubled for each further one.
+    pub backoff: Duration,
+    /// Consecutive retryable failures that open the breaker.
+    pub failures_to_open: u32,
+    /// How long an open breaker refuses calls before letting a probe through.
+    pub open_for: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            deadline: Duration::from_secs(15),
+            read_retries: 2,
+            backoff: Duration::from_millis(50),
+            failures_to_open: 5,
+            open_for: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Whether the breaker lets calls through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    /// Calls go through.
+    Closed,
+    /// Calls fail at once.
+    Open,
+    /// One probe call is on its way.
+    HalfOpen,
+}
+
+#[derive(Debug)]
+struct Breaker {
+    consecutive_failures: u32,
+    open_until: Option<Instant>,
+    probing: bool,
+}
+
+/// The breaker refused the call.
+#[derive(Debug, thiserror::Error)]
+#[error("the ERP circuit breaker is open")]
+struct BreakerOpen;
+
+/// `inner` with deadlines, read retries and a circuit breaker.
+#[derive(Debug)]
+pub struct Resilient<C> {
+    inner: C,
+    policy: Policy,
+    breaker: Mutex<Breaker>,
+}
+
+impl<C: Connector> Resilient<C> {
+    /// Wraps `inner`.
+    pub fn new(inner: C, policy: Policy) -> Self {
+        Self {
+            inner,
+            policy,
+            breaker: Mutex::new(Breaker { consecutive_failures: 0, open_until: None, probing: false }),
+        }
+    }
+
+    /// The breaker's state now.
+    pub fn breaker_state(&self) -> BreakerState {
+        let b = self.breaker.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match b.open_until {
+            None => BreakerState::Closed,
+            Some(until) if Instant::now() < until => BreakerState::Open,
+            Some(_) => BreakerState::HalfOpen,
+        }
+    }
+
+    fn admit(&self) -> Result<(), Error> {
+        let mut b = self.breaker.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match b.open_until {
+            None => Ok(()),
+            Some(until) if Instant::now() < until => Err(Error::Unavailable(Box::new(BreakerOpen))),
+            Some(_) if b.probing => Err(Error::Unavailable(Box::new(BreakerOpen))),
+            Some(_) => {
+                b.probing = true;
+                Ok(())
+            }
+        }
+    }
+
+    fn record(&self, healthy: bool) {
+        let mut b = self.breaker.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        b.probing = false;
+        if healthy {
+            if b.open_until.is_some() {
+                tracing::info!("ERP circuit breaker closed");
+            }
+            b.consecutive_failures = 0;
+            b.open_until = None;
+        } else {
+            b.consecutive_failures = b.consecutive_failures.saturating_add(1);
+            if b.consecutive_failures >= self.policy.failures_to_open || b.open_until.is_some() {
+                if b.open_until.is_none() {
+                    tracing::warn!(failures = b.consecutive_failures, "ERP circuit breaker opened");
+                }
+                b.open_until = Some(Instant::now() + self.policy.open_for);
+            }
+        }
+    }
+
+    async fn attempt<T, Fut>(&self, call: Fut) -> Result<T, Error>
+    where
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        self.admit()?;
+        let outcome = match tokio::time::timeout(self.policy.deadline, call).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Unavailable("the ERP did not answer within the deadline".into())),
+        };
+        // Business errors mean the ERP is up and answering.
+        self.record(!matches!(&outcome, Err(e) if e.is_retryable()));
+        outcome
+    }
+
+    async fn read<'a, T, F, Fut>(&'a self, call: F) -> Result<T, Error>
+    where
+        F: Fn(&'a C) -> Fut,
+        Fut: Future<Output = Result<T, Error>> + 'a,
+    {
+        let mut backoff = self.policy.backoff;
+        let mut attempt = 0;
+        loop {
+            match self.attempt(call(&self.inner)).await {
+                Err(err)
+                    if err.is_retryable()
+                        && attempt < self.policy.read_retries
+                        && self.breaker_state() == BreakerState::Closed =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(jitter(backoff)).await;
+                    backoff = backoff.saturating_mul(2);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn write<'a, T, Fut>(&'a self, call: Fut) -> Result<T, Error>
+    where
+        Fut: Future<Output = Result<T, Error>> + 'a,
+    {
+        self.attempt(call).await
+    }
+}
+
+/// Between half and the whole of `base`, so that retries of many callers spread out.
+fn jitter(base: Duration) -> Duration {
+    let nanos = u64::try_from(base.as_nanos()).unwrap_or(u64::MAX);
+    let seed = u64::from(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos(),
+    );
+    Duration::from_nanos(nanos / 2 + seed % (nanos / 2 + 1))
+}
+
+impl<C: Connector> Connector for Resilient<C> {
+    async fn list_products(&self, after: Option<&str>, limit: usize) -> Result<Page<Product>, Error> {
+        self.read(|c| c.list_products(after, limit)).await
+    }
+    async fn get_product(&self, sku: &str) -> Result<Product, Error> {
+        self.read(|c| c.get_product(sku)).await
+    }
+    async fn stock_levels(&self, skus: &[String]) -> Result<Vec<StockLevel>, Error> {
+        self.read(|c| c.stock_levels(skus)).await
+    }
+    async fn get_customer(&self, id: &str) -> Result<Customer, Error> {
+        self.read(|c| c.get_customer(id)).await
+    }
+    async fn find_customer(&self, key: &CustomerKey) -> Result<Customer, Error> {
+        self.read(|c| c.find_customer(key)).await
+    }
+    async fn create_customer(&self, new: &NewCustomer) -> Result<Customer, Error> {
+        self.write(self.inner.create_customer(new)).await
+    }
+    async fn update_credit_limit(&self, id: &str, limit: Decimal) -> Result<Customer, Error> {
+        self.write(self.inner.update_credit_limit(id, limit)).await
+    }
+    async fn add_address(&self, id: &str, address: &Address) -> Result<Customer, Error> {
+        self.write(self.inner.add_address(id, address)).await
+    }
+    async fn create_sales_order(&self, new: &NewSalesOrder) -> Result<SalesOrder, Error> {
+        self.write(self.inner.create_sales_order(new)).await
+    }
+    async fn quote_sales_order(&self, id: &str) -> Result<SalesOrder, Error> {
+        self.write(self.inner.quote_sales_order(id)).await
+    }
+    async fn confirm_sales_order(&self, id: &str) -> Result<SalesOrder, Error> {
+        self.write(self.inner.confirm_sales_order(id)).await
+    }
+    async fn cancel_sales_order(&self, id: &str) -> Result<SalesOrder, Error> {
+        self.write(self.inner.cancel_sales_order(id)).await
+    }
+    async fn get_sales_order(&self, id: &str) -> Result<SalesOrder, Error> {
+        self.read(|c| c.get_sales_order(id)).await
+    }
+    async fn list_sales_orders(
+        &self,
+        customer_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<SalesOrder>, Error> {
+        self.read(|c| c.list_sales_orders(customer_id, after, limit)).await
+    }
+    async fn list_invoices(&self, sales_order_id: &str) -> Result<Vec<Invoice>, Error> {
+        self.read(|c| c.list_invoices(sales_order_id)).await
+    }
+    async fn get_invoice(&self, id: &str) -> Result<Invoice, Error> {
+        self.read(|c| c.get_invoice(id)).await
+    }
+    async fn post_invoice(&self, id: &str) -> Result<Invoice, Error> {
+        self.write(self.inner.post_invoice(id)).await
+    }
+    async fn record_invoice_payment(&self, payment: &InvoicePayment) -> Result<Invoice, Error> {
+        self.write(self.inner.record_invoice_payment(payment)).await
+    }
+    async fn list_shipments(&self, sales_order_id: &str) -> Result<Vec<Shipment>, Error> {
+        self.read(|c| c.list_shipments(sales_order_id)).await
+    }
+    async fn complete_shipment(&self, id: &str) -> Result<Shipment, Error> {
+        self.write(self.inner.complete_shipment(id)).await
+    }
+    async fn open_amount(&self, customer_id: &str) -> Result<OpenAmount, Error> {
+        self.read(|c| c.open_amount(customer_id)).await
+    }
+    async fn list_changes(&self, since: Option<&str>, limit: usize) -> Result<(Vec<Change>, String), Error> {
+        self.read(|c| c.list_changes(since, limit)).await
+    }
+    async fn is_ready(&self) -> bool {
+        // Readiness reflects the ERP itself, not the breaker.
+        self.inner.is_ready().await
+    }
+}

@@ -1,0 +1,3 @@
+//! Payment providers behind [`super::Provider`]: one module per provider.
+
+pub mod sandbox;
