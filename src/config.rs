@@ -62,6 +62,8 @@ pub struct Config {
     pub system: system_apis::Config,
     /// The ERP behind the system tier's `erp.v1`.
     pub erp: system_apis::erp::Config,
+    /// The payment provider behind the system tier's `payments.v1`.
+    pub payments: system_apis::payments::Config,
 }
 
 impl Default for Config {
@@ -76,6 +78,7 @@ impl Default for Config {
             process: process_apis::Config::default(),
             system: system_apis::Config::default(),
             erp: system_apis::erp::Config::default(),
+            payments: system_apis::payments::Config::default(),
         }
     }
 }
@@ -121,6 +124,7 @@ impl Config {
             return Err(Error::Invalid { key: "gateway.jwt_leeway", reason: "must be at most 60s".into() });
         }
         self.erp.validate().map_err(|reason| Error::Invalid { key: "erp", reason })?;
+        self.payments.validate().map_err(|reason| Error::Invalid { key: "payments", reason })?;
         if self.shutdown_grace.is_zero() {
             return Err(Error::Invalid { key: "shutdown_grace", reason: "must be more than 0s".into() });
         }

@@ -23,9 +23,9 @@ pub enum StartError {
     /// The configuration is unusable (exit status 64).
     #[error("invalid configuration: {0}")]
     Config(#[from] config::Error),
-    /// The ERP backend could not be opened.
-    #[error("ERP backend: {0}")]
-    Erp(#[from] system_apis::erp::Error),
+    /// A backend of the system tier could not be opened.
+    #[error("{0}")]
+    System(#[from] system_apis::StartError),
     /// The dev identity provider's key could not be loaded.
     #[error("{0}")]
     DevIdp(#[from] gateway::dev_idp::Error),

@@ -40,7 +40,7 @@ impl Tier {
         config.validate()?;
         let server = match target {
             Target::System => {
-                let system = system_apis::SystemTier::start(&config.erp, &config.data_dir).await?;
+                let system = system_apis::SystemTier::start(&config.erp, &config.payments, &config.data_dir).await?;
                 Server::Grpc(system.routes())
             }
             Target::Process => {

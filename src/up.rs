@@ -25,7 +25,7 @@ impl App {
     /// identity provider and wires the tiers together. Binds nothing.
     pub async fn build(config: Config) -> Result<Self, StartError> {
         config.validate()?;
-        let system = system_apis::SystemTier::start(&config.erp, &config.data_dir).await?;
+        let system = system_apis::SystemTier::start(&config.erp, &config.payments, &config.data_dir).await?;
         let process = process_apis::ProcessTier::new(channel::in_process(system.routes()));
         let process_grpc = process.routes();
         let experience =

@@ -5,6 +5,7 @@
 //! # Layout
 //! - [`erp`]: `erp.v1` over an ERP backend (the embedded reference ERP;
 //!   Tryton follows).
+//! - [`payments`]: `payments.v1` over a payment provider (the `sandbox`).
 //! - [`SystemTier`]: builds the tier's gRPC routes (services, health,
 //!   reflection) from its [`Config`].
 
@@ -34,32 +35,45 @@ impl Default for Config {
 #[derive(Clone)]
 pub struct SystemTier {
     erp: erp::Erp,
+    payments: payments::Payments,
+}
+
+/// Why the system tier could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The ERP backend.
+    #[error("ERP backend: {0}")]
+    Erp(#[from] erp::Error),
+    /// The payment provider or its ledger.
+    #[error("payments: {0}")]
+    Payments(#[from] payments::Error),
 }
 
 impl SystemTier {
     /// Opens every backend (creating and seeding the embedded ERP under
     /// `data_dir` when it is used).
-    pub async fn start(erp: &erp::Config, data_dir: &Path) -> Result<Self, erp::Error> {
+    pub async fn start(erp: &erp::Config, payments: &payments::Config, data_dir: &Path) -> Result<Self, StartError> {
         let erp = erp::Erp::open(erp, data_dir).await?;
-        Ok(Self { erp })
+        let payments = payments::Payments::open(payments, data_dir).await?;
+        Ok(Self { erp, payments })
     }
 
-    /// The tier's gRPC routes: `erp.v1`, `grpc.health.v1` and reflection.
+    /// The tier's gRPC routes: `erp.v1`, `payments.v1`, `grpc.health.v1` and reflection.
     pub fn routes(&self) -> tonic::service::Routes {
         let mut reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(erp_connect_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .with_service_name("grpc.health.v1.Health");
-        for name in erp::SERVICE_NAMES {
+        for name in erp::SERVICE_NAMES.iter().chain(payments::SERVICE_NAMES) {
             reflection = reflection.with_service_name(*name);
         }
         let reflection = reflection.build_v1().expect("the embedded descriptor sets are valid"); // checked by the tier tests
-        let erp = self.erp.clone();
+        let (erp, pay) = (self.erp.clone(), self.payments.clone());
         let probe: platform::health::Probe = std::sync::Arc::new(move || {
-            let erp = erp.clone();
-            Box::pin(async move { erp.is_ready().await })
+            let (erp, pay) = (erp.clone(), pay.clone());
+            Box::pin(async move { erp.is_ready().await && pay.is_ready().await })
         });
-        let mut routes = self.erp.routes();
+        let mut routes = self.payments.add_routes(self.erp.routes());
         routes = routes.add_service(platform::health::service(probe)).add_service(reflection);
         routes
     }

@@ -518,7 +518,9 @@ mod backend_embedded {
     async fn setup() -> Erp {
         let dir = tempfile::tempdir().expect("tempdir");
         let tier =
-            system_apis::SystemTier::start(&system_apis::erp::Config::default(), dir.path()).await.expect("start");
+            system_apis::SystemTier::start(&system_apis::erp::Config::default(), &Default::default(), dir.path())
+                .await
+                .expect("start");
         Erp::new(platform::channel::in_process(tier.routes()), Box::new(dir))
     }
 
@@ -582,9 +584,72 @@ mod backend_tryton {
         let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("warn").try_init();
         let config = tokio::task::spawn_blocking(|| config(None)).await.expect("setup");
         let dir = tempfile::tempdir().expect("tempdir");
-        let tier = system_apis::SystemTier::start(&config, dir.path()).await.expect("start");
+        let tier = system_apis::SystemTier::start(&config, &Default::default(), dir.path()).await.expect("start");
         Erp::new(platform::channel::in_process(tier.routes()), Box::new(dir))
     }
 
     contract_suite!(setup);
+
+    /// Forwards every connection on `listener` to `target`, as long as it runs.
+    async fn forward(listener: tokio::net::TcpListener, target: String) {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let target = target.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    }
+
+    #[tokio::test]
+    async fn a_down_erp_is_unavailable_then_the_breaker_opens_and_recovers() {
+        use system_apis::erp::{
+            Connector,
+            resilience::{BreakerState, Policy, Resilient},
+        };
+        let real = tokio::task::spawn_blocking(|| config(None)).await.expect("setup");
+        let real_addr = real.tryton.as_ref().expect("tryton").url.trim_start_matches("http://").to_owned();
+        // A port with nothing behind it: connections are refused.
+        let port = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = port.local_addr().expect("addr");
+        drop(port);
+        let down = config(Some(&format!("http://{addr}")));
+
+        // Through the gRPC service, a caller sees UNAVAILABLE.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tier = system_apis::SystemTier::start(&down, &Default::default(), dir.path()).await.expect("start");
+        let status = erp_connect_proto::erp::v1::product_service_client::ProductServiceClient::new(
+            platform::channel::in_process(tier.routes()),
+        )
+        .get_product(erp_connect_proto::erp::v1::GetProductRequest { sku: "WIDGET-1".into() })
+        .await
+        .expect_err("down");
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(!status.message().contains("127.0.0.1"), "no backend address leaks: {status:?}");
+
+        let open_for = std::time::Duration::from_millis(200);
+        let erp = Resilient::new(
+            tryton::TrytonErp::open(down.tryton.as_ref().expect("tryton")).expect("open"),
+            Policy { open_for, ..Policy::default() },
+        );
+        for _ in 0..10 {
+            if erp.breaker_state() == BreakerState::Open {
+                break;
+            }
+            assert!(erp.get_product("WIDGET-1").await.expect_err("down").is_retryable());
+        }
+        assert_eq!(erp.breaker_state(), BreakerState::Open);
+        assert!(erp.get_product("WIDGET-1").await.expect_err("open breaker").is_retryable());
+
+        // Tryton comes back on that address.
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("rebind");
+        tokio::spawn(forward(listener, real_addr));
+        // The breaker's own cool-down, not a wait for a server.
+        tokio::time::sleep(open_for).await;
+        assert_eq!(erp.breaker_state(), BreakerState::HalfOpen);
+        let product = erp.get_product("WIDGET-1").await.expect("recovered");
+        assert_eq!(product.sku, "WIDGET-1");
+        assert_eq!(erp.breaker_state(), BreakerState::Closed);
+    }
 }

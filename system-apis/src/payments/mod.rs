@@ -39,7 +39,7 @@ pub enum ProviderKind {
     Sandbox,
 }
 
-/// `[system.payments]` in the config file.
+/// `[payments]` in the config file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {

@@ -715,6 +715,13 @@ impl Connector for TrytonErp {
             .and_then(|a| a.id.strip_prefix("address-"))
             .and_then(|a| a.parse::<i64>().ok())
             .ok_or_else(|| Error::precondition("NO_ADDRESS", &new.customer_id, "the customer has no address"))?;
+        // The party's own payment term, else the first one Tryton has.
+        let party_terms = self.read("party.party", &[party], &["customer_payment_term"]).await?;
+        let payment_term = party_terms
+            .first()
+            .and_then(|p| p.get("customer_payment_term"))
+            .and_then(Value::as_i64)
+            .or(setup.payment_term);
         let skus: Vec<String> = new.lines.iter().map(|l| l.sku.clone()).collect();
         let products = self
             .products_by_code(
@@ -761,7 +768,7 @@ impl Connector for TrytonErp {
         }
         let sale = json!({
             "party": party, "invoice_address": address, "shipment_address": address,
-            "payment_term": setup.payment_term, "warehouse": warehouse, "currency": setup.currency_id,
+            "payment_term": payment_term, "warehouse": warehouse, "currency": setup.currency_id,
             "reference": new.reference, "description": marker, "comment": new.fingerprint,
             "lines": [["create", lines]],
         });
