@@ -535,7 +535,7 @@ mod backend_tryton {
 
     use system_apis::erp::{BackendKind, Config, backend::tryton};
 
-    use super::Erp;
+    use super::{Erp, ListChangesRequest, erp};
 
     fn tryton() -> &'static HashMap<String, String> {
         static ENV: OnceLock<HashMap<String, String>> = OnceLock::new();
@@ -589,6 +589,52 @@ mod backend_tryton {
     }
 
     contract_suite!(setup);
+
+    /// A customer a Tryton user creates in Tryton itself, over Tryton's own
+    /// JSON-RPC API, shows up in the change feed.
+    #[tokio::test]
+    async fn a_change_made_in_tryton_itself_reaches_the_change_feed() {
+        let config = tokio::task::spawn_blocking(|| config(None)).await.expect("setup");
+        let t = config.tryton.clone().expect("tryton");
+        let mut erp = setup().await;
+        let mut cursor = String::new();
+        loop {
+            let page = erp
+                .changes
+                .list_changes(ListChangesRequest { since_cursor: cursor.clone(), limit: 1000 })
+                .await
+                .expect("changes")
+                .into_inner();
+            cursor = page.next_cursor;
+            if page.changes.is_empty() {
+                break;
+            }
+        }
+        let user = tryton::rpc::Client::new(tryton::rpc::Settings {
+            url: t.url,
+            database: t.database,
+            username: t.username,
+            password: std::fs::read_to_string(&t.password_file).expect("password").trim().to_owned(),
+            timeout: std::time::Duration::from_secs(30),
+        })
+        .expect("client");
+        let created = user
+            .call("model.party.party.create", vec![serde_json::json!([{"name": "Made in Tryton"}])])
+            .await
+            .expect("party.create");
+        let id = format!("party-{}", created[0].as_i64().expect("id"));
+        let page = erp
+            .changes
+            .list_changes(ListChangesRequest { since_cursor: cursor, limit: 1000 })
+            .await
+            .expect("changes")
+            .into_inner();
+        assert!(
+            page.changes.iter().any(|c| c.aggregate == erp::Aggregate::Customer as i32 && c.id == id),
+            "{id} not in {:?}",
+            page.changes
+        );
+    }
 
     /// Forwards every connection on `listener` to `target`, as long as it runs.
     async fn forward(listener: tokio::net::TcpListener, target: String) {
