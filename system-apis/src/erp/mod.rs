@@ -11,7 +11,7 @@
 use std::{future::Future, path::Path, sync::Arc};
 
 use erp_connect_proto::erp::v1::{
-    Address, Change, Customer, Invoice, OpenAmount, Product, SalesOrder, Shipment, StockLevel,
+    Address, Change, Customer, Invoice, InvoiceState, OpenAmount, Product, SalesOrder, Shipment, StockLevel,
 };
 use resilience::{Policy, Resilient};
 use rust_decimal::Decimal;
@@ -231,6 +231,35 @@ pub struct InvoicePayment {
     pub currency: String,
     /// Positive, at most the amount due.
     pub amount: Decimal,
+}
+
+impl InvoicePayment {
+    /// Checks that this payment may be applied to `invoice` (posted, same
+    /// currency, not more than is due) and returns the amount still due
+    /// before it. The same business rule for every backend.
+    pub fn check_against(&self, invoice: &Invoice) -> Result<Decimal, Error> {
+        let id = &self.invoice_id;
+        match InvoiceState::try_from(invoice.state) {
+            Ok(InvoiceState::Posted) => {}
+            Ok(InvoiceState::Draft) => return Err(Error::precondition("NOT_POSTED", id, "post the invoice first")),
+            Ok(InvoiceState::Paid) => return Err(Error::precondition("ALREADY_PAID", id, "the invoice is paid")),
+            _ => return Err(Error::precondition("CANCELLED", id, "the invoice is cancelled")),
+        }
+        if self.currency != invoice.currency {
+            return Err(Error::InvalidArgument {
+                field: "currency",
+                message: format!("the invoice is in {}", invoice.currency),
+            });
+        }
+        let due: Decimal = invoice
+            .amount_due
+            .parse()
+            .map_err(|e| Error::Backend(format!("amount due {:?}: {e}", invoice.amount_due).into()))?;
+        if self.amount > due {
+            return Err(Error::precondition("OVERPAYMENT", id, format!("only {:.2} is due", due.round_dp(2))));
+        }
+        Ok(due)
+    }
 }
 
 /// What an ERP backend can do, in `erp.v1` terms. Inputs are validated by

@@ -681,22 +681,7 @@ impl Connector for EmbeddedErp {
         }
         let invoice = read_invoice(&mut tx, &payment.invoice_id).await?;
         let id = &payment.invoice_id;
-        match InvoiceState::try_from(invoice.state) {
-            Ok(InvoiceState::Posted) => {}
-            Ok(InvoiceState::Draft) => return Err(Error::precondition("NOT_POSTED", id, "post the invoice first")),
-            Ok(InvoiceState::Paid) => return Err(Error::precondition("ALREADY_PAID", id, "the invoice is paid")),
-            _ => return Err(Error::precondition("CANCELLED", id, "the invoice is cancelled")),
-        }
-        if payment.currency != invoice.currency {
-            return Err(Error::InvalidArgument {
-                field: "currency",
-                message: format!("the invoice is in {}", invoice.currency),
-            });
-        }
-        let due = stored_decimal(&invoice.amount_due)?;
-        if payment.amount > due {
-            return Err(Error::precondition("OVERPAYMENT", id, format!("only {} is due", money(due))));
-        }
+        let due = payment.check_against(&invoice)?;
         let left = due - payment.amount;
         let state = if left.is_zero() { "paid" } else { "posted" };
         sqlx::query("UPDATE invoices SET amount_due = ?, state = ? WHERE id = ?")

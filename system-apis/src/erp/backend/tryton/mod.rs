@@ -956,23 +956,8 @@ impl Connector for TrytonErp {
             return self.invoice(invoice_id).await;
         }
         let invoice = self.invoice(invoice_id).await?;
+        payment.check_against(&invoice)?;
         let id = &payment.invoice_id;
-        match InvoiceState::try_from(invoice.state) {
-            Ok(InvoiceState::Posted) => {}
-            Ok(InvoiceState::Draft) => return Err(Error::precondition("NOT_POSTED", id, "post the invoice first")),
-            Ok(InvoiceState::Paid) => return Err(Error::precondition("ALREADY_PAID", id, "the invoice is paid")),
-            _ => return Err(Error::precondition("CANCELLED", id, "the invoice is cancelled")),
-        }
-        if payment.currency != invoice.currency {
-            return Err(Error::InvalidArgument {
-                field: "currency",
-                message: format!("the invoice is in {}", invoice.currency),
-            });
-        }
-        let due: Decimal = invoice.amount_due.parse().unwrap_or_default();
-        if payment.amount > due {
-            return Err(Error::precondition("OVERPAYMENT", id, format!("only {} is due", money(due))));
-        }
         let setup = self.setup().await?;
         let methods = self.search_read("account.invoice.payment.method", json!([]), Some(1), None, &["id"]).await?;
         let method = methods
