@@ -493,7 +493,8 @@ mod tests {
     #[tokio::test]
     async fn payments_key_claimed_twice_is_refused_by_the_unique_key() {
         let dir = tempfile::tempdir().expect("temporary data directory");
-        let ledger = Ledger::open(None, dir.path(), crate::payments::backend::sandbox::Sandbox).await.expect("open");
+        let ledger =
+            Ledger::open(None, dir.path(), crate::payments::backend::sandbox::Sandbox::new()).await.expect("open");
         let payment = record(Status::Authorized, 100, 0, 0).to_proto();
         let mut conn = ledger.pool.acquire().await.expect("connection");
         sqlx::query(

@@ -242,7 +242,8 @@ impl Payments {
         match config.provider {
             ProviderKind::Sandbox => {
                 let ledger =
-                    ledger::Ledger::open(config.database_url.as_deref(), data_dir, backend::sandbox::Sandbox).await?;
+                    ledger::Ledger::open(config.database_url.as_deref(), data_dir, backend::sandbox::Sandbox::new())
+                        .await?;
                 Ok(Payments::Sandbox(Arc::new(ledger)))
             }
         }

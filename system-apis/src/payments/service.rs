@@ -216,7 +216,7 @@ mod tests {
     use platform::channel::GrpcChannel;
 
     use super::*;
-    use crate::payments::{Config, Payments, backend::sandbox::Sandbox};
+    use crate::payments::{Config, Decision, Payments, backend::sandbox::Sandbox};
 
     type Client = PaymentServiceClient<GrpcChannel>;
 
@@ -325,26 +325,38 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn payments_processing_error_is_unavailable_and_retryable() {
+    async fn payments_processing_error_fails_once_per_key_then_a_retry_is_approved() {
         let dir = tempdir();
         let (mut client, _payments) = open(dir.path()).await;
-        for _ in 0..2 {
-            let status = authorize(&mut client, "p-1", "tok_processingError", "10.00").await.expect_err("fails");
-            assert_eq!(status.code(), Code::Unavailable);
-            let details = status.get_error_details();
-            assert_eq!(details.retry_info().and_then(|r| r.retry_delay), Some(RETRY_AFTER));
-            assert_eq!(details.error_info().map(|i| i.reason.as_str()), Some("PROVIDER_UNAVAILABLE"));
-            assert!(!status.message().contains("sandbox"), "no internal text: {}", status.message());
-        }
-        // A failed call claims no key: the retry goes to the provider again.
-        let paid = authorize(&mut client, "p-1", "tok_visa", "10.00").await.expect("the key is still free");
-        assert_eq!(status(&paid), PaymentStatus::Authorized);
+        let outage = authorize(&mut client, "p-1", "tok_processingError", "10.00").await.expect_err("an outage");
+        assert_eq!(outage.code(), Code::Unavailable);
+        let details = outage.get_error_details();
+        assert_eq!(details.retry_info().and_then(|r| r.retry_delay), Some(RETRY_AFTER));
+        assert_eq!(details.error_info().map(|i| i.reason.as_str()), Some("PROVIDER_UNAVAILABLE"));
+        assert!(!outage.message().contains("sandbox"), "no internal text: {}", outage.message());
 
-        let new = validate_authorize(authorize_request("p-2", "tok_processingError", "1")).expect("valid");
-        let err = Sandbox.authorize(&new.authorization).await.expect_err("processing error");
-        assert!(err.is_retryable(), "{err:?}");
-        let unknown = validate_authorize(authorize_request("p-3", "tok_nope", "1")).expect("valid");
-        assert!(!Sandbox.authorize(&unknown.authorization).await.expect_err("unknown").is_retryable());
+        // The retry with the same key and request gets past the outage, once
+        // and for all: a replay answers the recorded payment.
+        let paid = authorize(&mut client, "p-1", "tok_processingError", "10.00").await.expect("the retry");
+        assert_eq!(status(&paid), PaymentStatus::Authorized);
+        assert!(paid.provider_reference.starts_with("sbx_"));
+        let replay = authorize(&mut client, "p-1", "tok_processingError", "10.00").await.expect("a replay");
+        assert_eq!(replay, paid);
+
+        // Each key has its own outage; a failed attempt records nothing, so
+        // the key stays free for another request.
+        let other = authorize(&mut client, "p-2", "tok_processingError", "10.00").await.expect_err("outage");
+        assert_eq!(other.code(), Code::Unavailable);
+        let card = authorize(&mut client, "p-2", "tok_visa", "12.00").await.expect("the key is still free");
+        assert_eq!((status(&card), card.amount.as_str()), (PaymentStatus::Authorized, "12.00"));
+
+        // A restarted sandbox has forgotten the keys: the first attempt fails again.
+        let new = validate_authorize(authorize_request("p-3", "tok_processingError", "1")).expect("valid");
+        let restarted = Sandbox::new();
+        assert!(restarted.authorize(&new.authorization).await.expect_err("first attempt").is_retryable());
+        assert!(restarted.authorize(&new.authorization).await.is_ok_and(|d| matches!(d, Decision::Approved { .. })));
+        let unknown = validate_authorize(authorize_request("p-4", "tok_nope", "1")).expect("valid");
+        assert!(!restarted.authorize(&unknown.authorization).await.expect_err("unknown").is_retryable());
     }
 
     #[tokio::test]

@@ -9,18 +9,43 @@
 //! | `tok_chargeDeclined` | declined, `generic_decline` |
 //! | `tok_chargeDeclinedInsufficientFunds` | declined, `insufficient_funds` |
 //! | `tok_chargeDeclinedExpiredCard` | declined, `expired_card` |
-//! | `tok_processingError` | [`Error::ProviderUnavailable`] (retryable) |
+//! | `tok_processingError` | a transient outage: the first attempt of an idempotency key fails with [`Error::ProviderUnavailable`] (retryable), a retry with that key is approved |
 //! | anything else | [`Error::InvalidArgument`] |
 //!
+//! `tok_processingError` lets a caller test its retry path end to end: the
+//! outage lasts exactly one attempt per key, as a real provider's blip would
+//! when the caller retries with the same key. The keys that already failed
+//! once are kept in memory only; after a restart a key fails once more,
+//! which a caller that retries is built to absorb anyway.
+//!
 //! Captures, voids and refunds of an approved authorization always succeed:
-//! the ledger has checked state and amounts before they get here. The
-//! sandbox keeps no state, which makes it trivially idempotent by key.
+//! the ledger has checked state and amounts before they get here. Apart from
+//! that one set of keys the sandbox keeps no state, which makes it
+//! idempotent by key.
+
+use std::{collections::HashSet, sync::Mutex};
 
 use crate::payments::{Authorization, Decision, Error, Operation, Provider};
 
 /// Test-mode provider with deterministic test cards.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Sandbox;
+#[derive(Debug, Default)]
+pub struct Sandbox {
+    /// Idempotency keys whose `tok_processingError` attempt has failed
+    /// once, so that their retry is approved. It grows by one key per such
+    /// test payment, which a test mode can afford.
+    failed_once: Mutex<HashSet<String>>,
+}
+
+impl Sandbox {
+    /// A sandbox that has seen no outage yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn approve() -> Decision {
+        Decision::Approved { provider_reference: format!("sbx_auth_{}", ulid::Ulid::new()) }
+    }
+}
 
 /// Tokens the sandbox approves.
 const APPROVED: &[&str] = &["tok_visa", "tok_mastercard", "tok_amex"];
@@ -32,7 +57,8 @@ const DECLINED: &[(&str, &str)] = &[
     ("tok_chargeDeclinedExpiredCard", "expired_card"),
 ];
 
-/// The token whose authorization fails as a provider outage would.
+/// The token whose first authorization attempt per key fails as a provider
+/// outage would.
 const PROCESSING_ERROR: &str = "tok_processingError";
 
 /// The simulated outage, kept as the error's source for the logs.
@@ -48,13 +74,22 @@ impl Provider for Sandbox {
     async fn authorize(&self, authorization: &Authorization) -> Result<Decision, Error> {
         let token = authorization.payment_token.as_str();
         if APPROVED.contains(&token) {
-            return Ok(Decision::Approved { provider_reference: format!("sbx_auth_{}", ulid::Ulid::new()) });
+            return Ok(Self::approve());
         }
         if let Some((_, reason)) = DECLINED.iter().find(|(t, _)| *t == token) {
             return Ok(Decision::Declined { reason: (*reason).to_owned() });
         }
         if token == PROCESSING_ERROR {
-            return Err(Error::ProviderUnavailable(Box::new(ProcessingError)));
+            let first_attempt = self
+                .failed_once
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(authorization.idempotency_key.clone());
+            return if first_attempt {
+                Err(Error::ProviderUnavailable(Box::new(ProcessingError)))
+            } else {
+                Ok(Self::approve())
+            };
         }
         Err(Error::invalid(
             "payment_token",
