@@ -109,6 +109,59 @@ impl Erp {
         self.orders.quote_sales_order(SalesOrderRequest { id: order.id.clone() }).await.expect("quote");
         self.orders.confirm_sales_order(SalesOrderRequest { id: order.id }).await.expect("confirm").into_inner()
     }
+
+    /// The order's invoice, posted.
+    async fn posted_invoice(&mut self, order: &erp::SalesOrder) -> erp::Invoice {
+        let id = order.invoice_ids.first().expect("a confirmed order has an invoice").clone();
+        self.invoices.post_invoice(InvoiceRequest { id }).await.expect("post").into_inner()
+    }
+
+    /// Pays what the invoice still owes.
+    async fn pay_in_full(&mut self, invoice: &erp::Invoice) -> erp::Invoice {
+        self.invoices
+            .record_invoice_payment(RecordInvoicePaymentRequest {
+                idempotency_key: format!("pay-{}", ulid::Ulid::new()),
+                invoice_id: invoice.id.clone(),
+                currency: invoice.currency.clone(),
+                amount: invoice.amount_due.clone(),
+            })
+            .await
+            .expect("pay")
+            .into_inner()
+    }
+
+    async fn credit(&mut self, invoice_id: &str) -> Result<erp::Invoice, tonic::Status> {
+        self.invoices.credit_invoice(InvoiceRequest { id: invoice_id.into() }).await.map(tonic::Response::into_inner)
+    }
+
+    async fn open_amount(&mut self, customer_id: &str) -> String {
+        self.receivables
+            .get_open_amount(GetOpenAmountRequest { customer_id: customer_id.into() })
+            .await
+            .expect("open amount")
+            .into_inner()
+            .open_amount
+    }
+
+    async fn cancel(&mut self, order_id: &str) -> Result<erp::SalesOrder, tonic::Status> {
+        self.orders.cancel_sales_order(SalesOrderRequest { id: order_id.into() }).await.map(tonic::Response::into_inner)
+    }
+
+    /// The order is cancelled, its shipments too, and `sku` is available as before.
+    async fn assert_unwound(&mut self, order_id: &str, sku: &str, available_before: i64) {
+        let order =
+            self.orders.get_sales_order(SalesOrderRequest { id: order_id.into() }).await.expect("get").into_inner();
+        assert_eq!(order.state, erp::SalesOrderState::Cancelled as i32, "{order:?}");
+        assert_eq!(self.available(sku).await, available_before, "stock released");
+        let shipments = self
+            .shipments
+            .list_shipments(ListShipmentsRequest { sales_order_id: order_id.into() })
+            .await
+            .expect("shipments")
+            .into_inner()
+            .shipments;
+        assert!(shipments.iter().all(|s| s.state == erp::ShipmentState::Cancelled as i32), "{shipments:?}");
+    }
 }
 
 fn order_request(key: &str, customer_id: &str, lines: &[(&str, i64)]) -> CreateSalesOrderRequest {
@@ -486,6 +539,90 @@ async fn the_change_feed_reports_changes_after_a_cursor(mut erp: Erp) {
     assert_field_violation(&bad.expect_err("bad cursor"), "since_cursor");
 }
 
+async fn crediting_a_posted_invoice_lets_its_order_be_cancelled(mut erp: Erp) {
+    let customer = erp.new_customer("credit").await;
+    let available = erp.available("GLOVE-L").await;
+    let open_before = erp.open_amount(&customer.id).await;
+    let order = erp.confirmed_order(&customer, &[("GLOVE-L", 2)]).await;
+    let invoice = erp.posted_invoice(&order).await;
+    assert_eq!(erp.open_amount(&customer.id).await, order.total);
+    let refused = erp.cancel(&order.id).await.expect_err("a posted invoice stands in the way");
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+
+    let credited = erp.credit(&invoice.id).await.expect("credit");
+    assert_eq!(credited.state, erp::InvoiceState::Cancelled as i32);
+    assert_eq!(credited.amount_due, "0.00");
+    assert_eq!((credited.id.as_str(), credited.total.as_str()), (invoice.id.as_str(), invoice.total.as_str()));
+    assert_eq!(erp.credit(&invoice.id).await.expect("credit twice"), credited, "a second credit changes nothing");
+    let read = erp.invoices.get_invoice(InvoiceRequest { id: invoice.id.clone() }).await.expect("get").into_inner();
+    assert_eq!(read, credited);
+    assert_eq!(erp.open_amount(&customer.id).await, open_before, "the credited invoice is not open");
+
+    let cancelled = erp.cancel(&order.id).await.expect("cancel once credited");
+    assert_eq!(cancelled.state, erp::SalesOrderState::Cancelled as i32);
+    erp.assert_unwound(&order.id, "GLOVE-L", available).await;
+    assert_eq!(erp.cancel(&order.id).await.expect("cancel twice").state, erp::SalesOrderState::Cancelled as i32);
+}
+
+async fn crediting_a_paid_invoice_lets_its_order_be_cancelled(mut erp: Erp) {
+    let customer = erp.new_customer("credit-paid").await;
+    let available = erp.available("HELMET-1").await;
+    let open_before = erp.open_amount(&customer.id).await;
+    let order = erp.confirmed_order(&customer, &[("HELMET-1", 3)]).await;
+    let invoice = erp.posted_invoice(&order).await;
+    let paid = erp.pay_in_full(&invoice).await;
+    assert_eq!(paid.state, erp::InvoiceState::Paid as i32);
+    let refused = erp.cancel(&order.id).await.expect_err("a paid invoice stands in the way");
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+
+    let credited = erp.credit(&invoice.id).await.expect("credit");
+    assert_eq!(credited.state, erp::InvoiceState::Cancelled as i32);
+    assert_eq!(credited.amount_due, "0.00");
+    assert_eq!(erp.credit(&invoice.id).await.expect("credit twice"), credited, "a second credit changes nothing");
+    assert_eq!(erp.open_amount(&customer.id).await, open_before, "nothing stays open, either way");
+
+    let cancelled = erp.cancel(&order.id).await.expect("cancel once credited");
+    assert_eq!(cancelled.state, erp::SalesOrderState::Cancelled as i32);
+    erp.assert_unwound(&order.id, "HELMET-1", available).await;
+    let invoices = erp
+        .invoices
+        .list_invoices(ListInvoicesRequest { sales_order_id: order.id.clone() })
+        .await
+        .expect("invoices")
+        .into_inner()
+        .invoices;
+    assert_eq!(invoices, [credited]);
+}
+
+async fn crediting_a_draft_or_unknown_invoice_is_refused(mut erp: Erp) {
+    let customer = erp.new_customer("credit-draft").await;
+    let order = erp.confirmed_order(&customer, &[("GOGGLE-1", 1)]).await;
+    let status = erp.credit(&order.invoice_ids[0]).await.expect_err("a draft");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    let details = status.get_error_details();
+    assert_eq!(details.precondition_failure().expect("precondition details").violations[0].r#type, "NOT_POSTED");
+    let draft =
+        erp.invoices.get_invoice(InvoiceRequest { id: order.invoice_ids[0].clone() }).await.expect("get").into_inner();
+    assert_eq!(draft.state, erp::InvoiceState::Draft as i32, "a refused credit changes nothing");
+    assert_eq!(erp.credit("inv_no_such").await.expect_err("unknown").code(), Code::NotFound);
+    assert_field_violation(&erp.credit("").await.expect_err("no id"), "id");
+    // A draft's order is cancelled directly, and the draft with it.
+    erp.cancel(&order.id).await.expect("cancel");
+}
+
+async fn a_shipped_orders_invoice_is_credited_but_the_order_stays(mut erp: Erp) {
+    let customer = erp.new_customer("credit-shipped").await;
+    let order = erp.confirmed_order(&customer, &[("LEVEL-60", 1)]).await;
+    let invoice = erp.posted_invoice(&order).await;
+    erp.shipments.complete_shipment(ShipmentRequest { id: order.shipment_ids[0].clone() }).await.expect("ship");
+    let credited = erp.credit(&invoice.id).await.expect("credit after shipping");
+    assert_eq!((credited.state, credited.amount_due.as_str()), (erp::InvoiceState::Cancelled as i32, "0.00"));
+    let refused = erp.cancel(&order.id).await.expect_err("shipped");
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    let details = refused.get_error_details();
+    assert_eq!(details.precondition_failure().expect("details").violations[0].r#type, "ALREADY_SHIPPED");
+}
+
 /// Defines one `#[tokio::test]` per contract test for a backend.
 macro_rules! contract_suite {
     ($setup:path) => {
@@ -499,6 +636,10 @@ macro_rules! contract_suite {
             confirming_more_than_the_stock_fails_and_reserves_nothing,
             invoices_are_posted_and_paid_and_shipments_completed,
             the_change_feed_reports_changes_after_a_cursor,
+            crediting_a_posted_invoice_lets_its_order_be_cancelled,
+            crediting_a_paid_invoice_lets_its_order_be_cancelled,
+            crediting_a_draft_or_unknown_invoice_is_refused,
+            a_shipped_orders_invoice_is_credited_but_the_order_stays,
         );
     };
     (@tests $setup:path; $($name:ident),* $(,)?) => {

@@ -293,7 +293,8 @@ pub trait Connector: Send + Sync + 'static {
     fn quote_sales_order(&self, id: &str) -> impl Future<Output = Result<SalesOrder, Error>> + Send;
     /// Quotation → processing: reserves stock, creates invoice and shipment (idempotent).
     fn confirm_sales_order(&self, id: &str) -> impl Future<Output = Result<SalesOrder, Error>> + Send;
-    /// Cancels and releases stock, unless shipped or invoiced (idempotent).
+    /// Cancels and releases stock, unless shipped or while an invoice is
+    /// posted or paid and not credited (idempotent).
     fn cancel_sales_order(&self, id: &str) -> impl Future<Output = Result<SalesOrder, Error>> + Send;
     /// One sales order.
     fn get_sales_order(&self, id: &str) -> impl Future<Output = Result<SalesOrder, Error>> + Send;
@@ -313,6 +314,10 @@ pub trait Connector: Send + Sync + 'static {
     fn post_invoice(&self, id: &str) -> impl Future<Output = Result<Invoice, Error>> + Send;
     /// Records a payment, once per idempotency key.
     fn record_invoice_payment(&self, payment: &InvoicePayment) -> impl Future<Output = Result<Invoice, Error>> + Send;
+    /// Credits a posted or paid invoice in full: it then reads cancelled with
+    /// nothing due, and no longer counts in the open amount (idempotent; a
+    /// draft is a failed precondition).
+    fn credit_invoice(&self, id: &str) -> impl Future<Output = Result<Invoice, Error>> + Send;
 
     /// The shipments of a sales order.
     fn list_shipments(&self, sales_order_id: &str) -> impl Future<Output = Result<Vec<Shipment>, Error>> + Send;

@@ -244,6 +244,9 @@ impl<C: Connector> Connector for Resilient<C> {
     async fn record_invoice_payment(&self, payment: &InvoicePayment) -> Result<Invoice, Error> {
         self.write(self.inner.record_invoice_payment(payment)).await
     }
+    async fn credit_invoice(&self, id: &str) -> Result<Invoice, Error> {
+        self.write(self.inner.credit_invoice(id)).await
+    }
     async fn list_shipments(&self, sales_order_id: &str) -> Result<Vec<Shipment>, Error> {
         self.read(|c| c.list_shipments(sales_order_id)).await
     }

@@ -373,6 +373,11 @@ impl<C: Connector> InvoiceService for ErpService<C> {
         };
         Ok(Response::new(self.connector.record_invoice_payment(&payment).await?))
     }
+
+    async fn credit_invoice(&self, request: Request<InvoiceRequest>) -> Result<Response<Invoice>, Status> {
+        let id = required("id", &request.into_inner().id)?;
+        Ok(Response::new(self.connector.credit_invoice(&id).await?))
+    }
 }
 
 #[tonic::async_trait]

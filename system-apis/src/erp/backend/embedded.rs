@@ -698,6 +698,39 @@ impl Connector for EmbeddedErp {
         Ok(invoice)
     }
 
+    async fn credit_invoice(&self, id: &str) -> Result<Invoice, Error> {
+        let mut tx = self.write_tx().await?;
+        let invoice = read_invoice(&mut tx, id).await?;
+        match InvoiceState::try_from(invoice.state) {
+            Ok(InvoiceState::Posted | InvoiceState::Paid) => {
+                // In full, whatever was paid: the money going back is the
+                // payment provider's business, not the ERP's.
+                let number = next_number(&mut tx, "credit_note", "CN").await?;
+                sqlx::query(
+                    "UPDATE invoices SET state = 'cancelled', amount_due = '0.00', credit_note = ?, credited_at = ? \
+                     WHERE id = ?",
+                )
+                .bind(number)
+                .bind(now())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                log_change(&mut tx, "invoice", id, "cancelled").await?;
+            }
+            Ok(InvoiceState::Draft) => {
+                return Err(Error::precondition(
+                    "NOT_POSTED",
+                    id,
+                    "a draft invoice cannot be credited; cancel its sales order instead",
+                ));
+            }
+            _ => {} // already credited (or cancelled as a draft): nothing to do
+        }
+        let invoice = read_invoice(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(invoice)
+    }
+
     async fn list_shipments(&self, sales_order_id: &str) -> Result<Vec<Shipment>, Error> {
         let mut conn = self.pool.acquire().await?;
         read_order(&mut conn, sales_order_id).await?;

@@ -6,7 +6,9 @@
 //! mechanism); sales orders are `sale.sale` (our idempotency key and request
 //! fingerprint travel in the sale's `description` and `comment`, so a retry
 //! finds the order it already created); invoices are `account.invoice`
-//! (paid through the `account.invoice.pay` wizard); shipments are
+//! (paid through the `account.invoice.pay` wizard, credited through the
+//! `account.invoice.credit` wizard: see [`Connector::credit_invoice`] below
+//! for how a paid invoice is credited); shipments are
 //! `stock.shipment.out`; warehouses are `stock.location` records of type
 //! `warehouse`, named by their code. Ids are `<kind>-<tryton id>`.
 //!
@@ -89,7 +91,8 @@ pub struct TrytonErp {
 const PRODUCT_FIELDS: &[&str] = &["code", "name", "description", "list_price_used", "default_uom.name", "active"];
 const SALE_FIELDS: &[&str] =
     &["number", "reference", "party", "state", "lines", "total_amount", "invoices", "shipments", "create_date"];
-const INVOICE_FIELDS: &[&str] = &["number", "party", "state", "total_amount", "amount_to_pay", "sales", "currency"];
+const INVOICE_FIELDS: &[&str] =
+    &["number", "party", "state", "total_amount", "amount_to_pay", "sales", "currency", "lines"];
 
 fn ids(value: &Value) -> Vec<i64> {
     value.as_array().map(|a| a.iter().filter_map(Value::as_i64).collect()).unwrap_or_default()
@@ -372,14 +375,157 @@ impl TrytonErp {
         })
     }
 
-    /// A processing sale whose every shipment and invoice was cancelled is,
-    /// for callers, a cancelled order (Tryton keeps it in an exception state).
+    /// A processing sale whose every shipment was cancelled and every
+    /// invoice cancelled or credited is, for callers, a cancelled order.
+    /// Tryton has no way from `processing` to `cancelled`: such a sale stays
+    /// `processing` with a shipment exception (and an invoice state of
+    /// `paid`, since Tryton counts a credited invoice as settled), so the
+    /// state is derived here, the same on every read.
     async fn is_unwound(&self, sale: &Value) -> Result<bool, Error> {
         let shipments = self.read("stock.shipment.out", &ids(&sale["shipments"]), &["state"]).await?;
-        let invoices = self.read("account.invoice", &ids(&sale["invoices"]), &["state"]).await?;
-        Ok(!shipments.is_empty()
-            && shipments.iter().all(|s| text(s, "state") == "cancelled")
-            && invoices.iter().all(|i| text(i, "state") == "cancelled"))
+        if shipments.is_empty() || shipments.iter().any(|s| text(s, "state") != "cancelled") {
+            return Ok(false);
+        }
+        let invoices =
+            self.read("account.invoice", &ids(&sale["invoices"]), &["state", "total_amount", "lines"]).await?;
+        for invoice in &invoices {
+            if text(invoice, "state") != "cancelled" && !self.credited_in_full(invoice).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// The credit notes Tryton made of an invoice (`lines` read), whatever
+    /// their state: a credit note's lines have the credited lines as origin.
+    async fn credit_notes_of(&self, invoice: &Value) -> Result<Vec<Value>, Error> {
+        let origins: Vec<String> = ids(&invoice["lines"]).iter().map(|l| format!("account.invoice.line,{l}")).collect();
+        if origins.is_empty() {
+            return Ok(Vec::new());
+        }
+        let lines = self
+            .search_read("account.invoice.line", json!([["origin", "in", origins]]), None, None, &["invoice"])
+            .await?;
+        let mut notes: Vec<i64> = lines.iter().filter_map(|l| l.get("invoice").and_then(Value::as_i64)).collect();
+        notes.sort_unstable();
+        notes.dedup();
+        self.read("account.invoice", &notes, &["state", "total_amount", "amount_to_pay", "party", "account"]).await
+    }
+
+    /// Whether a paid invoice (`state`, `total_amount`, `lines` read) was
+    /// credited in full by credit notes that are themselves settled. A
+    /// credited paid invoice stays `paid` in Tryton (only an unpaid one can
+    /// be cancelled by a refund), so this is what tells it apart.
+    async fn credited_in_full(&self, invoice: &Value) -> Result<bool, Error> {
+        if text(invoice, "state") != "paid" {
+            return Ok(false);
+        }
+        let credited: Decimal = self
+            .credit_notes_of(invoice)
+            .await?
+            .iter()
+            .filter(|n| text(n, "state") == "paid")
+            .map(|n| amount(n, "total_amount"))
+            .sum();
+        Ok(!credited.is_zero() && credited + amount(invoice, "total_amount") == Decimal::ZERO)
+    }
+
+    /// Runs Tryton's `account.invoice.credit` wizard on one invoice and
+    /// returns the credit note it made. With `refund`, Tryton also posts the
+    /// credit note and cancels the invoice against it, in one transaction.
+    async fn credit_wizard(&self, invoice_id: i64, refund: bool) -> Result<i64, Error> {
+        let ctx = wizard_context("account.invoice", invoice_id);
+        let created = self.rpc.call_with_context("wizard.account.invoice.credit.create", vec![], Some(&ctx)).await?;
+        let session = created.get(0).cloned().unwrap_or(Value::Null);
+        let run = async {
+            self.rpc
+                .call_with_context(
+                    "wizard.account.invoice.credit.execute",
+                    vec![session.clone(), json!({}), json!("start")],
+                    Some(&ctx),
+                )
+                .await?;
+            let reply = self
+                .rpc
+                .call_with_context(
+                    "wizard.account.invoice.credit.execute",
+                    vec![
+                        session.clone(),
+                        json!({"start": {"with_refund": refund, "invoice_date": null}}),
+                        json!("credit"),
+                    ],
+                    Some(&ctx),
+                )
+                .await?;
+            // The reply opens the new invoices: `{"actions": [[action, {"res_id": [id]}]]}`.
+            reply
+                .pointer("/actions/0/1/res_id/0")
+                .and_then(Value::as_i64)
+                .ok_or_else(|| Error::Backend("the credit wizard named no credit note".into()))
+        };
+        let outcome = run.await;
+        let _ = self.rpc.call_with_context("wizard.account.invoice.credit.delete", vec![session], Some(&ctx)).await;
+        outcome
+    }
+
+    /// Pays `amount` on an invoice through Tryton's `account.invoice.pay`
+    /// wizard, with `marker` as the payment's description. A partial amount
+    /// keeps the rest open. A credit note is paid out with a negative amount
+    /// (what Tryton itself proposes as its amount to pay).
+    async fn pay(
+        &self,
+        invoice_id: i64,
+        party: &Value,
+        account: &Value,
+        amount: Decimal,
+        marker: &str,
+    ) -> Result<(), Error> {
+        let setup = self.setup().await?;
+        let methods = self.search_read("account.invoice.payment.method", json!([]), Some(1), None, &["id"]).await?;
+        let method = methods.first().map(id_of).ok_or_else(|| {
+            Error::precondition("NO_PAYMENT_METHOD", format!("invoice-{invoice_id}"), "Tryton has no payment method")
+        })?;
+        let ctx = wizard_context("account.invoice", invoice_id);
+        let created = self.rpc.call_with_context("wizard.account.invoice.pay.create", vec![], Some(&ctx)).await?;
+        let session = created.get(0).cloned().unwrap_or(Value::Null);
+        let run = async {
+            self.rpc
+                .call_with_context(
+                    "wizard.account.invoice.pay.execute",
+                    vec![session.clone(), json!({}), json!("start")],
+                    Some(&ctx),
+                )
+                .await?;
+            let start = json!({"start": {
+                "payee": party, "company": ctx_company(&self.rpc).await, "currency": setup.currency_id,
+                "amount": decimal(amount), "invoice_account": account,
+                "date": today(), "payment_method": method, "description": marker,
+            }});
+            let reply = self
+                .rpc
+                .call_with_context(
+                    "wizard.account.invoice.pay.execute",
+                    vec![session.clone(), start.clone(), json!("choice")],
+                    Some(&ctx),
+                )
+                .await?;
+            if reply.get("view").is_some() {
+                // A partial payment: Tryton asks whether to keep the rest open.
+                let mut ask = start.clone();
+                ask["ask"] = json!({"type": "partial"});
+                self.rpc
+                    .call_with_context(
+                        "wizard.account.invoice.pay.execute",
+                        vec![session.clone(), ask, json!("pay")],
+                        Some(&ctx),
+                    )
+                    .await?;
+            }
+            Ok::<_, Error>(())
+        };
+        let outcome = run.await;
+        let _ = self.rpc.call_with_context("wizard.account.invoice.pay.delete", vec![session], Some(&ctx)).await;
+        outcome
     }
 
     async fn invoice(&self, invoice_id: i64) -> Result<Invoice, Error> {
@@ -391,8 +537,17 @@ impl TrytonErp {
             "cancelled" => InvoiceState::Cancelled,
             _ => InvoiceState::Unspecified,
         };
+        let state = if state == InvoiceState::Paid && self.credited_in_full(&inv).await? {
+            InvoiceState::Cancelled
+        } else {
+            state
+        };
         let total = amount(&inv, "total_amount");
-        let due = if state == InvoiceState::Draft { total } else { amount(&inv, "amount_to_pay") };
+        let due = match state {
+            InvoiceState::Draft => total,
+            InvoiceState::Cancelled => Decimal::ZERO,
+            _ => amount(&inv, "amount_to_pay"),
+        };
         Ok(Invoice {
             id: format!("invoice-{invoice_id}"),
             number: text(&inv, "number"),
@@ -853,25 +1008,26 @@ impl Connector for TrytonErp {
                 if shipments.iter().any(|s| text(s, "state") == "done") {
                     return Err(Error::precondition("ALREADY_SHIPPED", id, "the sales order has shipped"));
                 }
-                let invoices = self
-                    .read(
-                        "account.invoice",
-                        &order
-                            .invoice_ids
-                            .iter()
-                            .filter_map(|i| parse_id("invoice", "invoice-", i).ok())
-                            .collect::<Vec<_>>(),
-                        &["state"],
-                    )
-                    .await?;
-                if invoices.iter().any(|i| matches!(text(i, "state").as_str(), "posted" | "paid")) {
-                    return Err(Error::precondition("ALREADY_INVOICED", id, "the invoice is posted; credit it first"));
+                let mut drafts = Vec::new();
+                for invoice_id in order.invoice_ids.iter().filter_map(|i| parse_id("invoice", "invoice-", i).ok()) {
+                    let invoice = self.invoice(invoice_id).await?;
+                    match InvoiceState::try_from(invoice.state) {
+                        Ok(InvoiceState::Posted | InvoiceState::Paid) => {
+                            return Err(Error::precondition(
+                                "ALREADY_INVOICED",
+                                id,
+                                "the invoice is posted; credit it first",
+                            ));
+                        }
+                        Ok(InvoiceState::Draft) => drafts.push(invoice_id),
+                        _ => {} // cancelled or credited
+                    }
                 }
                 for shipment in shipments.iter().filter(|s| text(s, "state") != "cancelled") {
                     self.button("stock.shipment.out", "cancel", id_of(shipment)).await?;
                 }
-                for invoice in invoices.iter().filter(|i| text(i, "state") != "cancelled") {
-                    self.button("account.invoice", "cancel", id_of(invoice)).await?;
+                for invoice_id in drafts {
+                    self.button("account.invoice", "cancel", invoice_id).await?;
                 }
             }
             Ok(SalesOrderState::Done) => {
@@ -957,63 +1113,64 @@ impl Connector for TrytonErp {
         }
         let invoice = self.invoice(invoice_id).await?;
         payment.check_against(&invoice)?;
-        let id = &payment.invoice_id;
-        let setup = self.setup().await?;
-        let methods = self.search_read("account.invoice.payment.method", json!([]), Some(1), None, &["id"]).await?;
-        let method = methods
-            .first()
-            .map(id_of)
-            .ok_or_else(|| Error::precondition("NO_PAYMENT_METHOD", id, "Tryton has no payment method"))?;
-        let mut ctx = serde_json::Map::new();
-        ctx.insert("active_model".into(), json!("account.invoice"));
-        ctx.insert("active_id".into(), json!(invoice_id));
-        ctx.insert("active_ids".into(), json!([invoice_id]));
-        let created = self.rpc.call_with_context("wizard.account.invoice.pay.create", vec![], Some(&ctx)).await?;
-        let session = created.get(0).cloned().unwrap_or(Value::Null);
-        let run = async {
-            self.rpc
-                .call_with_context(
-                    "wizard.account.invoice.pay.execute",
-                    vec![session.clone(), json!({}), json!("start")],
-                    Some(&ctx),
-                )
-                .await?;
-            let today = {
-                let now = humantime::format_rfc3339(std::time::SystemTime::now()).to_string();
-                let mut d = now[..10].split('-').map(|p| p.parse::<u32>().unwrap_or(1));
-                let (y, m, day) = (d.next().unwrap_or(1970), d.next().unwrap_or(1), d.next().unwrap_or(1));
-                rpc::date(i32::try_from(y).unwrap_or(1970), m, day)
-            };
-            let start = json!({"start": {
-                "payee": inv.get("party"), "company": ctx_company(&self.rpc).await, "currency": setup.currency_id,
-                "amount": decimal(payment.amount), "invoice_account": inv.get("account"),
-                "date": today, "payment_method": method, "description": marker,
-            }});
-            let reply = self
-                .rpc
-                .call_with_context(
-                    "wizard.account.invoice.pay.execute",
-                    vec![session.clone(), start.clone(), json!("choice")],
-                    Some(&ctx),
-                )
-                .await?;
-            if reply.get("view").is_some() {
-                // A partial payment: Tryton asks whether to keep the rest open.
-                let mut ask = start.clone();
-                ask["ask"] = json!({"type": "partial"});
-                self.rpc
-                    .call_with_context(
-                        "wizard.account.invoice.pay.execute",
-                        vec![session.clone(), ask, json!("pay")],
-                        Some(&ctx),
-                    )
-                    .await?;
+        self.pay(invoice_id, &inv["party"], &inv["account"], payment.amount, &marker).await?;
+        self.invoice(invoice_id).await
+    }
+
+    async fn credit_invoice(&self, id: &str) -> Result<Invoice, Error> {
+        let invoice_id = parse_id("invoice", "invoice-", id)?;
+        let inv = self
+            .read_one("account.invoice", "invoice", invoice_id, &["state", "total_amount", "lines", "payment_lines"])
+            .await?;
+        match text(&inv, "state").as_str() {
+            "draft" | "validated" => {
+                return Err(Error::precondition(
+                    "NOT_POSTED",
+                    id,
+                    "a draft invoice cannot be credited; cancel its sales order instead",
+                ));
             }
-            Ok::<_, Error>(())
-        };
-        let outcome = run.await;
-        let _ = self.rpc.call_with_context("wizard.account.invoice.pay.delete", vec![session], Some(&ctx)).await;
-        outcome?;
+            // Cancelled: credited before (by refund), or a draft cancelled with its order.
+            "cancelled" => {}
+            "posted" => {
+                // The wizard's refund credits, posts the credit note and
+                // cancels the invoice against it atomically, so a retry finds
+                // either nothing done or everything. Tryton offers no refund
+                // once a payment is on the invoice; it still accepts one for a
+                // partly paid invoice, which then leaves the part paid on the
+                // customer's account as a credit (a negative receivable).
+                self.credit_wizard(invoice_id, true).await?;
+            }
+            "paid" if !self.credited_in_full(&inv).await? => {
+                // A paid invoice cannot be refunded ("not posted"): credit it
+                // without refund, post the credit note, and pay it out, which
+                // records the money going back and leaves nothing open. Each
+                // step is found again on a retry through the credit note's
+                // lines (their origin is the credited invoice's lines).
+                let notes = self.credit_notes_of(&inv).await?;
+                let note = match notes.iter().find(|n| text(n, "state") != "cancelled") {
+                    Some(note) => id_of(note),
+                    None => self.credit_wizard(invoice_id, false).await?,
+                };
+                if self
+                    .read("account.invoice", &[note], &["state"])
+                    .await?
+                    .first()
+                    .is_some_and(|n| matches!(text(n, "state").as_str(), "draft" | "validated"))
+                {
+                    self.button("account.invoice", "post", note).await?;
+                }
+                let note = self
+                    .read_one("account.invoice", "invoice", note, &["state", "amount_to_pay", "party", "account"])
+                    .await?;
+                if text(&note, "state") == "posted" {
+                    let due = amount(&note, "amount_to_pay");
+                    let marker = format!("erp-connect:credit:{id}");
+                    self.pay(id_of(&note), &note["party"], &note["account"], due, &marker).await?;
+                }
+            }
+            _ => {} // paid and credited in full already
+        }
         self.invoice(invoice_id).await
     }
 
@@ -1101,6 +1258,23 @@ impl Connector for TrytonErp {
     async fn is_ready(&self) -> bool {
         self.rpc.ping().await
     }
+}
+
+/// The context a wizard needs to act on one record.
+fn wizard_context(model: &str, id: i64) -> serde_json::Map<String, Value> {
+    let mut ctx = serde_json::Map::new();
+    ctx.insert("active_model".into(), json!(model));
+    ctx.insert("active_id".into(), json!(id));
+    ctx.insert("active_ids".into(), json!([id]));
+    ctx
+}
+
+/// Today (UTC) as a Tryton date.
+fn today() -> Value {
+    let now = humantime::format_rfc3339(std::time::SystemTime::now()).to_string();
+    let mut d = now[..10].split('-').map(|p| p.parse::<u32>().unwrap_or(1));
+    let (y, m, day) = (d.next().unwrap_or(1970), d.next().unwrap_or(1), d.next().unwrap_or(1));
+    rpc::date(i32::try_from(y).unwrap_or(1970), m, day)
 }
 
 async fn ctx_company(rpc: &Client) -> Value {
