@@ -2,11 +2,20 @@
 //! rules live here; handlers call process APIs (gRPC) and shape the answer.
 //!
 //! # Layout
-//! - [`web`]: `/web/v1/...` for the web shop.
+//! One module per audience:
+//! - [`web`]: `/web/v1/...` for the web shop: products, the customer's orders.
+//! - [`partner`]: `/partner/v1/...` for partners, confined to their tenant.
+//! - [`ops`]: `/ops/v1/...` for operators: cash application, shipments.
+//!
+//! and what the audiences share:
+//! - [`orders`]: the order JSON of the contract and the body of a new order.
+//! - [`page`]: `page_size` and `page_token` of every list.
+//! - [`body`]: JSON request bodies with size, type and field checks.
+//! - [`extract`]: the caller, path ids and the `Idempotency-Key` header.
 //! - [`error`]: the tier's error enum and its one conversion to problem+json.
 //! - [`router`]: the tier's HTTP routes, including `/healthz` and `/readyz`.
 //!
-//! Mobile, partner and ops audiences join as sibling modules of `web`.
+//! A mobile audience joins as a sibling of `web`.
 //!
 //! The caller is always a [`platform::principal::Principal`] verified by the
 //! gateway: put into the request's extensions in `up` mode, or carried in a
@@ -28,7 +37,13 @@ use platform::{
 };
 use serde::Deserialize;
 
+pub mod body;
 pub mod error;
+pub mod extract;
+pub mod ops;
+pub mod orders;
+pub mod page;
+pub mod partner;
 pub mod web;
 
 /// `[experience]` in the config file.
@@ -72,6 +87,8 @@ impl Upstreams {
 pub fn router(upstreams: Upstreams) -> Router {
     Router::new()
         .nest("/web/v1", web::router())
+        .nest("/partner/v1", partner::router())
+        .nest("/ops/v1", ops::router())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .fallback(|| async { Problem::not_found("no such route") })

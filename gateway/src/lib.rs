@@ -7,7 +7,7 @@
 //! - [`auth`]: bearer JWT verification against trusted issuers.
 //! - [`dev_idp`]: the dev identity provider behind `erp-connect token`.
 //! - [`upstream`]: the experience tier, in-process or over HTTP.
-//! - [`ROUTES`]: the public routes and the scope each requires.
+//! - [`ROUTES`]: the public routes and the scope each requires ([`SCOPES`]).
 
 use std::{sync::Arc, time::Duration};
 
@@ -57,8 +57,26 @@ impl Default for Config {
     }
 }
 
-/// Public routes: method, path and the scope a caller needs.
-pub const ROUTES: &[(Method, &str, &str)] = &[(Method::GET, "/web/v1/products", "catalog:read")];
+/// Public routes: method, path and the scope a caller needs. A route not
+/// listed here never reaches the experience tier (404), so an audience's new
+/// endpoint is closed until it is added with its scope.
+pub const ROUTES: &[(Method, &str, &str)] = &[
+    (Method::GET, "/web/v1/products", "catalog:read"),
+    (Method::POST, "/web/v1/orders", "orders:write"),
+    (Method::GET, "/web/v1/orders", "orders:read"),
+    (Method::GET, "/web/v1/orders/{id}", "orders:read"),
+    (Method::POST, "/partner/v1/orders", "orders:write"),
+    (Method::GET, "/partner/v1/orders", "orders:read"),
+    (Method::GET, "/partner/v1/orders/{id}", "orders:read"),
+    (Method::POST, "/partner/v1/orders/{id}/cancel", "orders:write"),
+    (Method::GET, "/partner/v1/invoices/{id}", "invoices:read"),
+    (Method::POST, "/ops/v1/payments", "ops"),
+    (Method::POST, "/ops/v1/shipments/{id}/complete", "ops"),
+];
+
+/// Every scope a token can carry (DESIGN.md, "Scopes").
+pub const SCOPES: &[&str] =
+    &["catalog:read", "orders:read", "orders:write", "invoices:read", "inventory:read", "webhooks:manage", "ops"];
 
 /// Everything a request handler needs.
 struct Gateway {
@@ -138,5 +156,108 @@ async fn dev_jwks_handler(State(gw): State<Arc<Gateway>>) -> Response {
     match &gw.dev_jwks {
         Some(jwks) => Json(jwks.clone()).into_response(),
         None => Problem::not_found("no such route").into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::{Extension, routing::any};
+    use platform::principal::Principal;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::dev_idp::{DevIdp, TokenRequest};
+
+    /// A gateway in front of a stand-in experience tier that answers every
+    /// request 200 with the subject it was handed.
+    fn gateway() -> (tempfile::TempDir, DevIdp, Router) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let idp = DevIdp::load_or_create(dir.path()).expect("idp");
+        let jwks = serde_json::from_value(idp.jwks()).expect("jwks");
+        let auth = auth::Authenticator::new(&[(dev_idp::ISSUER.to_owned(), vec!["erp-connect".to_owned()], jwks)], 30)
+            .expect("auth");
+        let experience =
+            Router::new().fallback(any(|Extension(p): Extension<Principal>| async move { p.subject.clone() }));
+        (dir, idp, router(auth, upstream::Upstream::InProcess(experience), None))
+    }
+
+    fn token(idp: &DevIdp, scope: &str) -> String {
+        idp.mint(&TokenRequest {
+            subject: "alice".into(),
+            scope: scope.into(),
+            audience: "erp-connect".into(),
+            tenant: Some("acme".into()),
+            email: None,
+            ttl: Duration::from_secs(60),
+        })
+        .expect("mint")
+    }
+
+    async fn status(app: &Router, method: &Method, path: &str, token: &str) -> StatusCode {
+        let request = Request::builder()
+            .method(method.clone())
+            .uri(path)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::empty())
+            .expect("request");
+        app.clone().oneshot(request).await.expect("response").status()
+    }
+
+    /// `{id}` in a table path, filled in as a client would.
+    fn concrete(path: &str) -> String {
+        path.replace("{id}", "ord_01JDX")
+    }
+
+    #[test]
+    fn every_route_needs_a_known_scope() {
+        for (method, path, scope) in ROUTES {
+            assert!(SCOPES.contains(scope), "{method} {path} needs unknown scope {scope}");
+            assert!(path.starts_with("/web/v1/") || path.starts_with("/partner/v1/") || path.starts_with("/ops/v1/"));
+        }
+    }
+
+    #[tokio::test]
+    async fn each_route_is_forwarded_with_its_scope_and_refused_without_it() {
+        let (_dir, idp, app) = gateway();
+        for (method, path, scope) in ROUTES {
+            let path = concrete(path);
+            assert_eq!(status(&app, method, &path, &token(&idp, scope)).await, StatusCode::OK, "{method} {path}");
+            // Every other scope together is still not enough.
+            let others: Vec<&str> = SCOPES.iter().copied().filter(|s| s != scope).collect();
+            let without = token(&idp, &others.join(" "));
+            assert_eq!(status(&app, method, &path, &without).await, StatusCode::FORBIDDEN, "{method} {path}");
+        }
+    }
+
+    #[tokio::test]
+    async fn reading_orders_does_not_allow_writing_them() {
+        let (_dir, idp, app) = gateway();
+        let reader = token(&idp, "orders:read invoices:read catalog:read");
+        for (method, path) in [
+            (Method::POST, "/web/v1/orders"),
+            (Method::POST, "/partner/v1/orders"),
+            (Method::POST, "/partner/v1/orders/ord_1/cancel"),
+            (Method::POST, "/ops/v1/payments"),
+            (Method::POST, "/ops/v1/shipments/7/complete"),
+        ] {
+            assert_eq!(status(&app, &method, path, &reader).await, StatusCode::FORBIDDEN, "{method} {path}");
+        }
+        let writer = token(&idp, "orders:write");
+        assert_eq!(status(&app, &Method::GET, "/web/v1/orders", &writer).await, StatusCode::FORBIDDEN);
+    }
+
+    #[tokio::test]
+    async fn unlisted_routes_and_methods_never_reach_the_experience_tier() {
+        let (_dir, idp, app) = gateway();
+        let all = token(&idp, &SCOPES.join(" "));
+        assert_eq!(status(&app, &Method::DELETE, "/web/v1/orders/ord_1", &all).await, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(
+            status(&app, &Method::GET, "/partner/v1/orders/ord_1/cancel", &all).await,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        assert_eq!(status(&app, &Method::GET, "/web/v1/orders/ord_1/lines", &all).await, StatusCode::NOT_FOUND);
+        assert_eq!(status(&app, &Method::GET, "/ops/v1/orders", &all).await, StatusCode::NOT_FOUND);
     }
 }

@@ -1,0 +1,46 @@
+//! `POST /ops/v1/shipments/{id}/complete`: marks a shipment done in the
+//! ERP, standing in for the warehouse (the embedded ERP has none). The
+//! order turns `shipped`, then `completed` once paid, as the ERP's change
+//! feed reaches the process tier, so the answer is the shipment, not the
+//! order.
+
+use axum::{Json, extract::State};
+use erp_connect_proto::order_to_cash::v1::{CompleteShipmentRequest, CompleteShipmentResponse};
+use serde::Serialize;
+
+use crate::{
+    Upstreams,
+    error::Error,
+    extract::{Caller, ObjectId},
+    orders,
+};
+
+/// A shipment after completion.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ShipmentView {
+    /// The ERP shipment id.
+    pub shipment_id: String,
+    /// Our order id.
+    pub order_id: String,
+    /// The ERP's state of the shipment, `done`.
+    pub state: String,
+}
+
+impl From<CompleteShipmentResponse> for ShipmentView {
+    fn from(r: CompleteShipmentResponse) -> Self {
+        Self { shipment_id: r.shipment_id, order_id: r.order_id, state: r.state }
+    }
+}
+
+/// `POST /ops/v1/shipments/{id}/complete`
+#[tracing::instrument(skip_all, fields(shipment_id = %id))]
+pub async fn complete(
+    State(upstreams): State<Upstreams>,
+    Caller(principal): Caller,
+    ObjectId(id): ObjectId,
+) -> Result<Json<ShipmentView>, Error> {
+    let done =
+        orders::client(&upstreams).complete_shipment(CompleteShipmentRequest { shipment_id: id }).await?.into_inner();
+    tracing::info!(operator = %principal.subject, order_id = %done.order_id, "shipment completed");
+    Ok(Json(ShipmentView::from(done)))
+}

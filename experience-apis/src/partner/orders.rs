@@ -1,0 +1,121 @@
+//! `/partner/v1/orders`: the partner tenant's orders.
+
+use axum::{
+    Json,
+    extract::{RawQuery, State},
+    response::Response,
+};
+use erp_connect_proto::order_to_cash::v1::{CancelOrderRequest, GetOrderRequest, ListOrdersRequest, Order};
+use serde::Deserialize;
+
+use super::Partner;
+use crate::{
+    Upstreams,
+    body::{JsonBody, OptionalJsonBody},
+    error::Error,
+    extract::{IdempotencyKey, ObjectId},
+    orders::{self, OrderPage, OrderRequest, OrderView},
+    page::PageQuery,
+};
+
+/// Longest cancellation reason kept; it ends up on the ERP documents.
+const MAX_REASON_LEN: usize = 500;
+
+/// The optional body of `POST /partner/v1/orders/{id}/cancel`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelBody {
+    /// Why the partner cancels, shown on the order.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// `POST /partner/v1/orders`
+#[tracing::instrument(skip_all, fields(tenant = %partner.tenant))]
+pub async fn place(
+    State(upstreams): State<Upstreams>,
+    partner: Partner,
+    key: IdempotencyKey,
+    JsonBody(body): JsonBody<OrderRequest>,
+) -> Result<Response, Error> {
+    // The process tier scopes idempotency keys by tenant, which is the partner.
+    let call = body.into_place_order(key.key, &partner.tenant, partner.customer());
+    let order = orders::client(&upstreams).place_order(call).await?.into_inner();
+    tracing::info!(order_id = %order.id, "order placed");
+    Ok(orders::created(&format!("/partner/v1/orders/{}", order.id), order))
+}
+
+/// `GET /partner/v1/orders?page_size=&page_token=`: the whole tenant's orders.
+#[tracing::instrument(skip_all, fields(tenant = %partner.tenant))]
+pub async fn list(
+    State(upstreams): State<Upstreams>,
+    partner: Partner,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<OrderPage>, Error> {
+    let query = PageQuery::parse(raw.as_deref())?;
+    let page = orders::client(&upstreams)
+        .list_orders(ListOrdersRequest {
+            tenant: partner.tenant.clone(),
+            page_size: query.page_size(),
+            page_token: query.page_token.unwrap_or_default(),
+            ..ListOrdersRequest::default()
+        })
+        .await
+        .map_err(Error::from_query_status)?
+        .into_inner();
+    let orders = page.orders.into_iter().filter(|o| belongs_to(o, &partner)).map(OrderView::from).collect();
+    Ok(Json(OrderPage { orders, next_page_token: Some(page.next_page_token).filter(|t| !t.is_empty()) }))
+}
+
+/// `GET /partner/v1/orders/{id}`
+#[tracing::instrument(skip_all, fields(tenant = %partner.tenant, order_id = %id))]
+pub async fn get(
+    State(upstreams): State<Upstreams>,
+    partner: Partner,
+    ObjectId(id): ObjectId,
+) -> Result<Json<OrderView>, Error> {
+    let order = orders::client(&upstreams)
+        .get_order(GetOrderRequest { tenant: partner.tenant.clone(), order_id: id })
+        .await?
+        .into_inner();
+    if !belongs_to(&order, &partner) {
+        return Err(Error::NotFound("no such order"));
+    }
+    Ok(Json(OrderView::from(order)))
+}
+
+/// `POST /partner/v1/orders/{id}/cancel` with an optional `{"reason": "..."}`.
+#[tracing::instrument(skip_all, fields(tenant = %partner.tenant, order_id = %id))]
+pub async fn cancel(
+    State(upstreams): State<Upstreams>,
+    partner: Partner,
+    ObjectId(id): ObjectId,
+    OptionalJsonBody(body): OptionalJsonBody<CancelBody>,
+) -> Result<Json<OrderView>, Error> {
+    let reason = body.unwrap_or_default().reason.unwrap_or_default();
+    if reason.chars().count() > MAX_REASON_LEN {
+        return Err(Error::MalformedBody {
+            detail: format!("the body does not fit this request: reason is longer than {MAX_REASON_LEN} characters"),
+            errors: vec![platform::problem::FieldError {
+                field: "reason".into(),
+                message: format!("must be at most {MAX_REASON_LEN} characters"),
+            }],
+        });
+    }
+    let order = orders::client(&upstreams)
+        .cancel_order(CancelOrderRequest { tenant: partner.tenant.clone(), order_id: id, reason })
+        .await?
+        .into_inner();
+    tracing::info!(status = orders::status_name(order.status), "cancel requested");
+    Ok(Json(OrderView::from(order)))
+}
+
+/// Defence in depth: the process tier already confines every call to the
+/// tenant, and an order that says otherwise is not shown.
+fn belongs_to(order: &Order, partner: &Partner) -> bool {
+    let ok = order.tenant.is_empty() || order.tenant == partner.tenant;
+    if !ok {
+        tracing::error!(order_id = %order.id, "the process tier returned another tenant's order");
+    }
+    ok
+}

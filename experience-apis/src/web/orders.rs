@@ -1,0 +1,125 @@
+//! `/web/v1/orders`: the signed-in customer's own orders.
+//!
+//! Every web shop customer lives in the tenant [`TENANT`]; the customer is
+//! the token's subject, resolved (or created) in the ERP by the process
+//! tier from [`customer`]. A customer only ever sees their own orders:
+//! lists are filtered by customer, and someone else's order answers 404
+//! exactly like one that does not exist.
+
+use axum::{
+    Json,
+    extract::{RawQuery, State},
+    response::Response,
+};
+use erp_connect_proto::order_to_cash::v1::{CustomerRef, GetOrderRequest, ListOrdersRequest};
+use platform::principal::Principal;
+
+use crate::{
+    Upstreams,
+    body::JsonBody,
+    error::Error,
+    extract::{Caller, IdempotencyKey, ObjectId},
+    orders::{self, OrderPage, OrderRequest, OrderView},
+    page::PageQuery,
+};
+
+/// The tenant of every web shop order.
+pub const TENANT: &str = "web";
+
+/// The ERP customer behind a web shop user.
+pub fn customer(principal: &Principal) -> CustomerRef {
+    let email = principal.email.clone().unwrap_or_default();
+    CustomerRef {
+        external_id: format!("{TENANT}:{}", principal.subject),
+        // The ERP needs a display name; the e-mail is the best one a token
+        // carries, the subject the only one it always does.
+        name: if email.is_empty() { principal.subject.clone() } else { email.clone() },
+        email,
+    }
+}
+
+/// `POST /web/v1/orders`
+#[tracing::instrument(skip_all)]
+pub async fn place(
+    State(upstreams): State<Upstreams>,
+    Caller(principal): Caller,
+    key: IdempotencyKey,
+    JsonBody(body): JsonBody<OrderRequest>,
+) -> Result<Response, Error> {
+    let customer = customer(&principal);
+    let key = key.scoped_to(&customer.external_id);
+    let order =
+        orders::client(&upstreams).place_order(body.into_place_order(key, TENANT, customer)).await?.into_inner();
+    tracing::info!(order_id = %order.id, "order placed");
+    Ok(orders::created(&format!("/web/v1/orders/{}", order.id), order))
+}
+
+/// `GET /web/v1/orders?page_size=&page_token=`
+#[tracing::instrument(skip_all)]
+pub async fn list(
+    State(upstreams): State<Upstreams>,
+    Caller(principal): Caller,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<OrderPage>, Error> {
+    let query = PageQuery::parse(raw.as_deref())?;
+    let page = orders::client(&upstreams)
+        .list_orders(ListOrdersRequest {
+            tenant: TENANT.to_owned(),
+            customer_external_id: customer(&principal).external_id,
+            page_size: query.page_size(),
+            page_token: query.page_token.unwrap_or_default(),
+            ..ListOrdersRequest::default()
+        })
+        .await
+        .map_err(Error::from_query_status)?
+        .into_inner();
+    Ok(Json(OrderPage {
+        orders: page.orders.into_iter().map(OrderView::from).collect(),
+        next_page_token: Some(page.next_page_token).filter(|t| !t.is_empty()),
+    }))
+}
+
+/// `GET /web/v1/orders/{id}`
+#[tracing::instrument(skip_all, fields(order_id = %id))]
+pub async fn get(
+    State(upstreams): State<Upstreams>,
+    Caller(principal): Caller,
+    ObjectId(id): ObjectId,
+) -> Result<Json<OrderView>, Error> {
+    let order = orders::client(&upstreams)
+        .get_order(GetOrderRequest { tenant: TENANT.to_owned(), order_id: id })
+        .await?
+        .into_inner();
+    // The tenant is shared by every web customer; ownership is the customer.
+    if order.customer_external_id != customer(&principal).external_id {
+        return Err(Error::NotFound("no such order"));
+    }
+    Ok(Json(OrderView::from(order)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn principal(subject: &str, email: Option<&str>) -> Principal {
+        Principal { subject: subject.into(), tenant: None, scopes: Vec::new(), email: email.map(str::to_owned) }
+    }
+
+    #[test]
+    fn the_customer_is_the_tokens_subject() {
+        let with_email = customer(&principal("alice", Some("alice@example.com")));
+        assert_eq!(
+            with_email,
+            CustomerRef {
+                external_id: "web:alice".into(),
+                email: "alice@example.com".into(),
+                name: "alice@example.com".into()
+            }
+        );
+        let without = customer(&principal("auth0|42", None));
+        assert_eq!(
+            without,
+            CustomerRef { external_id: "web:auth0|42".into(), email: String::new(), name: "auth0|42".into() }
+        );
+    }
+}
