@@ -5,11 +5,13 @@
 //! - [`up`]: all tiers in one process, composed in-process.
 //! - [`serve`]: one tier per process, talking gRPC/HTTP to the next.
 //! - [`token`]: dev tokens from the dev identity provider.
+//! - [`reconcile`]: `erp-connect reconcile`, the order-to-cash invariants.
 //!
 //! Each mode builds everything that can fail (configuration, databases,
 //! keys) before it binds a port, so a bad setup never half-starts.
 
 pub mod config;
+pub mod reconcile;
 pub mod serve;
 pub mod token;
 pub mod up;
@@ -26,6 +28,12 @@ pub enum StartError {
     /// A backend of the system tier could not be opened.
     #[error("{0}")]
     System(#[from] system_apis::StartError),
+    /// The process tier's flows (saga store, event bus) could not start.
+    #[error("order-to-cash: {0}")]
+    Process(#[from] process_apis::order_to_cash::StartError),
+    /// Reconciliation could not finish.
+    #[error("reconcile: {0}")]
+    Reconcile(#[from] process_apis::order_to_cash::reconcile::Error),
     /// The dev identity provider's key could not be loaded.
     #[error("{0}")]
     DevIdp(#[from] gateway::dev_idp::Error),
@@ -41,6 +49,9 @@ pub enum StartError {
     /// The experience tier could not be reached.
     #[error("{0}")]
     Upstream(#[from] gateway::upstream::Error),
+    /// `reconcile` found broken invariants (its report says which).
+    #[error("order-to-cash invariants are broken")]
+    InvariantsBroken,
     /// Serving failed.
     #[error("server: {0}")]
     Io(#[from] std::io::Error),

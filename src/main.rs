@@ -54,6 +54,19 @@ enum Command {
         #[arg(long, env = "ERP_CONNECT_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Check the order-to-cash invariants; exit 0 when all hold, 1 otherwise.
+    Reconcile {
+        /// Where embedded state lives. Default ./data.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Configuration file (TOML).
+        #[arg(long, env = "ERP_CONNECT_CONFIG")]
+        config: Option<PathBuf>,
+        /// A running system tier to check against (serve mode), e.g.
+        /// http://127.0.0.1:8082. Default: open the configured backends here.
+        #[arg(long)]
+        system_url: Option<String>,
+    },
     /// Print a dev JWT, and nothing else, on stdout (dev mode only).
     Token {
         /// Subject (`sub`).
@@ -140,6 +153,14 @@ async fn run(command: Command) -> Result<(), StartError> {
             let listener = bind(listen.unwrap_or_else(|| serve::listen_addr(target, &config))).await?;
             tracing::info!(tier = ?target, addr = %listener.local_addr()?, "serving");
             tier.serve(listener, platform::shutdown::on_signals()).await
+        }
+        Command::Reconcile { data_dir, config, system_url } => {
+            let config = load(config.as_ref(), data_dir)?;
+            if erp_connect::reconcile::run(&config, system_url.as_deref()).await? {
+                Ok(())
+            } else {
+                Err(StartError::InvariantsBroken)
+            }
         }
         Command::Token { sub, scope, aud, tenant, email, ttl, data_dir, config } => {
             let config = load(config.as_ref(), data_dir)?;

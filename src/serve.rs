@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 
 use platform::{channel, shutdown::Shutdown};
 use tokio::net::TcpListener;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::{StartError, config::Config};
 
@@ -32,12 +33,15 @@ enum Server {
 pub struct Tier {
     grace: std::time::Duration,
     server: Server,
+    /// Stops background work (the process tier's sagas) when dropped.
+    _tasks: DropGuard,
 }
 
 impl Tier {
     /// Builds `target` from `config`. Binds nothing.
     pub async fn build(target: Target, config: &Config) -> Result<Self, StartError> {
         config.validate()?;
+        let tasks = CancellationToken::new();
         let server = match target {
             Target::System => {
                 let system = system_apis::SystemTier::start(&config.erp, &config.payments, &config.data_dir).await?;
@@ -45,7 +49,9 @@ impl Tier {
             }
             Target::Process => {
                 let system = channel::connect_lazy(&config.process.system_url, config.process.system_timeout)?;
-                Server::Grpc(process_apis::ProcessTier::new(system).routes())
+                let process =
+                    process_apis::ProcessTier::start(&config.process, &config.data_dir, system, tasks.clone()).await?;
+                Server::Grpc(process.routes())
             }
             Target::Experience => {
                 let process = channel::connect_lazy(&config.experience.process_url, config.experience.process_timeout)?;
@@ -62,7 +68,7 @@ impl Tier {
                 Server::Http(gateway::router(auth, upstream, dev_jwks))
             }
         };
-        Ok(Self { grace: config.shutdown_grace, server })
+        Ok(Self { grace: config.shutdown_grace, server, _tasks: tasks.drop_guard() })
     }
 
     /// Serves on `listener` until `shutdown`, then drains.

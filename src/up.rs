@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 
 use platform::{channel, shutdown::Shutdown};
 use tokio::net::TcpListener;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::{StartError, config::Config};
 
@@ -18,6 +19,10 @@ pub struct App {
     config: Config,
     gateway: axum::Router,
     process_grpc: tonic::service::Routes,
+    process: process_apis::ProcessTier,
+    /// Stops the process tier's background work (sagas, outbox, feed)
+    /// when the app is dropped.
+    _tasks: DropGuard,
 }
 
 impl App {
@@ -26,13 +31,25 @@ impl App {
     pub async fn build(config: Config) -> Result<Self, StartError> {
         config.validate()?;
         let system = system_apis::SystemTier::start(&config.erp, &config.payments, &config.data_dir).await?;
-        let process = process_apis::ProcessTier::new(channel::in_process(system.routes()));
+        let tasks = CancellationToken::new();
+        let process = process_apis::ProcessTier::start(
+            &config.process,
+            &config.data_dir,
+            channel::in_process(system.routes()),
+            tasks.clone(),
+        )
+        .await?;
         let process_grpc = process.routes();
         let experience =
             experience_apis::router(experience_apis::Upstreams::new(channel::in_process(process_grpc.clone())));
         let (auth, dev_jwks) = crate::authenticator(&config)?;
         let gateway = gateway::router(auth, gateway::upstream::Upstream::InProcess(experience), dev_jwks);
-        Ok(Self { config, gateway, process_grpc })
+        Ok(Self { config, gateway, process_grpc, process, _tasks: tasks.drop_guard() })
+    }
+
+    /// The process tier, e.g. to subscribe to order events.
+    pub fn process(&self) -> &process_apis::ProcessTier {
+        &self.process
     }
 
     /// Serves HTTP on `http` and the process APIs' gRPC on `grpc` until

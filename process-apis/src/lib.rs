@@ -3,16 +3,17 @@
 //!
 //! # Layout
 //! - [`catalog`]: `catalog.v1`, products with price and availability.
+//! - [`order_to_cash`]: `order_to_cash.v1`, orders as durable sagas.
 //! - [`ProcessTier`]: the tier's gRPC routes (flows, health, reflection).
-//!
-//! Order-to-cash (`order_to_cash.v1`) joins here as its own module.
 
-use std::{sync::Arc, time::Duration};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use platform::channel::GrpcChannel;
 use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
 
 pub mod catalog;
+pub mod order_to_cash;
 
 /// `[process]` in the config file.
 #[derive(Debug, Clone, Deserialize)]
@@ -26,6 +27,14 @@ pub struct Config {
     /// Deadline of one call to the system tier. Default 5 s.
     #[serde(with = "humantime_serde")]
     pub system_timeout: Duration,
+    /// The saga store: `sqlite://FILE` or `postgres://...`. Default
+    /// `sqlite://<data dir>/process.db`. With PostgreSQL, any number of
+    /// process replicas can share it.
+    pub database_url: Option<String>,
+    /// Saga tunables.
+    pub saga: order_to_cash::Settings,
+    /// Where order events are published.
+    pub events: order_to_cash::outbox::Config,
 }
 
 impl Default for Config {
@@ -34,7 +43,17 @@ impl Default for Config {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8081)),
             system_url: "http://127.0.0.1:8082".into(),
             system_timeout: Duration::from_secs(5),
+            database_url: None,
+            saga: order_to_cash::Settings::default(),
+            events: order_to_cash::outbox::Config::default(),
         }
+    }
+}
+
+impl Config {
+    /// The saga store's URL, defaulting to a file under `data_dir`.
+    pub fn database_url(&self, data_dir: &Path) -> String {
+        self.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", data_dir.join("process.db").display()))
     }
 }
 
@@ -42,12 +61,33 @@ impl Default for Config {
 #[derive(Clone)]
 pub struct ProcessTier {
     system: GrpcChannel,
+    order_to_cash: order_to_cash::OrderToCash,
 }
 
 impl ProcessTier {
-    /// A process tier that reaches the system tier through `system`.
-    pub fn new(system: GrpcChannel) -> Self {
-        Self { system }
+    /// Starts the tier's flows over `system`: opens the saga store and
+    /// starts the background work, which stops when `tasks` is cancelled.
+    pub async fn start(
+        config: &Config,
+        data_dir: &Path,
+        system: GrpcChannel,
+        tasks: CancellationToken,
+    ) -> Result<Self, order_to_cash::StartError> {
+        let order_to_cash = order_to_cash::OrderToCash::start(
+            &config.database_url(data_dir),
+            config.saga.clone(),
+            &config.events,
+            system.clone(),
+            config.system_timeout,
+            tasks,
+        )
+        .await?;
+        Ok(Self { system, order_to_cash })
+    }
+
+    /// Order-to-cash, e.g. to subscribe to its in-process event bus.
+    pub fn order_to_cash(&self) -> &order_to_cash::OrderToCash {
+        &self.order_to_cash
     }
 
     /// The tier's gRPC routes: `catalog.v1`, `grpc.health.v1`, reflection.
@@ -56,13 +96,17 @@ impl ProcessTier {
             .register_encoded_file_descriptor_set(erp_connect_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .with_service_name("catalog.v1.CatalogService")
+            .with_service_name("order_to_cash.v1.OrderToCashService")
             .with_service_name("grpc.health.v1.Health")
             .build_v1()
             .expect("the embedded descriptor sets are valid"); // checked by the tier tests
-        let system = self.system.clone();
-        let probe: platform::health::Probe =
-            Arc::new(move || Box::pin(platform::health::downstream_is_serving(system.clone())));
+        let (system, flows) = (self.system.clone(), self.order_to_cash.clone());
+        let probe: platform::health::Probe = Arc::new(move || {
+            let (system, flows) = (system.clone(), flows.clone());
+            Box::pin(async move { flows.is_ready().await && platform::health::downstream_is_serving(system).await })
+        });
         tonic::service::Routes::new(catalog::service(self.system.clone()))
+            .add_service(self.order_to_cash.service())
             .add_service(platform::health::service(probe))
             .add_service(reflection)
     }

@@ -86,8 +86,23 @@ impl Running {
 
 /// `erp-connect up` in this process.
 pub async fn spawn_up() -> Running {
+    spawn_up_with(|_| {}).await
+}
+
+/// Saga timings for tests: quick retries and feed polls, so a test waits
+/// milliseconds rather than seconds for what production spaces out.
+pub fn quick_sagas(config: &mut Config) {
+    config.process.saga.backoff_base = Duration::from_millis(10);
+    config.process.saga.backoff_cap = Duration::from_millis(200);
+    config.process.saga.feed_poll_interval = Duration::from_millis(50);
+    config.process.saga.poll_interval = Duration::from_millis(50);
+}
+
+/// `erp-connect up` in this process, with `adjust` applied to the config.
+pub async fn spawn_up_with(adjust: impl FnOnce(&mut Config)) -> Running {
     let data_dir = tempfile::tempdir().expect("tempdir");
-    let config = test_config(data_dir.path());
+    let mut config = test_config(data_dir.path());
+    adjust(&mut config);
     let app = App::build(config).await.expect("up builds");
     let (http, grpc) = (listener().await, listener().await);
     let addr = http.local_addr().expect("addr");
@@ -109,8 +124,14 @@ pub async fn spawn_up() -> Running {
 /// The four tiers as four servers talking gRPC/HTTP over loopback, as
 /// `erp-connect serve` runs them.
 pub async fn spawn_serve() -> Running {
+    spawn_serve_with(|_| {}).await
+}
+
+/// [`spawn_serve`] with `adjust` applied to the config.
+pub async fn spawn_serve_with(adjust: impl FnOnce(&mut Config)) -> Running {
     let data_dir = tempfile::tempdir().expect("tempdir");
     let mut config = test_config(data_dir.path());
+    adjust(&mut config);
     let listeners = [listener().await, listener().await, listener().await, listener().await];
     let [gw, exp, proc_, sys] = listeners.each_ref().map(|l| l.local_addr().expect("addr"));
     config.gateway.experience_url = format!("http://{exp}");

@@ -1,0 +1,246 @@
+//! Order events: how they are written (into the outbox, in the saga step's
+//! own transaction) and how they leave (the publisher, to the in-process
+//! bus or to NATS JetStream).
+//!
+//! Delivery is at least once. The publisher sends events in outbox order
+//! and stops at the first failure, so events of one order never overtake
+//! each other; unpublished events simply wait while the bus is down.
+//! Every event carries a unique id, sent as `Nats-Msg-Id` so JetStream
+//! drops the duplicates a crash between publish and mark can cause.
+
+use std::{sync::Arc, time::Duration};
+
+use serde::Deserialize;
+use tokio::sync::{Notify, broadcast};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    clock,
+    order::Order,
+    store::{OutboxEvent, Store},
+};
+
+/// Version of the event JSON; bumped on an incompatible change.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// `[process.events]`: where events go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `in_process` (default; subscribers in this process) or `nats`.
+    pub bus: BusKind,
+    /// NATS server for `bus = "nats"`. Default `nats://127.0.0.1:4222`.
+    pub nats_url: String,
+    /// JetStream stream holding `erp.events.>`; created if missing.
+    /// Default `ERP_EVENTS`.
+    pub stream: String,
+    /// How often the publisher looks for events written by other replicas.
+    /// Default 200 ms.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bus: BusKind::InProcess,
+            nats_url: "nats://127.0.0.1:4222".into(),
+            stream: "ERP_EVENTS".into(),
+            poll_interval: Duration::from_millis(200),
+        }
+    }
+}
+
+/// The event bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BusKind {
+    /// A broadcast channel in this process.
+    InProcess,
+    /// NATS JetStream.
+    Nats,
+}
+
+/// Why an event could not be published; always worth a retry.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// NATS could not be reached or did not acknowledge.
+    #[error("NATS: {0}")]
+    Nats(String),
+    /// The outbox could not be read or marked.
+    #[error(transparent)]
+    Store(#[from] super::store::Error),
+}
+
+/// A new event about `order`, to be written with the step that caused it.
+/// `kind` is `aggregate.event`, e.g. `order.confirmed`.
+pub fn event(order: &Order, kind: &str, now: i64) -> OutboxEvent {
+    let id = format!("evt_{}", ulid::Ulid::new());
+    let payload = serde_json::json!({
+        "id": id,
+        "type": kind,
+        "schema_version": SCHEMA_VERSION,
+        "order_id": order.id,
+        "tenant": order.tenant,
+        "occurred_at": clock::rfc3339(now),
+        "data": {
+            "status": order.status.as_str(),
+            "customer_id": order.customer_id,
+            "currency": order.currency,
+            "total": order.total,
+            "sales_order": order.progress.sales_order_number,
+            "invoice": order.progress.invoice_number,
+            "reason": order.progress.unwind.as_ref().map(|u| u.reason.as_str()),
+        },
+    });
+    OutboxEvent {
+        id,
+        order_id: order.id.clone(),
+        subject: format!("erp.events.{kind}"),
+        payload: payload.to_string(),
+        created_at: now,
+    }
+}
+
+/// Where published events go.
+#[derive(Clone)]
+pub enum Bus {
+    /// Subscribers in this process ([`Bus::subscribe`]).
+    InProcess(broadcast::Sender<OutboxEvent>),
+    /// NATS JetStream.
+    Nats(Arc<NatsBus>),
+}
+
+/// A JetStream context and the stream it publishes into.
+pub struct NatsBus {
+    jetstream: async_nats::jetstream::Context,
+    stream: String,
+    stream_ready: tokio::sync::OnceCell<()>,
+}
+
+impl Bus {
+    /// The bus `config` asks for. NATS is connected lazily: the process
+    /// tier starts, and events wait in the outbox, while NATS is down.
+    pub async fn open(config: &Config) -> Result<Self, Error> {
+        match config.bus {
+            BusKind::InProcess => Ok(Bus::InProcess(broadcast::channel(1024).0)),
+            BusKind::Nats => {
+                let client = async_nats::ConnectOptions::new()
+                    .retry_on_initial_connect()
+                    .connect(config.nats_url.as_str())
+                    .await
+                    .map_err(|e| Error::Nats(e.to_string()))?;
+                Ok(Bus::Nats(Arc::new(NatsBus {
+                    jetstream: async_nats::jetstream::new(client),
+                    stream: config.stream.clone(),
+                    stream_ready: tokio::sync::OnceCell::new(),
+                })))
+            }
+        }
+    }
+
+    /// Events published from now on (in-process bus only; NATS consumers
+    /// subscribe to the stream).
+    pub fn subscribe(&self) -> Option<broadcast::Receiver<OutboxEvent>> {
+        match self {
+            Bus::InProcess(tx) => Some(tx.subscribe()),
+            Bus::Nats(_) => None,
+        }
+    }
+
+    async fn publish(&self, event: &OutboxEvent) -> Result<(), Error> {
+        match self {
+            Bus::InProcess(tx) => {
+                // No subscriber is not a failure: nobody is listening.
+                let _ = tx.send(event.clone());
+                Ok(())
+            }
+            Bus::Nats(nats) => nats.publish(event).await,
+        }
+    }
+}
+
+impl NatsBus {
+    async fn publish(&self, event: &OutboxEvent) -> Result<(), Error> {
+        let nats = |e: &dyn std::fmt::Display| Error::Nats(e.to_string());
+        self.stream_ready
+            .get_or_try_init(|| async {
+                self.jetstream
+                    .get_or_create_stream(async_nats::jetstream::stream::Config {
+                        name: self.stream.clone(),
+                        subjects: vec!["erp.events.>".into()],
+                        ..Default::default()
+                    })
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| nats(&e))
+            })
+            .await?;
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", event.id.as_str());
+        let ack = self
+            .jetstream
+            .publish_with_headers(event.subject.clone(), headers, event.payload.clone().into())
+            .await
+            .map_err(|e| nats(&e))?;
+        ack.await.map_err(|e| nats(&e))?;
+        Ok(())
+    }
+}
+
+/// Publishes the outbox until `shutdown`: woken by `wake` after each
+/// commit with events, and every `poll_interval` for other replicas'.
+pub async fn run_publisher(
+    store: Store,
+    bus: Bus,
+    wake: Arc<Notify>,
+    poll_interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match publish_batch(&store, &bus).await {
+            Ok(0) => {
+                backoff = Duration::from_millis(100);
+                tokio::select! {
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(poll_interval) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+            Ok(_) => backoff = Duration::from_millis(100),
+            Err(err) => {
+                tracing::warn!(error = %err, retry_in = ?backoff, "outbox publishing paused");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Publishes up to one batch in order; stops at the first failure after
+/// marking what went out. Returns how many were published.
+async fn publish_batch(store: &Store, bus: &Bus) -> Result<usize, Error> {
+    let events = store.unpublished(256).await?;
+    let mut sent = Vec::with_capacity(events.len());
+    let mut failure = None;
+    for event in &events {
+        match bus.publish(event).await {
+            Ok(()) => sent.push(event.id.clone()),
+            Err(err) => {
+                failure = Some(err);
+                break;
+            }
+        }
+    }
+    if !sent.is_empty() {
+        store.mark_published(&sent, clock::now_ms()).await?;
+    }
+    match failure {
+        Some(err) => Err(err),
+        None => Ok(sent.len()),
+    }
+}

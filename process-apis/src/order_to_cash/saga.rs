@@ -1,0 +1,603 @@
+//! The saga engine: runs each order's steps against the system APIs,
+//! records every step before and after it runs, retries technical failures
+//! with backoff inside a budget, and winds back with compensations on
+//! business failures and cancellations.
+//!
+//! A saga runs on the replica holding its lease ([`Engine::run_worker`]
+//! claims due sagas). Every system-API call carries an idempotency key made
+//! of the order id and the step, so a step repeated after a crash or a lost
+//! reply acts once.
+
+use std::{sync::Arc, time::Duration};
+
+use erp_connect_proto::{erp::v1 as erp, payments::v1 as pay};
+use rust_decimal::Decimal;
+use tokio::sync::{Notify, Semaphore, broadcast};
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, Status};
+
+use super::{
+    Settings, clock,
+    order::{Action, Order, Payment, Status as OrderStatus},
+    outbox,
+    store::{Lease, OutboxEvent, Store},
+};
+use platform::channel::GrpcChannel;
+
+/// How a step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// Worth a retry: a system API is down, slow or overloaded.
+    #[error("{0}")]
+    Retry(String),
+    /// Retrying cannot help: the saga must wind back.
+    #[error("{0}")]
+    Business(String),
+    /// The saga store failed; the step's effect is replayed by its key.
+    #[error(transparent)]
+    Store(#[from] super::store::Error),
+}
+
+impl StepError {
+    /// Sorts a system API's status into retry or business failure.
+    pub fn from_status(step: &str, status: &Status) -> Self {
+        let text = format!("{step}: {}", status.message());
+        match status.code() {
+            Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted
+            | Code::Aborted
+            | Code::Internal
+            | Code::Unknown
+            | Code::Cancelled => StepError::Retry(text),
+            _ => StepError::Business(text),
+        }
+    }
+}
+
+/// Clients of the system APIs over one channel.
+#[derive(Clone)]
+pub struct Systems {
+    channel: GrpcChannel,
+    timeout: Duration,
+}
+
+macro_rules! client {
+    ($name:ident, $client:ty) => {
+        /// A client of the system tier's service.
+        pub fn $name(&self) -> $client {
+            <$client>::new(self.channel.clone())
+        }
+    };
+}
+
+impl Systems {
+    /// System APIs reached through `channel`, each call bounded by `timeout`.
+    pub fn new(channel: GrpcChannel, timeout: Duration) -> Self {
+        Self { channel, timeout }
+    }
+
+    client!(customers, erp::customer_service_client::CustomerServiceClient<GrpcChannel>);
+    client!(products, erp::product_service_client::ProductServiceClient<GrpcChannel>);
+    client!(sales_orders, erp::sales_order_service_client::SalesOrderServiceClient<GrpcChannel>);
+    client!(invoices, erp::invoice_service_client::InvoiceServiceClient<GrpcChannel>);
+    client!(shipments, erp::shipment_service_client::ShipmentServiceClient<GrpcChannel>);
+    client!(receivables, erp::receivables_service_client::ReceivablesServiceClient<GrpcChannel>);
+    client!(changes, erp::change_feed_service_client::ChangeFeedServiceClient<GrpcChannel>);
+    client!(payments, pay::payment_service_client::PaymentServiceClient<GrpcChannel>);
+
+    /// `request` with the call deadline set.
+    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(self.timeout);
+        request
+    }
+
+    /// Awaits `call`, turning its own overrun into `DEADLINE_EXCEEDED` (an
+    /// in-process channel has no transport deadline of its own).
+    pub async fn call<T>(&self, call: impl Future<Output = Result<tonic::Response<T>, Status>>) -> Result<T, Status> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(result) => result.map(tonic::Response::into_inner),
+            Err(_) => Err(Status::deadline_exceeded("system API call timed out")),
+        }
+    }
+}
+
+/// The saga engine of one replica.
+pub struct Engine {
+    /// The saga store.
+    pub store: Store,
+    /// The system APIs.
+    pub systems: Systems,
+    /// Tunables.
+    pub settings: Settings,
+    /// This replica's lease owner id.
+    pub owner: String,
+    /// Wakes the worker when a saga becomes due here.
+    pub wake_worker: Notify,
+    /// Wakes the outbox publisher after a commit with events.
+    pub wake_publisher: Arc<Notify>,
+    /// Ids of orders written by this replica, for `WatchOrder`.
+    pub changed: broadcast::Sender<String>,
+    /// Bounds sagas running at once.
+    running: Semaphore,
+}
+
+/// What a step did, to be saved in one transaction with the order.
+#[derive(Default)]
+pub struct Effects {
+    /// Events for the outbox.
+    pub events: Vec<OutboxEvent>,
+    /// ERP ids now belonging to the order.
+    pub refs: Vec<String>,
+}
+
+impl Effects {
+    /// Adds the event `kind` about `order` as it is now.
+    pub fn emit(&mut self, order: &Order, kind: &str, now: i64) {
+        self.events.push(outbox::event(order, kind, now));
+    }
+}
+
+impl Engine {
+    /// An engine over `store` and `systems`.
+    pub fn new(store: Store, systems: Systems, settings: Settings) -> Self {
+        let running = Semaphore::new(settings.concurrency);
+        Self {
+            store,
+            systems,
+            settings,
+            owner: format!("replica_{}", ulid::Ulid::new()),
+            wake_worker: Notify::new(),
+            wake_publisher: Arc::new(Notify::new()),
+            changed: broadcast::channel(1024).0,
+            running,
+        }
+    }
+
+    fn lease_until(&self, now: i64) -> i64 {
+        now + self.settings.lease.as_millis() as i64
+    }
+
+    /// After a commit: tell the publisher and the watchers.
+    pub fn committed(&self, order_id: &str, had_events: bool) {
+        if had_events {
+            self.wake_publisher.notify_one();
+        }
+        let _ = self.changed.send(order_id.to_owned());
+    }
+
+    /// Claims due sagas and runs them until `shutdown`.
+    pub async fn run_worker(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            let free = self.running.available_permits() as i64;
+            let mut claimed = 0;
+            if free > 0 {
+                let now = clock::now_ms();
+                match self.store.claim_due(&self.owner, now, self.lease_until(now), free).await {
+                    Ok(ids) => {
+                        claimed = ids.len();
+                        for id in ids {
+                            self.clone().spawn(id, shutdown.clone());
+                        }
+                    }
+                    Err(err) => tracing::warn!(error = %err, "cannot claim sagas"),
+                }
+            }
+            if claimed == 0 || claimed as i64 >= free {
+                tokio::select! {
+                    _ = self.wake_worker.notified() => {}
+                    _ = tokio::time::sleep(self.settings.poll_interval) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        }
+    }
+
+    /// Runs the saga of `id`, leased to this replica, in the background.
+    pub fn spawn(self: Arc<Self>, id: String, shutdown: CancellationToken) {
+        tokio::spawn(async move {
+            let Ok(_permit) = self.running.acquire().await else { return };
+            if let Err(err) = self.run(&id, &shutdown).await {
+                tracing::warn!(order_id = %id, error = %err, "saga paused; it resumes when its lease expires");
+            }
+        });
+    }
+
+    /// Runs steps until the saga waits, backs off, ends or shuts down.
+    #[tracing::instrument(skip_all, fields(order_id = %id))]
+    async fn run(&self, id: &str, shutdown: &CancellationToken) -> Result<(), StepError> {
+        loop {
+            let Some(current) = self.store.load(id).await? else { return Ok(()) };
+            let (mut order, version) = (current.order, current.version);
+            let now = clock::now_ms();
+            let action = order.next_action();
+            if shutdown.is_cancelled() {
+                self.store.release(id, &self.owner).await?;
+                return Ok(());
+            }
+            match action {
+                Action::Done | Action::Wait => {
+                    if self.store.save(&order, version, now, Lease::Release, &[], &[]).await?.is_some() {
+                        return Ok(());
+                    }
+                }
+                Action::Finish => {
+                    let mut effects = Effects::default();
+                    let ends_as = order.progress.unwind.as_ref().map_or(OrderStatus::Rejected, |u| u.ends_as);
+                    order.advance(ends_as, now);
+                    let kind = if ends_as == OrderStatus::Cancelled { "order.cancelled" } else { "order.rejected" };
+                    effects.emit(&order, kind, now);
+                    self.save(&order, version, now, Lease::Release, effects).await?;
+                }
+                step => {
+                    // Recorded before it runs: a crash from here on repeats
+                    // the call with the same idempotency key.
+                    order.progress.running = Some(step.name().to_owned());
+                    order.updated_at = now;
+                    let Some(version) =
+                        self.store.save(&order, version, now, Lease::Keep(self.lease_until(now)), &[], &[]).await?
+                    else {
+                        continue;
+                    };
+                    let mut next = order.clone();
+                    let mut effects = Effects::default();
+                    let result = self.execute(step, &mut next, &mut effects).await;
+                    let now = clock::now_ms();
+                    next.progress.running = None;
+                    next.updated_at = now;
+                    match result {
+                        Ok(()) => {
+                            next.progress.attempts = 0;
+                            self.save(&next, version, now, Lease::Keep(self.lease_until(now)), effects).await?;
+                        }
+                        Err(StepError::Business(reason)) if step.is_compensation() => {
+                            // The compensation cannot be done (e.g. the ERP
+                            // shipped meanwhile): note it and carry on, so the
+                            // saga ends and reconciliation flags the order.
+                            tracing::warn!(step = step.name(), %reason, "compensation impossible");
+                            let mut order = order.clone();
+                            order.progress.running = None;
+                            mark_compensated(&mut order, step);
+                            order.record(&format!("compensation_failed:{}", step.name()), now, reason);
+                            self.save(&order, version, now, Lease::Keep(self.lease_until(now)), Effects::default())
+                                .await?;
+                        }
+                        Err(StepError::Business(reason)) => {
+                            let mut order = order.clone();
+                            order.progress.running = None;
+                            order.unwind(OrderStatus::Rejected, reason, now);
+                            self.save(&order, version, now, Lease::Keep(self.lease_until(now)), Effects::default())
+                                .await?;
+                        }
+                        Err(err) => {
+                            let mut order = order.clone();
+                            order.progress.running = None;
+                            order.progress.attempts += 1;
+                            let attempts = order.progress.attempts;
+                            if !step.is_compensation() && attempts > self.settings.retry_budget {
+                                let reason = format!("{} kept failing after {attempts} attempts: {err}", step.name());
+                                order.progress.attempts = 0;
+                                order.unwind(OrderStatus::Rejected, reason, now);
+                                self.save(&order, version, now, Lease::Keep(self.lease_until(now)), Effects::default())
+                                    .await?;
+                                continue;
+                            }
+                            let delay = self.backoff(attempts);
+                            tracing::info!(step = step.name(), attempts, retry_in = ?delay, error = %err, "step will be retried");
+                            order.record(&format!("retry:{}", step.name()), now, err.to_string());
+                            let due = now + delay.as_millis() as i64;
+                            if self.store.save(&order, version, due, Lease::Release, &[], &[]).await?.is_some() {
+                                self.committed(id, false);
+                                return Ok(());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn save(
+        &self,
+        order: &Order,
+        version: i64,
+        due: i64,
+        lease: Lease,
+        effects: Effects,
+    ) -> Result<bool, StepError> {
+        let saved = self.store.save(order, version, due, lease, &effects.events, &effects.refs).await?.is_some();
+        if saved {
+            self.committed(&order.id, !effects.events.is_empty());
+        }
+        Ok(saved)
+    }
+
+    /// Exponential backoff with full jitter, capped.
+    fn backoff(&self, attempts: u32) -> Duration {
+        let base = self.settings.backoff_base.as_millis() as u64;
+        let cap = self.settings.backoff_cap.as_millis() as u64;
+        let ceiling = base.saturating_mul(1 << attempts.min(20)).min(cap).max(1);
+        let jitter = getrandom::u64().unwrap_or(0) % ceiling;
+        Duration::from_millis(ceiling / 2 + jitter / 2)
+    }
+
+    /// Runs one step against the system APIs and records its result in
+    /// `order` and `effects`; nothing is written unless it succeeds.
+    async fn execute(&self, step: Action, order: &mut Order, effects: &mut Effects) -> Result<(), StepError> {
+        let key = format!("{}:{}", order.id, step.name());
+        let s = &self.systems;
+        let fail = |status: Status| StepError::from_status(step.name(), &status);
+        let now = clock::now_ms;
+        match step {
+            Action::CreditCheck => {
+                let open = s
+                    .call(s.receivables().get_open_amount(
+                        s.request(erp::GetOpenAmountRequest { customer_id: order.customer_id.clone() }),
+                    ))
+                    .await
+                    .map_err(fail)?;
+                let (due, limit, total) = (money(&open.open_amount)?, money(&open.credit_limit)?, money(&order.total)?);
+                if due + total > limit {
+                    order.unwind(
+                        OrderStatus::Rejected,
+                        format!("over the credit limit: {due} open + {total} ordered > {limit} {}", order.currency),
+                        now(),
+                    );
+                } else {
+                    order.progress.credit_checked = true;
+                    order.record("credit_checked", now(), "");
+                }
+            }
+            Action::CreateSalesOrder => {
+                let request = erp::CreateSalesOrderRequest {
+                    idempotency_key: key,
+                    customer_id: order.customer_id.clone(),
+                    reference: order.id.clone(),
+                    currency: order.currency.clone(),
+                    lines: order
+                        .lines
+                        .iter()
+                        .map(|l| erp::SalesOrderLine {
+                            sku: l.sku.clone(),
+                            quantity: l.quantity,
+                            unit_price: l.unit_price.clone(),
+                            amount: String::new(),
+                        })
+                        .collect(),
+                };
+                let so = s.call(s.sales_orders().create_sales_order(s.request(request))).await.map_err(fail)?;
+                order.progress.sales_order_id = Some(so.id);
+                order.record("sales_order_created", now(), "");
+            }
+            Action::ConfirmSalesOrder => {
+                let id = order.progress.sales_order_id.clone().unwrap_or_default();
+                let req = || s.request(erp::SalesOrderRequest { id: id.clone() });
+                s.call(s.sales_orders().quote_sales_order(req())).await.map_err(fail)?;
+                let so = match s.call(s.sales_orders().confirm_sales_order(req())).await {
+                    Ok(so) => so,
+                    Err(status) if status.code() == Code::FailedPrecondition => {
+                        order.unwind(OrderStatus::Rejected, format!("the ERP refused: {}", status.message()), now());
+                        return Ok(());
+                    }
+                    Err(status) => return Err(fail(status)),
+                };
+                let p = &mut order.progress;
+                p.confirmed = true;
+                p.sales_order_number = so.number;
+                p.invoice_id = so.invoice_ids.first().cloned();
+                p.shipment_ids = so.shipment_ids.clone();
+                effects.refs.extend(so.shipment_ids);
+                effects.refs.extend(so.invoice_ids);
+                if !so.total.is_empty() {
+                    order.total = so.total;
+                }
+                order.advance(OrderStatus::Confirmed, now());
+                effects.emit(order, "order.confirmed", now());
+            }
+            Action::Authorize => {
+                let Payment::Card { token } = &order.payment else { return Ok(()) };
+                let request = pay::AuthorizeRequest {
+                    idempotency_key: key,
+                    payment_token: token.clone(),
+                    currency: order.currency.clone(),
+                    amount: order.total.clone(),
+                    reference: order.id.clone(),
+                };
+                let payment = s.call(s.payments().authorize(s.request(request))).await.map_err(fail)?;
+                order.progress.payment_id = Some(payment.id);
+                if payment.status == pay::PaymentStatus::Declined as i32 {
+                    order.progress.declined = true;
+                    order.unwind(OrderStatus::Rejected, format!("card declined: {}", payment.decline_reason), now());
+                } else {
+                    order.record("payment_authorized", now(), "");
+                }
+            }
+            Action::Capture => {
+                let request = pay::CaptureRequest {
+                    idempotency_key: key,
+                    payment_id: order.progress.payment_id.clone().unwrap_or_default(),
+                    amount: String::new(),
+                };
+                s.call(s.payments().capture(s.request(request))).await.map_err(fail)?;
+                order.progress.captured = true;
+                order.record("payment_captured", now(), "");
+                effects.emit(order, "payment.captured", now());
+            }
+            Action::PostInvoice => {
+                let invoice_id = match order.progress.invoice_id.clone() {
+                    Some(id) => id,
+                    None => {
+                        let so = order.progress.sales_order_id.clone().unwrap_or_default();
+                        let list = s
+                            .call(
+                                s.invoices().list_invoices(s.request(erp::ListInvoicesRequest { sales_order_id: so })),
+                            )
+                            .await
+                            .map_err(fail)?;
+                        let Some(first) = list.invoices.into_iter().next() else {
+                            return Err(StepError::Retry("the ERP has not created the invoice yet".into()));
+                        };
+                        effects.refs.push(first.id.clone());
+                        first.id
+                    }
+                };
+                let invoice = s
+                    .call(s.invoices().post_invoice(s.request(erp::InvoiceRequest { id: invoice_id.clone() })))
+                    .await
+                    .map_err(fail)?;
+                let p = &mut order.progress;
+                p.invoice_id = Some(invoice_id);
+                p.invoice_posted = true;
+                p.invoice_number = invoice.number;
+                p.invoice_total = invoice.total;
+                order.advance(OrderStatus::Invoiced, now());
+                effects.emit(order, "invoice.issued", now());
+                if invoice.state == erp::InvoiceState::Paid as i32 {
+                    mark_paid(order, effects, now());
+                }
+            }
+            Action::RecordCardPayment => {
+                let request = erp::RecordInvoicePaymentRequest {
+                    idempotency_key: key,
+                    invoice_id: order.progress.invoice_id.clone().unwrap_or_default(),
+                    currency: order.currency.clone(),
+                    amount: order.progress.invoice_total.clone(),
+                };
+                s.call(s.invoices().record_invoice_payment(s.request(request))).await.map_err(fail)?;
+                mark_paid(order, effects, now());
+            }
+            Action::Refund => {
+                let request = pay::RefundRequest {
+                    idempotency_key: key,
+                    payment_id: order.progress.payment_id.clone().unwrap_or_default(),
+                    amount: String::new(),
+                };
+                s.call(s.payments().refund(s.request(request))).await.map_err(fail)?;
+                order.progress.refunded = true;
+                order.record("compensation:refund", now(), "");
+                effects.emit(order, "payment.refunded", now());
+            }
+            Action::Void => {
+                let request = pay::VoidRequest {
+                    idempotency_key: key,
+                    payment_id: order.progress.payment_id.clone().unwrap_or_default(),
+                };
+                s.call(s.payments().void(s.request(request))).await.map_err(fail)?;
+                order.progress.voided = true;
+                order.record("compensation:void", now(), "");
+                effects.emit(order, "payment.voided", now());
+            }
+            Action::CreditInvoice => {
+                let id = order.progress.invoice_id.clone().unwrap_or_default();
+                s.call(s.invoices().credit_invoice(s.request(erp::InvoiceRequest { id }))).await.map_err(fail)?;
+                order.progress.invoice_credited = true;
+                order.record("compensation:credit_invoice", now(), "");
+                effects.emit(order, "invoice.credited", now());
+            }
+            Action::CancelSalesOrder => {
+                let id = order.progress.sales_order_id.clone().unwrap_or_default();
+                s.call(s.sales_orders().cancel_sales_order(s.request(erp::SalesOrderRequest { id })))
+                    .await
+                    .map_err(fail)?;
+                order.progress.sales_order_cancelled = true;
+                order.record("compensation:cancel_sales_order", now(), "");
+            }
+            Action::Wait | Action::Finish | Action::Done => {}
+        }
+        Ok(())
+    }
+
+    /// Applies `change` to the order `id` as an outside writer (an API call
+    /// or the ERP feed), retrying on write conflicts; wakes the worker when
+    /// the saga has a step to run. `change` returns an error to refuse.
+    pub async fn update<E>(
+        &self,
+        id: &str,
+        mut change: impl FnMut(&mut Order, &mut Effects, i64) -> Result<(), E>,
+    ) -> Result<Option<Order>, UpdateError<E>> {
+        loop {
+            let Some(current) = self.store.load(id).await? else { return Ok(None) };
+            let mut order = current.order.clone();
+            let mut effects = Effects::default();
+            let now = clock::now_ms();
+            change(&mut order, &mut effects, now).map_err(UpdateError::Refused)?;
+            if order == current.order {
+                return Ok(Some(order));
+            }
+            let saved =
+                self.store.save(&order, current.version, now, Lease::Untouched, &effects.events, &effects.refs).await?;
+            if saved.is_some() {
+                self.committed(id, !effects.events.is_empty());
+                if !matches!(order.next_action(), Action::Wait | Action::Done) {
+                    self.wake_worker.notify_one();
+                }
+                return Ok(Some(order));
+            }
+        }
+    }
+}
+
+/// An outside change refused by its own check, or a store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError<E> {
+    /// The change's own refusal.
+    #[error("refused")]
+    Refused(E),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] super::store::Error),
+}
+
+/// The invoice is paid: `paid`, and `completed` if it has shipped too.
+pub fn mark_paid(order: &mut Order, effects: &mut Effects, now: i64) {
+    if order.progress.invoice_paid {
+        return;
+    }
+    order.progress.invoice_paid = true;
+    if order.progress.unwind.is_none() && !order.status.is_terminal() {
+        order.advance(OrderStatus::Paid, now);
+        effects.emit(order, "order.paid", now);
+        complete_if_settled(order, effects, now);
+    }
+}
+
+/// The ERP shipped it: `shipped`, and `completed` if it is paid too.
+pub fn mark_shipped(order: &mut Order, effects: &mut Effects, now: i64) {
+    if order.progress.shipped {
+        return;
+    }
+    order.progress.shipped = true;
+    if order.progress.unwind.is_none() && !order.status.is_terminal() {
+        order.advance(OrderStatus::Shipped, now);
+        effects.emit(order, "order.shipped", now);
+        complete_if_settled(order, effects, now);
+    }
+}
+
+fn complete_if_settled(order: &mut Order, effects: &mut Effects, now: i64) {
+    if order.progress.shipped && order.progress.invoice_paid {
+        order.advance(OrderStatus::Completed, now);
+        effects.emit(order, "order.completed", now);
+    }
+}
+
+fn mark_compensated(order: &mut Order, step: Action) {
+    let p = &mut order.progress;
+    match step {
+        Action::Refund => p.refunded = true,
+        Action::Void => p.voided = true,
+        Action::CreditInvoice => p.invoice_credited = true,
+        Action::CancelSalesOrder => p.sales_order_cancelled = true,
+        _ => {}
+    }
+}
+
+/// A decimal string from a system API; a malformed one is the API's bug,
+/// retried in case it was transient.
+fn money(text: &str) -> Result<Decimal, StepError> {
+    if text.is_empty() {
+        return Ok(Decimal::ZERO);
+    }
+    text.parse().map_err(|_| StepError::Retry(format!("a system API sent a malformed amount {text:?}")))
+}

@@ -1,0 +1,592 @@
+//! `order_to_cash.v1.OrderToCashService`: validates requests, accepts and
+//! prices orders, and hands them to the saga engine; reads, cancellation,
+//! cash application and the order watch.
+
+use std::{pin::Pin, sync::Arc, time::Duration};
+
+use erp_connect_proto::{erp::v1 as erp, order_to_cash::v1 as pb};
+use futures_util::Stream;
+use rust_decimal::Decimal;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, Request, Response, Status};
+
+use super::{
+    Error, clock,
+    order::{Line, Order, Payment, Progress, Status as OrderStatus},
+    outbox,
+    saga::{Effects, Engine, UpdateError, mark_paid},
+    store::Filter,
+};
+
+/// Longest idempotency key, tenant or reference accepted.
+const MAX_TEXT: usize = 200;
+/// Most lines in one order.
+const MAX_LINES: usize = 100;
+/// Most units of one line.
+const MAX_QUANTITY: i64 = 1_000_000;
+
+/// The gRPC service over the engine.
+#[derive(Clone)]
+pub struct Service {
+    engine: Arc<Engine>,
+    shutdown: CancellationToken,
+}
+
+impl Service {
+    /// The service over `engine`; sagas it starts stop at `shutdown`.
+    pub fn new(engine: Arc<Engine>, shutdown: CancellationToken) -> Self {
+        Self { engine, shutdown }
+    }
+}
+
+/// What a valid PlaceOrder asks for. Serialized, it is the fingerprint that
+/// tells a replay from a reused key.
+#[derive(Debug, serde::Serialize)]
+struct Placement {
+    customer_id: String,
+    customer_external_id: String,
+    #[serde(skip)]
+    customer_email: String,
+    #[serde(skip)]
+    customer_name: String,
+    external_ref: String,
+    lines: Vec<(String, i64)>,
+    payment: Payment,
+}
+
+fn text(errors: &mut Vec<(String, String)>, field: &str, value: &str, required: bool) {
+    if required && value.trim().is_empty() {
+        errors.push((field.into(), "is required".into()));
+    } else if value.len() > MAX_TEXT {
+        errors.push((field.into(), format!("must be at most {MAX_TEXT} characters")));
+    }
+}
+
+fn validate_place(req: &pb::PlaceOrderRequest) -> Result<Placement, Error> {
+    let mut errors = Vec::new();
+    text(&mut errors, "idempotency_key", &req.idempotency_key, true);
+    text(&mut errors, "tenant", &req.tenant, true);
+    text(&mut errors, "external_ref", &req.external_ref, false);
+    let customer = req.customer.clone().unwrap_or_default();
+    if req.customer_id.is_empty() {
+        text(&mut errors, "customer.external_id", &customer.external_id, true);
+        text(&mut errors, "customer.email", &customer.email, false);
+        text(&mut errors, "customer.name", &customer.name, false);
+    } else {
+        text(&mut errors, "customer_id", &req.customer_id, true);
+    }
+    if req.lines.is_empty() {
+        errors.push(("lines".into(), "an order needs at least one line".into()));
+    } else if req.lines.len() > MAX_LINES {
+        errors.push(("lines".into(), format!("at most {MAX_LINES} lines")));
+    }
+    for (i, line) in req.lines.iter().enumerate() {
+        text(&mut errors, &format!("lines[{i}].sku"), &line.sku, true);
+        if !(1..=MAX_QUANTITY).contains(&line.quantity) {
+            errors.push((format!("lines[{i}].quantity"), format!("must be between 1 and {MAX_QUANTITY}")));
+        }
+    }
+    let payment = match &req.payment {
+        Some(pb::place_order_request::Payment::CardToken(token)) => {
+            text(&mut errors, "card_token", token, true);
+            Payment::Card { token: token.clone() }
+        }
+        Some(pb::place_order_request::Payment::OnAccount(true)) => Payment::OnAccount,
+        _ => {
+            errors.push(("payment".into(), "give a card token or on_account".into()));
+            Payment::OnAccount
+        }
+    };
+    if !errors.is_empty() {
+        return Err(Error::Invalid(errors));
+    }
+    Ok(Placement {
+        customer_id: req.customer_id.clone(),
+        customer_external_id: customer.external_id,
+        customer_email: customer.email,
+        customer_name: customer.name,
+        external_ref: req.external_ref.clone(),
+        lines: req.lines.iter().map(|l| (l.sku.clone(), l.quantity)).collect(),
+        payment,
+    })
+}
+
+/// Money as the order shows it: two decimal places.
+fn money(amount: Decimal) -> String {
+    let mut amount = amount.round_dp(2);
+    amount.rescale(2);
+    amount.to_string()
+}
+
+impl Service {
+    async fn place(&self, req: pb::PlaceOrderRequest) -> Result<Order, Error> {
+        let placement = validate_place(&req)?;
+        let fingerprint = serde_json::to_string(&placement).map_err(|e| Error::Internal(e.to_string()))?;
+        let store = &self.engine.store;
+        if let Some(found) = store.find_by_key(&req.tenant, &req.idempotency_key).await? {
+            return replay(found, &fingerprint);
+        }
+        let customer = self.resolve_customer(&req.tenant, &placement).await?;
+        let lines = self.price(&placement.lines, &customer.currency).await?;
+        let total = lines.iter().map(|l| l.amount.parse::<Decimal>().unwrap_or_default()).sum::<Decimal>();
+        let now = clock::now_ms();
+        let mut order = Order {
+            id: format!("ord_{}", ulid::Ulid::new()),
+            tenant: req.tenant.clone(),
+            customer_id: customer.id,
+            customer_external_id: if customer.external_id.is_empty() {
+                placement.customer_external_id.clone()
+            } else {
+                customer.external_id
+            },
+            external_ref: placement.external_ref.clone(),
+            currency: customer.currency,
+            lines,
+            total: money(total),
+            payment: placement.payment.clone(),
+            status: OrderStatus::Accepted,
+            timeline: vec![],
+            created_at: now,
+            updated_at: now,
+            progress: Progress::default(),
+        };
+        order.record("accepted", now, "");
+        let events = [outbox::event(&order, "order.accepted", now)];
+        let lease_until = now + self.engine.settings.lease.as_millis() as i64;
+        let owner = &self.engine.owner;
+        if !store.insert(&order, &req.idempotency_key, &fingerprint, &events, owner, lease_until).await? {
+            // A concurrent request with the same key won the race.
+            let found = store.find_by_key(&req.tenant, &req.idempotency_key).await?;
+            return found.map_or(Err(Error::Internal("order vanished after a key conflict".into())), |f| {
+                replay(f, &fingerprint)
+            });
+        }
+        self.engine.committed(&order.id, true);
+        self.engine.clone().spawn(order.id.clone(), self.shutdown.clone());
+        Ok(order)
+    }
+
+    /// Finds the customer in the ERP, creating it from the reference on
+    /// first use.
+    async fn resolve_customer(&self, tenant: &str, placement: &Placement) -> Result<erp::Customer, Error> {
+        let s = &self.engine.systems;
+        if !placement.customer_id.is_empty() {
+            let req = erp::GetCustomerRequest { id: placement.customer_id.clone() };
+            return match s.call(s.customers().get_customer(s.request(req))).await {
+                Err(status) if status.code() == Code::NotFound => {
+                    Err(Error::Invalid(vec![("customer_id".into(), "no such customer".into())]))
+                }
+                other => Ok(other?),
+            };
+        }
+        let external_id = placement.customer_external_id.clone();
+        let find =
+            erp::FindCustomerRequest { key: Some(erp::find_customer_request::Key::ExternalId(external_id.clone())) };
+        match s.call(s.customers().find_customer(s.request(find))).await {
+            Err(status) if status.code() == Code::NotFound => {}
+            other => return Ok(other?),
+        }
+        // Web shoppers pay by card until someone grants them credit;
+        // partners buy on account up to the configured limit.
+        let credit_limit =
+            if tenant == "web" { "0.00".to_owned() } else { self.engine.settings.partner_credit_limit.clone() };
+        let name = [&placement.customer_name, &placement.customer_email, &external_id]
+            .into_iter()
+            .find(|n| !n.is_empty())
+            .cloned()
+            .unwrap_or_default();
+        let create = erp::CreateCustomerRequest {
+            idempotency_key: format!("customer:{external_id}"),
+            external_id,
+            name,
+            email: placement.customer_email.clone(),
+            currency: String::new(),
+            credit_limit,
+            addresses: vec![],
+        };
+        match s.call(s.customers().create_customer(s.request(create))).await {
+            Err(status) if status.code() == Code::InvalidArgument => Err(Error::Invalid(vec![(
+                "customer".into(),
+                format!("the ERP refused the customer: {}", status.message()),
+            )])),
+            other => Ok(other?),
+        }
+    }
+
+    /// Prices every line at the ERP's list price.
+    async fn price(&self, lines: &[(String, i64)], currency: &str) -> Result<Vec<Line>, Error> {
+        let s = &self.engine.systems;
+        let lookups = lines.iter().map(|(sku, _)| {
+            let req = erp::GetProductRequest { sku: sku.clone() };
+            async move { s.call(s.products().get_product(s.request(req))).await }
+        });
+        let products = futures_util::future::join_all(lookups).await;
+        let mut priced = Vec::with_capacity(lines.len());
+        let mut errors = Vec::new();
+        for (i, ((sku, quantity), product)) in lines.iter().zip(products).enumerate() {
+            let product = match product {
+                Ok(p) if p.active => p,
+                Ok(_) => {
+                    errors.push((format!("lines[{i}].sku"), format!("{sku} is no longer sold")));
+                    continue;
+                }
+                Err(status) if matches!(status.code(), Code::NotFound | Code::InvalidArgument) => {
+                    errors.push((format!("lines[{i}].sku"), format!("unknown SKU {sku}")));
+                    continue;
+                }
+                Err(status) => return Err(status.into()),
+            };
+            let price = product.list_price.unwrap_or_default();
+            if price.currency != currency {
+                errors.push((format!("lines[{i}].sku"), format!("{sku} is not sold in {currency}")));
+                continue;
+            }
+            let unit: Decimal = price.amount.parse().map_err(|_| Error::Internal("malformed list price".into()))?;
+            priced.push(Line {
+                sku: sku.clone(),
+                quantity: *quantity,
+                unit_price: money(unit),
+                amount: money(unit * Decimal::from(*quantity)),
+            });
+        }
+        if !errors.is_empty() {
+            return Err(Error::Invalid(errors));
+        }
+        Ok(priced)
+    }
+
+    /// The order `id` if `tenant` may see it (an empty tenant sees all).
+    async fn visible(&self, tenant: &str, id: &str) -> Result<Order, Error> {
+        match self.engine.store.load(id).await? {
+            Some(v) if tenant.is_empty() || v.order.tenant == tenant => Ok(v.order),
+            _ => Err(Error::NotFound("order")),
+        }
+    }
+
+    /// Waits (briefly) until the order ends, for answers that should show
+    /// the outcome, e.g. a cancellation.
+    async fn settle(&self, id: &str, within: Duration) -> Result<Order, Error> {
+        let mut changes = self.engine.changed.subscribe();
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let order = self.visible("", id).await?;
+            if order.status.is_terminal() {
+                return Ok(order);
+            }
+            tokio::select! {
+                _ = changes.recv() => {}
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = tokio::time::sleep_until(deadline) => return Ok(order),
+            }
+        }
+    }
+}
+
+fn replay((order, stored): (Order, String), fingerprint: &str) -> Result<Order, Error> {
+    if stored == fingerprint { Ok(order) } else { Err(Error::KeyReused) }
+}
+
+type OrderStream = Pin<Box<dyn Stream<Item = Result<pb::Order, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::order_to_cash_service_server::OrderToCashService for Service {
+    async fn place_order(&self, request: Request<pb::PlaceOrderRequest>) -> Result<Response<pb::Order>, Status> {
+        Ok(Response::new(self.place(request.into_inner()).await?.to_proto()))
+    }
+
+    async fn get_order(&self, request: Request<pb::GetOrderRequest>) -> Result<Response<pb::Order>, Status> {
+        let req = request.into_inner();
+        Ok(Response::new(self.visible(&req.tenant, &req.order_id).await?.to_proto()))
+    }
+
+    async fn list_orders(
+        &self,
+        request: Request<pb::ListOrdersRequest>,
+    ) -> Result<Response<pb::ListOrdersResponse>, Status> {
+        let req = request.into_inner();
+        let size = match req.page_size {
+            0 => 20,
+            n @ 1..=100 => i64::from(n),
+            _ => return Err(Error::Invalid(vec![("page_size".into(), "must be between 1 and 100".into())]).into()),
+        };
+        if !req.page_token.is_empty() && (!req.page_token.starts_with("ord_") || req.page_token.len() > 64) {
+            return Err(
+                Error::Invalid(vec![("page_token".into(), "is not a token from a previous page".into())]).into()
+            );
+        }
+        let filter = Filter {
+            tenant: &req.tenant,
+            customer_external_id: &req.customer_external_id,
+            customer_id: &req.customer_id,
+        };
+        let before = Some(req.page_token.as_str()).filter(|t| !t.is_empty());
+        let mut orders = self.engine.store.list(&filter, before, size + 1).await.map_err(Error::from)?;
+        let next_page_token = if orders.len() as i64 > size {
+            orders.truncate(size as usize);
+            orders.last().map(|o| o.id.clone()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListOrdersResponse {
+            orders: orders.iter().map(Order::to_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn cancel_order(&self, request: Request<pb::CancelOrderRequest>) -> Result<Response<pb::Order>, Status> {
+        let req = request.into_inner();
+        self.visible(&req.tenant, &req.order_id).await?;
+        let reason = if req.reason.trim().is_empty() { "cancelled on request".to_owned() } else { req.reason };
+        if reason.len() > MAX_TEXT {
+            return Err(Error::Invalid(vec![("reason".into(), format!("at most {MAX_TEXT} characters"))]).into());
+        }
+        let updated = self
+            .engine
+            .update(&req.order_id, |order, _: &mut Effects, now| {
+                if order.status == OrderStatus::Cancelled {
+                    return Ok(());
+                }
+                if !order.cancellable() {
+                    return Err(Error::Precondition {
+                        kind: if order.progress.shipped { "ALREADY_SHIPPED" } else { "ORDER_ENDED" },
+                        subject: order.id.clone(),
+                        description: format!("the order is {} and can no longer be cancelled", order.status.as_str()),
+                    });
+                }
+                order.unwind(OrderStatus::Cancelled, reason.clone(), now);
+                Ok(())
+            })
+            .await;
+        match updated {
+            Ok(_) => {}
+            Err(UpdateError::Refused(err)) => return Err(err.into()),
+            Err(UpdateError::Store(err)) => return Err(Error::from(err).into()),
+        }
+        Ok(Response::new(self.settle(&req.order_id, Duration::from_secs(10)).await?.to_proto()))
+    }
+
+    type WatchOrderStream = OrderStream;
+
+    async fn watch_order(
+        &self,
+        request: Request<pb::WatchOrderRequest>,
+    ) -> Result<Response<Self::WatchOrderStream>, Status> {
+        let req = request.into_inner();
+        let first = self.visible(&req.tenant, &req.order_id).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let engine = self.engine.clone();
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let mut changes = engine.changed.subscribe();
+            let mut last = first;
+            if tx.send(Ok(last.to_proto())).await.is_err() {
+                return;
+            }
+            while !last.status.is_terminal() {
+                // Changes made here arrive at once; other replicas' within
+                // a second.
+                tokio::select! {
+                    _ = changes.recv() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = tx.closed() => return,
+                    _ = shutdown.cancelled() => return,
+                }
+                match engine.store.load(&last.id).await {
+                    Ok(Some(v)) if v.order.status != last.status => {
+                        last = v.order;
+                        if tx.send(Ok(last.to_proto())).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(err) => {
+                        let _ = tx.send(Err(Error::from(err).into())).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn record_payment(&self, request: Request<pb::RecordPaymentRequest>) -> Result<Response<pb::Order>, Status> {
+        let req = request.into_inner();
+        let mut errors = Vec::new();
+        text(&mut errors, "idempotency_key", &req.idempotency_key, true);
+        text(&mut errors, "order_id", &req.order_id, true);
+        match req.amount.parse::<Decimal>() {
+            Ok(a) if a > Decimal::ZERO && a.scale() <= 2 => {}
+            _ => errors.push(("amount".into(), "must be a positive amount with at most 2 decimals".into())),
+        }
+        if !errors.is_empty() {
+            return Err(Error::Invalid(errors).into());
+        }
+        let order = self.visible(&req.tenant, &req.order_id).await?;
+        if req.currency != order.currency {
+            return Err(Error::Invalid(vec![("currency".into(), format!("the order is in {}", order.currency))]).into());
+        }
+        let precondition = |kind, description: &str| Error::Precondition {
+            kind,
+            subject: order.id.clone(),
+            description: description.to_owned(),
+        };
+        if matches!(order.payment, Payment::Card { .. }) {
+            return Err(precondition("PAID_BY_CARD", "card orders are paid by their card payment").into());
+        }
+        if order.progress.unwind.is_some() || order.status.is_terminal() && !order.progress.invoice_paid {
+            return Err(precondition("ORDER_ENDED", "the order is cancelled or rejected").into());
+        }
+        let Some(invoice_id) = order.progress.invoice_id.clone().filter(|_| order.progress.invoice_posted) else {
+            return Err(precondition("NOT_INVOICED", "the order's invoice is not posted yet").into());
+        };
+        let s = &self.engine.systems;
+        let payment = erp::RecordInvoicePaymentRequest {
+            idempotency_key: format!("{}:cash:{}", order.id, req.idempotency_key),
+            invoice_id,
+            currency: req.currency.clone(),
+            amount: req.amount.clone(),
+        };
+        let invoice = match s.call(s.invoices().record_invoice_payment(s.request(payment))).await {
+            Ok(invoice) => invoice,
+            Err(status) if status.code() == Code::InvalidArgument => {
+                return Err(Error::Invalid(vec![("amount".into(), status.message().to_owned())]).into());
+            }
+            Err(status) if status.code() == Code::AlreadyExists => return Err(Error::KeyReused.into()),
+            Err(status) => return Err(Error::from(status).into()),
+        };
+        let fully_paid = invoice.state == erp::InvoiceState::Paid as i32;
+        let amount = req.amount.clone();
+        let updated = self
+            .engine
+            .update(&order.id, |order, effects, now| {
+                if fully_paid {
+                    mark_paid(order, effects, now);
+                } else if !order.timeline.iter().any(|t| t.step == "payment_received" && t.detail == amount) {
+                    order.record("payment_received", now, amount.clone());
+                }
+                Ok::<(), std::convert::Infallible>(())
+            })
+            .await;
+        match updated {
+            Ok(Some(order)) => Ok(Response::new(order.to_proto())),
+            Ok(None) => Err(Error::NotFound("order").into()),
+            Err(UpdateError::Store(err)) => Err(Error::from(err).into()),
+            Err(UpdateError::Refused(never)) => match never {},
+        }
+    }
+
+    async fn get_invoice(&self, request: Request<pb::GetInvoiceRequest>) -> Result<Response<pb::Invoice>, Status> {
+        let req = request.into_inner();
+        let store = &self.engine.store;
+        let Some(order_id) = store.order_of(&req.invoice_id).await.map_err(Error::from)? else {
+            return Err(Error::NotFound("invoice").into());
+        };
+        let order = self.visible(&req.tenant, &order_id).await.map_err(|_| Error::NotFound("invoice"))?;
+        let s = &self.engine.systems;
+        let invoice = s
+            .call(s.invoices().get_invoice(s.request(erp::InvoiceRequest { id: req.invoice_id.clone() })))
+            .await
+            .map_err(Error::from)?;
+        let state = match erp::InvoiceState::try_from(invoice.state) {
+            Ok(erp::InvoiceState::Draft) => "draft",
+            Ok(erp::InvoiceState::Posted) => "posted",
+            Ok(erp::InvoiceState::Paid) => "paid",
+            Ok(erp::InvoiceState::Cancelled) => "cancelled",
+            _ => "unknown",
+        };
+        Ok(Response::new(pb::Invoice {
+            id: invoice.id,
+            number: invoice.number,
+            order_id: order.id,
+            state: state.into(),
+            currency: invoice.currency,
+            total: invoice.total,
+            amount_due: invoice.amount_due,
+        }))
+    }
+
+    async fn complete_shipment(
+        &self,
+        request: Request<pb::CompleteShipmentRequest>,
+    ) -> Result<Response<pb::CompleteShipmentResponse>, Status> {
+        let req = request.into_inner();
+        let Some(order_id) = self.engine.store.order_of(&req.shipment_id).await.map_err(Error::from)? else {
+            return Err(Error::NotFound("shipment").into());
+        };
+        let s = &self.engine.systems;
+        let shipment = match s
+            .call(s.shipments().complete_shipment(s.request(erp::ShipmentRequest { id: req.shipment_id.clone() })))
+            .await
+        {
+            Ok(shipment) => shipment,
+            Err(status) if status.code() == Code::FailedPrecondition => {
+                return Err(Error::Precondition {
+                    kind: "SHIPMENT_NOT_READY",
+                    subject: req.shipment_id,
+                    description: status.message().to_owned(),
+                }
+                .into());
+            }
+            Err(status) => return Err(Error::from(status).into()),
+        };
+        let state = if shipment.state == erp::ShipmentState::Done as i32 { "done" } else { "waiting" };
+        Ok(Response::new(pb::CompleteShipmentResponse { shipment_id: shipment.id, order_id, state: state.into() }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> pb::PlaceOrderRequest {
+        pb::PlaceOrderRequest {
+            idempotency_key: "k1".into(),
+            tenant: "web".into(),
+            customer: Some(pb::CustomerRef { external_id: "web:alice".into(), ..Default::default() }),
+            lines: vec![pb::OrderLine { sku: "WIDGET-1".into(), quantity: 3, ..Default::default() }],
+            payment: Some(pb::place_order_request::Payment::CardToken("tok_visa".into())),
+            ..Default::default()
+        }
+    }
+
+    fn fields(err: Error) -> Vec<String> {
+        match err {
+            Error::Invalid(errors) => errors.into_iter().map(|(f, _)| f).collect(),
+            other => panic!("expected invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_valid_request_passes_and_its_fingerprint_ignores_the_key() {
+        let a = validate_place(&request()).expect("valid");
+        let mut other = request();
+        other.idempotency_key = "k2".into();
+        let b = validate_place(&other).expect("valid");
+        assert_eq!(serde_json::to_string(&a).ok(), serde_json::to_string(&b).ok());
+        other.lines[0].quantity = 4;
+        let c = validate_place(&other).expect("valid");
+        assert_ne!(serde_json::to_string(&a).ok(), serde_json::to_string(&c).ok());
+    }
+
+    #[test]
+    fn bad_input_names_every_bad_field() {
+        let mut req = request();
+        req.idempotency_key.clear();
+        req.lines.push(pb::OrderLine { sku: String::new(), quantity: 0, ..Default::default() });
+        req.payment = None;
+        let err = validate_place(&req).expect_err("invalid");
+        assert_eq!(fields(err), ["idempotency_key", "lines[1].sku", "lines[1].quantity", "payment"]);
+        let mut req = request();
+        req.lines[0].quantity = -3;
+        req.customer = None;
+        assert_eq!(fields(validate_place(&req).expect_err("invalid")), ["customer.external_id", "lines[0].quantity"]);
+    }
+
+    #[test]
+    fn money_has_two_decimals() {
+        assert_eq!(money(Decimal::new(375, 1)), "37.50");
+        assert_eq!(money(Decimal::new(12345, 3)), "12.35");
+        assert_eq!(money(Decimal::from(3)), "3.00");
+    }
+}

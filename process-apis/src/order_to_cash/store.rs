@@ -1,0 +1,422 @@
+//! The saga store: orders with their saga state, the transactional outbox,
+//! ERP-id lookups and feed cursors, in SQLite (default) or PostgreSQL
+//! through sqlx's `Any` driver.
+//!
+//! Every state change of an order is one transaction that also writes the
+//! events it produced ([`Store::save`]), guarded by the order's version so
+//! that two writers never overwrite each other. Which replica runs a saga
+//! is decided by a lease ([`Store::claim_due`]); on PostgreSQL the claim
+//! uses `FOR UPDATE SKIP LOCKED` so replicas never wait on each other.
+
+use std::{path::Path, time::Duration};
+
+use sqlx::{
+    AnyPool, Row,
+    any::{AnyPoolOptions, AnyRow},
+};
+
+use super::order::{Action, Order};
+
+/// Which orders to list; empty fields match everything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Filter<'a> {
+    /// Only this tenant's.
+    pub tenant: &'a str,
+    /// Only this customer's, by external id.
+    pub customer_external_id: &'a str,
+    /// Only this customer's, by ERP id.
+    pub customer_id: &'a str,
+}
+
+/// What can go wrong in the store. Every variant is worth a retry except
+/// [`Error::Corrupt`] and [`Error::Url`].
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The database refused or could not be reached.
+    #[error("saga store: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The schema could not be brought up to date.
+    #[error("saga store migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored order does not parse (a bug or a manual edit).
+    #[error("saga store: order document does not parse: {0}")]
+    Corrupt(#[from] serde_json::Error),
+    /// `database_url` is neither `sqlite:` nor `postgres:`.
+    #[error("saga store: unsupported database URL {0:?} (use sqlite://FILE or postgres://...)")]
+    Url(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// An event waiting in (or published from) the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEvent {
+    /// Unique event id (`evt_` + ULID); consumers de-duplicate on it.
+    pub id: String,
+    /// The order it is about.
+    pub order_id: String,
+    /// e.g. `erp.events.order.confirmed`.
+    pub subject: String,
+    /// The JSON body.
+    pub payload: String,
+    /// Unix milliseconds.
+    pub created_at: i64,
+}
+
+/// What a write does to the lease on the saga.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lease {
+    /// The writer runs the saga and keeps it until then (unix ms).
+    Keep(i64),
+    /// The writer runs the saga and gives it up.
+    Release,
+    /// The writer is not the saga's runner (an API call, the feed).
+    Untouched,
+}
+
+/// An order read from the store, with the version a write must match.
+#[derive(Debug, Clone)]
+pub struct Versioned {
+    /// The order.
+    pub order: Order,
+    /// Bumped by every write.
+    pub version: i64,
+}
+
+/// The saga store.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    dialect: Dialect,
+}
+
+impl Store {
+    /// Opens `url` (`sqlite://FILE` creating it, or `postgres://...`) and
+    /// migrates it.
+    pub async fn open(url: &str) -> Result<Self, Error> {
+        sqlx::any::install_default_drivers();
+        let (dialect, url) = if let Some(path) = url.strip_prefix("sqlite://") {
+            if let Some(dir) = Path::new(path.split('?').next().unwrap_or(path)).parent()
+                && !dir.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(dir).map_err(|e| Error::Database(sqlx::Error::Io(e)))?;
+            }
+            let sep = if url.contains('?') { '&' } else { '?' };
+            (Dialect::Sqlite, format!("{url}{sep}mode=rwc"))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Dialect::Postgres, url.to_owned())
+        } else {
+            return Err(Error::Url(url.to_owned()));
+        };
+        let options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(5));
+        let pool = match dialect {
+            // One writer at a time anyway; more connections would only
+            // queue on SQLite's lock. WAL lets readers run beside it.
+            Dialect::Sqlite => {
+                options
+                    .max_connections(4)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
+                            sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
+                            sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(&url)
+                    .await?
+            }
+            Dialect::Postgres => options.max_connections(16).connect(&url).await?,
+        };
+        match dialect {
+            Dialect::Sqlite => sqlx::migrate!("migrations/order_to_cash/sqlite").run(&pool).await?,
+            Dialect::Postgres => sqlx::migrate!("migrations/order_to_cash/postgres").run(&pool).await?,
+        }
+        Ok(Self { pool, dialect })
+    }
+
+    /// Whether the database answers.
+    pub async fn is_ready(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, Error> {
+        Ok(match self.dialect {
+            // Take the write lock up front: a deferred transaction that
+            // upgrades later can fail with SQLITE_BUSY without waiting.
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Postgres => self.pool.begin().await?,
+        })
+    }
+
+    /// Stores a new order with its first events, leased to `owner` until
+    /// `lease_until`. `Ok(false)` when (tenant, idempotency key) exists.
+    pub async fn insert(
+        &self,
+        order: &Order,
+        idempotency_key: &str,
+        fingerprint: &str,
+        events: &[OutboxEvent],
+        owner: &str,
+        lease_until: i64,
+    ) -> Result<bool, Error> {
+        let mut tx = self.begin_write().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO orders (id, tenant, customer_id, customer_external_id, idempotency_key, fingerprint, \
+             status, doc, version, runnable, next_attempt_at, lease_owner, lease_until, created_at, updated_at) \
+             VALUES ($1, $2, $11, $3, $4, $5, $6, $7, 1, 1, $8, $9, $10, $8, $8) \
+             ON CONFLICT (tenant, idempotency_key) DO NOTHING",
+        )
+        .bind(&order.id)
+        .bind(&order.tenant)
+        .bind(&order.customer_external_id)
+        .bind(idempotency_key)
+        .bind(fingerprint)
+        .bind(order.status.as_str())
+        .bind(serde_json::to_string(order)?)
+        .bind(order.created_at)
+        .bind(owner)
+        .bind(lease_until)
+        .bind(&order.customer_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !inserted {
+            return Ok(false);
+        }
+        insert_events(&mut tx, events).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The order stored under (tenant, idempotency key), with the
+    /// fingerprint of the request that created it.
+    pub async fn find_by_key(&self, tenant: &str, key: &str) -> Result<Option<(Order, String)>, Error> {
+        let row = sqlx::query("SELECT doc, fingerprint FROM orders WHERE tenant = $1 AND idempotency_key = $2")
+            .bind(tenant)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok((parse(&r.try_get::<String, _>(0)?)?, r.try_get(1)?))).transpose()
+    }
+
+    /// One order and its version.
+    pub async fn load(&self, id: &str) -> Result<Option<Versioned>, Error> {
+        let row =
+            sqlx::query("SELECT doc, version FROM orders WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        row.map(|r| Ok(Versioned { order: parse(&r.try_get::<String, _>(0)?)?, version: r.try_get(1)? })).transpose()
+    }
+
+    /// Newest first, after the order id `before` when given. Empty filters
+    /// match everything.
+    pub async fn list(&self, filter: &Filter<'_>, before: Option<&str>, limit: i64) -> Result<Vec<Order>, Error> {
+        let rows = sqlx::query(
+            "SELECT doc FROM orders WHERE ($1 = '' OR tenant = $1) AND ($2 = '' OR customer_external_id = $2) \
+             AND ($5 = '' OR customer_id = $5) AND ($3 = '' OR id < $3) ORDER BY id DESC LIMIT $4",
+        )
+        .bind(filter.tenant)
+        .bind(filter.customer_external_id)
+        .bind(before.unwrap_or(""))
+        .bind(limit)
+        .bind(filter.customer_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| parse(&r.try_get::<String, _>(0)?)).collect()
+    }
+
+    /// Writes `order` if nobody wrote it since `version` was read, together
+    /// with `events` and the ERP ids in `refs`; `Ok(None)` on a conflict
+    /// (reload and decide again). The saga is due again at
+    /// `next_attempt_at` (unix ms) if it has a step to run. Returns the new
+    /// version.
+    pub async fn save(
+        &self,
+        order: &Order,
+        version: i64,
+        next_attempt_at: i64,
+        lease: Lease,
+        events: &[OutboxEvent],
+        refs: &[String],
+    ) -> Result<Option<i64>, Error> {
+        let runnable = !matches!(order.next_action(), Action::Wait | Action::Done);
+        let (untouched, lease_until) = match lease {
+            Lease::Keep(until) => (0_i64, until),
+            Lease::Release => (0, 0),
+            Lease::Untouched => (1, 0),
+        };
+        let mut tx = self.begin_write().await?;
+        let updated = sqlx::query(
+            "UPDATE orders SET doc = $1, status = $2, version = version + 1, runnable = $3, next_attempt_at = $4, \
+             lease_owner = CASE WHEN $9 = 1 OR $5 <> 0 THEN lease_owner ELSE NULL END, \
+             lease_until = CASE WHEN $9 = 1 THEN lease_until ELSE $5 END, updated_at = $6 \
+             WHERE id = $7 AND version = $8",
+        )
+        .bind(serde_json::to_string(order)?)
+        .bind(order.status.as_str())
+        .bind(i64::from(runnable))
+        .bind(next_attempt_at)
+        .bind(lease_until)
+        .bind(order.updated_at)
+        .bind(&order.id)
+        .bind(version)
+        .bind(untouched)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Ok(None);
+        }
+        insert_events(&mut tx, events).await?;
+        for erp_id in refs {
+            sqlx::query("INSERT INTO order_refs (erp_id, order_id) VALUES ($1, $2) ON CONFLICT (erp_id) DO NOTHING")
+                .bind(erp_id)
+                .bind(&order.id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(Some(version + 1))
+    }
+
+    /// Leases up to `limit` sagas that are due and not leased by a live
+    /// replica to `owner` until `lease_until`; returns their ids.
+    pub async fn claim_due(&self, owner: &str, now: i64, lease_until: i64, limit: i64) -> Result<Vec<String>, Error> {
+        // Replicas on PostgreSQL skip rows another replica is claiming
+        // instead of waiting for it; SQLite has one writer anyway.
+        let sql = match self.dialect {
+            Dialect::Sqlite => concat!(
+                "UPDATE orders SET lease_owner = $1, lease_until = $2 WHERE id IN (SELECT id FROM orders ",
+                "WHERE runnable = 1 AND next_attempt_at <= $3 AND lease_until < $3 ORDER BY next_attempt_at LIMIT $4) ",
+                "RETURNING id"
+            ),
+            Dialect::Postgres => concat!(
+                "UPDATE orders SET lease_owner = $1, lease_until = $2 WHERE id IN (SELECT id FROM orders ",
+                "WHERE runnable = 1 AND next_attempt_at <= $3 AND lease_until < $3 ORDER BY next_attempt_at LIMIT $4 ",
+                "FOR UPDATE SKIP LOCKED) RETURNING id"
+            ),
+        };
+        let mut tx = self.begin_write().await?;
+        let rows = sqlx::query(sql).bind(owner).bind(lease_until).bind(now).bind(limit).fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        rows.iter().map(|r| Ok(r.try_get::<String, _>(0)?)).collect()
+    }
+
+    /// Gives up the lease on `id` if `owner` still holds it, leaving the
+    /// saga due at once for whichever replica claims it next.
+    pub async fn release(&self, id: &str, owner: &str) -> Result<(), Error> {
+        sqlx::query("UPDATE orders SET lease_owner = NULL, lease_until = 0 WHERE id = $1 AND lease_owner = $2")
+            .bind(id)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The order an ERP id (shipment, invoice) belongs to.
+    pub async fn order_of(&self, erp_id: &str) -> Result<Option<String>, Error> {
+        let row = sqlx::query("SELECT order_id FROM order_refs WHERE erp_id = $1")
+            .bind(erp_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok(r.try_get(0)?)).transpose()
+    }
+
+    /// The oldest unpublished events, in the order they were written.
+    pub async fn unpublished(&self, limit: i64) -> Result<Vec<OutboxEvent>, Error> {
+        let rows = sqlx::query(
+            "SELECT id, order_id, subject, payload, created_at FROM outbox WHERE published_at IS NULL \
+             ORDER BY seq LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(event).collect()
+    }
+
+    /// Marks events published at `now`.
+    pub async fn mark_published(&self, ids: &[String], now: i64) -> Result<(), Error> {
+        let mut tx = self.begin_write().await?;
+        for id in ids {
+            sqlx::query("UPDATE outbox SET published_at = $1 WHERE id = $2 AND published_at IS NULL")
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every event of an order, published or not, in order.
+    pub async fn events_of(&self, order_id: &str) -> Result<Vec<OutboxEvent>, Error> {
+        let rows = sqlx::query(
+            "SELECT id, order_id, subject, payload, created_at FROM outbox WHERE order_id = $1 ORDER BY seq",
+        )
+        .bind(order_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(event).collect()
+    }
+
+    /// Creation time (unix ms) of the oldest unpublished event.
+    pub async fn oldest_unpublished(&self) -> Result<Option<i64>, Error> {
+        let row =
+            sqlx::query("SELECT MIN(created_at) FROM outbox WHERE published_at IS NULL").fetch_one(&self.pool).await?;
+        Ok(row.try_get::<Option<i64>, _>(0)?)
+    }
+
+    /// Where the feed `name` has got to.
+    pub async fn cursor(&self, name: &str) -> Result<String, Error> {
+        let row = sqlx::query("SELECT cursor FROM feed_cursors WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?.unwrap_or_default())
+    }
+
+    /// Records where the feed `name` has got to.
+    pub async fn set_cursor(&self, name: &str, cursor: &str) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO feed_cursors (name, cursor) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET cursor = excluded.cursor",
+        )
+        .bind(name)
+        .bind(cursor)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+async fn insert_events(tx: &mut sqlx::Transaction<'static, sqlx::Any>, events: &[OutboxEvent]) -> Result<(), Error> {
+    for e in events {
+        sqlx::query("INSERT INTO outbox (id, order_id, subject, payload, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&e.id)
+            .bind(&e.order_id)
+            .bind(&e.subject)
+            .bind(&e.payload)
+            .bind(e.created_at)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+fn parse(doc: &str) -> Result<Order, Error> {
+    Ok(serde_json::from_str(doc)?)
+}
+
+fn event(r: &AnyRow) -> Result<OutboxEvent, Error> {
+    Ok(OutboxEvent {
+        id: r.try_get(0)?,
+        order_id: r.try_get(1)?,
+        subject: r.try_get(2)?,
+        payload: r.try_get(3)?,
+        created_at: r.try_get(4)?,
+    })
+}
