@@ -31,9 +31,13 @@ pub struct Config {
     pub bus: BusKind,
     /// NATS server for `bus = "nats"`. Default `nats://127.0.0.1:4222`.
     pub nats_url: String,
-    /// JetStream stream holding `erp.events.>`; created if missing.
+    /// JetStream stream holding `<subject_prefix>.>`; created if missing.
     /// Default `ERP_EVENTS`.
     pub stream: String,
+    /// Events go to `<subject_prefix>.<aggregate>.<event>`. Default
+    /// `erp.events`; another prefix keeps several installations (or test
+    /// runs) on one NATS server apart.
+    pub subject_prefix: String,
     /// How often the publisher looks for events written by other replicas.
     /// Default 200 ms.
     #[serde(with = "humantime_serde")]
@@ -46,6 +50,7 @@ impl Default for Config {
             bus: BusKind::InProcess,
             nats_url: "nats://127.0.0.1:4222".into(),
             stream: "ERP_EVENTS".into(),
+            subject_prefix: "erp.events".into(),
             poll_interval: Duration::from_millis(200),
         }
     }
@@ -96,7 +101,7 @@ pub fn event(order: &Order, kind: &str, now: i64) -> OutboxEvent {
     OutboxEvent {
         id,
         order_id: order.id.clone(),
-        subject: format!("erp.events.{kind}"),
+        event_type: kind.to_owned(),
         payload: payload.to_string(),
         created_at: now,
     }
@@ -115,6 +120,7 @@ pub enum Bus {
 pub struct NatsBus {
     jetstream: async_nats::jetstream::Context,
     stream: String,
+    subject_prefix: String,
     stream_ready: tokio::sync::OnceCell<()>,
 }
 
@@ -133,6 +139,7 @@ impl Bus {
                 Ok(Bus::Nats(Arc::new(NatsBus {
                     jetstream: async_nats::jetstream::new(client),
                     stream: config.stream.clone(),
+                    subject_prefix: config.subject_prefix.clone(),
                     stream_ready: tokio::sync::OnceCell::new(),
                 })))
             }
@@ -168,7 +175,7 @@ impl NatsBus {
                 self.jetstream
                     .get_or_create_stream(async_nats::jetstream::stream::Config {
                         name: self.stream.clone(),
-                        subjects: vec!["erp.events.>".into()],
+                        subjects: vec![format!("{}.>", self.subject_prefix)],
                         ..Default::default()
                     })
                     .await
@@ -180,7 +187,11 @@ impl NatsBus {
         headers.insert("Nats-Msg-Id", event.id.as_str());
         let ack = self
             .jetstream
-            .publish_with_headers(event.subject.clone(), headers, event.payload.clone().into())
+            .publish_with_headers(
+                format!("{}.{}", self.subject_prefix, event.event_type),
+                headers,
+                event.payload.clone().into(),
+            )
             .await
             .map_err(|e| nats(&e))?;
         ack.await.map_err(|e| nats(&e))?;

@@ -135,10 +135,12 @@ impl Service {
             id: format!("ord_{}", ulid::Ulid::new()),
             tenant: req.tenant.clone(),
             customer_id: customer.id,
-            customer_external_id: if customer.external_id.is_empty() {
-                placement.customer_external_id.clone()
-            } else {
+            // The caller's identity of the customer, which listings filter
+            // on, even when the ERP record was matched by e-mail.
+            customer_external_id: if placement.customer_external_id.is_empty() {
                 customer.external_id
+            } else {
+                placement.customer_external_id.clone()
             },
             external_ref: placement.external_ref.clone(),
             currency: customer.currency,
@@ -186,6 +188,17 @@ impl Service {
         match s.call(s.customers().find_customer(s.request(find))).await {
             Err(status) if status.code() == Code::NotFound => {}
             other => return Ok(other?),
+        }
+        // A shopper the ERP already knows by (verified) e-mail is that
+        // customer, not a new one.
+        if !placement.customer_email.is_empty() {
+            let by_email = erp::FindCustomerRequest {
+                key: Some(erp::find_customer_request::Key::Email(placement.customer_email.clone())),
+            };
+            match s.call(s.customers().find_customer(s.request(by_email))).await {
+                Err(status) if status.code() == Code::NotFound => {}
+                other => return Ok(other?),
+            }
         }
         // Web shoppers pay by card until someone grants them credit;
         // partners buy on account up to the configured limit.

@@ -59,8 +59,8 @@ pub struct OutboxEvent {
     pub id: String,
     /// The order it is about.
     pub order_id: String,
-    /// e.g. `erp.events.order.confirmed`.
-    pub subject: String,
+    /// `aggregate.event`, e.g. `order.confirmed`.
+    pub event_type: String,
     /// The JSON body.
     pub payload: String,
     /// Unix milliseconds.
@@ -329,7 +329,7 @@ impl Store {
     /// The oldest unpublished events, in the order they were written.
     pub async fn unpublished(&self, limit: i64) -> Result<Vec<OutboxEvent>, Error> {
         let rows = sqlx::query(
-            "SELECT id, order_id, subject, payload, created_at FROM outbox WHERE published_at IS NULL \
+            "SELECT id, order_id, event_type, payload, created_at FROM outbox WHERE published_at IS NULL \
              ORDER BY seq LIMIT $1",
         )
         .bind(limit)
@@ -355,7 +355,7 @@ impl Store {
     /// Every event of an order, published or not, in order.
     pub async fn events_of(&self, order_id: &str) -> Result<Vec<OutboxEvent>, Error> {
         let rows = sqlx::query(
-            "SELECT id, order_id, subject, payload, created_at FROM outbox WHERE order_id = $1 ORDER BY seq",
+            "SELECT id, order_id, event_type, payload, created_at FROM outbox WHERE order_id = $1 ORDER BY seq",
         )
         .bind(order_id)
         .fetch_all(&self.pool)
@@ -395,10 +395,10 @@ impl Store {
 
 async fn insert_events(tx: &mut sqlx::Transaction<'static, sqlx::Any>, events: &[OutboxEvent]) -> Result<(), Error> {
     for e in events {
-        sqlx::query("INSERT INTO outbox (id, order_id, subject, payload, created_at) VALUES ($1, $2, $3, $4, $5)")
+        sqlx::query("INSERT INTO outbox (id, order_id, event_type, payload, created_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(&e.id)
             .bind(&e.order_id)
-            .bind(&e.subject)
+            .bind(&e.event_type)
             .bind(&e.payload)
             .bind(e.created_at)
             .execute(&mut **tx)
@@ -415,7 +415,7 @@ fn event(r: &AnyRow) -> Result<OutboxEvent, Error> {
     Ok(OutboxEvent {
         id: r.try_get(0)?,
         order_id: r.try_get(1)?,
-        subject: r.try_get(2)?,
+        event_type: r.try_get(2)?,
         payload: r.try_get(3)?,
         created_at: r.try_get(4)?,
     })

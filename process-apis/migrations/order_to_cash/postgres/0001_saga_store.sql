@@ -39,7 +39,8 @@ CREATE TABLE outbox (
     seq          BIGSERIAL PRIMARY KEY,
     id           TEXT NOT NULL UNIQUE,
     order_id     TEXT NOT NULL,
-    subject      TEXT NOT NULL,
+    -- e.g. order.confirmed; published as <subject prefix>.<event_type>.
+    event_type   TEXT NOT NULL,
     payload      TEXT NOT NULL,
     created_at   BIGINT NOT NULL,
     published_at BIGINT

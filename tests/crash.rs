@@ -1,0 +1,313 @@
+//! Crash safety of order-to-cash: the process tier (the real binary, in
+//! `serve` mode, events to NATS JetStream) is killed with SIGKILL at random
+//! moments while orders are in flight, and restarted. Afterwards every
+//! order ends in a terminal state, `erp-connect reconcile` exits 0, no
+//! payment is captured twice, and every event is in the outbox and on the
+//! stream at least once.
+
+mod harness;
+
+use std::{
+    collections::{HashMap, HashSet},
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use erp_connect::serve::{Target, Tier};
+use erp_connect_proto::{
+    order_to_cash::v1::{
+        self as o2c, OrderStatus, PaymentMethod, order_to_cash_service_client::OrderToCashServiceClient,
+        place_order_request::Payment,
+    },
+    payments::v1::{self as pay, payment_service_client::PaymentServiceClient},
+};
+use futures_util::StreamExt;
+use harness::{BIN, listener, test_config};
+use platform::shutdown::Shutdown;
+use process_apis::order_to_cash::store::Store;
+use tonic::transport::Channel;
+
+/// Orders placed while the process tier is being killed.
+const ORDERS: usize = 60;
+/// SIGKILLs while they are in flight.
+const KILLS: usize = 4;
+
+/// The process tier as a child process.
+struct ProcessTier {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl ProcessTier {
+    /// Starts `erp-connect serve --target process` on a free port and waits
+    /// for its "serving" log line, which names the bound address.
+    fn start(config: &Path) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--target", "process", "--listen", "127.0.0.1:0", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("process tier starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // Keep draining after the address is known, so the child never
+            // blocks on a full pipe.
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+                if entry["message"] == "serving"
+                    && let Some(addr) = entry["addr"].as_str().and_then(|a| a.parse::<SocketAddr>().ok())
+                {
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(60)).expect("the process tier reports its address");
+        Self { child, addr }
+    }
+
+    fn kill(mut self) {
+        // SIGKILL: no drain, no cleanup.
+        self.child.kill().expect("kill");
+        self.child.wait().expect("reaped");
+    }
+}
+
+impl Drop for ProcessTier {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// PlaceOrder calls that found the tier down, for the test's log.
+static REFUSED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn random_below(n: u64) -> u64 {
+    getrandom::u64().expect("randomness") % n
+}
+
+async fn client(addr: SocketAddr) -> OrderToCashServiceClient<Channel> {
+    OrderToCashServiceClient::new(Channel::from_shared(format!("http://{addr}")).expect("uri").connect_lazy())
+}
+
+/// Like a client that keeps its idempotency key: retries until the
+/// process tier (being killed meanwhile) answers.
+async fn place(addr: &tokio::sync::watch::Receiver<SocketAddr>, request: o2c::PlaceOrderRequest) -> o2c::Order {
+    for _ in 0..600 {
+        let mut orders = client(*addr.borrow()).await;
+        match orders.place_order(request.clone()).await {
+            Ok(order) => return order.into_inner(),
+            Err(status)
+                if matches!(
+                    status.code(),
+                    tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+                ) =>
+            {
+                REFUSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(status) => panic!("order refused: {status}"),
+        }
+    }
+    panic!("the process tier never came back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkilled_process_tier_loses_no_order_and_charges_nobody_twice() {
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let run = ulid::Ulid::new().to_string().to_lowercase();
+    let (stream, prefix) = (format!("CRASH_{run}"), format!("crash_{run}.erp.events"));
+
+    // The system tier stays up in this process: the ERP and the payment
+    // ledger are what must not see a side effect twice.
+    let mut config = test_config(data_dir.path());
+    let system_listener = listener().await;
+    let system_addr = system_listener.local_addr().expect("addr");
+    let system = Tier::build(Target::System, &config).await.expect("system tier");
+    let shutdown = Shutdown::new();
+    let system_task = tokio::spawn(system.serve(system_listener, shutdown.clone()));
+
+    let config_file = data_dir.path().join("process.toml");
+    std::fs::write(
+        &config_file,
+        format!(
+            "data_dir = {dir:?}\n\
+             [process]\nsystem_url = \"http://{system_addr}\"\n\
+             [process.saga]\nlease = \"1s\"\nbackoff_base = \"20ms\"\nbackoff_cap = \"500ms\"\n\
+             poll_interval = \"50ms\"\nfeed_poll_interval = \"100ms\"\n\
+             [process.events]\nbus = \"nats\"\nstream = \"{stream}\"\nsubject_prefix = \"{prefix}\"\n\
+             poll_interval = \"50ms\"\n",
+            dir = data_dir.path().display().to_string(),
+        ),
+    )
+    .expect("config written");
+    config.process.system_url = format!("http://{system_addr}");
+
+    // Place the orders while a killer restarts the tier at random moments.
+    let tier = ProcessTier::start(&config_file);
+    let (addr_tx, addr_rx) = tokio::sync::watch::channel(tier.addr);
+    let killer = tokio::spawn({
+        let config_file = config_file.clone();
+        async move {
+            let mut tier = tier;
+            for _ in 0..KILLS {
+                tokio::time::sleep(Duration::from_millis(150 + random_below(400))).await;
+                tier.kill();
+                tier = tokio::task::spawn_blocking({
+                    let config_file = config_file.clone();
+                    move || ProcessTier::start(&config_file)
+                })
+                .await
+                .expect("restart");
+                addr_tx.send(tier.addr).expect("address watched");
+            }
+            tier
+        }
+    });
+    let placing = (0..ORDERS).map(|i| {
+        let addr = addr_rx.clone();
+        async move {
+            let (tenant, payment) = match i % 6 {
+                0 => ("acme", Payment::OnAccount(true)),
+                1 => ("web", Payment::CardToken("tok_chargeDeclined".into())),
+                2 => ("web", Payment::CardToken("tok_processingError".into())),
+                _ => ("web", Payment::CardToken("tok_visa".into())),
+            };
+            tokio::time::sleep(Duration::from_millis(random_below(1500))).await;
+            let request = o2c::PlaceOrderRequest {
+                idempotency_key: format!("crash-{i}"),
+                tenant: tenant.into(),
+                customer: Some(o2c::CustomerRef { external_id: format!("{tenant}:crash"), ..Default::default() }),
+                lines: vec![o2c::OrderLine { sku: "GADGET-2".into(), quantity: 1, ..Default::default() }],
+                payment: Some(payment),
+                ..Default::default()
+            };
+            place(&addr, request).await
+        }
+    });
+    let accepted = futures_util::future::join_all(placing).await;
+    let tier = killer.await.expect("killer");
+    let ids: HashSet<String> = accepted.iter().map(|o| o.id.clone()).collect();
+    assert_eq!(ids.len(), ORDERS, "one order per idempotency key");
+
+    // Finish every order: pay the on-account ones, ship whatever waits.
+    let mut orders = client(tier.addr).await;
+    let mut finished: HashMap<String, o2c::Order> = HashMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while finished.len() < ORDERS {
+        assert!(tokio::time::Instant::now() < deadline, "orders still running: {:?}", ids.len() - finished.len());
+        let running: Vec<String> = ids.iter().filter(|id| !finished.contains_key(*id)).cloned().collect();
+        for id in &running {
+            let order = orders
+                .get_order(o2c::GetOrderRequest { tenant: String::new(), order_id: id.clone() })
+                .await
+                .expect("order")
+                .into_inner();
+            match order.status() {
+                OrderStatus::Completed | OrderStatus::Rejected | OrderStatus::Cancelled => {
+                    finished.insert(id.clone(), order);
+                }
+                OrderStatus::Invoiced if order.payment_method() == PaymentMethod::OnAccount => {
+                    let payment = o2c::RecordPaymentRequest {
+                        idempotency_key: "cash".into(),
+                        tenant: String::new(),
+                        order_id: id.clone(),
+                        currency: order.currency.clone(),
+                        amount: order.total.clone(),
+                    };
+                    orders.record_payment(payment).await.expect("cash applied");
+                }
+                OrderStatus::Paid => {
+                    for shipment_id in &order.erp.as_ref().expect("refs").shipment_ids {
+                        let request = o2c::CompleteShipmentRequest { shipment_id: shipment_id.clone() };
+                        orders.complete_shipment(request).await.expect("shipped");
+                    }
+                }
+                _ => {}
+            }
+        }
+        // Give the sagas and the feed a moment between sweeps.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let by_status = finished.values().fold(HashMap::<i32, usize>::new(), |mut m, o| {
+        *m.entry(o.status).or_default() += 1;
+        m
+    });
+    eprintln!(
+        "{ORDERS} orders, {KILLS} SIGKILLs, {} PlaceOrder calls found the tier down; outcomes {by_status:?}",
+        REFUSED.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    let declined = finished.values().filter(|o| o.status() == OrderStatus::Rejected).count();
+    assert_eq!(declined, ORDERS / 6, "only the declined cards are rejected: {by_status:?}");
+
+    // No payment captured twice (or for more than the order).
+    let mut payments =
+        PaymentServiceClient::new(Channel::from_shared(format!("http://{system_addr}")).expect("uri").connect_lazy());
+    for order in finished.values().filter(|o| o.payment_method() == PaymentMethod::Card) {
+        let payment = payments
+            .get_payment(pay::GetPaymentRequest { payment_id: order.payment_id.clone() })
+            .await
+            .expect("payment")
+            .into_inner();
+        let expected = if order.status() == OrderStatus::Completed { order.total.as_str() } else { "0.00" };
+        assert_eq!(payment.captured_amount, expected, "order {}: {payment:?}", order.id);
+    }
+
+    // Let the outbox drain, then compare it with the stream.
+    let store =
+        Store::open(&format!("sqlite://{}", data_dir.path().join("process.db").display())).await.expect("store");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while store.oldest_unpublished().await.expect("outbox").is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "outbox never drained");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut outbox = Vec::new();
+    for id in &ids {
+        let events = store.events_of(id).await.expect("events");
+        let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+        assert_eq!(types.first(), Some(&"order.accepted"), "{id}: {types:?}");
+        let last = *types.last().expect("events");
+        assert!(matches!(last, "order.completed" | "order.rejected"), "{id}: {types:?}");
+        outbox.extend(events);
+    }
+    let nats = async_nats::connect("nats://127.0.0.1:4222").await.expect("nats");
+    let jetstream = async_nats::jetstream::new(nats);
+    let consumer = jetstream
+        .create_consumer_on_stream(async_nats::jetstream::consumer::pull::OrderedConfig::default(), stream.as_str())
+        .await
+        .expect("consumer");
+    let mut messages = consumer.messages().await.expect("messages");
+    let mut on_stream = HashSet::new();
+    let wanted: HashSet<&str> = outbox.iter().map(|e| e.id.as_str()).collect();
+    while !wanted.iter().all(|id| on_stream.contains(*id)) {
+        let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            .await
+            .expect("every outbox event reaches the stream")
+            .expect("stream open")
+            .expect("message");
+        let id = message.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")).map(|v| v.to_string()).expect("msg id");
+        on_stream.insert(id);
+    }
+    jetstream.delete_stream(stream.as_str()).await.expect("stream removed");
+
+    // And the invariants hold, as the operator's command sees them.
+    let reconcile = Command::new(BIN)
+        .args(["reconcile", "--config"])
+        .arg(&config_file)
+        .args(["--system-url", &format!("http://{system_addr}")])
+        .output()
+        .expect("reconcile runs");
+    let report = String::from_utf8_lossy(&reconcile.stdout);
+    assert!(reconcile.status.success(), "reconcile: {report}{}", String::from_utf8_lossy(&reconcile.stderr));
+    assert!(report.contains(&format!("orders checked: {ORDERS}")), "{report}");
+
+    tier.kill();
+    shutdown.cancel();
+    system_task.await.expect("system task").expect("system tier");
+}
