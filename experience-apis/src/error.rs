@@ -85,6 +85,13 @@ impl Error {
         }
     }
 
+    /// A process call that looks up one object: its `NOT_FOUND` answers
+    /// `detail`, the same words this tier uses when it hides someone
+    /// else's object itself, so the two cannot be told apart.
+    pub fn lookup(detail: &'static str) -> impl FnOnce(Status) -> Self {
+        move |status| if status.code() == Code::NotFound { Error::NotFound(detail) } else { Error::Process(status) }
+    }
+
     /// Whether retrying the same request later may succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(self, Error::Process(s) if matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded))
@@ -273,6 +280,14 @@ mod tests {
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(body["errors"][0]["field"], "lines[0].sku");
         let (status, _, _) = render(Error::from_query_status(Status::unavailable("down"))).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn a_lookup_names_what_was_not_found() {
+        let (status, _, body) = render(Error::lookup("no such order")(Status::not_found("row 7 missing"))).await;
+        assert_eq!((status, body["detail"].as_str()), (StatusCode::NOT_FOUND, Some("no such order")));
+        let (status, _, _) = render(Error::lookup("no such order")(Status::unavailable("down"))).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     }
 

@@ -183,6 +183,10 @@ fn non_empty(s: String) -> Option<String> {
     Some(s).filter(|s| !s.is_empty())
 }
 
+/// The contract's order statuses, which are also the public timeline's steps.
+pub const STATUSES: &[&str] =
+    &["accepted", "confirmed", "invoiced", "paid", "shipped", "completed", "cancelled", "rejected"];
+
 /// The contract's name of a status.
 pub fn status_name(status: i32) -> &'static str {
     match OrderStatus::try_from(status) {
@@ -238,11 +242,15 @@ impl From<Order> for OrderView {
                 invoice_id: non_empty(erp.invoice_id),
                 shipments: erp.shipment_ids,
             },
-            // The timeline's `detail` is the process tier's own text and
-            // stays out: it may describe internals the contract keeps private.
+            // The public timeline is the order's way through the contract's
+            // statuses. The saga also records its own steps there
+            // ("sales_order_created", "compensation:..."); those and each
+            // step's `detail` are the process tier's internals, which clients
+            // must not come to depend on, so they stay out.
             timeline: order
                 .timeline
                 .into_iter()
+                .filter(|t| STATUSES.contains(&t.step.as_str()))
                 .map(|t| StepView { at: rfc3339(t.at.as_ref()), step: t.step })
                 .collect(),
             created_at: rfc3339(order.created_at.as_ref()),
@@ -393,6 +401,7 @@ mod tests {
             }),
             timeline: vec![
                 TimelineEntry { step: "accepted".into(), at: at(1_795_860_000), detail: "internal".into() },
+                TimelineEntry { step: "sales_order_created".into(), at: at(1_795_860_001), detail: "SO 17".into() },
                 TimelineEntry { step: "confirmed".into(), at: at(1_795_860_001), detail: String::new() },
             ],
             created_at: at(1_795_860_000),
@@ -429,7 +438,7 @@ mod tests {
         );
         // Nothing internal: tenant, customer external id, payment id, timeline detail.
         let text = json.to_string();
-        for private in ["\"web\"", "web:alice", "pay_1", "internal", "\"17\""] {
+        for private in ["\"web\"", "web:alice", "pay_1", "internal", "17", "sales_order_created"] {
             assert!(!text.contains(private), "{private} in {text}");
         }
     }
@@ -459,6 +468,14 @@ mod tests {
         let mut strange = order();
         strange.status = 99;
         assert_eq!(serde_json::to_value(OrderView::from(strange)).expect("json")["status"], "unknown");
+    }
+
+    #[test]
+    fn every_status_has_a_contract_name() {
+        for status in 1..=8 {
+            assert!(STATUSES.contains(&status_name(status)), "{status}");
+        }
+        assert_eq!(status_name(OrderStatus::Completed as i32), "completed");
     }
 
     #[test]

@@ -249,6 +249,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn path_parameters_reach_the_experience_tier_once() {
+        // In-process, the request the experience router sees must not carry
+        // the gateway's own path parameters, or `{id}` arrives twice.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let idp = DevIdp::load_or_create(dir.path()).expect("idp");
+        let jwks = serde_json::from_value(idp.jwks()).expect("jwks");
+        let auth = auth::Authenticator::new(&[(dev_idp::ISSUER.to_owned(), vec!["erp-connect".to_owned()], jwks)], 30)
+            .expect("auth");
+        let experience = Router::new().nest(
+            "/web/v1",
+            Router::new()
+                .route("/orders/{id}", get(|axum::extract::Path(id): axum::extract::Path<String>| async move { id })),
+        );
+        let app = router(auth, upstream::Upstream::InProcess(experience), None);
+        let request = Request::builder()
+            .uri("/web/v1/orders/ord_42")
+            .header(header::AUTHORIZATION, format!("Bearer {}", token(&idp, "orders:read")))
+            .body(Body::empty())
+            .expect("request");
+        let response = app.oneshot(request).await.expect("response");
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(response.into_body(), 1024).await.expect("body");
+        assert_eq!(&body[..], b"ord_42");
+    }
+
+    #[tokio::test]
     async fn unlisted_routes_and_methods_never_reach_the_experience_tier() {
         let (_dir, idp, app) = gateway();
         let all = token(&idp, &SCOPES.join(" "));

@@ -110,6 +110,11 @@ impl Upstream {
         headers.remove(principal::HEADER);
         match self {
             Upstream::InProcess(router) => {
+                // The in-process hop must look like the HTTP one: a fresh
+                // request. The gateway's own router left its path parameters
+                // in the extensions, and axum appends the experience
+                // router's to them, so `{id}` would arrive twice.
+                *request.extensions_mut() = http::Extensions::new();
                 if let Some(principal) = principal {
                     request.extensions_mut().insert(principal);
                 }

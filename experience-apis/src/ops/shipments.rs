@@ -39,8 +39,11 @@ pub async fn complete(
     Caller(principal): Caller,
     ObjectId(id): ObjectId,
 ) -> Result<Json<ShipmentView>, Error> {
-    let done =
-        orders::client(&upstreams).complete_shipment(CompleteShipmentRequest { shipment_id: id }).await?.into_inner();
+    let done = orders::client(&upstreams)
+        .complete_shipment(CompleteShipmentRequest { shipment_id: id })
+        .await
+        .map_err(Error::lookup("no such shipment"))?
+        .into_inner();
     tracing::info!(operator = %principal.subject, order_id = %done.order_id, "shipment completed");
     Ok(Json(ShipmentView::from(done)))
 }

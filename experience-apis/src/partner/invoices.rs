@@ -50,7 +50,8 @@ pub async fn get(
 ) -> Result<Json<InvoiceView>, Error> {
     let invoice = orders::client(&upstreams)
         .get_invoice(GetInvoiceRequest { tenant: partner.tenant, invoice_id: id })
-        .await?
+        .await
+        .map_err(Error::lookup("no such invoice"))?
         .into_inner();
     Ok(Json(InvoiceView::from(invoice)))
 }

@@ -76,7 +76,8 @@ pub async fn get(
 ) -> Result<Json<OrderView>, Error> {
     let order = orders::client(&upstreams)
         .get_order(GetOrderRequest { tenant: partner.tenant.clone(), order_id: id })
-        .await?
+        .await
+        .map_err(Error::lookup("no such order"))?
         .into_inner();
     if !belongs_to(&order, &partner) {
         return Err(Error::NotFound("no such order"));
@@ -104,7 +105,8 @@ pub async fn cancel(
     }
     let order = orders::client(&upstreams)
         .cancel_order(CancelOrderRequest { tenant: partner.tenant.clone(), order_id: id, reason })
-        .await?
+        .await
+        .map_err(Error::lookup("no such order"))?
         .into_inner();
     tracing::info!(status = orders::status_name(order.status), "cancel requested");
     Ok(Json(OrderView::from(order)))

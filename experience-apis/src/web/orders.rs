@@ -88,7 +88,8 @@ pub async fn get(
 ) -> Result<Json<OrderView>, Error> {
     let order = orders::client(&upstreams)
         .get_order(GetOrderRequest { tenant: TENANT.to_owned(), order_id: id })
-        .await?
+        .await
+        .map_err(Error::lookup("no such order"))?
         .into_inner();
     // The tenant is shared by every web customer; ownership is the customer.
     if order.customer_external_id != customer(&principal).external_id {
