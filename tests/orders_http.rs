@@ -351,5 +351,11 @@ async fn cash_application_pays_an_on_account_order_and_a_completed_shipment_comp
         completed["timeline"].as_array().expect("timeline").iter().filter_map(|s| s["step"].as_str()).collect();
     assert!(steps.contains(&"shipped") && steps.last() == Some(&"completed"), "{steps:?}");
     assert_utc_times(&completed);
+
+    // A completed order cannot be cancelled; an unknown one cannot be paid.
+    let too_late = post(&app.url(&format!("{path}/cancel")), &acme, "", None).await;
+    assert_problem(&too_late, 409);
+    let unknown = json!({"order_id": "ord_01JDX3NOSUCHORDER0000000000", "amount": "1.00", "currency": "EUR"});
+    assert_problem(&post(&app.url("/ops/v1/payments"), &ops, &unknown.to_string(), None).await, 404);
     app.stop_all().await;
 }

@@ -40,6 +40,26 @@ pub struct OrderRequest {
     pub lines: Vec<LineRequest>,
     /// How it is paid.
     pub payment: PaymentRequest,
+    /// Where to ship; becomes the customer's address in the ERP when it
+    /// has none yet (Tryton needs one before it quotes a sale).
+    #[serde(default)]
+    pub ship_to: Option<ShipToRequest>,
+}
+
+/// A shipping address.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShipToRequest {
+    /// Street and number.
+    pub street: String,
+    /// City.
+    pub city: String,
+    /// Postal code.
+    #[serde(default)]
+    pub postal_code: String,
+    /// ISO 3166-1 alpha-2, e.g. `DE`.
+    #[serde(default)]
+    pub country: String,
 }
 
 /// One line of a new order.
@@ -85,6 +105,12 @@ impl OrderRequest {
                 PaymentRequest::OnAccount {} => Payment::OnAccount(true),
             }),
             customer: Some(customer),
+            ship_to: self.ship_to.map(|to| erp_connect_proto::order_to_cash::v1::ShipTo {
+                street: to.street,
+                city: to.city,
+                postal_code: to.postal_code,
+                country: to.country,
+            }),
         }
     }
 }

@@ -50,7 +50,11 @@ pub async fn record(
     // Every operator shares the "any" tenant, so keys are kept apart per
     // operator, as the draft means them: unique per client.
     let key = key.scoped_to(&format!("ops:{}", principal.subject));
-    let order = orders::client(&upstreams).record_payment(body.into_record_payment(key)).await?.into_inner();
+    let order = orders::client(&upstreams)
+        .record_payment(body.into_record_payment(key))
+        .await
+        .map_err(Error::lookup("no such order"))?
+        .into_inner();
     tracing::info!(operator = %principal.subject, status = orders::status_name(order.status), "payment recorded");
     Ok(Json(OrderView::from(order)))
 }
