@@ -4,7 +4,7 @@
     TRYTOND_CONFIG=$WORK/trytond.conf python load_demo.py DBNAME SEED_DIR
 
 SEED_DIR holds the embedded ERP's migrations
-(system-apis/migrations/embedded/*.sql); they are replayed into an in-memory
+(system-apis/migrations/embedded/sqlite/*.sql); they are replayed into an in-memory
 SQLite database and read back, so Tryton gets exactly the same catalogue:
 
 * warehouses -> stock.location type "warehouse", code = warehouse code

@@ -10,7 +10,7 @@
 #   BACKEND=sqlite        or postgresql
 #   PG_URI=postgresql://postgres@127.0.0.1:5432/   (BACKEND=postgresql)
 #   DB=erp  PORT=8765  ADMIN_PASSWORD=admin
-#   SEED_DIR=<repo>/system-apis/migrations/embedded  (the embedded ERP's SQL)
+#   SEED_DIR=<repo>/system-apis/migrations/embedded/sqlite  (the embedded ERP's SQL)
 #   --fresh               ignore the golden snapshot, rebuild the database
 #
 # Idempotent and non-interactive. The virtualenv is reused while it holds the
@@ -46,7 +46,7 @@ PG_URI="${PG_URI:-postgresql://postgres@127.0.0.1:5432/}"
 DB="${DB:-erp}"
 PORT="${PORT:-8765}"
 ADMIN_PASSWORD="${ADMIN_PASSWORD:-admin}"
-SEED_DIR="${SEED_DIR:-$HERE/../../system-apis/migrations/embedded}"
+SEED_DIR="${SEED_DIR:-$HERE/../../system-apis/migrations/embedded/sqlite}"
 PYTHON="${PYTHON:-python3}"
 
 case "$BACKEND" in sqlite|postgresql) ;; *) echo "BACKEND must be sqlite or postgresql"; exit 64 ;; esac

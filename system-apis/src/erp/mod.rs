@@ -34,7 +34,7 @@ pub const MAX_LINES: usize = 200;
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
-    /// The embedded reference ERP in SQLite (default).
+    /// The embedded reference ERP in SQLite or PostgreSQL (default).
     #[default]
     Embedded,
     /// A Tryton 8.x server over JSON-RPC (`[erp.tryton]`).
@@ -47,7 +47,9 @@ pub enum BackendKind {
 pub struct Config {
     /// The backend. Default `embedded`.
     pub backend: BackendKind,
-    /// For `embedded`: a `sqlite:` URL. Default: `sqlite://<data dir>/erp.db`.
+    /// For `embedded`: a `sqlite:` or `postgres:` URL (the PostgreSQL
+    /// database must exist; its tables are created). Default:
+    /// `sqlite://<data dir>/erp.db`.
     pub database_url: Option<String>,
     /// For `tryton`: where and how to log in.
     pub tryton: Option<backend::tryton::Config>,
@@ -64,6 +66,13 @@ impl Config {
             (BackendKind::Tryton, Some(t)) if !(t.url.starts_with("http://") || t.url.starts_with("https://")) => {
                 Err(format!("erp.tryton.url {:?} must start with http://", t.url))
             }
+            (BackendKind::Embedded, _) => match &self.database_url {
+                Some(url) if crate::database::Dialect::of(url).is_none() => {
+                    // Not echoed: the URL may carry a password.
+                    Err("erp.database_url must be a sqlite: or postgres: URL".into())
+                }
+                _ => Ok(()),
+            },
             _ => Ok(()),
         }
     }
@@ -114,23 +123,19 @@ pub enum Error {
     /// The backend failed in a way a retry will not fix.
     #[error("ERP backend failed")]
     Backend(#[source] BoxError),
-    /// The embedded ERP's schema could not be brought up to date.
-    #[error("migrating the embedded ERP failed")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    /// The data directory cannot be used.
-    #[error("data directory {path}: {source}")]
-    DataDir {
-        /// The directory.
-        path: String,
-        /// The I/O error.
-        source: std::io::Error,
-    },
+    /// The embedded ERP's database could not be opened or migrated.
+    #[error("opening the embedded ERP's database failed")]
+    Database(#[from] crate::database::Error),
 }
 
 impl Error {
     /// Whether the same call may succeed later.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Unavailable(_))
+        match self {
+            Error::Unavailable(_) => true,
+            Error::Database(err) => err.is_retryable(),
+            _ => false,
+        }
     }
 
     pub(crate) fn not_found(kind: &'static str, id: impl Into<String>) -> Self {

@@ -1,13 +1,14 @@
-//! The payments ledger: every payment and every idempotency key, in SQLite
-//! through sqlx (`<data_dir>/payments.db`, `migrations/payments/`), in
-//! front of a [`Provider`].
+//! The payments ledger: every payment and every idempotency key, in SQL
+//! through sqlx (SQLite `<data_dir>/payments.db` by default, or PostgreSQL;
+//! `migrations/payments/{sqlite,postgres}/`), in front of a [`Provider`].
 //!
 //! A mutating call runs in three steps:
 //! 1. answer from the ledger if its key was used before (a replay), and
 //!    check the payment's state and amounts;
 //! 2. ask the provider, outside any transaction, so a slow provider never
 //!    holds the database's write lock;
-//! 3. in one `BEGIN IMMEDIATE` transaction, look for the key again (a
+//! 3. in one write transaction ([`crate::database`]: `BEGIN IMMEDIATE` on
+//!    SQLite, an advisory lock on PostgreSQL), look for the key again (a
 //!    duplicate may have won the race meanwhile), check the state again
 //!    (another key may have moved the payment), write the payment and claim
 //!    the key with `ON CONFLICT DO NOTHING` on its primary key.
@@ -18,19 +19,19 @@
 //! winner's result. Failed calls claim no key, so a retry after
 //! `UNAVAILABLE` goes to the provider again.
 
-use std::{str::FromStr, time::Duration};
+use std::str::FromStr;
 
 use erp_connect_proto::payments::v1::{Payment, PaymentStatus};
 use prost::Message;
 use rust_decimal::Decimal;
-use sqlx::{
-    Row, SqliteConnection,
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow},
-};
+use sqlx::{AnyConnection, Row, any::AnyRow};
 
 use super::{Authorization, Decision, Error, Operation, Provider};
+use crate::database::{Database, Migrations};
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/payments");
+static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/payments/sqlite");
+static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/payments/postgres");
+static MIGRATIONS: Migrations = Migrations { sqlite: &SQLITE, postgres: &POSTGRES };
 
 /// A validated `Authorize` call.
 #[derive(Debug, Clone)]
@@ -147,7 +148,7 @@ fn now() -> String {
 }
 
 impl Record {
-    fn from_row(row: &SqliteRow) -> Result<Self, Error> {
+    fn from_row(row: &AnyRow) -> Result<Self, Error> {
         Ok(Record {
             id: row.try_get("id")?,
             status: Status::parse(row.try_get("status")?)?,
@@ -239,10 +240,10 @@ impl Record {
     }
 }
 
-/// The ledger over one SQLite database, in front of `P`.
+/// The ledger over one SQL database, in front of `P`.
 #[derive(Debug)]
 pub struct Ledger<P> {
-    pool: SqlitePool,
+    db: Database,
     provider: P,
 }
 
@@ -250,28 +251,8 @@ impl<P: Provider> Ledger<P> {
     /// Opens (creating if needed) `database_url`, or `<data_dir>/payments.db`,
     /// and brings its schema up to date.
     pub async fn open(database_url: Option<&str>, data_dir: &std::path::Path, provider: P) -> Result<Self, Error> {
-        let options = match database_url {
-            Some(url) => SqliteConnectOptions::from_str(url)?,
-            None => {
-                std::fs::create_dir_all(data_dir)
-                    .map_err(|source| Error::DataDir { path: data_dir.display().to_string(), source })?;
-                SqliteConnectOptions::new().filename(data_dir.join("payments.db"))
-            }
-        };
-        // WAL and a busy timeout: concurrent writers queue on
-        // `BEGIN IMMEDIATE` instead of failing at once.
-        let options = options
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(3))
-            .connect_with(options)
-            .await?;
-        MIGRATOR.run(&pool).await?;
-        Ok(Self { pool, provider })
+        let db = Database::open(database_url, data_dir, "payments.db", "payments", &MIGRATIONS).await?;
+        Ok(Self { db, provider })
     }
 
     /// Authorizes once per idempotency key; a decline is recorded too.
@@ -279,7 +260,7 @@ impl<P: Provider> Ledger<P> {
     pub async fn authorize(&self, new: &NewPayment) -> Result<Payment, Error> {
         let key = new.authorization.idempotency_key.as_str();
         let op = operation(None);
-        if let Some(payment) = replay(&mut *self.pool.acquire().await?, key, op, &new.fingerprint).await? {
+        if let Some(payment) = replay(&mut *self.db.pool().acquire().await?, key, op, &new.fingerprint).await? {
             return Ok(payment);
         }
         let decision = self.provider.authorize(&new.authorization).await?;
@@ -300,7 +281,7 @@ impl<P: Provider> Ledger<P> {
             provider_reference,
         };
 
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.db.begin_write().await?;
         if let Some(payment) = replay(&mut tx, key, op, &new.fingerprint).await? {
             return Ok(payment);
         }
@@ -308,7 +289,7 @@ impl<P: Provider> Ledger<P> {
         sqlx::query(
             "INSERT INTO payments (id, status, currency, amount, captured_amount, refunded_amount, decline_reason, \
              reference, provider, provider_reference, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(&record.id)
         .bind(record.status.as_str())
@@ -340,7 +321,7 @@ impl<P: Provider> Ledger<P> {
         let key = call.idempotency_key.as_str();
         let op = operation(Some(action));
         let before = {
-            let mut conn = self.pool.acquire().await?;
+            let mut conn = self.db.pool().acquire().await?;
             if let Some(payment) = replay(&mut conn, key, op, &call.fingerprint).await? {
                 return Ok(payment);
             }
@@ -359,7 +340,7 @@ impl<P: Provider> Ledger<P> {
             Action::Refund => self.provider.refund(&provider_call).await?,
         }
 
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.db.begin_write().await?;
         if let Some(payment) = replay(&mut tx, key, op, &call.fingerprint).await? {
             return Ok(payment);
         }
@@ -370,7 +351,7 @@ impl<P: Provider> Ledger<P> {
         record.plan(action, Some(amount))?;
         record.apply(action, amount);
         sqlx::query(
-            "UPDATE payments SET status = ?, captured_amount = ?, refunded_amount = ?, updated_at = ? WHERE id = ?",
+            "UPDATE payments SET status = $1, captured_amount = $2, refunded_amount = $3, updated_at = $4 WHERE id = $5",
         )
         .bind(record.status.as_str())
         .bind(money(record.captured))
@@ -391,30 +372,30 @@ impl<P: Provider> Ledger<P> {
 
     /// The payment as it is now.
     pub async fn get(&self, id: &str) -> Result<Payment, Error> {
-        Ok(read(&mut *self.pool.acquire().await?, id).await?.to_proto())
+        Ok(read(&mut *self.db.pool().acquire().await?, id).await?.to_proto())
     }
 
     /// Whether the database and the provider answer right now.
     pub async fn is_ready(&self) -> bool {
-        let db = sqlx::query("SELECT 1").execute(&self.pool).await.is_ok();
+        let db = sqlx::query("SELECT 1").execute(self.db.pool()).await.is_ok();
         db && self.provider.is_ready().await
     }
 
     /// Closes the database connections.
     pub async fn close(&self) {
-        self.pool.close().await;
+        self.db.close().await;
     }
 
     /// The answer recorded by the call that claimed `key` first.
     async fn winner(&self, key: &str, op: &str, fingerprint: &str) -> Result<Payment, Error> {
-        replay(&mut *self.pool.acquire().await?, key, op, fingerprint)
+        replay(&mut *self.db.pool().acquire().await?, key, op, fingerprint)
             .await?
             .ok_or_else(|| Error::Corrupt(format!("idempotency key {key:?} conflicted but has no record")))
     }
 }
 
-async fn read(conn: &mut SqliteConnection, id: &str) -> Result<Record, Error> {
-    let row = sqlx::query("SELECT * FROM payments WHERE id = ?")
+async fn read(conn: &mut AnyConnection, id: &str) -> Result<Record, Error> {
+    let row = sqlx::query("SELECT * FROM payments WHERE id = $1")
         .bind(id)
         .fetch_optional(conn)
         .await?
@@ -424,8 +405,8 @@ async fn read(conn: &mut SqliteConnection, id: &str) -> Result<Record, Error> {
 
 /// What the first call with `key` answered, if there was one; another
 /// request (or another rpc) under the same key is a conflict.
-async fn replay(conn: &mut SqliteConnection, key: &str, op: &str, fingerprint: &str) -> Result<Option<Payment>, Error> {
-    let Some(row) = sqlx::query("SELECT operation, fingerprint, response FROM idempotency_keys WHERE key = ?")
+async fn replay(conn: &mut AnyConnection, key: &str, op: &str, fingerprint: &str) -> Result<Option<Payment>, Error> {
+    let Some(row) = sqlx::query("SELECT operation, fingerprint, response FROM idempotency_keys WHERE key = $1")
         .bind(key)
         .fetch_optional(conn)
         .await?
@@ -443,7 +424,7 @@ async fn replay(conn: &mut SqliteConnection, key: &str, op: &str, fingerprint: &
 
 /// Claims `key` for this call's answer; `false` when another call holds it.
 async fn claim(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     key: &str,
     op: &str,
     fingerprint: &str,
@@ -451,7 +432,7 @@ async fn claim(
 ) -> Result<bool, Error> {
     let done = sqlx::query(
         "INSERT INTO idempotency_keys (key, operation, fingerprint, payment_id, response, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (key) DO NOTHING",
     )
     .bind(key)
     .bind(op)
@@ -496,7 +477,7 @@ mod tests {
         let ledger =
             Ledger::open(None, dir.path(), crate::payments::backend::sandbox::Sandbox::new()).await.expect("open");
         let payment = record(Status::Authorized, 100, 0, 0).to_proto();
-        let mut conn = ledger.pool.acquire().await.expect("connection");
+        let mut conn = ledger.db.pool().acquire().await.expect("connection");
         sqlx::query(
             "INSERT INTO payments (id, status, currency, amount, provider, created_at, updated_at) \
              VALUES ('pay_1', 'authorized', 'EUR', '1.00', 'sandbox', '', '')",

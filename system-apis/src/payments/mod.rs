@@ -5,7 +5,8 @@
 //!   refund), one implementation per provider in [`backend`]; `sandbox`, a
 //!   provider's test mode with deterministic test cards, is the default.
 //! - [`ledger`]: our own record of every payment and every idempotency key,
-//!   in SQLite (`<data_dir>/payments.db`, `migrations/payments/`). It checks
+//!   in SQLite (`<data_dir>/payments.db`) or PostgreSQL
+//!   (`migrations/payments/`). It checks
 //!   the state machine and the amounts before a provider is asked, and
 //!   answers replays itself, so every provider behaves alike behind
 //!   `payments.v1` and none is asked twice for the same key.
@@ -45,7 +46,8 @@ pub enum ProviderKind {
 pub struct Config {
     /// The provider. Default `sandbox`.
     pub provider: ProviderKind,
-    /// A `sqlite:` URL of the payments ledger. Default:
+    /// A `sqlite:` or `postgres:` URL of the payments ledger (the
+    /// PostgreSQL database must exist; its tables are created). Default:
     /// `sqlite://<data dir>/payments.db`.
     pub database_url: Option<String>,
 }
@@ -54,8 +56,9 @@ impl Config {
     /// Checks what types alone cannot, before anything starts.
     pub fn validate(&self) -> Result<(), String> {
         match &self.database_url {
-            Some(url) if !url.starts_with("sqlite:") => {
-                Err(format!("payments.database_url {url:?} must be a sqlite: URL"))
+            Some(url) if crate::database::Dialect::of(url).is_none() => {
+                // Not echoed: the URL may carry a password.
+                Err("payments.database_url must be a sqlite: or postgres: URL".into())
             }
             _ => Ok(()),
         }
@@ -117,23 +120,19 @@ pub enum Error {
     /// A row of the ledger cannot be read back: a bug or a hand-edited database.
     #[error("corrupt payments ledger: {0}")]
     Corrupt(String),
-    /// The ledger's schema could not be brought up to date.
-    #[error("migrating the payments ledger failed")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    /// The data directory cannot be used.
-    #[error("data directory {path}: {source}")]
-    DataDir {
-        /// The directory.
-        path: String,
-        /// The I/O error.
-        source: std::io::Error,
-    },
+    /// The ledger's database could not be opened or migrated.
+    #[error("opening the payments ledger failed")]
+    Database(#[from] crate::database::Error),
 }
 
 impl Error {
     /// Whether the same call (same idempotency key) may succeed later.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::ProviderUnavailable(_) | Error::StoreUnavailable(_))
+        match self {
+            Error::ProviderUnavailable(_) | Error::StoreUnavailable(_) => true,
+            Error::Database(err) => err.is_retryable(),
+            _ => false,
+        }
     }
 
     pub(crate) fn invalid(field: &'static str, message: impl Into<String>) -> Self {
@@ -147,13 +146,13 @@ impl Error {
 
 impl From<sqlx::Error> for Error {
     fn from(err: sqlx::Error) -> Self {
-        // SQLITE_BUSY (5) and SQLITE_LOCKED (6), also as extended codes:
-        // another writer held the database past the busy timeout.
-        let busy = err
-            .as_database_error()
-            .and_then(|db| db.code())
-            .and_then(|code| code.parse::<i32>().ok())
-            .is_some_and(|code| matches!(code & 0xff, 5 | 6));
+        // SQLite: SQLITE_BUSY (5) and SQLITE_LOCKED (6), also as extended
+        // codes: another writer held the database past the busy timeout.
+        // PostgreSQL (SQLSTATE): serialization failure, deadlock, lock not
+        // available, too many connections, server shutting down.
+        let code = err.as_database_error().and_then(|db| db.code()).map(|c| c.into_owned()).unwrap_or_default();
+        let busy = matches!(code.as_str(), "40001" | "40P01" | "55P03" | "53300" | "57P01")
+            || (code.len() != 5 && code.parse::<i32>().is_ok_and(|code| matches!(code & 0xff, 5 | 6)));
         match err {
             sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
                 Error::StoreUnavailable(err)

@@ -497,6 +497,41 @@ mod tests {
         pool.close().await;
     }
 
+    /// The same ledger on PostgreSQL: replays, refusals and racing
+    /// duplicates behave as on SQLite.
+    #[tokio::test]
+    async fn payments_ledger_on_postgres_behaves_as_on_sqlite() {
+        let scratch = crate::database::ScratchPostgres::create("payments_test").await;
+        let dir = tempdir();
+        let config = Config { database_url: Some(scratch.url()), ..Config::default() };
+        let payments = Payments::open(&config, dir.path()).await.expect("open the ledger on PostgreSQL");
+        let mut client = PaymentServiceClient::new(platform::channel::in_process(payments.routes()));
+
+        let authorized = authorize(&mut client, "a-1", "tok_visa", "20.00").await.expect("authorized");
+        let captured = capture(&mut client, "c-1", &authorized.id, "15").await.expect("captured");
+        assert_eq!((status(&captured), captured.captured_amount.as_str()), (PaymentStatus::Captured, "15.00"));
+        assert_eq!(authorize(&mut client, "a-1", "tok_visa", "20.00").await.expect("replayed"), authorized);
+        let conflict = authorize(&mut client, "a-1", "tok_visa", "21.00").await.expect_err("another request");
+        assert_eq!(conflict.code(), Code::AlreadyExists);
+        assert_eq!(precondition(capture(&mut client, "c-2", &authorized.id, "").await), "PAYMENT_NOT_AUTHORIZED");
+        let declined = authorize(&mut client, "d-1", "tok_chargeDeclined", "5.00").await.expect("declined");
+        assert_eq!(status(&declined), PaymentStatus::Declined);
+
+        let calls: Vec<_> = (0..8)
+            .map(|_| {
+                let mut client = client.clone();
+                tokio::spawn(async move { authorize(&mut client, "dup", "tok_visa", "5.00").await })
+            })
+            .collect();
+        let mut ids = Vec::new();
+        for call in calls {
+            ids.push(call.await.expect("task").expect("authorized").id);
+        }
+        ids.dedup();
+        assert_eq!(ids.len(), 1, "one payment for racing duplicates: {ids:?}");
+        payments.close().await;
+    }
+
     #[tokio::test]
     async fn payments_get_unknown_payment_is_not_found() {
         let dir = tempdir();
@@ -515,6 +550,8 @@ mod tests {
         assert!(serde_json::from_str::<Config>(r#"{"provider": "sandbox", "colour": 1}"#).is_err());
         assert!(serde_json::from_str::<Config>(r#"{"provider": "stripe"}"#).is_err());
         let postgres: Config = serde_json::from_str(r#"{"database_url": "postgres://x"}"#).expect("parses");
-        assert!(postgres.validate().is_err());
+        assert!(postgres.validate().is_ok());
+        let mysql: Config = serde_json::from_str(r#"{"database_url": "mysql://u:secret@x/db"}"#).expect("parses");
+        assert!(mysql.validate().is_err_and(|e| !e.contains("secret")), "rejected, without the password");
     }
 }

@@ -1,33 +1,38 @@
-//! The embedded reference ERP: the ERP's tables in SQLite through sqlx,
-//! migrated on open and seeded with demo data on first start
-//! (`migrations/embedded/`).
+//! The embedded reference ERP: the ERP's tables in SQL through sqlx, on
+//! SQLite (the default, `<data dir>/erp.db`) or PostgreSQL
+//! (`erp.database_url = "postgres://..."`), migrated on open and seeded with
+//! demo data on first start (`migrations/embedded/{sqlite,postgres}/`, the
+//! same tables and seed in each dialect's DDL).
 //!
-//! Every write runs in one `BEGIN IMMEDIATE` transaction, so concurrent
-//! writers queue instead of failing, and the change log row of a write
-//! commits with it. Money is stored as decimal text.
+//! Every write runs in one write transaction of [`crate::database`]: writers
+//! queue instead of failing, a write's checks and its changes see no
+//! concurrent write (no oversold stock, no order confirmed twice), and the
+//! change log row of a write commits with it. Money is stored as decimal text.
 
-use std::{collections::HashMap, path::Path, str::FromStr, time::Duration};
+use std::{collections::HashMap, path::Path, str::FromStr};
 
 use erp_connect_proto::erp::v1::{
     Address, Aggregate, Change, Customer, Invoice, InvoiceState, Money, OpenAmount, Product, SalesOrder,
     SalesOrderLine, SalesOrderState, Shipment, ShipmentLine, ShipmentState, StockLevel, WarehouseStock,
 };
 use rust_decimal::Decimal;
-use sqlx::{
-    Row, Sqlite, Transaction,
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow},
+use sqlx::{Any, AnyConnection, Row, Transaction, any::AnyRow};
+
+use crate::{
+    database::{Database, Migrations},
+    erp::{Connector, CustomerKey, Error, InvoicePayment, NewCustomer, NewSalesOrder, Page},
 };
 
-use crate::erp::{Connector, CustomerKey, Error, InvoicePayment, NewCustomer, NewSalesOrder, Page};
+static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/embedded/sqlite");
+static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/embedded/postgres");
+static MIGRATIONS: Migrations = Migrations { sqlite: &SQLITE, postgres: &POSTGRES };
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/embedded");
+type Tx = Transaction<'static, Any>;
 
-type Tx = Transaction<'static, Sqlite>;
-
-/// The embedded ERP over one SQLite database.
+/// The embedded ERP over one SQL database.
 #[derive(Debug)]
 pub struct EmbeddedErp {
-    pool: SqlitePool,
+    db: Database,
 }
 
 fn now() -> String {
@@ -55,35 +60,20 @@ impl EmbeddedErp {
     /// Opens (creating if needed) `database_url`, or `<data_dir>/erp.db`,
     /// and brings its schema and demo data up to date.
     pub async fn open(database_url: Option<&str>, data_dir: &Path) -> Result<Self, Error> {
-        let options = match database_url {
-            Some(url) => SqliteConnectOptions::from_str(url)?,
-            None => {
-                std::fs::create_dir_all(data_dir)
-                    .map_err(|source| Error::DataDir { path: data_dir.display().to_string(), source })?;
-                SqliteConnectOptions::new().filename(data_dir.join("erp.db"))
-            }
-        };
-        let options = options
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(3))
-            .connect_with(options)
-            .await?;
-        MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { db: Database::open(database_url, data_dir, "erp.db", "erp", &MIGRATIONS).await? })
     }
 
     async fn write_tx(&self) -> Result<Tx, Error> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        Ok(self.db.begin_write().await?)
+    }
+
+    fn pool(&self) -> &sqlx::AnyPool {
+        self.db.pool()
     }
 }
 
 async fn log_change(tx: &mut Tx, aggregate: &str, id: &str, state: &str) -> Result<(), Error> {
-    sqlx::query("INSERT INTO change_log (aggregate, entity_id, state, changed_at) VALUES (?, ?, ?, ?)")
+    sqlx::query("INSERT INTO change_log (aggregate, entity_id, state, changed_at) VALUES ($1, $2, $3, $4)")
         .bind(aggregate)
         .bind(id)
         .bind(state)
@@ -94,7 +84,7 @@ async fn log_change(tx: &mut Tx, aggregate: &str, id: &str, state: &str) -> Resu
 }
 
 async fn next_number(tx: &mut Tx, counter: &str, prefix: &str) -> Result<String, Error> {
-    let n: i64 = sqlx::query_scalar("UPDATE counters SET value = value + 1 WHERE name = ? RETURNING value")
+    let n: i64 = sqlx::query_scalar("UPDATE counters SET value = value + 1 WHERE name = $1 RETURNING value")
         .bind(counter)
         .fetch_one(&mut **tx)
         .await?;
@@ -104,7 +94,7 @@ async fn next_number(tx: &mut Tx, counter: &str, prefix: &str) -> Result<String,
 /// The stored result of an earlier call with this key, if any; a
 /// different request under the same key is a conflict.
 async fn replayed(tx: &mut Tx, scope: &str, key: &str, fingerprint: &str) -> Result<Option<String>, Error> {
-    let row = sqlx::query("SELECT fingerprint, result_id FROM idempotency WHERE scope = ? AND key = ?")
+    let row = sqlx::query("SELECT fingerprint, result_id FROM idempotency WHERE scope = $1 AND key = $2")
         .bind(scope)
         .bind(key)
         .fetch_optional(&mut **tx)
@@ -117,7 +107,7 @@ async fn replayed(tx: &mut Tx, scope: &str, key: &str, fingerprint: &str) -> Res
 }
 
 async fn remember(tx: &mut Tx, scope: &str, key: &str, fingerprint: &str, result_id: &str) -> Result<(), Error> {
-    sqlx::query("INSERT INTO idempotency (scope, key, fingerprint, result_id, created_at) VALUES (?, ?, ?, ?, ?)")
+    sqlx::query("INSERT INTO idempotency (scope, key, fingerprint, result_id, created_at) VALUES ($1, $2, $3, $4, $5)")
         .bind(scope)
         .bind(key)
         .bind(fingerprint)
@@ -128,25 +118,26 @@ async fn remember(tx: &mut Tx, scope: &str, key: &str, fingerprint: &str, result
     Ok(())
 }
 
-fn product_from_row(row: &SqliteRow) -> Result<Product, sqlx::Error> {
+fn product_from_row(row: &AnyRow) -> Result<Product, sqlx::Error> {
     Ok(Product {
         sku: row.try_get("sku")?,
         name: row.try_get("name")?,
         description: row.try_get("description")?,
         uom: row.try_get("uom")?,
         list_price: Some(Money { currency: row.try_get("currency")?, amount: row.try_get("list_price")? }),
-        active: row.try_get("active")?,
+        // An integer in both dialects: the `Any` driver reads no SQLite boolean.
+        active: row.try_get::<i64, _>("active")? != 0,
     })
 }
 
-async fn read_customer(conn: &mut sqlx::SqliteConnection, id: &str) -> Result<Customer, Error> {
-    let row = sqlx::query("SELECT id, external_id, name, email, currency, credit_limit FROM customers WHERE id = ?")
+async fn read_customer(conn: &mut AnyConnection, id: &str) -> Result<Customer, Error> {
+    let row = sqlx::query("SELECT id, external_id, name, email, currency, credit_limit FROM customers WHERE id = $1")
         .bind(id)
         .fetch_optional(&mut *conn)
         .await?
         .ok_or_else(|| Error::not_found("customer", id))?;
     let addresses =
-        sqlx::query("SELECT id, street, city, postal_code, country FROM addresses WHERE customer_id = ? ORDER BY id")
+        sqlx::query("SELECT id, street, city, postal_code, country FROM addresses WHERE customer_id = $1 ORDER BY id")
             .bind(id)
             .fetch_all(&mut *conn)
             .await?
@@ -202,16 +193,16 @@ fn shipment_state(text: &str) -> ShipmentState {
     }
 }
 
-async fn read_order(conn: &mut sqlx::SqliteConnection, id: &str) -> Result<SalesOrder, Error> {
+async fn read_order(conn: &mut AnyConnection, id: &str) -> Result<SalesOrder, Error> {
     let row = sqlx::query(
-        "SELECT id, number, reference, customer_id, state, currency, total, created_at FROM sales_orders WHERE id = ?",
+        "SELECT id, number, reference, customer_id, state, currency, total, created_at FROM sales_orders WHERE id = $1",
     )
     .bind(id)
     .fetch_optional(&mut *conn)
     .await?
     .ok_or_else(|| Error::not_found("sales order", id))?;
     let lines = sqlx::query(
-        "SELECT sku, quantity, unit_price, amount FROM sales_order_lines WHERE sales_order_id = ? ORDER BY line_no",
+        "SELECT sku, quantity, unit_price, amount FROM sales_order_lines WHERE sales_order_id = $1 ORDER BY line_no",
     )
     .bind(id)
     .fetch_all(&mut *conn)
@@ -226,11 +217,11 @@ async fn read_order(conn: &mut sqlx::SqliteConnection, id: &str) -> Result<Sales
         })
     })
     .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    let invoice_ids = sqlx::query_scalar("SELECT id FROM invoices WHERE sales_order_id = ? ORDER BY id")
+    let invoice_ids = sqlx::query_scalar("SELECT id FROM invoices WHERE sales_order_id = $1 ORDER BY id")
         .bind(id)
         .fetch_all(&mut *conn)
         .await?;
-    let shipment_ids = sqlx::query_scalar("SELECT id FROM shipments WHERE sales_order_id = ? ORDER BY id")
+    let shipment_ids = sqlx::query_scalar("SELECT id FROM shipments WHERE sales_order_id = $1 ORDER BY id")
         .bind(id)
         .fetch_all(&mut *conn)
         .await?;
@@ -250,7 +241,7 @@ async fn read_order(conn: &mut sqlx::SqliteConnection, id: &str) -> Result<Sales
     })
 }
 
-fn invoice_from_row(row: &SqliteRow) -> Result<Invoice, sqlx::Error> {
+fn invoice_from_row(row: &AnyRow) -> Result<Invoice, sqlx::Error> {
     Ok(Invoice {
         id: row.try_get("id")?,
         number: row.try_get::<Option<String>, _>("number")?.unwrap_or_default(),
@@ -263,9 +254,9 @@ fn invoice_from_row(row: &SqliteRow) -> Result<Invoice, sqlx::Error> {
     })
 }
 
-async fn read_invoice(conn: &mut sqlx::SqliteConnection, id: &str) -> Result<Invoice, Error> {
+async fn read_invoice(conn: &mut AnyConnection, id: &str) -> Result<Invoice, Error> {
     let row = sqlx::query(
-        "SELECT id, number, sales_order_id, customer_id, state, currency, total, amount_due FROM invoices WHERE id = ?",
+        "SELECT id, number, sales_order_id, customer_id, state, currency, total, amount_due FROM invoices WHERE id = $1",
     )
     .bind(id)
     .fetch_optional(&mut *conn)
@@ -274,25 +265,27 @@ async fn read_invoice(conn: &mut sqlx::SqliteConnection, id: &str) -> Result<Inv
     Ok(invoice_from_row(&row)?)
 }
 
-async fn read_shipment(conn: &mut sqlx::SqliteConnection, id: &str) -> Result<Shipment, Error> {
-    let row = sqlx::query("SELECT id, number, sales_order_id, state FROM shipments WHERE id = ?")
+async fn read_shipment(conn: &mut AnyConnection, id: &str) -> Result<Shipment, Error> {
+    let row = sqlx::query("SELECT id, number, sales_order_id, state FROM shipments WHERE id = $1")
         .bind(id)
         .fetch_optional(&mut *conn)
         .await?
         .ok_or_else(|| Error::not_found("shipment", id))?;
-    let lines = sqlx::query("SELECT sku, quantity, warehouse FROM shipment_lines WHERE shipment_id = ? ORDER BY rowid")
-        .bind(id)
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(|l| {
-            Ok(ShipmentLine {
-                sku: l.try_get("sku")?,
-                quantity: l.try_get("quantity")?,
-                warehouse: l.try_get("warehouse")?,
-            })
+    let lines = sqlx::query(
+        "SELECT sku, quantity, warehouse FROM shipment_lines WHERE shipment_id = $1 ORDER BY sku, warehouse",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|l| {
+        Ok(ShipmentLine {
+            sku: l.try_get("sku")?,
+            quantity: l.try_get("quantity")?,
+            warehouse: l.try_get("warehouse")?,
         })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    })
+    .collect::<Result<Vec<_>, sqlx::Error>>()?;
     Ok(Shipment {
         id: row.try_get("id")?,
         number: row.try_get("number")?,
@@ -303,7 +296,7 @@ async fn read_shipment(conn: &mut sqlx::SqliteConnection, id: &str) -> Result<Sh
 }
 
 async fn order_state_of(tx: &mut Tx, id: &str) -> Result<String, Error> {
-    sqlx::query_scalar("SELECT state FROM sales_orders WHERE id = ?")
+    sqlx::query_scalar("SELECT state FROM sales_orders WHERE id = $1")
         .bind(id)
         .fetch_optional(&mut **tx)
         .await?
@@ -311,15 +304,15 @@ async fn order_state_of(tx: &mut Tx, id: &str) -> Result<String, Error> {
 }
 
 async fn set_order_state(tx: &mut Tx, id: &str, state: &str) -> Result<(), Error> {
-    sqlx::query("UPDATE sales_orders SET state = ? WHERE id = ?").bind(state).bind(id).execute(&mut **tx).await?;
+    sqlx::query("UPDATE sales_orders SET state = $1 WHERE id = $2").bind(state).bind(id).execute(&mut **tx).await?;
     log_change(tx, "sales_order", id, state).await
 }
 
 /// An order is done once every invoice is paid and every shipment shipped.
 async fn complete_order_if_settled(tx: &mut Tx, order_id: &str) -> Result<(), Error> {
     let open: i64 = sqlx::query_scalar(
-        "SELECT (SELECT COUNT(*) FROM invoices WHERE sales_order_id = ?1 AND state NOT IN ('paid', 'cancelled'))
-              + (SELECT COUNT(*) FROM shipments WHERE sales_order_id = ?1 AND state NOT IN ('done', 'cancelled'))",
+        "SELECT (SELECT COUNT(*) FROM invoices WHERE sales_order_id = $1 AND state NOT IN ('paid', 'cancelled'))
+              + (SELECT COUNT(*) FROM shipments WHERE sales_order_id = $1 AND state NOT IN ('done', 'cancelled'))",
     )
     .bind(order_id)
     .fetch_one(&mut **tx)
@@ -336,11 +329,11 @@ impl Connector for EmbeddedErp {
         let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
         let rows = sqlx::query(
             "SELECT sku, name, description, uom, list_price, currency, active \
-             FROM products WHERE active = 1 AND sku > ? ORDER BY sku LIMIT ?",
+             FROM products WHERE active = 1 AND sku > $1 ORDER BY sku LIMIT $2",
         )
         .bind(after.unwrap_or(""))
         .bind(fetch)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await?;
         let more = rows.len() > limit;
         let items = rows.iter().take(limit).map(product_from_row).collect::<Result<Vec<_>, _>>()?;
@@ -348,11 +341,12 @@ impl Connector for EmbeddedErp {
     }
 
     async fn get_product(&self, sku: &str) -> Result<Product, Error> {
-        let row =
-            sqlx::query("SELECT sku, name, description, uom, list_price, currency, active FROM products WHERE sku = ?")
-                .bind(sku)
-                .fetch_optional(&self.pool)
-                .await?;
+        let row = sqlx::query(
+            "SELECT sku, name, description, uom, list_price, currency, active FROM products WHERE sku = $1",
+        )
+        .bind(sku)
+        .fetch_optional(self.pool())
+        .await?;
         match row {
             Some(row) => Ok(product_from_row(&row)?),
             None => Err(Error::not_found("product", sku)),
@@ -363,13 +357,18 @@ impl Connector for EmbeddedErp {
         if skus.is_empty() {
             return Ok(Vec::new());
         }
-        let mut query = sqlx::QueryBuilder::new("SELECT sku, warehouse, on_hand, reserved FROM stock WHERE sku IN (");
-        let mut list = query.separated(", ");
+        // Numbered placeholders written here: the `Any` driver's query
+        // builder writes `?`, which PostgreSQL does not read.
+        let placeholders: Vec<String> = (1..=skus.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT sku, warehouse, on_hand, reserved FROM stock WHERE sku IN ({}) ORDER BY sku, warehouse",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for sku in skus {
-            list.push_bind(sku);
+            query = query.bind(sku);
         }
-        query.push(") ORDER BY sku, warehouse");
-        let rows = query.build().fetch_all(&self.pool).await?;
+        let rows = query.fetch_all(self.pool()).await?;
 
         let mut by_sku: HashMap<String, Vec<WarehouseStock>> = HashMap::with_capacity(skus.len());
         for row in rows {
@@ -396,15 +395,15 @@ impl Connector for EmbeddedErp {
     }
 
     async fn get_customer(&self, id: &str) -> Result<Customer, Error> {
-        read_customer(&mut *self.pool.acquire().await?, id).await
+        read_customer(&mut *self.pool().acquire().await?, id).await
     }
 
     async fn find_customer(&self, key: &CustomerKey) -> Result<Customer, Error> {
         let (sql, value) = match key {
-            CustomerKey::ExternalId(id) => ("SELECT id FROM customers WHERE external_id = ?", id),
-            CustomerKey::Email(email) => ("SELECT id FROM customers WHERE lower(email) = lower(?)", email),
+            CustomerKey::ExternalId(id) => ("SELECT id FROM customers WHERE external_id = $1", id),
+            CustomerKey::Email(email) => ("SELECT id FROM customers WHERE lower(email) = lower($1)", email),
         };
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.pool().acquire().await?;
         let id: Option<String> =
             sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(value).fetch_optional(&mut *conn).await?;
         let id = id.ok_or_else(|| Error::not_found("customer", value.clone()))?;
@@ -417,8 +416,8 @@ impl Connector for EmbeddedErp {
             return read_customer(&mut tx, &id).await;
         }
         let taken: Option<String> = sqlx::query_scalar(
-            "SELECT id FROM customers WHERE (external_id IS NOT NULL AND external_id = ?) \
-             OR (email IS NOT NULL AND lower(email) = lower(?))",
+            "SELECT id FROM customers WHERE (external_id IS NOT NULL AND external_id = $1) \
+             OR (email IS NOT NULL AND lower(email) = lower($2))",
         )
         .bind(&new.external_id)
         .bind(&new.email)
@@ -434,7 +433,7 @@ impl Connector for EmbeddedErp {
         let id = new_id("cus");
         sqlx::query(
             "INSERT INTO customers (id, external_id, name, email, currency, credit_limit, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&id)
         .bind(&new.external_id)
@@ -457,7 +456,7 @@ impl Connector for EmbeddedErp {
 
     async fn update_credit_limit(&self, id: &str, limit: Decimal) -> Result<Customer, Error> {
         let mut tx = self.write_tx().await?;
-        let updated = sqlx::query("UPDATE customers SET credit_limit = ? WHERE id = ?")
+        let updated = sqlx::query("UPDATE customers SET credit_limit = $1 WHERE id = $2")
             .bind(money(limit))
             .bind(id)
             .execute(&mut *tx)
@@ -486,7 +485,7 @@ impl Connector for EmbeddedErp {
         if let Some(id) = replayed(&mut tx, "sales_order", &new.idempotency_key, &new.fingerprint).await? {
             return read_order(&mut tx, &id).await;
         }
-        let customer_currency: Option<String> = sqlx::query_scalar("SELECT currency FROM customers WHERE id = ?")
+        let customer_currency: Option<String> = sqlx::query_scalar("SELECT currency FROM customers WHERE id = $1")
             .bind(&new.customer_id)
             .fetch_optional(&mut *tx)
             .await?;
@@ -504,7 +503,7 @@ impl Connector for EmbeddedErp {
         let id = new_id("so");
         let mut priced = Vec::with_capacity(new.lines.len());
         for line in &new.lines {
-            let row = sqlx::query("SELECT list_price, currency FROM products WHERE sku = ? AND active = 1")
+            let row = sqlx::query("SELECT list_price, currency FROM products WHERE sku = $1 AND active = 1")
                 .bind(&line.sku)
                 .fetch_optional(&mut *tx)
                 .await?
@@ -529,7 +528,7 @@ impl Connector for EmbeddedErp {
         let total: Decimal = priced.iter().map(|(_, _, amount)| *amount).sum();
         sqlx::query(
             "INSERT INTO sales_orders (id, number, reference, customer_id, state, currency, total, created_at) \
-             VALUES (?, NULL, ?, ?, 'draft', ?, ?, ?)",
+             VALUES ($1, NULL, $2, $3, 'draft', $4, $5, $6)",
         )
         .bind(&id)
         .bind(&new.reference)
@@ -542,7 +541,7 @@ impl Connector for EmbeddedErp {
         for (line_no, (line, unit_price, amount)) in priced.iter().enumerate() {
             sqlx::query(
                 "INSERT INTO sales_order_lines (sales_order_id, line_no, sku, quantity, unit_price, amount) \
-                 VALUES (?, ?, ?, ?, ?, ?)",
+                 VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(&id)
             .bind(i64::try_from(line_no).unwrap_or(i64::MAX))
@@ -565,7 +564,7 @@ impl Connector for EmbeddedErp {
         match order_state_of(&mut tx, id).await?.as_str() {
             "draft" => {
                 let number = next_number(&mut tx, "sales_order", "SO").await?;
-                sqlx::query("UPDATE sales_orders SET number = ? WHERE id = ?")
+                sqlx::query("UPDATE sales_orders SET number = $1 WHERE id = $2")
                     .bind(number)
                     .bind(id)
                     .execute(&mut *tx)
@@ -607,7 +606,7 @@ impl Connector for EmbeddedErp {
     }
 
     async fn get_sales_order(&self, id: &str) -> Result<SalesOrder, Error> {
-        read_order(&mut *self.pool.acquire().await?, id).await
+        read_order(&mut *self.pool().acquire().await?, id).await
     }
 
     async fn list_sales_orders(
@@ -616,10 +615,10 @@ impl Connector for EmbeddedErp {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Page<SalesOrder>, Error> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.pool().acquire().await?;
         let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
         let ids: Vec<String> =
-            sqlx::query_scalar("SELECT id FROM sales_orders WHERE customer_id = ? AND id > ? ORDER BY id LIMIT ?")
+            sqlx::query_scalar("SELECT id FROM sales_orders WHERE customer_id = $1 AND id > $2 ORDER BY id LIMIT $3")
                 .bind(customer_id)
                 .bind(after.unwrap_or(""))
                 .bind(fetch)
@@ -634,11 +633,11 @@ impl Connector for EmbeddedErp {
     }
 
     async fn list_invoices(&self, sales_order_id: &str) -> Result<Vec<Invoice>, Error> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.pool().acquire().await?;
         read_order(&mut conn, sales_order_id).await?;
         let rows = sqlx::query(
             "SELECT id, number, sales_order_id, customer_id, state, currency, total, amount_due \
-             FROM invoices WHERE sales_order_id = ? ORDER BY id",
+             FROM invoices WHERE sales_order_id = $1 ORDER BY id",
         )
         .bind(sales_order_id)
         .fetch_all(&mut *conn)
@@ -647,7 +646,7 @@ impl Connector for EmbeddedErp {
     }
 
     async fn get_invoice(&self, id: &str) -> Result<Invoice, Error> {
-        read_invoice(&mut *self.pool.acquire().await?, id).await
+        read_invoice(&mut *self.pool().acquire().await?, id).await
     }
 
     async fn post_invoice(&self, id: &str) -> Result<Invoice, Error> {
@@ -656,7 +655,7 @@ impl Connector for EmbeddedErp {
         match InvoiceState::try_from(invoice.state) {
             Ok(InvoiceState::Draft) => {
                 let number = next_number(&mut tx, "invoice", "INV").await?;
-                sqlx::query("UPDATE invoices SET state = 'posted', number = ? WHERE id = ?")
+                sqlx::query("UPDATE invoices SET state = 'posted', number = $1 WHERE id = $2")
                     .bind(number)
                     .bind(id)
                     .execute(&mut *tx)
@@ -684,7 +683,7 @@ impl Connector for EmbeddedErp {
         let due = payment.check_against(&invoice)?;
         let left = due - payment.amount;
         let state = if left.is_zero() { "paid" } else { "posted" };
-        sqlx::query("UPDATE invoices SET amount_due = ?, state = ? WHERE id = ?")
+        sqlx::query("UPDATE invoices SET amount_due = $1, state = $2 WHERE id = $3")
             .bind(money(left))
             .bind(state)
             .bind(id)
@@ -707,8 +706,8 @@ impl Connector for EmbeddedErp {
                 // payment provider's business, not the ERP's.
                 let number = next_number(&mut tx, "credit_note", "CN").await?;
                 sqlx::query(
-                    "UPDATE invoices SET state = 'cancelled', amount_due = '0.00', credit_note = ?, credited_at = ? \
-                     WHERE id = ?",
+                    "UPDATE invoices SET state = 'cancelled', amount_due = '0.00', credit_note = $1, credited_at = $2 \
+                     WHERE id = $3",
                 )
                 .bind(number)
                 .bind(now())
@@ -732,9 +731,9 @@ impl Connector for EmbeddedErp {
     }
 
     async fn list_shipments(&self, sales_order_id: &str) -> Result<Vec<Shipment>, Error> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.pool().acquire().await?;
         read_order(&mut conn, sales_order_id).await?;
-        let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM shipments WHERE sales_order_id = ? ORDER BY id")
+        let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM shipments WHERE sales_order_id = $1 ORDER BY id")
             .bind(sales_order_id)
             .fetch_all(&mut *conn)
             .await?;
@@ -752,7 +751,7 @@ impl Connector for EmbeddedErp {
             Ok(ShipmentState::Waiting) => {
                 for line in &shipment.lines {
                     sqlx::query(
-                        "UPDATE stock SET on_hand = on_hand - ?1, reserved = reserved - ?1 WHERE warehouse = ?2 AND sku = ?3",
+                        "UPDATE stock SET on_hand = on_hand - $1, reserved = reserved - $1 WHERE warehouse = $2 AND sku = $3",
                     )
                     .bind(line.quantity)
                     .bind(&line.warehouse)
@@ -760,7 +759,7 @@ impl Connector for EmbeddedErp {
                     .execute(&mut *tx)
                     .await?;
                 }
-                sqlx::query("UPDATE shipments SET state = 'done' WHERE id = ?").bind(id).execute(&mut *tx).await?;
+                sqlx::query("UPDATE shipments SET state = 'done' WHERE id = $1").bind(id).execute(&mut *tx).await?;
                 log_change(&mut tx, "shipment", id, "done").await?;
                 complete_order_if_settled(&mut tx, &shipment.sales_order_id).await?;
             }
@@ -775,10 +774,10 @@ impl Connector for EmbeddedErp {
     }
 
     async fn open_amount(&self, customer_id: &str) -> Result<OpenAmount, Error> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.pool().acquire().await?;
         let customer = read_customer(&mut conn, customer_id).await?;
         let dues: Vec<String> =
-            sqlx::query_scalar("SELECT amount_due FROM invoices WHERE customer_id = ? AND state = 'posted'")
+            sqlx::query_scalar("SELECT amount_due FROM invoices WHERE customer_id = $1 AND state = 'posted'")
                 .bind(customer_id)
                 .fetch_all(&mut *conn)
                 .await?;
@@ -803,11 +802,11 @@ impl Connector for EmbeddedErp {
             })?,
         };
         let rows = sqlx::query(
-            "SELECT seq, aggregate, entity_id, state, changed_at FROM change_log WHERE seq > ? ORDER BY seq LIMIT ?",
+            "SELECT seq, aggregate, entity_id, state, changed_at FROM change_log WHERE seq > $1 ORDER BY seq LIMIT $2",
         )
         .bind(since_seq)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await?;
         let mut next = since_seq;
         let mut changes = Vec::with_capacity(rows.len());
@@ -831,13 +830,13 @@ impl Connector for EmbeddedErp {
     }
 
     async fn is_ready(&self) -> bool {
-        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+        sqlx::query("SELECT 1").execute(self.pool()).await.is_ok()
     }
 }
 
 async fn insert_address(tx: &mut Tx, customer_id: &str, address: &Address) -> Result<(), Error> {
     sqlx::query(
-        "INSERT INTO addresses (id, customer_id, street, city, postal_code, country) VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO addresses (id, customer_id, street, city, postal_code, country) VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(new_id("adr"))
     .bind(customer_id)
@@ -857,17 +856,19 @@ async fn confirm(tx: &mut Tx, id: &str) -> Result<(), Error> {
     let order = read_order(tx, id).await?;
     let shipment_id = new_id("shp");
     let shipment_number = next_number(tx, "shipment", "SHP").await?;
-    sqlx::query("INSERT INTO shipments (id, number, sales_order_id, state, created_at) VALUES (?, ?, ?, 'waiting', ?)")
-        .bind(&shipment_id)
-        .bind(&shipment_number)
-        .bind(id)
-        .bind(now())
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO shipments (id, number, sales_order_id, state, created_at) VALUES ($1, $2, $3, 'waiting', $4)",
+    )
+    .bind(&shipment_id)
+    .bind(&shipment_number)
+    .bind(id)
+    .bind(now())
+    .execute(&mut **tx)
+    .await?;
     for line in &order.lines {
         let rows = sqlx::query(
             "SELECT warehouse, on_hand - reserved AS available FROM stock \
-             WHERE sku = ? AND on_hand - reserved > 0 ORDER BY available DESC, warehouse",
+             WHERE sku = $1 AND on_hand - reserved > 0 ORDER BY available DESC, warehouse",
         )
         .bind(&line.sku)
         .fetch_all(&mut **tx)
@@ -880,13 +881,13 @@ async fn confirm(tx: &mut Tx, id: &str) -> Result<(), Error> {
             let available: i64 = row.try_get("available")?;
             let warehouse: String = row.try_get("warehouse")?;
             let take = available.min(needed);
-            sqlx::query("UPDATE stock SET reserved = reserved + ? WHERE warehouse = ? AND sku = ?")
+            sqlx::query("UPDATE stock SET reserved = reserved + $1 WHERE warehouse = $2 AND sku = $3")
                 .bind(take)
                 .bind(&warehouse)
                 .bind(&line.sku)
                 .execute(&mut **tx)
                 .await?;
-            sqlx::query("INSERT INTO shipment_lines (shipment_id, sku, warehouse, quantity) VALUES (?, ?, ?, ?)")
+            sqlx::query("INSERT INTO shipment_lines (shipment_id, sku, warehouse, quantity) VALUES ($1, $2, $3, $4)")
                 .bind(&shipment_id)
                 .bind(&line.sku)
                 .bind(&warehouse)
@@ -907,7 +908,7 @@ async fn confirm(tx: &mut Tx, id: &str) -> Result<(), Error> {
     let invoice_id = new_id("inv");
     sqlx::query(
         "INSERT INTO invoices (id, number, sales_order_id, customer_id, state, currency, total, amount_due, created_at) \
-         VALUES (?, NULL, ?, ?, 'draft', ?, ?, ?, ?)",
+         VALUES ($1, NULL, $2, $3, 'draft', $4, $5, $6, $7)",
     )
     .bind(&invoice_id)
     .bind(id)
@@ -926,15 +927,16 @@ async fn confirm(tx: &mut Tx, id: &str) -> Result<(), Error> {
 /// Processing → cancelled, while nothing has shipped or been invoiced:
 /// releases the reservations and cancels the draft invoice and shipment.
 async fn cancel_processing(tx: &mut Tx, id: &str) -> Result<(), Error> {
-    let shipped: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM shipments WHERE sales_order_id = ? AND state = 'done'")
-        .bind(id)
-        .fetch_one(&mut **tx)
-        .await?;
+    let shipped: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM shipments WHERE sales_order_id = $1 AND state = 'done'")
+            .bind(id)
+            .fetch_one(&mut **tx)
+            .await?;
     if shipped > 0 {
         return Err(Error::precondition("ALREADY_SHIPPED", id, "the sales order has shipped"));
     }
     let invoiced: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM invoices WHERE sales_order_id = ? AND state IN ('posted', 'paid')")
+        sqlx::query_scalar("SELECT COUNT(*) FROM invoices WHERE sales_order_id = $1 AND state IN ('posted', 'paid')")
             .bind(id)
             .fetch_one(&mut **tx)
             .await?;
@@ -943,13 +945,13 @@ async fn cancel_processing(tx: &mut Tx, id: &str) -> Result<(), Error> {
     }
     let lines = sqlx::query(
         "SELECT l.sku, l.warehouse, l.quantity FROM shipment_lines l JOIN shipments s ON s.id = l.shipment_id \
-         WHERE s.sales_order_id = ? AND s.state = 'waiting'",
+         WHERE s.sales_order_id = $1 AND s.state = 'waiting'",
     )
     .bind(id)
     .fetch_all(&mut **tx)
     .await?;
     for line in lines {
-        sqlx::query("UPDATE stock SET reserved = reserved - ? WHERE warehouse = ? AND sku = ?")
+        sqlx::query("UPDATE stock SET reserved = reserved - $1 WHERE warehouse = $2 AND sku = $3")
             .bind(line.try_get::<i64, _>("quantity")?)
             .bind(line.try_get::<String, _>("warehouse")?)
             .bind(line.try_get::<String, _>("sku")?)
@@ -957,7 +959,7 @@ async fn cancel_processing(tx: &mut Tx, id: &str) -> Result<(), Error> {
             .await?;
     }
     let shipments: Vec<String> = sqlx::query_scalar(
-        "UPDATE shipments SET state = 'cancelled' WHERE sales_order_id = ? AND state = 'waiting' RETURNING id",
+        "UPDATE shipments SET state = 'cancelled' WHERE sales_order_id = $1 AND state = 'waiting' RETURNING id",
     )
     .bind(id)
     .fetch_all(&mut **tx)
@@ -966,7 +968,7 @@ async fn cancel_processing(tx: &mut Tx, id: &str) -> Result<(), Error> {
         log_change(tx, "shipment", shipment, "cancelled").await?;
     }
     let invoices: Vec<String> = sqlx::query_scalar(
-        "UPDATE invoices SET state = 'cancelled' WHERE sales_order_id = ? AND state = 'draft' RETURNING id",
+        "UPDATE invoices SET state = 'cancelled' WHERE sales_order_id = $1 AND state = 'draft' RETURNING id",
     )
     .bind(id)
     .fetch_all(&mut **tx)

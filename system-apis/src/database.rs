@@ -1,0 +1,269 @@
+//! The SQL databases of the system tier (the embedded ERP, the payments
+//! ledger): opening one from a `sqlite:` or `postgres:` URL (SQLite in the
+//! data directory by default), migrating it with the migrations of its
+//! dialect, and starting write transactions that run one at a time.
+//!
+//! Both dialects go through sqlx's `Any` driver, so a store's queries are
+//! written once: with `$1` placeholders (SQLite reads `$N` as the N-th
+//! parameter too), integers read as `i64`, booleans stored as integers and
+//! money as decimal text. Where the DDL differs, each dialect has its own
+//! migration folder ([`Migrations`]).
+//!
+//! Writes are serialised per store, the same on both dialects, so that a
+//! write transaction may read, check and then write (stock levels, states,
+//! idempotency keys, counters) without a lost update: SQLite takes its write
+//! lock at `BEGIN IMMEDIATE`; PostgreSQL takes a transaction-level advisory
+//! lock named after the store, released at commit or rollback. Reads never
+//! wait for it. One writer at a time is far more than a reference ERP or a
+//! payments ledger needs, and it keeps the two dialects' behaviour identical.
+
+use std::{path::Path, str::FromStr, time::Duration};
+
+use sqlx::{
+    Any, AnyPool, Executor, Transaction,
+    any::{AnyConnectOptions, AnyPoolOptions},
+    migrate::{MigrateError, Migrator},
+    sqlite::SqliteConnectOptions,
+};
+
+/// Which SQL database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// `sqlite:` (the default, a file in the data directory).
+    Sqlite,
+    /// `postgres:` or `postgresql:`.
+    Postgres,
+}
+
+impl Dialect {
+    /// The dialect of `url`, or `None` for any other scheme.
+    pub fn of(url: &str) -> Option<Self> {
+        let scheme = url.split_once(':').map(|(s, _)| s.to_ascii_lowercase())?;
+        match scheme.as_str() {
+            "sqlite" => Some(Dialect::Sqlite),
+            "postgres" | "postgresql" => Some(Dialect::Postgres),
+            _ => None,
+        }
+    }
+}
+
+/// A store's migrations, one folder per dialect.
+#[derive(Debug)]
+pub struct Migrations {
+    /// For SQLite.
+    pub sqlite: &'static Migrator,
+    /// For PostgreSQL.
+    pub postgres: &'static Migrator,
+}
+
+/// Why a database could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The URL names no supported database.
+    #[error("database URL must start with sqlite: or postgres:")]
+    Scheme,
+    /// The data directory cannot be used.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The database did not accept a connection.
+    #[error("connecting to the database failed")]
+    Connect(#[source] sqlx::Error),
+    /// The schema could not be brought up to date.
+    #[error("migrating the database failed")]
+    Migrate(#[from] MigrateError),
+}
+
+impl Error {
+    /// Whether opening may succeed later (the server is down or busy).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Connect(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut))
+    }
+}
+
+/// An open, migrated database.
+#[derive(Debug, Clone)]
+pub struct Database {
+    pool: AnyPool,
+    dialect: Dialect,
+    /// The advisory lock that serialises this store's writes on PostgreSQL.
+    write_lock: i64,
+}
+
+impl Database {
+    /// Opens `url`, or the SQLite file `<data_dir>/<file_name>` (created if
+    /// missing), and runs the migrations of its dialect. `store` names the
+    /// store (`erp`, `payments`): two stores may share one PostgreSQL
+    /// database without waiting for each other's writes.
+    pub async fn open(
+        url: Option<&str>,
+        data_dir: &Path,
+        file_name: &str,
+        store: &str,
+        migrations: &Migrations,
+    ) -> Result<Self, Error> {
+        sqlx::any::install_default_drivers();
+        let (options, dialect) = match url {
+            Some(url) => {
+                let dialect = Dialect::of(url).ok_or(Error::Scheme)?;
+                let options = match dialect {
+                    // Parsed by the SQLite driver first, so that a file URL
+                    // without `?mode=rwc` still creates the file.
+                    Dialect::Sqlite => sqlite_url(SqliteConnectOptions::from_str(url).map_err(Error::Connect)?),
+                    Dialect::Postgres => AnyConnectOptions::from_str(url).map_err(Error::Connect)?,
+                };
+                (options, dialect)
+            }
+            None => {
+                std::fs::create_dir_all(data_dir)
+                    .map_err(|source| Error::DataDir { path: data_dir.display().to_string(), source })?;
+                (sqlite_url(SqliteConnectOptions::new().filename(data_dir.join(file_name))), Dialect::Sqlite)
+            }
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(3))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        // What the URL cannot carry: WAL (readers never wait
+                        // for the writer) and a busy timeout (writers queue
+                        // on BEGIN IMMEDIATE instead of failing at once).
+                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON")
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(Error::Connect)?;
+        let migrator = match dialect {
+            Dialect::Sqlite => migrations.sqlite,
+            Dialect::Postgres => migrations.postgres,
+        };
+        migrator.run(&pool).await?;
+        Ok(Self { pool, dialect, write_lock: lock_key(store) })
+    }
+
+    /// The pool, for reads and for transactions of one's own.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// The dialect, for the rare statement that differs.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// A transaction that holds this store's write lock until it ends (see
+    /// the module doc), so it sees no concurrent write between its reads
+    /// and its writes.
+    pub async fn begin_write(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
+        match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Dialect::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(self.write_lock).execute(&mut *tx).await?;
+                Ok(tx)
+            }
+        }
+    }
+
+    /// Closes every connection (for a clean shutdown).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// The `Any` driver takes its options from a URL; SQLite's own parser has
+/// resolved the file name and the create-if-missing mode into it.
+fn sqlite_url(options: SqliteConnectOptions) -> AnyConnectOptions {
+    use sqlx::ConnectOptions;
+    let url = options.create_if_missing(true).to_url_lossy();
+    AnyConnectOptions::from_url(&url).expect("the SQLite driver writes URLs the Any driver reads")
+}
+
+/// A stable 64-bit advisory lock key for a store name (FNV-1a), so every
+/// replica of the system tier picks the same lock.
+fn lock_key(store: &str) -> i64 {
+    let hash = format!("erp-connect.{store}")
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    i64::from_ne_bytes(hash.to_ne_bytes())
+}
+
+/// A scratch PostgreSQL database for tests (127.0.0.1:5432, user postgres,
+/// trust), created with a unique name and dropped when this is dropped,
+/// even after a panic, so tests run in parallel and leave nothing behind.
+#[cfg(test)]
+pub(crate) struct ScratchPostgres {
+    name: String,
+}
+
+#[cfg(test)]
+impl ScratchPostgres {
+    const SERVER: &str = "postgres://postgres@127.0.0.1:5432";
+
+    /// Creates `<prefix>_<ulid>`.
+    pub(crate) async fn create(prefix: &str) -> Self {
+        use sqlx::Connection;
+        let name = format!("{prefix}_{}", ulid::Ulid::new().to_string().to_lowercase());
+        let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", Self::SERVER))
+            .await
+            .expect("PostgreSQL at 127.0.0.1:5432");
+        admin.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).await.expect("create database");
+        Self { name }
+    }
+
+    /// Its URL.
+    pub(crate) fn url(&self) -> String {
+        format!("{}/{}", Self::SERVER, self.name)
+    }
+}
+
+#[cfg(test)]
+impl Drop for ScratchPostgres {
+    fn drop(&mut self) {
+        use sqlx::Connection;
+        let name = self.name.clone();
+        // Drop cannot await and the test's runtime cannot be blocked on: a
+        // thread with a runtime of its own. FORCE ends pooled connections.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            runtime.block_on(async {
+                let mut conn = sqlx::PgConnection::connect(&format!("{}/postgres", Self::SERVER)).await?;
+                conn.execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).await
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(_))) {
+            eprintln!("could not drop test database {}: {dropped:?}", self.name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dialects_are_told_by_scheme() {
+        assert_eq!(Dialect::of("sqlite://x.db"), Some(Dialect::Sqlite));
+        assert_eq!(Dialect::of("sqlite::memory:"), Some(Dialect::Sqlite));
+        assert_eq!(Dialect::of("postgres://u@h/db"), Some(Dialect::Postgres));
+        assert_eq!(Dialect::of("PostgreSQL://u@h/db"), Some(Dialect::Postgres));
+        assert_eq!(Dialect::of("mysql://u@h/db"), None);
+        assert_eq!(Dialect::of("no scheme"), None);
+    }
+
+    #[test]
+    fn stores_get_distinct_stable_lock_keys() {
+        assert_eq!(lock_key("erp"), lock_key("erp"));
+        assert_ne!(lock_key("erp"), lock_key("payments"));
+    }
+}
