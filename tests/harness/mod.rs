@@ -192,3 +192,34 @@ pub fn assert_problem(reply: &Reply, status: u16) {
     assert!(reply.body["title"].is_string() && reply.body["detail"].is_string(), "{}", reply.text);
     assert!(reply.headers.contains_key("x-request-id"));
 }
+
+/// `POST url` with a JSON `body`, a bearer token and an optional
+/// `Idempotency-Key`.
+pub async fn post_json(url: &str, bearer: &str, body: &serde_json::Value, key: Option<&str>) -> Reply {
+    let mut request = http::Request::post(url)
+        .header("authorization", format!("Bearer {bearer}"))
+        .header("content-type", "application/json");
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    send(request.body(Full::new(bytes::Bytes::from(body.to_string()))).expect("request")).await
+}
+
+/// Polls `GET path` until the order's status is `status`, under one
+/// overall deadline; fails early when it ends otherwise.
+pub async fn wait_for_order(app: &Running, bearer: &str, path: &str, status: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut pause = Duration::from_millis(20);
+    loop {
+        let reply = get(&app.url(path), Some(bearer)).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        let now = reply.body["status"].as_str().unwrap_or_default().to_owned();
+        if now == status {
+            return reply.body;
+        }
+        assert!(!matches!(now.as_str(), "rejected" | "cancelled" | "completed"), "wanted {status}: {}", reply.text);
+        assert!(std::time::Instant::now() < deadline, "no {status} in time: {}", reply.text);
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(250));
+    }
+}

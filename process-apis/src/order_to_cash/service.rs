@@ -53,6 +53,8 @@ struct Placement {
     external_ref: String,
     lines: Vec<(String, i64)>,
     payment: Payment,
+    #[serde(skip)]
+    ship_to: Option<pb::ShipTo>,
 }
 
 fn text(errors: &mut Vec<(String, String)>, field: &str, value: &str, required: bool) {
@@ -87,6 +89,14 @@ fn validate_place(req: &pb::PlaceOrderRequest) -> Result<Placement, Error> {
             errors.push((format!("lines[{i}].quantity"), format!("must be between 1 and {MAX_QUANTITY}")));
         }
     }
+    if let Some(to) = &req.ship_to {
+        text(&mut errors, "ship_to.street", &to.street, true);
+        text(&mut errors, "ship_to.city", &to.city, true);
+        text(&mut errors, "ship_to.postal_code", &to.postal_code, false);
+        if !(to.country.is_empty() || to.country.len() == 2 && to.country.chars().all(|c| c.is_ascii_uppercase())) {
+            errors.push(("ship_to.country".into(), "must be an ISO 3166-1 alpha-2 code like DE".into()));
+        }
+    }
     let payment = match &req.payment {
         Some(pb::place_order_request::Payment::CardToken(token)) => {
             text(&mut errors, "card_token", token, true);
@@ -109,6 +119,7 @@ fn validate_place(req: &pb::PlaceOrderRequest) -> Result<Placement, Error> {
         external_ref: req.external_ref.clone(),
         lines: req.lines.iter().map(|l| (l.sku.clone(), l.quantity)).collect(),
         payment,
+        ship_to: req.ship_to.clone(),
     })
 }
 
@@ -127,7 +138,10 @@ impl Service {
         if let Some(found) = store.find_by_key(&req.tenant, &req.idempotency_key).await? {
             return replay(found, &fingerprint);
         }
-        let customer = self.resolve_customer(&req.tenant, &placement).await?;
+        let mut customer = self.resolve_customer(&req.tenant, &placement).await?;
+        if let Some(to) = placement.ship_to.clone().filter(|_| customer.addresses.is_empty()) {
+            customer = self.add_address(&customer.id, to).await?;
+        }
         let lines = self.price(&placement.lines, &customer.currency).await?;
         let total = lines.iter().map(|l| l.amount.parse::<Decimal>().unwrap_or_default()).sum::<Decimal>();
         let now = clock::now_ms();
@@ -222,6 +236,27 @@ impl Service {
             Err(status) if status.code() == Code::InvalidArgument => Err(Error::Invalid(vec![(
                 "customer".into(),
                 format!("the ERP refused the customer: {}", status.message()),
+            )])),
+            other => Ok(other?),
+        }
+    }
+
+    async fn add_address(&self, customer_id: &str, to: pb::ShipTo) -> Result<erp::Customer, Error> {
+        let s = &self.engine.systems;
+        let request = erp::AddAddressRequest {
+            customer_id: customer_id.to_owned(),
+            address: Some(erp::Address {
+                id: String::new(),
+                street: to.street,
+                city: to.city,
+                postal_code: to.postal_code,
+                country: to.country,
+            }),
+        };
+        match s.call(s.customers().add_address(s.request(request))).await {
+            Err(status) if status.code() == Code::InvalidArgument => Err(Error::Invalid(vec![(
+                "ship_to".into(),
+                format!("the ERP refused the address: {}", status.message()),
             )])),
             other => Ok(other?),
         }

@@ -1,0 +1,147 @@
+//! Orders through every tier (`serve` mode: gateway → experience →
+//! process → system over the network) into a real Tryton server: the web
+//! shop's card order becomes a Tryton sale, invoice and shipment, is paid,
+//! and completes when the shipment is done in Tryton; a declined card
+//! leaves the Tryton sale cancelled.
+//!
+//! Tryton is set up once per run by the project's `deploy/tryton/setup.sh`
+//! (its own database, `erp_orders`, on a free port), or taken from
+//! `TRYTON_URL`, `TRYTON_DB`, `TRYTON_USER`, `TRYTON_PASSWORD_FILE`.
+
+mod harness;
+
+use std::{collections::HashMap, path::PathBuf, sync::OnceLock};
+
+use erp_connect::serve::Target;
+use erp_connect_proto::erp::v1::{self as erp, sales_order_service_client::SalesOrderServiceClient};
+use gateway::dev_idp::{DevIdp, TokenRequest};
+use harness::{Running, post_json, quick_sagas, spawn_serve_with, wait_for_order};
+use serde_json::json;
+use system_apis::erp::{BackendKind, backend::tryton};
+
+fn tryton_env() -> &'static HashMap<String, String> {
+    static ENV: OnceLock<HashMap<String, String>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let keys = ["TRYTON_URL", "TRYTON_DB", "TRYTON_USER", "TRYTON_PASSWORD_FILE"];
+        if let Ok(own) = keys.iter().map(|k| std::env::var(k).map(|v| ((*k).to_owned(), v))).collect() {
+            return own;
+        }
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/tryton/setup.sh");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+        let out = std::process::Command::new("bash")
+            .arg(&script)
+            .env("PORT", port.to_string())
+            .env("DB", "erp_orders")
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .expect("run deploy/tryton/setup.sh");
+        assert!(out.status.success(), "deploy/tryton/setup.sh failed");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+            .collect()
+    })
+}
+
+async fn start() -> Running {
+    let env = tokio::task::spawn_blocking(tryton_env).await.expect("tryton set up");
+    spawn_serve_with(|config| {
+        quick_sagas(config);
+        config.erp.backend = BackendKind::Tryton;
+        config.erp.tryton = Some(tryton::Config {
+            url: env["TRYTON_URL"].clone(),
+            database: env["TRYTON_DB"].clone(),
+            username: env["TRYTON_USER"].clone(),
+            password_file: PathBuf::from(&env["TRYTON_PASSWORD_FILE"]),
+            timeout: std::time::Duration::from_secs(30),
+        });
+        // Tryton answers in tens of milliseconds per call.
+        config.process.system_timeout = std::time::Duration::from_secs(30);
+    })
+    .await
+}
+
+fn token(app: &Running, subject: &str, scope: &str) -> String {
+    DevIdp::load_or_create(app.data_dir.path())
+        .expect("dev idp")
+        .mint(&TokenRequest {
+            subject: subject.into(),
+            scope: scope.into(),
+            audience: "erp-connect".into(),
+            tenant: None,
+            email: Some(format!("{subject}@tryton-shoppers.example")),
+            ttl: std::time::Duration::from_secs(600),
+        })
+        .expect("mint")
+}
+
+async fn tryton_sale(app: &Running, id: &str) -> erp::SalesOrder {
+    let addr = app.grpc.iter().find(|(t, _)| *t == Target::System).map(|(_, a)| *a).expect("system tier");
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).expect("uri").connect_lazy();
+    SalesOrderServiceClient::new(channel)
+        .get_sales_order(erp::SalesOrderRequest { id: id.into() })
+        .await
+        .expect("the sale exists in Tryton")
+        .into_inner()
+}
+
+#[tokio::test]
+async fn a_web_card_order_becomes_a_tryton_sale_and_completes_when_tryton_ships_it() {
+    let app = start().await;
+    let shopper = token(&app, &format!("shopper-{}", ulid::Ulid::new()), "orders:read orders:write");
+    let body = json!({"lines": [{"sku": "WIDGET-1", "quantity": 2}], "payment": {"method": "card", "token": "tok_visa"},
+        "ship_to": {"street": "Hauptstr. 1", "city": "Berlin", "postal_code": "10115", "country": "DE"}});
+    let placed = post_json(&app.url("/web/v1/orders"), &shopper, &body, Some("tryton-1")).await;
+    assert_eq!(placed.status, 201, "{}", placed.text);
+    let path = format!("/web/v1/orders/{}", placed.body["id"].as_str().expect("id"));
+    let paid = wait_for_order(&app, &shopper, &path, "paid").await;
+    // Tryton adds its taxes to what the customer pays.
+    assert!(paid["total"].as_str().is_some_and(|t| t.parse::<f64>().is_ok_and(|v| v >= 25.0)), "{paid}");
+
+    assert!(paid["erp"]["sales_order"].as_str().is_some_and(|n| !n.is_empty()), "{paid}");
+    let ops = token(&app, "operator", "ops");
+    for shipment in paid["erp"]["shipments"].as_array().expect("shipments") {
+        let shipment = shipment.as_str().expect("shipment id");
+        let done = post_json(&app.url(&format!("/ops/v1/shipments/{shipment}/complete")), &ops, &json!({}), None).await;
+        assert!(done.status < 300, "{}", done.text);
+    }
+    wait_for_order(&app, &shopper, &path, "completed").await;
+    // The process API holds the ERP's ids; the sale is Tryton's own record.
+    let order = process_order(&app, paid["id"].as_str().expect("id")).await;
+    let sale = tryton_sale(&app, &order.erp.expect("refs").sales_order_id).await;
+    assert_eq!(sale.state(), erp::SalesOrderState::Done, "{sale:?}");
+    assert_eq!(sale.reference, order.id);
+    app.stop_all().await;
+}
+
+#[tokio::test]
+async fn a_declined_card_leaves_the_tryton_sale_cancelled() {
+    let app = start().await;
+    let shopper = token(&app, &format!("shopper-{}", ulid::Ulid::new()), "orders:read orders:write");
+    let body = json!({"lines": [{"sku": "GADGET-2", "quantity": 1}], "payment": {"method": "card", "token": "tok_chargeDeclined"},
+        "ship_to": {"street": "Marktplatz 2", "city": "Bonn"}});
+    let placed = post_json(&app.url("/web/v1/orders"), &shopper, &body, Some("tryton-2")).await;
+    assert_eq!(placed.status, 201, "{}", placed.text);
+    let path = format!("/web/v1/orders/{}", placed.body["id"].as_str().expect("id"));
+    let rejected = wait_for_order(&app, &shopper, &path, "rejected").await;
+    assert!(rejected["reason"].as_str().is_some_and(|r| r.contains("declined")), "{rejected}");
+    let order = process_order(&app, rejected["id"].as_str().expect("id")).await;
+    let sale = tryton_sale(&app, &order.erp.expect("refs").sales_order_id).await;
+    assert_eq!(sale.state(), erp::SalesOrderState::Cancelled, "{sale:?}");
+    app.stop_all().await;
+}
+
+/// The order as the process API holds it (with the ERP's ids).
+async fn process_order(app: &Running, id: &str) -> erp_connect_proto::order_to_cash::v1::Order {
+    use erp_connect_proto::order_to_cash::v1::{
+        GetOrderRequest, order_to_cash_service_client::OrderToCashServiceClient,
+    };
+    let addr = app.grpc.iter().find(|(t, _)| *t == Target::Process).map(|(_, a)| *a).expect("process tier");
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).expect("uri").connect_lazy();
+    OrderToCashServiceClient::new(channel)
+        .get_order(GetOrderRequest { tenant: String::new(), order_id: id.into() })
+        .await
+        .expect("order")
+        .into_inner()
+}
