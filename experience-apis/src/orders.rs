@@ -354,6 +354,27 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_ship_to_address_is_passed_on_and_checked_like_the_rest() {
+        let body: OrderRequest = parse(
+            br#"{"lines": [{"sku": "A", "quantity": 1}], "payment": {"method": "on_account"},
+                 "ship_to": {"street": "Hafenstr. 1", "city": "Hamburg", "postal_code": "20457", "country": "DE"}}"#,
+        )
+        .expect("valid");
+        let ship_to = body.into_place_order("k".into(), "acme", CustomerRef::default()).ship_to.expect("ship_to");
+        assert_eq!((ship_to.street.as_str(), ship_to.country.as_str()), ("Hafenstr. 1", "DE"));
+        assert_eq!(
+            first_field(br#"{"lines": [], "payment": {"method": "on_account"}, "ship_to": {"city": "Hamburg"}}"#),
+            "ship_to.street"
+        );
+        assert_eq!(
+            first_field(
+                br#"{"lines": [], "payment": {"method": "on_account"}, "ship_to": {"street": "s", "city": "c", "floor": 3}}"#
+            ),
+            "ship_to.floor"
+        );
+    }
+
     fn first_field(bytes: &[u8]) -> String {
         match parse::<OrderRequest>(bytes) {
             Err(Error::MalformedBody { errors, .. }) => errors.first().map(|e| e.field.clone()).unwrap_or_default(),
