@@ -2,7 +2,7 @@
 //!
 //! A partner acts for exactly one tenant, named by its credential; every
 //! call is confined to that tenant by the process tier, and the partner is
-//! one ERP customer, [`customer`]. A credential without a tenant is not a
+//! one ERP customer, [`Partner::customer`]. A credential without a tenant is not a
 //! partner's and gets 403.
 //!
 //! # Layout
