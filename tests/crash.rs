@@ -9,10 +9,8 @@ mod harness;
 
 use std::{
     collections::{HashMap, HashSet},
-    io::{BufRead, BufReader},
     net::SocketAddr,
-    path::Path,
-    process::{Child, Command, Stdio},
+    process::Command,
     time::Duration,
 };
 
@@ -25,7 +23,7 @@ use erp_connect_proto::{
     payments::v1::{self as pay, payment_service_client::PaymentServiceClient},
 };
 use futures_util::StreamExt;
-use harness::{BIN, listener, test_config};
+use harness::{BIN, ProcessTier, listener, test_config};
 use platform::shutdown::Shutdown;
 use process_apis::order_to_cash::store::Store;
 use tonic::transport::Channel;
@@ -34,56 +32,6 @@ use tonic::transport::Channel;
 const ORDERS: usize = 60;
 /// SIGKILLs while they are in flight.
 const KILLS: usize = 4;
-
-/// The process tier as a child process.
-struct ProcessTier {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl ProcessTier {
-    /// Starts `erp-connect serve --target process` on a free port and waits
-    /// for its "serving" log line, which names the bound address.
-    fn start(config: &Path) -> Self {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--target", "process", "--listen", "127.0.0.1:0", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("process tier starts");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            // Keep draining after the address is known, so the child never
-            // blocks on a full pipe.
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
-                if entry["message"] == "serving"
-                    && let Some(addr) = entry["addr"].as_str().and_then(|a| a.parse::<SocketAddr>().ok())
-                {
-                    let _ = tx.send(addr);
-                }
-            }
-        });
-        let addr = rx.recv_timeout(Duration::from_secs(60)).expect("the process tier reports its address");
-        Self { child, addr }
-    }
-
-    fn kill(mut self) {
-        // SIGKILL: no drain, no cleanup.
-        self.child.kill().expect("kill");
-        self.child.wait().expect("reaped");
-    }
-}
-
-impl Drop for ProcessTier {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// PlaceOrder calls that found the tier down, for the test's log.
 static REFUSED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

@@ -223,3 +223,54 @@ pub async fn wait_for_order(app: &Running, bearer: &str, path: &str, status: &st
         pause = (pause * 2).min(Duration::from_millis(250));
     }
 }
+
+/// The process tier as a child process of the real binary, for tests that
+/// kill it with SIGKILL.
+pub struct ProcessTier {
+    child: std::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl ProcessTier {
+    /// Starts `erp-connect serve --target process` on a free port and waits
+    /// for its "serving" log line, which names the bound address.
+    pub fn start(config: &Path) -> Self {
+        let mut child = std::process::Command::new(BIN)
+            .args(["serve", "--target", "process", "--listen", "127.0.0.1:0", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("process tier starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // Keep draining after the address is known, so the child never
+            // blocks on a full pipe.
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+                let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+                if entry["message"] == "serving"
+                    && let Some(addr) = entry["addr"].as_str().and_then(|a| a.parse::<SocketAddr>().ok())
+                {
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(60)).expect("the process tier reports its address");
+        Self { child, addr }
+    }
+
+    pub fn kill(mut self) {
+        // SIGKILL: no drain, no cleanup.
+        self.child.kill().expect("kill");
+        self.child.wait().expect("reaped");
+    }
+}
+
+impl Drop for ProcessTier {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

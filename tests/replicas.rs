@@ -1,0 +1,141 @@
+//! Two process-tier replicas (the real binary) share one saga store on
+//! PostgreSQL. Orders placed on one replica are finished by the other after
+//! the first is killed with SIGKILL: its leases expire and the survivor
+//! claims the sagas (`FOR UPDATE SKIP LOCKED`), acting once per step.
+//!
+//! Each run creates its own database and drops it afterwards.
+
+mod harness;
+
+use std::{collections::HashMap, time::Duration};
+
+use erp_connect::serve::{Target, Tier};
+use erp_connect_proto::{
+    order_to_cash::v1::{
+        self as o2c, OrderStatus, order_to_cash_service_client::OrderToCashServiceClient, place_order_request::Payment,
+    },
+    payments::v1::{self as pay, payment_service_client::PaymentServiceClient},
+};
+use harness::{ProcessTier, listener, test_config};
+use platform::shutdown::Shutdown;
+use sqlx::{Connection, PgConnection};
+use tonic::transport::Channel;
+
+const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// A database of its own for this run, dropped when the test ends.
+struct Database {
+    name: String,
+}
+
+impl Database {
+    async fn create() -> Self {
+        let name = format!("o2c_replicas_{}", ulid::Ulid::new().to_string().to_lowercase());
+        let mut admin = PgConnection::connect(ADMIN_URL).await.expect("PostgreSQL at 127.0.0.1:5432");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .expect("create");
+        Self { name }
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
+    }
+
+    async fn drop_now(self) {
+        let mut admin = PgConnection::connect(ADMIN_URL).await.expect("PostgreSQL");
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await.expect("drop");
+    }
+}
+
+fn client(addr: std::net::SocketAddr) -> OrderToCashServiceClient<Channel> {
+    OrderToCashServiceClient::new(Channel::from_shared(format!("http://{addr}")).expect("uri").connect_lazy())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_replicas_sagas_are_finished_by_another_acting_once_per_step() {
+    let database = Database::create().await;
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let config = test_config(data_dir.path());
+    let system_listener = listener().await;
+    let system_addr = system_listener.local_addr().expect("addr");
+    let system = Tier::build(Target::System, &config).await.expect("system tier");
+    let shutdown = Shutdown::new();
+    let system_task = tokio::spawn(system.serve(system_listener, shutdown.clone()));
+
+    let config_file = data_dir.path().join("process.toml");
+    std::fs::write(
+        &config_file,
+        format!(
+            "data_dir = {dir:?}\n\
+             [process]\nsystem_url = \"http://{system_addr}\"\ndatabase_url = \"{url}\"\n\
+             [process.saga]\nlease = \"1s\"\nbackoff_base = \"20ms\"\nbackoff_cap = \"300ms\"\n\
+             poll_interval = \"50ms\"\nfeed_poll_interval = \"100ms\"\n",
+            dir = data_dir.path().display().to_string(),
+            url = database.url(),
+        ),
+    )
+    .expect("config");
+    let (first, second) = (ProcessTier::start(&config_file), ProcessTier::start(&config_file));
+
+    // Orders go to the first replica, which dies with its sagas in flight.
+    let mut orders = client(first.addr);
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let token = if i % 2 == 0 { "tok_visa" } else { "tok_processingError" };
+        let request = o2c::PlaceOrderRequest {
+            idempotency_key: format!("replica-{i}"),
+            tenant: "web".into(),
+            customer: Some(o2c::CustomerRef { external_id: "web:replicas".into(), ..Default::default() }),
+            lines: vec![o2c::OrderLine { sku: "GADGET-2".into(), quantity: 1, ..Default::default() }],
+            payment: Some(Payment::CardToken(token.into())),
+            ..Default::default()
+        };
+        ids.push(orders.place_order(request).await.expect("accepted").into_inner().id);
+    }
+    first.kill();
+
+    // The survivor sees the same orders (one store) and finishes them.
+    let mut survivor = client(second.addr);
+    let mut done: HashMap<String, o2c::Order> = HashMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while done.len() < ids.len() {
+        assert!(tokio::time::Instant::now() < deadline, "{} orders never got paid", ids.len() - done.len());
+        for id in ids.iter().filter(|id| !done.contains_key(*id)).cloned().collect::<Vec<_>>() {
+            let order = survivor
+                .get_order(o2c::GetOrderRequest { tenant: "web".into(), order_id: id.clone() })
+                .await
+                .expect("order")
+                .into_inner();
+            assert!(!matches!(order.status(), OrderStatus::Rejected | OrderStatus::Cancelled), "{order:?}");
+            if order.status() == OrderStatus::Paid {
+                done.insert(id, order);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let mut payments =
+        PaymentServiceClient::new(Channel::from_shared(format!("http://{system_addr}")).expect("uri").connect_lazy());
+    for order in done.values() {
+        // One authorization, one capture, one invoice payment: whichever
+        // replica ran a step, it ran once.
+        for step in ["sales_order_created", "confirmed", "payment_authorized", "payment_captured", "invoiced", "paid"] {
+            let times = order.timeline.iter().filter(|t| t.step == step).count();
+            assert_eq!(times, 1, "order {} has {step} {times} times: {:?}", order.id, order.timeline);
+        }
+        let payment = payments
+            .get_payment(pay::GetPaymentRequest { payment_id: order.payment_id.clone() })
+            .await
+            .expect("payment")
+            .into_inner();
+        assert_eq!(payment.captured_amount, order.total, "{payment:?}");
+    }
+
+    second.kill();
+    shutdown.cancel();
+    system_task.await.expect("system task").expect("system tier");
+    database.drop_now().await;
+}
