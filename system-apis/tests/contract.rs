@@ -623,6 +623,24 @@ async fn a_shipped_orders_invoice_is_credited_but_the_order_stays(mut erp: Erp) 
     assert_eq!(details.precondition_failure().expect("details").violations[0].r#type, "ALREADY_SHIPPED");
 }
 
+/// The process tier checks credit before it creates an order, so the ERP
+/// confirms an order over the customer's credit limit (Tryton's
+/// sale_credit_limit warns; the connector answers the warning).
+async fn an_order_over_the_credit_limit_is_still_confirmed(mut erp: Erp) {
+    let customer = erp.new_customer("credit-limit").await;
+    let small = erp
+        .customers
+        .update_credit_limit(UpdateCreditLimitRequest { id: customer.id.clone(), credit_limit: "10.00".into() })
+        .await
+        .expect("credit limit")
+        .into_inner();
+    assert_eq!(small.credit_limit, "10.00");
+    let order = erp.confirmed_order(&customer, &[("CABLE-25", 1)]).await;
+    assert!(order.total.parse::<f64>().expect("decimal") > 10.0, "{}", order.total);
+    assert_eq!(order.state, erp::SalesOrderState::Processing as i32);
+    assert_eq!((order.invoice_ids.len(), order.shipment_ids.len()), (1, 1));
+}
+
 /// The embedded ERP's write transactions see no concurrent write (SQLite's
 /// `BEGIN IMMEDIATE`, PostgreSQL's advisory lock): orders racing for the
 /// last units never oversell, and an order confirmed by racing duplicates
@@ -680,6 +698,7 @@ macro_rules! contract_suite {
             crediting_a_paid_invoice_lets_its_order_be_cancelled,
             crediting_a_draft_or_unknown_invoice_is_refused,
             a_shipped_orders_invoice_is_credited_but_the_order_stays,
+            an_order_over_the_credit_limit_is_still_confirmed,
         );
     };
     (@tests $setup:path; $($name:ident),* $(,)?) => {

@@ -65,7 +65,9 @@ impl From<RpcError> for Error {
     fn from(err: RpcError) -> Self {
         match err {
             RpcError::Unavailable(_) | RpcError::Concurrency => Error::Unavailable(Box::new(err)),
-            RpcError::User { message } => Error::precondition("ERP_REJECTED", "", message),
+            RpcError::User { message } | RpcError::Warning { message, .. } => {
+                Error::precondition("ERP_REJECTED", "", message)
+            }
             err @ (RpcError::Unauthorized | RpcError::Failed { .. }) => Error::Backend(Box::new(err)),
         }
     }
@@ -973,7 +975,24 @@ impl Connector for TrytonErp {
                 ));
             }
         }
-        self.button("sale.sale", "confirm", sale_id).await?;
+        match self.rpc.call("model.sale.sale.confirm", vec![json!([sale_id])]).await {
+            Ok(_) => {}
+            // With sale_credit_limit, a sale over the party's credit limit
+            // raises this warning (for users in the credit-limit group, as
+            // admin is; others get a UserError, which stays ERP_REJECTED).
+            // The process tier decides on credit before it creates an order,
+            // so the connector answers the warning as a Tryton user would
+            // (a one-time `res.user.warning`, consumed by the retry) and
+            // confirms again, once.
+            Err(RpcError::Warning { name, .. }) if name.ends_with(".credit_limit_amount") => {
+                let user = self.rpc.user_id().await?;
+                self.rpc
+                    .call("model.res.user.warning.create", vec![json!([{"user": user, "name": name, "always": false}])])
+                    .await?;
+                self.button("sale.sale", "confirm", sale_id).await?;
+            }
+            Err(err) => return Err(err.into()),
+        }
         // Confirm queues `process`; when it fails the call still succeeds and
         // the sale stays `confirmed`, so run it once more and look.
         let after = self.read("sale.sale", &[sale_id], &["state"]).await?;

@@ -36,9 +36,18 @@ pub enum RpcError {
     /// The configured credentials were refused.
     #[error("Tryton refused the credentials")]
     Unauthorized,
-    /// A business rule of Tryton refused the call (`UserError`/`UserWarning`).
+    /// A business rule of Tryton refused the call (`UserError`).
     #[error("Tryton refused: {message}")]
     User {
+        /// Tryton's message, written for users.
+        message: String,
+    },
+    /// Tryton asks for a confirmation first (`UserWarning`): the call goes
+    /// through once a `res.user.warning` record named `name` exists.
+    #[error("Tryton warns: {message}")]
+    Warning {
+        /// The warning's name, e.g. `<md5>.credit_limit_amount`.
+        name: String,
         /// Tryton's message, written for users.
         message: String,
     },
@@ -72,6 +81,8 @@ pub struct Settings {
 
 struct Session {
     authorization: HeaderValue,
+    /// The logged-in user's id (warnings are answered per user).
+    user_id: i64,
     context: Value,
     /// Bumped on every login, so concurrent 401s log in once.
     generation: u64,
@@ -202,6 +213,12 @@ impl Client {
         self.post_to(uri, "common.server.version", None, Vec::new()).await.is_ok()
     }
 
+    /// The id of the logged-in user (logging in if needed).
+    pub async fn user_id(&self) -> Result<i64, RpcError> {
+        self.session().await?;
+        self.session.read().await.as_ref().map(|s| s.user_id).ok_or(RpcError::Unauthorized)
+    }
+
     /// The company of the logged-in user.
     pub async fn company(&self) -> Option<i64> {
         self.session().await.ok().and_then(|(_, context, _)| context.get("company").and_then(Value::as_i64))
@@ -233,7 +250,8 @@ impl Client {
         let context =
             self.post("model.res.user.get_preferences", Some(&authorization), vec![json!(true), json!({})]).await?;
         let generation = self.next_id.fetch_add(1, Ordering::Relaxed);
-        *slot = Some(Session { authorization: authorization.clone(), context: context.clone(), generation });
+        *slot =
+            Some(Session { authorization: authorization.clone(), user_id: uid, context: context.clone(), generation });
         Ok((authorization, context, generation))
     }
 
@@ -313,7 +331,7 @@ fn classify(method: &str, error: &Value) -> RpcError {
             let message = if description.is_empty() { message } else { format!("{message} {description}") };
             RpcError::User { message }
         }
-        "UserWarning" => RpcError::User { message: text(1) },
+        "UserWarning" => RpcError::Warning { name: text(0), message: text(1) },
         "ConcurrencyException" => RpcError::Concurrency,
         other => RpcError::Failed { method: method.into(), detail: other.to_owned() },
     }
@@ -341,6 +359,8 @@ mod tests {
     fn errors_are_classified() {
         let user = classify("m", &json!(["UserError", ["Not enough stock.", "Product X", ""]]));
         assert!(matches!(user, RpcError::User { ref message } if message == "Not enough stock. Product X"));
+        let warning = classify("m", &json!(["UserWarning", ["abc.credit_limit_amount", "Over the limit.", ""]]));
+        assert!(matches!(warning, RpcError::Warning { ref name, .. } if name == "abc.credit_limit_amount"));
         assert!(matches!(classify("m", &json!(["ConcurrencyException", "x"])), RpcError::Concurrency));
         assert!(matches!(classify("m", &json!(["'res.user'", ""])), RpcError::Failed { .. }));
     }
