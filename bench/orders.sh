@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Orders per second from POST /web/v1/orders to "confirmed", end to end in
+# `up` mode (see examples/order_bench.rs): on the embedded defaults, then with
+# PostgreSQL for every store and NATS JetStream for events (the local
+# services at 127.0.0.1). Builds in release mode; writes
+# target/bench/orders.md.
+#
+#   bash bench/orders.sh [ORDERS] [CONCURRENCY]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+orders="${1:-2000}"
+concurrency="${2:-32}"
+cargo build --release -q --example order_bench
+bin="${CARGO_TARGET_DIR:-target}/release/examples/order_bench"
+out="${CARGO_TARGET_DIR:-target}/bench"
+mkdir -p "$out"
+{
+  echo "Orders placed end to end (gateway → experience → process → system, embedded ERP, sandbox payments),"
+  echo "card payment, 1 line; $(nproc) cores; $(date -u +%F)."
+  echo
+  echo "| stores | orders | concurrent clients | confirmed/s | accepted/s | p50 POST→confirmed ms | p99 ms | rejected |"
+  echo "|---|---|---|---|---|---|---|---|"
+  RUST_LOG=warn "$bin" --orders "$orders" --concurrency "$concurrency" --store sqlite
+  RUST_LOG=warn "$bin" --orders "$orders" --concurrency "$concurrency" --store postgres
+} | tee "$out/orders.md"

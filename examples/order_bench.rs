@@ -1,0 +1,206 @@
+//! Order placement end to end: orders per second from `POST
+//! /web/v1/orders` (through the gateway, every tier, the embedded ERP and
+//! the payments sandbox) to `confirmed`, and the time each order took.
+//!
+//! ```text
+//! cargo run --release --example order_bench -- [--orders N] [--concurrency C] [--store sqlite|postgres]
+//! ```
+//!
+//! `sqlite` is the embedded defaults (`up`: SQLite files, in-process bus).
+//! `postgres` puts the saga store, the embedded ERP and the payments ledger
+//! each in a fresh PostgreSQL database at 127.0.0.1:5432 and publishes
+//! events to NATS JetStream at 127.0.0.1:4222; the databases and the stream
+//! are removed afterwards. `bench/orders.sh` runs both and writes the table.
+//!
+//! The demo seed holds a few hundred units in stock; the run tops every
+//! stock row up first (straight in the ERP's tables; a bench fixture, not
+//! an API) so that no order is refused for stock.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use erp_connect::{config::Config, up::App};
+use gateway::dev_idp::{DevIdp, TokenRequest};
+use http_body_util::{BodyExt, Full};
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use process_apis::order_to_cash::{order::Status, store::Store};
+use sqlx::Connection;
+
+struct Args {
+    orders: usize,
+    concurrency: usize,
+    postgres: bool,
+}
+
+fn args() -> Args {
+    let mut args = Args { orders: 2000, concurrency: 32, postgres: false };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().unwrap_or_default();
+        match flag.as_str() {
+            "--orders" => args.orders = value.parse().expect("--orders N"),
+            "--concurrency" => args.concurrency = value.parse().expect("--concurrency C"),
+            "--store" => args.postgres = value == "postgres",
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    args
+}
+
+fn now_ms_f64() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs_f64() * 1000.0
+}
+
+const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+async fn create_database(name: &str) -> String {
+    let mut admin = sqlx::PgConnection::connect(ADMIN_URL).await.expect("PostgreSQL");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await.expect("create");
+    format!("postgres://postgres@127.0.0.1:5432/{name}")
+}
+
+async fn drop_database(name: &str) {
+    let mut admin = sqlx::PgConnection::connect(ADMIN_URL).await.expect("PostgreSQL");
+    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await.expect("drop");
+}
+
+#[tokio::main]
+async fn main() {
+    let args = args();
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let mut config = Config { data_dir: data_dir.path().to_owned(), ..Config::default() };
+    let run = ulid::Ulid::new().to_string().to_lowercase();
+    let databases = ["o2c", "erp", "pay"].map(|d| format!("bench_{d}_{run}"));
+    if args.postgres {
+        config.process.database_url = Some(create_database(&databases[0]).await);
+        config.erp.database_url = Some(create_database(&databases[1]).await);
+        config.payments.database_url = Some(create_database(&databases[2]).await);
+        config.process.events.bus = process_apis::order_to_cash::outbox::BusKind::Nats;
+        config.process.events.stream = format!("BENCH_{run}");
+        config.process.events.subject_prefix = format!("bench_{run}.erp.events");
+    }
+    let erp_url = config.erp.database_url.clone().unwrap_or_else(|| format!("sqlite://{}/erp.db", data_dir.path().display()));
+    let store_url = config.process.database_url(&config.data_dir);
+
+    let app = App::build(config.clone()).await.expect("up builds");
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = http.local_addr().expect("addr");
+    let shutdown = platform::shutdown::Shutdown::new();
+    let server = tokio::spawn(app.serve(http, grpc, shutdown.clone()));
+
+    sqlx::any::install_default_drivers();
+    let mut erp = sqlx::AnyConnection::connect(&erp_url).await.expect("ERP database");
+    sqlx::query("UPDATE stock SET on_hand = 10000000").execute(&mut erp).await.expect("stock topped up");
+
+    let token = DevIdp::load_or_create(data_dir.path())
+        .expect("dev idp")
+        .mint(&TokenRequest {
+            subject: "bench".into(),
+            scope: "orders:read orders:write".into(),
+            audience: "erp-connect".into(),
+            tenant: None,
+            email: Some("bench@shoppers.example".into()),
+            ttl: Duration::from_secs(3600),
+        })
+        .expect("token");
+    let client: Client<_, Full<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let body = bytes::Bytes::from_static(
+        br#"{"lines": [{"sku": "GADGET-2", "quantity": 1}], "payment": {"method": "card", "token": "tok_visa"}}"#,
+    );
+    let post = |key: String| {
+        let request = http::Request::post(format!("http://{addr}/web/v1/orders"))
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .header("idempotency-key", key)
+            .body(Full::new(body.clone()))
+            .expect("request");
+        let client = client.clone();
+        async move {
+            let response = client.request(request).await.expect("response");
+            let status = response.status();
+            let bytes = response.into_body().collect().await.expect("body").to_bytes();
+            assert_eq!(status, 201, "{}", String::from_utf8_lossy(&bytes));
+            let order: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+            order["id"].as_str().expect("id").to_owned()
+        }
+    };
+
+    // Warm up: connections, caches, the customer's first creation.
+    for i in 0..20 {
+        post(format!("warmup-{i}")).await;
+    }
+
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers = (0..args.concurrency).map(|_| {
+        let (next, post) = (next.clone(), post.clone());
+        let total = args.orders;
+        async move {
+            let mut placed = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return placed;
+                }
+                let sent = now_ms_f64();
+                placed.push((post(format!("bench-{i}")).await, sent));
+            }
+        }
+    });
+    let placed: Vec<(String, f64)> = futures_util::future::join_all(workers).await.into_iter().flatten().collect();
+    let posting = started.elapsed();
+
+    // Wait until every order has been confirmed (or gone further).
+    let store = Store::open(&store_url).await.expect("saga store");
+    let mut latencies = Vec::with_capacity(placed.len());
+    let mut last_confirmed = 0.0_f64;
+    let mut rejected = 0;
+    for (id, sent) in &placed {
+        loop {
+            let order = store.load(id).await.expect("store").expect("order").order;
+            if let Some(confirmed) = order.timeline.iter().find(|t| t.step == "confirmed") {
+                latencies.push(confirmed.at as f64 - sent);
+                last_confirmed = last_confirmed.max(confirmed.at as f64);
+                break;
+            }
+            if matches!(order.status, Status::Rejected | Status::Cancelled) {
+                rejected += 1;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let first_sent = placed.iter().map(|(_, s)| *s).fold(f64::MAX, f64::min);
+    let span_s = (last_confirmed - first_sent) / 1000.0;
+    latencies.sort_by(f64::total_cmp);
+    let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
+    let store_name = if args.postgres { "PostgreSQL + NATS JetStream" } else { "embedded defaults (SQLite, in-process bus)" };
+    println!(
+        "| {store_name} | {orders} | {conc} | {rate:.0} | {accept:.0} | {p50:.0} | {p99:.0} | {rejected} |",
+        orders = args.orders,
+        conc = args.concurrency,
+        rate = latencies.len() as f64 / span_s,
+        accept = args.orders as f64 / posting.as_secs_f64(),
+        p50 = pct(0.5),
+        p99 = pct(0.99),
+    );
+
+    shutdown.cancel();
+    let _ = server.await;
+    if args.postgres {
+        drop(store);
+        drop(erp);
+        for name in &databases {
+            drop_database(name).await;
+        }
+        let nats = async_nats::connect("nats://127.0.0.1:4222").await.expect("nats");
+        let _ = async_nats::jetstream::new(nats).delete_stream(format!("BENCH_{run}")).await;
+    }
+}
