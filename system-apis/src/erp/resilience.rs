@@ -264,3 +264,247 @@ impl<C: Connector> Connector for Resilient<C> {
         self.inner.is_ready().await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        collections::VecDeque,
+        sync::atomic::{AtomicU32, Ordering},
+    };
+
+    use super::*;
+
+    /// What one call of the fake answers.
+    #[derive(Debug, Clone, Copy)]
+    enum Outcome {
+        Ok,
+        /// A retryable failure (the ERP is down).
+        Down,
+        /// A business error: the ERP is up and says no.
+        Refused,
+        /// No answer at all.
+        Hang,
+    }
+
+    /// A connector whose `get_product` (a read) and `post_invoice` (a write)
+    /// answer scripted outcomes, then `Ok`, and count their calls.
+    #[derive(Default)]
+    struct Fake {
+        script: Mutex<VecDeque<Outcome>>,
+        calls: AtomicU32,
+    }
+
+    impl Fake {
+        fn scripted(outcomes: &[Outcome]) -> Self {
+            Self { script: Mutex::new(outcomes.iter().copied().collect()), calls: AtomicU32::new(0) }
+        }
+
+        async fn answer<T>(&self, ok: T) -> Result<T, Error> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let next = self.script.lock().expect("script").pop_front().unwrap_or(Outcome::Ok);
+            match next {
+                Outcome::Ok => Ok(ok),
+                Outcome::Down => Err(Error::Unavailable("down".into())),
+                Outcome::Refused => Err(Error::precondition("NO", "x", "refused")),
+                Outcome::Hang => std::future::pending().await,
+            }
+        }
+    }
+
+    fn unused<T>() -> Result<T, Error> {
+        Err(Error::Backend("not used by these tests".into()))
+    }
+
+    impl Connector for Fake {
+        async fn list_products(&self, _: Option<&str>, _: usize) -> Result<Page<Product>, Error> {
+            unused()
+        }
+        async fn get_product(&self, sku: &str) -> Result<Product, Error> {
+            self.answer(Product { sku: sku.into(), ..Default::default() }).await
+        }
+        async fn stock_levels(&self, _: &[String]) -> Result<Vec<StockLevel>, Error> {
+            unused()
+        }
+        async fn get_customer(&self, _: &str) -> Result<Customer, Error> {
+            unused()
+        }
+        async fn find_customer(&self, _: &CustomerKey) -> Result<Customer, Error> {
+            unused()
+        }
+        async fn create_customer(&self, _: &NewCustomer) -> Result<Customer, Error> {
+            unused()
+        }
+        async fn update_credit_limit(&self, _: &str, _: Decimal) -> Result<Customer, Error> {
+            unused()
+        }
+        async fn add_address(&self, _: &str, _: &Address) -> Result<Customer, Error> {
+            unused()
+        }
+        async fn create_sales_order(&self, _: &NewSalesOrder) -> Result<SalesOrder, Error> {
+            unused()
+        }
+        async fn quote_sales_order(&self, _: &str) -> Result<SalesOrder, Error> {
+            unused()
+        }
+        async fn confirm_sales_order(&self, _: &str) -> Result<SalesOrder, Error> {
+            unused()
+        }
+        async fn cancel_sales_order(&self, _: &str) -> Result<SalesOrder, Error> {
+            unused()
+        }
+        async fn get_sales_order(&self, _: &str) -> Result<SalesOrder, Error> {
+            unused()
+        }
+        async fn list_sales_orders(&self, _: &str, _: Option<&str>, _: usize) -> Result<Page<SalesOrder>, Error> {
+            unused()
+        }
+        async fn list_invoices(&self, _: &str) -> Result<Vec<Invoice>, Error> {
+            unused()
+        }
+        async fn get_invoice(&self, _: &str) -> Result<Invoice, Error> {
+            unused()
+        }
+        async fn post_invoice(&self, id: &str) -> Result<Invoice, Error> {
+            self.answer(Invoice { id: id.into(), ..Default::default() }).await
+        }
+        async fn record_invoice_payment(&self, _: &InvoicePayment) -> Result<Invoice, Error> {
+            unused()
+        }
+        async fn credit_invoice(&self, _: &str) -> Result<Invoice, Error> {
+            unused()
+        }
+        async fn list_shipments(&self, _: &str) -> Result<Vec<Shipment>, Error> {
+            unused()
+        }
+        async fn complete_shipment(&self, _: &str) -> Result<Shipment, Error> {
+            unused()
+        }
+        async fn open_amount(&self, _: &str) -> Result<OpenAmount, Error> {
+            unused()
+        }
+        async fn list_changes(&self, _: Option<&str>, _: usize) -> Result<(Vec<Change>, String), Error> {
+            unused()
+        }
+        async fn is_ready(&self) -> bool {
+            true
+        }
+    }
+
+    fn policy() -> Policy {
+        Policy {
+            deadline: Duration::from_secs(1),
+            read_retries: 2,
+            backoff: Duration::from_millis(50),
+            failures_to_open: 3,
+            open_for: Duration::from_secs(5),
+        }
+    }
+
+    fn resilient(outcomes: &[Outcome]) -> Resilient<Fake> {
+        Resilient::new(Fake::scripted(outcomes), policy())
+    }
+
+    fn calls(erp: &Resilient<Fake>) -> u32 {
+        erp.inner.calls.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn resilience_reads_are_retried_past_a_blip_with_backoff() {
+        let erp = resilient(&[Outcome::Down, Outcome::Down]);
+        let started = Instant::now();
+        assert_eq!(erp.get_product("A").await.expect("third attempt").sku, "A");
+        assert_eq!(calls(&erp), 3);
+        // Two jittered backoffs: 25-50 ms, then 50-100 ms.
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(75) && waited <= Duration::from_millis(150), "{waited:?}");
+        assert_eq!(erp.breaker_state(), BreakerState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn resilience_reads_give_up_after_their_retries() {
+        let erp = resilient(&[Outcome::Down, Outcome::Down, Outcome::Down, Outcome::Ok]);
+        assert!(erp.get_product("A").await.expect_err("still down").is_retryable());
+        assert_eq!(calls(&erp), 3, "one attempt and two retries");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn resilience_writes_and_business_errors_are_not_retried() {
+        let erp = resilient(&[Outcome::Down]);
+        assert!(erp.post_invoice("I").await.expect_err("down").is_retryable());
+        assert_eq!(calls(&erp), 1, "a write is the caller's to retry");
+        let erp = resilient(&[Outcome::Refused]);
+        assert!(matches!(erp.get_product("A").await, Err(Error::FailedPrecondition { .. })));
+        assert_eq!(calls(&erp), 1, "a refusal is an answer");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn resilience_a_call_past_its_deadline_is_unavailable() {
+        let erp = resilient(&[Outcome::Hang, Outcome::Hang, Outcome::Hang]);
+        let started = Instant::now();
+        assert!(erp.post_invoice("I").await.expect_err("no answer").is_retryable());
+        assert_eq!(started.elapsed(), Duration::from_secs(1), "the write waited one deadline");
+        let erp = resilient(&[Outcome::Hang, Outcome::Ok]);
+        assert_eq!(erp.get_product("A").await.expect("the retry answers").sku, "A");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn resilience_the_breaker_opens_fails_fast_and_closes_after_a_probe() {
+        let erp = resilient(&[Outcome::Down; 3]);
+        for _ in 0..3 {
+            assert!(erp.post_invoice("I").await.is_err());
+        }
+        assert_eq!(erp.breaker_state(), BreakerState::Open);
+        let refused = erp.get_product("A").await.expect_err("open");
+        assert!(refused.is_retryable());
+        assert_eq!(calls(&erp), 3, "an open breaker calls nobody, and a read does not retry against it");
+
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(erp.breaker_state(), BreakerState::HalfOpen);
+        assert_eq!(erp.get_product("A").await.expect("the probe").sku, "A");
+        assert_eq!(erp.breaker_state(), BreakerState::Closed);
+        assert_eq!(calls(&erp), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn resilience_a_failed_probe_opens_the_breaker_again_and_refusals_keep_it_closed() {
+        let erp = resilient(&[Outcome::Down, Outcome::Down, Outcome::Down, Outcome::Down]);
+        for _ in 0..3 {
+            assert!(erp.post_invoice("I").await.is_err());
+        }
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(erp.post_invoice("I").await.is_err(), "the probe fails");
+        assert_eq!(erp.breaker_state(), BreakerState::Open);
+
+        let erp = resilient(&[Outcome::Down, Outcome::Down, Outcome::Refused, Outcome::Down, Outcome::Down]);
+        for _ in 0..5 {
+            let _ = erp.post_invoice("I").await;
+        }
+        assert_eq!(erp.breaker_state(), BreakerState::Closed, "a refusal resets the count");
+    }
+
+    /// Not a check: how much the wrapper adds to a call that answers at
+    /// once (`cargo test -p system-apis --release resilience_overhead -- --ignored --nocapture`).
+    #[tokio::test]
+    #[ignore = "a measurement, not a test"]
+    async fn resilience_overhead() {
+        const N: u32 = 200_000;
+        let fake = Fake::default();
+        let started = std::time::Instant::now();
+        for _ in 0..N {
+            let _ = fake.get_product("A").await;
+        }
+        let bare = started.elapsed() / N;
+        let erp = Resilient::new(Fake::default(), Policy::default());
+        for (name, write) in [("read", false), ("write", true)] {
+            let started = std::time::Instant::now();
+            for _ in 0..N {
+                if write {
+                    let _ = erp.post_invoice("I").await;
+                } else {
+                    let _ = erp.get_product("A").await;
+                }
+            }
+            println!("{name}: {:?} per call through Resilient, {bare:?} bare", started.elapsed() / N);
+        }
+    }
+}
