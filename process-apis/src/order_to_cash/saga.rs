@@ -249,7 +249,9 @@ impl Engine {
                     match result {
                         Ok(()) => {
                             next.progress.attempts = 0;
-                            self.save(&next, version, now, Lease::Keep(self.lease_until(now)), effects).await?;
+                            if !self.save(&next, version, now, Lease::Keep(self.lease_until(now)), effects).await? {
+                                self.record_on_latest(id, step).await?;
+                            }
                         }
                         Err(StepError::Business(reason)) if step.is_compensation() => {
                             // The compensation cannot be done (e.g. the ERP
@@ -294,6 +296,27 @@ impl Engine {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// The step acted, but someone else (a cancel, a payment, the feed)
+    /// wrote the order meanwhile, so its result was not saved. Replays the
+    /// step on the latest version — the same idempotency key makes the
+    /// system API answer what it did, without acting again — so that what
+    /// happened is recorded and compensations know about it.
+    async fn record_on_latest(&self, id: &str, step: Action) -> Result<(), StepError> {
+        loop {
+            let Some(latest) = self.store.load(id).await? else { return Ok(()) };
+            let mut next = latest.order.clone();
+            let mut effects = Effects::default();
+            self.execute(step, &mut next, &mut effects).await?;
+            let now = clock::now_ms();
+            next.progress.running = None;
+            next.progress.attempts = 0;
+            next.updated_at = now;
+            if self.save(&next, latest.version, now, Lease::Keep(self.lease_until(now)), effects).await? {
+                return Ok(());
             }
         }
     }
