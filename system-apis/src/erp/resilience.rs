@@ -1,21 +1,40 @@
 //! Deadlines, bounded retries for reads, and a circuit breaker around any
-//! [`Connector`].
+//! [`Connector`], as a stack of tower layers.
 //!
-//! Reads are retried on retryable errors (twice, with jittered backoff);
-//! writes never are, since their idempotency is the caller's key, not ours
-//! to spend. After [`Policy::failures_to_open`] consecutive retryable
-//! failures the breaker opens: calls fail at once with `UNAVAILABLE` for
-//! [`Policy::open_for`], then one probe call is let through; its success
-//! closes the breaker. A down ERP so costs callers no time and the ERP no
-//! load while it recovers.
+//! Each connector call goes through, outermost first:
+//! - for reads only, [`tower::retry`] with [`ReadRetry`]: retryable errors
+//!   are retried twice, with jittered exponential backoff, while the breaker
+//!   is closed. Writes are never retried: their idempotency is the caller's
+//!   key, not ours to spend.
+//! - [`BreakerLayer`]: after [`Policy::failures_to_open`] consecutive
+//!   retryable failures the breaker opens: calls fail at once with
+//!   `UNAVAILABLE` for [`Policy::open_for`], then one probe call is let
+//!   through; its success closes the breaker. A down ERP so costs callers no
+//!   time and the ERP no load while it recovers. Business errors count as
+//!   success: the ERP is up and answering.
+//! - [`tower::timeout`], mapped back to [`Error::Unavailable`]: the deadline
+//!   of one attempt.
+//! - the attempt itself: the request of the stack is a [`Call`], a factory
+//!   of attempts, so that the retry layer can make another one.
+//!
+//! The stack is built per call around borrowed state (the breaker, the
+//! connector, the call's arguments), which costs a few pointers and lets
+//! calls borrow their arguments instead of cloning them.
 
-use std::{future::Future, sync::Mutex, time::Duration};
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Mutex,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use erp_connect_proto::erp::v1::{
     Address, Change, Customer, Invoice, OpenAmount, Product, SalesOrder, Shipment, StockLevel,
 };
 use rust_decimal::Decimal;
 use tokio::time::Instant;
+use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
 use super::{Connector, CustomerKey, Error, InvoicePayment, NewCustomer, NewSalesOrder, Page};
 
@@ -57,8 +76,16 @@ pub enum BreakerState {
     HalfOpen,
 }
 
+/// A circuit breaker's counts, shared by every call through one [`Resilient`].
 #[derive(Debug)]
-struct Breaker {
+pub struct Breaker {
+    failures_to_open: u32,
+    open_for: Duration,
+    state: Mutex<Counts>,
+}
+
+#[derive(Debug)]
+struct Counts {
     consecutive_failures: u32,
     open_until: Option<Instant>,
     probing: bool,
@@ -69,28 +96,22 @@ struct Breaker {
 #[error("the ERP circuit breaker is open")]
 struct BreakerOpen;
 
-/// `inner` with deadlines, read retries and a circuit breaker.
-#[derive(Debug)]
-pub struct Resilient<C> {
-    inner: C,
-    policy: Policy,
-    breaker: Mutex<Breaker>,
-}
-
-impl<C: Connector> Resilient<C> {
-    /// Wraps `inner`.
-    pub fn new(inner: C, policy: Policy) -> Self {
+impl Breaker {
+    fn new(policy: &Policy) -> Self {
         Self {
-            inner,
-            policy,
-            breaker: Mutex::new(Breaker { consecutive_failures: 0, open_until: None, probing: false }),
+            failures_to_open: policy.failures_to_open,
+            open_for: policy.open_for,
+            state: Mutex::new(Counts { consecutive_failures: 0, open_until: None, probing: false }),
         }
     }
 
+    fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// The breaker's state now.
-    pub fn breaker_state(&self) -> BreakerState {
-        let b = self.breaker.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        match b.open_until {
+    pub fn state(&self) -> BreakerState {
+        match self.counts().open_until {
             None => BreakerState::Closed,
             Some(until) if Instant::now() < until => BreakerState::Open,
             Some(_) => BreakerState::HalfOpen,
@@ -98,7 +119,7 @@ impl<C: Connector> Resilient<C> {
     }
 
     fn admit(&self) -> Result<(), Error> {
-        let mut b = self.breaker.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut b = self.counts();
         match b.open_until {
             None => Ok(()),
             Some(until) if Instant::now() < until => Err(Error::Unavailable(Box::new(BreakerOpen))),
@@ -110,8 +131,15 @@ impl<C: Connector> Resilient<C> {
         }
     }
 
+    /// An admitted call was dropped before it ended (its caller went
+    /// away): it tells nothing about the ERP, but a probe must not stay
+    /// "on its way" for ever, or the breaker would refuse every call.
+    fn abandon(&self) {
+        self.counts().probing = false;
+    }
+
     fn record(&self, healthy: bool) {
-        let mut b = self.breaker.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut b = self.counts();
         b.probing = false;
         if healthy {
             if b.open_until.is_some() {
@@ -121,57 +149,232 @@ impl<C: Connector> Resilient<C> {
             b.open_until = None;
         } else {
             b.consecutive_failures = b.consecutive_failures.saturating_add(1);
-            if b.consecutive_failures >= self.policy.failures_to_open || b.open_until.is_some() {
+            if b.consecutive_failures >= self.failures_to_open || b.open_until.is_some() {
                 if b.open_until.is_none() {
                     tracing::warn!(failures = b.consecutive_failures, "ERP circuit breaker opened");
                 }
-                b.open_until = Some(Instant::now() + self.policy.open_for);
+                b.open_until = Some(Instant::now() + self.open_for);
             }
         }
     }
+}
 
-    async fn attempt<T, Fut>(&self, call: Fut) -> Result<T, Error>
-    where
-        Fut: Future<Output = Result<T, Error>>,
-    {
-        self.admit()?;
-        let outcome = match tokio::time::timeout(self.policy.deadline, call).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::Unavailable("the ERP did not answer within the deadline".into())),
+/// The request of the stack: one connector call, as a factory of attempts.
+/// A reference, so the retry layer clones it for free.
+pub struct Call<'f, F>(&'f F);
+
+impl<F> Clone for Call<'_, F> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<F> Copy for Call<'_, F> {}
+
+/// The innermost service: makes one attempt of a [`Call`].
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt;
+
+impl<F, Fut, T> Service<Call<'_, F>> for Attempt
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, Error>>,
+{
+    type Response = T;
+    type Error = Error;
+    type Future = Fut;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: Call<'_, F>) -> Fut {
+        (call.0)()
+    }
+}
+
+/// Puts a [`Breaker`] in front of a service.
+#[derive(Debug, Clone, Copy)]
+pub struct BreakerLayer<'b>(&'b Breaker);
+
+impl<'b, S> Layer<S> for BreakerLayer<'b> {
+    type Service = BreakerService<'b, S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        BreakerService { inner, breaker: self.0 }
+    }
+}
+
+/// A service behind a [`Breaker`]: refused at once while it is open, and
+/// counted: retryable failures open it, anything else closes it.
+#[derive(Debug, Clone)]
+pub struct BreakerService<'b, S> {
+    inner: S,
+    breaker: &'b Breaker,
+}
+
+impl<'b, S, R> Service<R> for BreakerService<'b, S>
+where
+    S: Service<R, Error = Error>,
+{
+    type Response = S::Response;
+    type Error = Error;
+    type Future = BreakerFuture<'b, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: R) -> Self::Future {
+        // Admitted here rather than in poll_ready: a refused call is an
+        // answer (UNAVAILABLE), not a service that is not ready yet.
+        let state = match self.breaker.admit() {
+            Ok(()) => Running::Attempt(Box::pin(self.inner.call(request))),
+            Err(refused) => Running::Refused(Some(refused)),
         };
-        // Business errors mean the ERP is up and answering.
-        self.record(!matches!(&outcome, Err(e) if e.is_retryable()));
-        outcome
+        BreakerFuture { breaker: self.breaker, state }
+    }
+}
+
+impl<F> Drop for BreakerFuture<'_, F> {
+    fn drop(&mut self) {
+        if matches!(self.state, Running::Attempt(_)) {
+            self.breaker.abandon();
+        }
+    }
+}
+
+/// The future of [`BreakerService`]: the attempt, counted when it ends. A
+/// named type rather than a boxed `dyn Future`, whose lifetime bound the
+/// compiler cannot prove for the connector's `async fn` futures; the
+/// attempt is boxed so that it can be polled without unsafe pinning.
+pub struct BreakerFuture<'b, F> {
+    breaker: &'b Breaker,
+    state: Running<F>,
+}
+
+enum Running<F> {
+    Attempt(Pin<Box<F>>),
+    Refused(Option<Error>),
+    Done,
+}
+
+impl<F, T> Future for BreakerFuture<'_, F>
+where
+    F: Future<Output = Result<T, Error>>,
+{
+    type Output = Result<T, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        match &mut this.state {
+            Running::Refused(refused) => {
+                Poll::Ready(Err(refused.take().unwrap_or_else(|| Error::Unavailable(Box::new(BreakerOpen)))))
+            }
+            Running::Attempt(attempt) => {
+                let outcome = std::task::ready!(attempt.as_mut().poll(cx));
+                this.state = Running::Done;
+                // Business errors mean the ERP is up and answering.
+                this.breaker.record(!matches!(&outcome, Err(e) if e.is_retryable()));
+                Poll::Ready(outcome)
+            }
+            Running::Done => Poll::Ready(Err(Error::Backend("a breaker future was polled after it ended".into()))),
+        }
+    }
+}
+
+/// When a read is tried again: after a retryable failure, at most
+/// [`Policy::read_retries`] times, and only while the breaker is closed (a
+/// retry cannot get through an open one, and a probe is not retried).
+#[derive(Debug, Clone)]
+pub struct ReadRetry<'b> {
+    breaker: &'b Breaker,
+    retries_left: u32,
+    backoff: Duration,
+}
+
+impl<R: Clone, T> tower::retry::Policy<R, T, Error> for ReadRetry<'_> {
+    type Future = tokio::time::Sleep;
+
+    fn retry(&mut self, _request: &mut R, result: &mut Result<T, Error>) -> Option<Self::Future> {
+        match result {
+            Err(err) if err.is_retryable() && self.retries_left > 0 && self.breaker.state() == BreakerState::Closed => {
+                self.retries_left -= 1;
+                let wait = jitter(self.backoff);
+                self.backoff = self.backoff.saturating_mul(2);
+                Some(tokio::time::sleep(wait))
+            }
+            _ => None,
+        }
+    }
+
+    fn clone_request(&mut self, request: &R) -> Option<R> {
+        Some(request.clone())
+    }
+}
+
+/// tower's timeout answers boxed errors: ours come back as they were, and
+/// an elapsed deadline is the ERP not answering.
+fn unbox(err: tower::BoxError) -> Error {
+    match err.downcast::<Error>() {
+        Ok(err) => *err,
+        Err(err) if err.is::<tower::timeout::error::Elapsed>() => {
+            Error::Unavailable("the ERP did not answer within the deadline".into())
+        }
+        Err(err) => Error::Backend(err),
+    }
+}
+
+/// `inner` with deadlines, read retries and a circuit breaker.
+#[derive(Debug)]
+pub struct Resilient<C> {
+    inner: C,
+    policy: Policy,
+    breaker: Breaker,
+}
+
+impl<C: Connector> Resilient<C> {
+    /// Wraps `inner`.
+    pub fn new(inner: C, policy: Policy) -> Self {
+        Self { breaker: Breaker::new(&policy), inner, policy }
+    }
+
+    /// The breaker's state now.
+    pub fn breaker_state(&self) -> BreakerState {
+        self.breaker.state()
     }
 
     async fn read<'a, T, F, Fut>(&'a self, call: F) -> Result<T, Error>
     where
-        F: Fn(&'a C) -> Fut,
-        Fut: Future<Output = Result<T, Error>> + 'a,
+        F: Fn(&'a C) -> Fut + Sync,
+        Fut: Future<Output = Result<T, Error>> + Send + 'a,
+        T: Send + 'a,
     {
-        let mut backoff = self.policy.backoff;
-        let mut attempt = 0;
-        loop {
-            match self.attempt(call(&self.inner)).await {
-                Err(err)
-                    if err.is_retryable()
-                        && attempt < self.policy.read_retries
-                        && self.breaker_state() == BreakerState::Closed =>
-                {
-                    attempt += 1;
-                    tokio::time::sleep(jitter(backoff)).await;
-                    backoff = backoff.saturating_mul(2);
-                }
-                other => return other,
-            }
-        }
+        let attempt = || call(&self.inner);
+        let retry =
+            ReadRetry { breaker: &self.breaker, retries_left: self.policy.read_retries, backoff: self.policy.backoff };
+        let stack = ServiceBuilder::new()
+            .retry(retry)
+            .layer(BreakerLayer(&self.breaker))
+            .map_err(unbox)
+            .timeout(self.policy.deadline)
+            .service(Attempt);
+        stack.oneshot(Call(&attempt)).await
     }
 
-    async fn write<'a, T, Fut>(&'a self, call: Fut) -> Result<T, Error>
+    async fn write<'a, T, F, Fut>(&'a self, call: F) -> Result<T, Error>
     where
-        Fut: Future<Output = Result<T, Error>> + 'a,
+        F: Fn(&'a C) -> Fut + Sync,
+        Fut: Future<Output = Result<T, Error>> + Send + 'a,
+        T: Send + 'a,
     {
-        self.attempt(call).await
+        let attempt = || call(&self.inner);
+        let stack = ServiceBuilder::new()
+            .layer(BreakerLayer(&self.breaker))
+            .map_err(unbox)
+            .timeout(self.policy.deadline)
+            .service(Attempt);
+        stack.oneshot(Call(&attempt)).await
     }
 }
 
@@ -201,25 +404,25 @@ impl<C: Connector> Connector for Resilient<C> {
         self.read(|c| c.find_customer(key)).await
     }
     async fn create_customer(&self, new: &NewCustomer) -> Result<Customer, Error> {
-        self.write(self.inner.create_customer(new)).await
+        self.write(|c| c.create_customer(new)).await
     }
     async fn update_credit_limit(&self, id: &str, limit: Decimal) -> Result<Customer, Error> {
-        self.write(self.inner.update_credit_limit(id, limit)).await
+        self.write(|c| c.update_credit_limit(id, limit)).await
     }
     async fn add_address(&self, id: &str, address: &Address) -> Result<Customer, Error> {
-        self.write(self.inner.add_address(id, address)).await
+        self.write(|c| c.add_address(id, address)).await
     }
     async fn create_sales_order(&self, new: &NewSalesOrder) -> Result<SalesOrder, Error> {
-        self.write(self.inner.create_sales_order(new)).await
+        self.write(|c| c.create_sales_order(new)).await
     }
     async fn quote_sales_order(&self, id: &str) -> Result<SalesOrder, Error> {
-        self.write(self.inner.quote_sales_order(id)).await
+        self.write(|c| c.quote_sales_order(id)).await
     }
     async fn confirm_sales_order(&self, id: &str) -> Result<SalesOrder, Error> {
-        self.write(self.inner.confirm_sales_order(id)).await
+        self.write(|c| c.confirm_sales_order(id)).await
     }
     async fn cancel_sales_order(&self, id: &str) -> Result<SalesOrder, Error> {
-        self.write(self.inner.cancel_sales_order(id)).await
+        self.write(|c| c.cancel_sales_order(id)).await
     }
     async fn get_sales_order(&self, id: &str) -> Result<SalesOrder, Error> {
         self.read(|c| c.get_sales_order(id)).await
@@ -239,19 +442,19 @@ impl<C: Connector> Connector for Resilient<C> {
         self.read(|c| c.get_invoice(id)).await
     }
     async fn post_invoice(&self, id: &str) -> Result<Invoice, Error> {
-        self.write(self.inner.post_invoice(id)).await
+        self.write(|c| c.post_invoice(id)).await
     }
     async fn record_invoice_payment(&self, payment: &InvoicePayment) -> Result<Invoice, Error> {
-        self.write(self.inner.record_invoice_payment(payment)).await
+        self.write(|c| c.record_invoice_payment(payment)).await
     }
     async fn credit_invoice(&self, id: &str) -> Result<Invoice, Error> {
-        self.write(self.inner.credit_invoice(id)).await
+        self.write(|c| c.credit_invoice(id)).await
     }
     async fn list_shipments(&self, sales_order_id: &str) -> Result<Vec<Shipment>, Error> {
         self.read(|c| c.list_shipments(sales_order_id)).await
     }
     async fn complete_shipment(&self, id: &str) -> Result<Shipment, Error> {
-        self.write(self.inner.complete_shipment(id)).await
+        self.write(|c| c.complete_shipment(id)).await
     }
     async fn open_amount(&self, customer_id: &str) -> Result<OpenAmount, Error> {
         self.read(|c| c.open_amount(customer_id)).await
@@ -480,6 +683,20 @@ mod tests {
             let _ = erp.post_invoice("I").await;
         }
         assert_eq!(erp.breaker_state(), BreakerState::Closed, "a refusal resets the count");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn resilience_a_probe_whose_caller_went_away_does_not_wedge_the_breaker() {
+        let erp = resilient(&[Outcome::Down, Outcome::Down, Outcome::Down, Outcome::Hang]);
+        for _ in 0..3 {
+            assert!(erp.post_invoice("I").await.is_err());
+        }
+        tokio::time::advance(Duration::from_secs(5)).await;
+        // The probe's caller gives up before the probe ends.
+        let probe = erp.post_invoice("I");
+        assert!(tokio::time::timeout(Duration::from_millis(10), probe).await.is_err());
+        assert_eq!(erp.get_product("A").await.expect("the next call probes").sku, "A");
+        assert_eq!(erp.breaker_state(), BreakerState::Closed);
     }
 
     /// Not a check: how much the wrapper adds to a call that answers at
