@@ -594,6 +594,33 @@ async fn crediting_a_paid_invoice_lets_its_order_be_cancelled(mut erp: Erp) {
     assert_eq!(invoices, [credited]);
 }
 
+async fn crediting_a_partly_paid_invoice_leaves_nothing_open(mut erp: Erp) {
+    let customer = erp.new_customer("credit-partly").await;
+    let available = erp.available("GLOVE-M").await;
+    let open_before = erp.open_amount(&customer.id).await;
+    let order = erp.confirmed_order(&customer, &[("GLOVE-M", 2)]).await;
+    let invoice = erp.posted_invoice(&order).await;
+    let partly = erp
+        .invoices
+        .record_invoice_payment(RecordInvoicePaymentRequest {
+            idempotency_key: format!("pay-{}", ulid::Ulid::new()),
+            invoice_id: invoice.id.clone(),
+            currency: invoice.currency.clone(),
+            amount: "5.00".into(),
+        })
+        .await
+        .expect("a partial payment")
+        .into_inner();
+    assert_eq!(partly.state, erp::InvoiceState::Posted as i32);
+
+    let credited = erp.credit(&invoice.id).await.expect("credit");
+    assert_eq!((credited.state, credited.amount_due.as_str()), (erp::InvoiceState::Cancelled as i32, "0.00"));
+    assert_eq!(erp.credit(&invoice.id).await.expect("credit twice"), credited);
+    assert_eq!(erp.open_amount(&customer.id).await, open_before, "neither the rest nor the part paid stays open");
+    erp.cancel(&order.id).await.expect("cancel once credited");
+    erp.assert_unwound(&order.id, "GLOVE-M", available).await;
+}
+
 async fn crediting_a_draft_or_unknown_invoice_is_refused(mut erp: Erp) {
     let customer = erp.new_customer("credit-draft").await;
     let order = erp.confirmed_order(&customer, &[("GOGGLE-1", 1)]).await;
@@ -696,6 +723,7 @@ macro_rules! contract_suite {
             the_change_feed_reports_changes_after_a_cursor,
             crediting_a_posted_invoice_lets_its_order_be_cancelled,
             crediting_a_paid_invoice_lets_its_order_be_cancelled,
+            crediting_a_partly_paid_invoice_leaves_nothing_open,
             crediting_a_draft_or_unknown_invoice_is_refused,
             a_shipped_orders_invoice_is_credited_but_the_order_stays,
             an_order_over_the_credit_limit_is_still_confirmed,

@@ -432,6 +432,87 @@ impl TrytonErp {
         Ok(!credited.is_zero() && credited + amount(invoice, "total_amount") == Decimal::ZERO)
     }
 
+    /// Credits an invoice that money was paid on, in full. Tryton refuses
+    /// a refund of a paid invoice ("not posted"), and a refund of a partly
+    /// paid one would leave the part paid on the customer's account as a
+    /// credit. So: a credit note without refund, posted; what the customer
+    /// paid is paid out on the credit note (recording the money going back;
+    /// the refund itself is the payment provider's); for a partly paid
+    /// invoice, its open rest and the credit note's are then reconciled
+    /// against each other. Both end `paid`, nothing stays open, and the
+    /// invoice reads CANCELLED ([`Self::credited_in_full`]). Every step is
+    /// found again on a retry: the credit note through its lines' origin,
+    /// the payout through its description.
+    async fn credit_and_pay_back(&self, invoice_id: i64, inv: &Value, id: &str) -> Result<(), Error> {
+        let notes = self.credit_notes_of(inv).await?;
+        let note = match notes.iter().find(|n| text(n, "state") != "cancelled") {
+            Some(note) => id_of(note),
+            None => self.credit_wizard(invoice_id, false).await?,
+        };
+        let fields = ["state", "total_amount", "amount_to_pay", "party", "account", "lines_to_pay", "payment_lines"];
+        let mut credit = self.read_one("account.invoice", "invoice", note, &fields).await?;
+        if matches!(text(&credit, "state").as_str(), "draft" | "validated") {
+            self.button("account.invoice", "post", note).await?;
+            credit = self.read_one("account.invoice", "invoice", note, &fields).await?;
+        }
+        let original = self.read_one("account.invoice", "invoice", invoice_id, &fields).await?;
+        let due = if text(&original, "state") == "paid" { Decimal::ZERO } else { amount(&original, "amount_to_pay") };
+        let paid = amount(&original, "total_amount") - due;
+        let marker = format!("erp-connect:credit:{id}");
+        let payouts =
+            self.read("account.move.line", &ids(&credit["payment_lines"]), &["move_description_used"]).await?;
+        if text(&credit, "state") == "posted"
+            && paid > Decimal::ZERO
+            && !payouts.iter().any(|l| text(l, "move_description_used") == marker)
+        {
+            // Paid out with a negative amount, as Tryton proposes for a credit note.
+            self.pay(note, &credit["party"], &credit["account"], -paid, &marker).await?;
+            credit = self.read_one("account.invoice", "invoice", note, &fields).await?;
+        }
+        if text(&original, "state") != "paid" || text(&credit, "state") != "paid" {
+            let lines: Vec<i64> = ["lines_to_pay", "payment_lines"]
+                .iter()
+                .flat_map(|f| ids(&original[*f]).into_iter().chain(ids(&credit[*f])))
+                .collect();
+            let open: Vec<i64> = self
+                .read("account.move.line", &lines, &["reconciliation"])
+                .await?
+                .iter()
+                .filter(|l| l.get("reconciliation").is_none_or(Value::is_null))
+                .map(id_of)
+                .collect();
+            self.reconcile(&open).await?;
+        }
+        Ok(())
+    }
+
+    /// Reconciles move lines that balance to zero through Tryton's
+    /// `account.move.reconcile_lines` wizard (its first step reconciles at
+    /// once when nothing is to be written off).
+    async fn reconcile(&self, lines: &[i64]) -> Result<(), Error> {
+        let Some(first) = lines.first() else { return Ok(()) };
+        let mut ctx = wizard_context("account.move.line", *first);
+        ctx.insert("active_ids".into(), json!(lines));
+        let created =
+            self.rpc.call_with_context("wizard.account.move.reconcile_lines.create", vec![], Some(&ctx)).await?;
+        let session = created.get(0).cloned().unwrap_or(Value::Null);
+        let reply = self
+            .rpc
+            .call_with_context(
+                "wizard.account.move.reconcile_lines.execute",
+                vec![session.clone(), json!({}), json!("start")],
+                Some(&ctx),
+            )
+            .await;
+        let _ =
+            self.rpc.call_with_context("wizard.account.move.reconcile_lines.delete", vec![session], Some(&ctx)).await;
+        if reply?.get("view").is_some() {
+            // Tryton asks for a write-off: the lines do not balance.
+            return Err(Error::Backend("the credit note and the invoice do not balance".into()));
+        }
+        Ok(())
+    }
+
     /// Runs Tryton's `account.invoice.credit` wizard on one invoice and
     /// returns the credit note it made. With `refund`, Tryton also posts the
     /// credit note and cancels the invoice against it, in one transaction.
@@ -1151,42 +1232,14 @@ impl Connector for TrytonErp {
             }
             // Cancelled: credited before (by refund), or a draft cancelled with its order.
             "cancelled" => {}
-            "posted" => {
+            "posted" if ids(&inv["payment_lines"]).is_empty() => {
                 // The wizard's refund credits, posts the credit note and
                 // cancels the invoice against it atomically, so a retry finds
-                // either nothing done or everything. Tryton offers no refund
-                // once a payment is on the invoice; it still accepts one for a
-                // partly paid invoice, which then leaves the part paid on the
-                // customer's account as a credit (a negative receivable).
+                // either nothing done or everything.
                 self.credit_wizard(invoice_id, true).await?;
             }
-            "paid" if !self.credited_in_full(&inv).await? => {
-                // A paid invoice cannot be refunded ("not posted"): credit it
-                // without refund, post the credit note, and pay it out, which
-                // records the money going back and leaves nothing open. Each
-                // step is found again on a retry through the credit note's
-                // lines (their origin is the credited invoice's lines).
-                let notes = self.credit_notes_of(&inv).await?;
-                let note = match notes.iter().find(|n| text(n, "state") != "cancelled") {
-                    Some(note) => id_of(note),
-                    None => self.credit_wizard(invoice_id, false).await?,
-                };
-                if self
-                    .read("account.invoice", &[note], &["state"])
-                    .await?
-                    .first()
-                    .is_some_and(|n| matches!(text(n, "state").as_str(), "draft" | "validated"))
-                {
-                    self.button("account.invoice", "post", note).await?;
-                }
-                let note = self
-                    .read_one("account.invoice", "invoice", note, &["state", "amount_to_pay", "party", "account"])
-                    .await?;
-                if text(&note, "state") == "posted" {
-                    let due = amount(&note, "amount_to_pay");
-                    let marker = format!("erp-connect:credit:{id}");
-                    self.pay(id_of(&note), &note["party"], &note["account"], due, &marker).await?;
-                }
+            "posted" | "paid" if !self.credited_in_full(&inv).await? => {
+                self.credit_and_pay_back(invoice_id, &inv, id).await?;
             }
             _ => {} // paid and credited in full already
         }
