@@ -85,7 +85,8 @@ async fn main() {
         config.process.events.stream = format!("BENCH_{run}");
         config.process.events.subject_prefix = format!("bench_{run}.erp.events");
     }
-    let erp_url = config.erp.database_url.clone().unwrap_or_else(|| format!("sqlite://{}/erp.db", data_dir.path().display()));
+    let erp_url =
+        config.erp.database_url.clone().unwrap_or_else(|| format!("sqlite://{}/erp.db", data_dir.path().display()));
     let store_url = config.process.database_url(&config.data_dir);
 
     let app = App::build(config.clone()).await.expect("up builds");
@@ -181,7 +182,8 @@ async fn main() {
     let span_s = (last_confirmed - first_sent) / 1000.0;
     latencies.sort_by(f64::total_cmp);
     let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
-    let store_name = if args.postgres { "PostgreSQL + NATS JetStream" } else { "embedded defaults (SQLite, in-process bus)" };
+    let store_name =
+        if args.postgres { "PostgreSQL + NATS JetStream" } else { "embedded defaults (SQLite, in-process bus)" };
     println!(
         "| {store_name} | {orders} | {conc} | {rate:.0} | {accept:.0} | {p50:.0} | {p99:.0} | {rejected} |",
         orders = args.orders,

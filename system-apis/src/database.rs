@@ -89,6 +89,11 @@ impl Error {
 #[derive(Debug, Clone)]
 pub struct Database {
     pool: AnyPool,
+    /// Where write transactions run. On SQLite a pool of one connection,
+    /// so writers queue here in order rather than in SQLite's busy handler,
+    /// which sleeps up to 100 ms between attempts and throttles a busy
+    /// store; on PostgreSQL the same pool as reads.
+    writer: AnyPool,
     dialect: Dialect,
     /// The advisory lock that serialises this store's writes on PostgreSQL.
     write_lock: i64,
@@ -124,30 +129,35 @@ impl Database {
                 (sqlite_url(SqliteConnectOptions::new().filename(data_dir.join(file_name))), Dialect::Sqlite)
             }
         };
-        let pool = AnyPoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(3))
-            .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    if dialect == Dialect::Sqlite {
-                        // What the URL cannot carry: WAL (readers never wait
-                        // for the writer) and a busy timeout (writers queue
-                        // on BEGIN IMMEDIATE instead of failing at once).
-                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON")
+        let options_for = |connections| {
+            AnyPoolOptions::new().max_connections(connections).acquire_timeout(Duration::from_secs(3)).after_connect(
+                move |conn, _meta| {
+                    Box::pin(async move {
+                        if dialect == Dialect::Sqlite {
+                            // What the URL cannot carry: WAL (readers never wait
+                            // for the writer) and a busy timeout (writers queue
+                            // on BEGIN IMMEDIATE instead of failing at once).
+                            conn.execute(
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON",
+                            )
                             .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(options)
-            .await
-            .map_err(Error::Connect)?;
+                        }
+                        Ok(())
+                    })
+                },
+            )
+        };
+        let pool = options_for(8).connect_with(options.clone()).await.map_err(Error::Connect)?;
+        let writer = match dialect {
+            Dialect::Sqlite => options_for(1).connect_with(options).await.map_err(Error::Connect)?,
+            Dialect::Postgres => pool.clone(),
+        };
         let migrator = match dialect {
             Dialect::Sqlite => migrations.sqlite,
             Dialect::Postgres => migrations.postgres,
         };
-        migrator.run(&pool).await?;
-        Ok(Self { pool, dialect, write_lock: lock_key(store) })
+        migrator.run(&writer).await?;
+        Ok(Self { pool, writer, dialect, write_lock: lock_key(store) })
     }
 
     /// The pool, for reads and for transactions of one's own.
@@ -165,9 +175,9 @@ impl Database {
     /// and its writes.
     pub async fn begin_write(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
         match self.dialect {
-            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Dialect::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await,
             Dialect::Postgres => {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(self.write_lock).execute(&mut *tx).await?;
                 Ok(tx)
             }
@@ -176,6 +186,7 @@ impl Database {
 
     /// Closes every connection (for a clean shutdown).
     pub async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 }

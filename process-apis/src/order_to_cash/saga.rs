@@ -20,7 +20,7 @@ use super::{
     Settings, clock,
     order::{Action, Order, Payment, Status as OrderStatus},
     outbox,
-    store::{Lease, OutboxEvent, Store},
+    store::{Lease, OutboxEvent, Store, Versioned},
 };
 use platform::channel::GrpcChannel;
 
@@ -207,8 +207,16 @@ impl Engine {
     /// Runs steps until the saga waits, backs off, ends or shuts down.
     #[tracing::instrument(skip_all, fields(order_id = %id))]
     async fn run(&self, id: &str, shutdown: &CancellationToken) -> Result<(), StepError> {
+        // What this run last wrote; read again only after a write conflict.
+        let mut known: Option<Versioned> = None;
         loop {
-            let Some(current) = self.store.load(id).await? else { return Ok(()) };
+            let current = match known.take() {
+                Some(current) => current,
+                None => match self.store.load(id).await? {
+                    Some(current) => current,
+                    None => return Ok(()),
+                },
+            };
             let (mut order, version) = (current.order, current.version);
             let now = clock::now_ms();
             let action = order.next_action();
@@ -228,17 +236,25 @@ impl Engine {
                     order.advance(ends_as, now);
                     let kind = if ends_as == OrderStatus::Cancelled { "order.cancelled" } else { "order.rejected" };
                     effects.emit(&order, kind, now);
-                    self.save(&order, version, now, Lease::Release, effects).await?;
+                    known = self.save(order, version, now, Lease::Release, effects).await?;
                 }
                 step => {
                     // Recorded before it runs: a crash from here on repeats
-                    // the call with the same idempotency key.
-                    order.progress.running = Some(step.name().to_owned());
-                    order.updated_at = now;
-                    let Some(version) =
-                        self.store.save(&order, version, now, Lease::Keep(self.lease_until(now)), &[], &[]).await?
-                    else {
-                        continue;
+                    // the call with the same idempotency key. The previous
+                    // step's write usually recorded it already.
+                    let version = if order.progress.running.as_deref() == Some(step.name()) {
+                        version
+                    } else {
+                        order.progress.running = Some(step.name().to_owned());
+                        order.updated_at = now;
+                        match self
+                            .store
+                            .save(&order, version, now, Lease::Keep(self.lease_until(now)), &[], &[])
+                            .await?
+                        {
+                            Some(version) => version,
+                            None => continue, // someone else wrote it: read again
+                        }
                     };
                     let mut next = order.clone();
                     let mut effects = Effects::default();
@@ -249,7 +265,12 @@ impl Engine {
                     match result {
                         Ok(()) => {
                             next.progress.attempts = 0;
-                            if !self.save(&next, version, now, Lease::Keep(self.lease_until(now)), effects).await? {
+                            // This write also records the next step as started.
+                            next.progress.running = Some(next.next_action())
+                                .filter(|a| !matches!(a, Action::Wait | Action::Finish | Action::Done))
+                                .map(|a| a.name().to_owned());
+                            known = self.save(next, version, now, Lease::Keep(self.lease_until(now)), effects).await?;
+                            if known.is_none() {
                                 self.record_on_latest(id, step).await?;
                             }
                         }
@@ -262,14 +283,16 @@ impl Engine {
                             order.progress.running = None;
                             mark_compensated(&mut order, step);
                             order.record(&format!("compensation_failed:{}", step.name()), now, reason);
-                            self.save(&order, version, now, Lease::Keep(self.lease_until(now)), Effects::default())
+                            known = self
+                                .save(order, version, now, Lease::Keep(self.lease_until(now)), Effects::default())
                                 .await?;
                         }
                         Err(StepError::Business(reason)) => {
                             let mut order = order.clone();
                             order.progress.running = None;
                             order.unwind(OrderStatus::Rejected, reason, now);
-                            self.save(&order, version, now, Lease::Keep(self.lease_until(now)), Effects::default())
+                            known = self
+                                .save(order, version, now, Lease::Keep(self.lease_until(now)), Effects::default())
                                 .await?;
                         }
                         Err(err) => {
@@ -281,7 +304,8 @@ impl Engine {
                                 let reason = format!("{} kept failing after {attempts} attempts: {err}", step.name());
                                 order.progress.attempts = 0;
                                 order.unwind(OrderStatus::Rejected, reason, now);
-                                self.save(&order, version, now, Lease::Keep(self.lease_until(now)), Effects::default())
+                                known = self
+                                    .save(order, version, now, Lease::Keep(self.lease_until(now)), Effects::default())
                                     .await?;
                                 continue;
                             }
@@ -315,25 +339,26 @@ impl Engine {
             next.progress.running = None;
             next.progress.attempts = 0;
             next.updated_at = now;
-            if self.save(&next, latest.version, now, Lease::Keep(self.lease_until(now)), effects).await? {
+            if self.save(next, latest.version, now, Lease::Keep(self.lease_until(now)), effects).await?.is_some() {
                 return Ok(());
             }
         }
     }
 
+    /// Saves and announces `order`; `None` on a write conflict.
     async fn save(
         &self,
-        order: &Order,
+        order: Order,
         version: i64,
         due: i64,
         lease: Lease,
         effects: Effects,
-    ) -> Result<bool, StepError> {
-        let saved = self.store.save(order, version, due, lease, &effects.events, &effects.refs).await?.is_some();
-        if saved {
+    ) -> Result<Option<Versioned>, StepError> {
+        let saved = self.store.save(&order, version, due, lease, &effects.events, &effects.refs).await?;
+        Ok(saved.map(|version| {
             self.committed(&order.id, !effects.events.is_empty());
-        }
-        Ok(saved)
+            Versioned { order, version }
+        }))
     }
 
     /// Exponential backoff with full jitter, capped.

@@ -90,7 +90,12 @@ pub struct Versioned {
 /// The saga store.
 #[derive(Clone)]
 pub struct Store {
+    /// Reads (and, on PostgreSQL, writes).
     pool: AnyPool,
+    /// Writes. On SQLite a pool of one connection: writers queue here in
+    /// order instead of in SQLite's busy handler, which sleeps for up to
+    /// 100 ms between attempts and would throttle a busy saga engine.
+    writer: AnyPool,
     dialect: Dialect,
 }
 
@@ -112,31 +117,42 @@ impl Store {
         } else {
             return Err(Error::Url(url.to_owned()));
         };
-        let options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(5));
-        let pool = match dialect {
-            // One writer at a time anyway; more connections would only
-            // queue on SQLite's lock. WAL lets readers run beside it.
+        let (pool, writer) = match dialect {
             Dialect::Sqlite => {
-                options
-                    .max_connections(4)
-                    .after_connect(|conn, _| {
-                        Box::pin(async move {
-                            sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
-                            sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
-                            sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
-                            Ok(())
+                let connect = |connections| {
+                    AnyPoolOptions::new()
+                        .max_connections(connections)
+                        .acquire_timeout(Duration::from_secs(10))
+                        .after_connect(|conn, _| {
+                            Box::pin(async move {
+                                // WAL: readers never wait for the writer.
+                                sqlx::raw_sql(
+                                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000",
+                                )
+                                .execute(&mut *conn)
+                                .await?;
+                                Ok(())
+                            })
                         })
-                    })
-                    .connect(&url)
-                    .await?
+                        .connect(&url)
+                };
+                let writer = connect(1).await?;
+                (connect(4).await?, writer)
             }
-            Dialect::Postgres => options.max_connections(16).connect(&url).await?,
+            Dialect::Postgres => {
+                let pool = AnyPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect(&url)
+                    .await?;
+                (pool.clone(), pool)
+            }
         };
         match dialect {
-            Dialect::Sqlite => sqlx::migrate!("migrations/order_to_cash/sqlite").run(&pool).await?,
-            Dialect::Postgres => sqlx::migrate!("migrations/order_to_cash/postgres").run(&pool).await?,
+            Dialect::Sqlite => sqlx::migrate!("migrations/order_to_cash/sqlite").run(&writer).await?,
+            Dialect::Postgres => sqlx::migrate!("migrations/order_to_cash/postgres").run(&writer).await?,
         }
-        Ok(Self { pool, dialect })
+        Ok(Self { pool, writer, dialect })
     }
 
     /// Whether the database answers.
@@ -148,8 +164,8 @@ impl Store {
         Ok(match self.dialect {
             // Take the write lock up front: a deferred transaction that
             // upgrades later can fail with SQLITE_BUSY without waiting.
-            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Dialect::Postgres => self.pool.begin().await?,
+            Dialect::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Postgres => self.writer.begin().await?,
         })
     }
 
@@ -312,7 +328,7 @@ impl Store {
         sqlx::query("UPDATE orders SET lease_owner = NULL, lease_until = 0 WHERE id = $1 AND lease_owner = $2")
             .bind(id)
             .bind(owner)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -387,7 +403,7 @@ impl Store {
         )
         .bind(name)
         .bind(cursor)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
