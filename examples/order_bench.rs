@@ -141,7 +141,7 @@ async fn main() {
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let workers = (0..args.concurrency).map(|_| {
-        let (next, post) = (next.clone(), post.clone());
+        let next = next.clone();
         let total = args.orders;
         async move {
             let mut placed = Vec::new();
