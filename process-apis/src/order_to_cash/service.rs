@@ -123,9 +123,10 @@ fn validate_place(req: &pb::PlaceOrderRequest) -> Result<Placement, Error> {
     })
 }
 
-/// Money as the order shows it: two decimal places.
+/// Money as the order shows it: two decimal places, halves rounded away
+/// from zero as invoices do (not to even).
 fn money(amount: Decimal) -> String {
-    let mut amount = amount.round_dp(2);
+    let mut amount = amount.round_dp_with_strategy(2, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
     amount.rescale(2);
     amount.to_string()
 }
