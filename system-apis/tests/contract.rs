@@ -134,6 +134,35 @@ impl Erp {
         self.invoices.credit_invoice(InvoiceRequest { id: invoice_id.into() }).await.map(tonic::Response::into_inner)
     }
 
+    /// The change feed's cursor at its end, now.
+    async fn feed_end(&mut self) -> String {
+        let mut cursor = String::new();
+        loop {
+            let page = self
+                .changes
+                .list_changes(ListChangesRequest { since_cursor: cursor.clone(), limit: 1000 })
+                .await
+                .expect("changes")
+                .into_inner();
+            let done = page.changes.is_empty();
+            cursor = page.next_cursor;
+            if done {
+                return cursor;
+            }
+        }
+    }
+
+    /// The states the change feed reports for `id` after `cursor`.
+    async fn states_since(&mut self, cursor: &str, id: &str) -> Vec<String> {
+        let page = self
+            .changes
+            .list_changes(ListChangesRequest { since_cursor: cursor.into(), limit: 1000 })
+            .await
+            .expect("changes")
+            .into_inner();
+        page.changes.into_iter().filter(|c| c.id == id).map(|c| c.state).collect()
+    }
+
     async fn open_amount(&mut self, customer_id: &str) -> String {
         self.receivables
             .get_open_amount(GetOpenAmountRequest { customer_id: customer_id.into() })
@@ -575,11 +604,14 @@ async fn crediting_a_paid_invoice_lets_its_order_be_cancelled(mut erp: Erp) {
     let refused = erp.cancel(&order.id).await.expect_err("a paid invoice stands in the way");
     assert_eq!(refused.code(), Code::FailedPrecondition);
 
+    let cursor = erp.feed_end().await;
     let credited = erp.credit(&invoice.id).await.expect("credit");
     assert_eq!(credited.state, erp::InvoiceState::Cancelled as i32);
     assert_eq!(credited.amount_due, "0.00");
     assert_eq!(erp.credit(&invoice.id).await.expect("credit twice"), credited, "a second credit changes nothing");
     assert_eq!(erp.open_amount(&customer.id).await, open_before, "nothing stays open, either way");
+    let states = erp.states_since(&cursor, &invoice.id).await;
+    assert_eq!(states.last().map(String::as_str), Some("cancelled"), "the feed tells: {states:?}");
 
     let cancelled = erp.cancel(&order.id).await.expect("cancel once credited");
     assert_eq!(cancelled.state, erp::SalesOrderState::Cancelled as i32);
@@ -613,10 +645,15 @@ async fn crediting_a_partly_paid_invoice_leaves_nothing_open(mut erp: Erp) {
         .into_inner();
     assert_eq!(partly.state, erp::InvoiceState::Posted as i32);
 
+    let cursor = erp.feed_end().await;
     let credited = erp.credit(&invoice.id).await.expect("credit");
     assert_eq!((credited.state, credited.amount_due.as_str()), (erp::InvoiceState::Cancelled as i32, "0.00"));
     assert_eq!(erp.credit(&invoice.id).await.expect("credit twice"), credited);
     assert_eq!(erp.open_amount(&customer.id).await, open_before, "neither the rest nor the part paid stays open");
+    // Feed consumers (the order-to-cash saga) must not read "paid" here.
+    let states = erp.states_since(&cursor, &invoice.id).await;
+    assert_eq!(states.last().map(String::as_str), Some("cancelled"), "{states:?}");
+    assert!(!states.iter().any(|s| s == "paid"), "{states:?}");
     erp.cancel(&order.id).await.expect("cancel once credited");
     erp.assert_unwound(&order.id, "GLOVE-M", available).await;
 }

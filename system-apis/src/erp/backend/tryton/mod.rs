@@ -727,6 +727,97 @@ impl TrytonErp {
             .unwrap_or_default())
     }
 
+    /// How changed invoice records (`state`, `total_amount`, `lines` read)
+    /// show in the change feed, where that differs from their Tryton state:
+    /// a paid invoice credited in full is `cancelled`, as it reads; a credit
+    /// note is no invoice of an order, and its changes (posted, paid out)
+    /// are changes of the invoice it credits, reported as that invoice's
+    /// state (`None`: nothing to report). Batched, since a page may hold
+    /// hundreds of invoices.
+    async fn invoice_changes(&self, records: &[Value]) -> Result<HashMap<i64, Option<(i64, &'static str)>>, Error> {
+        let mut view = HashMap::new();
+        // Lines of paid invoices → invoice, to find the credit notes of them all at once.
+        let mut paid_lines: HashMap<i64, i64> = HashMap::new();
+        for r in records.iter().filter(|r| text(r, "state") == "paid" && amount(r, "total_amount") > Decimal::ZERO) {
+            paid_lines.extend(ids(&r["lines"]).into_iter().map(|l| (l, id_of(r))));
+        }
+        if !paid_lines.is_empty() {
+            let origins: Vec<String> = paid_lines.keys().map(|l| format!("account.invoice.line,{l}")).collect();
+            let credit_lines = self
+                .search_read(
+                    "account.invoice.line",
+                    json!([["origin", "in", origins]]),
+                    None,
+                    None,
+                    &["origin", "invoice"],
+                )
+                .await?;
+            let mut notes_of: HashMap<i64, Vec<i64>> = HashMap::new();
+            for line in &credit_lines {
+                let origin =
+                    line.get("origin").and_then(Value::as_str).and_then(|o| o.strip_prefix("account.invoice.line,"));
+                let credited = origin.and_then(|o| o.parse::<i64>().ok()).and_then(|o| paid_lines.get(&o));
+                if let (Some(invoice), Some(note)) = (credited, line.get("invoice").and_then(Value::as_i64)) {
+                    notes_of.entry(*invoice).or_default().push(note);
+                }
+            }
+            let mut all: Vec<i64> = notes_of.values().flatten().copied().collect();
+            all.sort_unstable();
+            all.dedup();
+            let notes: HashMap<i64, Value> = self
+                .read("account.invoice", &all, &["state", "total_amount"])
+                .await?
+                .into_iter()
+                .map(|n| (id_of(&n), n))
+                .collect();
+            for r in records.iter().filter(|r| notes_of.contains_key(&id_of(r))) {
+                let mut note_ids = notes_of[&id_of(r)].clone();
+                note_ids.sort_unstable();
+                note_ids.dedup();
+                let credited: Decimal = note_ids
+                    .iter()
+                    .filter_map(|n| notes.get(n))
+                    .filter(|n| text(n, "state") == "paid")
+                    .map(|n| amount(n, "total_amount"))
+                    .sum();
+                if !credited.is_zero() && credited + amount(r, "total_amount") == Decimal::ZERO {
+                    view.insert(id_of(r), Some((id_of(r), "cancelled")));
+                }
+            }
+        }
+        // Credit notes, rare: each is looked up on its own.
+        for note in records.iter().filter(|r| amount(r, "total_amount") < Decimal::ZERO) {
+            let lines = self.read("account.invoice.line", &ids(&note["lines"]), &["origin"]).await?;
+            let credited_line = lines
+                .iter()
+                .filter_map(|l| l.get("origin").and_then(Value::as_str))
+                .find_map(|o| o.strip_prefix("account.invoice.line,"))
+                .and_then(|l| l.parse::<i64>().ok());
+            let credited = match credited_line {
+                Some(line) => self
+                    .read("account.invoice.line", &[line], &["invoice"])
+                    .await?
+                    .first()
+                    .and_then(|l| l.get("invoice").and_then(Value::as_i64)),
+                None => None,
+            };
+            let reported = match credited {
+                Some(invoice) => {
+                    let state = match InvoiceState::try_from(self.invoice(invoice).await?.state) {
+                        Ok(InvoiceState::Draft) => "draft",
+                        Ok(InvoiceState::Posted) => "posted",
+                        Ok(InvoiceState::Paid) => "paid",
+                        _ => "cancelled",
+                    };
+                    Some((invoice, state))
+                }
+                None => None,
+            };
+            view.insert(id_of(note), reported);
+        }
+        Ok(view)
+    }
+
     async fn changes_of(
         &self,
         model: &str,
@@ -744,13 +835,15 @@ impl TrytonErp {
                 domain,
                 Some(limit),
                 Some(json!([["write_date", "ASC"], ["create_date", "ASC"], ["id", "ASC"]])),
-                if aggregate == Aggregate::Customer {
-                    &["write_date", "create_date"]
-                } else {
-                    &["state", "write_date", "create_date"]
+                match aggregate {
+                    Aggregate::Customer => &["write_date", "create_date"],
+                    Aggregate::Invoice => &["state", "write_date", "create_date", "total_amount", "lines"],
+                    _ => &["state", "write_date", "create_date"],
                 },
             )
             .await?;
+        let invoices =
+            if aggregate == Aggregate::Invoice { self.invoice_changes(&records).await? } else { HashMap::new() };
         let prefix = match aggregate {
             Aggregate::Customer => "party",
             Aggregate::SalesOrder => "sale",
@@ -764,12 +857,17 @@ impl TrytonErp {
                     .get("write_date")
                     .and_then(rpc::as_datetime)
                     .or_else(|| r.get("create_date").and_then(rpc::as_datetime))?;
-                let state = if aggregate == Aggregate::Customer { "active".to_owned() } else { text(r, "state") };
+                let (id, state) = match invoices.get(&id_of(r)) {
+                    Some(Some((id, state))) => (*id, (*state).to_owned()),
+                    Some(None) => return None,
+                    None if aggregate == Aggregate::Customer => (id_of(r), "active".to_owned()),
+                    None => (id_of(r), text(r, "state")),
+                };
                 Some((
                     stamp.clone(),
                     Change {
                         aggregate: aggregate as i32,
-                        id: format!("{prefix}-{}", id_of(r)),
+                        id: format!("{prefix}-{id}"),
                         state,
                         changed_at: humantime::parse_rfc3339(&stamp).ok().map(prost_types::Timestamp::from),
                     },
