@@ -145,3 +145,36 @@ async fn process_order(app: &Running, id: &str) -> erp_connect_proto::order_to_c
         .expect("order")
         .into_inner()
 }
+
+#[tokio::test]
+async fn a_partners_invoiced_order_cancelled_in_time_is_credited_and_cancelled_in_tryton() {
+    let app = start().await;
+    let tenant = format!("partner-{}", ulid::Ulid::new().to_string().to_lowercase());
+    let partner = DevIdp::load_or_create(app.data_dir.path())
+        .expect("dev idp")
+        .mint(&TokenRequest {
+            subject: format!("{tenant}-buyer"),
+            scope: "orders:read orders:write".into(),
+            audience: "erp-connect".into(),
+            tenant: Some(tenant.clone()),
+            email: None,
+            ttl: std::time::Duration::from_secs(600),
+        })
+        .expect("mint");
+    let body = json!({"lines": [{"sku": "WIDGET-1", "quantity": 1}], "payment": {"method": "on_account"},
+        "ship_to": {"street": "Hafenstr. 3", "city": "Hamburg", "postal_code": "20457", "country": "DE"}});
+    let placed = post_json(&app.url("/partner/v1/orders"), &partner, &body, Some("tryton-3")).await;
+    assert_eq!(placed.status, 201, "{}", placed.text);
+    let id = placed.body["id"].as_str().expect("id").to_owned();
+    let path = format!("/partner/v1/orders/{id}");
+    wait_for_order(&app, &partner, &path, "invoiced").await;
+    let cancelled =
+        post_json(&app.url(&format!("{path}/cancel")), &partner, &json!({"reason": "wrong size"}), None).await;
+    assert!(cancelled.status < 300, "{}", cancelled.text);
+    let order = process_order(&app, &id).await;
+    assert_eq!(order.status(), erp_connect_proto::order_to_cash::v1::OrderStatus::Cancelled, "{order:?}");
+    assert_eq!(order.reason, "wrong size");
+    let sale = tryton_sale(&app, &order.erp.expect("refs").sales_order_id).await;
+    assert_eq!(sale.state(), erp::SalesOrderState::Cancelled, "{sale:?}");
+    app.stop_all().await;
+}
