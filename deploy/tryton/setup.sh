@@ -10,6 +10,11 @@
 #   BACKEND=sqlite        or postgresql
 #   PG_URI=postgresql://postgres@127.0.0.1:5432/   (BACKEND=postgresql)
 #   DB=erp  PORT=8765  ADMIN_PASSWORD=admin
+#   SNAPSHOT=$DB          the golden snapshot to restore DB from (and to build
+#                         if missing): runs of one test suite share a snapshot
+#                         while each has a database of its own
+#   OWNER_PID=            when set, the server and DB are stopped and dropped
+#                         (stop.sh --drop) once that process has ended
 #   SEED_DIR=<repo>/system-apis/migrations/embedded/sqlite  (the embedded ERP's SQL)
 #   --fresh               ignore the golden snapshot, rebuild the database
 #
@@ -33,7 +38,7 @@ FRESH=0
 for arg in "$@"; do
   case "$arg" in
     --fresh) FRESH=1 ;;
-    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     [A-Z_]*=*) export "${arg?}" ;;
     *) echo "setup.sh: unknown argument: $arg (try --help)"; exit 64 ;;
   esac
@@ -46,12 +51,19 @@ PG_URI="${PG_URI:-postgresql://postgres@127.0.0.1:5432/}"
 DB="${DB:-erp}"
 PORT="${PORT:-8765}"
 ADMIN_PASSWORD="${ADMIN_PASSWORD:-admin}"
+SNAPSHOT="${SNAPSHOT:-$DB}"
+OWNER_PID="${OWNER_PID:-}"
 SEED_DIR="${SEED_DIR:-$HERE/../../system-apis/migrations/embedded/sqlite}"
 PYTHON="${PYTHON:-python3}"
 
 case "$BACKEND" in sqlite|postgresql) ;; *) echo "BACKEND must be sqlite or postgresql"; exit 64 ;; esac
 [[ "$SERIES" =~ ^[0-9]+\.[0-9]+$ ]] || { echo "SERIES must look like 8.0"; exit 64; }
 [[ "$DB" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || { echo "DB must be a plain identifier"; exit 64; }
+[[ "$SNAPSHOT" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || { echo "SNAPSHOT must be a plain identifier"; exit 64; }
+[[ -z "$OWNER_PID" || "$OWNER_PID" =~ ^[0-9]+$ ]] || { echo "OWNER_PID must be a number"; exit 64; }
+if [ -n "$OWNER_PID" ] && [ "$SNAPSHOT" = "$DB" ]; then
+  echo "OWNER_PID drops DB and its snapshot when the owner ends; name a SNAPSHOT other than DB"; exit 64
+fi
 [[ "$PORT" =~ ^[0-9]+$ ]] || { echo "PORT must be a number"; exit 64; }
 [ -d "$SEED_DIR" ] || { echo "SEED_DIR not found: $SEED_DIR"; exit 66; }
 
@@ -169,17 +181,17 @@ drop_db() { # WITH (FORCE) (PostgreSQL 13+) also ends stale sessions
 }
 pg_exists() { [ "$(pg "SELECT 1 FROM pg_database WHERE datname = '$1'")" = 1 ]; }
 
-KEY="$( { echo "$BACKEND $DB $SERIES $(date +%Y)"; printf '%s' "$ADMIN_PASSWORD" | sha256sum
+KEY="$( { echo "$BACKEND $SNAPSHOT $SERIES $(date +%Y)"; printf '%s' "$ADMIN_PASSWORD" | sha256sum
           grep -iE '^(trytond|proteus)' "$VENV/.erp-connect-freeze"   # not psycopg: shared by both backends
           cat "$HERE/setup_company.py" "$HERE/load_demo.py" "$SEED_DIR"/*.sql; } | sha256sum | cut -c1-32)"
 if [ "$BACKEND" = sqlite ]; then
-  GOLDEN="$WORK/db/$DB.golden"
+  GOLDEN="$WORK/db/$SNAPSHOT.golden"
   golden_exists() { [ -f "$GOLDEN" ]; }
 else
-  GOLDEN="${DB}_golden"
+  GOLDEN="${SNAPSHOT}_golden"
   golden_exists() { pg_exists "$GOLDEN"; }
 fi
-KEYFILE="$WORK/db/$DB.$BACKEND.golden-key"
+KEYFILE="$WORK/db/$SNAPSHOT.$BACKEND.golden-key"
 
 t=$(ts)
 if [ "$FRESH" = 0 ] && [ -f "$KEYFILE" ] && [ "$(cat "$KEYFILE")" = "$KEY" ] && golden_exists; then
@@ -252,6 +264,29 @@ if [ "$ready" != 1 ]; then
   kill "$PID" 2>/dev/null || true; rm -f "$PIDFILE"; exit 1
 fi
 lap "trytond ready ($(version | sed 's/.*"result": *"\([^"]*\)".*/\1/'))" "$t"
+if [ -n "$OWNER_PID" ]; then
+  # The server and its database live as long as the process that asked for
+  # them (a test run), however that ends: a detached watcher checks once a
+  # second whether it is still there, then runs stop.sh --drop for this DB.
+  nohup "$VENV/bin/python" -c 'import os, subprocess, sys, time
+try:
+    os.setsid()
+except OSError:
+    pass
+os.closerange(3, 65536)
+owner = int(sys.argv[1])
+while True:
+    try:
+        os.kill(owner, 0)
+    except ProcessLookupError:
+        break
+    except PermissionError:
+        pass
+    time.sleep(1)
+subprocess.run(sys.argv[2:], check=False)' "$OWNER_PID" bash "$HERE/stop.sh" --drop "WORK=$WORK" "SERIES=$SERIES" \
+    "DB=$DB" "BACKEND=$BACKEND" "PG_URI=$PG_URI" >/dev/null 2>&1 </dev/null 3>&- 9>&- &
+  log "cleanup when pid $OWNER_PID ends"
+fi
 lap "TOTAL" "$T0"
 
 cat >&3 <<EOF

@@ -853,9 +853,10 @@ mod backend_embedded_postgres {
     }
 }
 
-/// A real Tryton server, set up from scratch once per test run by the
-/// project's `deploy/tryton/setup.sh` (a fresh database restored from its
-/// golden copy, the demo catalogue loaded), shared by the tests.
+/// A real Tryton server, set up once per test run by the project's
+/// `deploy/tryton/setup.sh` (a database of the run's own restored from the
+/// suite's golden copy, the demo catalogue loaded), shared by the tests and
+/// stopped and dropped by setup.sh's watcher when the run ends.
 mod backend_tryton {
     use std::{collections::HashMap, path::PathBuf, sync::OnceLock};
 
@@ -874,10 +875,16 @@ mod backend_tryton {
             let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/tryton/setup.sh");
             // A free port for this run, so a developer's own Tryton is left alone.
             let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+            // A database of this run's own, restored from the suite's shared
+            // snapshot and dropped with its server when this run ends, so
+            // that runs in parallel (other crates' suites, other engineers)
+            // never stop each other's server.
             let out = std::process::Command::new("bash")
                 .arg(&script)
                 .env("PORT", port.to_string())
-                .env("DB", "erp_contract")
+                .env("DB", format!("erp_contract_{}", std::process::id()))
+                .env("SNAPSHOT", "erp_contract")
+                .env("OWNER_PID", std::process::id().to_string())
                 .stderr(std::process::Stdio::inherit())
                 .output()
                 .expect("run deploy/tryton/setup.sh");
