@@ -14,7 +14,6 @@ use std::{
     time::Duration,
 };
 
-use erp_connect::serve::{Target, Tier};
 use erp_connect_proto::{
     order_to_cash::v1::{
         self as o2c, OrderStatus, PaymentMethod, order_to_cash_service_client::OrderToCashServiceClient,
@@ -23,8 +22,7 @@ use erp_connect_proto::{
     payments::v1::{self as pay, payment_service_client::PaymentServiceClient},
 };
 use futures_util::StreamExt;
-use harness::{BIN, ProcessTier, listener, test_config};
-use platform::shutdown::Shutdown;
+use harness::{BIN, ChildrensSystem, ProcessTier};
 use process_apis::order_to_cash::store::Store;
 use tonic::transport::Channel;
 
@@ -68,34 +66,19 @@ async fn place(addr: &tokio::sync::watch::Receiver<SocketAddr>, request: o2c::Pl
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkilled_process_tier_loses_no_order_and_charges_nobody_twice() {
-    let data_dir = tempfile::tempdir().expect("tempdir");
     let run = ulid::Ulid::new().to_string().to_lowercase();
     let (stream, prefix) = (format!("CRASH_{run}"), format!("crash_{run}.erp.events"));
-
     // The system tier stays up in this process: the ERP and the payment
     // ledger are what must not see a side effect twice.
-    let mut config = test_config(data_dir.path());
-    let system_listener = listener().await;
-    let system_addr = system_listener.local_addr().expect("addr");
-    let system = Tier::build(Target::System, &config).await.expect("system tier");
-    let shutdown = Shutdown::new();
-    let system_task = tokio::spawn(system.serve(system_listener, shutdown.clone()));
-
-    let config_file = data_dir.path().join("process.toml");
-    std::fs::write(
-        &config_file,
-        format!(
-            "data_dir = {dir:?}\n\
-             [process]\nsystem_url = \"http://{system_addr}\"\n\
-             [process.saga]\nlease = \"1s\"\nbackoff_base = \"20ms\"\nbackoff_cap = \"500ms\"\n\
-             poll_interval = \"50ms\"\nfeed_poll_interval = \"100ms\"\n\
-             [process.events]\nbus = \"nats\"\nstream = \"{stream}\"\nsubject_prefix = \"{prefix}\"\n\
-             poll_interval = \"50ms\"\n",
-            dir = data_dir.path().display().to_string(),
+    let system = ChildrensSystem::start(
+        "",
+        &format!(
+            "[process.events]\nbus = \"nats\"\nstream = \"{stream}\"\nsubject_prefix = \"{prefix}\"\n\
+             poll_interval = \"50ms\""
         ),
     )
-    .expect("config written");
-    config.process.system_url = format!("http://{system_addr}");
+    .await;
+    let (system_addr, config_file) = (system.addr, system.config_file.clone());
 
     // Place the orders while a killer restarts the tier at random moments.
     let tier = ProcessTier::start(&config_file);
@@ -209,7 +192,7 @@ async fn sigkilled_process_tier_loses_no_order_and_charges_nobody_twice() {
 
     // Let the outbox drain, then compare it with the stream.
     let store =
-        Store::open(&format!("sqlite://{}", data_dir.path().join("process.db").display())).await.expect("store");
+        Store::open(&format!("sqlite://{}", system.data_dir.path().join("process.db").display())).await.expect("store");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while store.oldest_unpublished().await.expect("outbox").is_some() {
         assert!(tokio::time::Instant::now() < deadline, "outbox never drained");
@@ -256,6 +239,5 @@ async fn sigkilled_process_tier_loses_no_order_and_charges_nobody_twice() {
     assert!(report.contains(&format!("orders checked: {ORDERS}")), "{report}");
 
     tier.kill();
-    shutdown.cancel();
-    system_task.await.expect("system task").expect("system tier");
+    system.stop().await;
 }

@@ -9,15 +9,13 @@ mod harness;
 
 use std::{collections::HashMap, time::Duration};
 
-use erp_connect::serve::{Target, Tier};
 use erp_connect_proto::{
     order_to_cash::v1::{
         self as o2c, OrderStatus, order_to_cash_service_client::OrderToCashServiceClient, place_order_request::Payment,
     },
     payments::v1::{self as pay, payment_service_client::PaymentServiceClient},
 };
-use harness::{ProcessTier, listener, test_config};
-use platform::shutdown::Shutdown;
+use harness::{ChildrensSystem, ProcessTier};
 use sqlx::{Connection, PgConnection};
 use tonic::transport::Channel;
 
@@ -57,27 +55,8 @@ fn client(addr: std::net::SocketAddr) -> OrderToCashServiceClient<Channel> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_replicas_sagas_are_finished_by_another_acting_once_per_step() {
     let database = Database::create().await;
-    let data_dir = tempfile::tempdir().expect("tempdir");
-    let config = test_config(data_dir.path());
-    let system_listener = listener().await;
-    let system_addr = system_listener.local_addr().expect("addr");
-    let system = Tier::build(Target::System, &config).await.expect("system tier");
-    let shutdown = Shutdown::new();
-    let system_task = tokio::spawn(system.serve(system_listener, shutdown.clone()));
-
-    let config_file = data_dir.path().join("process.toml");
-    std::fs::write(
-        &config_file,
-        format!(
-            "data_dir = {dir:?}\n\
-             [process]\nsystem_url = \"http://{system_addr}\"\ndatabase_url = \"{url}\"\n\
-             [process.saga]\nlease = \"1s\"\nbackoff_base = \"20ms\"\nbackoff_cap = \"300ms\"\n\
-             poll_interval = \"50ms\"\nfeed_poll_interval = \"100ms\"\n",
-            dir = data_dir.path().display().to_string(),
-            url = database.url(),
-        ),
-    )
-    .expect("config");
+    let system = ChildrensSystem::start(&format!("database_url = \"{}\"", database.url()), "").await;
+    let (system_addr, config_file) = (system.addr, system.config_file.clone());
     let (first, second) = (ProcessTier::start(&config_file), ProcessTier::start(&config_file));
 
     // Orders go to the first replica, which dies with its sagas in flight.
@@ -135,7 +114,6 @@ async fn a_dead_replicas_sagas_are_finished_by_another_acting_once_per_step() {
     }
 
     second.kill();
-    shutdown.cancel();
-    system_task.await.expect("system task").expect("system tier");
+    system.stop().await;
     database.drop_now().await;
 }

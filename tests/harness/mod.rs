@@ -274,3 +274,43 @@ impl Drop for ProcessTier {
         let _ = self.child.wait();
     }
 }
+
+/// A system tier served in this process, and a configuration file for
+/// process tiers run as child processes ([`ProcessTier`]) against it, with
+/// quick saga timings and a 1 s lease.
+pub struct ChildrensSystem {
+    pub addr: SocketAddr,
+    pub config_file: std::path::PathBuf,
+    pub data_dir: tempfile::TempDir,
+    shutdown: Shutdown,
+    task: JoinHandle<Result<(), erp_connect::StartError>>,
+}
+
+impl ChildrensSystem {
+    /// `process` holds extra `[process]` keys, `sections` whole extra
+    /// sections (e.g. `[process.events]`), both as TOML lines.
+    pub async fn start(process: &str, sections: &str) -> Self {
+        let data_dir = tempfile::tempdir().expect("tempdir");
+        let config = test_config(data_dir.path());
+        let listener = listener().await;
+        let addr = listener.local_addr().expect("addr");
+        let tier = Tier::build(Target::System, &config).await.expect("system tier");
+        let shutdown = Shutdown::new();
+        let task = tokio::spawn(tier.serve(listener, shutdown.clone()));
+        let config_file = data_dir.path().join("process.toml");
+        let toml = format!(
+            "data_dir = {dir:?}\n\
+             [process]\nsystem_url = \"http://{addr}\"\n{process}\n\
+             [process.saga]\nlease = \"1s\"\nbackoff_base = \"20ms\"\nbackoff_cap = \"500ms\"\n\
+             poll_interval = \"50ms\"\nfeed_poll_interval = \"100ms\"\n{sections}\n",
+            dir = data_dir.path().display().to_string(),
+        );
+        std::fs::write(&config_file, toml).expect("config written");
+        Self { addr, config_file, data_dir, shutdown, task }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.expect("system task").expect("system tier");
+    }
+}
