@@ -413,6 +413,7 @@ async fn cancelling_a_confirmed_order_releases_its_stock(mut erp: Erp) {
     let before = erp.available("NUT-M6").await;
     let order = erp.confirmed_order(&customer, &[("NUT-M6", 4)]).await;
     assert_eq!(erp.available("NUT-M6").await, before - 4);
+    let cursor = erp.feed_end().await;
     let cancelled =
         erp.orders.cancel_sales_order(SalesOrderRequest { id: order.id.clone() }).await.expect("cancel").into_inner();
     assert_eq!(cancelled.state, erp::SalesOrderState::Cancelled as i32);
@@ -425,6 +426,8 @@ async fn cancelling_a_confirmed_order_releases_its_stock(mut erp: Erp) {
         .into_inner()
         .shipments;
     assert!(shipments.iter().all(|s| s.state == erp::ShipmentState::Cancelled as i32));
+    let states = erp.states_since(&cursor, &order.id).await;
+    assert_eq!(states.last().map(String::as_str), Some("cancelled"), "the feed tells: {states:?}");
 }
 
 async fn confirming_more_than_the_stock_fails_and_reserves_nothing(mut erp: Erp) {
@@ -587,9 +590,12 @@ async fn crediting_a_posted_invoice_lets_its_order_be_cancelled(mut erp: Erp) {
     assert_eq!(read, credited);
     assert_eq!(erp.open_amount(&customer.id).await, open_before, "the credited invoice is not open");
 
+    let cursor = erp.feed_end().await;
     let cancelled = erp.cancel(&order.id).await.expect("cancel once credited");
     assert_eq!(cancelled.state, erp::SalesOrderState::Cancelled as i32);
     erp.assert_unwound(&order.id, "GLOVE-L", available).await;
+    let states = erp.states_since(&cursor, &order.id).await;
+    assert_eq!(states.last().map(String::as_str), Some("cancelled"), "the feed tells: {states:?}");
     assert_eq!(erp.cancel(&order.id).await.expect("cancel twice").state, erp::SalesOrderState::Cancelled as i32);
 }
 

@@ -818,6 +818,24 @@ impl TrytonErp {
         Ok(view)
     }
 
+    /// How changed sales (`state`, `shipment_state`, `shipments`,
+    /// `invoices` read) show in the change feed where that differs from
+    /// Tryton's state: an unwound sale (see [`Self::is_unwound`]) is
+    /// `cancelled`, as it reads. Cancelling its shipments writes the sale
+    /// (its shipment state becomes `exception`), so it is in the feed; only
+    /// those in exception are looked at further.
+    async fn sale_changes(&self, records: &[Value]) -> Result<HashMap<i64, Option<(i64, &'static str)>>, Error> {
+        let mut view = HashMap::new();
+        for sale in
+            records.iter().filter(|r| text(r, "state") == "processing" && text(r, "shipment_state") == "exception")
+        {
+            if self.is_unwound(sale).await? {
+                view.insert(id_of(sale), Some((id_of(sale), "cancelled")));
+            }
+        }
+        Ok(view)
+    }
+
     async fn changes_of(
         &self,
         model: &str,
@@ -838,12 +856,19 @@ impl TrytonErp {
                 match aggregate {
                     Aggregate::Customer => &["write_date", "create_date"],
                     Aggregate::Invoice => &["state", "write_date", "create_date", "total_amount", "lines"],
+                    Aggregate::SalesOrder => {
+                        &["state", "write_date", "create_date", "shipment_state", "shipments", "invoices"]
+                    }
                     _ => &["state", "write_date", "create_date"],
                 },
             )
             .await?;
-        let invoices =
-            if aggregate == Aggregate::Invoice { self.invoice_changes(&records).await? } else { HashMap::new() };
+        // Where the feed reports another state than Tryton's (see the methods).
+        let overrides = match aggregate {
+            Aggregate::Invoice => self.invoice_changes(&records).await?,
+            Aggregate::SalesOrder => self.sale_changes(&records).await?,
+            _ => HashMap::new(),
+        };
         let prefix = match aggregate {
             Aggregate::Customer => "party",
             Aggregate::SalesOrder => "sale",
@@ -857,7 +882,7 @@ impl TrytonErp {
                     .get("write_date")
                     .and_then(rpc::as_datetime)
                     .or_else(|| r.get("create_date").and_then(rpc::as_datetime))?;
-                let (id, state) = match invoices.get(&id_of(r)) {
+                let (id, state) = match overrides.get(&id_of(r)) {
                     Some(Some((id, state))) => (*id, (*state).to_owned()),
                     Some(None) => return None,
                     None if aggregate == Aggregate::Customer => (id_of(r), "active".to_owned()),
