@@ -7,7 +7,11 @@
 //! Every write runs in one write transaction of [`crate::database`]: writers
 //! queue instead of failing, a write's checks and its changes see no
 //! concurrent write (no oversold stock, no order confirmed twice), and the
-//! change log row of a write commits with it. Money is stored as decimal text.
+//! change log row of a write commits with it. Since writes commit one at a
+//! time, change log sequence numbers also become visible in order: a feed
+//! reader resuming after a cursor never skips a row that committed late
+//! (PostgreSQL sequences alone would allow that). Money is stored as
+//! decimal text.
 
 use std::{collections::HashMap, path::Path, str::FromStr};
 
