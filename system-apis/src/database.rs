@@ -272,6 +272,46 @@ mod tests {
         assert_eq!(Dialect::of("no scheme"), None);
     }
 
+    static SQLITE: Migrator = sqlx::migrate!("./migrations/payments/sqlite");
+    static POSTGRES: Migrator = sqlx::migrate!("./migrations/payments/postgres");
+    static MIGRATIONS: Migrations = Migrations { sqlite: &SQLITE, postgres: &POSTGRES };
+
+    #[tokio::test]
+    async fn a_sqlite_url_names_the_file_and_other_schemes_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("named by url.db");
+        let url = format!("sqlite://{}", file.display());
+        let db = Database::open(Some(&url), &dir.path().join("unused"), "unused.db", "t", &MIGRATIONS)
+            .await
+            .expect("open by URL");
+        assert_eq!(db.dialect(), Dialect::Sqlite);
+        assert!(file.is_file(), "created, even without ?mode=rwc");
+        assert!(!dir.path().join("unused").exists(), "the data directory is not used");
+        db.begin_write().await.expect("write transaction").commit().await.expect("commit");
+        db.close().await;
+        let refused = Database::open(Some("mysql://u:secret@h/db"), dir.path(), "x.db", "t", &MIGRATIONS).await;
+        assert!(matches!(refused, Err(Error::Scheme)), "{refused:?}");
+    }
+
+    #[tokio::test]
+    async fn postgres_writes_take_the_stores_lock() {
+        let scratch = ScratchPostgres::create("database_test").await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Database::open(Some(&scratch.url()), dir.path(), "x.db", "t", &MIGRATIONS).await.expect("open");
+        assert_eq!(db.dialect(), Dialect::Postgres);
+        let mut first = db.begin_write().await.expect("first writer");
+        // While the first writer holds it, the store's lock cannot be taken.
+        let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(db.write_lock)
+            .fetch_one(db.pool())
+            .await
+            .expect("try the lock");
+        assert!(!taken);
+        sqlx::query("SELECT 1").execute(&mut *first).await.expect("the writer goes on");
+        first.commit().await.expect("commit");
+        db.close().await;
+    }
+
     #[test]
     fn stores_get_distinct_stable_lock_keys() {
         assert_eq!(lock_key("erp"), lock_key("erp"));
