@@ -3,8 +3,8 @@
 //! here; a system API says what the system can do.
 //!
 //! # Layout
-//! - [`erp`]: `erp.v1` over an ERP backend (the embedded reference ERP;
-//!   Tryton follows).
+//! - [`erp`]: `erp.v1` over an ERP backend (the embedded reference ERP, or
+//!   a Tryton server).
 //! - [`payments`]: `payments.v1` over a payment provider (the `sandbox`).
 //! - [`database`]: opening the tier's own SQL databases (the embedded ERP,
 //!   the payments ledger) on SQLite or PostgreSQL.
