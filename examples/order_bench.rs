@@ -3,8 +3,13 @@
 //! the payments sandbox) to `confirmed`, and the time each order took.
 //!
 //! ```text
-//! cargo run --release --example order_bench -- [--orders N] [--concurrency C] [--store sqlite|postgres]
+//! cargo run --release --example order_bench -- [--orders N] [--concurrency C] [--rate R] [--store sqlite|postgres]
 //! ```
+//!
+//! Without `--rate` the clients post as fast as orders are accepted, which
+//! measures the most orders confirmed per second (latency then includes the
+//! saga backlog); `--rate R` paces the posts at R orders per second for the
+//! latency of an order at a load the system sustains.
 //!
 //! `sqlite` is the embedded defaults (`up`: SQLite files, in-process bus).
 //! `postgres` puts the saga store, the embedded ERP and the payments ledger
@@ -34,11 +39,12 @@ use sqlx::Connection;
 struct Args {
     orders: usize,
     concurrency: usize,
+    rate: Option<f64>,
     postgres: bool,
 }
 
 fn args() -> Args {
-    let mut args = Args { orders: 2000, concurrency: 32, postgres: false };
+    let mut args = Args { orders: 2000, concurrency: 32, rate: None, postgres: false };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it.next().unwrap_or_default();
@@ -46,6 +52,7 @@ fn args() -> Args {
             "--orders" => args.orders = value.parse().expect("--orders N"),
             "--concurrency" => args.concurrency = value.parse().expect("--concurrency C"),
             "--store" => args.postgres = value == "postgres",
+            "--rate" => args.rate = Some(value.parse().expect("--rate R")),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -142,13 +149,16 @@ async fn main() {
     let started = Instant::now();
     let workers = (0..args.concurrency).map(|_| {
         let next = next.clone();
-        let total = args.orders;
+        let (total, rate) = (args.orders, args.rate);
         async move {
             let mut placed = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= total {
                     return placed;
+                }
+                if let Some(rate) = rate {
+                    tokio::time::sleep_until((started + Duration::from_secs_f64(i as f64 / rate)).into()).await;
                 }
                 let sent = now_ms_f64();
                 placed.push((post(format!("bench-{i}")).await, sent));
@@ -185,8 +195,9 @@ async fn main() {
     let store_name =
         if args.postgres { "PostgreSQL + NATS JetStream" } else { "embedded defaults (SQLite, in-process bus)" };
     println!(
-        "| {store_name} | {orders} | {conc} | {rate:.0} | {accept:.0} | {p50:.0} | {p99:.0} | {rejected} |",
+        "| {store_name} | {orders} | {conc} | {paced} | {rate:.0} | {accept:.0} | {p50:.0} | {p99:.0} | {rejected} |",
         orders = args.orders,
+        paced = args.rate.map_or_else(|| "as fast as accepted".to_owned(), |r| format!("{r:.0}/s")),
         conc = args.concurrency,
         rate = latencies.len() as f64 / span_s,
         accept = args.orders as f64 / posting.as_secs_f64(),

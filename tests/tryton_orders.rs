@@ -5,8 +5,9 @@
 //! leaves the Tryton sale cancelled.
 //!
 //! Tryton is set up once per run by the project's `deploy/tryton/setup.sh`
-//! (its own database, `erp_orders`, on a free port), or taken from
-//! `TRYTON_URL`, `TRYTON_DB`, `TRYTON_USER`, `TRYTON_PASSWORD_FILE`.
+//! (a database of the run's own, `erp_orders_<pid>`, on a free port; the
+//! server stops and the database is dropped when the run ends), or taken
+//! from `TRYTON_URL`, `TRYTON_DB`, `TRYTON_USER`, `TRYTON_PASSWORD_FILE`.
 
 mod harness;
 
@@ -31,7 +32,11 @@ fn tryton_env() -> &'static HashMap<String, String> {
         let out = std::process::Command::new("bash")
             .arg(&script)
             .env("PORT", port.to_string())
-            .env("DB", "erp_orders")
+            // A database of this run's own, restored from the contract
+            // suite's golden snapshot, stopped and dropped when the run ends.
+            .env("DB", format!("erp_orders_{}", std::process::id()))
+            .env("SNAPSHOT", "erp_contract")
+            .env("OWNER_PID", std::process::id().to_string())
             .stderr(std::process::Stdio::inherit())
             .output()
             .expect("run deploy/tryton/setup.sh");
