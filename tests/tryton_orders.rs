@@ -155,17 +155,7 @@ async fn process_order(app: &Running, id: &str) -> erp_connect_proto::order_to_c
 async fn a_partners_invoiced_order_cancelled_in_time_is_credited_and_cancelled_in_tryton() {
     let app = start().await;
     let tenant = format!("partner-{}", ulid::Ulid::new().to_string().to_lowercase());
-    let partner = DevIdp::load_or_create(app.data_dir.path())
-        .expect("dev idp")
-        .mint(&TokenRequest {
-            subject: format!("{tenant}-buyer"),
-            scope: "orders:read orders:write".into(),
-            audience: "erp-connect".into(),
-            tenant: Some(tenant.clone()),
-            email: None,
-            ttl: std::time::Duration::from_secs(600),
-        })
-        .expect("mint");
+    let partner = partner_token(&app, &tenant, "orders:read orders:write");
     let body = json!({"lines": [{"sku": "WIDGET-1", "quantity": 1}], "payment": {"method": "on_account"},
         "ship_to": {"street": "Hafenstr. 3", "city": "Hamburg", "postal_code": "20457", "country": "DE"}});
     let placed = post_json(&app.url("/partner/v1/orders"), &partner, &body, Some("tryton-3")).await;
@@ -181,5 +171,60 @@ async fn a_partners_invoiced_order_cancelled_in_time_is_credited_and_cancelled_i
     assert_eq!(order.reason, "wrong size");
     let sale = tryton_sale(&app, &order.erp.expect("refs").sales_order_id).await;
     assert_eq!(sale.state(), erp::SalesOrderState::Cancelled, "{sale:?}");
+    app.stop_all().await;
+}
+
+fn partner_token(app: &Running, tenant: &str, scope: &str) -> String {
+    DevIdp::load_or_create(app.data_dir.path())
+        .expect("dev idp")
+        .mint(&TokenRequest {
+            subject: format!("{tenant}-buyer"),
+            scope: scope.into(),
+            audience: "erp-connect".into(),
+            tenant: Some(tenant.into()),
+            email: None,
+            ttl: std::time::Duration::from_secs(600),
+        })
+        .expect("mint")
+}
+
+#[tokio::test]
+async fn on_account_orders_are_credit_checked_against_tryton_and_paid_by_cash_application() {
+    let app = start().await;
+    let tenant = format!("partner-{}", ulid::Ulid::new().to_string().to_lowercase());
+    let partner = partner_token(&app, &tenant, "orders:read orders:write invoices:read");
+    let ship_to = json!({"street": "Kai 7", "city": "Bremen", "postal_code": "28195", "country": "DE"});
+
+    // 500 × 12.50 = 6250.00 is over the new account's 5000.00 limit.
+    let big = json!({"lines": [{"sku": "WIDGET-1", "quantity": 500}], "payment": {"method": "on_account"}, "ship_to": ship_to});
+    let placed = post_json(&app.url("/partner/v1/orders"), &partner, &big, Some("tryton-4")).await;
+    assert_eq!(placed.status, 201, "{}", placed.text);
+    let path = format!("/partner/v1/orders/{}", placed.body["id"].as_str().expect("id"));
+    let rejected = wait_for_order(&app, &partner, &path, "rejected").await;
+    assert!(rejected["reason"].as_str().is_some_and(|r| r.contains("credit limit")), "{rejected}");
+
+    // Within the limit: invoiced in Tryton, paid by cash application, and
+    // completed once Tryton ships it.
+    let small =
+        json!({"lines": [{"sku": "WIDGET-1", "quantity": 2}], "payment": {"method": "on_account"}, "ship_to": ship_to});
+    let placed = post_json(&app.url("/partner/v1/orders"), &partner, &small, Some("tryton-5")).await;
+    assert_eq!(placed.status, 201, "{}", placed.text);
+    let path = format!("/partner/v1/orders/{}", placed.body["id"].as_str().expect("id"));
+    let invoiced = wait_for_order(&app, &partner, &path, "invoiced").await;
+    let invoice_id = invoiced["erp"]["invoice_id"].as_str().expect("invoice id");
+    let invoice = harness::get(&app.url(&format!("/partner/v1/invoices/{invoice_id}")), Some(&partner)).await;
+    assert_eq!(invoice.status, 200, "{}", invoice.text);
+    assert_eq!(invoice.body["state"], "posted", "{}", invoice.text);
+    let ops = token(&app, "operator", "ops");
+    let payment = json!({"order_id": invoiced["id"], "amount": invoice.body["amount_due"], "currency": "EUR"});
+    let paid = post_json(&app.url("/ops/v1/payments"), &ops, &payment, Some("tryton-cash-1")).await;
+    assert!(paid.status < 300, "{}", paid.text);
+    let paid = wait_for_order(&app, &partner, &path, "paid").await;
+    for shipment in paid["erp"]["shipments"].as_array().expect("shipments") {
+        let shipment = shipment.as_str().expect("shipment id");
+        let done = post_json(&app.url(&format!("/ops/v1/shipments/{shipment}/complete")), &ops, &json!({}), None).await;
+        assert!(done.status < 300, "{}", done.text);
+    }
+    wait_for_order(&app, &partner, &path, "completed").await;
     app.stop_all().await;
 }
