@@ -101,7 +101,7 @@ async fn a_web_card_order_becomes_a_tryton_sale_and_completes_when_tryton_ships_
     assert_eq!(placed.status, 201, "{}", placed.text);
     let path = format!("/web/v1/orders/{}", placed.body["id"].as_str().expect("id"));
     let paid = wait_for_order(&app, &shopper, &path, "paid").await;
-    // Tryton adds its taxes to what the customer pays.
+    // What Tryton says the customer owes: the lines, plus taxes if any.
     assert!(paid["total"].as_str().is_some_and(|t| t.parse::<f64>().is_ok_and(|v| v >= 25.0)), "{paid}");
 
     assert!(paid["erp"]["sales_order"].as_str().is_some_and(|n| !n.is_empty()), "{paid}");
