@@ -125,6 +125,15 @@ impl Config {
         }
         self.erp.validate().map_err(|reason| Error::Invalid { key: "erp", reason })?;
         self.payments.validate().map_err(|reason| Error::Invalid { key: "payments", reason })?;
+        if let Some(url) = &self.process.database_url
+            && platform::database::Dialect::of(url).is_none()
+        {
+            // Not echoed: the URL may carry a password.
+            return Err(Error::Invalid {
+                key: "process.database_url",
+                reason: "must be a sqlite: or postgres: URL".into(),
+            });
+        }
         if self.shutdown_grace.is_zero() {
             return Err(Error::Invalid { key: "shutdown_grace", reason: "must be more than 0s".into() });
         }
@@ -178,6 +187,15 @@ mod tests {
         assert!(matches!(config.validate(), Err(Error::Invalid { key: "process.system_url", .. })));
         config.process.system_url = "not a url".into();
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn a_saga_store_url_of_another_kind_is_refused() {
+        let mut config = Config::default();
+        config.process.database_url = Some("mysql://u:secret@h/db".into());
+        assert!(matches!(config.validate(), Err(Error::Invalid { key: "process.database_url", .. })));
+        config.process.database_url = Some("postgres://u@h/db".into());
+        config.validate().expect("postgres is fine");
     }
 
     #[test]

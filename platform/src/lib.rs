@@ -15,8 +15,11 @@
 //! - [`shutdown`]: SIGTERM/Ctrl-C handling and draining servers.
 //! - [`request_id`]: `x-request-id` on every HTTP response.
 //! - [`secret_file`]: dev-mode secrets created on first use.
+//! - [`database`]: opening, migrating and writing to a tier's own SQL
+//!   database (SQLite or PostgreSQL).
 
 pub mod channel;
+pub mod database;
 pub mod health;
 pub mod principal;
 pub mod problem;

@@ -6,8 +6,6 @@
 //! - [`erp`]: `erp.v1` over an ERP backend (the embedded reference ERP, or
 //!   a Tryton server).
 //! - [`payments`]: `payments.v1` over a payment provider (the `sandbox`).
-//! - [`database`]: opening the tier's own SQL databases (the embedded ERP,
-//!   the payments ledger) on SQLite or PostgreSQL.
 //! - [`SystemTier`]: builds the tier's gRPC routes (services, health,
 //!   reflection) from its [`Config`].
 
@@ -15,7 +13,6 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-pub mod database;
 pub mod erp;
 pub mod payments;
 

@@ -8,12 +8,10 @@
 //! is decided by a lease ([`Store::claim_due`]); on PostgreSQL the claim
 //! uses `FOR UPDATE SKIP LOCKED` so replicas never wait on each other.
 
-use std::{path::Path, time::Duration};
+use std::path::Path;
 
-use sqlx::{
-    AnyPool, Row,
-    any::{AnyPoolOptions, AnyRow},
-};
+use platform::database::{Database, Dialect, Migrations};
+use sqlx::{Row, any::AnyRow, migrate::Migrator};
 
 use super::order::{Action, Order};
 
@@ -29,28 +27,23 @@ pub struct Filter<'a> {
 }
 
 /// What can go wrong in the store. Every variant is worth a retry except
-/// [`Error::Corrupt`] and [`Error::Url`].
+/// [`Error::Corrupt`] and [`Error::Open`] for a bad URL.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The database refused or could not be reached.
     #[error("saga store: {0}")]
     Database(#[from] sqlx::Error),
-    /// The schema could not be brought up to date.
-    #[error("saga store migration: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database could not be opened or migrated.
+    #[error("saga store: {0}")]
+    Open(#[from] platform::database::Error),
     /// A stored order does not parse (a bug or a manual edit).
     #[error("saga store: order document does not parse: {0}")]
     Corrupt(#[from] serde_json::Error),
-    /// `database_url` is neither `sqlite:` nor `postgres:`.
-    #[error("saga store: unsupported database URL {0:?} (use sqlite://FILE or postgres://...)")]
-    Url(String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Dialect {
-    Sqlite,
-    Postgres,
-}
+static SQLITE: Migrator = sqlx::migrate!("migrations/order_to_cash/sqlite");
+static POSTGRES: Migrator = sqlx::migrate!("migrations/order_to_cash/postgres");
+static MIGRATIONS: Migrations = Migrations { sqlite: &SQLITE, postgres: &POSTGRES };
 
 /// An event waiting in (or published from) the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,83 +83,32 @@ pub struct Versioned {
 /// The saga store.
 #[derive(Clone)]
 pub struct Store {
-    /// Reads (and, on PostgreSQL, writes).
-    pool: AnyPool,
-    /// Writes. On SQLite a pool of one connection: writers queue here in
-    /// order instead of in SQLite's busy handler, which sleeps for up to
-    /// 100 ms between attempts and would throttle a busy saga engine.
-    writer: AnyPool,
-    dialect: Dialect,
+    db: Database,
 }
 
 impl Store {
-    /// Opens `url` (`sqlite://FILE` creating it, or `postgres://...`) and
-    /// migrates it.
+    /// Opens `url` (`sqlite://FILE`, created with its directory, or
+    /// `postgres://...`) and migrates it.
     pub async fn open(url: &str) -> Result<Self, Error> {
-        sqlx::any::install_default_drivers();
-        let (dialect, url) = if let Some(path) = url.strip_prefix("sqlite://") {
-            if let Some(dir) = Path::new(path.split('?').next().unwrap_or(path)).parent()
-                && !dir.as_os_str().is_empty()
-            {
-                std::fs::create_dir_all(dir).map_err(|e| Error::Database(sqlx::Error::Io(e)))?;
-            }
-            let sep = if url.contains('?') { '&' } else { '?' };
-            (Dialect::Sqlite, format!("{url}{sep}mode=rwc"))
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            (Dialect::Postgres, url.to_owned())
-        } else {
-            return Err(Error::Url(url.to_owned()));
-        };
-        let (pool, writer) = match dialect {
-            Dialect::Sqlite => {
-                let connect = |connections| {
-                    AnyPoolOptions::new()
-                        .max_connections(connections)
-                        .acquire_timeout(Duration::from_secs(10))
-                        .after_connect(|conn, _| {
-                            Box::pin(async move {
-                                // WAL: readers never wait for the writer.
-                                sqlx::raw_sql(
-                                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000",
-                                )
-                                .execute(&mut *conn)
-                                .await?;
-                                Ok(())
-                            })
-                        })
-                        .connect(&url)
-                };
-                let writer = connect(1).await?;
-                (connect(4).await?, writer)
-            }
-            Dialect::Postgres => {
-                let pool = AnyPoolOptions::new()
-                    .max_connections(16)
-                    .acquire_timeout(Duration::from_secs(10))
-                    .connect(&url)
-                    .await?;
-                (pool.clone(), pool)
-            }
-        };
-        match dialect {
-            Dialect::Sqlite => sqlx::migrate!("migrations/order_to_cash/sqlite").run(&writer).await?,
-            Dialect::Postgres => sqlx::migrate!("migrations/order_to_cash/postgres").run(&writer).await?,
+        if let Some(path) = url.strip_prefix("sqlite://")
+            && let Some(dir) = Path::new(path.split('?').next().unwrap_or(path)).parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
         }
-        Ok(Self { pool, writer, dialect })
+        let db = Database::open(Some(url), Path::new("."), "process.db", "order_to_cash", &MIGRATIONS).await?;
+        Ok(Self { db })
     }
 
     /// Whether the database answers.
     pub async fn is_ready(&self) -> bool {
-        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+        sqlx::query("SELECT 1").execute(self.db.pool()).await.is_ok()
     }
 
+    /// Rows are guarded by their version and claims by `SKIP LOCKED`, so
+    /// replicas need no store-wide write lock.
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, Error> {
-        Ok(match self.dialect {
-            // Take the write lock up front: a deferred transaction that
-            // upgrades later can fail with SQLITE_BUSY without waiting.
-            Dialect::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await?,
-            Dialect::Postgres => self.writer.begin().await?,
-        })
+        Ok(self.db.begin_concurrent().await?)
     }
 
     /// Stores a new order with its first events, leased to `owner` until
@@ -216,15 +158,17 @@ impl Store {
         let row = sqlx::query("SELECT doc, fingerprint FROM orders WHERE tenant = $1 AND idempotency_key = $2")
             .bind(tenant)
             .bind(key)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.db.pool())
             .await?;
         row.map(|r| Ok((parse(&r.try_get::<String, _>(0)?)?, r.try_get(1)?))).transpose()
     }
 
     /// One order and its version.
     pub async fn load(&self, id: &str) -> Result<Option<Versioned>, Error> {
-        let row =
-            sqlx::query("SELECT doc, version FROM orders WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT doc, version FROM orders WHERE id = $1")
+            .bind(id)
+            .fetch_optional(self.db.pool())
+            .await?;
         row.map(|r| Ok(Versioned { order: parse(&r.try_get::<String, _>(0)?)?, version: r.try_get(1)? })).transpose()
     }
 
@@ -240,7 +184,7 @@ impl Store {
         .bind(before.unwrap_or(""))
         .bind(limit)
         .bind(filter.customer_id)
-        .fetch_all(&self.pool)
+        .fetch_all(self.db.pool())
         .await?;
         rows.iter().map(|r| parse(&r.try_get::<String, _>(0)?)).collect()
     }
@@ -304,7 +248,7 @@ impl Store {
     pub async fn claim_due(&self, owner: &str, now: i64, lease_until: i64, limit: i64) -> Result<Vec<String>, Error> {
         // Replicas on PostgreSQL skip rows another replica is claiming
         // instead of waiting for it; SQLite has one writer anyway.
-        let sql = match self.dialect {
+        let sql = match self.db.dialect() {
             Dialect::Sqlite => concat!(
                 "UPDATE orders SET lease_owner = $1, lease_until = $2 WHERE id IN (SELECT id FROM orders ",
                 "WHERE runnable = 1 AND next_attempt_at <= $3 AND lease_until < $3 ORDER BY next_attempt_at LIMIT $4) ",
@@ -328,7 +272,7 @@ impl Store {
         sqlx::query("UPDATE orders SET lease_owner = NULL, lease_until = 0 WHERE id = $1 AND lease_owner = $2")
             .bind(id)
             .bind(owner)
-            .execute(&self.writer)
+            .execute(self.db.writer())
             .await?;
         Ok(())
     }
@@ -337,7 +281,7 @@ impl Store {
     pub async fn order_of(&self, erp_id: &str) -> Result<Option<String>, Error> {
         let row = sqlx::query("SELECT order_id FROM order_refs WHERE erp_id = $1")
             .bind(erp_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.db.pool())
             .await?;
         row.map(|r| Ok(r.try_get(0)?)).transpose()
     }
@@ -349,7 +293,7 @@ impl Store {
              ORDER BY seq LIMIT $1",
         )
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(self.db.pool())
         .await?;
         rows.iter().map(event).collect()
     }
@@ -374,15 +318,16 @@ impl Store {
             "SELECT id, order_id, event_type, payload, created_at FROM outbox WHERE order_id = $1 ORDER BY seq",
         )
         .bind(order_id)
-        .fetch_all(&self.pool)
+        .fetch_all(self.db.pool())
         .await?;
         rows.iter().map(event).collect()
     }
 
     /// Creation time (unix ms) of the oldest unpublished event.
     pub async fn oldest_unpublished(&self) -> Result<Option<i64>, Error> {
-        let row =
-            sqlx::query("SELECT MIN(created_at) FROM outbox WHERE published_at IS NULL").fetch_one(&self.pool).await?;
+        let row = sqlx::query("SELECT MIN(created_at) FROM outbox WHERE published_at IS NULL")
+            .fetch_one(self.db.pool())
+            .await?;
         Ok(row.try_get::<Option<i64>, _>(0)?)
     }
 
@@ -390,7 +335,7 @@ impl Store {
     pub async fn cursor(&self, name: &str) -> Result<String, Error> {
         let row = sqlx::query("SELECT cursor FROM feed_cursors WHERE name = $1")
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.db.pool())
             .await?;
         Ok(row.map(|r| r.try_get(0)).transpose()?.unwrap_or_default())
     }
@@ -403,7 +348,7 @@ impl Store {
         )
         .bind(name)
         .bind(cursor)
-        .execute(&self.writer)
+        .execute(self.db.writer())
         .await?;
         Ok(())
     }

@@ -67,7 +67,7 @@ impl Config {
                 Err(format!("erp.tryton.url {:?} must start with http://", t.url))
             }
             (BackendKind::Embedded, _) => match &self.database_url {
-                Some(url) if crate::database::Dialect::of(url).is_none() => {
+                Some(url) if platform::database::Dialect::of(url).is_none() => {
                     // Not echoed: the URL may carry a password.
                     Err("erp.database_url must be a sqlite: or postgres: URL".into())
                 }
@@ -125,7 +125,7 @@ pub enum Error {
     Backend(#[source] BoxError),
     /// The embedded ERP's database could not be opened or migrated.
     #[error("opening the embedded ERP's database failed")]
-    Database(#[from] crate::database::Error),
+    Database(#[from] platform::database::Error),
 }
 
 impl Error {

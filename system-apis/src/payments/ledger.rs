@@ -27,7 +27,7 @@ use rust_decimal::Decimal;
 use sqlx::{AnyConnection, Row, any::AnyRow};
 
 use super::{Authorization, Decision, Error, Operation, Provider};
-use crate::database::{Database, Migrations};
+use platform::database::{Database, Migrations};
 
 static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/payments/sqlite");
 static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/payments/postgres");

@@ -56,7 +56,7 @@ impl Config {
     /// Checks what types alone cannot, before anything starts.
     pub fn validate(&self) -> Result<(), String> {
         match &self.database_url {
-            Some(url) if crate::database::Dialect::of(url).is_none() => {
+            Some(url) if platform::database::Dialect::of(url).is_none() => {
                 // Not echoed: the URL may carry a password.
                 Err("payments.database_url must be a sqlite: or postgres: URL".into())
             }
@@ -122,7 +122,7 @@ pub enum Error {
     Corrupt(String),
     /// The ledger's database could not be opened or migrated.
     #[error("opening the payments ledger failed")]
-    Database(#[from] crate::database::Error),
+    Database(#[from] platform::database::Error),
 }
 
 impl Error {

@@ -501,7 +501,7 @@ mod tests {
     /// duplicates behave as on SQLite.
     #[tokio::test]
     async fn payments_ledger_on_postgres_behaves_as_on_sqlite() {
-        let scratch = crate::database::ScratchPostgres::create("payments_test").await;
+        let scratch = platform::database::ScratchPostgres::create("payments_test").await;
         let dir = tempdir();
         let config = Config { database_url: Some(scratch.url()), ..Config::default() };
         let payments = Payments::open(&config, dir.path()).await.expect("open the ledger on PostgreSQL");

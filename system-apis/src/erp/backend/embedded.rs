@@ -22,10 +22,9 @@ use erp_connect_proto::erp::v1::{
 use rust_decimal::Decimal;
 use sqlx::{Any, AnyConnection, Row, Transaction, any::AnyRow};
 
-use crate::{
-    database::{Database, Migrations},
-    erp::{Connector, CustomerKey, Error, InvoicePayment, NewCustomer, NewSalesOrder, Page},
-};
+use platform::database::{Database, Migrations};
+
+use crate::erp::{Connector, CustomerKey, Error, InvoicePayment, NewCustomer, NewSalesOrder, Page};
 
 static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/embedded/sqlite");
 static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/embedded/postgres");

@@ -1,7 +1,7 @@
-//! The SQL databases of the system tier (the embedded ERP, the payments
-//! ledger): opening one from a `sqlite:` or `postgres:` URL (SQLite in the
-//! data directory by default), migrating it with the migrations of its
-//! dialect, and starting write transactions that run one at a time.
+//! The tiers' own SQL databases (the embedded ERP, the payments ledger, the
+//! saga store): opening one from a `sqlite:` or `postgres:` URL (SQLite in
+//! the data directory by default), migrating it with the migrations of its
+//! dialect, and starting write transactions.
 //!
 //! Both dialects go through sqlx's `Any` driver, so a store's queries are
 //! written once: with `$1` placeholders (SQLite reads `$N` as the N-th
@@ -184,6 +184,23 @@ impl Database {
         }
     }
 
+    /// A write transaction without the store-wide lock on PostgreSQL, for a
+    /// store that guards its rows itself (version checks, `FOR UPDATE SKIP
+    /// LOCKED`) so that replicas write side by side. On SQLite the same as
+    /// [`Database::begin_write`]: one writer at a time.
+    pub async fn begin_concurrent(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
+        match self.dialect {
+            Dialect::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await,
+            Dialect::Postgres => self.writer.begin().await,
+        }
+    }
+
+    /// Writes outside a transaction go here (on SQLite: in line with the
+    /// other writers).
+    pub fn writer(&self) -> &AnyPool {
+        &self.writer
+    }
+
     /// Closes every connection (for a clean shutdown).
     pub async fn close(&self) {
         self.writer.close().await;
@@ -211,17 +228,18 @@ fn lock_key(store: &str) -> i64 {
 /// A scratch PostgreSQL database for tests (127.0.0.1:5432, user postgres,
 /// trust), created with a unique name and dropped when this is dropped,
 /// even after a panic, so tests run in parallel and leave nothing behind.
-#[cfg(test)]
-pub(crate) struct ScratchPostgres {
+/// For tests only (feature `test-support`).
+#[cfg(any(test, feature = "test-support"))]
+pub struct ScratchPostgres {
     name: String,
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "test-support"))]
 impl ScratchPostgres {
     const SERVER: &str = "postgres://postgres@127.0.0.1:5432";
 
     /// Creates `<prefix>_<ulid>`.
-    pub(crate) async fn create(prefix: &str) -> Self {
+    pub async fn create(prefix: &str) -> Self {
         use sqlx::Connection;
         let name = format!("{prefix}_{}", ulid::Ulid::new().to_string().to_lowercase());
         let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", Self::SERVER))
@@ -232,12 +250,12 @@ impl ScratchPostgres {
     }
 
     /// Its URL.
-    pub(crate) fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("{}/{}", Self::SERVER, self.name)
     }
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "test-support"))]
 impl Drop for ScratchPostgres {
     fn drop(&mut self) {
         use sqlx::Connection;
@@ -272,8 +290,8 @@ mod tests {
         assert_eq!(Dialect::of("no scheme"), None);
     }
 
-    static SQLITE: Migrator = sqlx::migrate!("./migrations/payments/sqlite");
-    static POSTGRES: Migrator = sqlx::migrate!("./migrations/payments/postgres");
+    static SQLITE: Migrator = sqlx::migrate!("./migrations/probe/sqlite");
+    static POSTGRES: Migrator = sqlx::migrate!("./migrations/probe/postgres");
     static MIGRATIONS: Migrations = Migrations { sqlite: &SQLITE, postgres: &POSTGRES };
 
     #[tokio::test]

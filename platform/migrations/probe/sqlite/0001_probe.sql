@@ -1,0 +1,2 @@
+-- A table for the database module's own tests.
+CREATE TABLE probe (id BIGINT PRIMARY KEY);
