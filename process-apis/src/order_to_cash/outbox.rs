@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     clock,
     order::Order,
-    store::{OutboxEvent, Store},
+    store::{OutboxEvent, PublisherLock, Store},
 };
 
 /// Version of the event JSON; bumped on an incompatible change.
@@ -200,7 +200,9 @@ impl NatsBus {
 }
 
 /// Publishes the outbox until `shutdown`: woken by `wake` after each
-/// commit with events, and every `poll_interval` for other replicas'.
+/// commit with events, and every `poll_interval` for other replicas'. Only
+/// the replica holding the publisher lock publishes, so events leave in the
+/// order they were written; another takes over when it dies.
 pub async fn run_publisher(
     store: Store,
     bus: Bus,
@@ -209,8 +211,23 @@ pub async fn run_publisher(
     shutdown: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(100);
+    let mut lock: Option<PublisherLock> = None;
     loop {
-        match publish_batch(&store, &bus).await {
+        let held = match &mut lock {
+            Some(held) => held.is_held().await,
+            None => false,
+        };
+        if !held {
+            lock = store.try_publisher_lock().await.unwrap_or_else(|err| {
+                tracing::warn!(error = %err, "cannot take the outbox publisher lock");
+                None
+            });
+        }
+        let outcome = match &lock {
+            Some(_) => publish_batch(&store, &bus).await,
+            None => Ok(0), // another replica publishes
+        };
+        match outcome {
             Ok(0) => {
                 backoff = Duration::from_millis(100);
                 tokio::select! {

@@ -331,6 +331,22 @@ impl Store {
         Ok(row.try_get::<Option<i64>, _>(0)?)
     }
 
+    /// The right to publish the outbox, if no other replica holds it: on
+    /// PostgreSQL a session advisory lock on a connection of its own (freed
+    /// when the holder dies and its connection drops), so one replica
+    /// publishes and events keep their order; on SQLite always granted
+    /// (one process owns the file).
+    pub async fn try_publisher_lock(&self) -> Result<Option<PublisherLock>, Error> {
+        if self.db.dialect() == Dialect::Sqlite {
+            return Ok(Some(PublisherLock { conn: None }));
+        }
+        let mut conn = self.db.pool().acquire().await?;
+        let held: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(PUBLISHER_LOCK).fetch_one(&mut *conn).await?;
+        // Out of the pool: the lock lives exactly as long as this connection.
+        Ok(held.then(|| PublisherLock { conn: Some(conn.detach()) }))
+    }
+
     /// Where the feed `name` has got to.
     pub async fn cursor(&self, name: &str) -> Result<String, Error> {
         let row = sqlx::query("SELECT cursor FROM feed_cursors WHERE name = $1")
@@ -351,6 +367,25 @@ impl Store {
         .execute(self.db.writer())
         .await?;
         Ok(())
+    }
+}
+
+/// The advisory lock key of the outbox publisher ("o2c-pub" in ASCII).
+const PUBLISHER_LOCK: i64 = 0x006f_3263_2d70_7562;
+
+/// Held by the replica that publishes the outbox; dropping it gives the
+/// right up.
+pub struct PublisherLock {
+    conn: Option<sqlx::AnyConnection>,
+}
+
+impl PublisherLock {
+    /// Whether the lock is still held (its connection still answers).
+    pub async fn is_held(&mut self) -> bool {
+        match &mut self.conn {
+            None => true,
+            Some(conn) => sqlx::query("SELECT 1").execute(&mut *conn).await.is_ok(),
+        }
     }
 }
 
@@ -380,4 +415,42 @@ fn event(r: &AnyRow) -> Result<OutboxEvent, Error> {
         payload: r.try_get(3)?,
         created_at: r.try_get(4)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use platform::database::ScratchPostgres;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn one_replica_at_a_time_holds_the_publisher_lock_and_a_dead_ones_passes_on() {
+        let scratch = ScratchPostgres::create("o2c_publisher").await;
+        let (first, second) =
+            (Store::open(&scratch.url()).await.expect("open"), Store::open(&scratch.url()).await.expect("open"));
+        let mut held = first.try_publisher_lock().await.expect("try").expect("the first replica takes it");
+        assert!(held.is_held().await);
+        assert!(second.try_publisher_lock().await.expect("try").is_none(), "one holder at a time");
+        // The holder dies: its connection goes, and with it the lock.
+        drop(held);
+        let mut taken = None;
+        for _ in 0..50 {
+            taken = second.try_publisher_lock().await.expect("try");
+            if taken.is_some() {
+                break;
+            }
+            // The server notices the closed connection asynchronously.
+            tokio::task::yield_now().await;
+            sqlx::query("SELECT pg_sleep(0.02)").execute(second.db.pool()).await.expect("wait");
+        }
+        assert!(taken.is_some(), "another replica takes over");
+    }
+
+    #[tokio::test]
+    async fn on_sqlite_the_one_process_always_publishes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&format!("sqlite://{}", dir.path().join("p.db").display())).await.expect("open");
+        assert!(store.try_publisher_lock().await.expect("try").is_some());
+        assert!(store.try_publisher_lock().await.expect("try").is_some());
+    }
 }
