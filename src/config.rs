@@ -190,6 +190,21 @@ mod tests {
     }
 
     #[test]
+    fn the_kubernetes_config_map_holds_a_config_with_known_keys_only() {
+        let manifest = include_str!("../deploy/kubernetes/erp-connect.yaml");
+        let start = manifest.find("erp-connect.toml: |").expect("the config map's file") + "erp-connect.toml: |".len();
+        let toml: String = manifest[start..]
+            .lines()
+            .skip(1)
+            .take_while(|l| l.is_empty() || l.starts_with("    "))
+            .map(|l| format!("{}\n", l.get(4..).unwrap_or("")))
+            .collect();
+        let config: Config = Figment::new().merge(Toml::string(&toml)).extract().expect("known keys, right types");
+        assert_eq!(config.mode, Mode::Production);
+        assert!(config.process.events.bus == process_apis::order_to_cash::outbox::BusKind::Nats);
+    }
+
+    #[test]
     fn a_saga_store_url_of_another_kind_is_refused() {
         let mut config = Config::default();
         config.process.database_url = Some("mysql://u:secret@h/db".into());
