@@ -13,6 +13,7 @@
 //! - [`body`]: JSON request bodies with size, type and field checks.
 //! - [`extract`]: the caller, path ids and the `Idempotency-Key` header.
 //! - [`error`]: the tier's error enum and its one conversion to problem+json.
+//! - [`openapi`]: the OpenAPI 3.1 document of the public API.
 //! - [`router`]: the tier's HTTP routes, including `/healthz` and `/readyz`.
 //!
 //! A mobile audience joins as a sibling of `web`.
@@ -40,6 +41,7 @@ use serde::Deserialize;
 pub mod body;
 pub mod error;
 pub mod extract;
+pub mod openapi;
 pub mod ops;
 pub mod orders;
 pub mod page;

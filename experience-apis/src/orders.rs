@@ -30,7 +30,7 @@ pub fn client(upstreams: &Upstreams) -> OrderToCashServiceClient<GrpcChannel> {
 ///
 /// Only the shape is checked here; whether a SKU exists or a quantity is
 /// acceptable is the process tier's to say (422), since it owns those rules.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrderRequest {
     /// The caller's own reference, e.g. a purchase order number.
@@ -47,7 +47,7 @@ pub struct OrderRequest {
 }
 
 /// A shipping address.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShipToRequest {
     /// Street and number.
@@ -63,7 +63,7 @@ pub struct ShipToRequest {
 }
 
 /// One line of a new order.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LineRequest {
     /// Stock keeping unit.
@@ -73,7 +73,7 @@ pub struct LineRequest {
 }
 
 /// How a new order is paid, told apart by `method`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
 pub enum PaymentRequest {
     /// A card, as a token from the payment provider's client-side form.
@@ -119,7 +119,7 @@ impl OrderRequest {
 /// returned"). Fields may be added, never renamed; absent values are
 /// `null` rather than missing so a client sees one shape throughout an
 /// order's life, except `reason` and `payment`, which only some orders have.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct OrderView {
     /// Our order id, `ord_...`.
     pub id: String,
@@ -154,7 +154,7 @@ pub struct OrderView {
 }
 
 /// A priced order line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct LineView {
     /// Stock keeping unit.
     pub sku: String,
@@ -167,7 +167,7 @@ pub struct LineView {
 }
 
 /// The ERP's numbers for an order; `null` until the ERP has assigned them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ErpView {
     /// Sales order number, e.g. `SO-000123`.
     pub sales_order: Option<String>,
@@ -180,7 +180,7 @@ pub struct ErpView {
 }
 
 /// One step of the order's timeline.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct StepView {
     /// `accepted`, `confirmed`, ...
     pub step: String,
@@ -189,14 +189,14 @@ pub struct StepView {
 }
 
 /// How an order is paid; the card token is never echoed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PaymentView {
     /// `card` or `on_account`.
     pub method: &'static str,
 }
 
 /// One page of orders.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct OrderPage {
     /// Orders on this page.
     pub orders: Vec<OrderView>,

@@ -15,7 +15,7 @@ use crate::{
 };
 
 /// The body: which order, and how much in which currency.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PaymentBody {
     /// Our order id.

@@ -16,7 +16,7 @@ use crate::{
 };
 
 /// A shipment after completion.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ShipmentView {
     /// The ERP shipment id.
     pub shipment_id: String,

@@ -9,7 +9,7 @@ use super::Partner;
 use crate::{Upstreams, error::Error, extract::ObjectId, orders};
 
 /// An invoice as partners see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct InvoiceView {
     /// The ERP invoice id.
     pub id: String,

@@ -22,7 +22,7 @@ use crate::{
 const MAX_REASON_LEN: usize = 500;
 
 /// The optional body of `POST /partner/v1/orders/{id}/cancel`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelBody {
     /// Why the partner cancels, shown on the order.

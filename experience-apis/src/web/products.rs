@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::{Upstreams, error::Error, extract::Caller, page::PageQuery};
 
 /// One page of the catalogue.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ProductPage {
     /// The products on this page, ordered by SKU.
     pub products: Vec<ProductView>,
@@ -22,7 +22,7 @@ pub struct ProductPage {
 }
 
 /// A product as the web shop shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ProductView {
     /// Stock keeping unit.
     pub sku: String,
@@ -39,7 +39,7 @@ pub struct ProductView {
 }
 
 /// Availability across warehouses.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AvailabilityView {
     /// Units available over all warehouses.
     pub available: i64,
@@ -50,7 +50,7 @@ pub struct AvailabilityView {
 }
 
 /// Units available in one warehouse.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct WarehouseView {
     /// Warehouse code.
     pub warehouse: String,

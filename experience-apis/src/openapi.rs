@@ -1,0 +1,220 @@
+//! The OpenAPI 3.1 document of the public API: every route the gateway
+//! forwards, its scope, parameters, bodies and every status it can answer
+//! (errors as RFC 9457 problem+json).
+//!
+//! The operations are declared here, in one place, rather than on each
+//! handler: the gateway's route table is what decides which routes exist
+//! and which scope each needs, and a test (`tests/openapi.rs` at the
+//! workspace root) holds this document to that table.
+
+use utoipa::{
+    Modify, OpenApi, ToSchema,
+    openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme},
+};
+
+use crate::{
+    ops::{payments::PaymentBody, shipments::ShipmentView},
+    orders::{
+        ErpView, LineRequest, LineView, OrderPage, OrderRequest, OrderView, PaymentRequest, PaymentView, ShipToRequest,
+        StepView,
+    },
+    partner::{invoices::InvoiceView, orders::CancelBody},
+    web::products::{AvailabilityView, ProductPage, ProductView, WarehouseView},
+};
+
+/// An RFC 9457 problem, as every error answers.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documentation only: the body is written by platform::problem
+struct Problem {
+    /// A stable URI naming the kind of problem.
+    r#type: String,
+    /// Short, human-readable summary of the kind.
+    title: String,
+    /// The HTTP status.
+    status: u16,
+    /// What went wrong this time.
+    detail: String,
+    /// For validation errors: each bad field.
+    errors: Option<Vec<FieldError>>,
+}
+
+/// One invalid field.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documentation only
+struct FieldError {
+    /// e.g. `lines[0].quantity`.
+    field: String,
+    /// Why it is invalid.
+    message: String,
+}
+
+/// The API, for `/openapi.json`.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "erp-connect",
+        description = "API-led connectivity for ERP systems: the catalogue, orders from acceptance to cash, \
+                       invoices and operations, for web shops, partners and operators."
+    ),
+    paths(
+        list_products,
+        place_web_order,
+        list_web_orders,
+        get_web_order,
+        place_partner_order,
+        list_partner_orders,
+        get_partner_order,
+        cancel_partner_order,
+        get_partner_invoice,
+        record_payment,
+        complete_shipment
+    ),
+    components(schemas(
+        Problem,
+        FieldError,
+        OrderRequest,
+        LineRequest,
+        PaymentRequest,
+        ShipToRequest,
+        OrderView,
+        LineView,
+        ErpView,
+        StepView,
+        PaymentView,
+        OrderPage,
+        ProductPage,
+        ProductView,
+        AvailabilityView,
+        WarehouseView,
+        InvoiceView,
+        CancelBody,
+        PaymentBody,
+        ShipmentView
+    )),
+    modifiers(&Security),
+    tags(
+        (name = "web", description = "The web shop: the signed-in customer's catalogue and orders."),
+        (name = "partner", description = "Partners: their own tenant's orders and invoices."),
+        (name = "ops", description = "Operators: cash application and the warehouse's stand-in.")
+    )
+)]
+pub struct ApiDoc;
+
+/// The document as JSON.
+pub fn json() -> String {
+    ApiDoc::openapi().to_json().unwrap_or_else(|_| "{}".into())
+}
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+        components
+            .add_security_scheme("api_key", SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))));
+    }
+}
+
+// The operations. Each body is empty: the handlers live in their audience's
+// module; these only carry the documentation.
+
+/// The catalogue with price and availability.
+#[utoipa::path(get, path = "/web/v1/products", tag = "web",
+    params(
+        ("page_size" = Option<u32>, Query, description = "1 to 100, default 20", minimum = 1, maximum = 100),
+        ("page_token" = Option<String>, Query, description = "next_page_token of the previous page", max_length = 512)
+    ),
+    responses(
+        (status = 200, description = "One page of products", body = ProductPage),
+        (status = 400, description = "Bad query parameters", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No or invalid credential", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Without scope catalog:read", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A backend is down", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = ["catalog:read"]))
+)]
+#[allow(dead_code)]
+fn list_products() {}
+
+macro_rules! order_operations {
+    ($($name:ident: $method:ident $path:literal, $tag:literal, $scope:literal, $summary:literal,
+       [$($param:tt)*], [$($body:tt)*], $ok:literal => $ok_body:ty, [$($status:literal: $why:literal),*];)*) => {$(
+        #[doc = $summary]
+        #[utoipa::path($method, path = $path, tag = $tag,
+            params($($param)*),
+            $($body)*
+            responses(
+                (status = $ok, description = "Done", body = $ok_body),
+                (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"),
+                (status = 401, description = "No or invalid credential", body = Problem, content_type = "application/problem+json"),
+                (status = 403, description = "Without the scope", body = Problem, content_type = "application/problem+json"),
+                $((status = $status, description = $why, body = Problem, content_type = "application/problem+json"),)*
+                (status = 503, description = "A backend is down; retry later", body = Problem, content_type = "application/problem+json")
+            ),
+            security(("bearer" = [$scope]), ("api_key" = [$scope]))
+        )]
+        #[allow(dead_code)]
+        fn $name() {}
+    )*};
+}
+
+order_operations! {
+    place_web_order: post "/web/v1/orders", "web", "orders:write", "Places an order for the signed-in customer.",
+        [("Idempotency-Key" = Option<String>, Header, description = "The same key and body return the same order")],
+        [request_body = OrderRequest,], 201 => OrderView,
+        [413: "Body too large", 415: "Not JSON", 422: "Unknown SKU, bad quantity, or the key reused with another body"];
+    list_web_orders: get "/web/v1/orders", "web", "orders:read", "The signed-in customer's orders, newest first.",
+        [("page_size" = Option<u32>, Query, minimum = 1, maximum = 100), ("page_token" = Option<String>, Query)],
+        [], 200 => OrderPage, [];
+    get_web_order: get "/web/v1/orders/{id}", "web", "orders:read", "One of the signed-in customer's orders.",
+        [("id" = String, Path, description = "Order id, ord_...")],
+        [], 200 => OrderView, [404: "No such order of this customer"];
+    place_partner_order: post "/partner/v1/orders", "partner", "orders:write", "Places an order for the partner's tenant.",
+        [("Idempotency-Key" = Option<String>, Header, description = "The same key and body return the same order")],
+        [request_body = OrderRequest,], 201 => OrderView,
+        [413: "Body too large", 415: "Not JSON", 422: "Unknown SKU, bad quantity, or the key reused with another body"];
+    list_partner_orders: get "/partner/v1/orders", "partner", "orders:read", "The tenant's orders, newest first.",
+        [("page_size" = Option<u32>, Query, minimum = 1, maximum = 100), ("page_token" = Option<String>, Query)],
+        [], 200 => OrderPage, [];
+    get_partner_order: get "/partner/v1/orders/{id}", "partner", "orders:read", "One of the tenant's orders.",
+        [("id" = String, Path, description = "Order id, ord_...")],
+        [], 200 => OrderView, [404: "No such order of this tenant"];
+    cancel_partner_order: post "/partner/v1/orders/{id}/cancel", "partner", "orders:write",
+        "Cancels an order before it ships; every step done is compensated.",
+        [("id" = String, Path, description = "Order id, ord_...")],
+        [request_body = Option<CancelBody>,], 200 => OrderView,
+        [404: "No such order of this tenant", 409: "Shipped or ended: too late to cancel", 413: "Body too large"];
+    get_partner_invoice: get "/partner/v1/invoices/{id}", "partner", "invoices:read", "The invoice of one of the tenant's orders.",
+        [("id" = String, Path, description = "ERP invoice id, from an order's erp.invoice_id")],
+        [], 200 => InvoiceView, [404: "No such invoice of this tenant"];
+    record_payment: post "/ops/v1/payments", "ops", "ops", "Cash application: records a payment against an on-account order's invoice.",
+        [("Idempotency-Key" = Option<String>, Header, description = "The same key records the payment once")],
+        [request_body = PaymentBody,], 200 => OrderView,
+        [404: "No such order", 409: "Not invoiced yet, paid by card, or ended", 413: "Body too large",
+         415: "Not JSON", 422: "Bad amount or currency"];
+    complete_shipment: post "/ops/v1/shipments/{id}/complete", "ops", "ops",
+        "Marks a shipment done in the ERP, standing in for the warehouse.",
+        [("id" = String, Path, description = "ERP shipment id, from an order's erp.shipments")],
+        [], 200 => ShipmentView, [404: "No such shipment", 409: "The shipment cannot be completed"];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_document_is_openapi_3_1_with_both_security_schemes_and_the_problem_schema() {
+        let doc: serde_json::Value = serde_json::from_str(&json()).expect("JSON");
+        assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")), "{}", doc["openapi"]);
+        assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+        assert_eq!(doc["components"]["securitySchemes"]["api_key"]["name"], "X-API-Key");
+        assert!(doc["components"]["schemas"]["Problem"].is_object());
+        let place = &doc["paths"]["/web/v1/orders"]["post"];
+        assert_eq!(place["security"][0]["bearer"][0], "orders:write");
+        assert!(place["responses"]["422"]["content"]["application/problem+json"].is_object(), "{place}");
+    }
+}
