@@ -91,6 +91,8 @@ pub fn router(upstreams: Upstreams) -> Router {
         .nest("/web/v1", web::router())
         .nest("/partner/v1", partner::router())
         .nest("/ops/v1", ops::router())
+        .route("/openapi.json", get(|| async { ([(http::header::CONTENT_TYPE, "application/json")], openapi::json()) }))
+        .route("/docs", get(|| async { axum::response::Html(DOCS_PAGE) }))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .fallback(|| async { Problem::not_found("no such route") })
@@ -107,9 +109,17 @@ async fn readyz(State(upstreams): State<Upstreams>) -> Response {
     }
 }
 
+/// Routes anyone may call, without a principal: health for the
+/// orchestrator's probes, the API's description for developers.
+pub const PUBLIC_PATHS: &[&str] = &["/healthz", "/readyz", "/openapi.json", "/docs"];
+
+/// The API reference page: renders `/openapi.json` with nothing but itself
+/// (no assets from the internet).
+const DOCS_PAGE: &str = include_str!("docs.html");
+
 /// `serve` mode: accept only requests whose principal header the gateway
-/// signed, and turn it into the extension the handlers read. Health routes
-/// stay open for the orchestrator's probes.
+/// signed, and turn it into the extension the handlers read. The
+/// [`PUBLIC_PATHS`] stay open.
 pub fn require_signed_principal(router: Router, signer: PrincipalSigner) -> Router {
     router
         .layer(middleware::from_fn_with_state(signer, verify_principal))
@@ -118,7 +128,7 @@ pub fn require_signed_principal(router: Router, signer: PrincipalSigner) -> Rout
 }
 
 async fn verify_principal(State(signer): State<PrincipalSigner>, mut request: Request, next: Next) -> Response {
-    if matches!(request.uri().path(), "/healthz" | "/readyz") {
+    if PUBLIC_PATHS.contains(&request.uri().path()) {
         return next.run(request).await;
     }
     let verified = request.headers().get(HEADER).and_then(|v| v.to_str().ok()).map(|v| signer.verify(v));
