@@ -57,6 +57,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJsonBody<T>
         if !json {
             return Err(Error::UnsupportedMediaType);
         }
+        // A JSON `null` says "no body" as plainly as an empty one.
+        if bytes.trim_ascii() == b"null" {
+            return Ok(OptionalJsonBody(None));
+        }
         parse(&bytes).map(|v| OptionalJsonBody(Some(v)))
     }
 }
@@ -287,6 +291,10 @@ mod tests {
         .await
         .expect("json");
         assert!(some.0.is_some());
+        let null = OptionalJsonBody::<Thing>::from_request(request(Some("application/json"), b" null ".to_vec()), &())
+            .await
+            .expect("null");
+        assert!(null.0.is_none());
         let untyped = OptionalJsonBody::<Thing>::from_request(request(None, b"{}".to_vec()), &()).await;
         assert!(matches!(untyped, Err(Error::UnsupportedMediaType)));
     }

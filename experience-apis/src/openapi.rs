@@ -164,7 +164,7 @@ macro_rules! order_operations {
 
 order_operations! {
     place_web_order: post "/web/v1/orders", "web", "orders:write", "Places an order for the signed-in customer.",
-        [("Idempotency-Key" = Option<String>, Header, description = "The same key and body return the same order")],
+        [("Idempotency-Key" = Option<String>, Header, description = "The same key and body return the same order", pattern = "^[!-~]{1,255}$")],
         [request_body = OrderRequest,], 201 => OrderView,
         [413: "Body too large", 415: "Not JSON", 422: "Unknown SKU, bad quantity, or the key reused with another body"];
     list_web_orders: get "/web/v1/orders", "web", "orders:read", "The signed-in customer's orders, newest first.",
@@ -174,7 +174,7 @@ order_operations! {
         [("id" = String, Path, description = "Order id, ord_...")],
         [], 200 => OrderView, [404: "No such order of this customer"];
     place_partner_order: post "/partner/v1/orders", "partner", "orders:write", "Places an order for the partner's tenant.",
-        [("Idempotency-Key" = Option<String>, Header, description = "The same key and body return the same order")],
+        [("Idempotency-Key" = Option<String>, Header, description = "The same key and body return the same order", pattern = "^[!-~]{1,255}$")],
         [request_body = OrderRequest,], 201 => OrderView,
         [413: "Body too large", 415: "Not JSON", 422: "Unknown SKU, bad quantity, or the key reused with another body"];
     list_partner_orders: get "/partner/v1/orders", "partner", "orders:read", "The tenant's orders, newest first.",
@@ -192,7 +192,7 @@ order_operations! {
         [("id" = String, Path, description = "ERP invoice id, from an order's erp.invoice_id")],
         [], 200 => InvoiceView, [404: "No such invoice of this tenant"];
     record_payment: post "/ops/v1/payments", "ops", "ops", "Cash application: records a payment against an on-account order's invoice.",
-        [("Idempotency-Key" = Option<String>, Header, description = "The same key records the payment once")],
+        [("Idempotency-Key" = Option<String>, Header, description = "The same key records the payment once", pattern = "^[!-~]{1,255}$")],
         [request_body = PaymentBody,], 200 => OrderView,
         [404: "No such order", 409: "Not invoiced yet, paid by card, or ended", 413: "Body too large",
          415: "Not JSON", 422: "Bad amount or currency"];

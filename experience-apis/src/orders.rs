@@ -35,8 +35,10 @@ pub fn client(upstreams: &Upstreams) -> OrderToCashServiceClient<GrpcChannel> {
 pub struct OrderRequest {
     /// The caller's own reference, e.g. a purchase order number.
     #[serde(default)]
+    #[schema(max_length = 200)]
     pub external_ref: Option<String>,
     /// What is ordered.
+    #[schema(min_items = 1, max_items = 100)]
     pub lines: Vec<LineRequest>,
     /// How it is paid.
     pub payment: PaymentRequest,
@@ -51,14 +53,18 @@ pub struct OrderRequest {
 #[serde(deny_unknown_fields)]
 pub struct ShipToRequest {
     /// Street and number.
+    #[schema(min_length = 1, max_length = 200)]
     pub street: String,
     /// City.
+    #[schema(min_length = 1, max_length = 200)]
     pub city: String,
     /// Postal code.
     #[serde(default)]
+    #[schema(max_length = 200)]
     pub postal_code: String,
     /// ISO 3166-1 alpha-2, e.g. `DE`.
     #[serde(default)]
+    #[schema(pattern = "^([A-Z]{2})?$")]
     pub country: String,
 }
 
@@ -67,8 +73,10 @@ pub struct ShipToRequest {
 #[serde(deny_unknown_fields)]
 pub struct LineRequest {
     /// Stock keeping unit.
+    #[schema(min_length = 1, max_length = 200)]
     pub sku: String,
     /// Units ordered.
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub quantity: i64,
 }
 
@@ -79,6 +87,7 @@ pub enum PaymentRequest {
     /// A card, as a token from the payment provider's client-side form.
     Card {
         /// The provider's card token, e.g. `tok_visa` in the sandbox.
+        #[schema(min_length = 1, max_length = 200)]
         token: String,
     },
     /// Invoiced with payment terms, subject to a credit check. An empty

@@ -19,10 +19,13 @@ use crate::{
 #[serde(deny_unknown_fields)]
 pub struct PaymentBody {
     /// Our order id.
+    #[schema(min_length = 1, max_length = 200)]
     pub order_id: String,
     /// The amount paid, a decimal string: money never travels as a float.
+    #[schema(pattern = "^[0-9]{1,12}([.][0-9]{1,2})?$")]
     pub amount: String,
     /// ISO 4217 currency of `amount`.
+    #[schema(pattern = "^[A-Z]{3}$")]
     pub currency: String,
 }
 
