@@ -5,13 +5,11 @@
 //! leaves the Tryton sale cancelled.
 //!
 //! Tryton is set up once per run by the project's `deploy/tryton/setup.sh`
-//! (a database of the run's own, `erp_orders_<pid>`, on a free port; the
-//! server stops and the database is dropped when the run ends), or taken
-//! from `TRYTON_URL`, `TRYTON_DB`, `TRYTON_USER`, `TRYTON_PASSWORD_FILE`.
+//! (`system_apis::erp::backend::tryton::test_server`: a database of the
+//! run's own, dropped when the run ends), or taken from `TRYTON_URL`,
+//! `TRYTON_DB`, `TRYTON_USER`, `TRYTON_PASSWORD_FILE`.
 
 mod harness;
-
-use std::{collections::HashMap, path::PathBuf, sync::OnceLock};
 
 use erp_connect::serve::Target;
 use erp_connect_proto::erp::v1::{self as erp, sales_order_service_client::SalesOrderServiceClient};
@@ -20,47 +18,13 @@ use harness::{Running, post_json, quick_sagas, spawn_serve_with, wait_for_order}
 use serde_json::json;
 use system_apis::erp::{BackendKind, backend::tryton};
 
-fn tryton_env() -> &'static HashMap<String, String> {
-    static ENV: OnceLock<HashMap<String, String>> = OnceLock::new();
-    ENV.get_or_init(|| {
-        let keys = ["TRYTON_URL", "TRYTON_DB", "TRYTON_USER", "TRYTON_PASSWORD_FILE"];
-        if let Ok(own) = keys.iter().map(|k| std::env::var(k).map(|v| ((*k).to_owned(), v))).collect() {
-            return own;
-        }
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/tryton/setup.sh");
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
-        let out = std::process::Command::new("bash")
-            .arg(&script)
-            .env("PORT", port.to_string())
-            // A database of this run's own, restored from the contract
-            // suite's golden snapshot, stopped and dropped when the run ends.
-            .env("DB", format!("erp_orders_{}", std::process::id()))
-            .env("SNAPSHOT", "erp_contract")
-            .env("OWNER_PID", std::process::id().to_string())
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .expect("run deploy/tryton/setup.sh");
-        assert!(out.status.success(), "deploy/tryton/setup.sh failed");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-            .collect()
-    })
-}
-
 async fn start() -> Running {
-    let env = tokio::task::spawn_blocking(tryton_env).await.expect("tryton set up");
+    let server =
+        tokio::task::spawn_blocking(|| tryton::test_server::config("erp_orders")).await.expect("tryton set up");
     spawn_serve_with(|config| {
         quick_sagas(config);
         config.erp.backend = BackendKind::Tryton;
-        config.erp.tryton = Some(tryton::Config {
-            url: env["TRYTON_URL"].clone(),
-            database: env["TRYTON_DB"].clone(),
-            username: env["TRYTON_USER"].clone(),
-            password_file: PathBuf::from(&env["TRYTON_PASSWORD_FILE"]),
-            timeout: std::time::Duration::from_secs(30),
-        });
+        config.erp.tryton = Some(server);
         // Tryton answers in tens of milliseconds per call.
         config.process.system_timeout = std::time::Duration::from_secs(30);
     })

@@ -860,62 +860,19 @@ mod backend_embedded_postgres {
 }
 
 /// A real Tryton server, set up once per test run by the project's
-/// `deploy/tryton/setup.sh` (a database of the run's own restored from the
-/// suite's golden copy, the demo catalogue loaded), shared by the tests and
-/// stopped and dropped by setup.sh's watcher when the run ends.
+/// `deploy/tryton/setup.sh` (see `tryton::test_server`), shared by the
+/// tests and stopped and dropped when the run ends.
 mod backend_tryton {
-    use std::{collections::HashMap, path::PathBuf, sync::OnceLock};
-
     use system_apis::erp::{BackendKind, Config, backend::tryton};
 
     use super::{Erp, ListChangesRequest, erp};
 
-    fn tryton() -> &'static HashMap<String, String> {
-        static ENV: OnceLock<HashMap<String, String>> = OnceLock::new();
-        ENV.get_or_init(|| {
-            // A developer's own Tryton, when its coordinates are in the environment.
-            let keys = ["TRYTON_URL", "TRYTON_DB", "TRYTON_USER", "TRYTON_PASSWORD_FILE"];
-            if let Ok(own) = keys.iter().map(|k| std::env::var(k).map(|v| ((*k).to_owned(), v))).collect() {
-                return own;
-            }
-            let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/tryton/setup.sh");
-            // A free port for this run, so a developer's own Tryton is left alone.
-            let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
-            // A database of this run's own, restored from the suite's shared
-            // snapshot and dropped with its server when this run ends, so
-            // that runs in parallel (other crates' suites, other engineers)
-            // never stop each other's server.
-            let out = std::process::Command::new("bash")
-                .arg(&script)
-                .env("PORT", port.to_string())
-                .env("DB", format!("erp_contract_{}", std::process::id()))
-                .env("SNAPSHOT", "erp_contract")
-                .env("OWNER_PID", std::process::id().to_string())
-                .stderr(std::process::Stdio::inherit())
-                .output()
-                .expect("run deploy/tryton/setup.sh");
-            assert!(out.status.success(), "deploy/tryton/setup.sh failed");
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .filter_map(|l| l.split_once('='))
-                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-                .collect()
-        })
-    }
-
     fn config(url: Option<&str>) -> Config {
-        let env = tryton();
-        Config {
-            backend: BackendKind::Tryton,
-            database_url: None,
-            tryton: Some(tryton::Config {
-                url: url.map_or_else(|| env["TRYTON_URL"].clone(), str::to_owned),
-                database: env["TRYTON_DB"].clone(),
-                username: env["TRYTON_USER"].clone(),
-                password_file: PathBuf::from(&env["TRYTON_PASSWORD_FILE"]),
-                timeout: std::time::Duration::from_secs(30),
-            }),
+        let mut server = tryton::test_server::config("erp_contract");
+        if let Some(url) = url {
+            server.url = url.to_owned();
         }
+        Config { backend: BackendKind::Tryton, database_url: None, tryton: Some(server) }
     }
 
     async fn setup() -> Erp {

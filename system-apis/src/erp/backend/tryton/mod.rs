@@ -19,6 +19,8 @@
 //! `write_date`/`create_date`.
 
 pub mod rpc;
+#[cfg(feature = "test-support")]
+pub mod test_server;
 
 use std::{collections::HashMap, path::PathBuf, time::Duration};
 

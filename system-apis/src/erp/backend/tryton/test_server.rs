@@ -1,0 +1,48 @@
+//! A Tryton server for tests, set up once per test process by the
+//! project's `deploy/tryton/setup.sh`: a database of the process's own,
+//! restored from the shared golden snapshot (`erp_contract`, built on first
+//! use), on a free loopback port; setup.sh's watcher stops the server and
+//! drops the database when the process ends, so parallel runs never stop
+//! each other's server. A developer's own Tryton is used instead when
+//! `TRYTON_URL`, `TRYTON_DB`, `TRYTON_USER` and `TRYTON_PASSWORD_FILE` are
+//! set. Feature `test-support` only.
+
+use std::{collections::HashMap, path::PathBuf, sync::OnceLock, time::Duration};
+
+use super::Config;
+
+/// The connector config of this process's test server; `db_prefix` names
+/// its database (`<prefix>_<pid>`). Blocks while setup.sh runs.
+pub fn config(db_prefix: &str) -> Config {
+    static ENV: OnceLock<HashMap<String, String>> = OnceLock::new();
+    let env = ENV.get_or_init(|| {
+        let keys = ["TRYTON_URL", "TRYTON_DB", "TRYTON_USER", "TRYTON_PASSWORD_FILE"];
+        if let Ok(own) = keys.iter().map(|k| std::env::var(k).map(|v| ((*k).to_owned(), v))).collect() {
+            return own;
+        }
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/tryton/setup.sh");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+        let out = std::process::Command::new("bash")
+            .arg(&script)
+            .env("PORT", port.to_string())
+            .env("DB", format!("{db_prefix}_{}", std::process::id()))
+            .env("SNAPSHOT", "erp_contract")
+            .env("OWNER_PID", std::process::id().to_string())
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .expect("run deploy/tryton/setup.sh");
+        assert!(out.status.success(), "deploy/tryton/setup.sh failed");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+            .collect()
+    });
+    Config {
+        url: env["TRYTON_URL"].clone(),
+        database: env["TRYTON_DB"].clone(),
+        username: env["TRYTON_USER"].clone(),
+        password_file: PathBuf::from(&env["TRYTON_PASSWORD_FILE"]),
+        timeout: Duration::from_secs(30),
+    }
+}
