@@ -2,7 +2,11 @@
 //! each with the scope the gateway enforces, and every error as
 //! problem+json.
 
+mod harness;
+
 use std::collections::BTreeSet;
+
+use harness::{get, spawn_serve, spawn_up};
 
 #[test]
 fn every_gateway_route_is_documented_with_its_scope_and_nothing_else_is() {
@@ -37,4 +41,20 @@ fn every_gateway_route_is_documented_with_its_scope_and_nothing_else_is() {
         .map(|(method, path, scope)| (method.as_str().to_owned(), (*path).to_owned(), (*scope).to_owned()))
         .collect();
     assert_eq!(documented, routed);
+}
+
+#[tokio::test]
+async fn the_document_and_the_reference_page_are_public_in_both_modes() {
+    for app in [spawn_up().await, spawn_serve().await] {
+        let doc = get(&app.url("/openapi.json"), None).await;
+        assert_eq!(doc.status, 200, "{}", doc.text);
+        assert_eq!(doc.headers["content-type"], "application/json");
+        assert_eq!(doc.body["paths"].as_object().map(|p| p.len()), Some(9), "{}", doc.text);
+        let page = get(&app.url("/docs"), None).await;
+        assert_eq!(page.status, 200);
+        assert!(page.headers["content-type"].to_str().is_ok_and(|t| t.starts_with("text/html")));
+        // Everything the page needs is in it: no script or style from elsewhere.
+        assert!(page.text.contains("fetch(\"/openapi.json\")") && !page.text.contains("src=\"http"), "{}", page.text);
+        app.stop_all().await;
+    }
 }

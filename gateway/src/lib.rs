@@ -74,6 +74,10 @@ pub const ROUTES: &[(Method, &str, &str)] = &[
     (Method::POST, "/ops/v1/shipments/{id}/complete", "ops"),
 ];
 
+/// Routes anyone may read, without a credential: the OpenAPI document and
+/// the API reference page rendered from it.
+pub const PUBLIC: &[&str] = &["/openapi.json", "/docs"];
+
 /// Every scope a token can carry (DESIGN.md, "Scopes").
 pub const SCOPES: &[&str] =
     &["catalog:read", "orders:read", "orders:write", "invoices:read", "inventory:read", "webhooks:manage", "ops"];
@@ -95,6 +99,15 @@ pub fn router(auth: auth::Authenticator, upstream: upstream::Upstream, dev_jwks:
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/dev-idp/jwks.json", get(dev_jwks_handler));
+    // The API's description is public: forwarded without a principal.
+    for path in PUBLIC {
+        router = router.route(
+            path,
+            get(|State(gw): State<Arc<Gateway>>, request: Request| async move {
+                gw.upstream.forward(request, None).await.unwrap_or_else(IntoResponse::into_response)
+            }),
+        );
+    }
     for (method, path, scope) in ROUTES {
         let filter = MethodFilter::try_from(method.clone()).unwrap_or(MethodFilter::GET);
         let scope: &'static str = scope;
