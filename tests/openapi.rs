@@ -44,7 +44,7 @@ fn every_gateway_route_is_documented_with_its_scope_and_nothing_else_is() {
 }
 
 #[tokio::test]
-async fn the_document_and_the_reference_page_are_public_in_both_modes() {
+async fn the_document_and_the_reference_page_are_public_and_every_answer_has_security_headers() {
     for app in [spawn_up().await, spawn_serve().await] {
         let doc = get(&app.url("/openapi.json"), None).await;
         assert_eq!(doc.status, 200, "{}", doc.text);
@@ -53,6 +53,12 @@ async fn the_document_and_the_reference_page_are_public_in_both_modes() {
         let page = get(&app.url("/docs"), None).await;
         assert_eq!(page.status, 200);
         assert!(page.headers["content-type"].to_str().is_ok_and(|t| t.starts_with("text/html")));
+        assert!(page.headers["content-security-policy"].to_str().is_ok_and(|p| p.starts_with("default-src 'none'")));
+        for reply in [&doc, &page, &get(&app.url("/web/v1/orders"), None).await] {
+            assert_eq!(reply.headers["x-content-type-options"], "nosniff", "{}", reply.text);
+            assert_eq!(reply.headers["x-frame-options"], "DENY");
+            assert_eq!(reply.headers["cache-control"], "no-store");
+        }
         // Everything the page needs is in it: no script or style from elsewhere.
         assert!(page.text.contains("fetch(\"/openapi.json\")") && !page.text.contains("src=\"http"), "{}", page.text);
         app.stop_all().await;

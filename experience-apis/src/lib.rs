@@ -92,7 +92,7 @@ pub fn router(upstreams: Upstreams) -> Router {
         .nest("/partner/v1", partner::router())
         .nest("/ops/v1", ops::router())
         .route("/openapi.json", get(|| async { ([(http::header::CONTENT_TYPE, "application/json")], openapi::json()) }))
-        .route("/docs", get(|| async { axum::response::Html(DOCS_PAGE) }))
+        .route("/docs", get(docs))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .fallback(|| async { Problem::not_found("no such route") })
@@ -116,6 +116,13 @@ pub const PUBLIC_PATHS: &[&str] = &["/healthz", "/readyz", "/openapi.json", "/do
 /// The API reference page: renders `/openapi.json` with nothing but itself
 /// (no assets from the internet).
 const DOCS_PAGE: &str = include_str!("docs.html");
+
+/// The reference page may run its own inline script and style and fetch
+/// from this origin only; nothing else.
+async fn docs() -> Response {
+    let policy = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'";
+    ([(http::header::CONTENT_SECURITY_POLICY, policy)], axum::response::Html(DOCS_PAGE)).into_response()
+}
 
 /// `serve` mode: accept only requests whose principal header the gateway
 /// signed, and turn it into the extension the handlers read. The

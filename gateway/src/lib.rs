@@ -18,9 +18,10 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{MethodFilter, get, on},
 };
-use http::{Method, StatusCode, header};
+use http::{HeaderValue, Method, StatusCode, header};
 use platform::problem::Problem;
 use serde::Deserialize;
+use tower_http::set_header::SetResponseHeaderLayer as SetHeader;
 
 pub mod auth;
 pub mod dev_idp;
@@ -122,6 +123,13 @@ pub fn router(auth: auth::Authenticator, upstream: upstream::Upstream, dev_jwks:
         .fallback(|| async { Problem::not_found("no such route") })
         .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
         .with_state(gateway)
+        // Unless a handler chose otherwise: no content sniffing, no framing,
+        // no referrer leaks, and API answers (orders, invoices) never kept
+        // in shared caches.
+        .layer(SetHeader::if_not_present(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .layer(SetHeader::if_not_present(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
+        .layer(SetHeader::if_not_present(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
+        .layer(SetHeader::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
         .layer(axum::middleware::from_fn(platform::request_id::ensure))
 }
 
