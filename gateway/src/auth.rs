@@ -7,7 +7,15 @@
 //! `aud`, `exp` and `nbf` with a bounded leeway, and claims of the right
 //! JSON types.
 
-use std::{collections::HashMap, path::PathBuf, sync::Arc};
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, jwk::JwkSet};
 use platform::principal::Principal;
@@ -64,6 +72,20 @@ struct TrustedKey {
 #[derive(Clone)]
 pub struct Authenticator {
     keys: Arc<HashMap<String, TrustedKey>>,
+    /// Tokens verified before, so a hot token costs a map lookup rather than
+    /// a signature check; an entry never outlives the token's `exp`.
+    verified: Arc<VerifiedTokens>,
+}
+
+/// Most tokens kept verified at once; beyond it expired ones are dropped,
+/// and if that is not enough, all of them (they are verified again).
+const MAX_CACHED_TOKENS: usize = 50_000;
+
+#[derive(Default)]
+struct VerifiedTokens {
+    tokens: RwLock<HashMap<Box<str>, (Principal, u64)>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -82,6 +104,7 @@ enum ScopeList {
 #[derive(Deserialize)]
 struct Claims {
     sub: String,
+    exp: u64,
     #[serde(default)]
     scope: Option<ScopeList>,
     #[serde(default)]
@@ -131,11 +154,40 @@ impl Authenticator {
                 }
             }
         }
-        Ok(Self { keys: Arc::new(keys) })
+        Ok(Self { keys: Arc::new(keys), verified: Arc::default() })
+    }
+
+    /// How many verifications the cache answered, and how many it did not.
+    pub fn cache_stats(&self) -> (u64, u64) {
+        (self.verified.hits.load(Ordering::Relaxed), self.verified.misses.load(Ordering::Relaxed))
     }
 
     /// Verifies `token` and returns who it names.
     pub fn verify(&self, token: &str) -> Result<Principal, Error> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(u64::MAX);
+        let cached = self.verified.tokens.read().ok().and_then(|t| t.get(token).cloned());
+        if let Some((principal, exp)) = cached
+            && now < exp
+        {
+            self.verified.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(principal);
+        }
+        self.verified.misses.fetch_add(1, Ordering::Relaxed);
+        let (principal, exp) = self.verify_signed(token)?;
+        if let Ok(mut tokens) = self.verified.tokens.write() {
+            if tokens.len() >= MAX_CACHED_TOKENS {
+                tokens.retain(|_, (_, exp)| now < *exp);
+                if tokens.len() >= MAX_CACHED_TOKENS {
+                    tokens.clear();
+                }
+            }
+            tokens.insert(token.into(), (principal.clone(), exp));
+        }
+        Ok(principal)
+    }
+
+    /// The full check: signature, algorithm, issuer, audience, times, types.
+    fn verify_signed(&self, token: &str) -> Result<(Principal, u64), Error> {
         let header = jsonwebtoken::decode_header(token).map_err(Error::Invalid)?;
         if let Some(typ) = header.typ.as_deref()
             && !typ.eq_ignore_ascii_case("JWT")
@@ -148,7 +200,7 @@ impl Authenticator {
         let claims = data.claims;
         let mut scopes = claims.scope.map(ScopeList::into_vec).unwrap_or_default();
         scopes.extend(claims.scp.map(ScopeList::into_vec).unwrap_or_default());
-        Ok(Principal { subject: claims.sub, tenant: claims.tenant, scopes, email: claims.email })
+        Ok((Principal { subject: claims.sub, tenant: claims.tenant, scopes, email: claims.email }, claims.exp))
     }
 }
 
@@ -217,6 +269,36 @@ mod tests {
         assert!(matches!(auth.verify(&foreign), Err(Error::UnknownKey)));
         assert!(auth.verify("abc.def.ghi").is_err());
         assert!(auth.verify("").is_err());
+    }
+
+    #[test]
+    fn a_hot_token_is_verified_once_and_a_changed_one_again() {
+        let (_dir, idp, auth) = setup();
+        let token = idp.mint(&request("erp-connect", Duration::from_secs(60))).expect("mint");
+        let first = auth.verify(&token).expect("verify");
+        for _ in 0..5 {
+            assert_eq!(auth.verify(&token).expect("verify"), first);
+        }
+        assert_eq!(auth.cache_stats(), (5, 1));
+        let mut tampered = token.clone();
+        tampered.push('A');
+        assert!(auth.verify(&tampered).is_err(), "a different token is checked in full");
+        assert_eq!(auth.cache_stats(), (5, 2));
+    }
+
+    #[test]
+    fn a_cached_token_is_refused_once_its_exp_has_passed() {
+        let (_dir, idp, auth) = setup();
+        let token = idp.mint(&request("erp-connect", Duration::from_secs(60))).expect("mint");
+        auth.verify(&token).expect("verify");
+        // As if the token's exp had passed while it sat in the cache.
+        if let Ok(mut tokens) = auth.verified.tokens.write()
+            && let Some(entry) = tokens.get_mut(token.as_str())
+        {
+            entry.1 = 0;
+        }
+        auth.verify(&token).expect("verified again in full, still valid");
+        assert_eq!(auth.cache_stats(), (0, 2));
     }
 
     #[test]
