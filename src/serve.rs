@@ -65,7 +65,10 @@ impl Tier {
                     crate::principal_signer(config)?,
                     config.gateway.upstream_timeout,
                 )?;
-                Server::Http(gateway::router(auth, upstream, dev_jwks))
+                Server::Http(gateway::with_cors(
+                    gateway::router(auth, upstream, dev_jwks),
+                    &config.gateway.cors_origins,
+                ))
             }
         };
         Ok(Self { grace: config.shutdown_grace, server, _tasks: tasks.drop_guard() })

@@ -18,7 +18,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{MethodFilter, get, on},
 };
-use http::{HeaderValue, Method, StatusCode, header};
+use http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use platform::problem::Problem;
 use serde::Deserialize;
 use tower_http::set_header::SetResponseHeaderLayer as SetHeader;
@@ -44,6 +44,10 @@ pub struct Config {
     /// Trusted token issuers besides the dev identity provider (which is
     /// trusted in dev mode only).
     pub issuers: Vec<auth::IssuerConfig>,
+    /// Browser origins (e.g. `https://shop.example.com`) allowed to call the
+    /// web shop's routes (`/web/...`) cross-origin. Default none; partner and
+    /// ops routes are never open to browsers of other origins.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for Config {
@@ -54,6 +58,7 @@ impl Default for Config {
             upstream_timeout: Duration::from_secs(30),
             jwt_leeway: Duration::from_secs(30),
             issuers: Vec::new(),
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -131,6 +136,28 @@ pub fn router(auth: auth::Authenticator, upstream: upstream::Upstream, dev_jwks:
         .layer(SetHeader::if_not_present(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
         .layer(SetHeader::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
         .layer(axum::middleware::from_fn(platform::request_id::ensure))
+}
+
+/// Lets the browsers of `origins` call the web shop's routes from their
+/// pages: preflights answered, the headers a shop sends allowed. Other
+/// routes, and other origins, get no CORS headers, so browsers refuse them.
+pub fn with_cors(router: Router, origins: &[String]) -> Router {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return router;
+    }
+    let origins: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+    let allow = AllowOrigin::predicate(move |origin: &HeaderValue, parts: &http::request::Parts| {
+        parts.uri.path().starts_with("/web/") && origins.contains(origin)
+    });
+    router.layer(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("idempotency-key")])
+            .expose_headers([HeaderName::from_static("x-request-id"), header::LOCATION, header::RETRY_AFTER])
+            .max_age(Duration::from_secs(600)),
+    )
 }
 
 impl Gateway {
@@ -282,6 +309,30 @@ mod tests {
     /// `{id}` in a table path, filled in as a client would.
     fn concrete(path: &str) -> String {
         path.replace("{id}", "ord_01JDX")
+    }
+
+    #[tokio::test]
+    async fn only_the_configured_origins_may_call_web_routes_from_a_browser() {
+        let (_dir, _idp, app) = gateway();
+        let app = with_cors(app, &["https://shop.example".to_owned()]);
+        let preflight = |path: &str, origin: &str| {
+            Request::builder()
+                .method(Method::OPTIONS)
+                .uri(path)
+                .header(header::ORIGIN, origin)
+                .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+                .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "authorization, content-type, idempotency-key")
+                .body(Body::empty())
+                .expect("request")
+        };
+        let allowed = |response: &Response| response.headers().get(header::ACCESS_CONTROL_ALLOW_ORIGIN).cloned();
+        let shop = app.clone().oneshot(preflight("/web/v1/orders", "https://shop.example")).await.expect("response");
+        assert_eq!(allowed(&shop).as_ref().and_then(|v| v.to_str().ok()), Some("https://shop.example"));
+        let other = app.clone().oneshot(preflight("/web/v1/orders", "https://evil.example")).await.expect("response");
+        assert_eq!(allowed(&other), None);
+        let partner =
+            app.clone().oneshot(preflight("/partner/v1/orders", "https://shop.example")).await.expect("response");
+        assert_eq!(allowed(&partner), None, "partner routes are not for browsers");
     }
 
     #[test]
