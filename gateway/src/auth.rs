@@ -35,6 +35,26 @@ pub struct IssuerConfig {
     /// Accepted `aud` values. Default `["erp-connect"]`.
     #[serde(default = "default_audiences")]
     pub audiences: Vec<String>,
+    /// Signature algorithms accepted from this issuer, out of `EdDSA`,
+    /// `ES256` and `RS256` (the default: all three). A key of another kind
+    /// in its JWKS is a configuration error; `none` and HMAC never pass.
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+}
+
+fn default_algorithms() -> Vec<String> {
+    ["EdDSA", "ES256", "RS256"].map(str::to_owned).to_vec()
+}
+
+/// The one algorithm a key may sign with, from its type.
+fn key_algorithm(jwk: &jsonwebtoken::jwk::Jwk) -> Option<Algorithm> {
+    use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve};
+    match &jwk.algorithm {
+        AlgorithmParameters::OctetKeyPair(_) => Some(Algorithm::EdDSA),
+        AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => Some(Algorithm::ES256),
+        AlgorithmParameters::RSA(_) => Some(Algorithm::RS256),
+        _ => None,
+    }
 }
 
 fn default_audiences() -> Vec<String> {
@@ -132,16 +152,8 @@ impl Authenticator {
             for jwk in &jwks.keys {
                 let jwks_error = |reason: String| Error::Jwks { issuer: issuer.clone(), reason };
                 let kid = jwk.common.key_id.clone().ok_or_else(|| jwks_error("a key has no kid".into()))?;
-                let alg = match &jwk.algorithm {
-                    jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(_) => Algorithm::EdDSA,
-                    jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(p)
-                        if p.curve == jsonwebtoken::jwk::EllipticCurve::P256 =>
-                    {
-                        Algorithm::ES256
-                    }
-                    jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
-                    _ => return Err(jwks_error(format!("key {kid} is of an unsupported type"))),
-                };
+                let alg =
+                    key_algorithm(jwk).ok_or_else(|| jwks_error(format!("key {kid} is of an unsupported type")))?;
                 let key = DecodingKey::from_jwk(jwk).map_err(|e| jwks_error(format!("key {kid}: {e}")))?;
                 let mut validation = Validation::new(alg);
                 validation.set_issuer(&[issuer]);
@@ -204,12 +216,37 @@ impl Authenticator {
     }
 }
 
-/// Reads a JWKS file.
+/// Reads a JWKS file and holds it to the issuer's algorithm allow-list.
 pub fn read_jwks_file(issuer: &IssuerConfig) -> Result<JwkSet, Error> {
     let jwks_error = |reason: String| Error::Jwks { issuer: issuer.issuer.clone(), reason };
     let text = std::fs::read_to_string(&issuer.jwks_file)
         .map_err(|e| jwks_error(format!("{}: {e}", issuer.jwks_file.display())))?;
-    serde_json::from_str(&text).map_err(|e| jwks_error(format!("{}: {e}", issuer.jwks_file.display())))
+    let jwks: JwkSet =
+        serde_json::from_str(&text).map_err(|e| jwks_error(format!("{}: {e}", issuer.jwks_file.display())))?;
+    check_algorithms(&jwks, &issuer.algorithms).map_err(jwks_error)?;
+    Ok(jwks)
+}
+
+/// Every key must sign with an allowed algorithm, and say so if it says.
+fn check_algorithms(jwks: &JwkSet, allowed: &[String]) -> Result<(), String> {
+    for name in allowed {
+        if !matches!(name.as_str(), "EdDSA" | "ES256" | "RS256") {
+            return Err(format!("algorithm {name:?} is not one of EdDSA, ES256, RS256"));
+        }
+    }
+    for jwk in &jwks.keys {
+        let kid = jwk.common.key_id.as_deref().unwrap_or("(no kid)");
+        let alg = key_algorithm(jwk).ok_or_else(|| format!("key {kid} is of an unsupported type"))?;
+        if !allowed.iter().any(|a| a == &format!("{alg:?}")) {
+            return Err(format!("key {kid} signs with {alg:?}, which this issuer is not allowed to use"));
+        }
+        if let Some(declared) = jwk.common.key_algorithm
+            && format!("{declared:?}") != format!("{alg:?}")
+        {
+            return Err(format!("key {kid} declares alg {declared:?} but is a {alg:?} key"));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -299,6 +336,18 @@ mod tests {
         }
         auth.verify(&token).expect("verified again in full, still valid");
         assert_eq!(auth.cache_stats(), (0, 2));
+    }
+
+    #[test]
+    fn a_jwks_is_held_to_its_issuers_algorithm_allow_list() {
+        let (_dir, idp, _) = setup();
+        let mut jwks: JwkSet = serde_json::from_value(idp.jwks()).expect("jwks");
+        check_algorithms(&jwks, &default_algorithms()).expect("EdDSA is allowed by default");
+        let only_rsa = vec!["RS256".to_owned()];
+        assert!(check_algorithms(&jwks, &only_rsa).is_err_and(|e| e.contains("not allowed")));
+        assert!(check_algorithms(&jwks, &["HS256".to_owned()]).is_err_and(|e| e.contains("not one of")));
+        jwks.keys[0].common.key_algorithm = Some(jsonwebtoken::jwk::KeyAlgorithm::HS256);
+        assert!(check_algorithms(&jwks, &default_algorithms()).is_err_and(|e| e.contains("declares alg")));
     }
 
     #[test]
