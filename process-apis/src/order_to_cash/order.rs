@@ -157,7 +157,7 @@ pub struct Progress {
     pub shipped: bool,
     /// Set when a business failure or a cancellation winds the saga back.
     pub unwind: Option<Unwind>,
-    /// Compensations done.
+    /// Compensation: the captured payment was refunded.
     pub refunded: bool,
     /// Compensation: the authorization was released.
     pub voided: bool,
