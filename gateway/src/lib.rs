@@ -6,6 +6,7 @@
 //! # Layout
 //! - [`auth`]: bearer JWT verification against trusted issuers.
 //! - [`dev_idp`]: the dev identity provider behind `erp-connect token`.
+//! - [`keys`]: partner API keys: format, checksum, stored hash.
 //! - [`upstream`]: the experience tier, in-process or over HTTP.
 //! - [`ROUTES`]: the public routes and the scope each requires ([`SCOPES`]).
 
@@ -25,6 +26,7 @@ use tower_http::set_header::SetResponseHeaderLayer as SetHeader;
 
 pub mod auth;
 pub mod dev_idp;
+pub mod keys;
 pub mod upstream;
 
 /// `[gateway]` in the config file.
