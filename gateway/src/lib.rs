@@ -7,6 +7,7 @@
 //! - [`auth`]: bearer JWT verification against trusted issuers.
 //! - [`dev_idp`]: the dev identity provider behind `erp-connect token`.
 //! - [`keys`]: partner API keys: format, checksum, stored hash.
+//! - [`key_store`]: the keys' store and the request path's cache of it.
 //! - [`upstream`]: the experience tier, in-process or over HTTP.
 //! - [`ROUTES`]: the public routes and the scope each requires ([`SCOPES`]).
 
@@ -26,6 +27,7 @@ use tower_http::set_header::SetResponseHeaderLayer as SetHeader;
 
 pub mod auth;
 pub mod dev_idp;
+pub mod key_store;
 pub mod keys;
 pub mod upstream;
 

@@ -1,0 +1,413 @@
+//! Where partner API keys live: the gateway's own state database
+//! (`<data_dir>/gateway.db`, or `gateway.database_url` for PostgreSQL),
+//! and a short-lived cache in front of it for the request path.
+//!
+//! # Freshness
+//! A verification result (a key's record, or "no such key") is cached for at
+//! most [`CACHE_TTL`] (4 s) on the replica that looked it up, then read
+//! again. A key revoked (or cut short by a rotation) on any replica thus
+//! stops working on every replica within 4 s plus one query: inside the 5 s
+//! the issue allows. Expiry itself is checked on every request against the
+//! cached record, so it is exact. The clock is the caller's (`now` in
+//! milliseconds since the epoch), so tests move it by hand; an entry stamped
+//! in the future (the wall clock stepped back) counts as stale.
+
+use std::{
+    collections::HashMap,
+    path::Path,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use crate::keys::{self, ApiKey};
+use platform::database::{self, Database, Migrations};
+use sqlx::{Row, migrate::Migrator};
+
+static SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
+static MIGRATIONS: Migrations = Migrations { sqlite: &SQLITE, postgres: &POSTGRES };
+
+/// How long a cached verification is trusted (see the module doc).
+pub const CACHE_TTL: Duration = Duration::from_secs(4);
+/// Cached entries beyond this are dropped wholesale: a flood of random keys
+/// must not grow memory without bound.
+const CACHE_MAX: usize = 10_000;
+
+/// The plans a key can carry (limits are the rate limiter's business).
+pub const PLANS: &[&str] = &["bronze", "silver", "gold", "unmetered"];
+
+/// A key as stored, without its hash.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KeyRecord {
+    /// `key_<ulid>`: the principal's subject.
+    pub id: String,
+    /// The partner tenant the key acts for.
+    pub partner: String,
+    /// Granted scopes.
+    pub scopes: Vec<String>,
+    /// `bronze`, `silver`, `gold` or `unmetered`.
+    pub plan: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds; `None`: never.
+    pub expires_at: Option<i64>,
+    /// Unix seconds; `None`: live.
+    pub revoked_at: Option<i64>,
+    /// The key a rotation issued in its place.
+    pub replaced_by: Option<String>,
+}
+
+impl KeyRecord {
+    /// Whether the key may be used at `now` (unix seconds).
+    pub fn usable_at(&self, now: i64) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|e| now < e)
+    }
+}
+
+/// What a new key carries.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    /// The partner tenant.
+    pub partner: String,
+    /// Granted scopes (at least one).
+    pub scopes: Vec<String>,
+    /// One of [`PLANS`].
+    pub plan: String,
+    /// Unix seconds; `None`: never.
+    pub expires_at: Option<i64>,
+}
+
+/// Why a key operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store could not be opened.
+    #[error(transparent)]
+    Open(#[from] database::Error),
+    /// A query failed.
+    #[error("key store query failed")]
+    Query(#[from] sqlx::Error),
+    /// No key with this id.
+    #[error("no API key with this id")]
+    NotFound,
+    /// The key is already revoked (or rotated away).
+    #[error("the API key is revoked")]
+    Revoked,
+    /// Bad input: empty partner or scopes, unknown plan.
+    #[error("{0}")]
+    Invalid(&'static str),
+    /// The random source failed.
+    #[error("no randomness for a new key")]
+    Random(#[from] getrandom::Error),
+}
+
+impl Error {
+    /// Whether trying again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Open(e) => e.is_retryable(),
+            Error::Query(_) | Error::Random(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// The key store with its cache; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct KeyStore {
+    db: Database,
+    cache: Arc<Mutex<Cache>>,
+}
+
+/// Key hash → (when it was looked up, in ms; what the store said).
+type Cache = HashMap<[u8; 32], (i64, Option<KeyRecord>)>;
+
+const COLUMNS: &str = "id, partner, scopes, plan, created_at, expires_at, revoked_at, replaced_by";
+
+impl KeyStore {
+    /// Opens (and migrates) the store.
+    pub async fn open(url: Option<&str>, data_dir: &Path) -> Result<Self, Error> {
+        let db = Database::open(url, data_dir, "gateway.db", "gateway", &MIGRATIONS).await?;
+        Ok(Self { db, cache: Arc::default() })
+    }
+
+    /// Issues a key; the returned [`ApiKey`] is the only copy of its text.
+    pub async fn create(&self, new: NewKey, now: i64) -> Result<(KeyRecord, ApiKey), Error> {
+        if new.partner.trim().is_empty() {
+            return Err(Error::Invalid("partner must not be empty"));
+        }
+        if new.scopes.is_empty() || new.scopes.iter().any(|s| s.is_empty() || s.contains(char::is_whitespace)) {
+            return Err(Error::Invalid("scopes must be a non-empty list of scope names"));
+        }
+        if !PLANS.contains(&new.plan.as_str()) {
+            return Err(Error::Invalid("plan must be bronze, silver, gold or unmetered"));
+        }
+        let key = ApiKey::generate()?;
+        let record = KeyRecord {
+            id: format!("key_{}", ulid::Ulid::new().to_string().to_lowercase()),
+            partner: new.partner,
+            scopes: new.scopes,
+            plan: new.plan,
+            created_at: now,
+            expires_at: new.expires_at,
+            revoked_at: None,
+            replaced_by: None,
+        };
+        let mut tx = self.db.begin_concurrent().await?;
+        insert(&mut tx, &record, &key).await?;
+        tx.commit().await?;
+        Ok((record, key))
+    }
+
+    /// Every key, oldest first.
+    pub async fn list(&self) -> Result<Vec<KeyRecord>, Error> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM api_keys ORDER BY id")))
+            .fetch_all(self.db.pool())
+            .await?;
+        rows.iter().map(record).collect()
+    }
+
+    /// One key by id.
+    pub async fn get(&self, id: &str) -> Result<KeyRecord, Error> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM api_keys WHERE id = $1")))
+            .bind(id)
+            .fetch_optional(self.db.pool())
+            .await?
+            .ok_or(Error::NotFound)?;
+        record(&row)
+    }
+
+    /// Revokes a key at `now`.
+    pub async fn revoke(&self, id: &str, now: i64) -> Result<KeyRecord, Error> {
+        let done = sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(id)
+            .execute(self.db.writer())
+            .await?;
+        let record = self.get(id).await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::Revoked);
+        }
+        Ok(record)
+    }
+
+    /// Issues a key with the same partner, scopes and plan (and expiry), and
+    /// lets the old one work until `now + grace` (or its own expiry, if
+    /// sooner).
+    pub async fn rotate(&self, id: &str, grace: Duration, now: i64) -> Result<(KeyRecord, ApiKey), Error> {
+        let mut tx = self.db.begin_write().await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM api_keys WHERE id = $1")))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(Error::NotFound)?;
+        let old = record(&row)?;
+        if !old.usable_at(now) || old.replaced_by.is_some() {
+            return Err(Error::Revoked);
+        }
+        let key = ApiKey::generate()?;
+        let new = KeyRecord {
+            id: format!("key_{}", ulid::Ulid::new().to_string().to_lowercase()),
+            replaced_by: None,
+            created_at: now,
+            ..old.clone()
+        };
+        insert(&mut tx, &new, &key).await?;
+        let grace_end = now.saturating_add(i64::try_from(grace.as_secs()).unwrap_or(i64::MAX));
+        let until = old.expires_at.map_or(grace_end, |e| e.min(grace_end));
+        sqlx::query("UPDATE api_keys SET expires_at = $1, replaced_by = $2 WHERE id = $3")
+            .bind(until)
+            .bind(&new.id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((new, key))
+    }
+
+    /// The record of a presented key if it is usable at `now_ms`
+    /// (milliseconds since the epoch), through the cache (see the module
+    /// doc). `None` for an unknown, revoked or expired key.
+    pub async fn verify(&self, key: &ApiKey, now_ms: i64) -> Result<Option<KeyRecord>, Error> {
+        let ttl = i64::try_from(CACHE_TTL.as_millis()).unwrap_or(i64::MAX);
+        let hash = key.hash();
+        let cached = {
+            let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            cache.get(&hash).filter(|(at, _)| (0..ttl).contains(&(now_ms - at))).map(|(_, r)| r.clone())
+        };
+        let found = match cached {
+            Some(found) => found,
+            None => {
+                let found = self.lookup(&hash).await?;
+                let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+                if cache.len() >= CACHE_MAX {
+                    cache.clear();
+                }
+                cache.insert(hash, (now_ms, found.clone()));
+                found
+            }
+        };
+        Ok(found.filter(|r| r.usable_at(now_ms.div_euclid(1000))))
+    }
+
+    async fn lookup(&self, hash: &[u8; 32]) -> Result<Option<KeyRecord>, Error> {
+        let row =
+            sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS}, key_hash FROM api_keys WHERE key_hash = $1")))
+                .bind(hex(hash))
+                .fetch_optional(self.db.pool())
+                .await?;
+        let Some(row) = row else { return Ok(None) };
+        // The index found the row; the comparison that decides is constant-time.
+        let stored: String = row.try_get("key_hash")?;
+        if !keys::hashes_equal(&unhex(&stored).unwrap_or([0; 32]), hash) {
+            return Ok(None);
+        }
+        record(&row).map(Some)
+    }
+}
+
+async fn insert(tx: &mut sqlx::Transaction<'static, sqlx::Any>, r: &KeyRecord, key: &ApiKey) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO api_keys (id, key_hash, partner, scopes, plan, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&r.id)
+    .bind(hex(&key.hash()))
+    .bind(&r.partner)
+    .bind(r.scopes.join(" "))
+    .bind(&r.plan)
+    .bind(r.created_at)
+    .bind(r.expires_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn record(row: &sqlx::any::AnyRow) -> Result<KeyRecord, Error> {
+    let scopes: String = row.try_get("scopes")?;
+    Ok(KeyRecord {
+        id: row.try_get("id")?,
+        partner: row.try_get("partner")?,
+        scopes: scopes.split_whitespace().map(str::to_owned).collect(),
+        plan: row.try_get("plan")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+        replaced_by: row.try_get("replaced_by")?,
+    })
+}
+
+fn hex(bytes: &[u8; 32]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if text.len() != 64 {
+        return None;
+    }
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Milliseconds since the epoch now, for callers outside tests.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_key(partner: &str) -> NewKey {
+        NewKey {
+            partner: partner.into(),
+            scopes: vec!["orders:read".into(), "orders:write".into()],
+            plan: "silver".into(),
+            expires_at: None,
+        }
+    }
+
+    async fn store(dir: &tempfile::TempDir) -> KeyStore {
+        KeyStore::open(None, dir.path()).await.expect("open store")
+    }
+
+    #[tokio::test]
+    async fn a_created_key_verifies_and_only_its_hash_is_stored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = store(&dir).await;
+        let (rec, key) = s.create(new_key("acme"), 1_000).await.expect("create");
+        let found = s.verify(&key, 1_001_000).await.expect("verify").expect("usable");
+        assert_eq!(found, rec);
+        assert_eq!(found.plan, "silver");
+        let raw = std::fs::read(dir.path().join("gateway.db")).expect("db file");
+        let wal = std::fs::read(dir.path().join("gateway.db-wal")).unwrap_or_default();
+        let needle = key.expose().as_bytes();
+        assert!(![raw, wal].iter().any(|b| b.windows(needle.len()).any(|w| w == needle)));
+        let other = ApiKey::generate().expect("random");
+        assert_eq!(s.verify(&other, 1_001_000).await.expect("verify"), None);
+    }
+
+    #[tokio::test]
+    async fn bad_input_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = store(&dir).await;
+        let bad_plan = NewKey { plan: "platinum".into(), ..new_key("acme") };
+        assert!(matches!(s.create(bad_plan, 0).await, Err(Error::Invalid(_))));
+        let no_scopes = NewKey { scopes: vec![], ..new_key("acme") };
+        assert!(matches!(s.create(no_scopes, 0).await, Err(Error::Invalid(_))));
+        assert!(matches!(s.revoke("key_nope", 0).await, Err(Error::NotFound)));
+    }
+
+    #[tokio::test]
+    async fn expiry_is_exact_even_when_cached() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = store(&dir).await;
+        let (_, key) = s.create(NewKey { expires_at: Some(2_000), ..new_key("acme") }, 1_000).await.expect("create");
+        assert!(s.verify(&key, 1_999_000).await.expect("verify").is_some());
+        assert!(s.verify(&key, 2_000_000).await.expect("verify").is_none());
+    }
+
+    /// The freshness rule: another replica's revocation is seen once the
+    /// cached entry is [`CACHE_TTL`] old, and not before (the clock is moved
+    /// by hand).
+    #[tokio::test]
+    async fn a_revocation_on_another_replica_is_seen_within_the_cache_ttl() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (store(&dir).await, store(&dir).await);
+        let (rec, key) = a.create(new_key("acme"), 1_000).await.expect("create");
+        assert!(a.verify(&key, 1_000_000).await.expect("verify").is_some());
+        b.revoke(&rec.id, 1_001).await.expect("revoke");
+        assert!(matches!(b.revoke(&rec.id, 1_001).await, Err(Error::Revoked)));
+        assert!(a.verify(&key, 1_003_999).await.expect("verify").is_some(), "still cached");
+        assert!(a.verify(&key, 1_004_000).await.expect("verify").is_none(), "revoked within the TTL");
+        // A clock stepped back does not keep a stale entry alive.
+        let (_, other) = a.create(new_key("acme"), 1_000).await.expect("create");
+        assert!(a.verify(&other, 1_010_000).await.expect("verify").is_some());
+        let id = a.list().await.expect("list").pop().expect("a key").id;
+        b.revoke(&id, 1_010).await.expect("revoke");
+        assert!(a.verify(&other, 1_009_000).await.expect("verify").is_none());
+        assert!(CACHE_TTL < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn rotation_keeps_the_old_key_for_the_grace_period_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = store(&dir).await;
+        let (old, old_key) = s.create(new_key("acme"), 1_000).await.expect("create");
+        let (new, new_key_) = s.rotate(&old.id, Duration::from_secs(60), 1_000).await.expect("rotate");
+        assert_ne!(new.id, old.id);
+        assert_eq!((new.partner.as_str(), &new.scopes, new.plan.as_str()), ("acme", &old.scopes, "silver"));
+        let fresh = KeyStore::open(None, dir.path()).await.expect("open");
+        assert!(fresh.verify(&old_key, 1_059_000).await.expect("verify").is_some());
+        assert!(fresh.verify(&new_key_, 1_059_000).await.expect("verify").is_some());
+        assert!(fresh.verify(&old_key, 1_060_000).await.expect("verify").is_none());
+        assert!(fresh.verify(&new_key_, 1_060_000).await.expect("verify").is_some());
+        assert_eq!(fresh.get(&old.id).await.expect("get").replaced_by, Some(new.id.clone()));
+        assert!(matches!(s.rotate(&old.id, Duration::ZERO, 1_000).await, Err(Error::Revoked)));
+        assert_eq!(s.list().await.expect("list").len(), 2);
+    }
+}
