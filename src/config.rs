@@ -125,6 +125,15 @@ impl Config {
         }
         self.erp.validate().map_err(|reason| Error::Invalid { key: "erp", reason })?;
         self.payments.validate().map_err(|reason| Error::Invalid { key: "payments", reason })?;
+        if let Some(url) = &self.gateway.database_url
+            && platform::database::Dialect::of(url).is_none()
+        {
+            // Not echoed: the URL may carry a password.
+            return Err(Error::Invalid {
+                key: "gateway.database_url",
+                reason: "must be a sqlite: or postgres: URL".into(),
+            });
+        }
         if let Some(url) = &self.process.database_url
             && platform::database::Dialect::of(url).is_none()
         {
@@ -210,6 +219,9 @@ mod tests {
         config.process.database_url = Some("mysql://u:secret@h/db".into());
         assert!(matches!(config.validate(), Err(Error::Invalid { key: "process.database_url", .. })));
         config.process.database_url = Some("postgres://u@h/db".into());
+        config.gateway.database_url = Some("mysql://u:secret@h/db".into());
+        assert!(matches!(config.validate(), Err(Error::Invalid { key: "gateway.database_url", .. })));
+        config.gateway.database_url = None;
         config.validate().expect("postgres is fine");
     }
 

@@ -49,6 +49,9 @@ pub enum StartError {
     /// The experience tier could not be reached.
     #[error("{0}")]
     Upstream(#[from] gateway::upstream::Error),
+    /// A partner API key operation failed.
+    #[error("{0}")]
+    Keys(#[from] gateway::key_store::Error),
     /// `reconcile` found broken invariants (its report says which).
     #[error("order-to-cash invariants are broken")]
     InvariantsBroken,

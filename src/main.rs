@@ -67,6 +67,17 @@ enum Command {
         #[arg(long)]
         system_url: Option<String>,
     },
+    /// Partner API keys: create (the key alone on stdout), list, revoke, rotate.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+        /// The data directory whose key store to use. Default ./data.
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+        /// Configuration file (TOML); `gateway.database_url` names the store.
+        #[arg(long, global = true, env = "ERP_CONNECT_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Print a dev JWT, and nothing else, on stdout (dev mode only).
     Token {
         /// Subject (`sub`).
@@ -93,6 +104,41 @@ enum Command {
         /// Configuration file (TOML).
         #[arg(long, env = "ERP_CONNECT_CONFIG")]
         config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Issue a key; prints it once, alone on stdout (details on stderr).
+    Create {
+        /// The partner tenant the key acts for.
+        #[arg(long)]
+        partner: String,
+        /// Comma-separated scopes, e.g. orders:read,orders:write.
+        #[arg(long, value_delimiter = ',', required = true)]
+        scopes: Vec<String>,
+        /// bronze, silver, gold or unmetered.
+        #[arg(long, default_value = "bronze")]
+        plan: String,
+        /// Lifetime, e.g. 90days; default: no expiry.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires: Option<Duration>,
+    },
+    /// List keys (never their text), one JSON object a line.
+    List,
+    /// Revoke a key by id; every replica refuses it within 5 s.
+    Revoke {
+        /// The key id (`key_...`).
+        id: String,
+    },
+    /// Issue a replacement key (printed alone on stdout); the old one works
+    /// until the grace period ends.
+    Rotate {
+        /// The key id (`key_...`).
+        id: String,
+        /// How long the old key keeps working, e.g. 1h. Default 0s.
+        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+        grace: Duration,
     },
 }
 
@@ -162,6 +208,10 @@ async fn run(command: Command) -> Result<(), StartError> {
                 Err(StartError::InvariantsBroken)
             }
         }
+        Command::Keys { action, data_dir, config } => {
+            let config = load(config.as_ref(), data_dir)?;
+            keys(action, &config).await
+        }
         Command::Token { sub, scope, aud, tenant, email, ttl, data_dir, config } => {
             let config = load(config.as_ref(), data_dir)?;
             let request = gateway::dev_idp::TokenRequest { subject: sub, scope, audience: aud, tenant, email, ttl };
@@ -169,6 +219,45 @@ async fn run(command: Command) -> Result<(), StartError> {
             Ok(())
         }
     }
+}
+
+async fn keys(action: KeysAction, config: &Config) -> Result<(), StartError> {
+    use gateway::key_store::{self, KeyStore, NewKey, audit};
+    let store = KeyStore::open(config.gateway.database_url.as_deref(), &config.data_dir).await?;
+    let now_ms = key_store::now_ms();
+    let now = now_ms.div_euclid(1000);
+    fn outcome<T>(result: &Result<T, key_store::Error>) -> &'static str {
+        if result.is_ok() { "ok" } else { "refused" }
+    }
+    match action {
+        KeysAction::Create { partner, scopes, plan, expires } => {
+            let expires_at = expires.map(|d| now.saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)));
+            let result = store.create(NewKey { partner, scopes, plan, expires_at }, now).await;
+            let id = result.as_ref().map(|(r, _)| r.id.as_str()).unwrap_or("");
+            audit("cli", "keys.create", id, outcome(&result));
+            let (record, key) = result?;
+            eprintln!("{}", serde_json::to_string(&record).unwrap_or_default());
+            println!("{}", key.expose());
+        }
+        KeysAction::List => {
+            for record in store.list().await? {
+                println!("{}", serde_json::to_string(&record).unwrap_or_default());
+            }
+        }
+        KeysAction::Revoke { id } => {
+            let result = store.revoke(&id, now).await;
+            audit("cli", "keys.revoke", &id, outcome(&result));
+            eprintln!("{}", serde_json::to_string(&result?).unwrap_or_default());
+        }
+        KeysAction::Rotate { id, grace } => {
+            let result = store.rotate(&id, grace, now).await;
+            audit("cli", "keys.rotate", &id, outcome(&result));
+            let (record, key) = result?;
+            eprintln!("{}", serde_json::to_string(&record).unwrap_or_default());
+            println!("{}", key.expose());
+        }
+    }
+    Ok(())
 }
 
 /// JSON lines by default; human-readable when stderr is a terminal.

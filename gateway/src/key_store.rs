@@ -138,6 +138,9 @@ impl KeyStore {
         if new.scopes.is_empty() || new.scopes.iter().any(|s| s.is_empty() || s.contains(char::is_whitespace)) {
             return Err(Error::Invalid("scopes must be a non-empty list of scope names"));
         }
+        if !new.scopes.iter().all(|s| crate::SCOPES.contains(&s.as_str())) {
+            return Err(Error::Invalid("unknown scope"));
+        }
         if !PLANS.contains(&new.plan.as_str()) {
             return Err(Error::Invalid("plan must be bronze, silver, gold or unmetered"));
         }
@@ -309,6 +312,12 @@ fn unhex(text: &str) -> Option<[u8; 32]> {
         *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
     Some(out)
+}
+
+/// One audit record per key operation: who, what, which key, the outcome.
+/// Never the key or its hash.
+pub fn audit(who: &str, action: &str, key_id: &str, outcome: &str) {
+    tracing::info!(target: "audit", subject = who, action, key_id, outcome, "api key");
 }
 
 /// Milliseconds since the epoch now, for callers outside tests.

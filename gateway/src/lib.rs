@@ -52,6 +52,10 @@ pub struct Config {
     /// web shop's routes (`/web/...`) cross-origin. Default none; partner and
     /// ops routes are never open to browsers of other origins.
     pub cors_origins: Vec<String>,
+    /// The gateway's own state (partner API keys): a `postgres:` URL shared
+    /// by every gateway replica, or a `sqlite:` URL. Default the SQLite file
+    /// `<data_dir>/gateway.db`.
+    pub database_url: Option<String>,
 }
 
 impl Default for Config {
@@ -63,6 +67,7 @@ impl Default for Config {
             jwt_leeway: Duration::from_secs(30),
             issuers: Vec::new(),
             cors_origins: Vec::new(),
+            database_url: None,
         }
     }
 }
