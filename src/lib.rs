@@ -80,7 +80,8 @@ pub fn authenticator(config: &Config) -> Result<(gateway::auth::Authenticator, O
         dev_jwks = Some(jwks);
     }
     let leeway = config.gateway.jwt_leeway.as_secs();
-    Ok((gateway::auth::Authenticator::new(&issuers, leeway)?, dev_jwks))
+    let api_keys = gateway::key_store::KeyStore::lazy(config.gateway.database_url.clone(), config.data_dir.clone());
+    Ok((gateway::auth::Authenticator::new(&issuers, leeway)?.with_api_keys(api_keys), dev_jwks))
 }
 
 /// The secret the gateway and the experience tier share in `serve` mode.

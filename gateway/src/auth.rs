@@ -95,6 +95,8 @@ pub struct Authenticator {
     /// Tokens verified before, so a hot token costs a map lookup rather than
     /// a signature check; an entry never outlives the token's `exp`.
     verified: Arc<VerifiedTokens>,
+    /// Partner API keys, when the gateway has a key store.
+    api_keys: Option<crate::key_store::KeyStore>,
 }
 
 /// Most tokens kept verified at once; beyond it expired ones are dropped,
@@ -166,7 +168,18 @@ impl Authenticator {
                 }
             }
         }
-        Ok(Self { keys: Arc::new(keys), verified: Arc::default() })
+        Ok(Self { keys: Arc::new(keys), verified: Arc::default(), api_keys: None })
+    }
+
+    /// Also accepts the partner API keys of `store`.
+    pub fn with_api_keys(mut self, store: crate::key_store::KeyStore) -> Self {
+        self.api_keys = Some(store);
+        self
+    }
+
+    /// The partner API key store, if any.
+    pub fn api_keys(&self) -> Option<&crate::key_store::KeyStore> {
+        self.api_keys.as_ref()
     }
 
     /// How many verifications the cache answered, and how many it did not.

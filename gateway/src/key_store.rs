@@ -14,7 +14,7 @@
 
 use std::{
     collections::HashMap,
-    path::Path,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -114,7 +114,11 @@ impl Error {
 /// The key store with its cache; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct KeyStore {
-    db: Database,
+    /// Opened on first use when built with [`KeyStore::lazy`], so that
+    /// building the gateway stays synchronous.
+    db: Arc<tokio::sync::OnceCell<Database>>,
+    url: Option<String>,
+    data_dir: PathBuf,
     cache: Arc<Mutex<Cache>>,
 }
 
@@ -126,8 +130,24 @@ const COLUMNS: &str = "id, partner, scopes, plan, created_at, expires_at, revoke
 impl KeyStore {
     /// Opens (and migrates) the store.
     pub async fn open(url: Option<&str>, data_dir: &Path) -> Result<Self, Error> {
-        let db = Database::open(url, data_dir, "gateway.db", "gateway", &MIGRATIONS).await?;
-        Ok(Self { db, cache: Arc::default() })
+        let store = Self::lazy(url.map(str::to_owned), data_dir.to_owned());
+        store.db().await?;
+        Ok(store)
+    }
+
+    /// The store at `url` (or `<data_dir>/gateway.db`), opened and migrated
+    /// on first use; a failure then is retried on the next use.
+    pub fn lazy(url: Option<String>, data_dir: PathBuf) -> Self {
+        Self { db: Arc::default(), url, data_dir, cache: Arc::default() }
+    }
+
+    async fn db(&self) -> Result<&Database, Error> {
+        self.db
+            .get_or_try_init(|| async {
+                Database::open(self.url.as_deref(), &self.data_dir, "gateway.db", "gateway", &MIGRATIONS).await
+            })
+            .await
+            .map_err(Error::Open)
     }
 
     /// Issues a key; the returned [`ApiKey`] is the only copy of its text.
@@ -140,6 +160,11 @@ impl KeyStore {
         }
         if !new.scopes.iter().all(|s| crate::SCOPES.contains(&s.as_str())) {
             return Err(Error::Invalid("unknown scope"));
+        }
+        // Operators sign in with their own tokens; a partner credential that
+        // could manage keys would be one leak away from minting more.
+        if new.scopes.iter().any(|s| s == "ops") {
+            return Err(Error::Invalid("a partner key cannot carry the ops scope"));
         }
         if !PLANS.contains(&new.plan.as_str()) {
             return Err(Error::Invalid("plan must be bronze, silver, gold or unmetered"));
@@ -155,7 +180,7 @@ impl KeyStore {
             revoked_at: None,
             replaced_by: None,
         };
-        let mut tx = self.db.begin_concurrent().await?;
+        let mut tx = self.db().await?.begin_concurrent().await?;
         insert(&mut tx, &record, &key).await?;
         tx.commit().await?;
         Ok((record, key))
@@ -164,7 +189,7 @@ impl KeyStore {
     /// Every key, oldest first.
     pub async fn list(&self) -> Result<Vec<KeyRecord>, Error> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM api_keys ORDER BY id")))
-            .fetch_all(self.db.pool())
+            .fetch_all(self.db().await?.pool())
             .await?;
         rows.iter().map(record).collect()
     }
@@ -173,7 +198,7 @@ impl KeyStore {
     pub async fn get(&self, id: &str) -> Result<KeyRecord, Error> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM api_keys WHERE id = $1")))
             .bind(id)
-            .fetch_optional(self.db.pool())
+            .fetch_optional(self.db().await?.pool())
             .await?
             .ok_or(Error::NotFound)?;
         record(&row)
@@ -184,8 +209,9 @@ impl KeyStore {
         let done = sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
             .bind(now)
             .bind(id)
-            .execute(self.db.writer())
+            .execute(self.db().await?.writer())
             .await?;
+        self.forget(id);
         let record = self.get(id).await?;
         if done.rows_affected() == 0 {
             return Err(Error::Revoked);
@@ -197,7 +223,7 @@ impl KeyStore {
     /// lets the old one work until `now + grace` (or its own expiry, if
     /// sooner).
     pub async fn rotate(&self, id: &str, grace: Duration, now: i64) -> Result<(KeyRecord, ApiKey), Error> {
-        let mut tx = self.db.begin_write().await?;
+        let mut tx = self.db().await?.begin_write().await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM api_keys WHERE id = $1")))
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -224,6 +250,7 @@ impl KeyStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.forget(id);
         Ok((new, key))
     }
 
@@ -252,11 +279,18 @@ impl KeyStore {
         Ok(found.filter(|r| r.usable_at(now_ms.div_euclid(1000))))
     }
 
+    /// Drops this replica's cached verification of key `id`, so a change
+    /// made here takes effect here at once (other replicas: within the TTL).
+    fn forget(&self, id: &str) {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache.retain(|_, (_, record)| record.as_ref().is_none_or(|r| r.id != id));
+    }
+
     async fn lookup(&self, hash: &[u8; 32]) -> Result<Option<KeyRecord>, Error> {
         let row =
             sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS}, key_hash FROM api_keys WHERE key_hash = $1")))
                 .bind(hex(hash))
-                .fetch_optional(self.db.pool())
+                .fetch_optional(self.db().await?.pool())
                 .await?;
         let Some(row) = row else { return Ok(None) };
         // The index found the row; the comparison that decides is constant-time.

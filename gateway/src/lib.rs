@@ -7,7 +7,8 @@
 //! - [`auth`]: bearer JWT verification against trusted issuers.
 //! - [`dev_idp`]: the dev identity provider behind `erp-connect token`.
 //! - [`keys`]: partner API keys: format, checksum, stored hash.
-//! - [`key_store`]: the keys' store and the request path's cache of it.
+//! - [`key_store`]: the keys' store and the request path's cache of it;
+//!   `key_admin` answers `/ops/v1/keys` with it.
 //! - [`upstream`]: the experience tier, in-process or over HTTP.
 //! - [`ROUTES`]: the public routes and the scope each requires ([`SCOPES`]).
 
@@ -21,12 +22,13 @@ use axum::{
     routing::{MethodFilter, get, on},
 };
 use http::{HeaderName, HeaderValue, Method, StatusCode, header};
-use platform::problem::Problem;
+use platform::{principal::Principal, problem::Problem};
 use serde::Deserialize;
 use tower_http::set_header::SetResponseHeaderLayer as SetHeader;
 
 pub mod auth;
 pub mod dev_idp;
+mod key_admin;
 pub mod key_store;
 pub mod keys;
 pub mod upstream;
@@ -98,7 +100,7 @@ pub const SCOPES: &[&str] =
     &["catalog:read", "orders:read", "orders:write", "invoices:read", "inventory:read", "webhooks:manage", "ops"];
 
 /// Everything a request handler needs.
-struct Gateway {
+pub(crate) struct Gateway {
     auth: auth::Authenticator,
     upstream: upstream::Upstream,
     /// The dev identity provider's JWKS, served in dev mode only.
@@ -110,7 +112,7 @@ struct Gateway {
 /// `dev_jwks` is served at `/dev-idp/jwks.json` when given (dev mode).
 pub fn router(auth: auth::Authenticator, upstream: upstream::Upstream, dev_jwks: Option<serde_json::Value>) -> Router {
     let gateway = Arc::new(Gateway { auth, upstream, dev_jwks });
-    let mut router = Router::new()
+    let mut router = key_admin::routes()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/dev-idp/jwks.json", get(dev_jwks_handler));
@@ -171,12 +173,9 @@ pub fn with_cors(router: Router, origins: &[String]) -> Router {
 
 impl Gateway {
     async fn authorize_and_forward(&self, route: &str, scope: &str, request: Request) -> Response {
-        let principal = match bearer(&request).ok_or(auth::Error::Missing).and_then(|t| self.auth.verify(t)) {
+        let principal = match self.authenticate(request.headers()).await {
             Ok(p) => p,
-            Err(err) => {
-                tracing::info!(error = %err, "credential refused");
-                return Problem::unauthorized(err.to_string()).into_response();
-            }
+            Err(response) => return response,
         };
         // What the audit record needs, taken before the request goes
         // upstream; reads are not audited and cost nothing here.
@@ -201,6 +200,48 @@ impl Gateway {
         response
     }
 }
+
+impl Gateway {
+    /// Who sent `request`: a partner API key (`X-API-Key`, or a bearer
+    /// credential with the key prefix) or a JWT. A refusal is the answer to
+    /// send (401, or 503 when the key store cannot be read).
+    async fn authenticate(&self, headers: &http::HeaderMap) -> Result<Principal, Response> {
+        let api_key = headers.get(API_KEY).map(|v| v.to_str().unwrap_or(""));
+        let credential = match api_key {
+            Some(key) => Some(key.trim()),
+            None => bearer(headers),
+        };
+        match credential {
+            Some(text) if api_key.is_some() || keys::ApiKey::looks_like_key(text) => self.verify_key(text).await,
+            _ => credential.ok_or(auth::Error::Missing).and_then(|t| self.auth.verify(t)).map_err(|err| {
+                tracing::info!(error = %err, "credential refused");
+                Problem::unauthorized(err.to_string()).into_response()
+            }),
+        }
+    }
+
+    async fn verify_key(&self, text: &str) -> Result<Principal, Response> {
+        let refused = |reason: &dyn std::fmt::Display| {
+            tracing::info!(error = %reason, "API key refused");
+            Problem::unauthorized("invalid API key").into_response()
+        };
+        let key = keys::ApiKey::parse(text).map_err(|e| refused(&e))?;
+        let store = self.auth.api_keys().ok_or_else(|| refused(&"no key store"))?;
+        match store.verify(&key, key_store::now_ms()).await {
+            Ok(Some(record)) => {
+                Ok(Principal { subject: record.id, tenant: Some(record.partner), scopes: record.scopes, email: None })
+            }
+            Ok(None) => Err(refused(&"unknown, revoked or expired")),
+            Err(err) => {
+                tracing::warn!(error = %err, "key store unavailable");
+                Err(Problem::unavailable("credentials cannot be checked right now", 1).into_response())
+            }
+        }
+    }
+}
+
+/// The header partners may send their API key in.
+const API_KEY: &str = "x-api-key";
 
 const REQUEST_ID: &str = "x-request-id";
 
@@ -241,8 +282,8 @@ fn audit(route: &str, request: &AuditedRequest, response: &Response) {
     );
 }
 
-fn bearer(request: &Request) -> Option<&str> {
-    let value = request.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }

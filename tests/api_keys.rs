@@ -1,0 +1,219 @@
+//! Partner API keys end to end: issued by the `keys` command against the
+//! data directory of a running `up`, used on the partner order endpoints
+//! (as `X-API-Key` and as a bearer credential), refused when mistyped,
+//! unknown, revoked, expired or short of a scope, and managed through the
+//! admin API under `/ops/v1/keys`.
+
+mod harness;
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use harness::{Reply, Running, assert_problem, get, post_json, send, spawn_up};
+use http_body_util::Full;
+use serde_json::{Value, json};
+
+/// `erp-connect keys ARGS --data-dir <app's>`: stdout (trimmed) and success.
+fn keys_cli(app: &Running, args: &[&str]) -> (String, bool) {
+    let out = Command::new(harness::BIN)
+        .arg("keys")
+        .args(args)
+        .arg("--data-dir")
+        .arg(app.data_dir.path())
+        .env_remove("ERP_CONNECT_CONFIG")
+        .output()
+        .expect("run erp-connect keys");
+    (String::from_utf8(out.stdout).expect("utf-8"), out.status.success())
+}
+
+/// A key from `keys create`, checking stdout holds the key and nothing else.
+fn create_key(app: &Running, partner: &str, scopes: &str, extra: &[&str]) -> String {
+    let mut args = vec!["create", "--partner", partner, "--scopes", scopes];
+    args.extend_from_slice(extra);
+    let (stdout, ok) = keys_cli(app, &args);
+    assert!(ok, "keys create failed");
+    assert!(stdout.ends_with('\n') && stdout.lines().count() == 1, "stdout is the key alone: {stdout:?}");
+    let key = stdout.trim_end().to_owned();
+    assert!(key.starts_with("erpk_live_") && !key.contains(char::is_whitespace), "{key:?}");
+    key
+}
+
+fn key_id(app: &Running, partner: &str) -> String {
+    let (stdout, ok) = keys_cli(app, &["list"]);
+    assert!(ok);
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("json line"))
+        .filter(|k| k["partner"] == partner)
+        .filter_map(|k| k["id"].as_str().map(str::to_owned))
+        .next_back()
+        .expect("a key of the partner")
+}
+
+fn order(external_ref: &str) -> Value {
+    json!({"external_ref": external_ref, "lines": [{"sku": "BOLT-M8", "quantity": 1}], "payment": {"method": "on_account"}})
+}
+
+async fn get_with_api_key(url: &str, key: &str) -> Reply {
+    send(http::Request::get(url).header("x-api-key", key).body(Full::default()).expect("request")).await
+}
+
+fn assert_unauthorized(reply: &Reply) {
+    assert_problem(reply, 401);
+    assert!(reply.headers.contains_key("www-authenticate"), "{:?}", reply.headers);
+}
+
+/// Another replica (the CLI is one) revokes: the running gateway refuses
+/// the key within the 5 s the contract allows. Polls, with a deadline.
+async fn refused_within_5s(url: &str, key: &str) {
+    let start = Instant::now();
+    loop {
+        let reply = get_with_api_key(url, key).await;
+        if reply.status == 401 {
+            assert_unauthorized(&reply);
+            return;
+        }
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        assert!(start.elapsed() < Duration::from_secs(5), "still accepted after 5 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_partner_key_places_and_lists_its_tenants_orders() {
+    let app = spawn_up().await;
+    let orders = app.url("/partner/v1/orders");
+    let acme = create_key(&app, "acme", "orders:read,orders:write", &["--plan", "silver"]);
+    let globex = create_key(&app, "globex", "orders:read,orders:write", &[]);
+
+    // As a bearer credential and as X-API-Key.
+    let ours = post_json(&orders, &acme, &order("PO-K1"), None).await;
+    assert_eq!(ours.status, 201, "{}", ours.text);
+    let ours_id = ours.body["id"].as_str().expect("id").to_owned();
+    let theirs = post_json(&orders, &globex, &order("G-K1"), None).await;
+    assert_eq!(theirs.status, 201, "{}", theirs.text);
+    let theirs_id = theirs.body["id"].as_str().expect("id").to_owned();
+
+    let listed = get_with_api_key(&orders, &acme).await;
+    assert_eq!(listed.status, 200, "{}", listed.text);
+    let ids: Vec<&str> =
+        listed.body["orders"].as_array().expect("orders").iter().filter_map(|o| o["id"].as_str()).collect();
+    assert_eq!(ids, [ours_id.as_str()]);
+    assert_eq!(get(&app.url(&format!("/partner/v1/orders/{ours_id}")), Some(&acme)).await.status, 200);
+    assert_problem(&get(&app.url(&format!("/partner/v1/orders/{theirs_id}")), Some(&acme)).await, 404);
+
+    // The plan is kept on the key.
+    let (list, _) = keys_cli(&app, &["list"]);
+    assert!(list.lines().any(|l| l.contains("\"partner\":\"acme\"") && l.contains("\"plan\":\"silver\"")));
+    app.stop_all().await;
+}
+
+#[tokio::test]
+async fn mistyped_unknown_expired_and_underscoped_keys_are_refused() {
+    let app = spawn_up().await;
+    let orders = app.url("/partner/v1/orders");
+    let key = create_key(&app, "acme", "orders:read,orders:write", &[]);
+
+    // One character changed: the checksum catches it.
+    let mut typo = key.clone().into_bytes();
+    let last = typo.len() - 10;
+    typo[last] = if typo[last] == b'a' { b'b' } else { b'a' };
+    let typo = String::from_utf8(typo).expect("ascii");
+    assert_unauthorized(&get_with_api_key(&orders, &typo).await);
+    assert_unauthorized(&get(&orders, Some(&typo)).await);
+    assert_unauthorized(&get_with_api_key(&orders, "not-a-key").await);
+
+    // Well-formed, never issued: a key from another data directory.
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(harness::BIN)
+        .args(["keys", "create", "--partner", "acme", "--scopes", "orders:read", "--data-dir"])
+        .arg(elsewhere.path())
+        .output()
+        .expect("run");
+    let unknown = String::from_utf8(out.stdout).expect("utf-8").trim().to_owned();
+    assert!(unknown.starts_with("erpk_live_"));
+    assert_unauthorized(&get_with_api_key(&orders, &unknown).await);
+
+    let expired = create_key(&app, "acme", "orders:read", &["--expires", "0s"]);
+    assert_unauthorized(&get_with_api_key(&orders, &expired).await);
+
+    let reader = create_key(&app, "acme", "orders:read", &[]);
+    assert_eq!(get_with_api_key(&orders, &reader).await.status, 200);
+    assert_problem(&post_json(&orders, &reader, &order("PO-K2"), None).await, 403);
+
+    // A key may not carry the ops scope.
+    let (_, ok) = keys_cli(&app, &["create", "--partner", "acme", "--scopes", "ops"]);
+    assert!(!ok);
+    app.stop_all().await;
+}
+
+#[tokio::test]
+async fn revoked_keys_stop_working_through_the_cli_and_the_admin_api() {
+    let app = spawn_up().await;
+    let orders = app.url("/partner/v1/orders");
+    let ops = app.token("ops");
+
+    let by_cli = create_key(&app, "acme", "orders:read", &[]);
+    assert_eq!(get_with_api_key(&orders, &by_cli).await.status, 200);
+    let (_, ok) = keys_cli(&app, &["revoke", &key_id(&app, "acme")]);
+    assert!(ok);
+    refused_within_5s(&orders, &by_cli).await;
+
+    // The admin API: create, list, revoke; refused without the ops scope.
+    let created = post_json(
+        &app.url("/ops/v1/keys"),
+        &ops,
+        &json!({"partner": "globex", "scopes": ["orders:read"], "plan": "gold"}),
+        None,
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let key = created.body["key"].as_str().expect("key").to_owned();
+    let id = created.body["id"].as_str().expect("id").to_owned();
+    assert_eq!(created.body["plan"], "gold");
+    assert_eq!(get_with_api_key(&orders, &key).await.status, 200);
+    let listed = get(&app.url("/ops/v1/keys"), Some(&ops)).await;
+    assert_eq!(listed.status, 200, "{}", listed.text);
+    assert!(!listed.text.contains(&key), "a listing never shows a key");
+    assert_problem(&get(&app.url("/ops/v1/keys"), Some(&app.token("orders:read"))).await, 403);
+    assert_problem(&get(&app.url("/ops/v1/keys"), Some(&key)).await, 403);
+    assert_unauthorized(&get(&app.url("/ops/v1/keys"), None).await);
+    let unknown_field = json!({"partner": "globex", "scopes": ["orders:read"], "colour": "red"});
+    assert_problem(&post_json(&app.url("/ops/v1/keys"), &ops, &unknown_field, None).await, 400);
+    let bad_plan = json!({"partner": "globex", "scopes": ["orders:read"], "plan": "platinum"});
+    assert_problem(&post_json(&app.url("/ops/v1/keys"), &ops, &bad_plan, None).await, 422);
+
+    let revoked = post_json(&app.url(&format!("/ops/v1/keys/{id}/revoke")), &ops, &json!({}), None).await;
+    assert_eq!(revoked.status, 200, "{}", revoked.text);
+    // Revoked on this replica: refused at once.
+    assert_unauthorized(&get_with_api_key(&orders, &key).await);
+    assert_problem(&post_json(&app.url("/ops/v1/keys/key_nope/revoke"), &ops, &json!({}), None).await, 404);
+    app.stop_all().await;
+}
+
+#[tokio::test]
+async fn a_rotated_key_keeps_working_for_its_grace_period_only() {
+    let app = spawn_up().await;
+    let orders = app.url("/partner/v1/orders");
+    let ops = app.token("ops");
+    let old = create_key(&app, "acme", "orders:read", &[]);
+    let old_id = key_id(&app, "acme");
+
+    let rotated =
+        post_json(&app.url(&format!("/ops/v1/keys/{old_id}/rotate")), &ops, &json!({"grace": "1h"}), None).await;
+    assert_eq!(rotated.status, 201, "{}", rotated.text);
+    let new = rotated.body["key"].as_str().expect("key").to_owned();
+    let new_id = rotated.body["id"].as_str().expect("id").to_owned();
+    assert_eq!(get_with_api_key(&orders, &old).await.status, 200, "old key, within its grace");
+    assert_eq!(get_with_api_key(&orders, &new).await.status, 200);
+
+    // With no grace, the replaced key stops at once and only its successor works.
+    let (newest, ok) = keys_cli(&app, &["rotate", &new_id, "--grace", "0s"]);
+    assert!(ok && newest.lines().count() == 1);
+    refused_within_5s(&orders, &new).await;
+    assert_eq!(get_with_api_key(&orders, newest.trim()).await.status, 200);
+    assert_eq!(get_with_api_key(&orders, &old).await.status, 200, "the first rotation's grace still runs");
+    app.stop_all().await;
+}
