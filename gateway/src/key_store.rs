@@ -436,6 +436,27 @@ mod tests {
         assert!(CACHE_TTL < Duration::from_secs(5));
     }
 
+    /// The same rules on PostgreSQL, where every gateway replica shares the
+    /// store (real server at 127.0.0.1:5432).
+    #[tokio::test]
+    async fn the_store_works_the_same_on_postgresql() {
+        let pg = platform::database::ScratchPostgres::create("gateway_keys").await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (
+            KeyStore::open(Some(&pg.url()), dir.path()).await.expect("open"),
+            KeyStore::open(Some(&pg.url()), dir.path()).await.expect("open again"),
+        );
+        assert!(!dir.path().join("gateway.db").exists());
+        let (rec, key) = a.create(NewKey { expires_at: Some(2_000), ..new_key("acme") }, 1_000).await.expect("create");
+        assert_eq!(b.verify(&key, 1_500_000).await.expect("verify"), Some(rec.clone()));
+        assert_eq!(b.verify(&key, 2_000_000).await.expect("verify"), None, "expired");
+        let (_, rotated) = b.rotate(&rec.id, Duration::from_secs(10), 1_001).await.expect("rotate");
+        assert!(a.verify(&rotated, 1_001_000).await.expect("verify").is_some());
+        a.revoke(&rec.id, 1_002).await.expect("revoke");
+        assert!(b.verify(&key, 1_004_500).await.expect("verify").is_none(), "revoked, seen after the TTL");
+        assert_eq!(b.list().await.expect("list").len(), 2);
+    }
+
     #[tokio::test]
     async fn rotation_keeps_the_old_key_for_the_grace_period_only() {
         let dir = tempfile::tempdir().expect("tempdir");
