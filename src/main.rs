@@ -158,7 +158,7 @@ fn main() -> ExitCode {
 fn fail(err: &StartError) -> ExitCode {
     eprintln!("erp-connect: {err}");
     match err {
-        StartError::Config(_) => ExitCode::from(EXIT_USAGE),
+        StartError::Config(_) | StartError::Keys(gateway::key_store::Error::Invalid(_)) => ExitCode::from(EXIT_USAGE),
         _ => ExitCode::FAILURE,
     }
 }

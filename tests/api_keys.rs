@@ -143,9 +143,16 @@ async fn mistyped_unknown_expired_and_underscoped_keys_are_refused() {
     assert_eq!(get_with_api_key(&orders, &reader).await.status, 200);
     assert_problem(&post_json(&orders, &reader, &order("PO-K2"), None).await, 403);
 
-    // A key may not carry the ops scope.
-    let (_, ok) = keys_cli(&app, &["create", "--partner", "acme", "--scopes", "ops"]);
-    assert!(!ok);
+    // A key may not carry the ops scope, nor an unknown plan: a usage error.
+    for (scopes, plan) in [("ops", "bronze"), ("orders:read", "platinum")] {
+        let out = Command::new(harness::BIN)
+            .args(["keys", "create", "--partner", "acme", "--scopes", scopes, "--plan", plan, "--data-dir"])
+            .arg(app.data_dir.path())
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(64), "{scopes} {plan}");
+        assert!(out.stdout.is_empty());
+    }
     app.stop_all().await;
 }
 

@@ -57,7 +57,7 @@ type Gw = State<std::sync::Arc<crate::Gateway>>;
 
 /// The operator's subject and the key store, or the answer refusing them.
 async fn operator(gw: &crate::Gateway, headers: &http::HeaderMap) -> Result<(String, key_store::KeyStore), Response> {
-    let principal = gw.authenticate(headers).await?;
+    let principal = gw.authenticate(headers).await?.principal;
     if !principal.has_scope("ops") {
         return Err(Problem::forbidden("this route needs the scope ops").into_response());
     }

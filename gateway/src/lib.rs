@@ -174,7 +174,7 @@ pub fn with_cors(router: Router, origins: &[String]) -> Router {
 impl Gateway {
     async fn authorize_and_forward(&self, route: &str, scope: &str, request: Request) -> Response {
         let principal = match self.authenticate(request.headers()).await {
-            Ok(p) => p,
+            Ok(caller) => caller.principal,
             Err(response) => return response,
         };
         // What the audit record needs, taken before the request goes
@@ -205,7 +205,7 @@ impl Gateway {
     /// Who sent `request`: a partner API key (`X-API-Key`, or a bearer
     /// credential with the key prefix) or a JWT. A refusal is the answer to
     /// send (401, or 503 when the key store cannot be read).
-    async fn authenticate(&self, headers: &http::HeaderMap) -> Result<Principal, Response> {
+    async fn authenticate(&self, headers: &http::HeaderMap) -> Result<Caller, Response> {
         let api_key = headers.get(API_KEY).map(|v| v.to_str().unwrap_or(""));
         let credential = match api_key {
             Some(key) => Some(key.trim()),
@@ -213,14 +213,16 @@ impl Gateway {
         };
         match credential {
             Some(text) if api_key.is_some() || keys::ApiKey::looks_like_key(text) => self.verify_key(text).await,
-            _ => credential.ok_or(auth::Error::Missing).and_then(|t| self.auth.verify(t)).map_err(|err| {
-                tracing::info!(error = %err, "credential refused");
-                Problem::unauthorized(err.to_string()).into_response()
-            }),
+            _ => credential.ok_or(auth::Error::Missing).and_then(|t| self.auth.verify(t)).map(Caller::jwt).map_err(
+                |err| {
+                    tracing::info!(error = %err, "credential refused");
+                    Problem::unauthorized(err.to_string()).into_response()
+                },
+            ),
         }
     }
 
-    async fn verify_key(&self, text: &str) -> Result<Principal, Response> {
+    async fn verify_key(&self, text: &str) -> Result<Caller, Response> {
         let refused = |reason: &dyn std::fmt::Display| {
             tracing::info!(error = %reason, "API key refused");
             Problem::unauthorized("invalid API key").into_response()
@@ -228,15 +230,37 @@ impl Gateway {
         let key = keys::ApiKey::parse(text).map_err(|e| refused(&e))?;
         let store = self.auth.api_keys().ok_or_else(|| refused(&"no key store"))?;
         match store.verify(&key, key_store::now_ms()).await {
-            Ok(Some(record)) => {
-                Ok(Principal { subject: record.id, tenant: Some(record.partner), scopes: record.scopes, email: None })
-            }
+            Ok(Some(record)) => Ok(Caller {
+                principal: Principal {
+                    subject: record.id,
+                    tenant: Some(record.partner),
+                    scopes: record.scopes,
+                    email: None,
+                },
+                plan: Some(record.plan),
+            }),
             Ok(None) => Err(refused(&"unknown, revoked or expired")),
             Err(err) => {
                 tracing::warn!(error = %err, "key store unavailable");
                 Err(Problem::unavailable("credentials cannot be checked right now", 1).into_response())
             }
         }
+    }
+}
+
+/// A verified caller, with what the gateway keeps to itself.
+pub(crate) struct Caller {
+    /// What the experience tier is handed.
+    pub(crate) principal: Principal,
+    /// The plan of a partner API key (`bronze`, ...), for rate limits and
+    /// quotas; `None` for a JWT.
+    #[allow(dead_code)] // read by the rate limiter, which comes next
+    pub(crate) plan: Option<String>,
+}
+
+impl Caller {
+    fn jwt(principal: Principal) -> Self {
+        Self { principal, plan: None }
     }
 }
 
