@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use harness::{Reply, Running, assert_problem, get, post_json, send, spawn_up};
+use harness::{Reply, Running, assert_problem, get, post_json, send, spawn_serve, spawn_up};
 use http_body_util::Full;
 use serde_json::{Value, json};
 
@@ -222,5 +222,19 @@ async fn a_rotated_key_keeps_working_for_its_grace_period_only() {
     refused_within_5s(&orders, &new).await;
     assert_eq!(get_with_api_key(&orders, newest.trim()).await.status, 200);
     assert_eq!(get_with_api_key(&orders, &old).await.status, 200, "the first rotation's grace still runs");
+    app.stop_all().await;
+}
+
+#[tokio::test]
+async fn a_partner_key_works_when_the_tiers_run_apart() {
+    let app = spawn_serve().await;
+    let orders = app.url("/partner/v1/orders");
+    let key = create_key(&app, "acme", "orders:read,orders:write", &[]);
+    let placed = post_json(&orders, &key, &order("PO-S1"), None).await;
+    assert_eq!(placed.status, 201, "{}", placed.text);
+    let listed = get_with_api_key(&orders, &key).await;
+    assert_eq!(listed.status, 200, "{}", listed.text);
+    assert_eq!(listed.body["orders"][0]["id"], placed.body["id"]);
+    assert_unauthorized(&get_with_api_key(&orders, &key[..key.len() - 1]).await);
     app.stop_all().await;
 }
