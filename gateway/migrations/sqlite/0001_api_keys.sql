@@ -5,8 +5,8 @@ CREATE TABLE api_keys (
     partner     TEXT NOT NULL,
     scopes      TEXT NOT NULL,          -- space-separated
     plan        TEXT NOT NULL,
-    created_at  INTEGER NOT NULL,       -- unix seconds
-    expires_at  INTEGER,                -- unix seconds; NULL = never
-    revoked_at  INTEGER,                -- unix seconds; NULL = live
+    created_at  BIGINT NOT NULL,       -- unix seconds
+    expires_at  BIGINT,                -- unix seconds; NULL = never
+    revoked_at  BIGINT,                -- unix seconds; NULL = live
     replaced_by TEXT                    -- the key a rotation issued
 );
