@@ -64,10 +64,7 @@ pub enum StartError {
 /// provider of the data directory in dev mode. Returns the dev JWKS too,
 /// for `/dev-idp/jwks.json`.
 pub fn authenticator(config: &Config) -> Result<(gateway::auth::Authenticator, Option<serde_json::Value>), StartError> {
-    let mut issuers = Vec::new();
-    for issuer in &config.gateway.issuers {
-        issuers.push((issuer.issuer.clone(), issuer.audiences.clone(), gateway::auth::read_jwks_file(issuer)?));
-    }
+    let mut fixed = Vec::new();
     let mut dev_jwks = None;
     if config.mode == Mode::Dev {
         let idp = gateway::dev_idp::DevIdp::load_or_create(&config.data_dir)?;
@@ -76,12 +73,15 @@ pub fn authenticator(config: &Config) -> Result<(gateway::auth::Authenticator, O
             issuer: gateway::dev_idp::ISSUER.into(),
             reason: e.to_string(),
         })?;
-        issuers.push((gateway::dev_idp::ISSUER.to_owned(), vec![gateway::dev_idp::DEFAULT_AUDIENCE.to_owned()], set));
+        fixed.push((gateway::dev_idp::ISSUER.to_owned(), vec![gateway::dev_idp::DEFAULT_AUDIENCE.to_owned()], set));
         dev_jwks = Some(jwks);
     }
     let leeway = config.gateway.jwt_leeway.as_secs();
     let api_keys = gateway::key_store::KeyStore::lazy(config.gateway.database_url.clone(), config.data_dir.clone());
-    Ok((gateway::auth::Authenticator::new(&issuers, leeway)?.with_api_keys(api_keys), dev_jwks))
+    // JWKS files are read here; JWKS URLs are fetched by background tasks
+    // (an identity provider that is down does not stop the start).
+    let auth = gateway::auth::Authenticator::configured(&config.gateway.issuers, &fixed, leeway)?;
+    Ok((auth.with_api_keys(api_keys), dev_jwks))
 }
 
 /// The secret the gateway and the experience tier share in `serve` mode.

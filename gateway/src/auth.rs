@@ -1,25 +1,40 @@
 //! JWT verification for users and services.
 //!
-//! Keys come from each trusted issuer's JWKS (a file, or the dev identity
+//! Keys come from each trusted issuer's JWKS (a file read at start, a URL of
+//! the identity provider kept fresh by [`crate::jwks`], or the dev identity
 //! provider in dev mode) and are indexed by `kid`; a token is checked
 //! against the one issuer that owns its key: signature with that key's
 //! algorithm (EdDSA, ES256 or RS256 only; never `none` or HMAC), `iss`,
 //! `aud`, `exp` and `nbf` with a bounded leeway, and claims of the right
 //! JSON types.
+//!
+//! A token verified once is remembered until its `exp`, so a hot token costs
+//! a map lookup. The remembered entry points to the key that verified it:
+//! when a refresh of the issuer's JWKS drops that key (rotation, or a
+//! compromised key withdrawn), the entry is refused from the next request
+//! on, so the cache never outlives the key. The bound for a withdrawn key
+//! is therefore the refresh itself: at most `jwks_refresh_interval` (or the
+//! provider's shorter `max-age`) after the provider stops publishing it, and
+//! never longer than the token's own `exp`.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     path::PathBuf,
     sync::{
         Arc, RwLock,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use jsonwebtoken::{Algorithm, DecodingKey, Validation, jwk::JwkSet};
+use jsonwebtoken::{
+    Algorithm, DecodingKey, Validation,
+    jwk::{Jwk, JwkSet, PublicKeyUse},
+};
 use platform::principal::Principal;
 use serde::Deserialize;
+
+use crate::jwks;
 
 /// Longest clock skew ever tolerated.
 pub const MAX_LEEWAY_SECS: u64 = 60;
@@ -30,24 +45,109 @@ pub const MAX_LEEWAY_SECS: u64 = 60;
 pub struct IssuerConfig {
     /// Expected `iss`.
     pub issuer: String,
-    /// A file with the issuer's JWKS.
-    pub jwks_file: PathBuf,
+    /// A file with the issuer's JWKS, read at start. Exactly one of
+    /// `jwks_file` and `jwks_url` is given.
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// The identity provider's JWKS URL: `https://`, or `http://` to a
+    /// loopback address only. Fetched at start (a provider that is down
+    /// then does not stop the gateway) and kept fresh; see [`crate::jwks`].
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// How often a `jwks_url` is fetched again; a shorter `Cache-Control:
+    /// max-age` from the provider (30 s at least) wins. Default 5 min.
+    #[serde(default = "default_refresh_interval", with = "humantime_serde")]
+    pub jwks_refresh_interval: Duration,
+    /// Least time between two fetches of a `jwks_url`, however many tokens
+    /// with an unknown `kid` arrive. Default 5 s; at most the refresh
+    /// interval. Values under a second are meant for tests.
+    #[serde(default = "default_refresh_min_interval", with = "humantime_serde")]
+    pub jwks_refresh_min_interval: Duration,
     /// Accepted `aud` values. Default `["erp-connect"]`.
     #[serde(default = "default_audiences")]
     pub audiences: Vec<String>,
     /// Signature algorithms accepted from this issuer, out of `EdDSA`,
     /// `ES256` and `RS256` (the default: all three). A key of another kind
-    /// in its JWKS is a configuration error; `none` and HMAC never pass.
+    /// in its JWKS file is a configuration error (in a fetched JWKS it is
+    /// skipped); `none` and HMAC never pass.
     #[serde(default = "default_algorithms")]
     pub algorithms: Vec<String>,
+}
+
+fn default_refresh_interval() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_refresh_min_interval() -> Duration {
+    Duration::from_secs(5)
 }
 
 fn default_algorithms() -> Vec<String> {
     ["EdDSA", "ES256", "RS256"].map(str::to_owned).to_vec()
 }
 
+fn default_audiences() -> Vec<String> {
+    vec![crate::dev_idp::DEFAULT_AUDIENCE.to_owned()]
+}
+
+/// Where an issuer's keys come from.
+enum KeySource<'a> {
+    File(&'a PathBuf),
+    Url(http::Uri),
+}
+
+impl IssuerConfig {
+    /// An issuer whose keys are in `jwks_file`, with the defaults of the
+    /// other fields (`..IssuerConfig::with_jwks_file(..)` in a literal).
+    pub fn with_jwks_file(issuer: impl Into<String>, jwks_file: impl Into<PathBuf>) -> Self {
+        Self {
+            issuer: issuer.into(),
+            jwks_file: Some(jwks_file.into()),
+            jwks_url: None,
+            jwks_refresh_interval: default_refresh_interval(),
+            jwks_refresh_min_interval: default_refresh_min_interval(),
+            audiences: default_audiences(),
+            algorithms: default_algorithms(),
+        }
+    }
+
+    /// An issuer whose keys are fetched from `jwks_url`, with the defaults
+    /// of the other fields.
+    pub fn with_jwks_url(issuer: impl Into<String>, jwks_url: impl Into<String>) -> Self {
+        Self { jwks_file: None, jwks_url: Some(jwks_url.into()), ..Self::with_jwks_file(issuer, PathBuf::new()) }
+    }
+
+    /// Checks what can be checked without reading or fetching the JWKS.
+    pub fn validate(&self) -> Result<(), Error> {
+        self.key_source().map(drop)
+    }
+
+    fn key_source(&self) -> Result<KeySource<'_>, Error> {
+        let jwks_error = |reason: String| Error::Jwks { issuer: self.issuer.clone(), reason };
+        for name in &self.algorithms {
+            if !matches!(name.as_str(), "EdDSA" | "ES256" | "RS256") {
+                return Err(jwks_error(format!("algorithm {name:?} is not one of EdDSA, ES256, RS256")));
+            }
+        }
+        match (&self.jwks_file, &self.jwks_url) {
+            (Some(file), None) => Ok(KeySource::File(file)),
+            (None, Some(url)) => {
+                if self.jwks_refresh_interval < Duration::from_secs(1) {
+                    return Err(jwks_error("jwks_refresh_interval must be at least 1s".into()));
+                }
+                if self.jwks_refresh_min_interval > self.jwks_refresh_interval {
+                    return Err(jwks_error("jwks_refresh_min_interval must not exceed jwks_refresh_interval".into()));
+                }
+                jwks::check_url(url).map(KeySource::Url).map_err(|e| jwks_error(e.to_string()))
+            }
+            (Some(_), Some(_)) => Err(jwks_error("give either jwks_file or jwks_url, not both".into())),
+            (None, None) => Err(jwks_error("needs a jwks_file or a jwks_url".into())),
+        }
+    }
+}
+
 /// The one algorithm a key may sign with, from its type.
-fn key_algorithm(jwk: &jsonwebtoken::jwk::Jwk) -> Option<Algorithm> {
+fn key_algorithm(jwk: &Jwk) -> Option<Algorithm> {
     use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve};
     match &jwk.algorithm {
         AlgorithmParameters::OctetKeyPair(_) => Some(Algorithm::EdDSA),
@@ -55,10 +155,6 @@ fn key_algorithm(jwk: &jsonwebtoken::jwk::Jwk) -> Option<Algorithm> {
         AlgorithmParameters::RSA(_) => Some(Algorithm::RS256),
         _ => None,
     }
-}
-
-fn default_audiences() -> Vec<String> {
-    vec![crate::dev_idp::DEFAULT_AUDIENCE.to_owned()]
 }
 
 /// Why a credential was refused. The detail is safe to show the caller.
@@ -83,20 +179,133 @@ pub enum Error {
     },
 }
 
+/// How tokens of one issuer are validated.
+#[derive(Clone)]
+struct IssuerRules {
+    issuer: String,
+    audiences: Vec<String>,
+    algorithms: Vec<String>,
+    leeway_secs: u64,
+    /// Tells the issuer's keys apart from the others' in the key ring.
+    source: usize,
+}
+
 struct TrustedKey {
     key: DecodingKey,
     validation: Validation,
+    /// The issuer that publishes it.
+    source: usize,
+    /// As published, to tell an unchanged key on refresh.
+    jwk: Jwk,
+    /// Set when a refresh drops the key: tokens it verified are refused
+    /// even from the cache.
+    withdrawn: AtomicBool,
+}
+
+impl TrustedKey {
+    fn new(rules: &IssuerRules, jwk: &Jwk) -> Result<(String, Self), String> {
+        let kid = jwk.common.key_id.clone().ok_or("a key has no kid")?;
+        let alg = key_algorithm(jwk).ok_or_else(|| format!("key {kid} is of an unsupported type"))?;
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("key {kid}: {e}"))?;
+        let mut validation = Validation::new(alg);
+        validation.set_issuer(&[&rules.issuer]);
+        validation.set_audience(&rules.audiences);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = rules.leeway_secs.min(MAX_LEEWAY_SECS);
+        let trusted =
+            Self { key, validation, source: rules.source, jwk: jwk.clone(), withdrawn: AtomicBool::new(false) };
+        Ok((kid, trusted))
+    }
+}
+
+/// Every trusted key, by `kid`. Keys of files and of the dev identity
+/// provider are fixed; those of URL issuers are replaced by their refreshes.
+#[derive(Default)]
+struct KeyRing {
+    keys: RwLock<HashMap<String, Arc<TrustedKey>>>,
+}
+
+impl KeyRing {
+    fn get(&self, kid: &str) -> Option<Arc<TrustedKey>> {
+        self.keys.read().ok()?.get(kid).cloned()
+    }
+
+    /// Installs a fetched JWKS as all of `rules`' issuer's keys. Keys this
+    /// issuer may not use (encryption keys, other algorithms, no `kid`) are
+    /// skipped; a set with no usable key is refused and the old keys stay.
+    fn replace(&self, rules: &IssuerRules, jwks: &JwkSet) -> Result<String, String> {
+        let mut fresh = Vec::new();
+        let mut skipped = 0;
+        for jwk in &jwks.keys {
+            if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+                skipped += 1;
+                continue;
+            }
+            match check_key(jwk, &rules.algorithms).and_then(|_| TrustedKey::new(rules, jwk)) {
+                Ok(key) => fresh.push(key),
+                Err(reason) => {
+                    tracing::debug!(issuer = %rules.issuer, %reason, "JWKS key skipped");
+                    skipped += 1;
+                }
+            }
+        }
+        if fresh.is_empty() {
+            return Err(format!("the JWKS has no usable signing key ({skipped} skipped)"));
+        }
+        let (mut added, mut kept) = (0, 0);
+        let mut published = HashSet::new();
+        let mut keys = self.keys.write().map_err(|_| "key ring poisoned".to_owned())?;
+        for (kid, key) in fresh {
+            if !published.insert(kid.clone()) {
+                tracing::warn!(issuer = %rules.issuer, %kid, "JWKS names a kid twice; the first key is used");
+                continue;
+            }
+            match keys.get(&kid) {
+                Some(old) if old.source != rules.source => {
+                    published.remove(&kid);
+                    tracing::warn!(issuer = %rules.issuer, %kid, "kid already belongs to another issuer; key skipped");
+                    continue;
+                }
+                // The same key keeps its tokens in the cache.
+                Some(old) if old.jwk == key.jwk => kept += 1,
+                Some(old) => {
+                    old.withdrawn.store(true, Ordering::Release);
+                    keys.insert(kid, Arc::new(key));
+                    added += 1;
+                }
+                None => {
+                    keys.insert(kid, Arc::new(key));
+                    added += 1;
+                }
+            }
+        }
+        let mut removed = 0;
+        keys.retain(|kid, key| {
+            let gone = key.source == rules.source && !published.contains(kid);
+            if gone {
+                key.withdrawn.store(true, Ordering::Release);
+                removed += 1;
+            }
+            !gone
+        });
+        Ok(format!("{added} added, {kept} kept, {removed} removed, {skipped} skipped"))
+    }
 }
 
 /// Verifies bearer JWTs against the trusted issuers.
 #[derive(Clone)]
 pub struct Authenticator {
-    keys: Arc<HashMap<String, TrustedKey>>,
+    keys: Arc<KeyRing>,
     /// Tokens verified before, so a hot token costs a map lookup rather than
-    /// a signature check; an entry never outlives the token's `exp`.
+    /// a signature check; an entry never outlives the token's `exp`, nor
+    /// the key that verified it (see the module doc).
     verified: Arc<VerifiedTokens>,
     /// Partner API keys, when the gateway has a key store.
     api_keys: Option<crate::key_store::KeyStore>,
+    /// The refresh tasks of issuers with a `jwks_url`; they stop when the
+    /// last clone of the authenticator is dropped.
+    remotes: Arc<[jwks::Remote]>,
 }
 
 /// Most tokens kept verified at once; beyond it expired ones are dropped,
@@ -105,14 +314,23 @@ const MAX_CACHED_TOKENS: usize = 50_000;
 
 #[derive(Default)]
 struct VerifiedTokens {
-    tokens: RwLock<HashMap<Box<str>, (Principal, u64)>>,
+    tokens: RwLock<HashMap<Box<str>, Verified>>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
 
+#[derive(Clone)]
+struct Verified {
+    principal: Principal,
+    exp: u64,
+    key: Arc<TrustedKey>,
+}
+
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Authenticator").field("kids", &self.keys.keys().collect::<Vec<_>>()).finish()
+        let kids = self.keys.keys.read().map(|k| k.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
+        let remotes = self.remotes.iter().map(jwks::Remote::issuer).collect::<Vec<_>>();
+        f.debug_struct("Authenticator").field("kids", &kids).field("jwks_urls_of", &remotes).finish()
     }
 }
 
@@ -149,26 +367,76 @@ impl ScopeList {
 impl Authenticator {
     /// Trusts each `(issuer, audiences, jwks)`; `leeway_secs` is capped at [`MAX_LEEWAY_SECS`].
     pub fn new(issuers: &[(String, Vec<String>, JwkSet)], leeway_secs: u64) -> Result<Self, Error> {
-        let mut keys = HashMap::new();
-        for (issuer, audiences, jwks) in issuers {
-            for jwk in &jwks.keys {
-                let jwks_error = |reason: String| Error::Jwks { issuer: issuer.clone(), reason };
-                let kid = jwk.common.key_id.clone().ok_or_else(|| jwks_error("a key has no kid".into()))?;
-                let alg =
-                    key_algorithm(jwk).ok_or_else(|| jwks_error(format!("key {kid} is of an unsupported type")))?;
-                let key = DecodingKey::from_jwk(jwk).map_err(|e| jwks_error(format!("key {kid}: {e}")))?;
-                let mut validation = Validation::new(alg);
-                validation.set_issuer(&[issuer]);
-                validation.set_audience(audiences);
-                validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-                validation.validate_nbf = true;
-                validation.leeway = leeway_secs.min(MAX_LEEWAY_SECS);
-                if keys.insert(kid.clone(), TrustedKey { key, validation }).is_some() {
-                    return Err(jwks_error(format!("kid {kid} is used twice")));
+        Self::configured(&[], issuers, leeway_secs)
+    }
+
+    /// Trusts the `configured` issuers (JWKS files are read now, JWKS URLs
+    /// are fetched by background tasks, which needs a tokio runtime) and
+    /// the `fixed` ones (e.g. the dev identity provider), like [`Self::new`].
+    /// An identity provider that is down does not fail this: its tokens are
+    /// refused until its keys arrive.
+    pub fn configured(
+        configured: &[IssuerConfig],
+        fixed: &[(String, Vec<String>, JwkSet)],
+        leeway_secs: u64,
+    ) -> Result<Self, Error> {
+        let ring = Arc::new(KeyRing::default());
+        let mut static_sets = Vec::new();
+        let mut urls = Vec::new();
+        for issuer in configured {
+            let rules = |source| IssuerRules {
+                issuer: issuer.issuer.clone(),
+                audiences: issuer.audiences.clone(),
+                algorithms: issuer.algorithms.clone(),
+                leeway_secs,
+                source,
+            };
+            match issuer.key_source()? {
+                KeySource::File(_) => static_sets.push((rules(static_sets.len()), read_jwks_file(issuer)?)),
+                KeySource::Url(url) => urls.push((rules(0), url, issuer)),
+            }
+        }
+        for (issuer, audiences, jwks) in fixed {
+            let rules = IssuerRules {
+                issuer: issuer.clone(),
+                audiences: audiences.clone(),
+                algorithms: default_algorithms(),
+                leeway_secs,
+                source: static_sets.len(),
+            };
+            static_sets.push((rules, jwks.clone()));
+        }
+        if let Ok(mut keys) = ring.keys.write() {
+            for (rules, jwks) in &static_sets {
+                for jwk in &jwks.keys {
+                    let (kid, key) = TrustedKey::new(rules, jwk)
+                        .map_err(|reason| Error::Jwks { issuer: rules.issuer.clone(), reason })?;
+                    if keys.insert(kid.clone(), Arc::new(key)).is_some() {
+                        let reason = format!("kid {kid} is used twice");
+                        return Err(Error::Jwks { issuer: rules.issuer.clone(), reason });
+                    }
                 }
             }
         }
-        Ok(Self { keys: Arc::new(keys), verified: Arc::default(), api_keys: None })
+        let mut remotes = Vec::new();
+        if !urls.is_empty() {
+            let client =
+                jwks::client().map_err(|e| Error::Jwks { issuer: urls[0].0.issuer.clone(), reason: e.to_string() })?;
+            for (n, (mut rules, url, issuer)) in urls.into_iter().enumerate() {
+                rules.source = static_sets.len() + n;
+                let schedule = jwks::Schedule {
+                    interval: issuer.jwks_refresh_interval,
+                    min_interval: issuer.jwks_refresh_min_interval,
+                };
+                let name = rules.issuer.clone();
+                let target = ring.clone();
+                let apply: jwks::Apply = Box::new(move |set| target.replace(&rules, set));
+                let remote = jwks::Remote::spawn(&name, url, schedule, client.clone(), apply)
+                    .map_err(|e| Error::Jwks { issuer: name.clone(), reason: e.to_string() })?;
+                remotes.push(remote);
+            }
+        }
+        Ok(Self { keys: ring, verified: Arc::default(), api_keys: None, remotes: remotes.into() })
     }
 
     /// Also accepts the partner API keys of `store`.
@@ -187,32 +455,88 @@ impl Authenticator {
         (self.verified.hits.load(Ordering::Relaxed), self.verified.misses.load(Ordering::Relaxed))
     }
 
-    /// Verifies `token` and returns who it names.
+    /// The state of each issuer whose keys come from a `jwks_url`.
+    pub fn jwks_status(&self) -> Vec<jwks::Status> {
+        self.remotes.iter().map(jwks::Remote::status).collect()
+    }
+
+    /// Verifies `token` and returns who it names. Never waits: a token with
+    /// an unknown `kid` from an issuer with a `jwks_url` is refused, and
+    /// asks that issuer's keys to be fetched again (at most once per
+    /// `jwks_refresh_min_interval`), so a retry may pass.
     pub fn verify(&self, token: &str) -> Result<Principal, Error> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(u64::MAX);
-        let cached = self.verified.tokens.read().ok().and_then(|t| t.get(token).cloned());
-        if let Some((principal, exp)) = cached
-            && now < exp
+        let result = self.verify_now(token);
+        if matches!(result, Err(Error::UnknownKey))
+            && let Some(remote) = self.remote_for(token)
         {
+            remote.ask();
+        }
+        result
+    }
+
+    /// Like [`Self::verify`], but a token with an unknown `kid` from an
+    /// issuer with a `jwks_url` waits for that issuer's keys to be fetched
+    /// again, at most [`jwks::MAX_WAIT`], and only when a fetch may start
+    /// within that bound (the least interval between fetches holds).
+    pub async fn verify_with_refresh(&self, token: &str) -> Result<Principal, Error> {
+        let result = self.verify_now(token);
+        if !matches!(result, Err(Error::UnknownKey)) {
+            return result;
+        }
+        let Some(remote) = self.remote_for(token) else { return result };
+        if remote.ask_and_wait().await {
+            // Not `verify`: a kid still unknown after a fetch asks nothing more.
+            self.verify_now(token)
+        } else {
+            result
+        }
+    }
+
+    /// The cache, then the full check.
+    fn verify_now(&self, token: &str) -> Result<Principal, Error> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(u64::MAX);
+        let cached = self.verified.tokens.read().ok().and_then(|t| {
+            t.get(token)
+                .filter(|v| now < v.exp && !v.key.withdrawn.load(Ordering::Acquire))
+                .map(|v| v.principal.clone())
+        });
+        if let Some(principal) = cached {
             self.verified.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(principal);
         }
         self.verified.misses.fetch_add(1, Ordering::Relaxed);
-        let (principal, exp) = self.verify_signed(token)?;
+        let verified = self.verify_signed(token)?;
+        let principal = verified.principal.clone();
         if let Ok(mut tokens) = self.verified.tokens.write() {
             if tokens.len() >= MAX_CACHED_TOKENS {
-                tokens.retain(|_, (_, exp)| now < *exp);
+                tokens.retain(|_, v| now < v.exp && !v.key.withdrawn.load(Ordering::Acquire));
                 if tokens.len() >= MAX_CACHED_TOKENS {
                     tokens.clear();
                 }
             }
-            tokens.insert(token.into(), (principal.clone(), exp));
+            tokens.insert(token.into(), verified);
         }
         Ok(principal)
     }
 
+    /// The URL issuer a token claims to come from, read without verifying
+    /// anything: it only picks whose keys to fetch again.
+    fn remote_for(&self, token: &str) -> Option<&jwks::Remote> {
+        #[derive(Deserialize)]
+        struct Iss {
+            iss: String,
+        }
+        if self.remotes.is_empty() {
+            return None;
+        }
+        let payload = token.split('.').nth(1)?;
+        let json = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload).ok()?;
+        let iss = serde_json::from_slice::<Iss>(&json).ok()?.iss;
+        self.remotes.iter().find(|r| r.issuer() == iss)
+    }
+
     /// The full check: signature, algorithm, issuer, audience, times, types.
-    fn verify_signed(&self, token: &str) -> Result<(Principal, u64), Error> {
+    fn verify_signed(&self, token: &str) -> Result<Verified, Error> {
         let header = jsonwebtoken::decode_header(token).map_err(Error::Invalid)?;
         if let Some(typ) = header.typ.as_deref()
             && !typ.eq_ignore_ascii_case("JWT")
@@ -225,17 +549,23 @@ impl Authenticator {
         let claims = data.claims;
         let mut scopes = claims.scope.map(ScopeList::into_vec).unwrap_or_default();
         scopes.extend(claims.scp.map(ScopeList::into_vec).unwrap_or_default());
-        Ok((Principal { subject: claims.sub, tenant: claims.tenant, scopes, email: claims.email }, claims.exp))
+        let principal = Principal { subject: claims.sub, tenant: claims.tenant, scopes, email: claims.email };
+        Ok(Verified { principal, exp: claims.exp, key: trusted })
     }
 }
 
-/// Reads a JWKS file and holds it to the issuer's algorithm allow-list.
+/// Checks `issuer`'s configuration and reads its JWKS file, held to the
+/// issuer's algorithm allow-list. An issuer with a `jwks_url` has no file:
+/// its configuration is checked and it gives an empty set, for its keys
+/// arrive at run time.
 pub fn read_jwks_file(issuer: &IssuerConfig) -> Result<JwkSet, Error> {
     let jwks_error = |reason: String| Error::Jwks { issuer: issuer.issuer.clone(), reason };
-    let text = std::fs::read_to_string(&issuer.jwks_file)
-        .map_err(|e| jwks_error(format!("{}: {e}", issuer.jwks_file.display())))?;
-    let jwks: JwkSet =
-        serde_json::from_str(&text).map_err(|e| jwks_error(format!("{}: {e}", issuer.jwks_file.display())))?;
+    let path = match issuer.key_source()? {
+        KeySource::File(path) => path,
+        KeySource::Url(_) => return Ok(JwkSet { keys: Vec::new() }),
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| jwks_error(format!("{}: {e}", path.display())))?;
+    let jwks: JwkSet = serde_json::from_str(&text).map_err(|e| jwks_error(format!("{}: {e}", path.display())))?;
     check_algorithms(&jwks, &issuer.algorithms).map_err(jwks_error)?;
     Ok(jwks)
 }
@@ -247,17 +577,20 @@ fn check_algorithms(jwks: &JwkSet, allowed: &[String]) -> Result<(), String> {
             return Err(format!("algorithm {name:?} is not one of EdDSA, ES256, RS256"));
         }
     }
-    for jwk in &jwks.keys {
-        let kid = jwk.common.key_id.as_deref().unwrap_or("(no kid)");
-        let alg = key_algorithm(jwk).ok_or_else(|| format!("key {kid} is of an unsupported type"))?;
-        if !allowed.iter().any(|a| a == &format!("{alg:?}")) {
-            return Err(format!("key {kid} signs with {alg:?}, which this issuer is not allowed to use"));
-        }
-        if let Some(declared) = jwk.common.key_algorithm
-            && format!("{declared:?}") != format!("{alg:?}")
-        {
-            return Err(format!("key {kid} declares alg {declared:?} but is a {alg:?} key"));
-        }
+    jwks.keys.iter().try_for_each(|jwk| check_key(jwk, allowed))
+}
+
+/// One key must sign with an allowed algorithm, and say so if it says.
+fn check_key(jwk: &Jwk, allowed: &[String]) -> Result<(), String> {
+    let kid = jwk.common.key_id.as_deref().unwrap_or("(no kid)");
+    let alg = key_algorithm(jwk).ok_or_else(|| format!("key {kid} is of an unsupported type"))?;
+    if !allowed.iter().any(|a| a == &format!("{alg:?}")) {
+        return Err(format!("key {kid} signs with {alg:?}, which this issuer is not allowed to use"));
+    }
+    if let Some(declared) = jwk.common.key_algorithm
+        && format!("{declared:?}") != format!("{alg:?}")
+    {
+        return Err(format!("key {kid} declares alg {declared:?} but is a {alg:?} key"));
     }
     Ok(())
 }
@@ -345,7 +678,7 @@ mod tests {
         if let Ok(mut tokens) = auth.verified.tokens.write()
             && let Some(entry) = tokens.get_mut(token.as_str())
         {
-            entry.1 = 0;
+            entry.exp = 0;
         }
         auth.verify(&token).expect("verified again in full, still valid");
         assert_eq!(auth.cache_stats(), (0, 2));

@@ -6,6 +6,7 @@
 //! # Layout
 //! - [`auth`]: bearer JWT verification against trusted issuers.
 //! - [`dev_idp`]: the dev identity provider behind `erp-connect token`.
+//! - [`jwks`]: issuers' JWKS fetched from their URL and kept fresh.
 //! - [`keys`]: partner API keys: format, checksum, stored hash.
 //! - [`key_store`]: the keys' store and the request path's cache of it;
 //!   `key_admin` answers `/ops/v1/keys` with it.
@@ -28,6 +29,7 @@ use tower_http::set_header::SetResponseHeaderLayer as SetHeader;
 
 pub mod auth;
 pub mod dev_idp;
+pub mod jwks;
 mod key_admin;
 pub mod key_store;
 pub mod keys;
