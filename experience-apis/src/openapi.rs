@@ -48,6 +48,28 @@ struct FieldError {
     message: String,
 }
 
+/// A partner's plan, limits and usage. Answered by the gateway, which keeps
+/// the counters; a limit the plan does not have, and every field for a
+/// caller without an API key (not metered), is `null`.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documentation only: the body is written by the gateway
+struct UsageView {
+    /// The API key's plan: `bronze`, `silver`, `gold`, `unmetered` or a configured one.
+    plan: Option<String>,
+    /// Sustained requests per second.
+    requests_per_second: Option<u32>,
+    /// Requests the key may send at once (`RateLimit-Limit`).
+    burst: Option<u32>,
+    /// Requests the key may send right now, this one counted (`RateLimit-Remaining`).
+    requests_remaining: Option<u32>,
+    /// Seconds until a whole burst is available again (`RateLimit-Reset`).
+    requests_reset_seconds: Option<u32>,
+    /// Orders the plan allows per UTC day.
+    orders_per_day: Option<u64>,
+    /// Orders placed today (UTC), refused ones not counted.
+    orders_today: Option<u64>,
+}
+
 /// The API, for `/openapi.json`.
 #[derive(OpenApi)]
 #[openapi(
@@ -66,12 +88,14 @@ struct FieldError {
         get_partner_order,
         cancel_partner_order,
         get_partner_invoice,
+        get_partner_usage,
         record_payment,
         complete_shipment
     ),
     components(schemas(
         Problem,
         FieldError,
+        UsageView,
         OrderRequest,
         LineRequest,
         PaymentRequest,
@@ -153,6 +177,9 @@ macro_rules! order_operations {
                 (status = 401, description = "No or invalid credential", body = Problem, content_type = "application/problem+json"),
                 (status = 403, description = "Without the scope", body = Problem, content_type = "application/problem+json"),
                 $((status = $status, description = $why, body = Problem, content_type = "application/problem+json"),)*
+                (status = 429, description = "The API key's rate limit (or, placing an order, its daily order quota) is reached; \
+                    retry after Retry-After seconds. Every answer to a metered key carries RateLimit-Limit, \
+                    RateLimit-Remaining and RateLimit-Reset", body = Problem, content_type = "application/problem+json"),
                 (status = 503, description = "A backend is down; retry later", body = Problem, content_type = "application/problem+json")
             ),
             security(("bearer" = [$scope]), ("api_key" = [$scope]))
@@ -191,6 +218,9 @@ order_operations! {
     get_partner_invoice: get "/partner/v1/invoices/{id}", "partner", "invoices:read", "The invoice of one of the tenant's orders.",
         [("id" = String, Path, description = "ERP invoice id, from an order's erp.invoice_id")],
         [], 200 => InvoiceView, [404: "No such invoice of this tenant"];
+    get_partner_usage: get "/partner/v1/usage", "partner", "orders:read",
+        "The calling API key's plan, its limits and what is left of them today.",
+        [], [], 200 => UsageView, [];
     record_payment: post "/ops/v1/payments", "ops", "ops", "Cash application: records a payment against an on-account order's invoice.",
         [("Idempotency-Key" = Option<String>, Header, description = "The same key records the payment once", pattern = "^[!-~]{1,255}$")],
         [request_body = PaymentBody,], 200 => OrderView,

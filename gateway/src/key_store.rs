@@ -33,7 +33,8 @@ pub const CACHE_TTL: Duration = Duration::from_secs(4);
 /// must not grow memory without bound.
 const CACHE_MAX: usize = 10_000;
 
-/// The plans a key can carry (limits are the rate limiter's business).
+/// The built-in plans a key can carry (their limits, and plans added by
+/// the configuration, are [`crate::limits`]'s business).
 pub const PLANS: &[&str] = &["bronze", "silver", "gold", "unmetered"];
 
 /// A key as stored, without its hash.
@@ -71,7 +72,7 @@ pub struct NewKey {
     pub partner: String,
     /// Granted scopes (at least one).
     pub scopes: Vec<String>,
-    /// One of [`PLANS`].
+    /// One of [`PLANS`], or of the configured plans.
     pub plan: String,
     /// Unix seconds; `None`: never.
     pub expires_at: Option<i64>,
@@ -120,6 +121,8 @@ pub struct KeyStore {
     url: Option<String>,
     data_dir: PathBuf,
     cache: Arc<Mutex<Cache>>,
+    /// Plans a new key may have: [`PLANS`] unless configured otherwise.
+    plans: Arc<[String]>,
 }
 
 /// Key hash → (when it was looked up, in ms; what the store said).
@@ -138,7 +141,19 @@ impl KeyStore {
     /// The store at `url` (or `<data_dir>/gateway.db`), opened and migrated
     /// on first use; a failure then is retried on the next use.
     pub fn lazy(url: Option<String>, data_dir: PathBuf) -> Self {
-        Self { db: Arc::default(), url, data_dir, cache: Arc::default() }
+        Self {
+            db: Arc::default(),
+            url,
+            data_dir,
+            cache: Arc::default(),
+            plans: PLANS.iter().map(|p| (*p).to_owned()).collect(),
+        }
+    }
+
+    /// Accepts `plans` (e.g. `gateway::Config::plans`'s names) for new keys.
+    pub fn with_plans(mut self, plans: impl IntoIterator<Item = String>) -> Self {
+        self.plans = plans.into_iter().collect();
+        self
     }
 
     async fn db(&self) -> Result<&Database, Error> {
@@ -166,8 +181,8 @@ impl KeyStore {
         if new.scopes.iter().any(|s| s == "ops") {
             return Err(Error::Invalid("a partner key cannot carry the ops scope"));
         }
-        if !PLANS.contains(&new.plan.as_str()) {
-            return Err(Error::Invalid("plan must be bronze, silver, gold or unmetered"));
+        if !self.plans.contains(&new.plan) {
+            return Err(Error::Invalid("unknown plan (built in: bronze, silver, gold, unmetered)"));
         }
         let key = ApiKey::generate()?;
         let record = KeyRecord {

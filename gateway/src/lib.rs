@@ -10,6 +10,8 @@
 //! - [`keys`]: partner API keys: format, checksum, stored hash.
 //! - [`key_store`]: the keys' store and the request path's cache of it;
 //!   `key_admin` answers `/ops/v1/keys` with it.
+//! - [`limits`]: rate limits and daily order quotas per key and plan, in
+//!   memory or in Redis; `usage` answers `/partner/v1/usage` with them.
 //! - [`upstream`]: the experience tier, in-process or over HTTP.
 //! - [`ROUTES`]: the public routes and the scope each requires ([`SCOPES`]).
 
@@ -33,7 +35,9 @@ pub mod jwks;
 mod key_admin;
 pub mod key_store;
 pub mod keys;
+pub mod limits;
 pub mod upstream;
+mod usage;
 
 /// `[gateway]` in the config file.
 #[derive(Debug, Clone, Deserialize)]
@@ -60,6 +64,25 @@ pub struct Config {
     /// by every gateway replica, or a `sqlite:` URL. Default the SQLite file
     /// `<data_dir>/gateway.db`.
     pub database_url: Option<String>,
+    /// Redis shared by every gateway replica for rate limits and quotas
+    /// (`redis://HOST:PORT`). Default none: limits are kept per replica.
+    pub redis_url: Option<String>,
+    /// Plans by name, over the built-in ones ([`limits::builtin_plans`]).
+    pub plans: std::collections::BTreeMap<String, limits::Plan>,
+}
+
+impl Config {
+    /// The built-in plans with the configured ones over them.
+    pub fn plans(&self) -> std::collections::BTreeMap<String, limits::Plan> {
+        let mut plans = limits::builtin_plans();
+        plans.extend(self.plans.clone());
+        plans
+    }
+
+    /// The rate limits and quotas this configuration asks for.
+    pub fn limits(&self) -> Result<limits::Limits, limits::Error> {
+        limits::Limits::new(&self.plans(), self.redis_url.as_deref())
+    }
 }
 
 impl Default for Config {
@@ -72,6 +95,8 @@ impl Default for Config {
             issuers: Vec::new(),
             cors_origins: Vec::new(),
             database_url: None,
+            redis_url: None,
+            plans: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -89,9 +114,16 @@ pub const ROUTES: &[(Method, &str, &str)] = &[
     (Method::GET, "/partner/v1/orders/{id}", "orders:read"),
     (Method::POST, "/partner/v1/orders/{id}/cancel", "orders:write"),
     (Method::GET, "/partner/v1/invoices/{id}", "invoices:read"),
+    (Method::GET, USAGE_ROUTE, "orders:read"),
     (Method::POST, "/ops/v1/payments", "ops"),
     (Method::POST, "/ops/v1/shipments/{id}/complete", "ops"),
 ];
+
+/// The route that creates orders: counted against the key's daily quota.
+const ORDER_ROUTE: (Method, &str) = (Method::POST, "/partner/v1/orders");
+
+/// A partner's own limits and usage, answered by the gateway itself.
+const USAGE_ROUTE: &str = "/partner/v1/usage";
 
 /// Routes anyone may read, without a credential: the OpenAPI document and
 /// the API reference page rendered from it.
@@ -107,13 +139,26 @@ pub(crate) struct Gateway {
     upstream: upstream::Upstream,
     /// The dev identity provider's JWKS, served in dev mode only.
     dev_jwks: Option<serde_json::Value>,
+    limits: limits::Limits,
 }
 
 /// Builds the gateway's router.
 ///
 /// `dev_jwks` is served at `/dev-idp/jwks.json` when given (dev mode).
 pub fn router(auth: auth::Authenticator, upstream: upstream::Upstream, dev_jwks: Option<serde_json::Value>) -> Router {
-    let gateway = Arc::new(Gateway { auth, upstream, dev_jwks });
+    let limits = Config::default().limits().unwrap_or_else(|_| unreachable!("no Redis URL to parse"));
+    router_with_limits(auth, upstream, dev_jwks, limits)
+}
+
+/// [`router`] with the configured rate limits and quotas (the built-in
+/// plans in memory are [`router`]'s).
+pub fn router_with_limits(
+    auth: auth::Authenticator,
+    upstream: upstream::Upstream,
+    dev_jwks: Option<serde_json::Value>,
+    limits: limits::Limits,
+) -> Router {
+    let gateway = Arc::new(Gateway { auth, upstream, dev_jwks, limits });
     let mut router = key_admin::routes()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -174,33 +219,116 @@ pub fn with_cors(router: Router, origins: &[String]) -> Router {
 }
 
 impl Gateway {
-    async fn authorize_and_forward(&self, route: &str, scope: &str, request: Request) -> Response {
-        let principal = match self.authenticate(request.headers()).await {
-            Ok(caller) => caller.principal,
+    async fn authorize_and_forward(&self, route: &'static str, scope: &str, request: Request) -> Response {
+        let caller = match self.authenticate(request.headers()).await {
+            Ok(caller) => caller,
             Err(response) => return response,
+        };
+        // Every request of a metered key counts, refused ones included: a
+        // key cannot probe for free.
+        let rate = match &caller.plan {
+            Some(plan) => self.limits.check_rate(&caller.principal.subject, plan).await,
+            None => None,
         };
         // What the audit record needs, taken before the request goes
         // upstream; reads are not audited and cost nothing here.
         let audited = (!matches!(*request.method(), Method::GET | Method::HEAD)).then(|| AuditedRequest {
-            subject: principal.subject.clone(),
-            tenant: principal.tenant.clone().unwrap_or_default(),
+            subject: caller.principal.subject.clone(),
+            tenant: caller.principal.tenant.clone().unwrap_or_default(),
             method: request.method().clone(),
             path: request.uri().path().to_owned(),
             request_id: request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned(),
         });
-        let response = if principal.has_scope(scope) {
-            match self.upstream.forward(request, Some(principal)).await {
-                Ok(response) => response,
-                Err(err) => err.into_response(),
-            }
-        } else {
-            Problem::forbidden(format!("this route needs the scope {scope}")).into_response()
-        };
+        let mut response = self.serve(route, scope, request, caller, rate).await;
+        if let Some(rate) = rate {
+            rate_headers(response.headers_mut(), &rate);
+        }
         if let Some(audited) = audited {
             audit(route, &audited, &response);
         }
         response
     }
+
+    /// The answer to an authenticated caller's request, before the rate
+    /// limit headers.
+    async fn serve(
+        &self,
+        route: &'static str,
+        scope: &str,
+        request: Request,
+        caller: Caller,
+        rate: Option<limits::RateDecision>,
+    ) -> Response {
+        if let Some(rate) = rate.filter(|r| !r.allowed) {
+            tracing::info!(key = %caller.principal.subject, "rate limit reached");
+            let mut problem = Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many requests",
+                "this API key's rate limit is reached; retry after the time in Retry-After",
+            );
+            problem.retry_after = Some(whole_seconds(rate.retry_after).max(1));
+            return problem.into_response();
+        }
+        if !caller.principal.has_scope(scope) {
+            return Problem::forbidden(format!("this route needs the scope {scope}")).into_response();
+        }
+        if route == USAGE_ROUTE {
+            return usage::answer(&self.limits, &caller, rate).await;
+        }
+        let counts_order = *request.method() == ORDER_ROUTE.0 && route == ORDER_ROUTE.1;
+        let quota = match (&caller.plan, counts_order) {
+            (Some(plan), true) => self.limits.reserve_order(&caller.principal.subject, plan).await,
+            _ => None,
+        };
+        // The key to give an order back to, should it not be placed.
+        let metered_key = quota.is_some().then(|| caller.principal.subject.clone());
+        let response = match quota {
+            Some(quota) if !quota.allowed => {
+                tracing::info!(key = %caller.principal.subject, "daily order quota reached");
+                let mut problem = Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "quota-exceeded",
+                    "Quota exceeded",
+                    format!(
+                        "this API key's plan allows {} orders per day; the quota starts over at 00:00 UTC",
+                        quota.limit
+                    ),
+                );
+                problem.retry_after = Some(whole_seconds(quota.reset).max(1));
+                problem.into_response()
+            }
+            _ => {
+                let response = match self.upstream.forward(request, Some(caller.principal)).await {
+                    Ok(response) => response,
+                    Err(err) => err.into_response(),
+                };
+                // Only placed orders count; a refused or failed one is given back.
+                if let Some(key) = metered_key.filter(|_| !response.status().is_success()) {
+                    self.limits.release_order(&key).await;
+                }
+                response
+            }
+        };
+        response
+    }
+}
+
+/// `RateLimit-Limit`, `-Remaining` and `-Reset` (IETF httpapi draft): the
+/// burst, what is left of it, and seconds until it is whole again.
+fn rate_headers(headers: &mut http::HeaderMap, rate: &limits::RateDecision) {
+    headers.insert(RATELIMIT_LIMIT, rate.limit.into());
+    headers.insert(RATELIMIT_REMAINING, rate.remaining.into());
+    headers.insert(RATELIMIT_RESET, whole_seconds(rate.reset).into());
+}
+
+const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+
+/// `duration` rounded up to whole seconds, as HTTP headers count.
+fn whole_seconds(duration: Duration) -> u32 {
+    u32::try_from(duration.as_secs() + u64::from(duration.subsec_nanos() > 0)).unwrap_or(u32::MAX)
 }
 
 impl Gateway {
@@ -255,8 +383,7 @@ pub(crate) struct Caller {
     /// What the experience tier is handed.
     pub(crate) principal: Principal,
     /// The plan of a partner API key (`bronze`, ...), for rate limits and
-    /// quotas; `None` for a JWT.
-    #[allow(dead_code)] // read by the rate limiter, which comes next
+    /// quotas; `None` for a JWT, which is not metered.
     pub(crate) plan: Option<String>,
 }
 

@@ -1,0 +1,414 @@
+//! Rate limits and quotas of partner API keys, by plan (DESIGN.md, "Plans").
+//!
+//! Two limits per key: requests per second with a burst (GCRA: a key may
+//! send `burst` requests at once, then one per `1/rate` seconds), and orders
+//! per UTC day, a business quota counted on `POST /partner/v1/orders`.
+//!
+//! In memory by default (governor's GCRA, lock-free per key). With
+//! `gateway.redis_url` the same GCRA runs inside Redis (one Lua script, on
+//! Redis's clock), so a key's limit holds across every gateway replica.
+//! When Redis does not answer within [`REDIS_TIMEOUT`] the local limiter
+//! stands in (fail open to a per-replica limit rather than refuse traffic),
+//! Redis is left alone for [`REDIS_PAUSE`], a warning is logged once per
+//! outage and [`Limits::fallbacks`] counts the requests decided locally.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    num::NonZeroU32,
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use governor::{
+    Quota, RateLimiter,
+    clock::{Clock, DefaultClock},
+    middleware::StateInformationMiddleware,
+    state::keyed::DefaultKeyedStateStore,
+};
+use serde::Deserialize;
+
+/// Longest wait for Redis on the request path before deciding locally.
+pub const REDIS_TIMEOUT: Duration = Duration::from_millis(100);
+/// How long Redis is left alone after it failed to answer.
+pub const REDIS_PAUSE: Duration = Duration::from_secs(1);
+
+/// `[gateway.plans.NAME]`: one plan's limits. A limit left out is unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    /// Sustained requests per second.
+    pub requests_per_second: Option<NonZeroU32>,
+    /// Requests allowed at once; default `requests_per_second`.
+    pub burst: Option<NonZeroU32>,
+    /// Orders a key may place per UTC day.
+    pub orders_per_day: Option<u64>,
+}
+
+impl Plan {
+    const fn builtin(rate: u32, burst: u32, orders: u64) -> Self {
+        Self { requests_per_second: NonZeroU32::new(rate), burst: NonZeroU32::new(burst), orders_per_day: Some(orders) }
+    }
+
+    /// `(rate, burst)` when requests are limited.
+    fn rate(&self) -> Option<(NonZeroU32, NonZeroU32)> {
+        let rate = self.requests_per_second?;
+        Some((rate, self.burst.unwrap_or(rate)))
+    }
+}
+
+/// The plan of a new key unless another is asked for.
+pub const DEFAULT_PLAN: &str = "bronze";
+
+/// The built-in plans; `[gateway.plans]` overrides them by name or adds more.
+pub fn builtin_plans() -> BTreeMap<String, Plan> {
+    BTreeMap::from([
+        ("bronze".to_owned(), Plan::builtin(10, 20, 1_000)),
+        ("silver".to_owned(), Plan::builtin(100, 200, 10_000)),
+        ("gold".to_owned(), Plan::builtin(1_000, 2_000, 100_000)),
+        ("unmetered".to_owned(), Plan { requests_per_second: None, burst: None, orders_per_day: None }),
+    ])
+}
+
+/// The answer for one request of a rate-limited key, and what its
+/// `RateLimit-*` headers say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateDecision {
+    /// Whether the request may go on.
+    pub allowed: bool,
+    /// The burst: requests the key may send at once.
+    pub limit: u32,
+    /// Requests the key may still send right now.
+    pub remaining: u32,
+    /// Until the key could send a whole burst again.
+    pub reset: Duration,
+    /// When refused: until the next request would be admitted.
+    pub retry_after: Duration,
+}
+
+/// The daily order quota of a key, after one order was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaDecision {
+    /// Whether the order may be placed.
+    pub allowed: bool,
+    /// Orders per day.
+    pub limit: u64,
+    /// Orders counted today, this one included when allowed.
+    pub used: u64,
+    /// Until the quota starts over (next UTC midnight).
+    pub reset: Duration,
+}
+
+type LocalLimiter = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
+
+/// Every plan's limiters; shared by all requests of one gateway.
+pub struct Limits {
+    plans: HashMap<String, PlanLimits>,
+    redis: Option<SharedCounters>,
+    /// Orders per key on this replica today: `(day, count)`.
+    local_orders: Mutex<HashMap<String, (u64, u64)>>,
+    fallbacks: AtomicU64,
+}
+
+struct PlanLimits {
+    plan: Plan,
+    local: Option<LocalLimiter>,
+}
+
+/// Errors building the limits.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `gateway.redis_url` is not a Redis URL.
+    #[error("gateway.redis_url: {0}")]
+    RedisUrl(redis::RedisError),
+    /// A plan with a burst but no rate.
+    #[error("gateway.plans.{0}: a burst needs requests_per_second")]
+    BurstWithoutRate(String),
+}
+
+impl Limits {
+    /// Limits for `plans`, in Redis at `redis_url` when given (connected on
+    /// first use, so a gateway starts while Redis is down).
+    pub fn new(plans: &BTreeMap<String, Plan>, redis_url: Option<&str>) -> Result<Self, Error> {
+        if let Some((name, _)) = plans.iter().find(|(_, p)| p.burst.is_some() && p.requests_per_second.is_none()) {
+            return Err(Error::BurstWithoutRate(name.clone()));
+        }
+        let plans = plans
+            .iter()
+            .map(|(name, plan)| {
+                let local = plan.rate().map(|(rate, burst)| {
+                    RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
+                        .with_middleware::<StateInformationMiddleware>()
+                });
+                (name.clone(), PlanLimits { plan: *plan, local })
+            })
+            .collect();
+        let redis = redis_url.map(SharedCounters::new).transpose()?;
+        Ok(Self { plans, redis, local_orders: Mutex::new(HashMap::new()), fallbacks: AtomicU64::new(0) })
+    }
+
+    /// The limits of `plan`. A plan the configuration no longer knows gets
+    /// the default plan's limits: a key never gains by a configuration slip.
+    pub fn plan(&self, plan: &str) -> Option<Plan> {
+        self.plan_limits(plan).map(|p| p.plan)
+    }
+
+    fn plan_limits(&self, plan: &str) -> Option<&PlanLimits> {
+        self.plans.get(plan).or_else(|| {
+            tracing::warn!(plan, "a key has a plan the configuration does not define; the default plan applies");
+            self.plans.get(DEFAULT_PLAN)
+        })
+    }
+
+    /// Counts one request of `key` (a key id) on `plan`; `None` when the
+    /// plan does not limit requests.
+    pub async fn check_rate(&self, key: &str, plan: &str) -> Option<RateDecision> {
+        let limits = self.plan_limits(plan)?;
+        let (rate, burst) = limits.plan.rate()?;
+        if let Some(redis) = self.redis.as_ref().filter(|r| r.usable())
+            && let Some(decision) = redis.check_rate(key, rate, burst).await
+        {
+            return Some(decision);
+        }
+        self.note_fallback();
+        limits.local.as_ref().map(|local| check_local(local, key, rate, burst))
+    }
+
+    /// Counts one order of `key` against its plan's daily quota; `None`
+    /// when the plan has none. A refused order is not counted; call
+    /// [`Limits::release_order`] when an allowed one was not placed after all.
+    pub async fn reserve_order(&self, key: &str, plan: &str) -> Option<QuotaDecision> {
+        let limit = self.plan_limits(plan)?.plan.orders_per_day?;
+        let (day, reset) = utc_day();
+        if let Some(redis) = self.redis.as_ref().filter(|r| r.usable())
+            && let Some(used) = redis.reserve_order(key, day, limit).await
+        {
+            return Some(QuotaDecision { allowed: used <= limit, limit, used: used.min(limit), reset });
+        }
+        self.note_fallback();
+        let mut orders = self.local_orders.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = orders.entry(key.to_owned()).or_insert((day, 0));
+        if entry.0 != day {
+            *entry = (day, 0);
+        }
+        let allowed = entry.1 < limit;
+        if allowed {
+            entry.1 += 1;
+        }
+        Some(QuotaDecision { allowed, limit, used: entry.1, reset })
+    }
+
+    /// Gives back an order [`Limits::reserve_order`] counted but that was
+    /// not placed (refused, invalid, failed).
+    pub async fn release_order(&self, key: &str) {
+        let (day, _) = utc_day();
+        if let Some(redis) = self.redis.as_ref().filter(|r| r.usable())
+            && redis.release_order(key, day).await
+        {
+            return;
+        }
+        let mut orders = self.local_orders.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = orders.get_mut(key).filter(|e| e.0 == day) {
+            entry.1 = entry.1.saturating_sub(1);
+        }
+    }
+
+    /// Orders `key` placed today, without counting one.
+    pub async fn orders_today(&self, key: &str) -> u64 {
+        let (day, _) = utc_day();
+        if let Some(redis) = self.redis.as_ref().filter(|r| r.usable())
+            && let Some(used) = redis.orders_today(key, day).await
+        {
+            return used;
+        }
+        let orders = self.local_orders.lock().unwrap_or_else(|e| e.into_inner());
+        orders.get(key).filter(|e| e.0 == day).map_or(0, |e| e.1)
+    }
+
+    /// Requests decided by the local limiter because Redis, configured,
+    /// did not answer.
+    pub fn fallbacks(&self) -> u64 {
+        self.fallbacks.load(Ordering::Relaxed)
+    }
+
+    fn note_fallback(&self) {
+        if self.redis.is_some() {
+            self.fallbacks.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn check_local(limiter: &LocalLimiter, key: &str, rate: NonZeroU32, burst: NonZeroU32) -> RateDecision {
+    let limit = burst.get();
+    // One request's capacity comes back every `interval`.
+    let interval = Duration::from_secs(1) / rate.get();
+    match limiter.check_key(&key.to_owned()) {
+        Ok(state) => {
+            let remaining = state.remaining_burst_capacity();
+            RateDecision {
+                allowed: true,
+                limit,
+                remaining,
+                reset: interval * (limit - remaining),
+                retry_after: Duration::ZERO,
+            }
+        }
+        Err(not_until) => {
+            let retry_after = not_until.wait_time_from(limiter.clock().now());
+            RateDecision { allowed: false, limit, remaining: 0, reset: interval * limit, retry_after }
+        }
+    }
+}
+
+/// Days since the Unix epoch (UTC), and the time left in this one.
+fn utc_day() -> (u64, Duration) {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let day = now.as_secs() / 86_400;
+    (day, Duration::from_secs((day + 1) * 86_400).saturating_sub(now))
+}
+
+/// The counters in Redis, shared by every replica.
+struct SharedCounters {
+    client: redis::Client,
+    connection: tokio::sync::OnceCell<redis::aio::ConnectionManager>,
+    /// Unix ms before which Redis is not asked (after a failure).
+    paused_until: AtomicU64,
+    /// Whether the last attempt failed: the outage is logged once.
+    down: AtomicBool,
+    gcra: redis::Script,
+    reserve: redis::Script,
+}
+
+/// GCRA on Redis's clock, in microseconds. The state is the key's
+/// theoretical arrival time (TAT); a request is admitted when the new TAT
+/// is at most `burst` intervals ahead of now. Returns `{allowed,
+/// remaining, reset_us, retry_after_us}`.
+const GCRA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local tolerance = interval * tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + interval
+if new_tat - now > tolerance then
+  return {0, 0, tat - now, new_tat - tolerance - now}
+end
+redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000))
+return {1, math.floor((now + tolerance - new_tat) / interval), new_tat - now, 0}
+";
+
+/// Counts one order unless the quota is used up; returns the count, or
+/// `limit + 1` when refused. The counter expires a day after its day ends.
+const RESERVE: &str = r"
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], 172800) end
+if n > tonumber(ARGV[1]) then
+  redis.call('DECR', KEYS[1])
+end
+return n
+";
+
+impl SharedCounters {
+    fn new(url: &str) -> Result<Self, Error> {
+        Ok(Self {
+            client: redis::Client::open(url).map_err(Error::RedisUrl)?,
+            connection: tokio::sync::OnceCell::new(),
+            paused_until: AtomicU64::new(0),
+            down: AtomicBool::new(false),
+            gcra: redis::Script::new(GCRA),
+            reserve: redis::Script::new(RESERVE),
+        })
+    }
+
+    fn usable(&self) -> bool {
+        self.paused_until.load(Ordering::Relaxed) <= now_ms()
+    }
+
+    /// Runs `call` on the shared connection within [`REDIS_TIMEOUT`];
+    /// `None` (and a pause) when Redis does not answer.
+    async fn run<T, F, Fut>(&self, call: F) -> Option<T>
+    where
+        F: FnOnce(redis::aio::ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let attempt = async {
+            let connection = self
+                .connection
+                .get_or_try_init(|| {
+                    let config = redis::aio::ConnectionManagerConfig::new()
+                        .set_connection_timeout(Some(REDIS_TIMEOUT))
+                        .set_response_timeout(Some(REDIS_TIMEOUT))
+                        .set_number_of_retries(1);
+                    redis::aio::ConnectionManager::new_with_config(self.client.clone(), config)
+                })
+                .await?
+                .clone();
+            call(connection).await
+        };
+        match tokio::time::timeout(REDIS_TIMEOUT, attempt).await {
+            Ok(Ok(value)) => {
+                if self.down.swap(false, Ordering::Relaxed) {
+                    tracing::info!("Redis answers again: rate limits are shared across replicas again");
+                }
+                Some(value)
+            }
+            outcome => {
+                self.paused_until.store(now_ms() + REDIS_PAUSE.as_millis() as u64, Ordering::Relaxed);
+                if !self.down.swap(true, Ordering::Relaxed) {
+                    let error = match outcome {
+                        Ok(Err(err)) => err.to_string(),
+                        _ => "timed out".to_owned(),
+                    };
+                    tracing::warn!(%error, "Redis unavailable: rate limits and quotas are per replica until it is back");
+                }
+                None
+            }
+        }
+    }
+
+    async fn check_rate(&self, key: &str, rate: NonZeroU32, burst: NonZeroU32) -> Option<RateDecision> {
+        let interval_us = 1_000_000 / u64::from(rate.get());
+        let mut invocation = self.gcra.key(format!("erp-connect:rate:{key}"));
+        invocation.arg(interval_us).arg(burst.get());
+        let (allowed, remaining, reset_us, retry_us): (u8, u32, u64, u64) =
+            self.run(move |mut c| async move { invocation.invoke_async(&mut c).await }).await?;
+        Some(RateDecision {
+            allowed: allowed == 1,
+            limit: burst.get(),
+            remaining,
+            reset: Duration::from_micros(reset_us),
+            retry_after: Duration::from_micros(retry_us),
+        })
+    }
+
+    async fn reserve_order(&self, key: &str, day: u64, limit: u64) -> Option<u64> {
+        let mut invocation = self.reserve.key(orders_key(key, day));
+        invocation.arg(limit);
+        self.run(move |mut c| async move { invocation.invoke_async(&mut c).await }).await
+    }
+
+    async fn release_order(&self, key: &str, day: u64) -> bool {
+        let counter = orders_key(key, day);
+        self.run(move |mut c| async move { redis::cmd("DECR").arg(counter).query_async::<i64>(&mut c).await })
+            .await
+            .is_some()
+    }
+
+    async fn orders_today(&self, key: &str, day: u64) -> Option<u64> {
+        let counter = orders_key(key, day);
+        self.run(move |mut c| async move { redis::cmd("GET").arg(counter).query_async::<Option<u64>>(&mut c).await })
+            .await
+            .map(Option::unwrap_or_default)
+    }
+}
+
+fn orders_key(key: &str, day: u64) -> String {
+    format!("erp-connect:orders:{key}:{day}")
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}

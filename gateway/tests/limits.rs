@@ -1,0 +1,246 @@
+//! Rate limits and daily order quotas of partner API keys, through the
+//! gateway's router: the `RateLimit-*` headers, 429 problems with
+//! `Retry-After`, `/partner/v1/usage`; two replicas sharing Redis
+//! (127.0.0.1:6379) and a PostgreSQL key store hold one limit between them
+//! and both see a revocation; with Redis down, each falls back to its own
+//! limit instead of refusing traffic.
+//!
+//! The experience tier is a stand-in that answers 201 to an order (422 when
+//! its body says so) and 200 otherwise: these tests are about the gateway.
+
+use std::{
+    collections::BTreeMap,
+    num::NonZeroU32,
+    time::{Duration, Instant},
+};
+
+use axum::{Extension, Router, body::Body, extract::Request, routing::any};
+use gateway::{
+    auth::Authenticator,
+    key_store::{KeyStore, NewKey},
+    keys::ApiKey,
+    limits::{Limits, Plan},
+    router_with_limits,
+    upstream::Upstream,
+};
+use http::{Method, StatusCode};
+use platform::principal::Principal;
+use tower::ServiceExt;
+
+/// A stand-in experience tier: orders are created (201) unless the body
+/// asks for a refusal (422); everything else is 200.
+fn experience() -> Router {
+    Router::new().fallback(any(|Extension(_): Extension<Principal>, request: Request| async move {
+        let post = request.method() == Method::POST;
+        let body = axum::body::to_bytes(request.into_body(), 1024).await.unwrap_or_default();
+        match (post, body.as_ref()) {
+            (true, b"refuse") => StatusCode::UNPROCESSABLE_ENTITY,
+            (true, _) => StatusCode::CREATED,
+            _ => StatusCode::OK,
+        }
+    }))
+}
+
+fn gateway(store: &KeyStore, limits: Limits) -> Router {
+    let auth = Authenticator::new(&[], 30).expect("auth").with_api_keys(store.clone());
+    router_with_limits(auth, Upstream::InProcess(experience()), None, limits)
+}
+
+/// `bronze`'s limits, smaller: 2 requests/s, a burst of 4, 2 orders a day.
+fn small_plans() -> BTreeMap<String, Plan> {
+    let mut plans = gateway::limits::builtin_plans();
+    plans.insert(
+        "bronze".into(),
+        Plan { requests_per_second: NonZeroU32::new(2), burst: NonZeroU32::new(4), orders_per_day: Some(2) },
+    );
+    plans
+}
+
+async fn new_key(store: &KeyStore, plan: &str) -> (String, ApiKey) {
+    let new = NewKey {
+        partner: "acme".into(),
+        scopes: vec!["orders:read".into(), "orders:write".into()],
+        plan: plan.into(),
+        expires_at: None,
+    };
+    let (record, key) = store.create(new, gateway::key_store::now_ms() / 1000).await.expect("create key");
+    (record.id, key)
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: serde_json::Value,
+}
+
+async fn call(app: &Router, method: Method, path: &str, key: &ApiKey, body: &'static str) -> Reply {
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("x-api-key", key.expose())
+        .header("content-type", "application/json")
+        .body(Body::from(body))
+        .expect("request");
+    let response = app.clone().oneshot(request).await.expect("response");
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, 64 * 1024).await.expect("body");
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    }
+}
+
+fn header(reply: &Reply, name: &str) -> Option<u64> {
+    reply.headers.get(name)?.to_str().ok()?.parse().ok()
+}
+
+fn assert_limited(reply: &Reply, kind: &str) {
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS, "{:?}", reply.body);
+    assert_eq!(reply.headers["content-type"], "application/problem+json");
+    assert_eq!(reply.body["type"], format!("https://erp-connect.dev/problems/{kind}"));
+    assert!(header(reply, "retry-after").is_some_and(|s| s >= 1), "{:?}", reply.headers);
+}
+
+#[tokio::test]
+async fn a_key_gets_its_burst_then_429_with_retry_after_and_every_answer_says_what_is_left() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = KeyStore::open(None, dir.path()).await.expect("store");
+    let app = gateway(&store, Limits::new(&small_plans(), None).expect("limits"));
+    let (_, key) = new_key(&store, "bronze").await;
+
+    // A burst of 4 at once; the clock may give back one more in between.
+    let mut remaining = Vec::new();
+    let mut refused = None;
+    for _ in 0..8 {
+        let reply = call(&app, Method::GET, "/partner/v1/orders", &key, "").await;
+        assert_eq!(header(&reply, "ratelimit-limit"), Some(4), "{:?}", reply.headers);
+        if reply.status == StatusCode::OK {
+            remaining.push(header(&reply, "ratelimit-remaining").expect("remaining"));
+        } else {
+            refused = Some(reply);
+            break;
+        }
+    }
+    assert!((4..=5).contains(&remaining.len()), "admitted {remaining:?}");
+    assert_eq!(&remaining[..3], &[3, 2, 1]);
+    let refused = refused.expect("the burst ends in a 429");
+    assert_limited(&refused, "rate-limited");
+    assert_eq!(header(&refused, "ratelimit-remaining"), Some(0));
+    assert!(header(&refused, "ratelimit-reset").is_some_and(|s| (1..=2).contains(&s)));
+
+    // Another key of the same plan has its own budget.
+    let (_, other) = new_key(&store, "bronze").await;
+    assert_eq!(call(&app, Method::GET, "/partner/v1/orders", &other, "").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn orders_beyond_the_daily_quota_are_refused_and_refused_orders_do_not_count() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = KeyStore::open(None, dir.path()).await.expect("store");
+    let mut plans = small_plans();
+    plans.get_mut("bronze").expect("bronze").requests_per_second = NonZeroU32::new(1000);
+    plans.get_mut("bronze").expect("bronze").burst = NonZeroU32::new(1000);
+    let app = gateway(&store, Limits::new(&plans, None).expect("limits"));
+    let (_, key) = new_key(&store, "bronze").await;
+
+    let order = |body| call(&app, Method::POST, "/partner/v1/orders", &key, body);
+    assert_eq!(order("refuse").await.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(order("{}").await.status, StatusCode::CREATED);
+    assert_eq!(order("{}").await.status, StatusCode::CREATED, "the refused order gave its place back");
+    assert_limited(&order("{}").await, "quota-exceeded");
+    // Reads are not orders.
+    assert_eq!(call(&app, Method::GET, "/partner/v1/orders", &key, "").await.status, StatusCode::OK);
+
+    let usage = call(&app, Method::GET, "/partner/v1/usage", &key, "").await;
+    assert_eq!(usage.status, StatusCode::OK);
+    assert_eq!(usage.body["plan"], "bronze");
+    assert_eq!((usage.body["orders_per_day"].as_u64(), usage.body["orders_today"].as_u64()), (Some(2), Some(2)));
+    assert_eq!(usage.body["requests_per_second"], 1000);
+    assert_eq!(usage.body["burst"], 1000);
+    assert!(usage.body["requests_remaining"].as_u64().is_some_and(|r| r < 1000), "{}", usage.body);
+}
+
+#[tokio::test]
+async fn an_unmetered_key_gets_no_limit_and_no_headers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = KeyStore::open(None, dir.path()).await.expect("store");
+    let app = gateway(&store, Limits::new(&small_plans(), None).expect("limits"));
+    let (_, key) = new_key(&store, "unmetered").await;
+    for _ in 0..50 {
+        let reply = call(&app, Method::POST, "/partner/v1/orders", &key, "{}").await;
+        assert_eq!(reply.status, StatusCode::CREATED);
+        assert!(reply.headers.get("ratelimit-limit").is_none());
+    }
+    let usage = call(&app, Method::GET, "/partner/v1/usage", &key, "").await;
+    assert_eq!(usage.body["plan"], "unmetered");
+    assert!(usage.body["orders_per_day"].is_null() && usage.body["burst"].is_null(), "{}", usage.body);
+}
+
+/// A fresh Redis database number is not needed: key ids are unique per key.
+const REDIS: &str = "redis://127.0.0.1:6379";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_sharing_redis_hold_one_limit_and_both_see_a_revocation() {
+    let pg = platform::database::ScratchPostgres::create("gateway_limits").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stores = [
+        KeyStore::open(Some(&pg.url()), dir.path()).await.expect("store a"),
+        KeyStore::open(Some(&pg.url()), dir.path()).await.expect("store b"),
+    ];
+    let replicas = [
+        gateway(&stores[0], Limits::new(&small_plans(), Some(REDIS)).expect("limits a")),
+        gateway(&stores[1], Limits::new(&small_plans(), Some(REDIS)).expect("limits b")),
+    ];
+    let (id, key) = new_key(&stores[0], "bronze").await;
+
+    // 40 requests at once, half to each replica. Per-replica limits would
+    // admit a burst on each (8); a shared one admits the burst (4) plus
+    // what the rate gave back while the requests were in flight.
+    let start = Instant::now();
+    let replies = futures_util::future::join_all(
+        (0..40).map(|i| call(&replicas[i % 2], Method::GET, "/partner/v1/orders", &key, "")),
+    )
+    .await;
+    let elapsed = start.elapsed();
+    let admitted = replies.iter().filter(|r| r.status == StatusCode::OK).count();
+    let refused: Vec<&Reply> = replies.iter().filter(|r| r.status != StatusCode::OK).collect();
+    let bound = 4 + (elapsed.as_secs_f64() * 2.0).ceil() as usize;
+    assert!(admitted >= 4 && admitted <= bound, "admitted {admitted} in {elapsed:?}, limit + burst {bound}");
+    for reply in refused {
+        assert_limited(reply, "rate-limited");
+    }
+
+    // Revoked through replica A's store; both refuse it within 5 s.
+    let admin = stores[0].revoke(&id, gateway::key_store::now_ms() / 1000).await.expect("revoke");
+    assert!(admin.revoked_at.is_some());
+    let revoked = Instant::now();
+    for replica in &replicas {
+        loop {
+            let status = call(replica, Method::GET, "/partner/v1/usage", &key, "").await.status;
+            if status == StatusCode::UNAUTHORIZED {
+                break;
+            }
+            assert!(revoked.elapsed() < Duration::from_secs(5), "still {status} 5 s after the revocation");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn with_redis_down_each_replica_keeps_its_own_limit() {
+    // A port nothing listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = KeyStore::open(None, dir.path()).await.expect("store");
+    let limits = Limits::new(&small_plans(), Some(&format!("redis://127.0.0.1:{port}"))).expect("limits");
+    let app = gateway(&store, limits);
+    let (_, key) = new_key(&store, "bronze").await;
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        statuses.push(call(&app, Method::GET, "/partner/v1/orders", &key, "").await.status);
+    }
+    let admitted = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    assert!((4..=6).contains(&admitted), "the local limit stands in: {statuses:?}");
+    assert_eq!(statuses[0], StatusCode::OK, "Redis being down refuses nobody");
+}
