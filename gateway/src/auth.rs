@@ -697,6 +697,51 @@ mod tests {
     }
 
     #[test]
+    fn a_refresh_keeps_unchanged_keys_withdraws_changed_ones_and_skips_unusable_ones() {
+        let (_dir, idp, _) = setup();
+        let (_other_dir, other, _) = setup();
+        let ring = KeyRing::default();
+        let rules = IssuerRules {
+            issuer: crate::dev_idp::ISSUER.to_owned(),
+            audiences: default_audiences(),
+            algorithms: default_algorithms(),
+            leeway_secs: 30,
+            source: 1,
+        };
+        let jwks = |value: serde_json::Value| -> JwkSet { serde_json::from_value(value).expect("jwks") };
+        let kid = idp.jwks()["keys"][0]["kid"].as_str().expect("kid").to_owned();
+        ring.replace(&rules, &jwks(idp.jwks())).expect("installed");
+        let first = ring.get(&kid).expect("trusted");
+
+        assert_eq!(ring.replace(&rules, &jwks(idp.jwks())).expect("same set"), "0 added, 1 kept, 0 removed, 0 skipped");
+        assert!(Arc::ptr_eq(&first, &ring.get(&kid).expect("trusted")), "an unchanged key is the same key");
+
+        // The provider reuses the kid for other key material, and adds an
+        // encryption key: the old key is withdrawn, the other one skipped.
+        let mut changed = other.jwks();
+        changed["keys"][0]["kid"] = kid.clone().into();
+        let mut encryption = other.jwks()["keys"][0].clone();
+        encryption["use"] = "enc".into();
+        changed["keys"].as_array_mut().expect("keys").push(encryption);
+        ring.replace(&rules, &jwks(changed)).expect("replaced");
+        assert!(first.withdrawn.load(Ordering::Acquire));
+        assert!(!Arc::ptr_eq(&first, &ring.get(&kid).expect("trusted")));
+
+        // Nothing usable: refused, and the keys there are stay.
+        let mut unusable = other.jwks();
+        unusable["keys"][0]["use"] = "enc".into();
+        assert!(ring.replace(&rules, &jwks(unusable)).is_err());
+        assert!(ring.get(&kid).is_some());
+        // A kid of another issuer is never taken over.
+        let foreign = IssuerRules { source: 2, ..rules.clone() };
+        ring.replace(&foreign, &jwks(other.jwks())).expect("installed");
+        let mut clash = idp.jwks();
+        clash["keys"][0]["kid"] = other.jwks()["keys"][0]["kid"].clone();
+        ring.replace(&rules, &jwks(clash)).expect("applied without the clashing key");
+        assert_eq!(ring.get(other.jwks()["keys"][0]["kid"].as_str().expect("kid")).expect("kept").source, 2);
+    }
+
+    #[test]
     fn alg_none_is_refused() {
         let (_dir, idp, auth) = setup();
         let token = idp.mint(&request("erp-connect", Duration::from_secs(60))).expect("mint");
