@@ -193,7 +193,44 @@ pub fn router_with_limits(
         .layer(SetHeader::if_not_present(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
         .layer(SetHeader::if_not_present(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
         .layer(SetHeader::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+        .layer(axum::middleware::from_fn(limit_request_head))
         .layer(axum::middleware::from_fn(platform::request_id::ensure))
+}
+
+/// Longest URI (path and query) accepted; far beyond any documented
+/// parameter, short enough that logs and caches stay sane.
+pub const MAX_URI_BYTES: usize = 4 * 1024;
+/// Most request headers accepted, and their total size (names and values).
+pub const MAX_HEADERS: usize = 64;
+/// See [`MAX_HEADERS`].
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// Refuses an oversized request head (414, 431) before any credential is
+/// looked at: hyper's own bounds (100 headers, ~400 KB) are far above what
+/// any client of this API sends.
+async fn limit_request_head(request: Request, next: axum::middleware::Next) -> Response {
+    let uri = request.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if uri > MAX_URI_BYTES {
+        return Problem::new(
+            StatusCode::URI_TOO_LONG,
+            "uri-too-long",
+            "URI too long",
+            format!("the path and query may be at most {MAX_URI_BYTES} bytes"),
+        )
+        .into_response();
+    }
+    let headers = request.headers();
+    let bytes: usize = headers.iter().map(|(name, value)| name.as_str().len() + value.len()).sum();
+    if headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES {
+        return Problem::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers-too-large",
+            "Request header fields too large",
+            format!("at most {MAX_HEADERS} headers of {MAX_HEADER_BYTES} bytes in all"),
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 /// Lets the browsers of `origins` call the web shop's routes from their
@@ -283,7 +320,7 @@ impl Gateway {
         };
         // The key to give an order back to, should it not be placed.
         let metered_key = quota.is_some().then(|| caller.principal.subject.clone());
-        let response = match quota {
+        match quota {
             Some(quota) if !quota.allowed => {
                 tracing::info!(key = %caller.principal.subject, "daily order quota reached");
                 let mut problem = Problem::new(
@@ -309,8 +346,7 @@ impl Gateway {
                 }
                 response
             }
-        };
-        response
+        }
     }
 }
 
@@ -343,12 +379,11 @@ impl Gateway {
         };
         match credential {
             Some(text) if api_key.is_some() || keys::ApiKey::looks_like_key(text) => self.verify_key(text).await,
-            _ => credential.ok_or(auth::Error::Missing).and_then(|t| self.auth.verify(t)).map(Caller::jwt).map_err(
-                |err| {
-                    tracing::info!(error = %err, "credential refused");
-                    Problem::unauthorized(err.to_string()).into_response()
-                },
-            ),
+            Some(token) => self.auth.verify_with_refresh(token).await.map(Caller::jwt).map_err(|err| {
+                tracing::info!(error = %err, "credential refused");
+                Problem::unauthorized(err.to_string()).into_response()
+            }),
+            None => Err(Problem::unauthorized(auth::Error::Missing.to_string()).into_response()),
         }
     }
 
@@ -600,6 +635,66 @@ mod tests {
         assert_eq!(response.status(), StatusCode::OK);
         let body = axum::body::to_bytes(response.into_body(), 1024).await.expect("body");
         assert_eq!(&body[..], b"ord_42");
+    }
+
+    #[tokio::test]
+    async fn an_oversized_request_head_is_refused_before_anything_else() {
+        let (_dir, idp, app) = gateway();
+        let token = token(&idp, "orders:read");
+        let send = |request: Request| app.clone().oneshot(request);
+        let long_query = format!("/partner/v1/orders?page_token={}", "a".repeat(MAX_URI_BYTES));
+        let mut many_headers = Request::builder().uri("/partner/v1/orders");
+        for i in 0..=MAX_HEADERS {
+            many_headers = many_headers.header(format!("x-filler-{i}"), "1");
+        }
+        let big_header = Request::builder().uri("/partner/v1/orders").header("x-filler", "a".repeat(MAX_HEADER_BYTES));
+        for (request, status) in [
+            (Request::builder().uri(long_query), StatusCode::URI_TOO_LONG),
+            (many_headers, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
+            (big_header, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
+        ] {
+            let request =
+                request.header(header::AUTHORIZATION, format!("Bearer {token}")).body(Body::empty()).expect("request");
+            let response = send(request).await.expect("response");
+            assert_eq!(response.status(), status);
+            assert_eq!(response.headers()[header::CONTENT_TYPE], "application/problem+json");
+        }
+        let fine = Request::builder()
+            .uri("/partner/v1/orders?page_size=10")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::empty())
+            .expect("request");
+        assert_eq!(send(fine).await.expect("response").status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn an_experience_tier_that_does_not_answer_in_time_is_a_504_problem() {
+        // Accepts connections and never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                open.push(socket);
+            }
+        });
+        let dir = tempfile::tempdir().expect("tempdir");
+        let idp = DevIdp::load_or_create(dir.path()).expect("idp");
+        let jwks = serde_json::from_value(idp.jwks()).expect("jwks");
+        let auth = auth::Authenticator::new(&[(dev_idp::ISSUER.to_owned(), vec!["erp-connect".to_owned()], jwks)], 30)
+            .expect("auth");
+        let signer = platform::principal::PrincipalSigner::new(&[7; 32]).expect("signer");
+        let upstream = upstream::Upstream::http(&url, signer, Duration::from_millis(200)).expect("upstream");
+        let app = router(auth, upstream, None);
+        let request = Request::builder()
+            .uri("/partner/v1/orders")
+            .header(header::AUTHORIZATION, format!("Bearer {}", token(&idp, "orders:read")))
+            .body(Body::empty())
+            .expect("request");
+        let response = app.oneshot(request).await.expect("response");
+        assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/problem+json");
+        held.abort();
     }
 
     #[tokio::test]

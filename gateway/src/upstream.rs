@@ -12,7 +12,7 @@ use axum::{
     body::Body,
     response::{IntoResponse, Response},
 };
-use http::{HeaderName, Request, Uri, header};
+use http::{HeaderName, Request, StatusCode, Uri, header};
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
@@ -43,9 +43,19 @@ pub enum Error {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         match self {
-            Error::Unreachable(_) | Error::Timeout => {
+            Error::Unreachable(_) => {
                 tracing::warn!(error = %self, "experience tier unavailable");
                 Problem::unavailable("the service is unavailable; retry later", 5).into_response()
+            }
+            Error::Timeout => {
+                tracing::warn!(error = %self, "experience tier too slow");
+                Problem::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "timeout",
+                    "Gateway timeout",
+                    "the service did not answer in time; a retry with the same Idempotency-Key is safe",
+                )
+                .into_response()
             }
             err => {
                 tracing::error!(error = %err, "forwarding failed");
