@@ -150,6 +150,10 @@ impl Config {
             gateway::auth::read_jwks_file(issuer)
                 .map_err(|e| Error::Invalid { key: "gateway.issuers", reason: e.to_string() })?;
         }
+        for issuer in &self.process.service_issuers {
+            crate::service_auth::validate_issuer(issuer)
+                .map_err(|e| Error::Invalid { key: "process.service_issuers", reason: e.to_string() })?;
+        }
         if self.mode == Mode::Production && self.gateway.issuers.is_empty() {
             return Err(Error::Invalid {
                 key: "gateway.issuers",

@@ -4,6 +4,8 @@
 //! - [`config`]: the configuration file and environment overrides.
 //! - [`up`]: all tiers in one process, composed in-process.
 //! - [`serve`]: one tier per process, talking gRPC/HTTP to the next.
+//! - [`service_auth`]: service JWTs from internal callers to the process
+//!   tier in `serve` mode.
 //! - [`token`]: dev tokens from the dev identity provider.
 //! - [`reconcile`]: `erp-connect reconcile`, the order-to-cash invariants.
 //!
@@ -13,6 +15,7 @@
 pub mod config;
 pub mod reconcile;
 pub mod serve;
+pub mod service_auth;
 pub mod token;
 pub mod up;
 

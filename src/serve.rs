@@ -2,6 +2,10 @@
 //! the next over the network at the address in the configuration: gateway →
 //! experience over HTTP, experience → process and process → system over
 //! gRPC (HTTP/2, connections reused).
+//!
+//! The process tier admits only calls with a service JWT (reflection and
+//! health excepted), and the experience tier sends its own on every call;
+//! see [`crate::service_auth`].
 
 use std::net::SocketAddr;
 
@@ -49,12 +53,21 @@ impl Tier {
             }
             Target::Process => {
                 let system = channel::connect_lazy(&config.process.system_url, config.process.system_timeout)?;
+                let auth = crate::service_auth::authenticator(config)?;
                 let process =
                     process_apis::ProcessTier::start(&config.process, &config.data_dir, system, tasks.clone()).await?;
-                Server::Grpc(process.routes())
+                Server::Grpc(crate::service_auth::require_service_token(
+                    process.routes(),
+                    auth,
+                    &config.process.service_subjects,
+                ))
             }
             Target::Experience => {
-                let process = channel::connect_lazy(&config.experience.process_url, config.experience.process_timeout)?;
+                let token = crate::service_auth::service_token(config)?;
+                let process = channel::with_authorization(
+                    channel::connect_lazy(&config.experience.process_url, config.experience.process_timeout)?,
+                    move || token.header(),
+                );
                 let router = experience_apis::router(experience_apis::Upstreams::new(process));
                 Server::Http(experience_apis::require_signed_principal(router, crate::principal_signer(config)?))
             }

@@ -5,6 +5,10 @@
 //! gRPC channels, so the same generated clients, servers and contracts run
 //! as in `serve` mode, minus the sockets. The process tier's gRPC API is
 //! also served on its own port for internal callers.
+//!
+//! No service token travels between the tiers here: the experience tier's
+//! calls never leave the process, so there is no network caller to tell
+//! apart (`serve` mode checks them; see [`crate::service_auth`]).
 
 use std::net::SocketAddr;
 

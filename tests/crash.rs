@@ -22,7 +22,7 @@ use erp_connect_proto::{
     payments::v1::{self as pay, payment_service_client::PaymentServiceClient},
 };
 use futures_util::StreamExt;
-use harness::{BIN, ChildrensSystem, ProcessTier};
+use harness::{BIN, ChildrensSystem, ProcessChannel, ProcessTier, with_token};
 use process_apis::order_to_cash::store::Store;
 use tonic::transport::Channel;
 
@@ -38,15 +38,22 @@ fn random_below(n: u64) -> u64 {
     getrandom::u64().expect("randomness") % n
 }
 
-async fn client(addr: SocketAddr) -> OrderToCashServiceClient<Channel> {
-    OrderToCashServiceClient::new(Channel::from_shared(format!("http://{addr}")).expect("uri").connect_lazy())
+async fn client(addr: SocketAddr, token: &str) -> OrderToCashServiceClient<ProcessChannel> {
+    OrderToCashServiceClient::new(with_token(
+        Channel::from_shared(format!("http://{addr}")).expect("uri").connect_lazy(),
+        token,
+    ))
 }
 
 /// Like a client that keeps its idempotency key: retries until the
 /// process tier (being killed meanwhile) answers.
-async fn place(addr: &tokio::sync::watch::Receiver<SocketAddr>, request: o2c::PlaceOrderRequest) -> o2c::Order {
+async fn place(
+    addr: &tokio::sync::watch::Receiver<SocketAddr>,
+    token: &str,
+    request: o2c::PlaceOrderRequest,
+) -> o2c::Order {
     for _ in 0..600 {
-        let mut orders = client(*addr.borrow()).await;
+        let mut orders = client(*addr.borrow(), token).await;
         match orders.place_order(request.clone()).await {
             Ok(order) => return order.into_inner(),
             Err(status)
@@ -103,6 +110,7 @@ async fn sigkilled_process_tier_loses_no_order_and_charges_nobody_twice() {
     });
     let placing = (0..ORDERS).map(|i| {
         let addr = addr_rx.clone();
+        let token = system.service_token.clone();
         async move {
             let (tenant, payment) = match i % 6 {
                 0 => ("acme", Payment::OnAccount(true)),
@@ -119,7 +127,7 @@ async fn sigkilled_process_tier_loses_no_order_and_charges_nobody_twice() {
                 payment: Some(payment),
                 ..Default::default()
             };
-            place(&addr, request).await
+            place(&addr, &token, request).await
         }
     });
     let accepted = futures_util::future::join_all(placing).await;
@@ -128,7 +136,7 @@ async fn sigkilled_process_tier_loses_no_order_and_charges_nobody_twice() {
     assert_eq!(ids.len(), ORDERS, "one order per idempotency key");
 
     // Finish every order: pay the on-account ones, ship whatever waits.
-    let mut orders = client(tier.addr).await;
+    let mut orders = client(tier.addr, &system.service_token).await;
     let mut finished: HashMap<String, o2c::Order> = HashMap::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     while finished.len() < ORDERS {

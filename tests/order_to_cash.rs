@@ -20,13 +20,13 @@ use erp_connect_proto::{
     },
     payments::v1::{self as pay, payment_service_client::PaymentServiceClient},
 };
-use harness::{Running, quick_sagas, spawn_serve_with};
+use harness::{ProcessChannel, Running, quick_sagas, spawn_serve_with, with_token};
 use tokio_stream::StreamExt;
 use tonic::{Code, transport::Channel};
 
 struct Flow {
     app: Running,
-    orders: OrderToCashServiceClient<Channel>,
+    orders: OrderToCashServiceClient<ProcessChannel>,
     system: Channel,
 }
 
@@ -40,7 +40,8 @@ async fn channel(addr: SocketAddr) -> Channel {
 
 async fn start() -> Flow {
     let app = spawn_serve_with(quick_sagas).await;
-    let orders = OrderToCashServiceClient::new(channel(addr(&app, Target::Process)).await);
+    let orders =
+        OrderToCashServiceClient::new(with_token(channel(addr(&app, Target::Process)).await, &app.service_token()));
     let system = channel(addr(&app, Target::System)).await;
     Flow { app, orders, system }
 }

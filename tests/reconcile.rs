@@ -42,7 +42,7 @@ async fn reconcile(app: &Running) -> (bool, String) {
 #[tokio::test]
 async fn reconcile_holds_for_sound_orders_and_names_a_paid_order_whose_erp_order_was_cancelled() {
     let app = spawn_serve_with(quick_sagas).await;
-    let mut orders = OrderToCashServiceClient::new(channel(&app, Target::Process));
+    let mut orders = OrderToCashServiceClient::new(app.grpc_channel(Target::Process));
     let request = o2c::PlaceOrderRequest {
         idempotency_key: "reconcile-1".into(),
         tenant: "web".into(),

@@ -15,7 +15,7 @@ use erp_connect_proto::{
     },
     payments::v1::{self as pay, payment_service_client::PaymentServiceClient},
 };
-use harness::{ChildrensSystem, ProcessTier};
+use harness::{ChildrensSystem, ProcessChannel, ProcessTier, with_token};
 use sqlx::{Connection, PgConnection};
 use tonic::transport::Channel;
 
@@ -48,8 +48,11 @@ impl Database {
     }
 }
 
-fn client(addr: std::net::SocketAddr) -> OrderToCashServiceClient<Channel> {
-    OrderToCashServiceClient::new(Channel::from_shared(format!("http://{addr}")).expect("uri").connect_lazy())
+fn client(addr: std::net::SocketAddr, token: &str) -> OrderToCashServiceClient<ProcessChannel> {
+    OrderToCashServiceClient::new(with_token(
+        Channel::from_shared(format!("http://{addr}")).expect("uri").connect_lazy(),
+        token,
+    ))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,7 +63,7 @@ async fn a_dead_replicas_sagas_are_finished_by_another_acting_once_per_step() {
     let (first, second) = (ProcessTier::start(&config_file), ProcessTier::start(&config_file));
 
     // Orders go to the first replica, which dies with its sagas in flight.
-    let mut orders = client(first.addr);
+    let mut orders = client(first.addr, &system.service_token);
     let mut ids = Vec::new();
     for i in 0..20 {
         let token = if i % 2 == 0 { "tok_visa" } else { "tok_processingError" };
@@ -77,7 +80,7 @@ async fn a_dead_replicas_sagas_are_finished_by_another_acting_once_per_step() {
     first.kill();
 
     // The survivor sees the same orders (one store) and finishes them.
-    let mut survivor = client(second.addr);
+    let mut survivor = client(second.addr, &system.service_token);
     let mut done: HashMap<String, o2c::Order> = HashMap::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while done.len() < ids.len() {

@@ -106,9 +106,7 @@ async fn process_order(app: &Running, id: &str) -> erp_connect_proto::order_to_c
     use erp_connect_proto::order_to_cash::v1::{
         GetOrderRequest, order_to_cash_service_client::OrderToCashServiceClient,
     };
-    let addr = app.grpc.iter().find(|(t, _)| *t == Target::Process).map(|(_, a)| *a).expect("process tier");
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).expect("uri").connect_lazy();
-    OrderToCashServiceClient::new(channel)
+    OrderToCashServiceClient::new(app.grpc_channel(Target::Process))
         .get_order(GetOrderRequest { tenant: String::new(), order_id: id.into() })
         .await
         .expect("order")

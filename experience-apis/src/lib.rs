@@ -59,6 +59,12 @@ pub struct Config {
     /// Deadline of one call to the process tier. Default 10 s.
     #[serde(with = "humantime_serde")]
     pub process_timeout: Duration,
+    /// File holding this tier's service JWT (`aud` `process-apis`) for the
+    /// process tier in `serve` mode, e.g. a Kubernetes projected service
+    /// account token; re-read every 30 s, so a rotated token is picked up.
+    /// Required in production mode; dev mode mints one with the dev identity
+    /// provider when unset.
+    pub service_token_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -67,6 +73,7 @@ impl Default for Config {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8090)),
             process_url: "http://127.0.0.1:8081".into(),
             process_timeout: Duration::from_secs(10),
+            service_token_file: None,
         }
     }
 }

@@ -4,6 +4,9 @@
 //! next tier's tonic router called in-process (`up` mode). Both go through
 //! the same generated client and server, so protobuf encoding, status codes
 //! and details are exercised identically; only the socket is skipped.
+//!
+//! [`with_authorization`] makes a channel present a credential on every
+//! call, e.g. the service JWT the experience tier shows the process tier.
 
 use std::{convert::Infallible, time::Duration};
 
@@ -57,4 +60,20 @@ pub fn in_process(routes: Routes) -> GrpcChannel {
         match never {}
     });
     BoxCloneSyncService::new(svc)
+}
+
+/// `channel`, with an `authorization` header on every call set to what
+/// `credential` returns at that moment.
+///
+/// `credential` runs on every call, so it should hand out a cached value
+/// (a clone of a `HeaderValue` is a reference count) and refresh it now and
+/// then, rather than mint or read a token each time.
+pub fn with_authorization<F>(channel: GrpcChannel, credential: F) -> GrpcChannel
+where
+    F: Fn() -> http::HeaderValue + Clone + Send + Sync + 'static,
+{
+    BoxCloneSyncService::new(channel.map_request(move |mut request: http::Request<Body>| {
+        request.headers_mut().insert(http::header::AUTHORIZATION, credential());
+        request
+    }))
 }

@@ -35,6 +35,43 @@ pub struct Config {
     pub saga: order_to_cash::Settings,
     /// Where order events are published.
     pub events: order_to_cash::outbox::Config,
+    /// Identity providers trusted to sign the service JWTs (`aud`
+    /// `process-apis`) that callers of this tier present in `serve` mode.
+    /// The launcher checks them, since this crate links no verifier. Default
+    /// none; dev mode also trusts the dev identity provider.
+    pub service_issuers: Vec<ServiceIssuer>,
+    /// The `sub` values allowed to call, e.g.
+    /// `["system:serviceaccount:erp:erp-connect-experience"]`; a valid
+    /// token for another subject gets `PERMISSION_DENIED`. Default empty:
+    /// any subject a trusted issuer signed a `process-apis` token for (on
+    /// Kubernetes that is every service account that asks for one).
+    pub service_subjects: Vec<String>,
+}
+
+/// A trusted signer of service JWTs (`[[process.service_issuers]]`): the
+/// shape of `[[gateway.issuers]]` without `audiences`, because a service
+/// token for this tier always names the audience `process-apis`, and a
+/// user's token for the HTTP APIs must never pass here. Exactly one of
+/// `jwks_file` and `jwks_url` is given.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceIssuer {
+    /// Expected `iss`, e.g. the Kubernetes API server's issuer
+    /// (`https://kubernetes.default.svc.cluster.local`).
+    pub issuer: String,
+    /// A file with the issuer's JWKS, read at start.
+    pub jwks_file: Option<std::path::PathBuf>,
+    /// The issuer's JWKS URL (`https://`, or `http://` to a loopback
+    /// address), fetched at start and refreshed as for the gateway's issuers.
+    pub jwks_url: Option<String>,
+    /// Signature algorithms accepted from this issuer, out of `EdDSA`,
+    /// `ES256` and `RS256` (the default: all three).
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+}
+
+fn default_algorithms() -> Vec<String> {
+    ["EdDSA", "ES256", "RS256"].map(str::to_owned).to_vec()
 }
 
 impl Default for Config {
@@ -46,6 +83,8 @@ impl Default for Config {
             database_url: None,
             saga: order_to_cash::Settings::default(),
             events: order_to_cash::outbox::Config::default(),
+            service_issuers: Vec::new(),
+            service_subjects: Vec::new(),
         }
     }
 }

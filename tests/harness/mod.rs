@@ -47,6 +47,43 @@ pub fn token(data_dir: &Path, scope: &str) -> String {
         .expect("mint")
 }
 
+/// A service token for the process APIs (`aud` `process-apis`), signed by
+/// the dev identity provider of `data_dir`, as an internal caller presents
+/// it to a process tier in `serve` mode.
+pub fn service_token(data_dir: &Path) -> String {
+    DevIdp::load_or_create(data_dir)
+        .expect("dev idp")
+        .mint(&TokenRequest {
+            subject: "internal-team".into(),
+            scope: String::new(),
+            audience: erp_connect::service_auth::AUDIENCE.into(),
+            tenant: None,
+            email: None,
+            ttl: Duration::from_secs(3600),
+        })
+        .expect("mint")
+}
+
+/// Sends `authorization: Bearer <token>` with every gRPC call.
+#[derive(Clone)]
+pub struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        request.metadata_mut().insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+/// A channel to a process tier in `serve` mode, with a service token.
+pub type ProcessChannel = tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>;
+
+/// `channel`, presenting `token` on every call.
+pub fn with_token(channel: tonic::transport::Channel, token: &str) -> ProcessChannel {
+    let value = format!("Bearer {token}").parse().expect("a token fits a header");
+    tonic::service::interceptor::InterceptedService::new(channel, Bearer(value))
+}
+
 /// A running product: where its gateway listens and how to stop it.
 pub struct Running {
     pub http: SocketAddr,
@@ -64,6 +101,19 @@ impl Running {
 
     pub fn token(&self, scope: &str) -> String {
         token(self.data_dir.path(), scope)
+    }
+
+    /// A service token the process tier accepts in `serve` mode.
+    pub fn service_token(&self) -> String {
+        service_token(self.data_dir.path())
+    }
+
+    /// A lazily connecting channel to `target`'s gRPC address; calls to the
+    /// process tier carry a service token (`up` mode ignores it).
+    pub fn grpc_channel(&self, target: Target) -> ProcessChannel {
+        let addr = self.grpc.iter().find(|(t, _)| *t == target).map(|(_, a)| *a).expect("tier running");
+        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).expect("uri").connect_lazy();
+        with_token(channel, &self.service_token())
     }
 
     /// Stops one tier (serve mode) and waits until it has drained.
@@ -280,6 +330,8 @@ impl Drop for ProcessTier {
 /// quick saga timings and a 1 s lease.
 pub struct ChildrensSystem {
     pub addr: SocketAddr,
+    /// A service token the process tiers started with `config_file` accept.
+    pub service_token: String,
     pub config_file: std::path::PathBuf,
     pub data_dir: tempfile::TempDir,
     shutdown: Shutdown,
@@ -306,7 +358,8 @@ impl ChildrensSystem {
             dir = data_dir.path().display().to_string(),
         );
         std::fs::write(&config_file, toml).expect("config written");
-        Self { addr, config_file, data_dir, shutdown, task }
+        let service_token = service_token(data_dir.path());
+        Self { addr, service_token, config_file, data_dir, shutdown, task }
     }
 
     pub async fn stop(self) {
