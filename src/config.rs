@@ -215,6 +215,8 @@ mod tests {
         let config: Config = Figment::new().merge(Toml::string(&toml)).extract().expect("known keys, right types");
         assert_eq!(config.mode, Mode::Production);
         assert!(config.process.events.bus == process_apis::order_to_cash::outbox::BusKind::Nats);
+        assert_eq!(config.process.service_issuers.len(), 1, "service tokens are verified in production");
+        assert!(config.experience.service_token_file.is_some(), "the experience tier has a service token");
     }
 
     #[test]
