@@ -70,6 +70,73 @@ struct UsageView {
     orders_today: Option<u64>,
 }
 
+/// A partner API key as stored: never the key itself, nor its hash.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documentation only: the body is written by the gateway
+struct KeyView {
+    /// `key_<ulid>`; the subject of the key's requests.
+    id: String,
+    /// The partner tenant the key acts for.
+    partner: String,
+    /// Granted scopes.
+    scopes: Vec<String>,
+    /// `bronze`, `silver`, `gold`, `unmetered` or a configured plan.
+    plan: String,
+    /// Unix seconds.
+    created_at: i64,
+    /// Unix seconds; `null`: never.
+    expires_at: Option<i64>,
+    /// Unix seconds; `null`: live.
+    revoked_at: Option<i64>,
+    /// The key a rotation issued in its place.
+    replaced_by: Option<String>,
+}
+
+/// Every API key, oldest first.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documentation only
+struct KeyList {
+    keys: Vec<KeyView>,
+}
+
+/// A new key: shown once, here; only its hash is kept.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documentation only
+struct KeyCreated {
+    /// `erpk_live_...`: send it as `X-API-Key`.
+    key: String,
+    id: String,
+    partner: String,
+    scopes: Vec<String>,
+    plan: String,
+    created_at: i64,
+    expires_at: Option<i64>,
+    revoked_at: Option<i64>,
+    replaced_by: Option<String>,
+}
+
+/// `POST /ops/v1/keys`.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documentation only
+struct KeyRequest {
+    /// The partner tenant the key acts for.
+    partner: String,
+    /// Scopes out of `catalog:read`, `orders:read`, `orders:write`, `invoices:read`, ...; never `ops`.
+    scopes: Vec<String>,
+    /// Default `bronze`.
+    plan: Option<String>,
+    /// Lifetime, e.g. `90days`; none: no expiry.
+    expires_in: Option<String>,
+}
+
+/// `POST /ops/v1/keys/{id}/rotate`, optional.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documentation only
+struct RotateRequest {
+    /// How long the old key keeps working, e.g. `24h`. Default `0s`.
+    grace: Option<String>,
+}
+
 /// The API, for `/openapi.json`.
 #[derive(OpenApi)]
 #[openapi(
@@ -90,12 +157,21 @@ struct UsageView {
         get_partner_invoice,
         get_partner_usage,
         record_payment,
-        complete_shipment
+        complete_shipment,
+        list_keys,
+        create_key,
+        revoke_key,
+        rotate_key
     ),
     components(schemas(
         Problem,
         FieldError,
         UsageView,
+        KeyView,
+        KeyList,
+        KeyCreated,
+        KeyRequest,
+        RotateRequest,
         OrderRequest,
         LineRequest,
         PaymentRequest,
@@ -157,7 +233,10 @@ impl Modify for Security {
         (status = 400, description = "Bad query parameters", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No or invalid credential", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Without scope catalog:read", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A backend is down", body = Problem, content_type = "application/problem+json")
+        (status = 414, description = "Path and query longer than 4 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 431, description = "More than 64 headers, or 16 KiB of them", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A backend is down", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "The service did not answer in time", body = Problem, content_type = "application/problem+json")
     ),
     security(("bearer" = ["catalog:read"]))
 )]
@@ -180,7 +259,10 @@ macro_rules! order_operations {
                 (status = 429, description = "The API key's rate limit (or, placing an order, its daily order quota) is reached; \
                     retry after Retry-After seconds. Every answer to a metered key carries RateLimit-Limit, \
                     RateLimit-Remaining and RateLimit-Reset", body = Problem, content_type = "application/problem+json"),
-                (status = 503, description = "A backend is down; retry later", body = Problem, content_type = "application/problem+json")
+                (status = 414, description = "Path and query longer than 4 KiB", body = Problem, content_type = "application/problem+json"),
+                (status = 431, description = "More than 64 headers, or 16 KiB of them", body = Problem, content_type = "application/problem+json"),
+                (status = 503, description = "A backend is down; retry later", body = Problem, content_type = "application/problem+json"),
+                (status = 504, description = "The service did not answer in time", body = Problem, content_type = "application/problem+json")
             ),
             security(("bearer" = [$scope]), ("api_key" = [$scope]))
         )]
@@ -226,6 +308,19 @@ order_operations! {
         [request_body = PaymentBody,], 200 => OrderView,
         [404: "No such order", 409: "Not invoiced yet, paid by card, or ended", 413: "Body too large",
          415: "Not JSON", 422: "Bad amount or currency"];
+    list_keys: get "/ops/v1/keys", "ops", "ops", "Every partner API key, oldest first (never the keys themselves).",
+        [], [], 200 => KeyList, [];
+    create_key: post "/ops/v1/keys", "ops", "ops", "Issues a partner API key; the answer is the only time the key is shown.",
+        [], [request_body = KeyRequest,], 201 => KeyCreated,
+        [413: "Body too large", 422: "Unknown scope or plan, the ops scope, or an empty partner"];
+    revoke_key: post "/ops/v1/keys/{id}/revoke", "ops", "ops", "Revokes a key; every gateway replica refuses it within 5 s.",
+        [("id" = String, Path, description = "Key id, key_...")],
+        [], 200 => KeyView, [404: "No such key", 409: "Already revoked"];
+    rotate_key: post "/ops/v1/keys/{id}/rotate", "ops", "ops",
+        "Issues a key in place of this one, which keeps working for the grace period.",
+        [("id" = String, Path, description = "Key id, key_...")],
+        [request_body = Option<RotateRequest>,], 201 => KeyCreated,
+        [404: "No such key", 409: "Already revoked", 413: "Body too large"];
     complete_shipment: post "/ops/v1/shipments/{id}/complete", "ops", "ops",
         "Marks a shipment done in the ERP, standing in for the warehouse.",
         [("id" = String, Path, description = "ERP shipment id, from an order's erp.shipments")],

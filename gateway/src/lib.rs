@@ -119,6 +119,15 @@ pub const ROUTES: &[(Method, &str, &str)] = &[
     (Method::POST, "/ops/v1/shipments/{id}/complete", "ops"),
 ];
 
+/// Routes the gateway answers itself, with their scope: the partner API
+/// keys' admin API (`key_admin`).
+pub const KEY_ADMIN_ROUTES: &[(Method, &str, &str)] = &[
+    (Method::GET, "/ops/v1/keys", "ops"),
+    (Method::POST, "/ops/v1/keys", "ops"),
+    (Method::POST, "/ops/v1/keys/{id}/revoke", "ops"),
+    (Method::POST, "/ops/v1/keys/{id}/rotate", "ops"),
+];
+
 /// The route that creates orders: counted against the key's daily quota.
 const ORDER_ROUTE: (Method, &str) = (Method::POST, "/partner/v1/orders");
 
