@@ -143,6 +143,13 @@ impl Config {
                 reason: "must be a sqlite: or postgres: URL".into(),
             });
         }
+        if let Err(err) = self.gateway.limits() {
+            let key = match err {
+                gateway::limits::Error::RedisUrl(_) => "gateway.redis_url",
+                gateway::limits::Error::BurstWithoutRate(_) => "gateway.plans",
+            };
+            return Err(Error::Invalid { key, reason: err.to_string() });
+        }
         if self.shutdown_grace.is_zero() {
             return Err(Error::Invalid { key: "shutdown_grace", reason: "must be more than 0s".into() });
         }

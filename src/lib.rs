@@ -55,6 +55,9 @@ pub enum StartError {
     /// A partner API key operation failed.
     #[error("{0}")]
     Keys(#[from] gateway::key_store::Error),
+    /// The rate limits are misconfigured.
+    #[error("{0}")]
+    Limits(#[from] gateway::limits::Error),
     /// `reconcile` found broken invariants (its report says which).
     #[error("order-to-cash invariants are broken")]
     InvariantsBroken,
@@ -80,7 +83,8 @@ pub fn authenticator(config: &Config) -> Result<(gateway::auth::Authenticator, O
         dev_jwks = Some(jwks);
     }
     let leeway = config.gateway.jwt_leeway.as_secs();
-    let api_keys = gateway::key_store::KeyStore::lazy(config.gateway.database_url.clone(), config.data_dir.clone());
+    let api_keys = gateway::key_store::KeyStore::lazy(config.gateway.database_url.clone(), config.data_dir.clone())
+        .with_plans(config.gateway.plans().into_keys());
     // JWKS files are read here; JWKS URLs are fetched by background tasks
     // (an identity provider that is down does not stop the start).
     let auth = gateway::auth::Authenticator::configured(&config.gateway.issuers, &fixed, leeway)?;

@@ -223,7 +223,9 @@ async fn run(command: Command) -> Result<(), StartError> {
 
 async fn keys(action: KeysAction, config: &Config) -> Result<(), StartError> {
     use gateway::key_store::{self, KeyStore, NewKey, audit};
-    let store = KeyStore::open(config.gateway.database_url.as_deref(), &config.data_dir).await?;
+    let store = KeyStore::open(config.gateway.database_url.as_deref(), &config.data_dir)
+        .await?
+        .with_plans(config.gateway.plans().into_keys());
     let now_ms = key_store::now_ms();
     let now = now_ms.div_euclid(1000);
     fn outcome<T>(result: &Result<T, key_store::Error>) -> &'static str {

@@ -79,7 +79,7 @@ impl Tier {
                     config.gateway.upstream_timeout,
                 )?;
                 Server::Http(gateway::with_cors(
-                    gateway::router(auth, upstream, dev_jwks),
+                    gateway::router_with_limits(auth, upstream, dev_jwks, config.gateway.limits()?),
                     &config.gateway.cors_origins,
                 ))
             }

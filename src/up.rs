@@ -48,7 +48,12 @@ impl App {
             experience_apis::router(experience_apis::Upstreams::new(channel::in_process(process_grpc.clone())));
         let (auth, dev_jwks) = crate::authenticator(&config)?;
         let gateway = gateway::with_cors(
-            gateway::router(auth, gateway::upstream::Upstream::InProcess(experience), dev_jwks),
+            gateway::router_with_limits(
+                auth,
+                gateway::upstream::Upstream::InProcess(experience),
+                dev_jwks,
+                config.gateway.limits()?,
+            ),
             &config.gateway.cors_origins,
         );
         Ok(Self { config, gateway, process_grpc, process, _tasks: tasks.drop_guard() })

@@ -50,6 +50,17 @@ fn a_bad_address_is_refused_with_exit_64() {
 }
 
 #[test]
+fn a_bad_plan_or_redis_url_is_refused_with_exit_64() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = config_file(&dir, "[gateway.plans.burst_only]\nburst = 5\n");
+    assert_usage_error(&run(&["up", "--config", &file], &[]), "gateway.plans");
+    let file = config_file(&dir, "[gateway.plans.typo]\nrequests_per_secnd = 5\n");
+    assert_usage_error(&run(&["up", "--config", &file], &[]), "requests_per_secnd");
+    let file = config_file(&dir, "[gateway]\nredis_url = \"http://127.0.0.1:6379\"\n");
+    assert_usage_error(&run(&["serve", "--target", "gateway", "--config", &file], &[]), "gateway.redis_url");
+}
+
+#[test]
 fn environment_overrides_are_validated_too() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().display().to_string();
