@@ -104,9 +104,13 @@ async fn a_partner_key_places_and_lists_its_tenants_orders() {
     assert_eq!(get(&app.url(&format!("/partner/v1/orders/{ours_id}")), Some(&acme)).await.status, 200);
     assert_problem(&get(&app.url(&format!("/partner/v1/orders/{theirs_id}")), Some(&acme)).await, 404);
 
-    // The plan is kept on the key.
+    // The plan is kept on the key, and meters it: silver's burst is 200.
     let (list, _) = keys_cli(&app, &["list"]);
     assert!(list.lines().any(|l| l.contains("\"partner\":\"acme\"") && l.contains("\"plan\":\"silver\"")));
+    assert_eq!(listed.headers["ratelimit-limit"], "200", "{:?}", listed.headers);
+    let usage = get_with_api_key(&app.url("/partner/v1/usage"), &acme).await;
+    assert_eq!(usage.status, 200, "{}", usage.text);
+    assert_eq!((usage.body["plan"].as_str(), usage.body["orders_today"].as_u64()), (Some("silver"), Some(1)));
     app.stop_all().await;
 }
 
