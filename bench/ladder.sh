@@ -1,0 +1,316 @@
+#!/usr/bin/env bash
+# The benchmark ladder (issue 7): the gateway against HAProxy and nginx on
+# the same work, on one core each, with the load generator on the other.
+#
+#   bash bench/ladder.sh            # full run: release build, 10 s per system
+#   SMOKE=1 bash bench/ladder.sh    # a few seconds, debug build, no oha install
+#
+# Steps, each against the same upstream (examples/bench_upstream.rs, one 1 KB
+# JSON body):
+#   1 baseline: the upstream alone
+#   2 plain pass-through proxy: gateway (a public route), nginx, HAProxy
+#   3 + partner API key check: gateway (X-API-Key, unmetered), nginx map, HAProxy map
+#   4 + JWT verification, ES256 and RS256: gateway, HAProxy jwt_verify
+#   5 + per-key rate limit (never reached): gateway plan, nginx limit_req, HAProxy stick table
+#   6 the whole product on real reads, `up` and four-process `serve`
+# Throughput is wrk's (connections kept open); latency is oha's at a fixed
+# rate of half that system's own throughput, with latency correction.
+# Systems under test are pinned to core 0, the load generator to core 1.
+# Writes target/bench/ladder.md (or $CARGO_TARGET_DIR/bench/ladder.md).
+# Order placement (step 7) is bench/orders.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+smoke="${SMOKE:-0}"
+duration="${DURATION:-$([ "$smoke" = 1 ] && echo 1 || echo 10)}"
+connections="${CONNECTIONS:-64}"
+target="${CARGO_TARGET_DIR:-target}"
+out="$target/bench"
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+mkdir -p "$out"
+
+# Tools: wrk, nginx and HAProxy from Debian; oha from crates.io.
+missing=()
+command -v wrk >/dev/null || missing+=(wrk)
+command -v nginx >/dev/null || missing+=(nginx-light)
+command -v haproxy >/dev/null || missing+=(haproxy)
+command -v openssl >/dev/null || missing+=(openssl)
+if [ "${#missing[@]}" -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+tools="$HOME/.cache/erp-connect/tools"
+oha="$tools/bin/oha"
+if [ ! -x "$oha" ] && [ "$smoke" != 1 ]; then
+  cargo install oha --version 1.16.0 --locked --root "$tools" -q
+fi
+
+if [ "$smoke" = 1 ]; then profile=debug; build=(); else profile=release; build=(--release); fi
+cargo build -q "${build[@]}" --bin erp-connect --example bench_upstream --example bench_tokens
+bin="$target/$profile/erp-connect"
+upstream_bin="$target/$profile/examples/bench_upstream"
+
+server_core=0
+load_core=1
+[ "$(nproc)" -ge 2 ] || load_core=0
+# Servers are started as `taskset ... &` directly, so that $! is the server
+# itself and the clean-up stops it.
+pin=(taskset -c "$server_core")
+
+# Waits until URL answers 200 (a fresh server), at most 30 s.
+ready() {
+  for _ in $(seq 1 3000); do
+    curl -sf -o /dev/null "$1" && return 0
+    sleep 0.01
+  done
+  echo "not ready: $1" >&2
+  return 1
+}
+
+# --- the systems under test ------------------------------------------------
+up_port=9000 gw_port=9100 nginx_base=9200 ha_base=9300 full_port=9400 serve_base=9500
+
+"${pin[@]}" "$upstream_bin" "127.0.0.1:$up_port" >/dev/null &
+pids+=("$!")
+ready "http://127.0.0.1:$up_port/"
+
+# Keys and tokens.
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$work/es256.pem" 2>/dev/null
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$work/rs256.pem" 2>/dev/null
+openssl pkey -in "$work/es256.pem" -pubout -out "$work/es256.pub.pem"
+openssl pkey -in "$work/rs256.pem" -pubout -out "$work/rs256.pub.pem"
+tokens=$("$target/$profile/examples/bench_tokens" "$work")
+es_token=$(awk '$1 == "ES256" {print $2}' <<<"$tokens")
+rs_token=$(awk '$1 == "RS256" {print $2}' <<<"$tokens")
+
+# The gateway alone in front of the upstream, as `serve --target gateway`.
+cat >"$work/gateway.toml" <<EOF
+data_dir = "$work/gateway-data"
+[gateway]
+listen = "127.0.0.1:$gw_port"
+experience_url = "http://127.0.0.1:$up_port"
+[[gateway.issuers]]
+issuer = "https://idp.bench.invalid/"
+jwks_file = "$work/jwks-es256.json"
+[[gateway.issuers]]
+issuer = "https://idp.bench.invalid/"
+jwks_file = "$work/jwks-rs256.json"
+# Limited, never reached: the limiter's cost without refusals.
+[gateway.plans.bench]
+requests_per_second = 100000000
+burst = 100000000
+EOF
+key=$(RUST_LOG=off "$bin" keys create --partner bench --scopes orders:read --plan unmetered --config "$work/gateway.toml" 2>/dev/null)
+limited_key=$(RUST_LOG=off "$bin" keys create --partner bench --scopes orders:read --plan bench --config "$work/gateway.toml" 2>/dev/null)
+RUST_LOG=warn "${pin[@]}" "$bin" serve --target gateway --config "$work/gateway.toml" >/dev/null 2>"$work/gateway.log" &
+pids+=("$!")
+ready "http://127.0.0.1:$gw_port/healthz"
+
+# nginx: pass-through, + key map, + key map and limit_req.
+mkdir -p "$work/nginx"
+cat >"$work/nginx/nginx.conf" <<EOF
+worker_processes 1;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  map_hash_bucket_size 128;
+  client_body_temp_path $work/nginx; proxy_temp_path $work/nginx;
+  fastcgi_temp_path $work/nginx; uwsgi_temp_path $work/nginx; scgi_temp_path $work/nginx;
+  upstream up { server 127.0.0.1:$up_port; keepalive 64; }
+  map \$http_x_api_key \$key_ok { default 0; "$key" 1; "$limited_key" 1; }
+  limit_req_zone \$http_x_api_key zone=keys:10m rate=1000000r/s;
+  proxy_http_version 1.1;
+  proxy_set_header Connection "";
+  server { listen 127.0.0.1:$((nginx_base + 2)); location / { proxy_pass http://up; } }
+  server { listen 127.0.0.1:$((nginx_base + 3)); location / { if (\$key_ok = 0) { return 401; } proxy_pass http://up; } }
+  server { listen 127.0.0.1:$((nginx_base + 5)); location / { if (\$key_ok = 0) { return 401; }
+    limit_req zone=keys burst=1000000 nodelay; proxy_pass http://up; } }
+}
+EOF
+"${pin[@]}" nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -g 'daemon off;' &
+pids+=("$!")
+
+# HAProxy: pass-through, + key map, + JWT (ES256, RS256), + key and stick table.
+printf '%s 1\n%s 1\n' "$key" "$limited_key" >"$work/keys.map"
+now_check='http-request deny deny_status 401 if { var(txn.exp),sub(txn.now) -m int lt 0 }'
+jwt_frontend() { # port alg public-key
+  cat <<EOF
+frontend jwt_$2
+  bind 127.0.0.1:$1
+  http-request set-var(txn.bearer) http_auth_bearer
+  http-request set-var(txn.alg) var(txn.bearer),jwt_header_query('\$.alg')
+  http-request deny deny_status 401 unless { var(txn.alg) -m str $2 }
+  http-request deny deny_status 401 unless { var(txn.bearer),jwt_verify(txn.alg,"$3") -m int 1 }
+  http-request deny deny_status 401 unless { var(txn.bearer),jwt_payload_query('\$.iss') -m str https://idp.bench.invalid/ }
+  http-request deny deny_status 401 unless { var(txn.bearer),jwt_payload_query('\$.aud') -m str erp-connect }
+  http-request set-var(txn.exp) var(txn.bearer),jwt_payload_query('\$.exp','int')
+  http-request set-var(txn.now) date
+  $now_check
+  default_backend up
+EOF
+}
+cat >"$work/haproxy.cfg" <<EOF
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+backend up
+  http-reuse always
+  server upstream 127.0.0.1:$up_port
+frontend pass
+  bind 127.0.0.1:$((ha_base + 2))
+  default_backend up
+frontend key
+  bind 127.0.0.1:$((ha_base + 3))
+  http-request deny deny_status 401 unless { req.hdr(x-api-key),map($work/keys.map) -m found }
+  default_backend up
+$(jwt_frontend $((ha_base + 4)) ES256 "$work/es256.pub.pem")
+$(jwt_frontend $((ha_base + 6)) RS256 "$work/rs256.pub.pem")
+frontend rate
+  bind 127.0.0.1:$((ha_base + 5))
+  stick-table type string len 64 size 100k expire 60s store http_req_rate(1s)
+  http-request deny deny_status 401 unless { req.hdr(x-api-key),map($work/keys.map) -m found }
+  http-request track-sc0 req.hdr(x-api-key)
+  http-request deny deny_status 429 if { sc_http_req_rate(0) gt 100000000 }
+  default_backend up
+EOF
+"${pin[@]}" haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>"$work/haproxy.log" &
+pids+=("$!")
+ready "http://127.0.0.1:$((nginx_base + 2))/"
+ready "http://127.0.0.1:$((ha_base + 2))/"
+
+# --- measuring ---------------------------------------------------------------
+# wrk's requests/s; refuses to report a run with non-2xx answers.
+throughput() { # url [header]
+  local args=(-t1 -c"$connections" -d"${duration}s" --latency)
+  [ $# -gt 1 ] && args+=(-H "$2")
+  local report
+  report=$(taskset -c "$load_core" wrk "${args[@]}" "$1")
+  if grep -q "Non-2xx" <<<"$report"; then
+    echo "non-2xx answers from $1:" >&2
+    echo "$report" >&2
+    return 1
+  fi
+  awk '/^Requests\/sec/ {printf "%d", $2}' <<<"$report"
+}
+
+# p50 p90 p99 in µs at a fixed rate, from oha (wrk's, uncorrected, in smoke runs).
+latency() { # rate url [header]
+  local rate=$1 url=$2
+  if [ -x "$oha" ]; then
+    local args=(--no-tui --output-format json -z "${duration}s" -q "$rate" --latency-correction -c "$connections")
+    [ $# -gt 2 ] && args+=(-H "$3")
+    taskset -c "$load_core" "$oha" "${args[@]}" "$url" | python3 -c '
+import json, sys
+p = json.load(sys.stdin)["latencyPercentiles"]
+print(" ".join(str(round(p[k] * 1e6)) for k in ("p50", "p90", "p99")))'
+  else
+    echo "- - -"
+  fi
+}
+
+rows=()
+baseline=0
+measure() { # step system url [header]
+  local step=$1 system=$2 url=$3 rps lat ratio
+  shift 3
+  rps=$(throughput "$url" "$@")
+  lat=$(latency $((rps / 2 > 0 ? rps / 2 : 1)) "$url" "$@")
+  [ "$baseline" -gt 0 ] || baseline=$rps
+  ratio=$(python3 -c "print(f'{$rps / $baseline:.2f}')")
+  read -r p50 p90 p99 <<<"$lat"
+  rows+=("| $step | $system | $rps | $p50 | $p90 | $p99 | ${ratio}× |")
+  echo "$step $system: $rps req/s, p50/p90/p99 ${p50}/${p90}/${p99} µs" >&2
+}
+
+gw="http://127.0.0.1:$gw_port"
+read_path="/partner/v1/orders/ord_bench"
+measure "1 baseline" "axum hello-world" "http://127.0.0.1:$up_port$read_path"
+measure "2 pass-through" "gateway" "$gw/openapi.json"
+measure "2 pass-through" "nginx" "http://127.0.0.1:$((nginx_base + 2))$read_path"
+measure "2 pass-through" "HAProxy" "http://127.0.0.1:$((ha_base + 2))$read_path"
+measure "3 + API key" "gateway" "$gw$read_path" "X-API-Key: $key"
+measure "3 + API key" "nginx (map)" "http://127.0.0.1:$((nginx_base + 3))$read_path" "X-API-Key: $key"
+measure "3 + API key" "HAProxy (map)" "http://127.0.0.1:$((ha_base + 3))$read_path" "X-API-Key: $key"
+measure "4 + JWT ES256" "gateway" "$gw$read_path" "Authorization: Bearer $es_token"
+measure "4 + JWT ES256" "HAProxy (jwt_verify)" "http://127.0.0.1:$((ha_base + 4))$read_path" "Authorization: Bearer $es_token"
+measure "4 + JWT RS256" "gateway" "$gw$read_path" "Authorization: Bearer $rs_token"
+measure "4 + JWT RS256" "HAProxy (jwt_verify)" "http://127.0.0.1:$((ha_base + 6))$read_path" "Authorization: Bearer $rs_token"
+measure "5 + rate limit" "gateway (key, plan)" "$gw$read_path" "X-API-Key: $limited_key"
+measure "5 + rate limit" "nginx (map, limit_req)" "http://127.0.0.1:$((nginx_base + 5))$read_path" "X-API-Key: $limited_key"
+measure "5 + rate limit" "HAProxy (map, stick table)" "http://127.0.0.1:$((ha_base + 5))$read_path" "X-API-Key: $limited_key"
+
+# --- step 6: the whole product, one core -------------------------------------
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+full_run() { # mode base-url pid...
+  local mode=$1 url=$2 order
+  shift 2
+  local reader
+  reader=$(RUST_LOG=off "$bin" token --sub bench-web --scope "catalog:read" --data-dir "$work/$mode-data")
+  local partner_key
+  partner_key=$(RUST_LOG=off "$bin" keys create --partner bench --scopes orders:read,orders:write \
+    --plan unmetered --data-dir "$work/$mode-data" 2>/dev/null)
+  order=$(curl -sf -X POST "$url/partner/v1/orders" -H "X-API-Key: $partner_key" -H 'content-type: application/json' \
+    -d '{"lines":[{"sku":"WIDGET-1","quantity":1}],"payment":{"method":"on_account"}}' |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+  measure "6 order read ($mode)" "erp-connect" "$url/partner/v1/orders/$order" "X-API-Key: $partner_key"
+  measure "6 products page ($mode)" "erp-connect" "$url/web/v1/products?page_size=10" "Authorization: Bearer $reader"
+  local total=0 pid
+  for pid in "$@"; do total=$((total + $(rss_kb "$pid"))); done
+  memory+=("| $mode | after step 6 | $((total / 1024)) MB |")
+}
+
+memory=()
+start=$(date +%s%N)
+RUST_LOG=warn "${pin[@]}" "$bin" up --listen "127.0.0.1:$full_port" --grpc-listen 127.0.0.1:0 \
+  --data-dir "$work/up-data" >/dev/null 2>"$work/up.log" &
+up_pid=$!
+pids+=("$up_pid")
+ready "http://127.0.0.1:$full_port/readyz"
+startup_ms=$((($(date +%s%N) - start) / 1000000))
+memory+=("| up | idle, ready after ${startup_ms} ms | $(($(rss_kb "$up_pid") / 1024)) MB |")
+full_run up "http://127.0.0.1:$full_port" "$up_pid"
+kill "$up_pid"
+
+serve_pids=()
+for tier in system process experience gateway; do
+  RUST_LOG=warn \
+    ERP_CONNECT__GATEWAY__LISTEN="127.0.0.1:$serve_base" \
+    ERP_CONNECT__GATEWAY__EXPERIENCE_URL="http://127.0.0.1:$((serve_base + 1))" \
+    ERP_CONNECT__EXPERIENCE__LISTEN="127.0.0.1:$((serve_base + 1))" \
+    ERP_CONNECT__EXPERIENCE__PROCESS_URL="http://127.0.0.1:$((serve_base + 2))" \
+    ERP_CONNECT__PROCESS__LISTEN="127.0.0.1:$((serve_base + 2))" \
+    ERP_CONNECT__PROCESS__SYSTEM_URL="http://127.0.0.1:$((serve_base + 3))" \
+    ERP_CONNECT__SYSTEM__LISTEN="127.0.0.1:$((serve_base + 3))" \
+    "${pin[@]}" "$bin" serve --target "$tier" --data-dir "$work/serve-data" >/dev/null 2>>"$work/serve.log" &
+  serve_pids+=("$!")
+  pids+=("$!")
+done
+ready "http://127.0.0.1:$serve_base/readyz"
+full_run serve "http://127.0.0.1:$serve_base" "${serve_pids[@]}"
+
+{
+  echo "Benchmark ladder, $(date -u +%F), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)),"
+  echo "$profile build. Systems on core $server_core, load on core $load_core; wrk -t1 -c$connections ${duration}s for req/s;"
+  echo "latency (µs) from oha at half of each system's own req/s with latency correction. 1 KB JSON."
+  echo
+  echo "| step | system | req/s | p50 µs | p90 µs | p99 µs | × baseline |"
+  echo "|---|---|---|---|---|---|---|"
+  printf '%s\n' "${rows[@]}"
+  echo
+  echo "| mode | when | resident memory |"
+  echo "|---|---|---|"
+  printf '%s\n' "${memory[@]}"
+} | tee "$out/ladder.md"
