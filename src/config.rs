@@ -153,6 +153,15 @@ impl Config {
         if self.shutdown_grace.is_zero() {
             return Err(Error::Invalid { key: "shutdown_grace", reason: "must be more than 0s".into() });
         }
+        if let Some(template) = &self.experience.trace_url_template
+            && !((template.starts_with("https://") || template.starts_with("http://"))
+                && template.contains("{trace_id}"))
+        {
+            return Err(Error::Invalid {
+                key: "experience.trace_url_template",
+                reason: "must be an http(s) URL with {trace_id} in it".into(),
+            });
+        }
         for issuer in &self.gateway.issuers {
             gateway::auth::read_jwks_file(issuer)
                 .map_err(|e| Error::Invalid { key: "gateway.issuers", reason: e.to_string() })?;
@@ -236,6 +245,17 @@ mod tests {
         assert!(matches!(config.validate(), Err(Error::Invalid { key: "gateway.database_url", .. })));
         config.gateway.database_url = None;
         config.validate().expect("postgres is fine");
+    }
+
+    #[test]
+    fn a_trace_link_needs_an_http_url_with_the_trace_id() {
+        let mut config = Config::default();
+        config.experience.trace_url_template = Some("javascript:alert({trace_id})".into());
+        assert!(matches!(config.validate(), Err(Error::Invalid { key: "experience.trace_url_template", .. })));
+        config.experience.trace_url_template = Some("https://tempo.example/trace/".into());
+        assert!(config.validate().is_err(), "no {{trace_id}}");
+        config.experience.trace_url_template = Some("https://tempo.example/trace/{trace_id}".into());
+        config.validate().expect("a trace UI's URL");
     }
 
     #[test]

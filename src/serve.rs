@@ -68,7 +68,10 @@ impl Tier {
                     channel::connect_lazy(&config.experience.process_url, config.experience.process_timeout)?,
                     move || token.header(),
                 );
-                let router = experience_apis::router(experience_apis::Upstreams::new(process));
+                let router = experience_apis::router(
+                    experience_apis::Upstreams::new(process)
+                        .with_trace_url_template(config.experience.trace_url_template.as_deref()),
+                );
                 Server::Http(experience_apis::require_signed_principal(router, crate::principal_signer(config)?))
             }
             Target::Gateway => {

@@ -44,8 +44,10 @@ impl App {
         )
         .await?;
         let process_grpc = process.routes();
-        let experience =
-            experience_apis::router(experience_apis::Upstreams::new(channel::in_process(process_grpc.clone())));
+        let experience = experience_apis::router(
+            experience_apis::Upstreams::new(channel::in_process(process_grpc.clone()))
+                .with_trace_url_template(config.experience.trace_url_template.as_deref()),
+        );
         let (auth, dev_jwks) = crate::authenticator(&config)?;
         let gateway = gateway::with_cors(
             gateway::router_with_limits(

@@ -5,7 +5,8 @@
 //! One module per audience:
 //! - [`web`]: `/web/v1/...` for the web shop: products, the customer's orders.
 //! - [`partner`]: `/partner/v1/...` for partners, confined to their tenant.
-//! - [`ops`]: `/ops/v1/...` for operators: cash application, shipments.
+//! - [`ops`]: `/ops/v1/...` for operators: orders of every tenant, cash
+//!   application, shipments; and the ops console at `/ops`.
 //!
 //! and what the audiences share:
 //! - [`orders`]: the order JSON of the contract and the body of a new order.
@@ -65,6 +66,10 @@ pub struct Config {
     /// Required in production mode; dev mode mints one with the dev identity
     /// provider when unset.
     pub service_token_file: Option<std::path::PathBuf>,
+    /// Where the ops console links an order's trace: a URL with
+    /// `{trace_id}` in it, e.g. `https://tempo.example/trace/{trace_id}`.
+    /// Default none: the console shows the trace id to copy.
+    pub trace_url_template: Option<String>,
 }
 
 impl Default for Config {
@@ -74,20 +79,29 @@ impl Default for Config {
             process_url: "http://127.0.0.1:8081".into(),
             process_timeout: Duration::from_secs(10),
             service_token_file: None,
+            trace_url_template: None,
         }
     }
 }
 
-/// Clients of the process APIs, shared by every handler.
+/// Clients of the process APIs, shared by every handler, and where the
+/// ops console links traces.
 #[derive(Clone)]
 pub struct Upstreams {
     process: GrpcChannel,
+    trace_url_template: Option<std::sync::Arc<str>>,
 }
 
 impl Upstreams {
     /// Process APIs reached through `process`.
     pub fn new(process: GrpcChannel) -> Self {
-        Self { process }
+        Self { process, trace_url_template: None }
+    }
+
+    /// The ops console links traces with `template` ([`Config::trace_url_template`]).
+    pub fn with_trace_url_template(mut self, template: Option<&str>) -> Self {
+        self.trace_url_template = template.map(Into::into);
+        self
     }
 }
 
@@ -100,6 +114,7 @@ pub fn router(upstreams: Upstreams) -> Router {
         .nest("/ops/v1", ops::router())
         .route("/openapi.json", get(|| async { ([(http::header::CONTENT_TYPE, "application/json")], openapi::json()) }))
         .route("/docs", get(docs))
+        .route("/ops", get(ops::console::page))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .fallback(|| async { Problem::not_found("no such route") })
@@ -117,8 +132,9 @@ async fn readyz(State(upstreams): State<Upstreams>) -> Response {
 }
 
 /// Routes anyone may call, without a principal: health for the
-/// orchestrator's probes, the API's description for developers.
-pub const PUBLIC_PATHS: &[&str] = &["/healthz", "/readyz", "/openapi.json", "/docs"];
+/// orchestrator's probes, the API's description for developers, the ops
+/// console's page (its data needs an `ops` token).
+pub const PUBLIC_PATHS: &[&str] = &["/healthz", "/readyz", "/openapi.json", "/docs", "/ops"];
 
 /// The API reference page: renders `/openapi.json` with nothing but itself
 /// (no assets from the internet).

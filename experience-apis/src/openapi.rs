@@ -13,7 +13,11 @@ use utoipa::{
 };
 
 use crate::{
-    ops::{payments::PaymentBody, shipments::ShipmentView},
+    ops::{
+        orders::{OpsOrderPage, OpsOrderView, SagaStepView},
+        payments::PaymentBody,
+        shipments::ShipmentView,
+    },
     orders::{
         ErpView, LineRequest, LineView, OrderPage, OrderRequest, OrderView, PaymentRequest, PaymentView, ShipToRequest,
         StepView,
@@ -129,6 +133,21 @@ struct KeyRequest {
     expires_in: Option<String>,
 }
 
+/// An order status, as `GET /ops/v1/orders` filters by it.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)] // documentation only: the query is parsed by ops::orders
+enum OrderStatusName {
+    Accepted,
+    Confirmed,
+    Invoiced,
+    Paid,
+    Shipped,
+    Completed,
+    Cancelled,
+    Rejected,
+}
+
 /// `POST /ops/v1/keys/{id}/rotate`, optional.
 #[derive(ToSchema)]
 #[allow(dead_code)] // documentation only
@@ -156,6 +175,8 @@ struct RotateRequest {
         cancel_partner_order,
         get_partner_invoice,
         get_partner_usage,
+        list_ops_orders,
+        get_ops_order,
         record_payment,
         complete_shipment,
         list_keys,
@@ -189,13 +210,17 @@ struct RotateRequest {
         InvoiceView,
         CancelBody,
         PaymentBody,
-        ShipmentView
+        ShipmentView,
+        OpsOrderView,
+        SagaStepView,
+        OpsOrderPage,
+        OrderStatusName
     )),
     modifiers(&Security),
     tags(
         (name = "web", description = "The web shop: the signed-in customer's catalogue and orders."),
         (name = "partner", description = "Partners: their own tenant's orders and invoices."),
-        (name = "ops", description = "Operators: cash application and the warehouse's stand-in.")
+        (name = "ops", description = "Operators: orders of every tenant, cash application and the warehouse's stand-in.")
     )
 )]
 pub struct ApiDoc;
@@ -303,6 +328,17 @@ order_operations! {
     get_partner_usage: get "/partner/v1/usage", "partner", "orders:read",
         "The calling API key's plan, its limits and what is left of them today.",
         [], [], 200 => UsageView, [];
+    list_ops_orders: get "/ops/v1/orders", "ops", "ops",
+        "Orders of every tenant, newest first: all, or found by id or the start of an external reference, and by status.",
+        [("q" = Option<String>, Query, description = "An order id (whole), or the start of an external reference \
+            (case-sensitive); empty: every order", max_length = 200),
+         ("status" = Option<OrderStatusName>, Query, description = "Only orders in this status"),
+         ("page_size" = Option<u32>, Query, minimum = 1, maximum = 100), ("page_token" = Option<String>, Query)],
+        [], 200 => OpsOrderPage, [];
+    get_ops_order: get "/ops/v1/orders/{id}", "ops", "ops",
+        "An order of any tenant, with its tenant and everything its saga recorded.",
+        [("id" = String, Path, description = "Order id, ord_...")],
+        [], 200 => OpsOrderView, [404: "No such order"];
     record_payment: post "/ops/v1/payments", "ops", "ops", "Cash application: records a payment against an on-account order's invoice.",
         [("Idempotency-Key" = Option<String>, Header, description = "The same key records the payment once", pattern = "^[!-~]{1,255}$")],
         [request_body = PaymentBody,], 200 => OrderView,

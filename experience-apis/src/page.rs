@@ -24,6 +24,17 @@ impl PageQuery {
     /// Parses `page_size` and `page_token`; anything else, a repeated
     /// parameter or a bad value is a 400 naming the parameter.
     pub fn parse(raw: Option<&str>) -> Result<Self, Error> {
+        Self::parse_with(raw, |_, _| None)
+    }
+
+    /// [`PageQuery::parse`] for a list that takes filters too: `filter` is
+    /// handed every other parameter and answers `None` for one it does not
+    /// know, else whether its value is good. Every bad parameter, the
+    /// page's and the filters', is named in one 400.
+    pub fn parse_with(
+        raw: Option<&str>,
+        mut filter: impl FnMut(&str, &str) -> Option<Result<(), String>>,
+    ) -> Result<Self, Error> {
         let mut query = PageQuery::default();
         let mut errors = Vec::new();
         let mut seen = Vec::new();
@@ -45,7 +56,13 @@ impl PageQuery {
                     errors.push(FieldError { field: "page_token".into(), message: "too long".into() })
                 }
                 "page_token" => query.page_token = Some(value.into_owned()),
-                other => errors.push(FieldError { field: other.to_owned(), message: "unknown query parameter".into() }),
+                other => match filter(other, &value) {
+                    Some(Ok(())) => {}
+                    Some(Err(message)) => errors.push(FieldError { field: other.to_owned(), message }),
+                    None => {
+                        errors.push(FieldError { field: other.to_owned(), message: "unknown query parameter".into() })
+                    }
+                },
             }
         }
         if errors.is_empty() { Ok(query) } else { Err(Error::Invalid(errors)) }

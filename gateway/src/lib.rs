@@ -115,6 +115,8 @@ pub const ROUTES: &[(Method, &str, &str)] = &[
     (Method::POST, "/partner/v1/orders/{id}/cancel", "orders:write"),
     (Method::GET, "/partner/v1/invoices/{id}", "invoices:read"),
     (Method::GET, USAGE_ROUTE, "orders:read"),
+    (Method::GET, "/ops/v1/orders", "ops"),
+    (Method::GET, "/ops/v1/orders/{id}", "ops"),
     (Method::POST, "/ops/v1/payments", "ops"),
     (Method::POST, "/ops/v1/shipments/{id}/complete", "ops"),
 ];
@@ -134,9 +136,10 @@ const ORDER_ROUTE: (Method, &str) = (Method::POST, "/partner/v1/orders");
 /// A partner's own limits and usage, answered by the gateway itself.
 const USAGE_ROUTE: &str = "/partner/v1/usage";
 
-/// Routes anyone may read, without a credential: the OpenAPI document and
-/// the API reference page rendered from it.
-pub const PUBLIC: &[&str] = &["/openapi.json", "/docs"];
+/// Routes anyone may read, without a credential: the OpenAPI document, the
+/// API reference page rendered from it, and the ops console's page (which
+/// asks the operator for a token before it reads anything).
+pub const PUBLIC: &[&str] = &["/openapi.json", "/docs", "/ops"];
 
 /// Every scope a token can carry (DESIGN.md, "Scopes").
 pub const SCOPES: &[&str] =
@@ -716,6 +719,6 @@ mod tests {
             StatusCode::METHOD_NOT_ALLOWED
         );
         assert_eq!(status(&app, &Method::GET, "/web/v1/orders/ord_1/lines", &all).await, StatusCode::NOT_FOUND);
-        assert_eq!(status(&app, &Method::GET, "/ops/v1/orders", &all).await, StatusCode::NOT_FOUND);
+        assert_eq!(status(&app, &Method::GET, "/ops/v1/quarantine", &all).await, StatusCode::NOT_FOUND);
     }
 }

@@ -1,16 +1,24 @@
-//! `/ops/v1`: operators' actions on orders of any tenant (scope `ops`,
-//! checked by the gateway). Calls to the process tier carry an empty
-//! tenant, which it reads as "any tenant".
+//! `/ops/v1`: operators' view of and actions on orders of any tenant
+//! (scope `ops`, checked by the gateway), and the ops console at `/ops`.
+//! Calls to the process tier carry an empty tenant, which it reads as "any
+//! tenant".
 //!
 //! # Layout
+//! - [`console`]: the ops console, one page that reads `/ops/v1/...`.
+//! - [`orders`]: finding orders of every tenant, one with its saga's record.
 //! - [`payments`]: cash application, recording a payment an on-account
 //!   customer made against the order's invoice.
 //! - [`shipments`]: marking a shipment done, standing in for a warehouse.
 
-use axum::{Router, routing::post};
+use axum::{
+    Router,
+    routing::{get, post},
+};
 
 use crate::Upstreams;
 
+pub mod console;
+pub mod orders;
 pub mod payments;
 pub mod shipments;
 
@@ -20,6 +28,8 @@ pub const ANY_TENANT: &str = "";
 /// Routes under `/ops/v1`.
 pub fn router() -> Router<Upstreams> {
     Router::new()
+        .route("/orders", get(orders::list))
+        .route("/orders/{id}", get(orders::get))
         .route("/payments", post(payments::record))
         .route("/shipments/{id}/complete", post(shipments::complete))
 }

@@ -338,6 +338,21 @@ fn replay((order, stored): (Order, String), fingerprint: &str) -> Result<Order, 
 
 type OrderStream = Pin<Box<dyn Stream<Item = Result<pb::Order, Status>> + Send>>;
 
+/// The store's name of a status, as a filter: `Unspecified` filters nothing.
+fn stored_status(status: pb::OrderStatus) -> &'static str {
+    match status {
+        pb::OrderStatus::Unspecified => "",
+        pb::OrderStatus::Accepted => OrderStatus::Accepted.as_str(),
+        pb::OrderStatus::Confirmed => OrderStatus::Confirmed.as_str(),
+        pb::OrderStatus::Invoiced => OrderStatus::Invoiced.as_str(),
+        pb::OrderStatus::Paid => OrderStatus::Paid.as_str(),
+        pb::OrderStatus::Shipped => OrderStatus::Shipped.as_str(),
+        pb::OrderStatus::Completed => OrderStatus::Completed.as_str(),
+        pb::OrderStatus::Cancelled => OrderStatus::Cancelled.as_str(),
+        pb::OrderStatus::Rejected => OrderStatus::Rejected.as_str(),
+    }
+}
+
 #[tonic::async_trait]
 impl pb::order_to_cash_service_server::OrderToCashService for Service {
     async fn place_order(&self, request: Request<pb::PlaceOrderRequest>) -> Result<Response<pb::Order>, Status> {
@@ -364,10 +379,20 @@ impl pb::order_to_cash_service_server::OrderToCashService for Service {
                 Error::Invalid(vec![("page_token".into(), "is not a token from a previous page".into())]).into()
             );
         }
+        if req.query.chars().count() > MAX_TEXT || req.query.chars().any(char::is_control) {
+            let message = format!("must be at most {MAX_TEXT} characters, none of them control characters");
+            return Err(Error::Invalid(vec![("query".into(), message)]).into());
+        }
+        let status = match pb::OrderStatus::try_from(req.status) {
+            Ok(status) => stored_status(status),
+            Err(_) => return Err(Error::Invalid(vec![("status".into(), "is not an order status".into())]).into()),
+        };
         let filter = Filter {
             tenant: &req.tenant,
             customer_external_id: &req.customer_external_id,
             customer_id: &req.customer_id,
+            status,
+            query: req.query.trim(),
         };
         let before = Some(req.page_token.as_str()).filter(|t| !t.is_empty());
         let mut orders = self.engine.store.list(&filter, before, size + 1).await.map_err(Error::from)?;
