@@ -64,6 +64,8 @@ pub struct Config {
     pub erp: system_apis::erp::Config,
     /// The payment provider behind the system tier's `payments.v1`.
     pub payments: system_apis::payments::Config,
+    /// Trace export (OTLP); off unless an endpoint is configured.
+    pub telemetry: platform::telemetry::Config,
 }
 
 impl Default for Config {
@@ -79,6 +81,7 @@ impl Default for Config {
             system: system_apis::Config::default(),
             erp: system_apis::erp::Config::default(),
             payments: system_apis::payments::Config::default(),
+            telemetry: platform::telemetry::Config::default(),
         }
     }
 }
@@ -150,6 +153,7 @@ impl Config {
             };
             return Err(Error::Invalid { key, reason: err.to_string() });
         }
+        self.telemetry.validate().map_err(|e| Error::Invalid { key: "telemetry", reason: e.to_string() })?;
         if self.shutdown_grace.is_zero() {
             return Err(Error::Invalid { key: "shutdown_grace", reason: "must be more than 0s".into() });
         }

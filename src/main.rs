@@ -144,7 +144,6 @@ enum KeysAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logs();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(err) => return fail(&StartError::Io(err)),
@@ -181,6 +180,7 @@ async fn run(command: Command) -> Result<(), StartError> {
     match command {
         Command::Up { listen, grpc_listen, data_dir, config } => {
             let mut config = load(config.as_ref(), data_dir)?;
+            let _telemetry = telemetry(&config, platform::telemetry::DEFAULT_SERVICE_NAME)?;
             if let Some(addr) = listen {
                 config.gateway.listen = addr;
             }
@@ -195,12 +195,20 @@ async fn run(command: Command) -> Result<(), StartError> {
         }
         Command::Serve { target, listen, data_dir, config } => {
             let config = load(config.as_ref(), data_dir)?;
+            let tier_name = match target {
+                Target::Gateway => "gateway",
+                Target::Experience => "experience",
+                Target::Process => "process",
+                Target::System => "system",
+            };
+            let _telemetry = telemetry(&config, &format!("erp-connect-{tier_name}"))?;
             let tier = serve::Tier::build(target, &config).await?;
             let listener = bind(listen.unwrap_or_else(|| serve::listen_addr(target, &config))).await?;
             tracing::info!(tier = ?target, addr = %listener.local_addr()?, "serving");
             tier.serve(listener, platform::shutdown::on_signals()).await
         }
         Command::Reconcile { data_dir, config, system_url } => {
+            platform::telemetry::init_logs();
             let config = load(config.as_ref(), data_dir)?;
             if erp_connect::reconcile::run(&config, system_url.as_deref()).await? {
                 Ok(())
@@ -209,10 +217,12 @@ async fn run(command: Command) -> Result<(), StartError> {
             }
         }
         Command::Keys { action, data_dir, config } => {
+            platform::telemetry::init_logs();
             let config = load(config.as_ref(), data_dir)?;
             keys(action, &config).await
         }
         Command::Token { sub, scope, aud, tenant, email, ttl, data_dir, config } => {
+            platform::telemetry::init_logs();
             let config = load(config.as_ref(), data_dir)?;
             let request = gateway::dev_idp::TokenRequest { subject: sub, scope, audience: aud, tenant, email, ttl };
             println!("{}", erp_connect::token::mint(&config, &request)?);
@@ -262,17 +272,13 @@ async fn keys(action: KeysAction, config: &Config) -> Result<(), StartError> {
     Ok(())
 }
 
-/// JSON lines by default; human-readable when stderr is a terminal.
-/// Levels from `RUST_LOG` (default `info`). Logs go to stderr so that
-/// stdout carries only what a command prints (a token, the banner).
-fn init_logs() {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if std::io::stderr().is_terminal() {
-        builder.init();
-    } else {
-        builder.json().flatten_event(true).init();
-    }
+/// Logs (JSON lines by default; human-readable when stderr is a terminal;
+/// levels from `RUST_LOG`, default `info`; on stderr, so that stdout
+/// carries only what a command prints), and trace export when configured.
+/// Set up once the configuration is loaded, since `[telemetry]` is in it; a
+/// configuration error is printed by `main` without a logger.
+fn telemetry(config: &Config, service_name: &str) -> Result<platform::telemetry::Telemetry, StartError> {
+    platform::telemetry::init(&config.telemetry, service_name).map_err(|e| {
+        StartError::Config(erp_connect::config::Error::Invalid { key: "telemetry", reason: e.to_string() })
+    })
 }

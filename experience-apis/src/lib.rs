@@ -121,6 +121,11 @@ pub fn router(upstreams: Upstreams) -> Router {
         .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
         .with_state(upstreams)
         .layer(middleware::from_fn(platform::request_id::ensure))
+        // Outermost of the tier's own layers: the span covers them all.
+        .layer(axum::middleware::from_fn_with_state(
+            platform::telemetry::HttpTier { name: "experience", edge: false },
+            platform::telemetry::http_server,
+        ))
 }
 
 async fn readyz(State(upstreams): State<Upstreams>) -> Response {

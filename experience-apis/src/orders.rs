@@ -160,6 +160,11 @@ pub struct OrderView {
     /// How the order is paid.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payment: Option<PaymentView>,
+    /// The trace (32 hex digits) of the request that placed the order, in
+    /// which its processing was traced; quote it to support. Present only
+    /// when the installation exports traces.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 /// A priced order line.
@@ -296,6 +301,7 @@ impl From<Order> for OrderView {
                 Ok(PaymentMethod::OnAccount) => Some(PaymentView { method: "on_account" }),
                 Ok(PaymentMethod::Unspecified) | Err(_) => None,
             },
+            trace_id: non_empty(order.trace_id),
         }
     }
 }
@@ -466,6 +472,7 @@ mod tests {
             payment_method: PaymentMethod::OnAccount as i32,
             payment_id: "pay_1".into(),
             updated_at: at(1_795_860_001),
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
         }
     }
 
@@ -489,7 +496,8 @@ mod tests {
                 ],
                 "created_at": "2026-11-28T10:00:00Z",
                 "updated_at": "2026-11-28T10:00:01Z",
-                "payment": {"method": "on_account"}
+                "payment": {"method": "on_account"},
+                "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"
             })
         );
         // Nothing internal: tenant, customer external id, payment id, timeline detail.

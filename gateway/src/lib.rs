@@ -207,6 +207,11 @@ pub fn router_with_limits(
         .layer(SetHeader::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
         .layer(axum::middleware::from_fn(limit_request_head))
         .layer(axum::middleware::from_fn(platform::request_id::ensure))
+        // Outermost of the tier's own layers: the span covers them all.
+        .layer(axum::middleware::from_fn_with_state(
+            platform::telemetry::HttpTier { name: "gateway", edge: true },
+            platform::telemetry::http_server,
+        ))
 }
 
 /// Longest URI (path and query) accepted; far beyond any documented

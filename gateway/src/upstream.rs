@@ -4,6 +4,9 @@
 //! Either way the raw credential is removed and the verified principal is
 //! attached: as a request extension in-process, as a gateway-signed header
 //! over the network.
+//!
+//! Either way the hop is traced alike: an HTTP client span whose context
+//! replaces whatever `traceparent` the caller sent.
 
 use std::time::Duration;
 
@@ -20,8 +23,10 @@ use hyper_util::{
 use platform::{
     principal::{self, Principal, PrincipalSigner},
     problem::Problem,
+    telemetry,
 };
 use tower::ServiceExt;
+use tracing::Instrument;
 
 /// Errors reaching the experience tier.
 #[derive(Debug, thiserror::Error)]
@@ -114,10 +119,27 @@ impl Upstream {
     /// Sends `request` on behalf of `principal` (none for internal probes).
     pub async fn forward(&self, mut request: Request<Body>, principal: Option<Principal>) -> Result<Response, Error> {
         let headers = request.headers_mut();
-        for name in STRIPPED {
+        for name in STRIPPED.iter().chain(&telemetry::TRACE_HEADERS) {
             headers.remove(name);
         }
         headers.remove(principal::HEADER);
+        let server = match self {
+            Upstream::InProcess(_) => None,
+            Upstream::Http(http) => http.base.authority(),
+        };
+        let span = telemetry::http_client_span(request.method(), server);
+        telemetry::inject(&span, request.headers_mut());
+        let response = self.send(request, principal).instrument(span.clone()).await;
+        match &response {
+            Ok(response) => telemetry::record_http_status(&span, response.status()),
+            Err(_) => {
+                span.record("otel.status_code", "error");
+            }
+        }
+        response
+    }
+
+    async fn send(&self, mut request: Request<Body>, principal: Option<Principal>) -> Result<Response, Error> {
         match self {
             Upstream::InProcess(router) => {
                 // The in-process hop must look like the HTTP one: a fresh

@@ -7,6 +7,10 @@
 //!
 //! [`with_authorization`] makes a channel present a credential on every
 //! call, e.g. the service JWT the experience tier shows the process tier.
+//!
+//! When traces are exported, every call through a channel gets a gRPC
+//! client span whose context travels as `traceparent` metadata
+//! ([`crate::telemetry::grpc_client`]).
 
 use std::{convert::Infallible, time::Duration};
 
@@ -50,8 +54,9 @@ pub fn connect_lazy(url: &str, timeout: Duration) -> Result<GrpcChannel, Error> 
         .timeout(timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30));
+    let server = endpoint.uri().authority().cloned();
     let channel = endpoint.connect_lazy();
-    Ok(BoxCloneSyncService::new(channel.map_err(|e| TransportError(e.into()))))
+    Ok(crate::telemetry::grpc_client(BoxCloneSyncService::new(channel.map_err(|e| TransportError(e.into()))), server))
 }
 
 /// A channel that calls `routes` in this process.
@@ -59,7 +64,7 @@ pub fn in_process(routes: Routes) -> GrpcChannel {
     let svc = tower::ServiceExt::<http::Request<Body>>::map_err(routes, |never: Infallible| -> TransportError {
         match never {}
     });
-    BoxCloneSyncService::new(svc)
+    crate::telemetry::grpc_client(BoxCloneSyncService::new(svc), None)
 }
 
 /// `channel`, with an `authorization` header on every call set to what

@@ -14,6 +14,8 @@
 //! - [`health`]: `grpc.health.v1` answered by probing what a tier depends on.
 //! - [`shutdown`]: SIGTERM/Ctrl-C handling and draining servers.
 //! - [`request_id`]: `x-request-id` on every HTTP response.
+//! - [`telemetry`]: logs, OpenTelemetry spans and W3C trace context
+//!   across tiers.
 //! - [`secret_file`]: dev-mode secrets created on first use.
 //! - [`database`]: opening, migrating and writing to a tier's own SQL
 //!   database (SQLite or PostgreSQL).
@@ -26,3 +28,4 @@ pub mod problem;
 pub mod request_id;
 pub mod secret_file;
 pub mod shutdown;
+pub mod telemetry;

@@ -1,6 +1,9 @@
 //! RFC 9457 problem details: the one error body every HTTP response of the
 //! product uses. `type` URIs are stable; `detail` is written for the caller
 //! and never carries internal text (SQL, backend URLs, stacks).
+//!
+//! When traces are exported, a body also names the trace it was answered
+//! in (`trace_id`), so that a ticket quoting it leads to the trace.
 
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
@@ -39,6 +42,10 @@ pub struct Problem {
     /// The `WWW-Authenticate` challenge for 401 answers.
     #[serde(skip)]
     pub www_authenticate: Option<&'static str>,
+    /// The trace this answer belongs to (32 hex digits), when traces are
+    /// exported; filled in when the response is made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 impl Problem {
@@ -52,6 +59,7 @@ impl Problem {
             errors: Vec::new(),
             retry_after: None,
             www_authenticate: None,
+            trace_id: None,
         }
     }
 
@@ -108,7 +116,10 @@ impl Problem {
 }
 
 impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
+    fn into_response(mut self) -> Response {
+        if self.trace_id.is_none() {
+            self.trace_id = crate::telemetry::current_trace_id();
+        }
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         // Serializing this struct cannot fail: every field is a string, number or list of them.
         let body = serde_json::to_vec(&self).unwrap_or_default();

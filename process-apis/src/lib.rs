@@ -144,9 +144,11 @@ impl ProcessTier {
             let (system, flows) = (system.clone(), flows.clone());
             Box::pin(async move { flows.is_ready().await && platform::health::downstream_is_serving(system).await })
         });
-        tonic::service::Routes::new(catalog::service(self.system.clone()))
+        let routes = tonic::service::Routes::new(catalog::service(self.system.clone()))
             .add_service(self.order_to_cash.service())
             .add_service(platform::health::service(probe))
-            .add_service(reflection)
+            .add_service(reflection);
+        // A server span per call, in the caller's trace (when traced).
+        platform::telemetry::grpc_server(routes)
     }
 }

@@ -169,6 +169,11 @@ pub struct Progress {
     pub attempts: u32,
     /// The step that started and has not recorded its result yet.
     pub running: Option<String>,
+    /// W3C `traceparent` of the request that placed the order: its steps'
+    /// spans join that trace, and its events carry it. None when traces
+    /// were not exported then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// An order and its saga state: the `doc` column of the store.
@@ -389,6 +394,12 @@ impl Order {
             } as i32,
             payment_id: p.payment_id.clone().unwrap_or_default(),
             updated_at: Some(timestamp(self.updated_at)),
+            trace_id: p
+                .traceparent
+                .as_deref()
+                .and_then(platform::telemetry::trace_id_of)
+                .unwrap_or_default()
+                .to_owned(),
         }
     }
 }

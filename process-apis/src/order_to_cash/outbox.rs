@@ -6,7 +6,10 @@
 //! and stops at the first failure, so events of one order never overtake
 //! each other; unpublished events simply wait while the bus is down.
 //! Every event carries a unique id, sent as `Nats-Msg-Id` so JetStream
-//! drops the duplicates a crash between publish and mark can cause.
+//! drops the duplicates a crash between publish and mark can cause, and,
+//! when traces are exported, the W3C `traceparent` of the saga step that
+//! wrote it (a NATS header; a field of [`OutboxEvent`] on the in-process
+//! bus), so a consumer can link its own work to that trace.
 
 use std::{sync::Arc, time::Duration};
 
@@ -104,6 +107,8 @@ pub fn event(order: &Order, kind: &str, now: i64) -> OutboxEvent {
         event_type: kind.to_owned(),
         payload: payload.to_string(),
         created_at: now,
+        // The step's own span when it runs in one; else the request's.
+        traceparent: platform::telemetry::current_traceparent().or_else(|| order.progress.traceparent.clone()),
     }
 }
 
@@ -185,6 +190,9 @@ impl NatsBus {
             .await?;
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", event.id.as_str());
+        if let Some(traceparent) = &event.traceparent {
+            headers.insert("traceparent", traceparent.as_str());
+        }
         let ack = self
             .jetstream
             .publish_with_headers(

@@ -258,7 +258,16 @@ impl Engine {
                     };
                     let mut next = order.clone();
                     let mut effects = Effects::default();
-                    let result = self.execute(step, &mut next, &mut effects).await;
+                    // A span per step, in the trace of the request that
+                    // placed the order (the runner's own span starts none).
+                    let span = tracing::info_span!(
+                        "saga.step",
+                        otel.name = %format_args!("order_to_cash {}", step.name()),
+                        step = step.name()
+                    );
+                    platform::telemetry::follow(&span, order.progress.traceparent.as_deref());
+                    let result =
+                        tracing::Instrument::instrument(self.execute(step, &mut next, &mut effects), span).await;
                     let now = clock::now_ms();
                     next.progress.running = None;
                     next.updated_at = now;

@@ -166,7 +166,9 @@ impl Service {
             timeline: vec![],
             created_at: now,
             updated_at: now,
-            progress: Progress::default(),
+            // The saga's steps run later, in the background, and join
+            // this request's trace through it.
+            progress: Progress { traceparent: platform::telemetry::current_traceparent(), ..Progress::default() },
         };
         order.record("accepted", now, "");
         let events = [outbox::event(&order, "order.accepted", now)];

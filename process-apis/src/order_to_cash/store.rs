@@ -63,6 +63,9 @@ pub struct OutboxEvent {
     pub payload: String,
     /// Unix milliseconds.
     pub created_at: i64,
+    /// W3C `traceparent` of the saga step that wrote it, published as the
+    /// `traceparent` header; none when traces are not exported.
+    pub traceparent: Option<String>,
 }
 
 /// What a write does to the lease on the saga.
@@ -311,7 +314,7 @@ impl Store {
     /// The oldest unpublished events, in the order they were written.
     pub async fn unpublished(&self, limit: i64) -> Result<Vec<OutboxEvent>, Error> {
         let rows = sqlx::query(
-            "SELECT id, order_id, event_type, payload, created_at FROM outbox WHERE published_at IS NULL \
+            "SELECT id, order_id, event_type, payload, created_at, traceparent FROM outbox WHERE published_at IS NULL \
              ORDER BY seq LIMIT $1",
         )
         .bind(limit)
@@ -337,7 +340,7 @@ impl Store {
     /// Every event of an order, published or not, in order.
     pub async fn events_of(&self, order_id: &str) -> Result<Vec<OutboxEvent>, Error> {
         let rows = sqlx::query(
-            "SELECT id, order_id, event_type, payload, created_at FROM outbox WHERE order_id = $1 ORDER BY seq",
+            "SELECT id, order_id, event_type, payload, created_at, traceparent FROM outbox WHERE order_id = $1 ORDER BY seq",
         )
         .bind(order_id)
         .fetch_all(self.db.pool())
@@ -413,14 +416,18 @@ impl PublisherLock {
 
 async fn insert_events(tx: &mut sqlx::Transaction<'static, sqlx::Any>, events: &[OutboxEvent]) -> Result<(), Error> {
     for e in events {
-        sqlx::query("INSERT INTO outbox (id, order_id, event_type, payload, created_at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(&e.id)
-            .bind(&e.order_id)
-            .bind(&e.event_type)
-            .bind(&e.payload)
-            .bind(e.created_at)
-            .execute(&mut **tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO outbox (id, order_id, event_type, payload, created_at, traceparent) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&e.id)
+        .bind(&e.order_id)
+        .bind(&e.event_type)
+        .bind(&e.payload)
+        .bind(e.created_at)
+        .bind(e.traceparent.as_deref())
+        .execute(&mut **tx)
+        .await?;
     }
     Ok(())
 }
@@ -436,6 +443,7 @@ fn event(r: &AnyRow) -> Result<OutboxEvent, Error> {
         event_type: r.try_get(2)?,
         payload: r.try_get(3)?,
         created_at: r.try_get(4)?,
+        traceparent: r.try_get(5)?,
     })
 }
 

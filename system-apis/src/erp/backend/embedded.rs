@@ -73,6 +73,15 @@ impl EmbeddedErp {
     fn pool(&self) -> &sqlx::AnyPool {
         self.db.pool()
     }
+
+    /// `db.system.name` of this backend's spans (OpenTelemetry semantic
+    /// conventions): each connector call is one ERP call of a trace.
+    fn db_system(&self) -> &'static str {
+        match self.db.dialect() {
+            platform::database::Dialect::Sqlite => "sqlite",
+            platform::database::Dialect::Postgres => "postgresql",
+        }
+    }
 }
 
 async fn log_change(tx: &mut Tx, aggregate: &str, id: &str, state: &str) -> Result<(), Error> {
@@ -327,6 +336,7 @@ async fn complete_order_if_settled(tx: &mut Tx, order_id: &str) -> Result<(), Er
 }
 
 impl Connector for EmbeddedErp {
+    #[tracing::instrument(skip_all, fields(otel.kind = "client", db.system.name = self.db_system(), db.operation.name = "list_products"))]
     async fn list_products(&self, after: Option<&str>, limit: usize) -> Result<Page<Product>, Error> {
         // One extra row tells whether another page follows.
         let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
@@ -343,6 +353,7 @@ impl Connector for EmbeddedErp {
         Ok(Page { items, more })
     }
 
+    #[tracing::instrument(skip_all, fields(otel.kind = "client", db.system.name = self.db_system(), db.operation.name = "get_product"))]
     async fn get_product(&self, sku: &str) -> Result<Product, Error> {
         let row = sqlx::query(
             "SELECT sku, name, description, uom, list_price, currency, active FROM products WHERE sku = $1",
@@ -356,6 +367,7 @@ impl Connector for EmbeddedErp {
         }
     }
 
+    #[tracing::instrument(skip_all, fields(otel.kind = "client", db.system.name = self.db_system(), db.operation.name = "stock_levels"))]
     async fn stock_levels(&self, skus: &[String]) -> Result<Vec<StockLevel>, Error> {
         if skus.is_empty() {
             return Ok(Vec::new());
@@ -397,10 +409,12 @@ impl Connector for EmbeddedErp {
             .collect())
     }
 
+    #[tracing::instrument(skip_all, fields(otel.kind = "client", db.system.name = self.db_system(), db.operation.name = "get_customer"))]
     async fn get_customer(&self, id: &str) -> Result<Customer, Error> {
         read_customer(&mut *self.pool().acquire().await?, id).await
     }
 
+    #[tracing::instrument(skip_all, fields(otel.kind = "client", db.system.name = self.db_system(), db.operation.name = "find_customer"))]
     async fn find_customer(&self, key: &CustomerKey) -> Result<Customer, Error> {
         let (sql, value) = match key {
             CustomerKey::ExternalId(id) => ("SELECT id FROM customers WHERE external_id = $1", id),
@@ -413,6 +427,7 @@ impl Connector for EmbeddedErp {
         read_customer(&mut conn, &id).await
     }
 
+    #[tracing::instrument(skip_all, fields(otel.kind = "client", db.system.name = self.db_system(), db.operation.name = "create_customer"))]
     async fn create_customer(&self, new: &NewCustomer) -> Result<Customer, Error> {
         let mut tx = self.write_tx().await?;
         if let Some(id) = replayed(&mut tx, "customer", &new.idempotency_key, &new.fingerprint).await? {
@@ -457,6 +472,7 @@ impl Connector for EmbeddedErp {
         Ok(customer)
     }
 
+    #[tracing::instrument(skip_all, fields(otel.kind = "client", db.system.name = self.db_system(), db.operation.name = "update_credit_limit"))]
     async fn update_credit_limit(&self, id: &str, limit: Decimal) -> Result<Customer, Error> {
         let mut tx = self.write_tx().await?;
         let updated = sqlx::query("UPDATE customers SET credit_limit = $1 WHERE id = $2")
@@ -473,6 +489,7 @@ impl Connector for EmbeddedErp {
         Ok(customer)
     }
 
+    #[tracing::instrument(skip_all, fields(otel.kind = "client", db.system.name = self.db_system(), db.operation.name = "add_address"))]
     async fn add_address(&self, id: &str, address: &Address) -> Result<Customer, Error> {
         let mut tx = self.write_tx().await?;
         read_customer(&mut tx, id).await?;
@@ -483,6 +500,7 @@ impl Connector for EmbeddedErp {
         Ok(customer)
     }
 
+    #[tracing::instrument(skip_all, fields(otel.kind = "client", db.system.name = self.db_system(), db.operation.name = "create_sales_order"))]
     async fn create_sales_order(&self, new: &NewSalesOrder) -> Result<SalesOrder, Error> {
         let mut tx = self.write_tx().await?;
         if let Some(id) = replayed(&mut tx, "sales_order", &new.idempotency_key, &new.fingerprint).await? {
@@ -562,6 +580,7 @@ impl Connector for EmbeddedErp {
         Ok(order)
     }
 
+    #[tracing::instrument(skip_all, fields(otel.kind = "client", db.system.name = self.db_system(), db.operation.name = "quote_sales_order"))]
     async fn quote_sales_order(&self, id: &str) -> Result<SalesOrder, Error> {
         let mut tx = self.write_tx().await?;
         match order_state_of(&mut tx, id).await?.as_str() {
@@ -582,6 +601,7 @@ impl Connector for EmbeddedErp {
         Ok(order)
     }
 
+    #[tracing::instrument(skip_all, fields(otel.kind = "client", db.system.name = self.db_system(), db.operation.name = "confirm_sales_order"))]
     async fn confirm_sales_order(&self, id: &str) -> Result<SalesOrder, Error> {
         let mut tx = self.write_tx().await?;
         match order_state_of(&mut tx, id).await?.as_str() {
@@ -595,6 +615,7 @@ impl Connector for EmbeddedErp {
         Ok(order)
     }
 
+    #[tracing::instrument(skip_all, fields(otel.kind = "client", db.system.name = self.db_system(), db.operation.name = "cancel_sales_order"))]
     async fn cancel_sales_order(&self, id: &str) -> Result<SalesOrder, Error> {
         let mut tx = self.write_tx().await?;
         match order_state_of(&mut tx, id).await?.as_str() {
@@ -608,6 +629,7 @@ impl Connector for EmbeddedErp {
         Ok(order)
     }
 
+    #[tracing::instrument(skip_all, fields(otel.kind = "client", db.system.name = self.db_system(), db.operation.name = "get_sales_order"))]
     async fn get_sales_order(&self, id: &str) -> Result<SalesOrder, Error> {
         read_order(&mut *self.pool().acquire().await?, id).await
     }
@@ -635,6 +657,7 @@ impl Connector for EmbeddedErp {
         Ok(Page { items, more })
     }
 
+    #[tracing::instrument(skip_all, fields(otel.kind = "client", db.system.name = self.db_system(), db.operation.name = "list_invoices"))]
     async fn list_invoices(&self, sales_order_id: &str) -> Result<Vec<Invoice>, Error> {
         let mut conn = self.pool().acquire().await?;
         read_order(&mut conn, sales_order_id).await?;
@@ -648,10 +671,12 @@ impl Connector for EmbeddedErp {
         Ok(rows.iter().map(invoice_from_row).collect::<Result<Vec<_>, _>>()?)
     }
 
+    #[tracing::instrument(skip_all, fields(otel.kind = "client", db.system.name = self.db_system(), db.operation.name = "get_invoice"))]
     async fn get_invoice(&self, id: &str) -> Result<Invoice, Error> {
         read_invoice(&mut *self.pool().acquire().await?, id).await
     }
 
+    #[tracing::instrument(skip_all, fields(otel.kind = "client", db.system.name = self.db_system(), db.operation.name = "post_invoice"))]
     async fn post_invoice(&self, id: &str) -> Result<Invoice, Error> {
         let mut tx = self.write_tx().await?;
         let invoice = read_invoice(&mut tx, id).await?;
@@ -675,6 +700,7 @@ impl Connector for EmbeddedErp {
         Ok(invoice)
     }
 
+    #[tracing::instrument(skip_all, fields(otel.kind = "client", db.system.name = self.db_system(), db.operation.name = "record_invoice_payment"))]
     async fn record_invoice_payment(&self, payment: &InvoicePayment) -> Result<Invoice, Error> {
         let mut tx = self.write_tx().await?;
         let fingerprint = format!("{}|{}|{}", payment.invoice_id, payment.currency, payment.amount.normalize());
@@ -700,6 +726,7 @@ impl Connector for EmbeddedErp {
         Ok(invoice)
     }
 
+    #[tracing::instrument(skip_all, fields(otel.kind = "client", db.system.name = self.db_system(), db.operation.name = "credit_invoice"))]
     async fn credit_invoice(&self, id: &str) -> Result<Invoice, Error> {
         let mut tx = self.write_tx().await?;
         let invoice = read_invoice(&mut tx, id).await?;
@@ -733,6 +760,7 @@ impl Connector for EmbeddedErp {
         Ok(invoice)
     }
 
+    #[tracing::instrument(skip_all, fields(otel.kind = "client", db.system.name = self.db_system(), db.operation.name = "list_shipments"))]
     async fn list_shipments(&self, sales_order_id: &str) -> Result<Vec<Shipment>, Error> {
         let mut conn = self.pool().acquire().await?;
         read_order(&mut conn, sales_order_id).await?;
@@ -747,6 +775,7 @@ impl Connector for EmbeddedErp {
         Ok(shipments)
     }
 
+    #[tracing::instrument(skip_all, fields(otel.kind = "client", db.system.name = self.db_system(), db.operation.name = "complete_shipment"))]
     async fn complete_shipment(&self, id: &str) -> Result<Shipment, Error> {
         let mut tx = self.write_tx().await?;
         let shipment = read_shipment(&mut tx, id).await?;
@@ -776,6 +805,7 @@ impl Connector for EmbeddedErp {
         Ok(shipment)
     }
 
+    #[tracing::instrument(skip_all, fields(otel.kind = "client", db.system.name = self.db_system(), db.operation.name = "open_amount"))]
     async fn open_amount(&self, customer_id: &str) -> Result<OpenAmount, Error> {
         let mut conn = self.pool().acquire().await?;
         let customer = read_customer(&mut conn, customer_id).await?;
@@ -796,6 +826,7 @@ impl Connector for EmbeddedErp {
         })
     }
 
+    #[tracing::instrument(skip_all, fields(otel.kind = "client", db.system.name = self.db_system(), db.operation.name = "list_changes"))]
     async fn list_changes(&self, since: Option<&str>, limit: usize) -> Result<(Vec<Change>, String), Error> {
         let since_seq: i64 = match since {
             None => 0,

@@ -271,6 +271,16 @@ impl Client {
         self.post_to(self.endpoint.clone(), method, authorization, params).await
     }
 
+    /// One JSON-RPC call: a client span named for the method (never its
+    /// parameters, which hold passwords and personal data).
+    #[tracing::instrument(skip_all, fields(
+        otel.name = method,
+        otel.kind = "client",
+        rpc.system = "jsonrpc",
+        rpc.method = method,
+        server.address = uri.host(),
+        server.port = uri.port_u16().map(i64::from),
+    ))]
     async fn post_to(
         &self,
         uri: Uri,

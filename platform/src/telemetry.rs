@@ -1,0 +1,728 @@
+//! Traces and logs: what a process writes about itself, and how one trace
+//! follows a request from the gateway down to the ERP call.
+//!
+//! - [`init`] installs the process's `tracing` subscriber: log lines on
+//!   stderr (JSON lines, or human-readable when stderr is a terminal; levels
+//!   from `RUST_LOG`), and, when an OTLP endpoint is configured, an
+//!   OpenTelemetry layer exporting spans over OTLP/gRPC ([`Config`]).
+//! - Every log line written inside a traced span carries its `trace_id` and
+//!   `span_id`, and so does every problem+json body ([`current_trace_id`]),
+//!   so that a support ticket quoting either leads to the trace.
+//! - W3C Trace Context crosses the tiers as the `traceparent` and
+//!   `tracestate` headers, over HTTP and as gRPC metadata alike: [`inject`]
+//!   and [`extract`]; [`current_traceparent`] and [`follow`] store a
+//!   context with work that outlives the request (a saga, an event).
+//! - Spans named and attributed after the OpenTelemetry semantic
+//!   conventions: [`http_server`] (axum middleware), [`grpc_server`] (tonic
+//!   routes), [`grpc_client`] (a gRPC channel) and [`http_client_span`].
+//!   Attributes are methods, route templates, service and method names and
+//!   status codes: never bodies, credentials, query strings or personal data.
+//!
+//! Off by default. Without an endpoint there is no exporter and no
+//! OpenTelemetry layer, and the span helpers here create nothing, so a
+//! request pays one flag check. Nor are trace ids made up then: with no
+//! trace to look up, log lines and problem bodies carry the request id
+//! (`x-request-id`) alone.
+//!
+//! Traces start where requests arrive: a span without a parent is recorded
+//! only when it is a server span; background work (change-feed polls, the
+//! saga runner's own loop) starts no trace, while a saga's steps join the
+//! trace of the request that placed the order.
+
+use std::{
+    pin::Pin,
+    sync::atomic::{AtomicBool, Ordering},
+    task::{Context as TaskContext, Poll},
+    time::Instant,
+};
+
+use axum::{
+    extract::{MatchedPath, Request, State},
+    middleware::Next,
+    response::Response,
+};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use opentelemetry::{
+    Context, KeyValue,
+    propagation::{Extractor, Injector, TextMapPropagator},
+    trace::{Link, SpanKind, TraceContextExt, TraceId, TracerProvider as _},
+};
+use opentelemetry_sdk::{
+    Resource,
+    propagation::TraceContextPropagator,
+    trace::{Sampler, SamplingDecision, SamplingResult, SdkTracerProvider, ShouldSample},
+};
+use serde::Deserialize;
+use tracing::{Instrument, Span, field::Empty};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::{
+    EnvFilter, Layer,
+    filter::filter_fn,
+    fmt::{FmtContext, FormatEvent, FormatFields, format::Writer},
+    layer::SubscriberExt,
+    registry::LookupSpan,
+    util::SubscriberInitExt,
+};
+
+/// `service.name` of exported spans unless configured.
+pub const DEFAULT_SERVICE_NAME: &str = "erp-connect";
+
+/// The W3C Trace Context headers. The gateway drops a caller's before
+/// forwarding: the trace inside is the gateway's, not the caller's.
+pub static TRACE_HEADERS: [HeaderName; 2] =
+    [HeaderName::from_static("traceparent"), HeaderName::from_static("tracestate")];
+
+/// Whether spans are exported (set once by [`init`]).
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process exports traces; when not, the span helpers here
+/// do nothing.
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// `[telemetry]` in the config file. The standard `OTEL_*` environment
+/// variables win over it, so the usual collector setup works unchanged.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// OTLP/gRPC endpoint spans are exported to, e.g.
+    /// `http://otel-collector:4317`. Default none: no export.
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT`
+    /// override it; `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none`
+    /// turn export off.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported spans. Default `erp-connect` (`up`)
+    /// or `erp-connect-<tier>` (`serve`); `OTEL_SERVICE_NAME` overrides it.
+    pub service_name: Option<String>,
+}
+
+/// A telemetry setup that cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An OTLP protocol other than gRPC was asked for.
+    #[error("{var}={value:?}: only OTLP over gRPC (`grpc`) is supported")]
+    Protocol {
+        /// The variable that asked for it.
+        var: &'static str,
+        /// What it asked for.
+        value: String,
+    },
+    /// The endpoint is not an `http://host:port` URL.
+    #[error("OTLP endpoint {0:?} must look like http://host:port")]
+    Endpoint(String),
+    /// The exporter could not be built.
+    #[error("OTLP exporter: {0}")]
+    Exporter(String),
+    /// A subscriber was installed already (a second `init`).
+    #[error("logging is already set up")]
+    AlreadyInstalled,
+}
+
+fn env(var: &str) -> Option<String> {
+    std::env::var(var).ok()
+}
+
+impl Config {
+    /// Where spans go, if anywhere: the environment over the file.
+    pub fn endpoint(&self) -> Option<String> {
+        self.endpoint_in(env)
+    }
+
+    /// [`Config::endpoint`] with the environment read through `env`.
+    fn endpoint_in(&self, env: impl Fn(&str) -> Option<String>) -> Option<String> {
+        let env = |var: &str| env(var).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let off = env("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+            || env("OTEL_TRACES_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none"));
+        if off {
+            return None;
+        }
+        env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT"))
+            .or_else(|| self.otlp_endpoint.clone().filter(|e| !e.trim().is_empty()))
+    }
+
+    /// `service.name`: `OTEL_SERVICE_NAME`, the file, or `default`.
+    pub fn service_name(&self, default: &str) -> String {
+        env("OTEL_SERVICE_NAME")
+            .filter(|v| !v.trim().is_empty())
+            .or_else(|| self.service_name.clone())
+            .unwrap_or_else(|| default.to_owned())
+    }
+
+    /// Checks the endpoint and protocol, before anything starts.
+    pub fn validate(&self) -> Result<(), Error> {
+        self.validate_in(env)
+    }
+
+    fn validate_in(&self, env: impl Fn(&str) -> Option<String> + Copy) -> Result<(), Error> {
+        for var in ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"] {
+            if let Some(value) = env(var).filter(|v| !v.trim().is_empty()) {
+                if value.trim() != "grpc" {
+                    return Err(Error::Protocol { var, value });
+                }
+                break; // the signal's own variable wins
+            }
+        }
+        if let Some(endpoint) = self.endpoint_in(env) {
+            // Plain HTTP/2: the collector is a sidecar or in the cluster
+            // (no TLS stack is built in for this).
+            let uri: http::Uri = endpoint.parse().map_err(|_| Error::Endpoint(endpoint.clone()))?;
+            if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+                return Err(Error::Endpoint(endpoint));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What [`init`] set up. Dropping it flushes the spans not yet exported.
+#[must_use = "dropping it stops the export"]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take()
+            && let Err(err) = provider.shutdown()
+        {
+            tracing::warn!(error = %err, "not every span could be exported");
+        }
+    }
+}
+
+/// Logs only, for commands that serve nothing (`keys`, `token`, ...).
+pub fn init_logs() {
+    // Only fails when a subscriber is installed already; that one stays.
+    let _ = install(None);
+}
+
+/// Logs, and spans exported to the endpoint `config` names (if any) with
+/// `service.name` `default_service` unless configured. Call once, inside a
+/// Tokio runtime: the exporter's gRPC channel runs on it.
+pub fn init(config: &Config, default_service: &str) -> Result<Telemetry, Error> {
+    config.validate()?;
+    let provider = match config.endpoint() {
+        None => None,
+        Some(endpoint) => {
+            use opentelemetry_otlp::WithExportConfig;
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint)
+                .build()
+                .map_err(|e| Error::Exporter(e.to_string()))?;
+            let resource = Resource::builder().with_service_name(config.service_name(default_service)).build();
+            Some(
+                SdkTracerProvider::builder()
+                    .with_sampler(Sampler::ParentBased(Box::new(RootsAtServers)))
+                    .with_batch_exporter(exporter)
+                    .with_resource(resource)
+                    .build(),
+            )
+        }
+    };
+    install(provider.as_ref())?;
+    Ok(Telemetry { provider })
+}
+
+fn install(provider: Option<&SdkTracerProvider>) -> Result<(), Error> {
+    use std::io::IsTerminal;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Logs go to stderr, so that stdout carries only what a command prints.
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = if std::io::stderr().is_terminal() {
+        fmt.map_event_format(|inner| WithTraceIds { inner, json: false }).with_filter(filter).boxed()
+    } else {
+        fmt.json()
+            .flatten_event(true)
+            .map_event_format(|inner| WithTraceIds { inner, json: true })
+            .with_filter(filter)
+            .boxed()
+    };
+    // Spans only, at info and above, whatever RUST_LOG says about log lines:
+    // log lines stay in the logs (linked by trace id), not in span events.
+    let otel = provider.map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("erp-connect"))
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
+            .with_tracked_inactivity(false)
+            .with_filter(filter_fn(|meta| meta.is_span() && *meta.level() <= tracing::Level::INFO))
+    });
+    tracing_subscriber::registry().with(fmt).with(otel).try_init().map_err(|_| Error::AlreadyInstalled)?;
+    ENABLED.store(provider.is_some(), Ordering::Relaxed);
+    Ok(())
+}
+
+/// Samples a trace when it starts at a server span (a request arrived);
+/// the rest follow their parent ([`Sampler::ParentBased`]).
+#[derive(Debug, Clone)]
+struct RootsAtServers;
+
+impl ShouldSample for RootsAtServers {
+    fn should_sample(
+        &self,
+        parent: Option<&Context>,
+        _trace_id: TraceId,
+        _name: &str,
+        kind: &SpanKind,
+        _attributes: &[KeyValue],
+        _links: &[Link],
+    ) -> SamplingResult {
+        let decision =
+            if *kind == SpanKind::Server { SamplingDecision::RecordAndSample } else { SamplingDecision::Drop };
+        let trace_state = parent.map(|cx| cx.span().span_context().trace_state().clone()).unwrap_or_default();
+        SamplingResult { decision, attributes: Vec::new(), trace_state }
+    }
+}
+
+/// Adds `"trace_id"` and `"span_id"` to each JSON log line written inside
+/// a traced span (`trace_id=` in front of a terminal line).
+struct WithTraceIds<F> {
+    inner: F,
+    json: bool,
+}
+
+impl<S, N, F> FormatEvent<S, N> for WithTraceIds<F>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        // The OpenTelemetry layer makes an entered span's context current.
+        let cx = Context::current();
+        let span = cx.span();
+        let ids = span.span_context();
+        // Only recorded traces: one that was dropped cannot be looked up.
+        if !enabled() || !ids.is_valid() || !ids.is_sampled() {
+            return self.inner.format_event(ctx, writer, event);
+        }
+        if !self.json {
+            write!(writer, "trace_id={} ", ids.trace_id())?;
+            return self.inner.format_event(ctx, writer, event);
+        }
+        let mut line = String::with_capacity(512);
+        self.inner.format_event(ctx, Writer::new(&mut line), event)?;
+        match line.strip_prefix('{') {
+            Some(rest) => {
+                write!(writer, "{{\"trace_id\":\"{}\",\"span_id\":\"{}\",{rest}", ids.trace_id(), ids.span_id())
+            }
+            None => writer.write_str(&line),
+        }
+    }
+}
+
+/// The trace id (32 hex digits) of the span the caller is in, when traced.
+pub fn current_trace_id() -> Option<String> {
+    if !enabled() {
+        return None;
+    }
+    let cx = Span::current().context();
+    let span = cx.span();
+    let ids = span.span_context();
+    // A trace that is not recorded cannot be looked up.
+    (ids.is_valid() && ids.is_sampled()).then(|| ids.trace_id().to_string())
+}
+
+/// The W3C `traceparent` of the span the caller is in, when traced: what
+/// a saga or an event keeps to join or link to the request's trace.
+pub fn current_traceparent() -> Option<String> {
+    if !enabled() {
+        return None;
+    }
+    let cx = Span::current().context();
+    if !cx.span().span_context().is_sampled() {
+        return None;
+    }
+    let mut headers = HeaderMap::new();
+    TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(&mut headers));
+    headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+/// The trace id inside a `traceparent` value.
+pub fn trace_id_of(traceparent: &str) -> Option<&str> {
+    traceparent.split('-').nth(1).filter(|id| id.len() == 32 && *id != "0".repeat(32))
+}
+
+/// Makes `span` (not yet entered) a child of the stored `traceparent`, e.g.
+/// a saga step of the request that placed the order.
+pub fn follow(span: &Span, traceparent: Option<&str>) {
+    let Some(traceparent) = traceparent.filter(|_| enabled()) else { return };
+    let mut headers = HeaderMap::new();
+    let Ok(value) = HeaderValue::from_str(traceparent) else { return };
+    headers.insert(&TRACE_HEADERS[0], value);
+    let cx = extract(&headers);
+    if cx.span().span_context().is_valid() {
+        let _ = span.set_parent(cx);
+    }
+}
+
+/// Writes `span`'s context into `headers` (HTTP headers, or gRPC metadata,
+/// which travels as HTTP/2 headers).
+pub fn inject(span: &Span, headers: &mut HeaderMap) {
+    if enabled() {
+        TraceContextPropagator::new().inject_context(&span.context(), &mut HeaderInjector(headers));
+    }
+}
+
+/// The context a caller sent in `headers` (empty when it sent none).
+pub fn extract(headers: &HeaderMap) -> Context {
+    TraceContextPropagator::new().extract(&HeaderExtractor(headers))
+}
+
+struct HeaderInjector<'a>(&'a mut HeaderMap);
+
+impl Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(key.as_bytes()), HeaderValue::from_str(&value)) {
+            self.0.insert(name, value);
+        }
+    }
+}
+
+struct HeaderExtractor<'a>(&'a HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(HeaderName::as_str).collect()
+    }
+}
+
+/// Which HTTP tier a server span belongs to, and whether it is the edge
+/// (the gateway), which starts the trace and logs one line per request.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpTier {
+    /// `erp_connect.tier` of the spans, e.g. `gateway`.
+    pub name: &'static str,
+    /// The first tier a request reaches.
+    pub edge: bool,
+}
+
+/// Axum middleware (`from_fn_with_state(HttpTier {..}, http_server)`, the
+/// outermost layer): an HTTP server span `{method} {http.route}` around the
+/// request, child of the caller's `traceparent` (the edge starts a new
+/// trace and only links a caller's), and at the edge one log line per
+/// request, in the span.
+pub async fn http_server(State(tier): State<HttpTier>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    // Probes and scrapes arrive every few seconds and say nothing about a
+    // request: no trace for them.
+    if !enabled() || route.as_deref().is_some_and(is_probe) {
+        let response = next.run(request).await;
+        if tier.edge {
+            log_request(&method, route.as_deref(), &response, started);
+        }
+        return response;
+    }
+    let name = match &route {
+        Some(route) => format!("{method} {route}"),
+        None => method.to_string(),
+    };
+    let span = tracing::info_span!(
+        "http.server",
+        otel.name = name,
+        otel.kind = "server",
+        otel.status_code = Empty,
+        "http.request.method" = %method,
+        "http.route" = route.as_deref(),
+        "url.scheme" = "http",
+        "url.path" = request.uri().path(),
+        "http.response.status_code" = Empty,
+        "erp_connect.tier" = tier.name,
+    );
+    let caller = extract(request.headers());
+    if tier.edge {
+        span.add_link(caller.span().span_context().clone());
+    } else if caller.span().span_context().is_valid() {
+        let _ = span.set_parent(caller);
+    }
+    let response = next.run(request).instrument(span.clone()).await;
+    let status = response.status();
+    span.record("http.response.status_code", i64::from(status.as_u16()));
+    if status.is_server_error() {
+        span.record("otel.status_code", "error");
+    }
+    if tier.edge {
+        span.in_scope(|| log_request(&method, route.as_deref(), &response, started));
+    }
+    response
+}
+
+/// Routes of the orchestrator's probes and Prometheus' scrapes.
+fn is_probe(route: &str) -> bool {
+    matches!(route, "/healthz" | "/readyz" | "/metrics")
+}
+
+/// The edge's one line per request; no query, body or credential. Probes
+/// and scrapes are logged at debug level, not every few seconds.
+fn log_request(method: &http::Method, route: Option<&str>, response: &Response, started: Instant) {
+    let request_id = response.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let (route, status) = (route.unwrap_or("-"), response.status().as_u16());
+    // Microsecond precision is plenty, and keeps the line short.
+    let duration_ms = (started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0;
+    if is_probe(route) {
+        tracing::debug!(target: "http", method = %method, route, status, duration_ms, request_id, "request");
+    } else {
+        tracing::info!(target: "http", method = %method, route, status, duration_ms, request_id, "request");
+    }
+}
+
+/// An HTTP client span `{method}` for a call to `server` (`host:port`, or
+/// none in-process); record the answer with [`record_http_status`].
+pub fn http_client_span(method: &http::Method, server: Option<&http::uri::Authority>) -> Span {
+    if !enabled() {
+        return Span::none();
+    }
+    tracing::info_span!(
+        "http.client",
+        otel.name = %method,
+        otel.kind = "client",
+        otel.status_code = Empty,
+        "http.request.method" = %method,
+        "server.address" = server.map(http::uri::Authority::host),
+        "server.port" = server.and_then(http::uri::Authority::port_u16).map(i64::from),
+        "http.response.status_code" = Empty,
+    )
+}
+
+/// Records the status a client span's call got.
+pub fn record_http_status(span: &Span, status: StatusCode) {
+    span.record("http.response.status_code", i64::from(status.as_u16()));
+    if status.is_client_error() || status.is_server_error() {
+        span.record("otel.status_code", "error");
+    }
+}
+
+/// `(rpc.service, rpc.method)` of a gRPC path `/pkg.Service/Method`.
+fn rpc_names(path: &str) -> (&str, &str) {
+    let path = path.trim_start_matches('/');
+    path.split_once('/').unwrap_or((path, ""))
+}
+
+/// Health checks and reflection run all the time and say nothing about a
+/// request; they get no spans.
+fn is_plumbing(service: &str) -> bool {
+    service.starts_with("grpc.health.") || service.starts_with("grpc.reflection.")
+}
+
+/// The gRPC status code in `headers` (a trailers-only answer) or trailers.
+fn grpc_status(headers: &HeaderMap) -> Option<i32> {
+    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
+}
+
+/// Which side of a call a span is on; decides which codes are errors.
+#[derive(Debug, Clone, Copy)]
+enum Side {
+    Client,
+    Server,
+}
+
+fn record_grpc_status(span: &Span, side: Side, code: i32) {
+    span.record("rpc.grpc.status_code", i64::from(code));
+    // The semantic conventions: every non-OK code fails a client call; a
+    // server fails only on its own faults (UNKNOWN, DEADLINE_EXCEEDED,
+    // UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS).
+    let error = match side {
+        Side::Client => code != 0,
+        Side::Server => matches!(code, 2 | 4 | 12 | 13 | 14 | 15),
+    };
+    if error {
+        span.record("otel.status_code", "error");
+    }
+}
+
+/// `routes` with a gRPC server span `{rpc.service}/{rpc.method}` around
+/// every call, child of the caller's `traceparent` metadata. Unchanged
+/// when tracing is off.
+pub fn grpc_server(routes: tonic::service::Routes) -> tonic::service::Routes {
+    if !enabled() {
+        return routes;
+    }
+    tonic::service::Routes::from(routes.into_axum_router().layer(axum::middleware::from_fn(grpc_server_span)))
+}
+
+async fn grpc_server_span(request: Request, next: Next) -> Response {
+    let (service, method) = rpc_names(request.uri().path());
+    if is_plumbing(service) {
+        return next.run(request).await;
+    }
+    let span = tracing::info_span!(
+        "grpc.server",
+        otel.name = %format_args!("{service}/{method}"),
+        otel.kind = "server",
+        otel.status_code = Empty,
+        "rpc.system" = "grpc",
+        "rpc.service" = service,
+        "rpc.method" = method,
+        "rpc.grpc.status_code" = Empty,
+    );
+    let caller = extract(request.headers());
+    if caller.span().span_context().is_valid() {
+        let _ = span.set_parent(caller);
+    }
+    let response = next.run(request).instrument(span.clone()).await;
+    if let Some(code) = grpc_status(response.headers()) {
+        record_grpc_status(&span, Side::Server, code);
+        return response;
+    }
+    response.map(|body| axum::body::Body::new(StatusFromTrailers { inner: body, span, side: Side::Server }))
+}
+
+/// `channel` with a gRPC client span `{rpc.service}/{rpc.method}` around
+/// every call, whose context goes along as `traceparent` metadata.
+/// Unchanged when tracing is off.
+pub fn grpc_client(
+    channel: crate::channel::GrpcChannel,
+    server: Option<http::uri::Authority>,
+) -> crate::channel::GrpcChannel {
+    use tower::ServiceExt;
+    if !enabled() {
+        return channel;
+    }
+    let traced = tower::service_fn(move |mut request: http::Request<tonic::body::Body>| {
+        let channel = channel.clone();
+        let server = server.clone();
+        async move {
+            let (service, method) = rpc_names(request.uri().path());
+            if is_plumbing(service) {
+                return channel.oneshot(request).await;
+            }
+            let span = tracing::info_span!(
+                "grpc.client",
+                otel.name = %format_args!("{service}/{method}"),
+                otel.kind = "client",
+                otel.status_code = Empty,
+                "rpc.system" = "grpc",
+                "rpc.service" = service,
+                "rpc.method" = method,
+                "server.address" = server.as_ref().map(http::uri::Authority::host),
+                "server.port" = server.as_ref().and_then(http::uri::Authority::port_u16).map(i64::from),
+                "rpc.grpc.status_code" = Empty,
+            );
+            inject(&span, request.headers_mut());
+            let response = match channel.oneshot(request).instrument(span.clone()).await {
+                Ok(response) => response,
+                Err(err) => {
+                    // No answer at all: UNAVAILABLE, as tonic reports it.
+                    record_grpc_status(&span, Side::Client, 14);
+                    return Err(err);
+                }
+            };
+            if let Some(code) = grpc_status(response.headers()) {
+                record_grpc_status(&span, Side::Client, code);
+                return Ok(response);
+            }
+            Ok(response
+                .map(|body| tonic::body::Body::new(StatusFromTrailers { inner: body, span, side: Side::Client })))
+        }
+    });
+    tower::util::BoxCloneSyncService::new(traced)
+}
+
+/// A gRPC response body that records the status in its trailers on its
+/// span, and ends the span when the body is done (streams included).
+struct StatusFromTrailers<B> {
+    inner: B,
+    span: Span,
+    side: Side,
+}
+
+impl<B> http_body::Body for StatusFromTrailers<B>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+{
+    type Data = bytes::Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(code) = frame.trailers_ref().and_then(grpc_status)
+        {
+            record_grpc_status(&self.span, self.side, code);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rpc_names_split_a_grpc_path() {
+        assert_eq!(
+            rpc_names("/erp.v1.SalesOrderService/CreateSalesOrder"),
+            ("erp.v1.SalesOrderService", "CreateSalesOrder")
+        );
+        assert_eq!(rpc_names("/odd"), ("odd", ""));
+    }
+
+    #[test]
+    fn a_traceparent_names_its_trace() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(trace_id_of(tp), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        assert_eq!(trace_id_of("00-00000000000000000000000000000000-00f067aa0ba902b7-01"), None);
+        assert_eq!(trace_id_of("garbage"), None);
+    }
+
+    #[test]
+    fn a_traceparent_header_is_extracted() {
+        let mut headers = HeaderMap::new();
+        headers
+            .insert("traceparent", HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+        let cx = extract(&headers);
+        let span = cx.span();
+        assert_eq!(span.span_context().trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert!(!extract(&HeaderMap::new()).span().span_context().is_valid());
+    }
+
+    #[test]
+    fn the_environment_wins_over_the_file_and_only_grpc_is_spoken() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |var: &str| vars.iter().find(|(k, _)| *k == var).map(|(_, v)| (*v).to_owned())
+        };
+        let config = Config { otlp_endpoint: Some("http://file:4317".into()), service_name: None };
+        assert_eq!(config.endpoint_in(env(&[])).as_deref(), Some("http://file:4317"));
+        let general = env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env:4317")]);
+        assert_eq!(config.endpoint_in(general).as_deref(), Some("http://env:4317"));
+        let both = env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env:4317"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://traces:4317"),
+        ]);
+        assert_eq!(config.endpoint_in(both).as_deref(), Some("http://traces:4317"));
+        assert_eq!(config.endpoint_in(env(&[("OTEL_SDK_DISABLED", "true")])), None);
+        assert_eq!(config.endpoint_in(env(&[("OTEL_TRACES_EXPORTER", "none")])), None);
+        assert_eq!(Config::default().endpoint_in(env(&[])), None, "off by default");
+        assert!(config.validate_in(env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")])).is_ok());
+        let http = env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")]);
+        assert!(matches!(config.validate_in(http), Err(Error::Protocol { .. })));
+        let bad = Config { otlp_endpoint: Some("collector:4317".into()), service_name: None };
+        assert!(matches!(bad.validate_in(env(&[])), Err(Error::Endpoint(_))));
+    }
+}
