@@ -6,6 +6,9 @@
 //! The process tier admits only calls with a service JWT (reflection and
 //! health excepted), and the experience tier sends its own on every call;
 //! see [`crate::service_auth`].
+//!
+//! Every tier answers `GET /metrics` (Prometheus text, no credential) on its
+//! own port; the gRPC tiers accept HTTP/1.1 beside HTTP/2 for it.
 
 use std::net::SocketAddr;
 
@@ -49,18 +52,19 @@ impl Tier {
         let server = match target {
             Target::System => {
                 let system = system_apis::SystemTier::start(&config.erp, &config.payments, &config.data_dir).await?;
-                Server::Grpc(system.routes())
+                Server::Grpc(platform::metrics::grpc_with_endpoint(system.routes()))
             }
             Target::Process => {
                 let system = channel::connect_lazy(&config.process.system_url, config.process.system_timeout)?;
                 let auth = crate::service_auth::authenticator(config)?;
                 let process =
                     process_apis::ProcessTier::start(&config.process, &config.data_dir, system, tasks.clone()).await?;
-                Server::Grpc(crate::service_auth::require_service_token(
+                // `/metrics` outside the service-token check: scrapers have none.
+                Server::Grpc(platform::metrics::grpc_with_endpoint(crate::service_auth::require_service_token(
                     process.routes(),
                     auth,
                     &config.process.service_subjects,
-                ))
+                )))
             }
             Target::Experience => {
                 let token = crate::service_auth::service_token(config)?;
@@ -72,7 +76,10 @@ impl Tier {
                     experience_apis::Upstreams::new(process)
                         .with_trace_url_template(config.experience.trace_url_template.as_deref()),
                 );
-                Server::Http(experience_apis::require_signed_principal(router, crate::principal_signer(config)?))
+                Server::Http(platform::metrics::with_endpoint(experience_apis::require_signed_principal(
+                    router,
+                    crate::principal_signer(config)?,
+                )))
             }
             Target::Gateway => {
                 let (auth, dev_jwks) = crate::authenticator(config)?;

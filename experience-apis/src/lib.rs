@@ -108,7 +108,7 @@ impl Upstreams {
 /// The tier's routes. Every audience route expects a verified principal in
 /// the request's extensions.
 pub fn router(upstreams: Upstreams) -> Router {
-    Router::new()
+    let router = Router::new()
         .nest("/web/v1", web::router())
         .nest("/partner/v1", partner::router())
         .nest("/ops/v1", ops::router())
@@ -125,7 +125,8 @@ pub fn router(upstreams: Upstreams) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             platform::telemetry::HttpTier { name: "experience", edge: false },
             platform::telemetry::http_server,
-        ))
+        ));
+    platform::metrics::instrument_http(router, platform::metrics::Tier::Experience)
 }
 
 async fn readyz(State(upstreams): State<Upstreams>) -> Response {

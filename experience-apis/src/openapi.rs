@@ -156,6 +156,87 @@ struct RotateRequest {
     grace: Option<String>,
 }
 
+/// What the ops console charts, from the gateway process's metrics. In
+/// `serve` mode a gateway sees only its own: other tiers' points stay at
+/// zero and their values are `null` or empty (scrape each tier's
+/// `/metrics` there).
+#[derive(ToSchema)]
+#[allow(dead_code)] // documentation only: the body is written by the gateway
+struct Overview {
+    /// Seconds per point: 10.
+    step_seconds: u64,
+    /// Seconds covered: 900.
+    window_seconds: u64,
+    /// `gateway`, `experience`, `process`, `system`, in this order.
+    tiers: Vec<OverviewTier>,
+    /// Orders per status (statuses without orders left out), e.g. `{"paid": 3}`.
+    orders_by_status: std::collections::BTreeMap<String, u64>,
+    outbox: OverviewOutbox,
+    /// From a change made in the ERP to its order event, for the last change
+    /// applied; `null` before the first.
+    change_feed_lag_seconds: Option<f64>,
+    backends: Vec<OverviewBackend>,
+    rate_limit: OverviewRateLimit,
+}
+
+/// One tier's traffic, one point per step, oldest first; the last point is
+/// the step in progress. Steps without traffic are points too.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documentation only
+struct OverviewTier {
+    tier: String,
+    points: Vec<OverviewPoint>,
+}
+
+/// One step of one tier.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documentation only
+struct OverviewPoint {
+    /// Start of the step, unix seconds.
+    t: u64,
+    /// Requests answered in the step.
+    requests: u64,
+    /// Of which errors: HTTP 5xx; gRPC codes whose HTTP equivalent is 5xx
+    /// (Unknown, DeadlineExceeded, Unimplemented, Internal, Unavailable, DataLoss).
+    errors: u64,
+    /// Median latency, ms; `null` without requests.
+    p50_ms: Option<f64>,
+    /// 99th percentile latency, ms; `null` without requests.
+    p99_ms: Option<f64>,
+}
+
+/// The outbox; `null` values without a process tier in the gateway's process.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documentation only
+struct OverviewOutbox {
+    /// Events not yet published.
+    depth: Option<u64>,
+    /// Age of the oldest of them (0 when none).
+    oldest_age_seconds: Option<f64>,
+}
+
+/// A backend system behind a circuit breaker.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documentation only
+struct OverviewBackend {
+    /// The system, e.g. `erp`.
+    name: String,
+    /// Its backend, e.g. `embedded` or `tryton`.
+    backend: String,
+    /// `closed`, `open` or `half_open`.
+    breaker: String,
+}
+
+/// Partner rate limits since the gateway started.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documentation only
+struct OverviewRateLimit {
+    /// 429s for a plan's rate or daily order quota.
+    rejections: u64,
+    /// Decisions made by the local limiter because the configured Redis did not answer.
+    redis_fallbacks: u64,
+}
+
 /// The API, for `/openapi.json`.
 #[derive(OpenApi)]
 #[openapi(
@@ -182,7 +263,8 @@ struct RotateRequest {
         list_keys,
         create_key,
         revoke_key,
-        rotate_key
+        rotate_key,
+        get_overview
     ),
     components(schemas(
         Problem,
@@ -193,6 +275,12 @@ struct RotateRequest {
         KeyCreated,
         KeyRequest,
         RotateRequest,
+        Overview,
+        OverviewTier,
+        OverviewPoint,
+        OverviewOutbox,
+        OverviewBackend,
+        OverviewRateLimit,
         OrderRequest,
         LineRequest,
         PaymentRequest,
@@ -357,6 +445,10 @@ order_operations! {
         [("id" = String, Path, description = "Key id, key_...")],
         [request_body = Option<RotateRequest>,], 201 => KeyCreated,
         [404: "No such key", 409: "Already revoked", 413: "Body too large"];
+    get_overview: get "/ops/v1/overview", "ops", "ops",
+        "The ops console's charts: each tier's requests, errors and latency per 10 s over the last 15 minutes, \
+         orders per status, the outbox, the ERP change feed's lag, circuit breakers and rate limits.",
+        [], [], 200 => Overview, [];
     complete_shipment: post "/ops/v1/shipments/{id}/complete", "ops", "ops",
         "Marks a shipment done in the ERP, standing in for the warehouse.",
         [("id" = String, Path, description = "ERP shipment id, from an order's erp.shipments")],

@@ -13,6 +13,8 @@
 //! - [`limits`]: rate limits and daily order quotas per key and plan, in
 //!   memory or in Redis; `usage` answers `/partner/v1/usage` with them.
 //! - [`upstream`]: the experience tier, in-process or over HTTP.
+//! - `overview`: `/ops/v1/overview`, the ops console's charts, from this
+//!   process's metrics; `GET /metrics` serves them to Prometheus.
 //! - [`ROUTES`]: the public routes and the scope each requires ([`SCOPES`]).
 
 use std::{sync::Arc, time::Duration};
@@ -36,6 +38,7 @@ mod key_admin;
 pub mod key_store;
 pub mod keys;
 pub mod limits;
+mod overview;
 pub mod upstream;
 mod usage;
 
@@ -130,6 +133,10 @@ pub const KEY_ADMIN_ROUTES: &[(Method, &str, &str)] = &[
     (Method::POST, "/ops/v1/keys/{id}/rotate", "ops"),
 ];
 
+/// Routes the gateway answers itself, with their scope: the ops console's
+/// overview of this process's metrics (`overview`).
+pub const OVERVIEW_ROUTES: &[(Method, &str, &str)] = &[(Method::GET, overview::ROUTE, "ops")];
+
 /// The route that creates orders: counted against the key's daily quota.
 const ORDER_ROUTE: (Method, &str) = (Method::POST, "/partner/v1/orders");
 
@@ -172,6 +179,8 @@ pub fn router_with_limits(
 ) -> Router {
     let gateway = Arc::new(Gateway { auth, upstream, dev_jwks, limits });
     let mut router = key_admin::routes()
+        .merge(overview::routes())
+        .route("/metrics", get(platform::metrics::endpoint))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/dev-idp/jwks.json", get(dev_jwks_handler));
@@ -194,7 +203,7 @@ pub fn router_with_limits(
             }),
         );
     }
-    router
+    let router = router
         .fallback(|| async { Problem::not_found("no such route") })
         .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
         .with_state(gateway)
@@ -211,7 +220,8 @@ pub fn router_with_limits(
         .layer(axum::middleware::from_fn_with_state(
             platform::telemetry::HttpTier { name: "gateway", edge: true },
             platform::telemetry::http_server,
-        ))
+        ));
+    platform::metrics::instrument_http(router, platform::metrics::Tier::Gateway)
 }
 
 /// Longest URI (path and query) accepted; far beyond any documented
@@ -315,6 +325,7 @@ impl Gateway {
     ) -> Response {
         if let Some(rate) = rate.filter(|r| !r.allowed) {
             tracing::info!(key = %caller.principal.subject, "rate limit reached");
+            limits::count_rejection(caller.plan.as_deref().unwrap_or_default(), "rate");
             let mut problem = Problem::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate-limited",
@@ -340,6 +351,7 @@ impl Gateway {
         match quota {
             Some(quota) if !quota.allowed => {
                 tracing::info!(key = %caller.principal.subject, "daily order quota reached");
+                limits::count_rejection(caller.plan.as_deref().unwrap_or_default(), "quota");
                 let mut problem = Problem::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     "quota-exceeded",

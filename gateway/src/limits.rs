@@ -11,6 +11,13 @@
 //! stands in (fail open to a per-replica limit rather than refuse traffic),
 //! Redis is left alone for [`REDIS_PAUSE`], a warning is logged once per
 //! outage and [`Limits::fallbacks`] counts the requests decided locally.
+//!
+//! Metrics (Prometheus, see `platform::metrics`):
+//! `erp_connect_rate_limit_rejections_total{plan, kind}` (`kind` is `rate`
+//! or `quota`; [`count_rejection`]), `erp_connect_rate_limit_redis_fallbacks_total`
+//! (decisions made locally because the configured Redis did not answer) and
+//! `erp_connect_rate_limit_redis_down` (1 during an outage, 0 otherwise;
+//! only with Redis configured).
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -28,6 +35,7 @@ use governor::{
     middleware::StateInformationMiddleware,
     state::keyed::DefaultKeyedStateStore,
 };
+use platform::metrics::facade::{Counter, counter, gauge};
 use serde::Deserialize;
 
 /// Longest wait for Redis on the request path before deciding locally.
@@ -110,6 +118,31 @@ pub struct Limits {
     /// Orders per key on this replica today: `(day, count)`.
     local_orders: Mutex<HashMap<String, (u64, u64)>>,
     fallbacks: AtomicU64,
+    /// [`Limits::fallbacks`] as a Prometheus counter.
+    fallback_counter: Counter,
+}
+
+fn describe() {
+    use platform::metrics::facade::{describe_counter, describe_gauge};
+    describe_counter!(
+        "erp_connect_rate_limit_rejections_total",
+        "Requests refused with 429, by plan and kind (rate, quota)."
+    );
+    describe_counter!(
+        "erp_connect_rate_limit_redis_fallbacks_total",
+        "Rate-limit decisions made by the local limiter because the configured Redis did not answer."
+    );
+    describe_gauge!(REDIS_DOWN, "1 while the configured Redis does not answer (limits are per replica), else 0.");
+}
+
+/// The gauge that says Redis, configured, does not answer.
+const REDIS_DOWN: &str = "erp_connect_rate_limit_redis_down";
+
+/// Counts a request refused with 429: `kind` is `rate` (requests per
+/// second) or `quota` (orders per day). Plans come from the configuration,
+/// so the label set stays small.
+pub fn count_rejection(plan: &str, kind: &'static str) {
+    counter!("erp_connect_rate_limit_rejections_total", "plan" => plan.to_owned(), "kind" => kind).increment(1);
 }
 
 struct PlanLimits {
@@ -146,7 +179,19 @@ impl Limits {
             })
             .collect();
         let redis = redis_url.map(SharedCounters::new).transpose()?;
-        Ok(Self { plans, redis, local_orders: Mutex::new(HashMap::new()), fallbacks: AtomicU64::new(0) })
+        // Before the first handle: one made without a recorder stays a no-op.
+        platform::metrics::install();
+        describe();
+        if redis.is_some() {
+            gauge!(REDIS_DOWN).set(0.0);
+        }
+        Ok(Self {
+            plans,
+            redis,
+            local_orders: Mutex::new(HashMap::new()),
+            fallbacks: AtomicU64::new(0),
+            fallback_counter: counter!("erp_connect_rate_limit_redis_fallbacks_total"),
+        })
     }
 
     /// The limits of `plan`. A plan the configuration no longer knows gets
@@ -236,6 +281,7 @@ impl Limits {
     fn note_fallback(&self) {
         if self.redis.is_some() {
             self.fallbacks.fetch_add(1, Ordering::Relaxed);
+            self.fallback_counter.increment(1);
         }
     }
 }
@@ -351,6 +397,7 @@ impl SharedCounters {
         match tokio::time::timeout(REDIS_TIMEOUT, attempt).await {
             Ok(Ok(value)) => {
                 if self.down.swap(false, Ordering::Relaxed) {
+                    gauge!(REDIS_DOWN).set(0.0);
                     tracing::info!("Redis answers again: rate limits are shared across replicas again");
                 }
                 Some(value)
@@ -358,6 +405,7 @@ impl SharedCounters {
             outcome => {
                 self.paused_until.store(now_ms() + REDIS_PAUSE.as_millis() as u64, Ordering::Relaxed);
                 if !self.down.swap(true, Ordering::Relaxed) {
+                    gauge!(REDIS_DOWN).set(1.0);
                     let error = match outcome {
                         Ok(Err(err)) => err.to_string(),
                         _ => "timed out".to_owned(),

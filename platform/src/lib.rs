@@ -19,10 +19,13 @@
 //! - [`secret_file`]: dev-mode secrets created on first use.
 //! - [`database`]: opening, migrating and writing to a tier's own SQL
 //!   database (SQLite or PostgreSQL).
+//! - [`metrics`]: the Prometheus recorder, `/metrics`, request metrics of
+//!   the HTTP and gRPC tiers, and their short history for the overview.
 
 pub mod channel;
 pub mod database;
 pub mod health;
+pub mod metrics;
 pub mod principal;
 pub mod problem;
 pub mod request_id;

@@ -83,7 +83,9 @@ pub async fn serve_grpc(
 ) -> io::Result<()> {
     let signal = shutdown.clone();
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // HTTP/1.1 too, for Prometheus scraping `GET /metrics` on a gRPC port.
     let server = tonic::transport::Server::builder()
+        .accept_http1(true)
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, async move { signal.cancelled().await });
     drain(async move { server.await.map_err(io::Error::other) }, shutdown, grace).await

@@ -149,6 +149,7 @@ impl ProcessTier {
             .add_service(platform::health::service(probe))
             .add_service(reflection);
         // A server span per call, in the caller's trace (when traced).
-        platform::telemetry::grpc_server(routes)
+        let routes = platform::telemetry::grpc_server(routes);
+        platform::metrics::instrument_grpc(routes, platform::metrics::Tier::Process)
     }
 }

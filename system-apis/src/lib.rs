@@ -76,6 +76,7 @@ impl SystemTier {
         let mut routes = self.payments.add_routes(self.erp.routes());
         routes = routes.add_service(platform::health::service(probe)).add_service(reflection);
         // A server span per call, in the caller's trace (when traced).
-        platform::telemetry::grpc_server(routes)
+        let routes = platform::telemetry::grpc_server(routes);
+        platform::metrics::instrument_grpc(routes, platform::metrics::Tier::System)
     }
 }

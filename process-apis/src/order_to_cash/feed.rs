@@ -88,7 +88,12 @@ async fn apply(engine: &Engine, change: &erp::Change) -> Result<(), Error> {
         })
         .await;
     match updated {
-        Ok(_) => Ok(()),
+        Ok(_) => {
+            if let Some(at) = &change.changed_at {
+                super::metrics::change_applied(at.seconds, at.nanos);
+            }
+            Ok(())
+        }
         Err(super::saga::UpdateError::Store(err)) => Err(err.into()),
         Err(super::saga::UpdateError::Refused(never)) => match never {},
     }

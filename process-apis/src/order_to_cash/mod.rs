@@ -9,6 +9,8 @@
 //! - [`feed`]: follows the ERP change feed (shipments done, invoices paid).
 //! - [`service`]: the gRPC service.
 //! - [`reconcile`]: the invariants `erp-connect reconcile` checks.
+//! - [`metrics`]: the flow's metrics (saga outcomes, step durations,
+//!   outbox, change-feed lag, orders per status).
 //!
 //! A PlaceOrder is validated, priced and stored as `accepted` with its
 //! `order.accepted` event in one transaction before it is answered; from
@@ -25,6 +27,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 pub mod clock;
 pub mod feed;
+pub mod metrics;
 pub mod order;
 pub mod outbox;
 pub mod reconcile;
@@ -194,6 +197,7 @@ impl OrderToCash {
         let store = store::Store::open(database_url).await?;
         let bus = outbox::Bus::open(events).await?;
         let engine = Arc::new(saga::Engine::new(store.clone(), saga::Systems::new(system, system_timeout), settings));
+        metrics::describe();
         tokio::spawn(engine.clone().run_worker(tasks.clone()));
         tokio::spawn(outbox::run_publisher(
             store,
@@ -203,6 +207,7 @@ impl OrderToCash {
             tasks.clone(),
         ));
         tokio::spawn(feed::run(engine.clone(), tasks.clone()));
+        tokio::spawn(metrics::run_gauges(engine.store.clone(), tasks.clone()));
         Ok(Self { engine, bus, tasks })
     }
 

@@ -256,6 +256,7 @@ impl Engine {
                             None => continue, // someone else wrote it: read again
                         }
                     };
+                    let started = std::time::Instant::now();
                     let mut next = order.clone();
                     let mut effects = Effects::default();
                     // A span per step, in the trace of the request that
@@ -268,6 +269,7 @@ impl Engine {
                     platform::telemetry::follow(&span, order.progress.traceparent.as_deref());
                     let result =
                         tracing::Instrument::instrument(self.execute(step, &mut next, &mut effects), span).await;
+                    super::metrics::step(step.name(), &result, started.elapsed());
                     let now = clock::now_ms();
                     next.progress.running = None;
                     next.updated_at = now;
@@ -316,6 +318,9 @@ impl Engine {
                                 known = self
                                     .save(order, version, now, Lease::Keep(self.lease_until(now)), Effects::default())
                                     .await?;
+                                if known.is_some() {
+                                    super::metrics::retries_exhausted();
+                                }
                                 continue;
                             }
                             let delay = self.backoff(attempts);
@@ -365,6 +370,7 @@ impl Engine {
     ) -> Result<Option<Versioned>, StepError> {
         let saved = self.store.save(&order, version, due, lease, &effects.events, &effects.refs).await?;
         Ok(saved.map(|version| {
+            super::metrics::committed(&effects.events);
             self.committed(&order.id, !effects.events.is_empty());
             Versioned { order, version }
         }))
@@ -585,6 +591,7 @@ impl Engine {
             let saved =
                 self.store.save(&order, current.version, now, Lease::Untouched, &effects.events, &effects.refs).await?;
             if saved.is_some() {
+                super::metrics::committed(&effects.events);
                 self.committed(id, !effects.events.is_empty());
                 if !matches!(order.next_action(), Action::Wait | Action::Done) {
                     self.wake_worker.notify_one();

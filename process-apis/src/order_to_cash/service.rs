@@ -181,6 +181,7 @@ impl Service {
                 replay(f, &fingerprint)
             });
         }
+        super::metrics::committed(&events);
         self.engine.committed(&order.id, true);
         self.engine.clone().spawn(order.id.clone(), self.shutdown.clone());
         Ok(order)
@@ -335,7 +336,11 @@ impl Service {
 }
 
 fn replay((order, stored): (Order, String), fingerprint: &str) -> Result<Order, Error> {
-    if stored == fingerprint { Ok(order) } else { Err(Error::KeyReused) }
+    if stored != fingerprint {
+        return Err(Error::KeyReused);
+    }
+    super::metrics::replayed("PlaceOrder");
+    Ok(order)
 }
 
 type OrderStream = Pin<Box<dyn Stream<Item = Result<pb::Order, Status>> + Send>>;

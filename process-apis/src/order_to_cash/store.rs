@@ -356,6 +356,21 @@ impl Store {
         Ok(row.try_get::<Option<i64>, _>(0)?)
     }
 
+    /// Unpublished events: how many, and when the oldest was written (unix
+    /// ms), for the outbox gauges.
+    pub async fn outbox_backlog(&self) -> Result<(i64, Option<i64>), Error> {
+        let row = sqlx::query("SELECT COUNT(*), MIN(created_at) FROM outbox WHERE published_at IS NULL")
+            .fetch_one(self.db.pool())
+            .await?;
+        Ok((row.try_get::<i64, _>(0)?, row.try_get::<Option<i64>, _>(1)?))
+    }
+
+    /// How many orders are in each status (statuses without orders left out).
+    pub async fn count_by_status(&self) -> Result<Vec<(String, i64)>, Error> {
+        let rows = sqlx::query("SELECT status, COUNT(*) FROM orders GROUP BY status").fetch_all(self.db.pool()).await?;
+        rows.iter().map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?))).collect()
+    }
+
     /// The right to publish the outbox, if no other replica holds it: on
     /// PostgreSQL a session advisory lock on a connection of its own (freed
     /// when the holder dies and its connection drops), so one replica

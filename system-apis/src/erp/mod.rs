@@ -359,12 +359,12 @@ impl Erp {
         match config.backend {
             BackendKind::Embedded => {
                 let erp = backend::embedded::EmbeddedErp::open(config.database_url.as_deref(), data_dir).await?;
-                Ok(Erp::Embedded(Arc::new(Resilient::new(erp, Policy::default()))))
+                Ok(Erp::Embedded(Arc::new(Resilient::named(erp, Policy::default(), "embedded"))))
             }
             BackendKind::Tryton => {
                 let tryton = config.tryton.as_ref().ok_or_else(|| Error::Backend("no [erp.tryton] section".into()))?;
                 let erp = backend::tryton::TrytonErp::open(tryton)?;
-                Ok(Erp::Tryton(Arc::new(Resilient::new(erp, Policy::default()))))
+                Ok(Erp::Tryton(Arc::new(Resilient::named(erp, Policy::default(), "tryton"))))
             }
         }
     }

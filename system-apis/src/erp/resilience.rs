@@ -20,6 +20,14 @@
 //! The stack is built per call around borrowed state (the breaker, the
 //! connector, the call's arguments), which costs a few pointers and lets
 //! calls borrow their arguments instead of cloning them.
+//!
+//! Metrics (`platform::metrics`), labelled `system="erp"` and `backend`
+//! (`embedded`, `tryton`): `erp_connect_backend_calls_total{operation,
+//! outcome}` and `erp_connect_backend_call_duration_seconds{operation}` per
+//! connector call, retries included (`operation` is the connector method,
+//! e.g. `create_sales_order`; `outcome` is `ok`, `error` for an answer the
+//! ERP gave, or `unavailable`), and `erp_connect_circuit_breaker_state`: 0
+//! closed, 1 open, 2 half-open (set when the probe call is let through).
 
 use std::{
     future::Future,
@@ -35,6 +43,8 @@ use erp_connect_proto::erp::v1::{
 use rust_decimal::Decimal;
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
+
+use platform::metrics::facade::{Gauge, counter, gauge, histogram};
 
 use super::{Connector, CustomerKey, Error, InvoicePayment, NewCustomer, NewSalesOrder, Page};
 
@@ -65,6 +75,29 @@ impl Default for Policy {
     }
 }
 
+/// The `system` label of the ERP's metrics.
+const SYSTEM: &str = "erp";
+const GAUGE_CLOSED: f64 = 0.0;
+const GAUGE_OPEN: f64 = 1.0;
+const GAUGE_HALF_OPEN: f64 = 2.0;
+
+fn describe() {
+    use platform::metrics::facade::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "erp_connect_backend_calls_total",
+        "Calls to a backend system, by operation and outcome (ok, error, unavailable)."
+    );
+    describe_histogram!(
+        "erp_connect_backend_call_duration_seconds",
+        Unit::Seconds,
+        "Time of one call to a backend system, retries included."
+    );
+    describe_gauge!(
+        "erp_connect_circuit_breaker_state",
+        "Circuit breaker of a backend: 0 closed, 1 open, 2 half-open."
+    );
+}
+
 /// Whether the breaker lets calls through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BreakerState {
@@ -82,6 +115,8 @@ pub struct Breaker {
     failures_to_open: u32,
     open_for: Duration,
     state: Mutex<Counts>,
+    /// `erp_connect_circuit_breaker_state` of this breaker.
+    gauge: Gauge,
 }
 
 #[derive(Debug)]
@@ -97,11 +132,17 @@ struct Counts {
 struct BreakerOpen;
 
 impl Breaker {
-    fn new(policy: &Policy) -> Self {
+    fn new(policy: &Policy, backend: &'static str) -> Self {
+        // Before the first handle: one made without a recorder stays a no-op.
+        platform::metrics::install();
+        describe();
+        let gauge = gauge!("erp_connect_circuit_breaker_state", "system" => SYSTEM, "backend" => backend);
+        gauge.set(GAUGE_CLOSED);
         Self {
             failures_to_open: policy.failures_to_open,
             open_for: policy.open_for,
             state: Mutex::new(Counts { consecutive_failures: 0, open_until: None, probing: false }),
+            gauge,
         }
     }
 
@@ -126,6 +167,7 @@ impl Breaker {
             Some(_) if b.probing => Err(Error::Unavailable(Box::new(BreakerOpen))),
             Some(_) => {
                 b.probing = true;
+                self.gauge.set(GAUGE_HALF_OPEN);
                 Ok(())
             }
         }
@@ -144,6 +186,7 @@ impl Breaker {
         if healthy {
             if b.open_until.is_some() {
                 tracing::info!("ERP circuit breaker closed");
+                self.gauge.set(GAUGE_CLOSED);
             }
             b.consecutive_failures = 0;
             b.open_until = None;
@@ -154,6 +197,7 @@ impl Breaker {
                     tracing::warn!(failures = b.consecutive_failures, "ERP circuit breaker opened");
                 }
                 b.open_until = Some(Instant::now() + self.open_for);
+                self.gauge.set(GAUGE_OPEN);
             }
         }
     }
@@ -331,12 +375,35 @@ pub struct Resilient<C> {
     inner: C,
     policy: Policy,
     breaker: Breaker,
+    /// The `backend` label of its metrics.
+    backend: &'static str,
 }
 
 impl<C: Connector> Resilient<C> {
-    /// Wraps `inner`.
+    /// Wraps `inner`; its metrics say `backend="unnamed"`.
     pub fn new(inner: C, policy: Policy) -> Self {
-        Self { breaker: Breaker::new(&policy), inner, policy }
+        Self::named(inner, policy, "unnamed")
+    }
+
+    /// Wraps `inner`, the backend `backend` (`embedded`, `tryton`) in metrics.
+    pub fn named(inner: C, policy: Policy, backend: &'static str) -> Self {
+        Self { breaker: Breaker::new(&policy, backend), inner, policy, backend }
+    }
+
+    /// Counts and times one call, retries included.
+    fn observe<T>(&self, operation: &'static str, result: &Result<T, Error>, started: std::time::Instant) {
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(err) if err.is_retryable() => "unavailable",
+            Err(_) => "error",
+        };
+        let backend = self.backend;
+        counter!("erp_connect_backend_calls_total",
+            "system" => SYSTEM, "backend" => backend, "operation" => operation, "outcome" => outcome)
+        .increment(1);
+        histogram!("erp_connect_backend_call_duration_seconds",
+            "system" => SYSTEM, "backend" => backend, "operation" => operation)
+        .record(started.elapsed().as_secs_f64());
     }
 
     /// The breaker's state now.
@@ -344,7 +411,7 @@ impl<C: Connector> Resilient<C> {
         self.breaker.state()
     }
 
-    async fn read<'a, T, F, Fut>(&'a self, call: F) -> Result<T, Error>
+    async fn read<'a, T, F, Fut>(&'a self, operation: &'static str, call: F) -> Result<T, Error>
     where
         F: Fn(&'a C) -> Fut + Sync,
         Fut: Future<Output = Result<T, Error>> + Send + 'a,
@@ -359,10 +426,13 @@ impl<C: Connector> Resilient<C> {
             .map_err(unbox)
             .timeout(self.policy.deadline)
             .service(Attempt);
-        stack.oneshot(Call(&attempt)).await
+        let started = std::time::Instant::now();
+        let result = stack.oneshot(Call(&attempt)).await;
+        self.observe(operation, &result, started);
+        result
     }
 
-    async fn write<'a, T, F, Fut>(&'a self, call: F) -> Result<T, Error>
+    async fn write<'a, T, F, Fut>(&'a self, operation: &'static str, call: F) -> Result<T, Error>
     where
         F: Fn(&'a C) -> Fut + Sync,
         Fut: Future<Output = Result<T, Error>> + Send + 'a,
@@ -374,7 +444,10 @@ impl<C: Connector> Resilient<C> {
             .map_err(unbox)
             .timeout(self.policy.deadline)
             .service(Attempt);
-        stack.oneshot(Call(&attempt)).await
+        let started = std::time::Instant::now();
+        let result = stack.oneshot(Call(&attempt)).await;
+        self.observe(operation, &result, started);
+        result
     }
 }
 
@@ -389,43 +462,43 @@ fn jitter(base: Duration) -> Duration {
 
 impl<C: Connector> Connector for Resilient<C> {
     async fn list_products(&self, after: Option<&str>, limit: usize) -> Result<Page<Product>, Error> {
-        self.read(|c| c.list_products(after, limit)).await
+        self.read("list_products", |c| c.list_products(after, limit)).await
     }
     async fn get_product(&self, sku: &str) -> Result<Product, Error> {
-        self.read(|c| c.get_product(sku)).await
+        self.read("get_product", |c| c.get_product(sku)).await
     }
     async fn stock_levels(&self, skus: &[String]) -> Result<Vec<StockLevel>, Error> {
-        self.read(|c| c.stock_levels(skus)).await
+        self.read("stock_levels", |c| c.stock_levels(skus)).await
     }
     async fn get_customer(&self, id: &str) -> Result<Customer, Error> {
-        self.read(|c| c.get_customer(id)).await
+        self.read("get_customer", |c| c.get_customer(id)).await
     }
     async fn find_customer(&self, key: &CustomerKey) -> Result<Customer, Error> {
-        self.read(|c| c.find_customer(key)).await
+        self.read("find_customer", |c| c.find_customer(key)).await
     }
     async fn create_customer(&self, new: &NewCustomer) -> Result<Customer, Error> {
-        self.write(|c| c.create_customer(new)).await
+        self.write("create_customer", |c| c.create_customer(new)).await
     }
     async fn update_credit_limit(&self, id: &str, limit: Decimal) -> Result<Customer, Error> {
-        self.write(|c| c.update_credit_limit(id, limit)).await
+        self.write("update_credit_limit", |c| c.update_credit_limit(id, limit)).await
     }
     async fn add_address(&self, id: &str, address: &Address) -> Result<Customer, Error> {
-        self.write(|c| c.add_address(id, address)).await
+        self.write("add_address", |c| c.add_address(id, address)).await
     }
     async fn create_sales_order(&self, new: &NewSalesOrder) -> Result<SalesOrder, Error> {
-        self.write(|c| c.create_sales_order(new)).await
+        self.write("create_sales_order", |c| c.create_sales_order(new)).await
     }
     async fn quote_sales_order(&self, id: &str) -> Result<SalesOrder, Error> {
-        self.write(|c| c.quote_sales_order(id)).await
+        self.write("quote_sales_order", |c| c.quote_sales_order(id)).await
     }
     async fn confirm_sales_order(&self, id: &str) -> Result<SalesOrder, Error> {
-        self.write(|c| c.confirm_sales_order(id)).await
+        self.write("confirm_sales_order", |c| c.confirm_sales_order(id)).await
     }
     async fn cancel_sales_order(&self, id: &str) -> Result<SalesOrder, Error> {
-        self.write(|c| c.cancel_sales_order(id)).await
+        self.write("cancel_sales_order", |c| c.cancel_sales_order(id)).await
     }
     async fn get_sales_order(&self, id: &str) -> Result<SalesOrder, Error> {
-        self.read(|c| c.get_sales_order(id)).await
+        self.read("get_sales_order", |c| c.get_sales_order(id)).await
     }
     async fn list_sales_orders(
         &self,
@@ -433,34 +506,34 @@ impl<C: Connector> Connector for Resilient<C> {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Page<SalesOrder>, Error> {
-        self.read(|c| c.list_sales_orders(customer_id, after, limit)).await
+        self.read("list_sales_orders", |c| c.list_sales_orders(customer_id, after, limit)).await
     }
     async fn list_invoices(&self, sales_order_id: &str) -> Result<Vec<Invoice>, Error> {
-        self.read(|c| c.list_invoices(sales_order_id)).await
+        self.read("list_invoices", |c| c.list_invoices(sales_order_id)).await
     }
     async fn get_invoice(&self, id: &str) -> Result<Invoice, Error> {
-        self.read(|c| c.get_invoice(id)).await
+        self.read("get_invoice", |c| c.get_invoice(id)).await
     }
     async fn post_invoice(&self, id: &str) -> Result<Invoice, Error> {
-        self.write(|c| c.post_invoice(id)).await
+        self.write("post_invoice", |c| c.post_invoice(id)).await
     }
     async fn record_invoice_payment(&self, payment: &InvoicePayment) -> Result<Invoice, Error> {
-        self.write(|c| c.record_invoice_payment(payment)).await
+        self.write("record_invoice_payment", |c| c.record_invoice_payment(payment)).await
     }
     async fn credit_invoice(&self, id: &str) -> Result<Invoice, Error> {
-        self.write(|c| c.credit_invoice(id)).await
+        self.write("credit_invoice", |c| c.credit_invoice(id)).await
     }
     async fn list_shipments(&self, sales_order_id: &str) -> Result<Vec<Shipment>, Error> {
-        self.read(|c| c.list_shipments(sales_order_id)).await
+        self.read("list_shipments", |c| c.list_shipments(sales_order_id)).await
     }
     async fn complete_shipment(&self, id: &str) -> Result<Shipment, Error> {
-        self.write(|c| c.complete_shipment(id)).await
+        self.write("complete_shipment", |c| c.complete_shipment(id)).await
     }
     async fn open_amount(&self, customer_id: &str) -> Result<OpenAmount, Error> {
-        self.read(|c| c.open_amount(customer_id)).await
+        self.read("open_amount", |c| c.open_amount(customer_id)).await
     }
     async fn list_changes(&self, since: Option<&str>, limit: usize) -> Result<(Vec<Change>, String), Error> {
-        self.read(|c| c.list_changes(since, limit)).await
+        self.read("list_changes", |c| c.list_changes(since, limit)).await
     }
     async fn is_ready(&self) -> bool {
         // Readiness reflects the ERP itself, not the breaker.

@@ -1,0 +1,154 @@
+//! `GET /ops/v1/overview` (scope `ops`): what the ops console charts,
+//! answered by the gateway from its own process's metrics.
+//!
+//! - `tiers`: each tier's requests, errors and p50/p99 latency per 10 s
+//!   step over the last 15 minutes (`platform::metrics::history`), the last
+//!   point being the step in progress.
+//! - everything else: the current value of the tiers' own families, read
+//!   back from this process's Prometheus exposition:
+//!   `erp_connect_orders{status}`, `erp_connect_outbox_depth`,
+//!   `erp_connect_outbox_oldest_age_seconds`,
+//!   `erp_connect_change_feed_last_lag_seconds`,
+//!   `erp_connect_circuit_breaker_state{system, backend}`,
+//!   `erp_connect_rate_limit_rejections_total` and
+//!   `erp_connect_rate_limit_redis_fallbacks_total`.
+//!
+//! In `up` mode the process holds every tier, so the overview covers them
+//! all. In `serve` mode a gateway process sees only its own metrics: the
+//! other tiers' points stay at zero and their values are `null` (or empty);
+//! operators scrape each tier's `/metrics` with Prometheus there.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use axum::{
+    Json, Router,
+    extract::State,
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use platform::{
+    metrics::{self, Sample, TierHistory},
+    problem::Problem,
+};
+use serde::Serialize;
+
+/// The route.
+pub(crate) const ROUTE: &str = "/ops/v1/overview";
+
+pub(crate) fn routes() -> Router<Arc<crate::Gateway>> {
+    Router::new().route(ROUTE, get(answer))
+}
+
+/// The body; the ops console codes against exactly this shape.
+#[derive(Debug, Serialize)]
+struct Overview {
+    step_seconds: u64,
+    window_seconds: u64,
+    tiers: Vec<TierHistory>,
+    /// Orders per status, as the process tier last counted them (statuses
+    /// with no order left out).
+    orders_by_status: BTreeMap<String, u64>,
+    outbox: Outbox,
+    /// Data latency of the last ERP change applied: made in the ERP →
+    /// its event written; `null` before the first.
+    change_feed_lag_seconds: Option<f64>,
+    backends: Vec<Backend>,
+    rate_limit: RateLimit,
+}
+
+#[derive(Debug, Serialize)]
+struct Outbox {
+    /// Events not yet published; `null` without a process tier here.
+    depth: Option<u64>,
+    /// Age of the oldest of them (0 when none).
+    oldest_age_seconds: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+struct Backend {
+    /// The system, e.g. `erp`.
+    name: String,
+    /// Its backend, e.g. `embedded` or `tryton`.
+    backend: String,
+    /// `closed`, `open` or `half_open`.
+    breaker: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+struct RateLimit {
+    /// 429s for a plan's rate or quota since this gateway started.
+    rejections: u64,
+    /// Decisions made locally because the configured Redis did not answer.
+    redis_fallbacks: u64,
+}
+
+async fn answer(State(gw): State<Arc<crate::Gateway>>, headers: http::HeaderMap) -> Response {
+    let principal = match gw.authenticate(&headers).await {
+        Ok(caller) => caller.principal,
+        Err(response) => return response,
+    };
+    if !principal.has_scope("ops") {
+        return Problem::forbidden("this route needs the scope ops").into_response();
+    }
+    Json(overview(&metrics::parse(&metrics::render()), metrics::history())).into_response()
+}
+
+fn overview(samples: &[Sample], tiers: Vec<TierHistory>) -> Overview {
+    let named = |name: &'static str| samples.iter().filter(move |s| s.name == name);
+    let first = |name: &'static str| named(name).next().map(|s| s.value);
+    let sum = |name: &'static str| named(name).map(|s| s.value).sum::<f64>() as u64;
+    Overview {
+        step_seconds: metrics::STEP_SECONDS,
+        window_seconds: metrics::STEP_SECONDS * metrics::HISTORY_STEPS as u64,
+        tiers,
+        orders_by_status: named("erp_connect_orders")
+            .filter(|s| s.value > 0.0)
+            .filter_map(|s| Some((s.label("status")?.to_owned(), s.value as u64)))
+            .collect(),
+        outbox: Outbox {
+            depth: first("erp_connect_outbox_depth").map(|v| v as u64),
+            oldest_age_seconds: first("erp_connect_outbox_oldest_age_seconds"),
+        },
+        change_feed_lag_seconds: first("erp_connect_change_feed_last_lag_seconds"),
+        backends: named("erp_connect_circuit_breaker_state")
+            .map(|s| Backend {
+                name: s.label("system").unwrap_or_default().to_owned(),
+                backend: s.label("backend").unwrap_or_default().to_owned(),
+                breaker: match s.value as u8 {
+                    0 => "closed",
+                    1 => "open",
+                    _ => "half_open",
+                },
+            })
+            .collect(),
+        rate_limit: RateLimit {
+            rejections: sum("erp_connect_rate_limit_rejections_total"),
+            redis_fallbacks: sum("erp_connect_rate_limit_redis_fallbacks_total"),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_overview_reads_the_families_it_charts() {
+        let text = "\
+erp_connect_orders{status=\"paid\"} 2
+erp_connect_orders{status=\"rejected\"} 0
+erp_connect_outbox_depth 3
+erp_connect_outbox_oldest_age_seconds 1.5
+erp_connect_circuit_breaker_state{system=\"erp\",backend=\"tryton\"} 1
+erp_connect_rate_limit_rejections_total{plan=\"bronze\",kind=\"rate\"} 4
+erp_connect_rate_limit_rejections_total{plan=\"gold\",kind=\"quota\"} 1
+";
+        let body = serde_json::to_value(overview(&metrics::parse(text), Vec::new())).expect("json");
+        assert_eq!(body["window_seconds"], 900);
+        assert_eq!(body["orders_by_status"], serde_json::json!({"paid": 2}));
+        assert_eq!(body["outbox"], serde_json::json!({"depth": 3, "oldest_age_seconds": 1.5}));
+        assert_eq!(body["change_feed_lag_seconds"], serde_json::Value::Null);
+        assert_eq!(body["backends"], serde_json::json!([{"name": "erp", "backend": "tryton", "breaker": "open"}]));
+        assert_eq!(body["rate_limit"], serde_json::json!({"rejections": 5, "redis_fallbacks": 0}));
+    }
+}
