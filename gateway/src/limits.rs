@@ -120,6 +120,8 @@ pub struct Limits {
     fallbacks: AtomicU64,
     /// [`Limits::fallbacks`] as a Prometheus counter.
     fallback_counter: Counter,
+    /// Whether a key's unknown plan was logged already.
+    unknown_plan_logged: AtomicBool,
 }
 
 fn describe() {
@@ -191,6 +193,7 @@ impl Limits {
             local_orders: Mutex::new(HashMap::new()),
             fallbacks: AtomicU64::new(0),
             fallback_counter: counter!("erp_connect_rate_limit_redis_fallbacks_total"),
+            unknown_plan_logged: AtomicBool::new(false),
         })
     }
 
@@ -202,7 +205,10 @@ impl Limits {
 
     fn plan_limits(&self, plan: &str) -> Option<&PlanLimits> {
         self.plans.get(plan).or_else(|| {
-            tracing::warn!(plan, "a key has a plan the configuration does not define; the default plan applies");
+            // Once per process: this runs on every request of such a key.
+            if !self.unknown_plan_logged.swap(true, Ordering::Relaxed) {
+                tracing::warn!(plan, "a key has a plan the configuration does not define; the default plan applies");
+            }
             self.plans.get(DEFAULT_PLAN)
         })
     }
