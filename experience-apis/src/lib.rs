@@ -108,7 +108,7 @@ impl Upstreams {
 /// The tier's routes. Every audience route expects a verified principal in
 /// the request's extensions.
 pub fn router(upstreams: Upstreams) -> Router {
-    let router = Router::new()
+    Router::new()
         .nest("/web/v1", web::router())
         .nest("/partner/v1", partner::router())
         .nest("/ops/v1", ops::router())
@@ -120,13 +120,14 @@ pub fn router(upstreams: Upstreams) -> Router {
         .fallback(|| async { Problem::not_found("no such route") })
         .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
         .with_state(upstreams)
-        .layer(middleware::from_fn(platform::request_id::ensure))
-        // Outermost of the tier's own layers: the span covers them all.
-        .layer(axum::middleware::from_fn_with_state(
-            platform::telemetry::HttpTier { name: "experience", edge: false },
-            platform::telemetry::http_server,
-        ));
-    platform::metrics::instrument_http(router, platform::metrics::Tier::Experience)
+        // One `layer` call: axum boxes every route again on each.
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(platform::metrics::http_layer(platform::metrics::Tier::Experience))
+                // The span covers the tier's own layers.
+                .layer(platform::telemetry::HttpTier { name: "experience", edge: false })
+                .layer(platform::request_id::Layer),
+        )
 }
 
 async fn readyz(State(upstreams): State<Upstreams>) -> Response {
@@ -157,10 +158,12 @@ async fn docs() -> Response {
 /// signed, and turn it into the extension the handlers read. The
 /// [`PUBLIC_PATHS`] stay open.
 pub fn require_signed_principal(router: Router, signer: PrincipalSigner) -> Router {
-    router
-        .layer(middleware::from_fn_with_state(signer, verify_principal))
-        // Outermost, so that refusals carry a request id too.
-        .layer(middleware::from_fn(platform::request_id::ensure))
+    router.layer(
+        tower::ServiceBuilder::new()
+            // Outermost, so that refusals carry a request id too.
+            .layer(platform::request_id::Layer)
+            .layer(middleware::from_fn_with_state(signer, verify_principal)),
+    )
 }
 
 async fn verify_principal(State(signer): State<PrincipalSigner>, mut request: Request, next: Next) -> Response {

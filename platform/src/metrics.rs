@@ -267,15 +267,21 @@ pub fn is_server_error(code: tonic::Code) -> bool {
 /// [`Router::layer`], so it sees the matched route template; apply it after
 /// the routes and the fallback are in place.
 pub fn instrument_http(router: Router, tier: Tier) -> Router {
-    install();
-    router.layer(HttpLayer(tier))
+    router.layer(http_layer(tier))
 }
 
-/// [`instrument_http`]'s layer: a plain service rather than
-/// `middleware::from_fn`, which boxes a future and a service per request
-/// (measured: twice what the recording itself costs).
+/// [`instrument_http`]'s layer, to stack with a tier's other layers in one
+/// [`Router::layer`] call (each call boxes every route once more).
+pub fn http_layer(tier: Tier) -> HttpLayer {
+    install();
+    HttpLayer(tier)
+}
+
+/// [`http_layer`]: a plain service rather than `middleware::from_fn`, which
+/// boxes a future and a service per request (measured: twice what the
+/// recording itself costs).
 #[derive(Debug, Clone, Copy)]
-struct HttpLayer(Tier);
+pub struct HttpLayer(Tier);
 
 impl<S> tower::Layer<S> for HttpLayer {
     type Service = HttpService<S>;
@@ -285,8 +291,9 @@ impl<S> tower::Layer<S> for HttpLayer {
     }
 }
 
+/// [`HttpLayer`]'s service.
 #[derive(Debug, Clone)]
-struct HttpService<S> {
+pub struct HttpService<S> {
     inner: S,
     tier: Tier,
 }
@@ -312,7 +319,7 @@ where
 
 pin_project_lite::pin_project! {
     /// The routed request's future; records its answer when it is ready.
-    struct HttpFuture<F> {
+    pub struct HttpFuture<F> {
         #[pin]
         inner: F,
         tier: Tier,

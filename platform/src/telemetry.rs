@@ -13,7 +13,7 @@
 //!   and [`extract`]; [`current_traceparent`] and [`follow`] store a
 //!   context with work that outlives the request (a saga, an event).
 //! - Spans named and attributed after the OpenTelemetry semantic
-//!   conventions: [`http_server`] (axum middleware), [`grpc_server`] (tonic
+//!   conventions: [`HttpTier`] (a layer over a tier's routes), [`grpc_server`] (tonic
 //!   routes), [`grpc_client`] (a gRPC channel) and [`http_client_span`].
 //!   Attributes are methods, route templates, service and method names and
 //!   status codes: never bodies, credentials, query strings or personal data.
@@ -37,7 +37,7 @@ use std::{
 };
 
 use axum::{
-    extract::{MatchedPath, Request, State},
+    extract::{MatchedPath, Request},
     middleware::Next,
     response::Response,
 };
@@ -410,56 +410,132 @@ pub struct HttpTier {
     pub edge: bool,
 }
 
-/// Axum middleware (`from_fn_with_state(HttpTier {..}, http_server)`, the
-/// outermost layer): an HTTP server span `{method} {http.route}` around the
-/// request, child of the caller's `traceparent` (the edge starts a new
-/// trace and only links a caller's), and at the edge one log line per
-/// request, in the span.
-pub async fn http_server(State(tier): State<HttpTier>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = request.method().clone();
-    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
-    // Probes and scrapes arrive every few seconds and say nothing about a
-    // request: no trace for them.
-    if !enabled() || route.as_deref().is_some_and(is_probe) {
-        let response = next.run(request).await;
-        if tier.edge {
-            log_request(&method, route.as_deref(), &response, started);
+/// The layer (outermost of the tier's own): an HTTP server span
+/// `{method} {http.route}` around the request, child of the caller's
+/// `traceparent` (the edge starts a new trace and only links a caller's),
+/// and at the edge one log line per request, in the span.
+///
+/// A plain service: every request of every tier passes through it, and
+/// with tracing off (the default) it costs a flag check and, at the edge,
+/// the log line.
+impl<S> tower::Layer<S> for HttpTier {
+    type Service = HttpServer<S>;
+
+    fn layer(&self, inner: S) -> HttpServer<S> {
+        HttpServer { inner, tier: *self }
+    }
+}
+
+/// [`HttpTier`]'s service.
+#[derive(Debug, Clone)]
+pub struct HttpServer<S> {
+    inner: S,
+    tier: HttpTier,
+}
+
+impl<S> tower::Service<Request> for HttpServer<S>
+where
+    S: tower::Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = HttpServerFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let tier = self.tier;
+        let started = Instant::now();
+        let route = request.extensions().get::<MatchedPath>().cloned();
+        // Probes and scrapes arrive every few seconds and say nothing about a
+        // request: no trace for them.
+        let traced = enabled() && !route.as_ref().is_some_and(|r| is_probe(r.as_str()));
+        let log = tier.edge.then(|| LogLine { method: request.method().clone(), route: route.clone(), started });
+        if !traced {
+            return HttpServerFuture::Plain { inner: self.inner.call(request), log };
         }
-        return response;
+        let method = request.method();
+        let name = match &route {
+            Some(route) => format!("{method} {}", route.as_str()),
+            None => method.to_string(),
+        };
+        let span = tracing::info_span!(
+            "http.server",
+            otel.name = name,
+            otel.kind = "server",
+            otel.status_code = Empty,
+            "http.request.method" = %method,
+            "http.route" = route.as_ref().map(MatchedPath::as_str),
+            "url.scheme" = "http",
+            "url.path" = request.uri().path(),
+            "http.response.status_code" = Empty,
+            "erp_connect.tier" = tier.name,
+        );
+        let caller = extract(request.headers());
+        if tier.edge {
+            span.add_link(caller.span().span_context().clone());
+        } else if caller.span().span_context().is_valid() {
+            let _ = span.set_parent(caller);
+        }
+        let inner = span.in_scope(|| self.inner.call(request)).instrument(span.clone());
+        HttpServerFuture::Traced { inner, span, log }
     }
-    let name = match &route {
-        Some(route) => format!("{method} {route}"),
-        None => method.to_string(),
-    };
-    let span = tracing::info_span!(
-        "http.server",
-        otel.name = name,
-        otel.kind = "server",
-        otel.status_code = Empty,
-        "http.request.method" = %method,
-        "http.route" = route.as_deref(),
-        "url.scheme" = "http",
-        "url.path" = request.uri().path(),
-        "http.response.status_code" = Empty,
-        "erp_connect.tier" = tier.name,
-    );
-    let caller = extract(request.headers());
-    if tier.edge {
-        span.add_link(caller.span().span_context().clone());
-    } else if caller.span().span_context().is_valid() {
-        let _ = span.set_parent(caller);
+}
+
+/// What the edge's log line needs, taken from the request.
+#[derive(Debug)]
+pub struct LogLine {
+    method: http::Method,
+    route: Option<MatchedPath>,
+    started: Instant,
+}
+
+pin_project_lite::pin_project! {
+    /// [`HttpServer`]'s future: the answer, then the span's status and the
+    /// edge's log line.
+    #[project = HttpServerProj]
+    #[allow(missing_docs)] // the macro takes no docs on variants' fields
+    pub enum HttpServerFuture<F> {
+        /// Tracing is off, or the request is a probe.
+        Plain { #[pin] inner: F, log: Option<LogLine> },
+        /// In its server span.
+        Traced { #[pin] inner: tracing::instrument::Instrumented<F>, span: Span, log: Option<LogLine> },
     }
-    let response = next.run(request).instrument(span.clone()).await;
-    let status = response.status();
-    span.record("http.response.status_code", i64::from(status.as_u16()));
-    if status.is_server_error() {
-        span.record("otel.status_code", "error");
+}
+
+impl<F, E> Future for HttpServerFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            HttpServerProj::Plain { inner, log } => {
+                let result = std::task::ready!(inner.poll(cx));
+                if let (Ok(response), Some(log)) = (&result, log.take()) {
+                    log_request(&log, response);
+                }
+                Poll::Ready(result)
+            }
+            HttpServerProj::Traced { inner, span, log } => {
+                let result = std::task::ready!(inner.poll(cx));
+                if let Ok(response) = &result {
+                    let status = response.status();
+                    span.record("http.response.status_code", i64::from(status.as_u16()));
+                    if status.is_server_error() {
+                        span.record("otel.status_code", "error");
+                    }
+                    if let Some(log) = log.take() {
+                        span.in_scope(|| log_request(&log, response));
+                    }
+                }
+                Poll::Ready(result)
+            }
+        }
     }
-    if tier.edge {
-        span.in_scope(|| log_request(&method, route.as_deref(), &response, started));
-    }
-    response
 }
 
 /// Routes of the orchestrator's probes and Prometheus' scrapes.
@@ -469,9 +545,10 @@ fn is_probe(route: &str) -> bool {
 
 /// The edge's one line per request; no query, body or credential. Probes
 /// and scrapes are logged at debug level, not every few seconds.
-fn log_request(method: &http::Method, route: Option<&str>, response: &Response, started: Instant) {
+fn log_request(line: &LogLine, response: &Response) {
+    let LogLine { method, route, started } = line;
     let request_id = response.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
-    let (route, status) = (route.unwrap_or("-"), response.status().as_u16());
+    let (route, status) = (route.as_ref().map_or("-", MatchedPath::as_str), response.status().as_u16());
     // Microsecond precision is plenty, and keeps the line short.
     let duration_ms = (started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0;
     if is_probe(route) {
