@@ -90,8 +90,9 @@ pub struct HttpUpstream {
     timeout: Duration,
 }
 
-/// Request headers that must never reach the experience tier: the raw
-/// credential, a principal the caller made up, and hop-by-hop headers.
+/// Request headers that must never reach the experience tier, besides the
+/// API key and a principal the caller made up: the bearer credential and
+/// hop-by-hop headers.
 const STRIPPED: &[HeaderName] = &[
     header::AUTHORIZATION,
     header::CONNECTION,
@@ -122,6 +123,7 @@ impl Upstream {
         for name in STRIPPED.iter().chain(&telemetry::TRACE_HEADERS) {
             headers.remove(name);
         }
+        headers.remove(crate::API_KEY);
         headers.remove(principal::HEADER);
         let server = match self {
             Upstream::InProcess(_) => None,
@@ -156,9 +158,7 @@ impl Upstream {
             Upstream::Http(http) => {
                 let HttpUpstream { client, base, signer, timeout } = http.as_ref();
                 if let Some(principal) = principal {
-                    let value = signer.sign(&principal)?;
-                    let value = http::HeaderValue::try_from(value).map_err(|_| Error::InvalidUrl(base.to_string()))?;
-                    request.headers_mut().insert(principal::HEADER, value);
+                    request.headers_mut().insert(principal::HEADER, signer.sign(&principal)?);
                 }
                 let path = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
                 let mut parts = base.clone().into_parts();
