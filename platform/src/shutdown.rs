@@ -69,7 +69,13 @@ pub async fn serve_http(
     shutdown: Shutdown,
     grace: Duration,
 ) -> io::Result<()> {
+    use axum::serve::ListenerExt;
     let signal = shutdown.clone();
+    // Answers go out as soon as they are written, not after the peer's
+    // delayed ACK (Nagle's algorithm holds back a small second write).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(async move { signal.cancelled().await });
     drain(server.into_future(), shutdown, grace).await
 }
@@ -82,7 +88,11 @@ pub async fn serve_grpc(
     grace: Duration,
 ) -> io::Result<()> {
     let signal = shutdown.clone();
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // An HTTP/2 answer is several frames written one after the other
+    // (headers, data, trailers): without TCP_NODELAY the later ones wait for
+    // the peer's delayed ACK, milliseconds per call (measured: four tiers on
+    // one core served 600 catalogue pages/s, the core mostly idle).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     // HTTP/1.1 too, for Prometheus scraping `GET /metrics` on a gRPC port.
     let server = tonic::transport::Server::builder()
         .accept_http1(true)
