@@ -7,8 +7,21 @@
 //! that two writers never overwrite each other. Which replica runs a saga
 //! is decided by a lease ([`Store::claim_due`]); on PostgreSQL the claim
 //! uses `FOR UPDATE SKIP LOCKED` so replicas never wait on each other.
+//!
+//! Reads of one order for a caller ([`Store::read`]) come from a cache
+//! kept by this process's own writes: a change made here is visible at
+//! once; a change made by another replica (PostgreSQL) within
+//! [`READ_TTL`]. The saga's own reads ([`Store::load`]) always go to the
+//! database, since they need the latest version to write.
 
-use std::path::Path;
+use std::{
+    collections::HashMap,
+    path::Path,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::time::Instant;
 
 use platform::database::{Database, Dialect, Migrations};
 use sqlx::{Row, any::AnyRow, migrate::Migrator};
@@ -92,6 +105,48 @@ pub struct Versioned {
 #[derive(Clone)]
 pub struct Store {
     db: Database,
+    reads: Arc<ReadCache>,
+}
+
+/// How long a read of an order may show it without asking the database:
+/// the bound on seeing another replica's change. Changes made through this
+/// process are seen at once, whatever it is.
+pub const READ_TTL: Duration = Duration::from_secs(1);
+
+/// Most orders the read cache holds; a full cache starts over.
+const READ_CACHE_MAX: usize = 10_000;
+
+/// Order id → (the order, its version, when it was read or written here).
+#[derive(Default)]
+struct ReadCache(Mutex<HashMap<String, (Order, i64, Instant)>>);
+
+impl ReadCache {
+    fn get(&self, id: &str, now: Instant) -> Option<Order> {
+        let map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(id).filter(|(_, _, at)| now.duration_since(*at) < READ_TTL).map(|(order, _, _)| order.clone())
+    }
+
+    /// Keeps `order` at `version` unless a newer version is there already
+    /// (two writers of this process may finish in either order).
+    fn put(&self, order: &Order, version: i64, now: Instant) {
+        let mut map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.get(&order.id).is_some_and(|(_, cached, _)| *cached > version) {
+            return;
+        }
+        if map.len() >= READ_CACHE_MAX {
+            map.clear();
+        }
+        map.insert(order.id.clone(), (order.clone(), version, now));
+    }
+
+    /// Makes every entry `by` older, as if that time had passed.
+    #[cfg(test)]
+    fn age(&self, by: Duration) {
+        let mut map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (_, _, at) in map.values_mut() {
+            *at = at.checked_sub(by).unwrap_or(*at);
+        }
+    }
 }
 
 impl Store {
@@ -105,7 +160,7 @@ impl Store {
             std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
         }
         let db = Database::open(Some(url), Path::new("."), "process.db", "order_to_cash", &MIGRATIONS).await?;
-        Ok(Self { db })
+        Ok(Self { db, reads: Arc::default() })
     }
 
     /// Whether the database answers.
@@ -157,6 +212,7 @@ impl Store {
         }
         insert_events(&mut tx, events).await?;
         tx.commit().await?;
+        self.reads.put(order, 1, Instant::now());
         Ok(true)
     }
 
@@ -171,13 +227,28 @@ impl Store {
         row.map(|r| Ok((parse(&r.try_get::<String, _>(0)?)?, r.try_get(1)?))).transpose()
     }
 
-    /// One order and its version.
+    /// One order and its version, from the database.
     pub async fn load(&self, id: &str) -> Result<Option<Versioned>, Error> {
         let row = sqlx::query("SELECT doc, version FROM orders WHERE id = $1")
             .bind(id)
             .fetch_optional(self.db.pool())
             .await?;
-        row.map(|r| Ok(Versioned { order: parse(&r.try_get::<String, _>(0)?)?, version: r.try_get(1)? })).transpose()
+        let loaded = row
+            .map(|r| Ok::<_, Error>(Versioned { order: parse(&r.try_get::<String, _>(0)?)?, version: r.try_get(1)? }));
+        let loaded = loaded.transpose()?;
+        if let Some(v) = &loaded {
+            self.reads.put(&v.order, v.version, Instant::now());
+        }
+        Ok(loaded)
+    }
+
+    /// One order as a caller reads it: no older than [`READ_TTL`] for
+    /// another replica's changes, current for this process's own.
+    pub async fn read(&self, id: &str) -> Result<Option<Order>, Error> {
+        if let Some(order) = self.reads.get(id, Instant::now()) {
+            return Ok(Some(order));
+        }
+        Ok(self.load(id).await?.map(|v| v.order))
     }
 
     /// Newest first, after the order id `before` when given. Empty filters
@@ -265,6 +336,7 @@ impl Store {
                 .await?;
         }
         tx.commit().await?;
+        self.reads.put(order, version + 1, Instant::now());
         Ok(Some(version + 1))
     }
 
@@ -547,6 +619,40 @@ mod tests {
         let scratch = ScratchPostgres::create("o2c_search").await;
         let store = Store::open(&scratch.url()).await.expect("open");
         operators_search_orders_of_every_tenant_by_id_reference_and_status(store).await;
+    }
+
+    #[test]
+    fn a_cached_read_lasts_read_ttl_and_a_newer_version_is_never_replaced_by_an_older() {
+        let cache = ReadCache::default();
+        let t0 = Instant::now();
+        cache.put(&order("ord_c", "acme", "", "paid"), 3, t0);
+        cache.put(&order("ord_c", "acme", "", "confirmed"), 2, t0);
+        let status = |at| cache.get("ord_c", at).map(|o| o.status.as_str().to_owned());
+        assert_eq!(status(t0 + READ_TTL - Duration::from_millis(1)).as_deref(), Some("paid"));
+        assert_eq!(status(t0 + READ_TTL), None, "older than READ_TTL: asked again");
+    }
+
+    #[tokio::test]
+    async fn reads_show_this_replicas_writes_at_once_and_another_replicas_within_read_ttl() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("p.db").display());
+        let (here, there) = (Store::open(&url).await.expect("open"), Store::open(&url).await.expect("open"));
+        let status = |store: &Store| {
+            let store = store.clone();
+            async move { store.read("ord_r").await.expect("read").expect("found").status.as_str().to_owned() }
+        };
+        assert!(
+            here.insert(&order("ord_r", "acme", "", "confirmed"), "k", "fp", &[], "test", 0).await.expect("insert")
+        );
+        assert_eq!((status(&here).await, status(&there).await), ("confirmed".into(), "confirmed".into()));
+        let version = here.load("ord_r").await.expect("load").expect("found").version;
+        let saved = here.save(&order("ord_r", "acme", "", "paid"), version, 0, Lease::Untouched, &[], &[]).await;
+        assert_eq!(saved.expect("save"), Some(version + 1));
+        assert_eq!(status(&here).await, "paid", "this replica's own change, at once");
+        assert_eq!(status(&there).await, "confirmed", "the other replica's read is cached, for READ_TTL at most");
+        there.reads.age(READ_TTL);
+        assert_eq!(status(&there).await, "paid", "after READ_TTL, the other replica sees it");
+        assert!(here.read("ord_missing").await.expect("read").is_none());
     }
 
     #[tokio::test]
