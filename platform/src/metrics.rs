@@ -54,8 +54,7 @@ use ::metrics::{Counter, Histogram, counter, histogram};
 use axum::{
     Router,
     body::{Body, Bytes},
-    extract::{MatchedPath, Request, State},
-    middleware::Next,
+    extract::{MatchedPath, Request},
     response::{IntoResponse, Response},
 };
 use http::{Method, header};
@@ -389,9 +388,80 @@ thread_local! {
 /// are not gRPC (e.g. `GET /metrics`) pass untouched.
 pub fn instrument_grpc(routes: tonic::service::Routes, tier: Tier) -> tonic::service::Routes {
     install();
-    tonic::service::Routes::from(
-        routes.into_axum_router().layer(axum::middleware::from_fn_with_state(tier, track_grpc)),
-    )
+    tonic::service::Routes::from(routes.into_axum_router().layer(GrpcLayer(tier)))
+}
+
+/// [`instrument_grpc`]'s layer: a plain service, as [`HttpLayer`] is.
+#[derive(Debug, Clone, Copy)]
+struct GrpcLayer(Tier);
+
+impl<S> tower::Layer<S> for GrpcLayer {
+    type Service = GrpcService<S>;
+
+    fn layer(&self, inner: S) -> GrpcService<S> {
+        GrpcService { inner, tier: self.0 }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct GrpcService<S> {
+    inner: S,
+    tier: Tier,
+}
+
+impl<S> tower::Service<Request> for GrpcService<S>
+where
+    S: tower::Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = GrpcFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let is_grpc = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"));
+        // Routes are `/{package.Service}/{*rest}`: the template names the service.
+        let call = is_grpc.then(|| {
+            let service = request
+                .extensions()
+                .get::<MatchedPath>()
+                .map_or("unmatched", |path| intern(path.as_str().trim_start_matches('/').trim_end_matches("/{*rest}")));
+            GrpcCall { tier: self.tier, service, method: MethodName::of(request.uri().path()), started: Instant::now() }
+        });
+        GrpcFuture { inner: self.inner.call(request), call }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The call's future; records it when the answer's head says how it
+    /// ended, else hands the recording to the body.
+    struct GrpcFuture<F> {
+        #[pin]
+        inner: F,
+        call: Option<GrpcCall>,
+    }
+}
+
+impl<F, E> Future for GrpcFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.inner.poll(cx));
+        Poll::Ready(match (result, this.call.take()) {
+            (Ok(response), Some(call)) => Ok(metered(response, call)),
+            (result, _) => result,
+        })
+    }
 }
 
 /// A method name copied out of the request path without allocating; names
@@ -463,22 +533,9 @@ fn grpc_status(headers: &http::HeaderMap) -> Option<tonic::Code> {
     headers.get("grpc-status").map(|value| tonic::Code::from_bytes(value.as_bytes()))
 }
 
-async fn track_grpc(State(tier): State<Tier>, request: Request, next: Next) -> Response {
-    let is_grpc = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"));
-    if !is_grpc {
-        return next.run(request).await;
-    }
-    // Routes are `/{package.Service}/{*rest}`: the template names the service.
-    let service = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |path| intern(path.as_str().trim_start_matches('/').trim_end_matches("/{*rest}")));
-    let call = GrpcCall { tier, service, method: MethodName::of(request.uri().path()), started: Instant::now() };
-    let response = next.run(request).await;
-    // A trailers-only answer (most errors) carries its code in the head.
+/// `response` of `call`, recorded now if its head says how the call ended
+/// (a trailers-only answer, most errors), else when its trailers pass.
+fn metered(response: Response, call: GrpcCall) -> Response {
     if let Some(code) = grpc_status(response.headers()) {
         call.finish(code);
         return response;
@@ -844,7 +901,7 @@ mod tests {
             }
             started.elapsed() / n
         };
-        async fn noop(request: Request, next: Next) -> Response {
+        async fn noop(request: Request, next: axum::middleware::Next) -> Response {
             next.run(request).await
         }
         let n = 1_000_000u32;
