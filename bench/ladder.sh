@@ -20,6 +20,7 @@
 # Order placement (step 7) is bench/orders.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+trap 'echo "bench/ladder.sh: failed at line $LINENO" >&2' ERR
 
 smoke="${SMOKE:-0}"
 duration="${DURATION:-$([ "$smoke" = 1 ] && echo 1 || echo 10)}"
@@ -75,6 +76,16 @@ ready() {
 
 # --- the systems under test ------------------------------------------------
 up_port=9000 gw_port=9100 nginx_base=9200 ha_base=9300 full_port=9400 serve_base=9500
+# A server left on one of these ports would answer in place of the one
+# under test.
+for port in $up_port $gw_port $((nginx_base + 2)) $((nginx_base + 3)) $((nginx_base + 5)) \
+  $((ha_base + 2)) $((ha_base + 3)) $((ha_base + 4)) $((ha_base + 5)) $((ha_base + 6)) $full_port \
+  $serve_base $((serve_base + 1)) $((serve_base + 2)) $((serve_base + 3)); do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "bench/ladder.sh: port $port is in use; stop what listens there" >&2
+    exit 1
+  fi
+done
 
 "${pin[@]}" "$upstream_bin" "127.0.0.1:$up_port" >/dev/null &
 pids+=("$!")
