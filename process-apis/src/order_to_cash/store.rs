@@ -116,7 +116,9 @@ pub const READ_TTL: Duration = Duration::from_secs(1);
 /// Most orders the read cache holds; a full cache starts over.
 const READ_CACHE_MAX: usize = 10_000;
 
-/// Order id → (the order, its version, when it was read or written here).
+/// Order id → (the order, its version, when it was read for a caller or
+/// written here). The saga's own loads leave it alone: their next write
+/// puts the order in anyway.
 #[derive(Default)]
 struct ReadCache(Mutex<HashMap<String, (Order, i64, Instant)>>);
 
@@ -233,13 +235,7 @@ impl Store {
             .bind(id)
             .fetch_optional(self.db.pool())
             .await?;
-        let loaded = row
-            .map(|r| Ok::<_, Error>(Versioned { order: parse(&r.try_get::<String, _>(0)?)?, version: r.try_get(1)? }));
-        let loaded = loaded.transpose()?;
-        if let Some(v) = &loaded {
-            self.reads.put(&v.order, v.version, Instant::now());
-        }
-        Ok(loaded)
+        row.map(|r| Ok(Versioned { order: parse(&r.try_get::<String, _>(0)?)?, version: r.try_get(1)? })).transpose()
     }
 
     /// One order as a caller reads it: no older than [`READ_TTL`] for
@@ -248,7 +244,11 @@ impl Store {
         if let Some(order) = self.reads.get(id, Instant::now()) {
             return Ok(Some(order));
         }
-        Ok(self.load(id).await?.map(|v| v.order))
+        let loaded = self.load(id).await?;
+        if let Some(v) = &loaded {
+            self.reads.put(&v.order, v.version, Instant::now());
+        }
+        Ok(loaded.map(|v| v.order))
     }
 
     /// Newest first, after the order id `before` when given. Empty filters
