@@ -397,15 +397,18 @@ impl Store {
 
     /// Marks events published at `now`.
     pub async fn mark_published(&self, ids: &[String], now: i64) -> Result<(), Error> {
-        let mut tx = self.begin_write().await?;
-        for id in ids {
-            sqlx::query("UPDATE outbox SET published_at = $1 WHERE id = $2 AND published_at IS NULL")
-                .bind(now)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+        if ids.is_empty() {
+            return Ok(());
         }
-        tx.commit().await?;
+        // One statement for the batch (at most a few hundred ids, far
+        // below either dialect's limit on parameters).
+        let placeholders = (2..ids.len() + 2).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ");
+        let sql = format!("UPDATE outbox SET published_at = $1 WHERE published_at IS NULL AND id IN ({placeholders})");
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
+        for id in ids {
+            query = query.bind(id);
+        }
+        query.execute(self.db.writer()).await?;
         Ok(())
     }
 
