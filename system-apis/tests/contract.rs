@@ -371,6 +371,9 @@ async fn sales_orders_are_idempotent_priced_and_confirmed(mut erp: Erp) {
     assert_eq!(order.lines[0].unit_price.parse::<f64>().expect("decimal"), 18.90);
     assert_eq!(order.lines[0].amount, "37.80");
     assert_eq!(order.total, "61.80");
+    let lines = |order: &erp::SalesOrder| order.lines.iter().map(|l| (l.sku.clone(), l.quantity)).collect::<Vec<_>>();
+    let ordered = vec![("WIDGET-2".to_owned(), 2), ("GADGET-1".to_owned(), 1)];
+    assert_eq!(lines(&order), ordered, "lines in the order they were given");
     // The first reply was "lost": the same call returns the same order.
     let replay = erp.orders.create_sales_order(request.clone()).await.expect("replay").into_inner();
     assert_eq!(replay.id, order.id);
@@ -392,6 +395,7 @@ async fn sales_orders_are_idempotent_priced_and_confirmed(mut erp: Erp) {
     assert_eq!(confirmed.state, erp::SalesOrderState::Processing as i32);
     assert_eq!(confirmed.invoice_ids.len(), 1);
     assert_eq!(confirmed.shipment_ids.len(), 1);
+    assert_eq!(lines(&confirmed), ordered);
     assert_eq!(erp.available("WIDGET-2").await, before - 2, "confirming reserves stock");
     let again =
         erp.orders.confirm_sales_order(SalesOrderRequest { id: order.id.clone() }).await.expect("confirm twice");

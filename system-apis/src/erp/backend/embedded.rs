@@ -205,38 +205,42 @@ fn shipment_state(text: &str) -> ShipmentState {
     }
 }
 
+/// A sales order with its lines and the ids of its invoices and shipments,
+/// in one statement: it runs inside most write transactions, where every
+/// extra statement is one more hand-off to SQLite's worker thread while the
+/// store's write lock is held. One row per line (a line-less order gives
+/// one row of NULLs); the id lists are aggregated once per row, which
+/// costs nothing next to the round trips it replaces. Ids hold no commas.
 async fn read_order(conn: &mut AnyConnection, id: &str) -> Result<SalesOrder, Error> {
-    let row = sqlx::query(
-        "SELECT id, number, reference, customer_id, state, currency, total, created_at FROM sales_orders WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or_else(|| Error::not_found("sales order", id))?;
-    let lines = sqlx::query(
-        "SELECT sku, quantity, unit_price, amount FROM sales_order_lines WHERE sales_order_id = $1 ORDER BY line_no",
+    let rows = sqlx::query(
+        "SELECT so.id, so.number, so.reference, so.customer_id, so.state, so.currency, so.total, so.created_at, \
+         (SELECT string_agg(i.id, ',' ORDER BY i.id) FROM invoices i WHERE i.sales_order_id = so.id) AS invoice_ids, \
+         (SELECT string_agg(s.id, ',' ORDER BY s.id) FROM shipments s WHERE s.sales_order_id = so.id) AS shipment_ids, \
+         l.sku, l.quantity, l.unit_price, l.amount \
+         FROM sales_orders so LEFT JOIN sales_order_lines l ON l.sales_order_id = so.id \
+         WHERE so.id = $1 ORDER BY l.line_no",
     )
     .bind(id)
     .fetch_all(&mut *conn)
-    .await?
-    .iter()
-    .map(|l| {
-        Ok(SalesOrderLine {
-            sku: l.try_get("sku")?,
-            quantity: l.try_get("quantity")?,
-            unit_price: l.try_get("unit_price")?,
-            amount: l.try_get("amount")?,
-        })
-    })
-    .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    let invoice_ids = sqlx::query_scalar("SELECT id FROM invoices WHERE sales_order_id = $1 ORDER BY id")
-        .bind(id)
-        .fetch_all(&mut *conn)
-        .await?;
-    let shipment_ids = sqlx::query_scalar("SELECT id FROM shipments WHERE sales_order_id = $1 ORDER BY id")
-        .bind(id)
-        .fetch_all(&mut *conn)
-        .await?;
+    .await?;
+    let row = rows.first().ok_or_else(|| Error::not_found("sales order", id))?;
+    let mut lines = Vec::with_capacity(rows.len());
+    for l in &rows {
+        if let Some(sku) = l.try_get::<Option<String>, _>("sku")? {
+            lines.push(SalesOrderLine {
+                sku,
+                quantity: l.try_get("quantity")?,
+                unit_price: l.try_get("unit_price")?,
+                amount: l.try_get("amount")?,
+            });
+        }
+    }
+    let ids = |column: &str| -> Result<Vec<String>, sqlx::Error> {
+        Ok(row
+            .try_get::<Option<String>, _>(column)?
+            .map(|list| list.split(',').map(str::to_owned).collect())
+            .unwrap_or_default())
+    };
     let created_at: String = row.try_get("created_at")?;
     Ok(SalesOrder {
         id: row.try_get("id")?,
@@ -247,8 +251,8 @@ async fn read_order(conn: &mut AnyConnection, id: &str) -> Result<SalesOrder, Er
         currency: row.try_get("currency")?,
         lines,
         total: row.try_get("total")?,
-        invoice_ids,
-        shipment_ids,
+        invoice_ids: ids("invoice_ids")?,
+        shipment_ids: ids("shipment_ids")?,
         created_at: timestamp(&created_at),
     })
 }
