@@ -83,6 +83,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() {
+    // `BENCH_TRACE=1 RUST_LOG=warn,sqlx::query=debug` logs every SQL
+    // statement, to count what one order costs the stores.
+    if std::env::var_os("BENCH_TRACE").is_some() {
+        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    }
     let args = args();
     let data_dir = tempfile::tempdir().expect("tempdir");
     let mut config = Config { data_dir: data_dir.path().to_owned(), ..Config::default() };
