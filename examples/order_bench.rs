@@ -17,6 +17,16 @@
 //! events to NATS JetStream at 127.0.0.1:4222; the databases and the stream
 //! are removed afterwards. `bench/orders.sh` runs both and writes the table.
 //!
+//! `--one-at-a-time` measures the order path's own share of an order's
+//! time instead: orders are placed one after another, each followed to
+//! `paid` (six saga steps, each an ERP or payments call) before the next,
+//! and the time spent in ERP calls (the connector's
+//! `erp_connect_backend_call_duration_seconds`) is summed beside. With
+//! `--erp tryton` it runs against the Tryton at `TRYTON_URL` (`TRYTON_DB`,
+//! `TRYTON_USER`, `TRYTON_PASSWORD_FILE`; `bench/tryton-overhead.sh` sets
+//! one up and runs both). On the embedded ERP the whole order, every tier
+//! and store included, bounds what erp-connect adds to a Tryton order.
+//!
 //! The demo seed holds a few hundred units in stock; the run tops every
 //! stock row up first (straight in the ERP's tables; a bench fixture, not
 //! an API) so that no order is refused for stock.
@@ -41,18 +51,26 @@ struct Args {
     concurrency: usize,
     rate: Option<f64>,
     postgres: bool,
+    tryton: bool,
+    one_at_a_time: bool,
 }
 
 fn args() -> Args {
-    let mut args = Args { orders: 2000, concurrency: 32, rate: None, postgres: false };
+    let mut args =
+        Args { orders: 2000, concurrency: 32, rate: None, postgres: false, tryton: false, one_at_a_time: false };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--one-at-a-time" {
+            args.one_at_a_time = true;
+            continue;
+        }
         let value = it.next().unwrap_or_default();
         match flag.as_str() {
             "--orders" => args.orders = value.parse().expect("--orders N"),
             "--concurrency" => args.concurrency = value.parse().expect("--concurrency C"),
             "--store" => args.postgres = value == "postgres",
             "--rate" => args.rate = Some(value.parse().expect("--rate R")),
+            "--erp" => args.tryton = value == "tryton",
             other => panic!("unknown flag {other}"),
         }
     }
@@ -101,6 +119,18 @@ async fn main() {
         config.process.events.stream = format!("BENCH_{run}");
         config.process.events.subject_prefix = format!("bench_{run}.erp.events");
     }
+    if args.tryton {
+        let env = |key: &str| std::env::var(key).unwrap_or_else(|_| panic!("--erp tryton needs {key}"));
+        config.erp.backend = system_apis::erp::BackendKind::Tryton;
+        config.erp.tryton = Some(system_apis::erp::backend::tryton::Config {
+            url: env("TRYTON_URL"),
+            database: env("TRYTON_DB"),
+            username: env("TRYTON_USER"),
+            password_file: env("TRYTON_PASSWORD_FILE").into(),
+            timeout: Duration::from_secs(30),
+        });
+        config.process.system_timeout = Duration::from_secs(30);
+    }
     let erp_url =
         config.erp.database_url.clone().unwrap_or_else(|| format!("sqlite://{}/erp.db", data_dir.path().display()));
     let store_url = config.process.database_url(&config.data_dir);
@@ -113,8 +143,13 @@ async fn main() {
     let server = tokio::spawn(app.serve(http, grpc, shutdown.clone()));
 
     sqlx::any::install_default_drivers();
-    let mut erp = sqlx::AnyConnection::connect(&erp_url).await.expect("ERP database");
-    sqlx::query("UPDATE stock SET on_hand = 10000000").execute(&mut erp).await.expect("stock topped up");
+    let erp = if args.tryton {
+        None
+    } else {
+        let mut erp = sqlx::AnyConnection::connect(&erp_url).await.expect("ERP database");
+        sqlx::query("UPDATE stock SET on_hand = 10000000").execute(&mut erp).await.expect("stock topped up");
+        Some(erp)
+    };
 
     let token = DevIdp::load_or_create(data_dir.path())
         .expect("dev idp")
@@ -128,8 +163,10 @@ async fn main() {
         })
         .expect("token");
     let client: Client<_, Full<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    // Tryton quotes no sale for a party without an address.
     let body = bytes::Bytes::from_static(
-        br#"{"lines": [{"sku": "GADGET-2", "quantity": 1}], "payment": {"method": "card", "token": "tok_visa"}}"#,
+        br#"{"lines": [{"sku": "GADGET-2", "quantity": 1}], "payment": {"method": "card", "token": "tok_visa"},
+            "ship_to": {"street": "Hauptstr. 1", "city": "Berlin", "postal_code": "10115", "country": "DE"}}"#,
     );
     let post = |key: String| {
         let request = http::Request::post(format!("http://{addr}/web/v1/orders"))
@@ -150,8 +187,15 @@ async fn main() {
     };
 
     // Warm up: connections, caches, the customer's first creation.
-    for i in 0..20 {
+    for i in 0..if args.one_at_a_time { 3 } else { 20 } {
         post(format!("warmup-{i}")).await;
+    }
+    if args.one_at_a_time {
+        let store = Store::open(&store_url).await.expect("saga store");
+        one_at_a_time(&args, &store, post).await;
+        shutdown.cancel();
+        let _ = server.await;
+        return;
     }
 
     let next = Arc::new(AtomicUsize::new(0));
@@ -224,5 +268,65 @@ async fn main() {
         }
         let nats = async_nats::connect("nats://127.0.0.1:4222").await.expect("nats");
         let _ = async_nats::jetstream::new(nats).delete_stream(format!("BENCH_{run}")).await;
+    }
+}
+
+/// Seconds spent in ERP calls on the order path so far (calls that ran
+/// side by side count twice), from the metrics registry.
+fn erp_seconds() -> f64 {
+    platform::metrics::install()
+        .render()
+        .lines()
+        .filter(|l| l.starts_with("erp_connect_backend_call_duration_seconds_sum"))
+        // The change feed's poller runs beside the orders, not in their path.
+        .filter(|l| !l.contains("operation=\"list_changes\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// `--one-at-a-time`: orders one after another, each to `paid`.
+async fn one_at_a_time<F, Fut>(args: &Args, store: &Store, post: F)
+where
+    F: Fn(String) -> Fut,
+    Fut: Future<Output = String>,
+{
+    // Settle the warm-up orders first: their calls must not count.
+    wait_all_paid(store).await;
+    let before = erp_seconds();
+    let mut walls = Vec::with_capacity(args.orders);
+    for i in 0..args.orders {
+        let sent = now_ms_f64();
+        let id = post(format!("one-{i}-{}", ulid::Ulid::new())).await;
+        let paid = loop {
+            let order = store.load(&id).await.expect("store").expect("order").order;
+            if let Some(paid) = order.timeline.iter().find(|t| t.step == "paid") {
+                break paid.at as f64;
+            }
+            assert!(!matches!(order.status, Status::Rejected | Status::Cancelled), "order {id}: {:?}", order.status);
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        walls.push(paid - sent);
+    }
+    let erp_ms = (erp_seconds() - before) * 1000.0;
+    let n = args.orders as f64;
+    let mean = walls.iter().sum::<f64>() / n;
+    walls.sort_by(f64::total_cmp);
+    println!(
+        "| {erp} | {orders} | {p50:.0} | {mean:.1} | {erp_ms:.1} |",
+        erp = if args.tryton { "Tryton 8.0" } else { "embedded (SQLite)" },
+        orders = args.orders,
+        p50 = walls[walls.len() / 2],
+        erp_ms = erp_ms / n,
+    );
+}
+
+/// Waits until no order has a saga step left to run before `paid`.
+async fn wait_all_paid(store: &Store) {
+    loop {
+        let counts = store.count_by_status().await.expect("counts");
+        if counts.iter().all(|(status, _)| status == "paid" || status == "shipped" || status == "completed") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
