@@ -305,8 +305,7 @@ impl Store {
             Lease::Release => (0, 0),
             Lease::Untouched => (1, 0),
         };
-        let mut tx = self.begin_write().await?;
-        let updated = sqlx::query(
+        let update = sqlx::query(
             "UPDATE orders SET doc = $1, status = $2, version = version + 1, runnable = $3, next_attempt_at = $4, \
              lease_owner = CASE WHEN $9 = 1 OR $5 <> 0 THEN lease_owner ELSE NULL END, \
              lease_until = CASE WHEN $9 = 1 THEN lease_until ELSE $5 END, updated_at = $6 \
@@ -320,22 +319,30 @@ impl Store {
         .bind(order.updated_at)
         .bind(&order.id)
         .bind(version)
-        .bind(untouched)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated == 0 {
-            return Ok(None);
-        }
-        insert_events(&mut tx, events).await?;
-        for erp_id in refs {
-            sqlx::query("INSERT INTO order_refs (erp_id, order_id) VALUES ($1, $2) ON CONFLICT (erp_id) DO NOTHING")
+        .bind(untouched);
+        if events.is_empty() && refs.is_empty() {
+            // One statement is atomic by itself; without BEGIN and COMMIT
+            // it is one hand-off to SQLite's worker instead of three.
+            if update.execute(self.db.writer()).await?.rows_affected() == 0 {
+                return Ok(None);
+            }
+        } else {
+            let mut tx = self.begin_write().await?;
+            if update.execute(&mut *tx).await?.rows_affected() == 0 {
+                return Ok(None);
+            }
+            insert_events(&mut tx, events).await?;
+            for erp_id in refs {
+                sqlx::query(
+                    "INSERT INTO order_refs (erp_id, order_id) VALUES ($1, $2) ON CONFLICT (erp_id) DO NOTHING",
+                )
                 .bind(erp_id)
                 .bind(&order.id)
                 .execute(&mut *tx)
                 .await?;
+            }
+            tx.commit().await?;
         }
-        tx.commit().await?;
         self.reads.put(order, version + 1, Instant::now());
         Ok(Some(version + 1))
     }
@@ -357,9 +364,9 @@ impl Store {
                 "FOR UPDATE SKIP LOCKED) RETURNING id"
             ),
         };
-        let mut tx = self.begin_write().await?;
-        let rows = sqlx::query(sql).bind(owner).bind(lease_until).bind(now).bind(limit).fetch_all(&mut *tx).await?;
-        tx.commit().await?;
+        // One statement, atomic by itself.
+        let rows =
+            sqlx::query(sql).bind(owner).bind(lease_until).bind(now).bind(limit).fetch_all(self.db.writer()).await?;
         rows.iter().map(|r| Ok(r.try_get::<String, _>(0)?)).collect()
     }
 
