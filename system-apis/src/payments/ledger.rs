@@ -8,10 +8,13 @@
 //! 2. ask the provider, outside any transaction, so a slow provider never
 //!    holds the database's write lock;
 //! 3. in one write transaction ([`crate::database`]: `BEGIN IMMEDIATE` on
-//!    SQLite, an advisory lock on PostgreSQL), look for the key again (a
-//!    duplicate may have won the race meanwhile), check the state again
-//!    (another key may have moved the payment), write the payment and claim
-//!    the key with `ON CONFLICT DO NOTHING` on its primary key.
+//!    SQLite, an advisory lock on PostgreSQL), write the payment and claim
+//!    the key with `ON CONFLICT DO NOTHING` on its primary key. A capture,
+//!    void or refund first looks for the key again (a duplicate may have
+//!    won the race meanwhile, and the payment's new state would refuse the
+//!    repeat) and checks the state again (another key may have moved the
+//!    payment); an authorization needs neither, as a lost claim rolls its
+//!    row back and answers the winner's result.
 //!
 //! A duplicate racing through step 2 asks the provider a second time with
 //! the same key, which providers must treat as one call (see [`Provider`]);
@@ -281,10 +284,9 @@ impl<P: Provider> Ledger<P> {
             provider_reference,
         };
 
+        // A call with the same key that committed meanwhile makes `claim`
+        // fail below, and its answer is returned: no second look here.
         let mut tx = self.db.begin_write().await?;
-        if let Some(payment) = replay(&mut tx, key, op, &new.fingerprint).await? {
-            return Ok(payment);
-        }
         let at = now();
         sqlx::query(
             "INSERT INTO payments (id, status, currency, amount, captured_amount, refunded_amount, decline_reason, \

@@ -683,23 +683,26 @@ impl Connector for EmbeddedErp {
     #[tracing::instrument(skip_all, fields(otel.kind = "client", db.system.name = self.db_system(), db.operation.name = "post_invoice"))]
     async fn post_invoice(&self, id: &str) -> Result<Invoice, Error> {
         let mut tx = self.write_tx().await?;
-        let invoice = read_invoice(&mut tx, id).await?;
+        let mut invoice = read_invoice(&mut tx, id).await?;
         match InvoiceState::try_from(invoice.state) {
             Ok(InvoiceState::Draft) => {
                 let number = next_number(&mut tx, "invoice", "INV").await?;
                 sqlx::query("UPDATE invoices SET state = 'posted', number = $1 WHERE id = $2")
-                    .bind(number)
+                    .bind(&number)
                     .bind(id)
                     .execute(&mut *tx)
                     .await?;
                 log_change(&mut tx, "invoice", id, "posted").await?;
+                // As written, without reading it back (a statement less
+                // while the write lock is held).
+                invoice.number = number;
+                invoice.state = InvoiceState::Posted as i32;
             }
             Ok(InvoiceState::Cancelled) => {
                 return Err(Error::precondition("CANCELLED", id, "the invoice is cancelled"));
             }
             _ => {} // already posted
         }
-        let invoice = read_invoice(&mut tx, id).await?;
         tx.commit().await?;
         Ok(invoice)
     }
@@ -711,7 +714,7 @@ impl Connector for EmbeddedErp {
         if replayed(&mut tx, "invoice_payment", &payment.idempotency_key, &fingerprint).await?.is_some() {
             return read_invoice(&mut tx, &payment.invoice_id).await;
         }
-        let invoice = read_invoice(&mut tx, &payment.invoice_id).await?;
+        let mut invoice = read_invoice(&mut tx, &payment.invoice_id).await?;
         let id = &payment.invoice_id;
         let due = payment.check_against(&invoice)?;
         let left = due - payment.amount;
@@ -725,8 +728,10 @@ impl Connector for EmbeddedErp {
         remember(&mut tx, "invoice_payment", &payment.idempotency_key, &fingerprint, id).await?;
         log_change(&mut tx, "invoice", id, state).await?;
         complete_order_if_settled(&mut tx, &invoice.sales_order_id).await?;
-        let invoice = read_invoice(&mut tx, id).await?;
         tx.commit().await?;
+        // As written, without reading it back.
+        invoice.amount_due = money(left);
+        invoice.state = invoice_state(state) as i32;
         Ok(invoice)
     }
 
