@@ -145,6 +145,7 @@ impl Checkpointer {
                 }
                 match sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
                     Ok(_) => failing = false,
+                    Err(_) if pool.is_closed() => return, // closed meanwhile: shutting down
                     Err(err) if !failing => {
                         failing = true;
                         tracing::warn!(error = %err, "WAL checkpoint failed; commits checkpoint by themselves past {AUTOCHECKPOINT_PAGES} pages");
