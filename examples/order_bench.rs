@@ -320,11 +320,13 @@ where
     );
 }
 
-/// Waits until no order has a saga step left to run before `paid`.
+/// Waits until no order has a saga step left to run before `paid` (a
+/// refused warm-up order has none either, and must not hang the run).
 async fn wait_all_paid(store: &Store) {
+    const SETTLED: [&str; 5] = ["paid", "shipped", "completed", "rejected", "cancelled"];
     loop {
         let counts = store.count_by_status().await.expect("counts");
-        if counts.iter().all(|(status, _)| status == "paid" || status == "shipped" || status == "completed") {
+        if counts.iter().all(|(status, _)| SETTLED.contains(&status.as_str())) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
