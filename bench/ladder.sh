@@ -18,6 +18,9 @@
 # Throughput is wrk's (connections kept open), the best of $ROUNDS rounds
 # (default 2) with the systems of a step in alternating order; latency is
 # oha's at a fixed rate of half that system's best, with latency correction.
+# Steps 2-5 are also counted in instructions per request (callgrind, h2load
+# with a fixed number of requests): unlike req/s on a shared virtual
+# machine, the same build gives the same count run after run.
 # Systems under test are pinned to core 0, the load generator to core 1.
 # Writes target/bench/ladder.md (or $CARGO_TARGET_DIR/bench/ladder.md).
 # bench/orders.sh measures order placement at paced rates too.
@@ -43,6 +46,8 @@ mkdir -p "$out"
 # Tools: wrk, nginx and HAProxy from Debian; oha from crates.io.
 missing=()
 command -v wrk >/dev/null || missing+=(wrk)
+command -v valgrind >/dev/null || missing+=(valgrind)
+command -v h2load >/dev/null || missing+=(nghttp2-client)
 command -v nginx >/dev/null || missing+=(nginx-light)
 command -v haproxy >/dev/null || missing+=(haproxy)
 command -v openssl >/dev/null || missing+=(openssl)
@@ -67,9 +72,9 @@ load_core=1
 # itself and the clean-up stops it.
 pin=(taskset -c "$server_core")
 
-# Waits until URL answers 200 (a fresh server), at most 30 s.
-ready() {
-  for _ in $(seq 1 3000); do
+# Waits until URL answers 200 (a fresh server), at most 30 s (or SECONDS).
+ready() { # url [seconds]
+  for _ in $(seq 1 $((${2:-30} * 100))); do
     curl -sf -o /dev/null "$1" && return 0
     sleep 0.01
   done
@@ -79,11 +84,13 @@ ready() {
 
 # --- the systems under test ------------------------------------------------
 up_port=9000 gw_port=9100 nginx_base=9200 ha_base=9300 full_port=9400 serve_base=9500
+cg_gw_port=9600 cg_ha_base=9700
 # A server left on one of these ports would answer in place of the one
 # under test.
 for port in $up_port $gw_port $((nginx_base + 2)) $((nginx_base + 3)) $((nginx_base + 5)) \
   $((ha_base + 2)) $((ha_base + 3)) $((ha_base + 4)) $((ha_base + 5)) $((ha_base + 6)) $full_port \
-  $serve_base $((serve_base + 1)) $((serve_base + 2)) $((serve_base + 3)); do
+  $serve_base $((serve_base + 1)) $((serve_base + 2)) $((serve_base + 3)) \
+  $cg_gw_port $((cg_ha_base + 2)) $((cg_ha_base + 3)) $((cg_ha_base + 4)) $((cg_ha_base + 5)) $((cg_ha_base + 6)); do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "bench/ladder.sh: port $port is in use; stop what listens there" >&2
     exit 1
@@ -302,6 +309,63 @@ compare "5 + rate limit" \
   "nginx (map, limit_req)" "http://127.0.0.1:$((nginx_base + 5))$read_path" "$limited_h" \
   "HAProxy (map, stick table)" "http://127.0.0.1:$((ha_base + 5))$read_path" "$limited_h"
 
+# --- steps 2-5 in instructions per request ------------------------------------
+# The gateway and HAProxy again, each under callgrind with the same
+# configuration on other ports; user-space instructions only (the kernel's
+# socket work is about the same for both: compare sys time in /proc).
+cg_count=$([ "$smoke" = 1 ] && echo 200 || echo 5000)
+cg_warm=$((cg_count / 5))
+sed "s/127.0.0.1:$gw_port/127.0.0.1:$cg_gw_port/" "$work/gateway.toml" >"$work/gateway-cg.toml"
+RUST_LOG=warn "${pin[@]}" valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.%p" \
+  "$bin" serve --target gateway --config "$work/gateway-cg.toml" >/dev/null 2>"$work/gateway-cg.log" &
+cg_gw=$!
+pids+=("$cg_gw")
+sed_ports=()
+for i in 2 3 4 5 6; do sed_ports+=(-e "s/127.0.0.1:$((ha_base + i))\$/127.0.0.1:$((cg_ha_base + i))/"); done
+sed "${sed_ports[@]}" "$work/haproxy.cfg" >"$work/haproxy-cg.cfg"
+"${pin[@]}" valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.%p" \
+  haproxy -f "$work/haproxy-cg.cfg" -db >/dev/null 2>"$work/haproxy-cg.log" &
+cg_ha=$!
+pids+=("$cg_ha")
+ready "http://127.0.0.1:$cg_gw_port/healthz" 300
+ready "http://127.0.0.1:$((cg_ha_base + 2))$read_path" 300
+
+# Instructions one request costs PID: a warm-up, then $cg_count requests
+# from 16 keep-alive connections between a reset and a dump of the counts.
+instructions() { # pid url [header]
+  local pid=$1 url=$2 args=(--h1 -c 16) report dump
+  [ -z "${3:-}" ] || args+=(-H "$3")
+  taskset -c "$load_core" h2load "${args[@]}" -n "$cg_warm" "$url" >/dev/null
+  callgrind_control --zero "$pid" >/dev/null 2>&1
+  report=$(taskset -c "$load_core" h2load "${args[@]}" -n "$cg_count" "$url")
+  if ! grep -q "status codes: $cg_count 2xx" <<<"$report"; then
+    echo "not all 2xx from $url under callgrind:" >&2
+    echo "$report" >&2
+    return 1
+  fi
+  callgrind_control --dump "$pid" >/dev/null 2>&1
+  dump=$(echo "$work/callgrind.$pid".*)
+  awk -v n="$cg_count" '/^totals:/ {printf "%d", $2 / n}' "$dump"
+  rm -f "$dump"
+}
+gw_cg="http://127.0.0.1:$cg_gw_port"
+ha_cg() { echo "http://127.0.0.1:$((cg_ha_base + $1))$read_path"; }
+cg_rows=()
+cg_row() { # label gateway-url header haproxy-port
+  local gw ha=-
+  gw=$(instructions "$cg_gw" "$2" "$3")
+  [ -z "$4" ] || ha=$(instructions "$cg_ha" "$(ha_cg "$4")" "$3")
+  cg_rows+=("| $1 | $gw | $ha |")
+  echo "$1: gateway $gw, HAProxy $ha instructions/request" >&2
+}
+cg_row "2 answered by the gateway itself (\`/healthz\`)" "$gw_cg/healthz" "" ""
+cg_row "2 pass-through" "$gw_cg/openapi.json" "" 2
+cg_row "3 + API key" "$gw_cg$read_path" "$key_h" 3
+cg_row "4 + JWT ES256" "$gw_cg$read_path" "Authorization: Bearer $es_token" 4
+cg_row "4 + JWT RS256" "$gw_cg$read_path" "Authorization: Bearer $rs_token" 6
+cg_row "5 + rate limit" "$gw_cg$read_path" "$limited_h" 5
+kill "$cg_gw" "$cg_ha"
+
 # --- step 6: the whole product, one core -------------------------------------
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 full_run() { # mode base-url pid...
@@ -372,6 +436,12 @@ done
   echo "| step | system | req/s | p50 µs | p90 µs | p99 µs | × baseline |"
   echo "|---|---|---|---|---|---|---|"
   printf '%s\n' "${rows[@]}"
+  echo
+  echo "Steps 2-5 in user-space instructions per request (callgrind; $cg_count requests, 16 connections, h2load):"
+  echo
+  echo "| step | gateway | HAProxy |"
+  echo "|---|---|---|"
+  printf '%s\n' "${cg_rows[@]}"
   echo
   echo "| mode | when | resident memory |"
   echo "|---|---|---|"
