@@ -188,39 +188,42 @@ impl Database {
             }
         };
         let options_for = |connections| {
-            AnyPoolOptions::new()
+            // sqlx pings every connection it hands out by default: one more
+            // round trip per query (to SQLite's worker thread, or over the
+            // network): 13% of the context switches of `order_bench` on
+            // SQLite. A SQLite file cannot hang up; a PostgreSQL connection
+            // is checked only after sitting idle long enough for a server
+            // restart or a NAT to have cut it.
+            let options = AnyPoolOptions::new()
                 .max_connections(connections)
                 .acquire_timeout(Duration::from_secs(3))
-                // sqlx pings every connection it hands out by default: one
-                // more round trip per query (to SQLite's worker thread, or
-                // over the network): 13% of the context switches of
-                // `order_bench` on SQLite. A SQLite file cannot hang up; a
-                // PostgreSQL connection is checked only after sitting idle
-                // long enough for a server restart or a NAT to have cut it.
-                .test_before_acquire(false)
-                .before_acquire(move |conn, meta| {
+                .test_before_acquire(false);
+            let options = match dialect {
+                Dialect::Sqlite => options,
+                Dialect::Postgres => options.before_acquire(|conn, meta| {
                     Box::pin(async move {
-                        if dialect == Dialect::Postgres && meta.idle_for >= IDLE_PING_AFTER {
+                        if meta.idle_for >= IDLE_PING_AFTER {
                             sqlx::Connection::ping(conn).await?;
                         }
                         Ok(true)
                     })
+                }),
+            };
+            options.after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        // What the URL cannot carry: WAL (readers never wait
+                        // for the writer) and a busy timeout (writers queue
+                        // on BEGIN IMMEDIATE instead of failing at once).
+                        let pragmas = format!(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; \
+                             PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT_PAGES}"
+                        );
+                        conn.execute(sqlx::AssertSqlSafe(pragmas)).await?;
+                    }
+                    Ok(())
                 })
-                .after_connect(move |conn, _meta| {
-                    Box::pin(async move {
-                        if dialect == Dialect::Sqlite {
-                            // What the URL cannot carry: WAL (readers never wait
-                            // for the writer) and a busy timeout (writers queue
-                            // on BEGIN IMMEDIATE instead of failing at once).
-                            let pragmas = format!(
-                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; \
-                                 PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT_PAGES}"
-                            );
-                            conn.execute(sqlx::AssertSqlSafe(pragmas)).await?;
-                        }
-                        Ok(())
-                    })
-                })
+            })
         };
         let pool = options_for(8).connect_with(options.clone()).await.map_err(Error::Connect)?;
         let writer = match dialect {
