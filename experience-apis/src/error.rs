@@ -94,7 +94,7 @@ impl Error {
 
     /// Whether retrying the same request later may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Process(s) if matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded))
+        matches!(self, Error::Process(s) if matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled))
     }
 }
 
@@ -167,7 +167,10 @@ fn problem_from_status(status: &Status) -> Problem {
             Problem::new(StatusCode::CONFLICT, "conflict", "Conflict", detail)
         }
         Code::NotFound => Problem::not_found("no such object"),
-        Code::Unavailable | Code::DeadlineExceeded => {
+        // tonic reports its own client deadline (`process_timeout`) as
+        // Cancelled, "Timeout expired": the process tier was too slow, which
+        // a later retry with the same Idempotency-Key may not be.
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
             tracing::warn!(code = ?status.code(), message = status.message(), "process tier unavailable");
             Problem::unavailable("a backend is unavailable; retry later", retry_after(status))
         }
@@ -243,6 +246,7 @@ mod tests {
             (Code::NotFound, 404),
             (Code::Unavailable, 503),
             (Code::DeadlineExceeded, 503),
+            (Code::Cancelled, 503),
             (Code::Internal, 500),
             (Code::Unknown, 500),
             (Code::PermissionDenied, 500),
