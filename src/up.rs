@@ -39,14 +39,17 @@ impl App {
         let process = process_apis::ProcessTier::start(
             &config.process,
             &config.data_dir,
-            channel::in_process(system.routes()),
+            channel::in_process_with_deadline(system.routes(), config.process.system_timeout),
             tasks.clone(),
         )
         .await?;
         let process_grpc = process.routes();
         let experience = experience_apis::router(
-            experience_apis::Upstreams::new(channel::in_process(process_grpc.clone()))
-                .with_trace_url_template(config.experience.trace_url_template.as_deref()),
+            experience_apis::Upstreams::new(channel::in_process_with_deadline(
+                process_grpc.clone(),
+                config.experience.process_timeout,
+            ))
+            .with_trace_url_template(config.experience.trace_url_template.as_deref()),
         );
         let (auth, dev_jwks) = crate::authenticator(&config)?;
         let gateway = gateway::with_cors(

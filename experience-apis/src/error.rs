@@ -135,7 +135,7 @@ impl IntoResponse for Error {
 /// The contract's mapping of process API statuses (see `order_to_cash.proto`).
 fn problem_from_status(status: &Status) -> Problem {
     match status.code() {
-        Code::InvalidArgument => {
+        Code::InvalidArgument | Code::OutOfRange => {
             let mut p = Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid-input",
@@ -170,7 +170,8 @@ fn problem_from_status(status: &Status) -> Problem {
         // tonic reports its own client deadline (`process_timeout`) as
         // Cancelled, "Timeout expired": the process tier was too slow, which
         // a later retry with the same Idempotency-Key may not be.
-        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
+        // RESOURCE_EXHAUSTED: a tier behind us is overloaded, which passes.
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::ResourceExhausted => {
             tracing::warn!(code = ?status.code(), message = status.message(), "process tier unavailable");
             Problem::unavailable("a backend is unavailable; retry later", retry_after(status))
         }
@@ -239,7 +240,12 @@ mod tests {
         assert_eq!(body["errors"][0]["message"], "no such product");
         assert!(!body.to_string().contains("ERP table"), "the status message is internal: {body}");
 
+        // Every code a process API can answer: the caller's problems are
+        // 4xx, outages 503 with Retry-After, and only faults of ours
+        // (including a tier refusing another tier's credential) 500.
         let cases = [
+            (Code::InvalidArgument, 422),
+            (Code::OutOfRange, 422),
             (Code::AlreadyExists, 422),
             (Code::FailedPrecondition, 409),
             (Code::Aborted, 409),
@@ -247,9 +253,13 @@ mod tests {
             (Code::Unavailable, 503),
             (Code::DeadlineExceeded, 503),
             (Code::Cancelled, 503),
+            (Code::ResourceExhausted, 503),
             (Code::Internal, 500),
             (Code::Unknown, 500),
             (Code::PermissionDenied, 500),
+            (Code::Unauthenticated, 500),
+            (Code::Unimplemented, 500),
+            (Code::DataLoss, 500),
         ];
         for (code, expected) in cases {
             let (status, headers, body) =

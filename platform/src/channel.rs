@@ -59,6 +59,24 @@ pub fn connect_lazy(url: &str, timeout: Duration) -> Result<GrpcChannel, Error> 
     Ok(crate::telemetry::grpc_client(BoxCloneSyncService::new(channel.map_err(|e| TransportError(e.into()))), server))
 }
 
+/// A channel that calls `routes` in this process, each call bounded by
+/// `deadline` as a network channel's is by its timeout: past it the caller
+/// gets `DEADLINE_EXCEEDED` and the callee's work is dropped. `up` mode
+/// wires its tiers with these, so a slow tier costs a caller no more time
+/// there than in `serve` mode.
+pub fn in_process_with_deadline(routes: Routes, deadline: Duration) -> GrpcChannel {
+    let bounded = tower::ServiceExt::<http::Request<Body>>::map_future(routes, move |call| async move {
+        match tokio::time::timeout(deadline, call).await {
+            Ok(answer) => answer,
+            Err(_) => Ok(tonic::Status::deadline_exceeded("the tier did not answer within its deadline").into_http()),
+        }
+    });
+    let svc = tower::ServiceExt::<http::Request<Body>>::map_err(bounded, |never: Infallible| -> TransportError {
+        match never {}
+    });
+    crate::telemetry::grpc_client(BoxCloneSyncService::new(svc), None)
+}
+
 /// A channel that calls `routes` in this process.
 pub fn in_process(routes: Routes) -> GrpcChannel {
     let svc = tower::ServiceExt::<http::Request<Body>>::map_err(routes, |never: Infallible| -> TransportError {

@@ -8,6 +8,8 @@
 //! and no tier's logic; a tier crate may depend on it, never the reverse.
 //!
 //! # Layout
+//! - [`backoff`]: the one backoff rule (exponential, capped, jittered) of
+//!   every retry.
 //! - [`problem`]: RFC 9457 `application/problem+json` bodies.
 //! - [`channel`]: [`channel::GrpcChannel`], how one tier reaches the next.
 //! - [`principal`]: who is calling, as verified by the gateway.
@@ -22,6 +24,7 @@
 //! - [`metrics`]: the Prometheus recorder, `/metrics`, request metrics of
 //!   the HTTP and gRPC tiers, and their short history for the overview.
 
+pub mod backoff;
 pub mod channel;
 pub mod database;
 pub mod health;

@@ -112,12 +112,15 @@ impl ProcessTier {
         system: GrpcChannel,
         tasks: CancellationToken,
     ) -> Result<Self, order_to_cash::StartError> {
+        let prices = catalog::prices::PriceList::new(system.clone(), config.system_timeout);
+        prices.spawn_fill(tasks.clone());
         let order_to_cash = order_to_cash::OrderToCash::start(
             &config.database_url(data_dir),
             config.saga.clone(),
             &config.events,
             system.clone(),
             config.system_timeout,
+            prices,
             tasks,
         )
         .await?;

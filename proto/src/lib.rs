@@ -9,9 +9,13 @@
 //! - `catalog/v1`: the catalogue process API.
 //! - `order_to_cash/v1`: the order-to-cash process API.
 //!
-//! [`FILE_DESCRIPTOR_SET`] holds all of them for gRPC reflection.
+//! [`FILE_DESCRIPTOR_SET`] holds all of them for gRPC reflection, and
+//! [`money`] the one rule by which every tier writes and rounds the
+//! decimal amounts the contracts carry.
 
 #![allow(missing_docs)] // generated code; the documentation is in the .proto files
+
+pub mod money;
 
 /// Encoded `FileDescriptorSet` of every package, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));

@@ -1,14 +1,23 @@
 //! Follows the ERP's change feed (`erp.v1.ChangeFeedService`) so that what
 //! happens in the ERP itself reaches the orders: a shipment done in the
 //! warehouse makes the order `shipped`, an invoice paid in the ERP makes it
-//! `paid`. The cursor is kept in the saga store; applying a change twice
-//! does nothing the second time, so replicas may follow the feed side by
-//! side and a crash between apply and cursor write is harmless.
+//! `paid`, a product edited in the ERP refreshes the price list. Every
+//! replica follows the whole feed with a cursor of its own (its price list
+//! is its own), starting where the saga store's shared cursor stands and
+//! writing it back; applying a change twice does nothing the second time,
+//! so replicas may follow side by side and a crash between apply and
+//! cursor write is harmless.
+//!
+//! The feed is also how a replica learns that the ERP answers again after
+//! an outage: the first page read after failures makes the orders waiting
+//! for the ERP due at once ([`Engine::resume_waiting`]).
 
 use std::{sync::Arc, time::Duration};
 
 use erp_connect_proto::erp::v1 as erp;
 use tokio_util::sync::CancellationToken;
+
+use platform::backoff::Backoff;
 
 use super::saga::{Engine, mark_paid, mark_shipped};
 
@@ -17,19 +26,27 @@ const CURSOR: &str = "erp.changes";
 
 /// Polls the feed until `shutdown`; quickly while there is a backlog.
 pub async fn run(engine: Arc<Engine>, shutdown: CancellationToken) {
-    let mut backoff = engine.settings.feed_poll_interval;
+    let interval = engine.settings.feed_poll_interval;
+    let backoff = Backoff::new(interval, FEED_BACKOFF_CAP.max(interval));
+    let mut failures: u32 = 0;
+    let mut cursor: Option<String> = None;
     loop {
-        let wait = match poll_once(&engine).await {
-            Ok(0) => engine.settings.feed_poll_interval,
-            Ok(_) => Duration::ZERO,
+        let wait = match poll_once(&engine, &mut cursor).await {
+            Ok(read) => {
+                if failures > 0 {
+                    failures = 0;
+                    engine.resume_waiting("erp").await;
+                }
+                if read == 0 { interval } else { Duration::ZERO }
+            }
             Err(err) => {
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-                tracing::warn!(error = %err, retry_in = ?backoff, "cannot follow the ERP change feed");
-                backoff
+                let wait = backoff.delay(failures);
+                failures = failures.saturating_add(1);
+                tracing::warn!(error = %err, retry_in = ?wait, "cannot follow the ERP change feed");
+                wait
             }
         };
         if wait.is_zero() {
-            backoff = engine.settings.feed_poll_interval;
             if shutdown.is_cancelled() {
                 return;
             }
@@ -53,9 +70,17 @@ pub enum Error {
     Store(#[from] super::store::Error),
 }
 
-/// Reads one page of changes and applies those about our orders.
-async fn poll_once(engine: &Engine) -> Result<usize, Error> {
-    let since = engine.store.cursor(CURSOR).await?;
+/// Longest wait between polls while the feed fails: how late, at most,
+/// waiting orders hear that the ERP is back.
+const FEED_BACKOFF_CAP: Duration = Duration::from_secs(5);
+
+/// Reads one page of changes after `cursor` (at first the store's) and
+/// applies those about our orders and products.
+async fn poll_once(engine: &Engine, cursor: &mut Option<String>) -> Result<usize, Error> {
+    let since = match cursor {
+        Some(at) => at.clone(),
+        None => engine.store.cursor(CURSOR).await?,
+    };
     let s = &engine.systems;
     let page = s
         .call(s.changes().list_changes(s.request(erp::ListChangesRequest { since_cursor: since.clone(), limit: 500 })))
@@ -66,11 +91,20 @@ async fn poll_once(engine: &Engine) -> Result<usize, Error> {
     if page.next_cursor != since {
         engine.store.set_cursor(CURSOR, &page.next_cursor).await?;
     }
+    *cursor = Some(page.next_cursor);
     Ok(page.changes.len())
 }
 
 async fn apply(engine: &Engine, change: &erp::Change) -> Result<(), Error> {
     let aggregate = erp::Aggregate::try_from(change.aggregate).unwrap_or(erp::Aggregate::Unspecified);
+    if aggregate == erp::Aggregate::Product {
+        // A price that cannot be refreshed now is refreshed by the next
+        // change or a miss; the feed moves on rather than stall on it.
+        if let Err(err) = engine.prices.refresh(&change.id).await {
+            tracing::warn!(sku = %change.id, error = %err, "price list not refreshed");
+        }
+        return Ok(());
+    }
     let shipped = aggregate == erp::Aggregate::Shipment && change.state == "done";
     let paid = aggregate == erp::Aggregate::Invoice && change.state == "paid";
     if !shipped && !paid {

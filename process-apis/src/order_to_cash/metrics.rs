@@ -7,7 +7,8 @@
 //!   used up its retry budget (that order then also ends `rejected`).
 //! - `erp_connect_saga_step_duration_seconds{step, result}`: one system-API
 //!   step of a saga (`create-sales-order`, `capture`, `refund`, ...) and how
-//!   it ended: `ok`, `retry` (technical failure, retried), `business`
+//!   it ended: `ok`, `outage` (the system did not answer; the order waits),
+//!   `retry` (technical failure, retried within the budget), `business`
 //!   (winds the saga back) or `store`.
 //! - `erp_connect_idempotent_replays_total{operation}`: a repeated
 //!   `Idempotency-Key` answered with the first request's order.
@@ -18,6 +19,10 @@
 //!   change applied to an order, from its time in the ERP to the commit that
 //!   writes its event to the outbox (published right after).
 //! - `erp_connect_orders{status}`: orders per status.
+//! - `erp_connect_orders_waiting{system}` and
+//!   `erp_connect_orders_waiting_oldest_age_seconds{system}`: the backlog of
+//!   orders waiting for a system that does not answer (`erp`, `payments`),
+//!   and how long the oldest has waited.
 //!
 //! The gauges read from the store are refreshed by [`run_gauges`] every
 //! [`GAUGE_INTERVAL`]; with several replicas each reports the same shared
@@ -39,6 +44,9 @@ use super::{
 pub const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
 
 const OUTCOMES: &str = "erp_connect_saga_outcomes_total";
+
+/// The systems orders can wait for, so that a backlog that cleared drops to 0.
+const SYSTEMS: [&str; 2] = ["erp", "payments"];
 
 /// Every status, so that a status whose last order moved on drops to 0.
 const STATUSES: [Status; 8] = [
@@ -86,6 +94,12 @@ pub fn describe() {
         "Data latency of the last ERP change applied."
     );
     describe_gauge!("erp_connect_orders", "Orders per status, as last counted in the saga store.");
+    describe_gauge!("erp_connect_orders_waiting", "Orders waiting for a system that does not answer, per system.");
+    describe_gauge!(
+        "erp_connect_orders_waiting_oldest_age_seconds",
+        Unit::Seconds,
+        "How long the oldest order waiting for a system has waited (0 when none)."
+    );
 }
 
 /// Counts the milestones among `events`, just committed.
@@ -112,6 +126,7 @@ pub fn retries_exhausted() {
 pub fn step(step: &'static str, result: &Result<(), StepError>, elapsed: Duration) {
     let result = match result {
         Ok(()) => "ok",
+        Err(StepError::Outage(_)) => "outage",
         Err(StepError::Retry(_)) => "retry",
         Err(StepError::Business(_)) => "business",
         Err(StepError::Store(_)) => "store",
@@ -157,6 +172,13 @@ async fn refresh(store: &Store) -> Result<(), super::store::Error> {
         let name = status.as_str();
         let count = counts.iter().find(|(s, _)| s == name).map_or(0, |(_, n)| *n);
         gauge!("erp_connect_orders", "status" => name).set(count as f64);
+    }
+    let waiting = store.waiting().await?;
+    for system in SYSTEMS {
+        let (count, since) = waiting.iter().find(|(s, ..)| s == system).map_or((0, None), |(_, n, t)| (*n, Some(*t)));
+        gauge!("erp_connect_orders_waiting", "system" => system).set(count as f64);
+        let age = since.map_or(0, |t| (clock::now_ms() - t).max(0));
+        gauge!("erp_connect_orders_waiting_oldest_age_seconds", "system" => system).set(age as f64 / 1000.0);
     }
     Ok(())
 }

@@ -12,10 +12,13 @@
 //! - [`metrics`]: the flow's metrics (saga outcomes, step durations,
 //!   outbox, change-feed lag, orders per status).
 //!
-//! A PlaceOrder is validated, priced and stored as `accepted` with its
-//! `order.accepted` event in one transaction before it is answered; from
-//! then on the saga owns it and nothing is lost: every later step is
-//! recorded before and after it runs.
+//! A PlaceOrder is validated, priced from the price list and stored as
+//! `accepted` with its `order.accepted` event in one transaction before it
+//! is answered, without calling the ERP; from then on the saga owns it and
+//! nothing is lost: every later step, finding or creating the customer
+//! first, is recorded before and after it runs. While a system API is
+//! unavailable the order waits in the store and is retried with backoff
+//! until it answers.
 
 use std::{sync::Arc, time::Duration};
 
@@ -62,6 +65,9 @@ pub struct Settings {
     /// Credit limit given to a partner's ERP account when the first order
     /// creates it. Default "5000.00".
     pub partner_credit_limit: String,
+    /// Tenants whose customers pay by card: a customer their first order
+    /// creates gets no credit (limit 0.00). Default `["web"]`.
+    pub card_only_tenants: Vec<String>,
 }
 
 impl Default for Settings {
@@ -75,6 +81,7 @@ impl Default for Settings {
             feed_poll_interval: Duration::from_millis(500),
             concurrency: 64,
             partner_credit_limit: "5000.00".into(),
+            card_only_tenants: vec!["web".into()],
         }
     }
 }
@@ -101,6 +108,9 @@ pub enum Error {
         /// For the caller.
         description: String,
     },
+    /// A system the request needs is unavailable (503, retry later).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     /// A system API failed.
     #[error("system API: {0}")]
     Upstream(#[from] Status),
@@ -138,18 +148,11 @@ impl From<Error> for Status {
                 details.add_precondition_failure_violation(kind, subject, description.clone());
                 Status::with_error_details(Code::FailedPrecondition, description, details)
             }
-            Error::Upstream(status) => match status.code() {
-                Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted => {
-                    tracing::warn!(code = ?status.code(), message = status.message(), "system API unavailable");
-                    let mut details = ErrorDetails::new();
-                    details.set_retry_info(Some(Duration::from_secs(1)));
-                    Status::with_error_details(Code::Unavailable, "a system API is unavailable; retry later", details)
-                }
-                code => {
-                    tracing::error!(?code, message = status.message(), "system API call failed");
-                    Status::internal("internal error")
-                }
-            },
+            Error::Unavailable(reason) => {
+                tracing::warn!(%reason, "unavailable");
+                unavailable()
+            }
+            Error::Upstream(status) => upstream(status),
             Error::Store(err) => {
                 tracing::error!(error = %err, "saga store failed");
                 Status::unavailable("the order store is unavailable; retry later")
@@ -158,6 +161,51 @@ impl From<Error> for Status {
                 tracing::error!(%reason, "order-to-cash fault");
                 Status::internal("internal error")
             }
+        }
+    }
+}
+
+/// `UNAVAILABLE` with a retry hint, for a system we cannot reach.
+fn unavailable() -> Status {
+    let mut details = ErrorDetails::new();
+    details.set_retry_info(Some(Duration::from_secs(1)));
+    Status::with_error_details(Code::Unavailable, "a system API is unavailable; retry later", details)
+}
+
+/// A system API's refusal or failure, as this API's caller sees it: an
+/// outage stays an outage (retry later); the ERP refusing the request (bad
+/// input, a state that forbids it, a conflict) is the caller's business
+/// problem and keeps its code and the details written for the caller;
+/// only what points at a fault of ours (`INTERNAL`, `UNKNOWN`, an
+/// `UNAUTHENTICATED` between our own tiers, ...) becomes `INTERNAL`.
+fn upstream(status: Status) -> Status {
+    match status.code() {
+        Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Cancelled => {
+            tracing::warn!(code = ?status.code(), message = status.message(), "system API unavailable");
+            unavailable()
+        }
+        Code::InvalidArgument
+        | Code::FailedPrecondition
+        | Code::NotFound
+        | Code::AlreadyExists
+        | Code::Aborted
+        | Code::OutOfRange => {
+            tracing::info!(code = ?status.code(), message = status.message(), "system API refused");
+            // The details (field violations, precondition failures) are
+            // written for callers; the message may carry the ERP's own words.
+            let details = status.get_error_details();
+            let code = if status.code() == Code::OutOfRange { Code::InvalidArgument } else { status.code() };
+            let message = match code {
+                Code::InvalidArgument => "the ERP refused the request's content",
+                Code::NotFound => "the ERP does not know the object",
+                Code::AlreadyExists => "the ERP already holds a different object under this key",
+                _ => "the ERP refused the request in the object's current state",
+            };
+            Status::with_error_details(code, message, details)
+        }
+        code => {
+            tracing::error!(?code, message = status.message(), "system API call failed");
+            Status::internal("internal error")
         }
     }
 }
@@ -192,11 +240,13 @@ impl OrderToCash {
         events: &outbox::Config,
         system: GrpcChannel,
         system_timeout: Duration,
+        prices: Arc<crate::catalog::prices::PriceList>,
         tasks: CancellationToken,
     ) -> Result<Self, StartError> {
         let store = store::Store::open(database_url).await?;
         let bus = outbox::Bus::open(events).await?;
-        let engine = Arc::new(saga::Engine::new(store.clone(), saga::Systems::new(system, system_timeout), settings));
+        let systems = saga::Systems::new(system, system_timeout);
+        let engine = Arc::new(saga::Engine::new(store.clone(), systems, settings, prices));
         metrics::describe();
         tokio::spawn(engine.clone().run_worker(tasks.clone()));
         tokio::spawn(outbox::run_publisher(
@@ -229,5 +279,62 @@ impl OrderToCash {
     /// Whether the saga store answers.
     pub async fn is_ready(&self) -> bool {
         self.engine.store.is_ready().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every code a system API can answer, as this API passes it on: an
+    /// outage stays retryable, a refusal by the ERP keeps its meaning and
+    /// its details, only our own faults become `INTERNAL`, and no ERP text
+    /// passes.
+    #[test]
+    fn system_api_statuses_map_to_the_callers_codes() {
+        let cases = [
+            (Code::Unavailable, Code::Unavailable),
+            (Code::DeadlineExceeded, Code::Unavailable),
+            (Code::ResourceExhausted, Code::Unavailable),
+            (Code::Cancelled, Code::Unavailable),
+            (Code::InvalidArgument, Code::InvalidArgument),
+            (Code::OutOfRange, Code::InvalidArgument),
+            (Code::FailedPrecondition, Code::FailedPrecondition),
+            (Code::Aborted, Code::Aborted),
+            (Code::NotFound, Code::NotFound),
+            (Code::AlreadyExists, Code::AlreadyExists),
+            (Code::Internal, Code::Internal),
+            (Code::Unknown, Code::Internal),
+            (Code::DataLoss, Code::Internal),
+            (Code::Unimplemented, Code::Internal),
+            (Code::Unauthenticated, Code::Internal),
+            (Code::PermissionDenied, Code::Internal),
+        ];
+        for (from, to) in cases {
+            let mut details = ErrorDetails::new();
+            details.add_precondition_failure_violation("CREDIT_LIMIT", "party-7", "over the credit limit");
+            let status: Status =
+                Error::Upstream(Status::with_error_details(from, "UserError at 10.0.0.7", details)).into();
+            assert_eq!(status.code(), to, "{from:?}");
+            assert!(!status.message().contains("10.0.0.7"), "{from:?} leaked: {}", status.message());
+            let kept = status.get_error_details().precondition_failure().is_some();
+            assert_eq!(
+                kept,
+                matches!(
+                    to,
+                    Code::InvalidArgument
+                        | Code::FailedPrecondition
+                        | Code::Aborted
+                        | Code::NotFound
+                        | Code::AlreadyExists
+                ),
+                "{from:?}"
+            );
+            let retry = status.get_error_details().retry_info().is_some();
+            assert_eq!(retry, to == Code::Unavailable, "{from:?}");
+        }
+        let status: Status = Error::Unavailable("WIDGET-1 cannot be priced".into()).into();
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(status.get_error_details().retry_info().is_some());
     }
 }

@@ -101,6 +101,50 @@ pub struct Line {
     pub amount: String,
 }
 
+/// A shipping address as the caller gave it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct ShipTo {
+    /// Street and number.
+    pub street: String,
+    /// City.
+    pub city: String,
+    /// Postal code; may be empty.
+    pub postal_code: String,
+    /// ISO 3166-1 alpha-2; may be empty.
+    pub country: String,
+}
+
+/// Who the order is for, as the caller named them. Accepting an order
+/// needs no ERP: the saga's first step finds the ERP customer from this,
+/// or creates it, and gives it the shipping address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct CustomerRef {
+    /// An ERP customer id the caller named; the saga checks it exists.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub id: String,
+    /// The caller's id of the customer, e.g. `web:alice`.
+    pub external_id: String,
+    /// A verified e-mail: the ERP customer with it is this customer.
+    pub email: String,
+    /// Name for a customer created by this order.
+    pub name: String,
+    /// Where to ship; added to a customer that has no address yet.
+    pub ship_to: Option<ShipTo>,
+    /// Credit limit of a customer created by this order, decimal string.
+    pub credit_limit: String,
+}
+
+/// A system the saga is waiting for, and since when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waiting {
+    /// `erp` or `payments`.
+    pub system: String,
+    /// Unix milliseconds of the first failed attempt.
+    pub since: i64,
+}
+
 /// One step the caller can see, e.g. `confirmed` at 10:00:01.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TimelineEntry {
@@ -127,6 +171,10 @@ pub struct Unwind {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Progress {
+    /// The ERP customer is found or created (and `Order::customer_id` set).
+    pub customer_resolved: bool,
+    /// The customer had no address and the order brings one to add.
+    pub address_pending: bool,
     /// On-account credit check passed.
     pub credit_checked: bool,
     /// erp.v1 sales order id, once created.
@@ -167,6 +215,13 @@ pub struct Progress {
     pub sales_order_cancelled: bool,
     /// Failed attempts of the current step, for backoff and the retry budget.
     pub attempts: u32,
+    /// Set while a system is unavailable to the current step: the order
+    /// waits for it, retried with backoff, and spends no retry budget.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_on: Option<Waiting>,
+    /// Attempts of the current step that met an outage, for the backoff.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub outage_attempts: u32,
     /// The step that started and has not recorded its result yet.
     pub running: Option<String>,
     /// W3C `traceparent` of the request that placed the order: its steps'
@@ -176,6 +231,10 @@ pub struct Progress {
     pub traceparent: Option<String>,
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 /// An order and its saga state: the `doc` column of the store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Order {
@@ -183,8 +242,12 @@ pub struct Order {
     pub id: String,
     /// The tenant that owns it.
     pub tenant: String,
-    /// The ERP customer id.
+    /// The ERP customer id; empty until the saga has resolved the customer.
     pub customer_id: String,
+    /// Who the caller named, for the saga to resolve. None on orders
+    /// accepted before the customer was resolved by the saga.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer: Option<CustomerRef>,
     /// The customer's external id, e.g. `web:alice`.
     pub customer_external_id: String,
     /// The caller's reference, e.g. a purchase order number.
@@ -213,6 +276,10 @@ pub struct Order {
 /// The saga's next move.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
+    /// Find the ERP customer (by id, external id, then e-mail) or create it.
+    ResolveCustomer,
+    /// Give the customer the order's shipping address.
+    AddAddress,
     /// Open receivables + total within the credit limit?
     CreditCheck,
     /// Create the ERP sales order.
@@ -248,6 +315,8 @@ impl Action {
     /// The step's name in idempotency keys, logs and the timeline.
     pub fn name(self) -> &'static str {
         match self {
+            Action::ResolveCustomer => "resolve-customer",
+            Action::AddAddress => "add-address",
             Action::CreditCheck => "credit-check",
             Action::CreateSalesOrder => "create-sales-order",
             Action::ConfirmSalesOrder => "confirm-sales-order",
@@ -268,6 +337,14 @@ impl Action {
     /// Compensations are retried without a budget: they must finish.
     pub fn is_compensation(self) -> bool {
         matches!(self, Action::Refund | Action::Void | Action::CreditInvoice | Action::CancelSalesOrder)
+    }
+
+    /// The system API the step calls: `payments` or `erp`.
+    pub fn system(self) -> &'static str {
+        match self {
+            Action::Authorize | Action::Capture | Action::Refund | Action::Void => "payments",
+            _ => "erp",
+        }
     }
 }
 
@@ -294,7 +371,11 @@ impl Order {
             };
         }
         let card = matches!(self.payment, Payment::Card { .. });
-        if !card && !p.credit_checked {
+        if self.customer.is_some() && !p.customer_resolved {
+            Action::ResolveCustomer
+        } else if p.address_pending {
+            Action::AddAddress
+        } else if !card && !p.credit_checked {
             Action::CreditCheck
         } else if p.sales_order_id.is_none() {
             Action::CreateSalesOrder
@@ -418,6 +499,7 @@ mod tests {
             id: "ord_1".into(),
             tenant: "web".into(),
             customer_id: "cus_1".into(),
+            customer: None,
             customer_external_id: "web:alice".into(),
             external_ref: String::new(),
             currency: "EUR".into(),

@@ -18,16 +18,23 @@ use tonic::{Code, Status};
 
 use super::{
     Settings, clock,
-    order::{Action, Order, Payment, Status as OrderStatus},
+    order::{Action, Order, Payment, Status as OrderStatus, Waiting},
     outbox,
     store::{Lease, OutboxEvent, Store, Versioned},
 };
-use platform::channel::GrpcChannel;
+use platform::{backoff::Backoff, channel::GrpcChannel};
+
+use crate::catalog::prices::PriceList;
 
 /// How a step failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
-    /// Worth a retry: a system API is down, slow or overloaded.
+    /// A system API is down, slow or overloaded: the order waits for it,
+    /// retried with backoff for as long as it takes, spending no budget.
+    #[error("{0}")]
+    Outage(String),
+    /// Worth a few retries: a fault that may be transient (an internal
+    /// error, an aborted transaction, a malformed answer).
     #[error("{0}")]
     Retry(String),
     /// Retrying cannot help: the saga must wind back.
@@ -39,17 +46,14 @@ pub enum StepError {
 }
 
 impl StepError {
-    /// Sorts a system API's status into retry or business failure.
+    /// Sorts a system API's status into outage, retry or business failure.
     pub fn from_status(step: &str, status: &Status) -> Self {
         let text = format!("{step}: {}", status.message());
         match status.code() {
-            Code::Unavailable
-            | Code::DeadlineExceeded
-            | Code::ResourceExhausted
-            | Code::Aborted
-            | Code::Internal
-            | Code::Unknown
-            | Code::Cancelled => StepError::Retry(text),
+            Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Cancelled => {
+                StepError::Outage(text)
+            }
+            Code::Aborted | Code::Internal | Code::Unknown | Code::DataLoss => StepError::Retry(text),
             _ => StepError::Business(text),
         }
     }
@@ -109,6 +113,8 @@ pub struct Engine {
     pub store: Store,
     /// The system APIs.
     pub systems: Systems,
+    /// The price list orders are priced from.
+    pub prices: Arc<PriceList>,
     /// Tunables.
     pub settings: Settings,
     /// This replica's lease owner id.
@@ -141,11 +147,12 @@ impl Effects {
 
 impl Engine {
     /// An engine over `store` and `systems`.
-    pub fn new(store: Store, systems: Systems, settings: Settings) -> Self {
+    pub fn new(store: Store, systems: Systems, settings: Settings, prices: Arc<PriceList>) -> Self {
         let running = Semaphore::new(settings.concurrency);
         Self {
             store,
             systems,
+            prices,
             settings,
             owner: format!("replica_{}", ulid::Ulid::new()),
             wake_worker: Notify::new(),
@@ -276,6 +283,8 @@ impl Engine {
                     match result {
                         Ok(()) => {
                             next.progress.attempts = 0;
+                            next.progress.outage_attempts = 0;
+                            next.progress.waiting_on = None;
                             // This write also records the next step as started.
                             next.progress.running = Some(next.next_action())
                                 .filter(|a| !matches!(a, Action::Wait | Action::Finish | Action::Done))
@@ -305,6 +314,26 @@ impl Engine {
                             known = self
                                 .save(order, version, now, Lease::Keep(self.lease_until(now)), Effects::default())
                                 .await?;
+                        }
+                        Err(StepError::Outage(reason)) => {
+                            // Not the order's fault and not a reason to give
+                            // it up: it waits in the store, in its place,
+                            // and is retried until the system answers.
+                            let mut order = order.clone();
+                            let p = &mut order.progress;
+                            p.running = None;
+                            let delay = self.backoff(p.outage_attempts);
+                            p.outage_attempts = p.outage_attempts.saturating_add(1);
+                            if p.waiting_on.is_none() {
+                                p.waiting_on = Some(Waiting { system: step.system().to_owned(), since: now });
+                                order.record(&format!("waiting:{}", step.system()), now, reason.clone());
+                            }
+                            tracing::info!(step = step.name(), retry_in = ?delay, %reason, "system unavailable; the order waits");
+                            let due = now + delay.as_millis() as i64;
+                            if self.store.save(&order, version, due, Lease::Release, &[], &[]).await?.is_some() {
+                                self.committed(id, false);
+                                return Ok(());
+                            }
                         }
                         Err(err) => {
                             let mut order = order.clone();
@@ -376,13 +405,41 @@ impl Engine {
         }))
     }
 
-    /// Exponential backoff with full jitter, capped.
-    fn backoff(&self, attempts: u32) -> Duration {
-        let base = self.settings.backoff_base.as_millis() as u64;
-        let cap = self.settings.backoff_cap.as_millis() as u64;
-        let ceiling = base.saturating_mul(1 << attempts.min(20)).min(cap).max(1);
-        let jitter = getrandom::u64().unwrap_or(0) % ceiling;
-        Duration::from_millis(ceiling / 2 + jitter / 2)
+    /// The delay before retry `attempt` (0 for the first): the product's
+    /// one backoff rule with the saga's base and cap.
+    fn backoff(&self, attempt: u32) -> Duration {
+        Backoff::new(self.settings.backoff_base, self.settings.backoff_cap).delay(attempt)
+    }
+
+    /// Notes on the timeline each line whose list price changed in the ERP
+    /// since the order was accepted. The accepted price stands: the sales
+    /// order is created with it.
+    async fn note_price_changes(&self, order: &mut Order) {
+        for line in order.lines.clone() {
+            let Ok(Some(now_priced)) = self.prices.get(&line.sku).await else { continue };
+            let current = erp_connect_proto::money::format(now_priced.unit_price);
+            if current == line.unit_price {
+                continue;
+            }
+            let detail =
+                format!("{}: accepted at {}, the ERP's list price is now {current}", line.sku, line.unit_price);
+            if !order.timeline.iter().any(|t| t.step == "price_changed" && t.detail == detail) {
+                order.record("price_changed", clock::now_ms(), detail);
+            }
+        }
+    }
+
+    /// `system` answers again: orders waiting for it are due now, instead
+    /// of at the end of their backoff.
+    pub async fn resume_waiting(&self, system: &str) {
+        match self.store.resume_waiting(system, clock::now_ms()).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(system, orders = n, "system answers again; waiting orders resume");
+                self.wake_worker.notify_one();
+            }
+            Err(err) => tracing::warn!(error = %err, "cannot resume waiting orders"),
+        }
     }
 
     /// Runs one step against the system APIs and records its result in
@@ -393,6 +450,31 @@ impl Engine {
         let fail = |status: Status| StepError::from_status(step.name(), &status);
         let now = clock::now_ms;
         match step {
+            Action::ResolveCustomer => resolve_customer(s, order, &self.settings).await?,
+            Action::AddAddress => {
+                let to = order.customer.as_ref().and_then(|c| c.ship_to.clone()).unwrap_or_default();
+                let request = erp::AddAddressRequest {
+                    customer_id: order.customer_id.clone(),
+                    address: Some(erp::Address {
+                        id: String::new(),
+                        street: to.street,
+                        city: to.city,
+                        postal_code: to.postal_code,
+                        country: to.country,
+                    }),
+                };
+                match s.call(s.customers().add_address(s.request(request))).await {
+                    Ok(_) => {}
+                    Err(status) if status.code() == Code::InvalidArgument => {
+                        let reason = format!("the ERP refused the shipping address: {}", status.message());
+                        order.unwind(OrderStatus::Rejected, reason, now());
+                        return Ok(());
+                    }
+                    Err(status) => return Err(fail(status)),
+                }
+                order.progress.address_pending = false;
+                order.record("address_added", now(), "");
+            }
             Action::CreditCheck => {
                 let open = s
                     .call(s.receivables().get_open_amount(
@@ -413,6 +495,7 @@ impl Engine {
                 }
             }
             Action::CreateSalesOrder => {
+                self.note_price_changes(order).await;
                 let request = erp::CreateSalesOrderRequest {
                     idempotency_key: key,
                     customer_id: order.customer_id.clone(),
@@ -429,7 +512,16 @@ impl Engine {
                         })
                         .collect(),
                 };
-                let so = s.call(s.sales_orders().create_sales_order(s.request(request))).await.map_err(fail)?;
+                let so = match s.call(s.sales_orders().create_sales_order(s.request(request))).await {
+                    Ok(so) => so,
+                    // Another order of the same new customer may be about to
+                    // add its address: worth retries within the budget,
+                    // then a rejection naming the reason.
+                    Err(status) if precondition_is(&status, "NO_ADDRESS") => {
+                        return Err(StepError::Retry(format!("{}: the customer has no address yet", step.name())));
+                    }
+                    Err(status) => return Err(fail(status)),
+                };
                 order.progress.sales_order_id = Some(so.id);
                 order.record("sales_order_created", now(), "");
             }
@@ -663,5 +755,107 @@ fn money(text: &str) -> Result<Decimal, StepError> {
     if text.is_empty() {
         return Ok(Decimal::ZERO);
     }
-    text.parse().map_err(|_| StepError::Retry(format!("a system API sent a malformed amount {text:?}")))
+    erp_connect_proto::money::parse(text).map_err(|e| StepError::Retry(format!("a system API sent {e}")))
+}
+
+/// Whether `status` is a precondition failure of the type `kind`.
+fn precondition_is(status: &Status, kind: &str) -> bool {
+    use tonic_types::StatusExt;
+    status.code() == Code::FailedPrecondition
+        && status
+            .get_error_details()
+            .precondition_failure()
+            .is_some_and(|p| p.violations.iter().any(|v| v.r#type == kind))
+}
+
+/// Finds the order's ERP customer, by the id the caller named, else by
+/// external id, then by verified e-mail, else creates it with the order's
+/// idempotency key for customers (`customer:<external id>`, so two orders
+/// of one new customer create it once).
+async fn resolve_customer(s: &Systems, order: &mut Order, settings: &Settings) -> Result<(), StepError> {
+    let step = Action::ResolveCustomer.name();
+    let fail = |status: Status| StepError::from_status(step, &status);
+    let now = clock::now_ms;
+    let Some(wanted) = order.customer.clone() else { return Ok(()) };
+    let find = |key| async move {
+        let request = erp::FindCustomerRequest { key: Some(key) };
+        match s.call(s.customers().find_customer(s.request(request))).await {
+            Ok(customer) => Ok(Some(customer)),
+            Err(status) if status.code() == Code::NotFound => Ok(None),
+            Err(status) => Err(status),
+        }
+    };
+    let (customer, created) = if !wanted.id.is_empty() {
+        match s.call(s.customers().get_customer(s.request(erp::GetCustomerRequest { id: wanted.id.clone() }))).await {
+            Ok(customer) => (customer, false),
+            Err(status) if status.code() == Code::NotFound => {
+                order.unwind(OrderStatus::Rejected, format!("no such customer {}", wanted.id), now());
+                return Ok(());
+            }
+            Err(status) => return Err(fail(status)),
+        }
+    } else if let Some(found) =
+        find(erp::find_customer_request::Key::ExternalId(wanted.external_id.clone())).await.map_err(fail)?
+    {
+        (found, false)
+    } else if let Some(found) = match wanted.email.is_empty() {
+        // A shopper the ERP already knows by (verified) e-mail is that
+        // customer, not a new one.
+        false => find(erp::find_customer_request::Key::Email(wanted.email.clone())).await.map_err(fail)?,
+        true => None,
+    } {
+        (found, false)
+    } else {
+        let name = [&wanted.name, &wanted.email, &wanted.external_id]
+            .into_iter()
+            .find(|n| !n.is_empty())
+            .cloned()
+            .unwrap_or_default();
+        let create = erp::CreateCustomerRequest {
+            idempotency_key: format!("customer:{}", wanted.external_id),
+            external_id: wanted.external_id.clone(),
+            name,
+            email: wanted.email.clone(),
+            currency: order.currency.clone(),
+            credit_limit: if wanted.credit_limit.is_empty() {
+                settings.partner_credit_limit.clone()
+            } else {
+                wanted.credit_limit.clone()
+            },
+            addresses: vec![],
+        };
+        match s.call(s.customers().create_customer(s.request(create))).await {
+            Ok(customer) => (customer, true),
+            Err(status) if matches!(status.code(), Code::InvalidArgument | Code::FailedPrecondition) => {
+                // Another order of the same new customer may have created
+                // it a moment ago (an ERP such as Tryton then refuses the
+                // duplicate code rather than replaying our key): that
+                // customer is this one.
+                let external_id = erp::find_customer_request::Key::ExternalId(wanted.external_id.clone());
+                match find(external_id).await.map_err(fail)? {
+                    Some(found) => (found, false),
+                    None => {
+                        let reason = format!("the ERP refused the customer: {}", status.message());
+                        order.unwind(OrderStatus::Rejected, reason, now());
+                        return Ok(());
+                    }
+                }
+            }
+            Err(status) => return Err(fail(status)),
+        }
+    };
+    if !customer.currency.is_empty() && customer.currency != order.currency {
+        let reason = format!("the customer is invoiced in {}, the order is in {}", customer.currency, order.currency);
+        order.unwind(OrderStatus::Rejected, reason, now());
+        return Ok(());
+    }
+    order.customer_id = customer.id;
+    if order.customer_external_id.is_empty() {
+        order.customer_external_id = customer.external_id;
+    }
+    let p = &mut order.progress;
+    p.customer_resolved = true;
+    p.address_pending = wanted.ship_to.is_some() && customer.addresses.is_empty();
+    order.record(if created { "customer_created" } else { "customer_found" }, now(), "");
+    Ok(())
 }

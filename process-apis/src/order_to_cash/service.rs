@@ -11,9 +11,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Response, Status};
 
+use erp_connect_proto::money;
+
+use crate::catalog::prices::Error as PriceError;
+
 use super::{
     Error, clock,
-    order::{Line, Order, Payment, Progress, Status as OrderStatus},
+    order::{CustomerRef, Line, Order, Payment, Progress, ShipTo, Status as OrderStatus},
     outbox,
     saga::{Effects, Engine, UpdateError, mark_paid},
     store::Filter,
@@ -123,15 +127,30 @@ fn validate_place(req: &pb::PlaceOrderRequest) -> Result<Placement, Error> {
     })
 }
 
-/// Money as the order shows it: two decimal places, halves rounded away
-/// from zero as invoices do (not to even).
-fn money(amount: Decimal) -> String {
-    let mut amount = amount.round_dp_with_strategy(2, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
-    amount.rescale(2);
-    amount.to_string()
+/// A line priced at acceptance.
+struct PricedLine {
+    sku: String,
+    quantity: i64,
+    unit: Decimal,
+    amount: Decimal,
+}
+
+impl PricedLine {
+    fn into_line(self) -> Line {
+        Line {
+            sku: self.sku,
+            quantity: self.quantity,
+            unit_price: money::format(self.unit),
+            amount: money::format(self.amount),
+        }
+    }
 }
 
 impl Service {
+    /// Validates, prices from the price list and commits the order as
+    /// `accepted` with its `order.accepted` event. No ERP call: the saga
+    /// resolves the customer and does everything else once the order is
+    /// durable, so a down ERP delays orders instead of refusing them.
     async fn place(&self, req: pb::PlaceOrderRequest) -> Result<Order, Error> {
         let placement = validate_place(&req)?;
         let fingerprint = serde_json::to_string(&placement).map_err(|e| Error::Internal(e.to_string()))?;
@@ -139,28 +158,40 @@ impl Service {
         if let Some(found) = store.find_by_key(&req.tenant, &req.idempotency_key).await? {
             return replay(found, &fingerprint);
         }
-        let mut customer = self.resolve_customer(&req.tenant, &placement).await?;
-        if let Some(to) = placement.ship_to.clone().filter(|_| customer.addresses.is_empty()) {
-            customer = self.add_address(&customer.id, to).await?;
-        }
-        let lines = self.price(&placement.lines, &customer.currency).await?;
-        let total = lines.iter().map(|l| l.amount.parse::<Decimal>().unwrap_or_default()).sum::<Decimal>();
+        let (lines, currency) = self.price(&placement.lines).await?;
+        let total = lines.iter().map(|l| l.amount).sum::<Decimal>();
+        let settings = &self.engine.settings;
+        let credit_limit = if settings.card_only_tenants.contains(&req.tenant) {
+            "0.00".to_owned()
+        } else {
+            settings.partner_credit_limit.clone()
+        };
         let now = clock::now_ms();
         let mut order = Order {
             id: format!("ord_{}", ulid::Ulid::new()),
             tenant: req.tenant.clone(),
-            customer_id: customer.id,
-            // The caller's identity of the customer, which listings filter
-            // on, even when the ERP record was matched by e-mail.
-            customer_external_id: if placement.customer_external_id.is_empty() {
-                customer.external_id
-            } else {
-                placement.customer_external_id.clone()
-            },
+            // A customer id the caller named is theirs to list by at once;
+            // the saga checks it before anything is sold to it.
+            customer_id: placement.customer_id.clone(),
+            customer: Some(CustomerRef {
+                id: placement.customer_id.clone(),
+                external_id: placement.customer_external_id.clone(),
+                email: placement.customer_email.clone(),
+                name: placement.customer_name.clone(),
+                ship_to: placement.ship_to.clone().map(|to| ShipTo {
+                    street: to.street,
+                    city: to.city,
+                    postal_code: to.postal_code,
+                    country: to.country,
+                }),
+                credit_limit,
+            }),
+            // The caller's identity of the customer, which listings filter on.
+            customer_external_id: placement.customer_external_id.clone(),
             external_ref: placement.external_ref.clone(),
-            currency: customer.currency,
-            lines,
-            total: money(total),
+            currency,
+            lines: lines.into_iter().map(PricedLine::into_line).collect(),
+            total: money::format(total),
             payment: placement.payment.clone(),
             status: OrderStatus::Accepted,
             timeline: vec![],
@@ -187,125 +218,50 @@ impl Service {
         Ok(order)
     }
 
-    /// Finds the customer in the ERP, creating it from the reference on
-    /// first use.
-    async fn resolve_customer(&self, tenant: &str, placement: &Placement) -> Result<erp::Customer, Error> {
-        let s = &self.engine.systems;
-        if !placement.customer_id.is_empty() {
-            let req = erp::GetCustomerRequest { id: placement.customer_id.clone() };
-            return match s.call(s.customers().get_customer(s.request(req))).await {
-                Err(status) if status.code() == Code::NotFound => {
-                    Err(Error::Invalid(vec![("customer_id".into(), "no such customer".into())]))
-                }
-                other => Ok(other?),
-            };
-        }
-        let external_id = placement.customer_external_id.clone();
-        let find =
-            erp::FindCustomerRequest { key: Some(erp::find_customer_request::Key::ExternalId(external_id.clone())) };
-        match s.call(s.customers().find_customer(s.request(find))).await {
-            Err(status) if status.code() == Code::NotFound => {}
-            other => return Ok(other?),
-        }
-        // A shopper the ERP already knows by (verified) e-mail is that
-        // customer, not a new one.
-        if !placement.customer_email.is_empty() {
-            let by_email = erp::FindCustomerRequest {
-                key: Some(erp::find_customer_request::Key::Email(placement.customer_email.clone())),
-            };
-            match s.call(s.customers().find_customer(s.request(by_email))).await {
-                Err(status) if status.code() == Code::NotFound => {}
-                other => return Ok(other?),
-            }
-        }
-        // Web shoppers pay by card until someone grants them credit;
-        // partners buy on account up to the configured limit.
-        let credit_limit =
-            if tenant == "web" { "0.00".to_owned() } else { self.engine.settings.partner_credit_limit.clone() };
-        let name = [&placement.customer_name, &placement.customer_email, &external_id]
-            .into_iter()
-            .find(|n| !n.is_empty())
-            .cloned()
-            .unwrap_or_default();
-        let create = erp::CreateCustomerRequest {
-            idempotency_key: format!("customer:{external_id}"),
-            external_id,
-            name,
-            email: placement.customer_email.clone(),
-            currency: String::new(),
-            credit_limit,
-            addresses: vec![],
-        };
-        match s.call(s.customers().create_customer(s.request(create))).await {
-            Err(status) if status.code() == Code::InvalidArgument => Err(Error::Invalid(vec![(
-                "customer".into(),
-                format!("the ERP refused the customer: {}", status.message()),
-            )])),
-            other => Ok(other?),
-        }
-    }
-
-    async fn add_address(&self, customer_id: &str, to: pb::ShipTo) -> Result<erp::Customer, Error> {
-        let s = &self.engine.systems;
-        let request = erp::AddAddressRequest {
-            customer_id: customer_id.to_owned(),
-            address: Some(erp::Address {
-                id: String::new(),
-                street: to.street,
-                city: to.city,
-                postal_code: to.postal_code,
-                country: to.country,
-            }),
-        };
-        match s.call(s.customers().add_address(s.request(request))).await {
-            Err(status) if status.code() == Code::InvalidArgument => Err(Error::Invalid(vec![(
-                "ship_to".into(),
-                format!("the ERP refused the address: {}", status.message()),
-            )])),
-            other => Ok(other?),
-        }
-    }
-
-    /// Prices every line at the ERP's list price.
-    async fn price(&self, lines: &[(String, i64)], currency: &str) -> Result<Vec<Line>, Error> {
-        let s = &self.engine.systems;
-        let lookups = lines.iter().map(|(sku, _)| {
-            let req = erp::GetProductRequest { sku: sku.clone() };
-            async move { s.call(s.products().get_product(s.request(req))).await }
-        });
-        let products = futures_util::future::join_all(lookups).await;
+    /// Prices every line at its list price from the price list; returns
+    /// the lines and their one currency.
+    async fn price(&self, lines: &[(String, i64)]) -> Result<(Vec<PricedLine>, String), Error> {
+        let prices = &self.engine.prices;
+        let found = futures_util::future::join_all(lines.iter().map(|(sku, _)| prices.get(sku))).await;
         let mut priced = Vec::with_capacity(lines.len());
         let mut errors = Vec::new();
-        for (i, ((sku, quantity), product)) in lines.iter().zip(products).enumerate() {
+        let mut currency: Option<String> = None;
+        for (i, ((sku, quantity), product)) in lines.iter().zip(found).enumerate() {
+            let field = format!("lines[{i}].sku");
             let product = match product {
-                Ok(p) if p.active => p,
-                Ok(_) => {
-                    errors.push((format!("lines[{i}].sku"), format!("{sku} is no longer sold")));
+                Ok(Some(p)) if p.active => p,
+                Ok(Some(_)) => {
+                    errors.push((field, format!("{sku} is no longer sold")));
                     continue;
                 }
-                Err(status) if matches!(status.code(), Code::NotFound | Code::InvalidArgument) => {
-                    errors.push((format!("lines[{i}].sku"), format!("unknown SKU {sku}")));
+                Ok(None) => {
+                    errors.push((field, format!("unknown SKU {sku}")));
                     continue;
                 }
-                Err(status) => return Err(status.into()),
+                Err(PriceError::Unavailable { sku, status }) => {
+                    tracing::warn!(%sku, code = ?status.code(), "cannot price an unseen SKU while the ERP is down");
+                    return Err(Error::Unavailable(format!("{sku} cannot be priced while the ERP is unavailable")));
+                }
+                Err(PriceError::Erp(status)) => return Err(Error::Upstream(status)),
+                Err(err @ PriceError::Malformed(_)) => return Err(Error::Internal(err.to_string())),
             };
-            let price = product.list_price.unwrap_or_default();
-            if price.currency != currency {
-                errors.push((format!("lines[{i}].sku"), format!("{sku} is not sold in {currency}")));
-                continue;
+            match &currency {
+                Some(c) if *c != product.currency => {
+                    let message = format!("{sku} is sold in {}, the order's other lines in {c}", product.currency);
+                    errors.push((field, message));
+                    continue;
+                }
+                Some(_) => {}
+                None => currency = Some(product.currency.clone()),
             }
-            let unit: Decimal = price.amount.parse().map_err(|_| Error::Internal("malformed list price".into()))?;
-            priced.push(Line {
-                sku: sku.clone(),
-                quantity: *quantity,
-                unit_price: money(unit),
-                amount: money(unit * Decimal::from(*quantity)),
-            });
+            let unit = money::round(product.unit_price);
+            let amount = money::round(unit * Decimal::from(*quantity));
+            priced.push(PricedLine { sku: sku.clone(), quantity: *quantity, unit, amount });
         }
         if !errors.is_empty() {
             return Err(Error::Invalid(errors));
         }
-        Ok(priced)
+        Ok((priced, currency.unwrap_or_default()))
     }
 
     /// The order `id` if `tenant` may see it (an empty tenant sees all).
@@ -674,12 +630,5 @@ mod tests {
         req.lines[0].quantity = -3;
         req.customer = None;
         assert_eq!(fields(validate_place(&req).expect_err("invalid")), ["customer.external_id", "lines[0].quantity"]);
-    }
-
-    #[test]
-    fn money_has_two_decimals() {
-        assert_eq!(money(Decimal::new(375, 1)), "37.50");
-        assert_eq!(money(Decimal::new(12345, 3)), "12.35");
-        assert_eq!(money(Decimal::from(3)), "3.00");
     }
 }

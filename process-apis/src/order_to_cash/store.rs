@@ -308,7 +308,8 @@ impl Store {
         let update = sqlx::query(
             "UPDATE orders SET doc = $1, status = $2, version = version + 1, runnable = $3, next_attempt_at = $4, \
              lease_owner = CASE WHEN $9 = 1 OR $5 <> 0 THEN lease_owner ELSE NULL END, \
-             lease_until = CASE WHEN $9 = 1 THEN lease_until ELSE $5 END, updated_at = $6 \
+             lease_until = CASE WHEN $9 = 1 THEN lease_until ELSE $5 END, updated_at = $6, \
+             customer_id = $10, customer_external_id = $11, waiting_on = $12, waiting_since = $13 \
              WHERE id = $7 AND version = $8",
         )
         .bind(serde_json::to_string(order)?)
@@ -319,7 +320,11 @@ impl Store {
         .bind(order.updated_at)
         .bind(&order.id)
         .bind(version)
-        .bind(untouched);
+        .bind(untouched)
+        .bind(&order.customer_id)
+        .bind(&order.customer_external_id)
+        .bind(order.progress.waiting_on.as_ref().map(|w| w.system.clone()))
+        .bind(order.progress.waiting_on.as_ref().map(|w| w.since));
         if events.is_empty() && refs.is_empty() {
             // One statement is atomic by itself; without BEGIN and COMMIT
             // it is one hand-off to SQLite's worker instead of three.
@@ -445,6 +450,31 @@ impl Store {
             .fetch_one(self.db.pool())
             .await?;
         Ok((row.try_get::<i64, _>(0)?, row.try_get::<Option<i64>, _>(1)?))
+    }
+
+    /// Orders waiting for a system that does not answer: per system, how
+    /// many and since when the oldest waits (unix ms).
+    pub async fn waiting(&self) -> Result<Vec<(String, i64, i64)>, Error> {
+        let rows = sqlx::query(
+            "SELECT waiting_on, COUNT(*), MIN(waiting_since) FROM orders WHERE waiting_on IS NOT NULL \
+             GROUP BY waiting_on",
+        )
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get::<Option<i64>, _>(2)?.unwrap_or(0)))).collect()
+    }
+
+    /// Makes the orders waiting for `system` due at `now` instead of at the
+    /// end of their backoff; returns how many.
+    pub async fn resume_waiting(&self, system: &str, now: i64) -> Result<u64, Error> {
+        let done = sqlx::query(
+            "UPDATE orders SET next_attempt_at = $1 WHERE waiting_on = $2 AND runnable = 1 AND next_attempt_at > $1",
+        )
+        .bind(now)
+        .bind(system)
+        .execute(self.db.writer())
+        .await?;
+        Ok(done.rows_affected())
     }
 
     /// How many orders are in each status (statuses without orders left out).

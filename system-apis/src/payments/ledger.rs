@@ -137,10 +137,7 @@ struct Record {
     provider_reference: String,
 }
 
-/// Money as `payments.v1` writes it: always two places.
-fn money(amount: Decimal) -> String {
-    format!("{:.2}", amount.round_dp(2))
-}
+use erp_connect_proto::money::format as money;
 
 fn stored_decimal(text: &str) -> Result<Decimal, Error> {
     Decimal::from_str(text).map_err(|e| Error::Corrupt(format!("stored amount {text:?}: {e}")))

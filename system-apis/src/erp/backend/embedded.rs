@@ -51,9 +51,7 @@ fn stored_decimal(text: &str) -> Result<Decimal, Error> {
     Decimal::from_str(text).map_err(|e| Error::Backend(format!("stored amount {text:?}: {e}").into()))
 }
 
-fn money(amount: Decimal) -> String {
-    format!("{:.2}", amount.round_dp(2))
-}
+use erp_connect_proto::money::format as money;
 
 fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", ulid::Ulid::new())
@@ -860,6 +858,7 @@ impl Connector for EmbeddedErp {
                 "sales_order" => Aggregate::SalesOrder,
                 "invoice" => Aggregate::Invoice,
                 "shipment" => Aggregate::Shipment,
+                "product" => Aggregate::Product,
                 _ => Aggregate::Unspecified,
             };
             changes.push(Change {

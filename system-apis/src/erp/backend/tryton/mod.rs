@@ -110,9 +110,7 @@ fn id_of(record: &Value) -> i64 {
     record.get("id").and_then(Value::as_i64).unwrap_or_default()
 }
 
-fn money(amount: Decimal) -> String {
-    format!("{:.2}", amount.round_dp(2))
-}
+use erp_connect_proto::money::format as money;
 
 fn amount(record: &Value, field: &str) -> Decimal {
     record.get(field).and_then(as_decimal).unwrap_or_default()
@@ -904,6 +902,81 @@ impl TrytonErp {
     }
 }
 
+impl TrytonErp {
+    /// Product changes since `since`: a `product.product` written (code,
+    /// active) or its `product.template` (name, list price), one change per
+    /// SKU with the later record's stamp. Inactive records are searched too,
+    /// so deactivating a product is a change like any other.
+    async fn product_changes(&self, since: Option<&Value>, limit: usize) -> Result<Vec<(String, Change)>, Error> {
+        let mut domain = vec![json!(["active", "in", [true, false]])];
+        if let Some(at) = since {
+            domain.push(json!([
+                "OR",
+                [["write_date", ">", at]],
+                [["write_date", "=", null], ["create_date", ">", at]]
+            ]));
+        }
+        let order = Some(json!([["write_date", "ASC"], ["create_date", "ASC"], ["id", "ASC"]]));
+        let templates = self
+            .search_read(
+                "product.template",
+                json!(domain),
+                Some(limit),
+                order.clone(),
+                &["write_date", "create_date", "products"],
+            )
+            .await?;
+        let mut products = self
+            .search_read(
+                "product.product",
+                json!(domain),
+                Some(limit),
+                order,
+                &["write_date", "create_date", "code", "active"],
+            )
+            .await?;
+        let stamp = |r: &Value| {
+            r.get("write_date").and_then(rpc::as_datetime).or_else(|| r.get("create_date").and_then(rpc::as_datetime))
+        };
+        let mut stamps: HashMap<i64, String> = HashMap::new();
+        for template in &templates {
+            let Some(at) = stamp(template) else { continue };
+            for id in ids(template.get("products").unwrap_or(&Value::Null)) {
+                stamps.insert(id, at.clone());
+            }
+        }
+        let known: std::collections::HashSet<i64> = products.iter().map(id_of).collect();
+        let missing: Vec<i64> = stamps.keys().copied().filter(|id| !known.contains(id)).collect();
+        products
+            .extend(self.read("product.product", &missing, &["write_date", "create_date", "code", "active"]).await?);
+        Ok(products
+            .iter()
+            .filter_map(|p| {
+                let sku = text(p, "code");
+                let own = stamp(p);
+                let at = match (own, stamps.get(&id_of(p))) {
+                    (Some(own), Some(template)) => own.max(template.clone()),
+                    (own, template) => own.or_else(|| template.cloned())?,
+                };
+                // Changes are reported after `since` only; a product read
+                // for its template carries the template's stamp.
+                (!sku.is_empty()).then(|| {
+                    let active = p.get("active").and_then(Value::as_bool).unwrap_or(true);
+                    (
+                        at.clone(),
+                        Change {
+                            aggregate: Aggregate::Product as i32,
+                            id: sku,
+                            state: if active { "active" } else { "inactive" }.to_owned(),
+                            changed_at: humantime::parse_rfc3339(&at).ok().map(prost_types::Timestamp::from),
+                        },
+                    )
+                })
+            })
+            .collect())
+    }
+}
+
 impl Connector for TrytonErp {
     async fn list_products(&self, after: Option<&str>, limit: usize) -> Result<Page<Product>, Error> {
         let currency = self.setup().await?.company_currency.clone();
@@ -1437,6 +1510,7 @@ impl Connector for TrytonErp {
         ] {
             all.extend(self.changes_of(model, aggregate, since_value.as_ref(), limit).await?);
         }
+        all.extend(self.product_changes(since_value.as_ref(), limit).await?);
         all.sort_by(|a, b| a.0.cmp(&b.0));
         // Cut only between different instants, so a resumed read never skips
         // a change that shares its instant with the last one returned.

@@ -11,10 +11,18 @@ use std::{collections::HashMap, path::PathBuf, sync::OnceLock, time::Duration};
 
 use super::Config;
 
+static ENV: OnceLock<HashMap<String, String>> = OnceLock::new();
+
+/// The process id of this process's test server, once [`config`] has set
+/// it up; None for a developer's own Tryton (`TRYTON_URL`), which tests
+/// must not stop.
+pub fn pid() -> Option<i32> {
+    ENV.get()?.get("TRYTON_PID")?.parse().ok()
+}
+
 /// The connector config of this process's test server; `db_prefix` names
 /// its database (`<prefix>_<pid>`). Blocks while setup.sh runs.
 pub fn config(db_prefix: &str) -> Config {
-    static ENV: OnceLock<HashMap<String, String>> = OnceLock::new();
     let env = ENV.get_or_init(|| {
         let keys = ["TRYTON_URL", "TRYTON_DB", "TRYTON_USER", "TRYTON_PASSWORD_FILE"];
         if let Ok(own) = keys.iter().map(|k| std::env::var(k).map(|v| ((*k).to_owned(), v))).collect() {

@@ -1,6 +1,11 @@
 //! `catalog.v1`: the sellable catalogue, each product with its list price
 //! and availability across warehouses, composed from `erp.v1` products and
 //! inventory. Paging is the ERP's: the page token passes through unchanged.
+//!
+//! [`prices`] is the tier's price list, which prices orders while the ERP
+//! is down.
+
+pub mod prices;
 
 use erp_connect_proto::{
     catalog::v1::{
