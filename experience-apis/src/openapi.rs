@@ -172,6 +172,9 @@ struct Overview {
     /// Orders per status (statuses without orders left out), e.g. `{"paid": 3}`.
     orders_by_status: std::collections::BTreeMap<String, u64>,
     outbox: OverviewOutbox,
+    /// Orders the saga holds while a system does not answer, per system
+    /// (`erp`, `payments`); empty without a process tier in the process.
+    waiting: Vec<OverviewWaiting>,
     /// From a change made in the ERP to its order event, for the last change
     /// applied; `null` before the first.
     change_feed_lag_seconds: Option<f64>,
@@ -213,6 +216,18 @@ struct OverviewOutbox {
     depth: Option<u64>,
     /// Age of the oldest of them (0 when none).
     oldest_age_seconds: Option<f64>,
+}
+
+/// The orders waiting for one system.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documentation only
+struct OverviewWaiting {
+    /// `erp` or `payments`.
+    system: String,
+    /// How many orders wait for it.
+    orders: u64,
+    /// How long the oldest has waited, 0 when none.
+    oldest_age_seconds: f64,
 }
 
 /// A backend system behind a circuit breaker.
@@ -279,6 +294,7 @@ struct OverviewRateLimit {
         OverviewTier,
         OverviewPoint,
         OverviewOutbox,
+        OverviewWaiting,
         OverviewBackend,
         OverviewRateLimit,
         OrderRequest,

@@ -9,6 +9,8 @@
 //!   `erp_connect_orders{status}`, `erp_connect_outbox_depth`,
 //!   `erp_connect_outbox_oldest_age_seconds`,
 //!   `erp_connect_change_feed_last_lag_seconds`,
+//!   `erp_connect_orders_waiting{system}`,
+//!   `erp_connect_orders_waiting_oldest_age_seconds{system}`,
 //!   `erp_connect_circuit_breaker_state{system, backend}`,
 //!   `erp_connect_rate_limit_rejections_total` and
 //!   `erp_connect_rate_limit_redis_fallbacks_total`.
@@ -49,6 +51,9 @@ struct Overview {
     /// with no order left out).
     orders_by_status: BTreeMap<String, u64>,
     outbox: Outbox,
+    /// Orders waiting for a system that does not answer, per system (none
+    /// listed without a process tier here).
+    waiting: Vec<Waiting>,
     /// Data latency of the last ERP change applied: made in the ERP →
     /// its event written; `null` before the first.
     change_feed_lag_seconds: Option<f64>,
@@ -62,6 +67,16 @@ struct Outbox {
     depth: Option<u64>,
     /// Age of the oldest of them (0 when none).
     oldest_age_seconds: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+struct Waiting {
+    /// `erp` or `payments`.
+    system: String,
+    /// How many orders wait for it.
+    orders: u64,
+    /// How long the oldest has waited (0 when none).
+    oldest_age_seconds: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -109,6 +124,15 @@ fn overview(samples: &[Sample], tiers: Vec<TierHistory>) -> Overview {
             depth: first("erp_connect_outbox_depth").map(|v| v as u64),
             oldest_age_seconds: first("erp_connect_outbox_oldest_age_seconds"),
         },
+        waiting: named("erp_connect_orders_waiting")
+            .filter_map(|s| {
+                let system = s.label("system")?;
+                let oldest = named("erp_connect_orders_waiting_oldest_age_seconds")
+                    .find(|a| a.label("system") == Some(system))
+                    .map_or(0.0, |a| a.value);
+                Some(Waiting { system: system.to_owned(), orders: s.value as u64, oldest_age_seconds: oldest })
+            })
+            .collect(),
         change_feed_lag_seconds: first("erp_connect_change_feed_last_lag_seconds"),
         backends: named("erp_connect_circuit_breaker_state")
             .map(|s| Backend {
@@ -139,6 +163,10 @@ erp_connect_orders{status=\"paid\"} 2
 erp_connect_orders{status=\"rejected\"} 0
 erp_connect_outbox_depth 3
 erp_connect_outbox_oldest_age_seconds 1.5
+erp_connect_orders_waiting{system=\"erp\"} 7
+erp_connect_orders_waiting{system=\"payments\"} 0
+erp_connect_orders_waiting_oldest_age_seconds{system=\"erp\"} 42.5
+erp_connect_orders_waiting_oldest_age_seconds{system=\"payments\"} 0
 erp_connect_circuit_breaker_state{system=\"erp\",backend=\"tryton\"} 1
 erp_connect_rate_limit_rejections_total{plan=\"bronze\",kind=\"rate\"} 4
 erp_connect_rate_limit_rejections_total{plan=\"gold\",kind=\"quota\"} 1
@@ -147,6 +175,13 @@ erp_connect_rate_limit_rejections_total{plan=\"gold\",kind=\"quota\"} 1
         assert_eq!(body["window_seconds"], 900);
         assert_eq!(body["orders_by_status"], serde_json::json!({"paid": 2}));
         assert_eq!(body["outbox"], serde_json::json!({"depth": 3, "oldest_age_seconds": 1.5}));
+        assert_eq!(
+            body["waiting"],
+            serde_json::json!([
+                {"system": "erp", "orders": 7, "oldest_age_seconds": 42.5},
+                {"system": "payments", "orders": 0, "oldest_age_seconds": 0.0}
+            ])
+        );
         assert_eq!(body["change_feed_lag_seconds"], serde_json::Value::Null);
         assert_eq!(body["backends"], serde_json::json!([{"name": "erp", "backend": "tryton", "breaker": "open"}]));
         assert_eq!(body["rate_limit"], serde_json::json!({"rejections": 5, "redis_fallbacks": 0}));
