@@ -876,7 +876,7 @@ mod backend_tryton {
         if let Some(url) = url {
             server.url = url.to_owned();
         }
-        Config { backend: BackendKind::Tryton, database_url: None, tryton: Some(server) }
+        Config { backend: BackendKind::Tryton, tryton: Some(server), ..Config::default() }
     }
 
     async fn setup() -> Erp {
@@ -991,8 +991,9 @@ mod backend_tryton {
         // Tryton comes back on that address.
         let listener = tokio::net::TcpListener::bind(addr).await.expect("rebind");
         tokio::spawn(forward(listener, real_addr));
-        // The breaker's own cool-down, not a wait for a server.
-        tokio::time::sleep(open_for).await;
+        // The breaker's own cool-down (open_for, jittered up to twice
+        // that), not a wait for a server.
+        tokio::time::sleep(open_for * 2).await;
         assert_eq!(erp.breaker_state(), BreakerState::HalfOpen);
         let product = erp.get_product("WIDGET-1").await.expect("recovered");
         assert_eq!(product.sku, "WIDGET-1");

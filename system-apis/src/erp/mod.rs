@@ -53,11 +53,14 @@ pub struct Config {
     pub database_url: Option<String>,
     /// For `tryton`: where and how to log in.
     pub tryton: Option<backend::tryton::Config>,
+    /// Deadline, read retries and circuit breaker of every ERP call.
+    pub resilience: Policy,
 }
 
 impl Config {
     /// Checks what types alone cannot, before anything starts.
     pub fn validate(&self) -> Result<(), String> {
+        self.resilience.validate()?;
         match (self.backend, &self.tryton) {
             (BackendKind::Tryton, None) => Err("backend \"tryton\" needs an [erp.tryton] section".into()),
             (BackendKind::Tryton, Some(t)) if !t.password_file.is_file() => {
@@ -359,12 +362,12 @@ impl Erp {
         match config.backend {
             BackendKind::Embedded => {
                 let erp = backend::embedded::EmbeddedErp::open(config.database_url.as_deref(), data_dir).await?;
-                Ok(Erp::Embedded(Arc::new(Resilient::named(erp, Policy::default(), "embedded"))))
+                Ok(Erp::Embedded(Arc::new(Resilient::named(erp, config.resilience.clone(), "embedded"))))
             }
             BackendKind::Tryton => {
                 let tryton = config.tryton.as_ref().ok_or_else(|| Error::Backend("no [erp.tryton] section".into()))?;
                 let erp = backend::tryton::TrytonErp::open(tryton)?;
-                Ok(Erp::Tryton(Arc::new(Resilient::named(erp, Policy::default(), "tryton"))))
+                Ok(Erp::Tryton(Arc::new(Resilient::named(erp, config.resilience.clone(), "tryton"))))
             }
         }
     }

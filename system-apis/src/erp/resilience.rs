@@ -1,25 +1,23 @@
 //! Deadlines, bounded retries for reads, and a circuit breaker around any
-//! [`Connector`], as a stack of tower layers.
+//! [`Connector`].
 //!
-//! Each connector call goes through, outermost first:
-//! - for reads only, [`tower::retry`] with [`ReadRetry`]: retryable errors
-//!   are retried twice, with jittered exponential backoff, while the breaker
-//!   is closed. Writes are never retried: their idempotency is the caller's
-//!   key, not ours to spend.
-//! - [`BreakerLayer`]: after [`Policy::failures_to_open`] consecutive
-//!   retryable failures the breaker opens: calls fail at once with
-//!   `UNAVAILABLE` for [`Policy::open_for`], then one probe call is let
-//!   through; its success closes the breaker. A down ERP so costs callers no
-//!   time and the ERP no load while it recovers. Business errors count as
-//!   success: the ERP is up and answering.
-//! - [`tower::timeout`], mapped back to [`Error::Unavailable`]: the deadline
-//!   of one attempt.
-//! - the attempt itself: the request of the stack is a [`Call`], a factory
-//!   of attempts, so that the retry layer can make another one.
-//!
-//! The stack is built per call around borrowed state (the breaker, the
-//! connector, the call's arguments), which costs a few pointers and lets
-//! calls borrow their arguments instead of cloning them.
+//! Each connector call:
+//! - for reads only, is retried after a retryable failure, at most
+//!   [`Policy::read_retries`] times, with the product's one backoff rule
+//!   (`platform::backoff`, on `backon`), while the breaker is closed.
+//!   Writes are never retried here: their idempotency is the caller's key,
+//!   not ours to spend.
+//! - passes the [`Breaker`]: after [`Policy::failures_to_open`] consecutive
+//!   retryable failures it opens, and calls fail at once with `UNAVAILABLE`
+//!   for an ejection that starts at [`Policy::open_for`] and doubles (with
+//!   jitter) with every failed probe up to [`Policy::max_open_for`], the
+//!   way linkerd2-proxy's consecutive-failures breaker backs off; then one
+//!   probe call is let through, and its success closes the breaker. A down
+//!   ERP so costs callers no time and the ERP no load while it recovers,
+//!   and a long outage is probed less and less often. Business errors count
+//!   as success: the ERP is up and answering.
+//! - is bounded by [`Policy::deadline`]: past it the attempt is
+//!   [`Error::Unavailable`].
 //!
 //! Metrics (`platform::metrics`), labelled `system="erp"` and `backend`
 //! (`embedded`, `tryton`): `erp_connect_backend_calls_total{operation,
@@ -29,38 +27,45 @@
 //! ERP gave, or `unavailable`), and `erp_connect_circuit_breaker_state`: 0
 //! closed, 1 open, 2 half-open (set when the probe call is let through).
 
-use std::{
-    future::Future,
-    pin::Pin,
-    sync::Mutex,
-    task::{Context, Poll},
-    time::Duration,
-};
+use std::{future::Future, sync::Mutex, time::Duration};
 
+use backon::Retryable;
 use erp_connect_proto::erp::v1::{
     Address, Change, Customer, Invoice, OpenAmount, Product, SalesOrder, Shipment, StockLevel,
 };
 use rust_decimal::Decimal;
+use serde::Deserialize;
 use tokio::time::Instant;
-use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
-use platform::metrics::facade::{Gauge, counter, gauge, histogram};
+use platform::{
+    backoff::Backoff,
+    metrics::facade::{Gauge, counter, gauge, histogram},
+};
 
 use super::{Connector, CustomerKey, Error, InvoicePayment, NewCustomer, NewSalesOrder, Page};
 
-/// Tunables of [`Resilient`].
-#[derive(Debug, Clone)]
+/// Tunables of [`Resilient`]: `[erp.resilience]` in the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Policy {
-    /// Deadline of one attempt.
+    /// Deadline of one attempt. Default 15 s.
+    #[serde(with = "humantime_serde")]
     pub deadline: Duration,
-    /// Extra attempts of a read after a retryable failure.
+    /// Extra attempts of a read after a retryable failure. Default 2.
     pub read_retries: u32,
-    /// Backoff before the first retry; doubled for each further one.
+    /// Backoff before the first read retry; doubled (jittered) for each
+    /// further one. Default 50 ms.
+    #[serde(with = "humantime_serde")]
     pub backoff: Duration,
-    /// Consecutive retryable failures that open the breaker.
+    /// Consecutive retryable failures that open the breaker. Default 5.
     pub failures_to_open: u32,
-    /// How long an open breaker refuses calls before letting a probe through.
+    /// How long the breaker first stays open before letting a probe
+    /// through. Default 5 s.
+    #[serde(with = "humantime_serde")]
     pub open_for: Duration,
+    /// The longest it stays open, however many probes failed. Default 60 s.
+    #[serde(with = "humantime_serde")]
+    pub max_open_for: Duration,
 }
 
 impl Default for Policy {
@@ -71,7 +76,21 @@ impl Default for Policy {
             backoff: Duration::from_millis(50),
             failures_to_open: 5,
             open_for: Duration::from_secs(5),
+            max_open_for: Duration::from_secs(60),
         }
+    }
+}
+
+impl Policy {
+    /// Checks what types alone cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.deadline.is_zero() || self.open_for.is_zero() || self.failures_to_open == 0 {
+            return Err("erp.resilience: deadline, open_for and failures_to_open must be above zero".into());
+        }
+        if self.max_open_for < self.open_for {
+            return Err("erp.resilience.max_open_for must be at least open_for".into());
+        }
+        Ok(())
     }
 }
 
@@ -113,7 +132,7 @@ pub enum BreakerState {
 #[derive(Debug)]
 pub struct Breaker {
     failures_to_open: u32,
-    open_for: Duration,
+    ejection: Backoff,
     state: Mutex<Counts>,
     /// `erp_connect_circuit_breaker_state` of this breaker.
     gauge: Gauge,
@@ -123,6 +142,8 @@ pub struct Breaker {
 struct Counts {
     consecutive_failures: u32,
     open_until: Option<Instant>,
+    /// Times it opened (again) since it last closed: the ejection grows with it.
+    ejections: u32,
     probing: bool,
 }
 
@@ -131,6 +152,29 @@ struct Counts {
 #[error("the ERP circuit breaker is open")]
 struct BreakerOpen;
 
+/// An admitted call: tells the breaker how it went, or, dropped before it
+/// ended (its caller went away), that it tells nothing about the ERP, so
+/// that a probe never stays "on its way" for ever and wedges the breaker.
+struct Admitted<'b> {
+    breaker: &'b Breaker,
+    recorded: bool,
+}
+
+impl Admitted<'_> {
+    fn record(mut self, healthy: bool) {
+        self.recorded = true;
+        self.breaker.record(healthy);
+    }
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        if !self.recorded {
+            self.breaker.counts().probing = false;
+        }
+    }
+}
+
 impl Breaker {
     fn new(policy: &Policy, backend: &'static str) -> Self {
         // Before the first handle: one made without a recorder stays a no-op.
@@ -138,10 +182,13 @@ impl Breaker {
         describe();
         let gauge = gauge!("erp_connect_circuit_breaker_state", "system" => SYSTEM, "backend" => backend);
         gauge.set(GAUGE_CLOSED);
+        // Twice open_for as the backoff's base: its first delay lies in
+        // [open_for, 2 × open_for).
+        let ejection = Backoff::new(policy.open_for * 2, policy.max_open_for.max(policy.open_for));
         Self {
             failures_to_open: policy.failures_to_open,
-            open_for: policy.open_for,
-            state: Mutex::new(Counts { consecutive_failures: 0, open_until: None, probing: false }),
+            ejection,
+            state: Mutex::new(Counts { consecutive_failures: 0, open_until: None, ejections: 0, probing: false }),
             gauge,
         }
     }
@@ -159,25 +206,18 @@ impl Breaker {
         }
     }
 
-    fn admit(&self) -> Result<(), Error> {
+    fn admit(&self) -> Result<Admitted<'_>, Error> {
         let mut b = self.counts();
         match b.open_until {
-            None => Ok(()),
-            Some(until) if Instant::now() < until => Err(Error::Unavailable(Box::new(BreakerOpen))),
-            Some(_) if b.probing => Err(Error::Unavailable(Box::new(BreakerOpen))),
+            None => {}
+            Some(until) if Instant::now() < until => return Err(Error::Unavailable(Box::new(BreakerOpen))),
+            Some(_) if b.probing => return Err(Error::Unavailable(Box::new(BreakerOpen))),
             Some(_) => {
                 b.probing = true;
                 self.gauge.set(GAUGE_HALF_OPEN);
-                Ok(())
             }
         }
-    }
-
-    /// An admitted call was dropped before it ended (its caller went
-    /// away): it tells nothing about the ERP, but a probe must not stay
-    /// "on its way" for ever, or the breaker would refuse every call.
-    fn abandon(&self) {
-        self.counts().probing = false;
+        Ok(Admitted { breaker: self, recorded: false })
     }
 
     fn record(&self, healthy: bool) {
@@ -189,183 +229,20 @@ impl Breaker {
                 self.gauge.set(GAUGE_CLOSED);
             }
             b.consecutive_failures = 0;
+            b.ejections = 0;
             b.open_until = None;
         } else {
             b.consecutive_failures = b.consecutive_failures.saturating_add(1);
             if b.consecutive_failures >= self.failures_to_open || b.open_until.is_some() {
+                let ejection = self.ejection.delay(b.ejections);
                 if b.open_until.is_none() {
-                    tracing::warn!(failures = b.consecutive_failures, "ERP circuit breaker opened");
+                    tracing::warn!(failures = b.consecutive_failures, open_for = ?ejection, "ERP circuit breaker opened");
                 }
-                b.open_until = Some(Instant::now() + self.open_for);
+                b.ejections = b.ejections.saturating_add(1);
+                b.open_until = Some(Instant::now() + ejection);
                 self.gauge.set(GAUGE_OPEN);
             }
         }
-    }
-}
-
-/// The request of the stack: one connector call, as a factory of attempts.
-/// A reference, so the retry layer clones it for free.
-pub struct Call<'f, F>(&'f F);
-
-impl<F> Clone for Call<'_, F> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-
-impl<F> Copy for Call<'_, F> {}
-
-/// The innermost service: makes one attempt of a [`Call`].
-#[derive(Debug, Clone, Copy)]
-pub struct Attempt;
-
-impl<F, Fut, T> Service<Call<'_, F>> for Attempt
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Result<T, Error>>,
-{
-    type Response = T;
-    type Error = Error;
-    type Future = Fut;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, call: Call<'_, F>) -> Fut {
-        (call.0)()
-    }
-}
-
-/// Puts a [`Breaker`] in front of a service.
-#[derive(Debug, Clone, Copy)]
-pub struct BreakerLayer<'b>(&'b Breaker);
-
-impl<'b, S> Layer<S> for BreakerLayer<'b> {
-    type Service = BreakerService<'b, S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        BreakerService { inner, breaker: self.0 }
-    }
-}
-
-/// A service behind a [`Breaker`]: refused at once while it is open, and
-/// counted: retryable failures open it, anything else closes it.
-#[derive(Debug, Clone)]
-pub struct BreakerService<'b, S> {
-    inner: S,
-    breaker: &'b Breaker,
-}
-
-impl<'b, S, R> Service<R> for BreakerService<'b, S>
-where
-    S: Service<R, Error = Error>,
-{
-    type Response = S::Response;
-    type Error = Error;
-    type Future = BreakerFuture<'b, S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: R) -> Self::Future {
-        // Admitted here rather than in poll_ready: a refused call is an
-        // answer (UNAVAILABLE), not a service that is not ready yet.
-        let state = match self.breaker.admit() {
-            Ok(()) => Running::Attempt(Box::pin(self.inner.call(request))),
-            Err(refused) => Running::Refused(Some(refused)),
-        };
-        BreakerFuture { breaker: self.breaker, state }
-    }
-}
-
-impl<F> Drop for BreakerFuture<'_, F> {
-    fn drop(&mut self) {
-        if matches!(self.state, Running::Attempt(_)) {
-            self.breaker.abandon();
-        }
-    }
-}
-
-/// The future of [`BreakerService`]: the attempt, counted when it ends. A
-/// named type rather than a boxed `dyn Future`, whose lifetime bound the
-/// compiler cannot prove for the connector's `async fn` futures; the
-/// attempt is boxed so that it can be polled without unsafe pinning.
-pub struct BreakerFuture<'b, F> {
-    breaker: &'b Breaker,
-    state: Running<F>,
-}
-
-enum Running<F> {
-    Attempt(Pin<Box<F>>),
-    Refused(Option<Error>),
-    Done,
-}
-
-impl<F, T> Future for BreakerFuture<'_, F>
-where
-    F: Future<Output = Result<T, Error>>,
-{
-    type Output = Result<T, Error>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        match &mut this.state {
-            Running::Refused(refused) => {
-                Poll::Ready(Err(refused.take().unwrap_or_else(|| Error::Unavailable(Box::new(BreakerOpen)))))
-            }
-            Running::Attempt(attempt) => {
-                let outcome = std::task::ready!(attempt.as_mut().poll(cx));
-                this.state = Running::Done;
-                // Business errors mean the ERP is up and answering.
-                this.breaker.record(!matches!(&outcome, Err(e) if e.is_retryable()));
-                Poll::Ready(outcome)
-            }
-            Running::Done => Poll::Ready(Err(Error::Backend("a breaker future was polled after it ended".into()))),
-        }
-    }
-}
-
-/// When a read is tried again: after a retryable failure, at most
-/// [`Policy::read_retries`] times, and only while the breaker is closed (a
-/// retry cannot get through an open one, and a probe is not retried).
-#[derive(Debug, Clone)]
-pub struct ReadRetry<'b> {
-    breaker: &'b Breaker,
-    retries_left: u32,
-    backoff: Duration,
-}
-
-impl<R: Clone, T> tower::retry::Policy<R, T, Error> for ReadRetry<'_> {
-    type Future = tokio::time::Sleep;
-
-    fn retry(&mut self, _request: &mut R, result: &mut Result<T, Error>) -> Option<Self::Future> {
-        match result {
-            Err(err) if err.is_retryable() && self.retries_left > 0 && self.breaker.state() == BreakerState::Closed => {
-                self.retries_left -= 1;
-                let wait = jitter(self.backoff);
-                self.backoff = self.backoff.saturating_mul(2);
-                Some(tokio::time::sleep(wait))
-            }
-            _ => None,
-        }
-    }
-
-    fn clone_request(&mut self, request: &R) -> Option<R> {
-        Some(request.clone())
-    }
-}
-
-/// tower's timeout answers boxed errors: ours come back as they were, and
-/// an elapsed deadline is the ERP not answering.
-fn unbox(err: tower::BoxError) -> Error {
-    match err.downcast::<Error>() {
-        Ok(err) => *err,
-        Err(err) if err.is::<tower::timeout::error::Elapsed>() => {
-            Error::Unavailable("the ERP did not answer within the deadline".into())
-        }
-        Err(err) => Error::Backend(err),
     }
 }
 
@@ -411,53 +288,49 @@ impl<C: Connector> Resilient<C> {
         self.breaker.state()
     }
 
+    /// One attempt: through the breaker, within the deadline.
+    async fn attempt<'a, T, Fut>(&'a self, call: impl FnOnce(&'a C) -> Fut) -> Result<T, Error>
+    where
+        Fut: Future<Output = Result<T, Error>> + 'a,
+    {
+        let admitted = self.breaker.admit()?;
+        let outcome = match tokio::time::timeout(self.policy.deadline, call(&self.inner)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(Error::Unavailable("the ERP did not answer within the deadline".into())),
+        };
+        // Business errors mean the ERP is up and answering.
+        admitted.record(!matches!(&outcome, Err(e) if e.is_retryable()));
+        outcome
+    }
+
     async fn read<'a, T, F, Fut>(&'a self, operation: &'static str, call: F) -> Result<T, Error>
     where
-        F: Fn(&'a C) -> Fut + Sync,
-        Fut: Future<Output = Result<T, Error>> + Send + 'a,
-        T: Send + 'a,
+        F: Fn(&'a C) -> Fut,
+        Fut: Future<Output = Result<T, Error>> + 'a,
     {
-        let attempt = || call(&self.inner);
-        let retry =
-            ReadRetry { breaker: &self.breaker, retries_left: self.policy.read_retries, backoff: self.policy.backoff };
-        let stack = ServiceBuilder::new()
-            .retry(retry)
-            .layer(BreakerLayer(&self.breaker))
-            .map_err(unbox)
-            .timeout(self.policy.deadline)
-            .service(Attempt);
         let started = std::time::Instant::now();
-        let result = stack.oneshot(Call(&attempt)).await;
+        let retries = Backoff::new(self.policy.backoff, self.policy.deadline)
+            .builder()
+            .with_max_times(self.policy.read_retries as usize);
+        let result = (|| self.attempt(&call))
+            .retry(retries)
+            // A retry cannot get through an open breaker, and a probe is not retried.
+            .when(|err: &Error| err.is_retryable() && self.breaker.state() == BreakerState::Closed)
+            .await;
         self.observe(operation, &result, started);
         result
     }
 
     async fn write<'a, T, F, Fut>(&'a self, operation: &'static str, call: F) -> Result<T, Error>
     where
-        F: Fn(&'a C) -> Fut + Sync,
-        Fut: Future<Output = Result<T, Error>> + Send + 'a,
-        T: Send + 'a,
+        F: Fn(&'a C) -> Fut,
+        Fut: Future<Output = Result<T, Error>> + 'a,
     {
-        let attempt = || call(&self.inner);
-        let stack = ServiceBuilder::new()
-            .layer(BreakerLayer(&self.breaker))
-            .map_err(unbox)
-            .timeout(self.policy.deadline)
-            .service(Attempt);
         let started = std::time::Instant::now();
-        let result = stack.oneshot(Call(&attempt)).await;
+        let result = self.attempt(call).await;
         self.observe(operation, &result, started);
         result
     }
-}
-
-/// Between half and the whole of `base`, so that retries of many callers spread out.
-fn jitter(base: Duration) -> Duration {
-    let nanos = u64::try_from(base.as_nanos()).unwrap_or(u64::MAX);
-    let seed = u64::from(
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos(),
-    );
-    Duration::from_nanos(nanos / 2 + seed % (nanos / 2 + 1))
 }
 
 impl<C: Connector> Connector for Resilient<C> {
@@ -673,6 +546,7 @@ mod tests {
             backoff: Duration::from_millis(50),
             failures_to_open: 3,
             open_for: Duration::from_secs(5),
+            max_open_for: Duration::from_secs(40),
         }
     }
 
@@ -734,7 +608,10 @@ mod tests {
         assert!(refused.is_retryable());
         assert_eq!(calls(&erp), 3, "an open breaker calls nobody, and a read does not retry against it");
 
-        tokio::time::advance(Duration::from_secs(5)).await;
+        // The first ejection lasts 5 to 10 s (open_for, jittered).
+        tokio::time::advance(Duration::from_millis(4_900)).await;
+        assert_eq!(erp.breaker_state(), BreakerState::Open);
+        tokio::time::advance(Duration::from_millis(5_100)).await;
         assert_eq!(erp.breaker_state(), BreakerState::HalfOpen);
         assert_eq!(erp.get_product("A").await.expect("the probe").sku, "A");
         assert_eq!(erp.breaker_state(), BreakerState::Closed);
@@ -747,9 +624,27 @@ mod tests {
         for _ in 0..3 {
             assert!(erp.post_invoice("I").await.is_err());
         }
-        tokio::time::advance(Duration::from_secs(5)).await;
+        tokio::time::advance(Duration::from_secs(10)).await;
         assert!(erp.post_invoice("I").await.is_err(), "the probe fails");
         assert_eq!(erp.breaker_state(), BreakerState::Open);
+        // Each failed probe doubles the ejection: 10 to 20 s now, up to
+        // max_open_for (40 s) however long the outage.
+        tokio::time::advance(Duration::from_millis(9_900)).await;
+        assert_eq!(erp.breaker_state(), BreakerState::Open, "the second ejection is longer");
+        tokio::time::advance(Duration::from_millis(10_100)).await;
+        assert_eq!(erp.breaker_state(), BreakerState::HalfOpen);
+        let erp = resilient(&[Outcome::Down; 11]);
+        for _ in 0..3 {
+            assert!(erp.post_invoice("I").await.is_err());
+        }
+        for _ in 0..8 {
+            tokio::time::advance(Duration::from_secs(40)).await;
+            assert_eq!(erp.breaker_state(), BreakerState::HalfOpen, "never open past max_open_for");
+            assert!(erp.post_invoice("I").await.is_err(), "a failed probe");
+        }
+        tokio::time::advance(Duration::from_secs(40)).await;
+        assert_eq!(erp.get_product("A").await.expect("the probe answers").sku, "A");
+        assert_eq!(erp.breaker_state(), BreakerState::Closed);
 
         let erp = resilient(&[Outcome::Down, Outcome::Down, Outcome::Refused, Outcome::Down, Outcome::Down]);
         for _ in 0..5 {
@@ -764,7 +659,7 @@ mod tests {
         for _ in 0..3 {
             assert!(erp.post_invoice("I").await.is_err());
         }
-        tokio::time::advance(Duration::from_secs(5)).await;
+        tokio::time::advance(Duration::from_secs(10)).await;
         // The probe's caller gives up before the probe ends.
         let probe = erp.post_invoice("I");
         assert!(tokio::time::timeout(Duration::from_millis(10), probe).await.is_err());
