@@ -354,11 +354,11 @@ async fn refresh(shared: Arc<Shared>, url: Uri, interval: Duration, client: Http
     }
 }
 
-/// Pause after the `failures`-th failure in a row: doubling from the least
-/// interval (at least 1 s), up to [`MAX_BACKOFF`].
+/// Pause after the `failures`-th failure in a row: the product's backoff
+/// rule from the least interval (at least 1 s), up to [`MAX_BACKOFF`].
 fn backoff(min_interval: Duration, failures: u32) -> Duration {
     let base = min_interval.max(Duration::from_secs(1));
-    base.saturating_mul(1 << failures.saturating_sub(1).min(16)).min(MAX_BACKOFF)
+    platform::backoff::Backoff::new(base, MAX_BACKOFF).delay(failures.saturating_sub(1))
 }
 
 #[cfg(test)]
@@ -400,9 +400,10 @@ mod tests {
     #[test]
     fn backoff_doubles_from_the_least_interval_up_to_a_minute() {
         let five = Duration::from_secs(5);
-        assert_eq!(backoff(five, 1), five);
-        assert_eq!(backoff(five, 2), Duration::from_secs(10));
-        assert_eq!(backoff(five, 40), MAX_BACKOFF);
-        assert_eq!(backoff(Duration::ZERO, 1), Duration::from_secs(1));
+        let within = |d: Duration, low: Duration, high: Duration| assert!(d >= low && d < high, "{d:?}");
+        within(backoff(five, 1), five / 2, five);
+        within(backoff(five, 2), five, five * 2);
+        within(backoff(five, 40), MAX_BACKOFF / 2, MAX_BACKOFF);
+        within(backoff(Duration::ZERO, 1), Duration::from_millis(500), Duration::from_secs(1));
     }
 }

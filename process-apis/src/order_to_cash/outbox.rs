@@ -13,6 +13,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use platform::backoff::Backoff;
 use serde::Deserialize;
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
@@ -218,7 +219,7 @@ pub async fn run_publisher(
     poll_interval: Duration,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(100);
+    let mut failures: u32 = 0;
     let mut lock: Option<PublisherLock> = None;
     loop {
         let held = match &mut lock {
@@ -241,25 +242,29 @@ pub async fn run_publisher(
             // reading again at once would mostly find nothing (half of
             // the publisher's reads under load were such empty ones).
             Ok(published) if published < BATCH => {
-                backoff = Duration::from_millis(100);
+                failures = 0;
                 tokio::select! {
                     _ = wake.notified() => {}
                     _ = tokio::time::sleep(poll_interval) => {}
                     _ = shutdown.cancelled() => return,
                 }
             }
-            Ok(_) => backoff = Duration::from_millis(100), // full: more may wait
+            Ok(_) => failures = 0, // full: more may wait
             Err(err) => {
-                tracing::warn!(error = %err, retry_in = ?backoff, "outbox publishing paused");
+                let wait = PAUSE.delay(failures);
+                failures = failures.saturating_add(1);
+                tracing::warn!(error = %err, retry_in = ?wait, "outbox publishing paused");
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(wait) => {}
                     _ = shutdown.cancelled() => return,
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
     }
 }
+
+/// Pauses after failed publishing: 100 ms doubling to 5 s, jittered.
+const PAUSE: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
 
 /// Most events read, published and marked at a time.
 const BATCH: usize = 256;
