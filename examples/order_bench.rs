@@ -27,6 +27,13 @@
 //! one up and runs both). On the embedded ERP the whole order, every tier
 //! and store included, bounds what erp-connect adds to a Tryton order.
 //!
+//! `--accept-latency` measures what a partner waits for an answer:
+//! `POST /partner/v1/orders` (on account, with a shipping address) placed
+//! one at a time, each timed from request to `201`, and each followed until
+//! the saga has moved it past `accepted` before the next, so every POST
+//! meets a quiet system; it prints p50 and p99 (`bench/order-accept.sh`
+//! runs it against Tryton for this checkout and an earlier revision).
+//!
 //! The demo seed holds a few hundred units in stock; the run tops every
 //! stock row up first (straight in the ERP's tables; a bench fixture, not
 //! an API) so that no order is refused for stock.
@@ -53,15 +60,27 @@ struct Args {
     postgres: bool,
     tryton: bool,
     one_at_a_time: bool,
+    accept_latency: bool,
 }
 
 fn args() -> Args {
-    let mut args =
-        Args { orders: 2000, concurrency: 32, rate: None, postgres: false, tryton: false, one_at_a_time: false };
+    let mut args = Args {
+        orders: 2000,
+        concurrency: 32,
+        rate: None,
+        postgres: false,
+        tryton: false,
+        one_at_a_time: false,
+        accept_latency: false,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--one-at-a-time" {
             args.one_at_a_time = true;
+            continue;
+        }
+        if flag == "--accept-latency" {
+            args.accept_latency = true;
             continue;
         }
         let value = it.next().unwrap_or_default();
@@ -157,19 +176,25 @@ async fn main() {
             subject: "bench".into(),
             scope: "orders:read orders:write".into(),
             audience: "erp-connect".into(),
-            tenant: None,
+            tenant: args.accept_latency.then(|| "bench-partner".into()),
             email: Some("bench@shoppers.example".into()),
             ttl: Duration::from_secs(3600),
         })
         .expect("token");
     let client: Client<_, Full<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     // Tryton quotes no sale for a party without an address.
-    let body = bytes::Bytes::from_static(
-        br#"{"lines": [{"sku": "GADGET-2", "quantity": 1}], "payment": {"method": "card", "token": "tok_visa"},
-            "ship_to": {"street": "Hauptstr. 1", "city": "Berlin", "postal_code": "10115", "country": "DE"}}"#,
-    );
+    let (path, body) = if args.accept_latency {
+        let body = br#"{"lines": [{"sku": "GADGET-2", "quantity": 1}], "payment": {"method": "on_account"},
+            "ship_to": {"street": "Kai 7", "city": "Bremen", "postal_code": "28195", "country": "DE"}}"#;
+        ("partner", bytes::Bytes::from_static(body))
+    } else {
+        let body =
+            br#"{"lines": [{"sku": "GADGET-2", "quantity": 1}], "payment": {"method": "card", "token": "tok_visa"},
+            "ship_to": {"street": "Hauptstr. 1", "city": "Berlin", "postal_code": "10115", "country": "DE"}}"#;
+        ("web", bytes::Bytes::from_static(body))
+    };
     let post = |key: String| {
-        let request = http::Request::post(format!("http://{addr}/web/v1/orders"))
+        let request = http::Request::post(format!("http://{addr}/{path}/v1/orders"))
             .header("authorization", format!("Bearer {token}"))
             .header("content-type", "application/json")
             .header("idempotency-key", key)
@@ -187,8 +212,15 @@ async fn main() {
     };
 
     // Warm up: connections, caches, the customer's first creation.
-    for i in 0..if args.one_at_a_time { 3 } else { 20 } {
-        post(format!("warmup-{i}")).await;
+    for i in 0..if args.one_at_a_time || args.accept_latency { 3 } else { 20 } {
+        post(format!("warmup-{i}-{run}")).await;
+    }
+    if args.accept_latency {
+        let store = Store::open(&store_url).await.expect("saga store");
+        accept_latency(&args, &store, post).await;
+        shutdown.cancel();
+        let _ = server.await;
+        return;
     }
     if args.one_at_a_time {
         let store = Store::open(&store_url).await.expect("saga store");
@@ -318,6 +350,45 @@ where
         p50 = walls[walls.len() / 2],
         erp_ms = erp_ms / n,
     );
+}
+
+/// `--accept-latency`: partner orders one after another, each POST timed.
+async fn accept_latency<F, Fut>(args: &Args, store: &Store, post: F)
+where
+    F: Fn(String) -> Fut,
+    Fut: Future<Output = String>,
+{
+    let mut posts = Vec::with_capacity(args.orders);
+    for i in 0..args.orders {
+        // Every POST meets a quiet system: the previous order's saga is
+        // past acceptance (or has ended).
+        wait_all_past(store, &["accepted"]).await;
+        let sent = Instant::now();
+        post(format!("accept-{i}-{}", ulid::Ulid::new())).await;
+        posts.push(sent.elapsed().as_secs_f64() * 1000.0);
+    }
+    wait_all_past(store, &["accepted"]).await;
+    posts.sort_by(f64::total_cmp);
+    let at = |q: f64| posts[((posts.len() as f64 * q).ceil() as usize).clamp(1, posts.len()) - 1];
+    println!(
+        "| {erp} | {orders} | {p50:.1} | {p99:.1} | {max:.1} |",
+        erp = if args.tryton { "Tryton 8.0" } else { "embedded (SQLite)" },
+        orders = args.orders,
+        p50 = at(0.5),
+        p99 = at(0.99),
+        max = posts[posts.len() - 1],
+    );
+}
+
+/// Waits until no order is in one of the statuses `waiting`.
+async fn wait_all_past(store: &Store, waiting: &[&str]) {
+    loop {
+        let counts = store.count_by_status().await.expect("counts");
+        if counts.iter().all(|(status, n)| *n == 0 || !waiting.contains(&status.as_str())) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// Waits until no order has a saga step left to run before `paid` (a
