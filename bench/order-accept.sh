@@ -19,7 +19,7 @@ out="$target/bench"
 mkdir -p "$out"
 tree=""
 cleanup() {
-  bash deploy/tryton/stop.sh >/dev/null 2>&1 || true
+  DB=erp_bench bash deploy/tryton/stop.sh >/dev/null 2>&1 || true
   if [ -n "$tree" ]; then git worktree remove --force "$tree" >/dev/null 2>&1 || true; fi
 }
 trap cleanup EXIT

@@ -212,6 +212,23 @@ async fn a_declined_card_rejects_the_order_cancels_the_erp_order_and_captures_no
 }
 
 #[tokio::test]
+async fn short_stock_rejects_the_order_through_the_saga_and_cancels_its_erp_order() {
+    let flow = start().await;
+    let before = flow.available("WIDGET-1").await;
+    // Accepted at once (no ERP on the request path); the ERP refuses to
+    // confirm more than it has, and the saga winds back.
+    let order = flow.place(place("short-1", "web", &[("WIDGET-1", before + 1)], card("tok_visa"))).await;
+    assert_eq!(order.status(), OrderStatus::Accepted);
+    let rejected = flow.until(&order, OrderStatus::Rejected).await;
+    assert!(rejected.reason.contains("the ERP refused"), "{}", rejected.reason);
+    assert_eq!(flow.sales_order(&rejected).await.state(), erp::SalesOrderState::Cancelled);
+    assert!(rejected.payment_id.is_empty(), "no card is charged for an order that cannot be confirmed");
+    assert!(steps(&rejected).contains(&"compensation:cancel_sales_order"), "{:?}", steps(&rejected));
+    assert_eq!(flow.available("WIDGET-1").await, before, "nothing stays reserved");
+    flow.app.stop_all().await;
+}
+
+#[tokio::test]
 async fn an_on_account_order_over_the_credit_limit_is_rejected_before_the_erp_sees_it() {
     let flow = start().await;
     // New partner accounts get a 5000.00 limit; 500 × 12.50 = 6250.00.

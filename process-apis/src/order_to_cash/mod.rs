@@ -4,7 +4,10 @@
 //! - [`order`]: the order document and the saga's next move.
 //! - [`store`]: the saga store (SQLite or PostgreSQL): orders, outbox,
 //!   leases, feed cursors.
-//! - [`saga`]: the engine that runs steps and compensations.
+//! - [`saga`]: the engine that runs steps and compensations: records each
+//!   before and after it runs, retries, waits out outages, winds back.
+//! - [`steps`]: one module per step and compensation, each with its
+//!   declared policy and its tests.
 //! - [`outbox`]: event shapes and the publisher (in-process bus or NATS).
 //! - [`feed`]: follows the ERP change feed (shipments done, invoices paid).
 //! - [`service`]: the gRPC service.
@@ -36,6 +39,7 @@ pub mod outbox;
 pub mod reconcile;
 pub mod saga;
 pub mod service;
+pub mod steps;
 pub mod store;
 
 /// Saga tunables (`[process.saga]`).

@@ -338,14 +338,6 @@ impl Action {
     pub fn is_compensation(self) -> bool {
         matches!(self, Action::Refund | Action::Void | Action::CreditInvoice | Action::CancelSalesOrder)
     }
-
-    /// The system API the step calls: `payments` or `erp`.
-    pub fn system(self) -> &'static str {
-        match self {
-            Action::Authorize | Action::Capture | Action::Refund | Action::Void => "payments",
-            _ => "erp",
-        }
-    }
 }
 
 impl Order {

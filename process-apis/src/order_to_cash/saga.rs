@@ -11,19 +11,19 @@
 use std::{sync::Arc, time::Duration};
 
 use erp_connect_proto::{erp::v1 as erp, payments::v1 as pay};
-use rust_decimal::Decimal;
 use tokio::sync::{Notify, Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status};
 
 use super::{
     Settings, clock,
-    order::{Action, Order, Payment, Status as OrderStatus, Waiting},
+    order::{Action, Order, Status as OrderStatus, Waiting},
     outbox,
     store::{Lease, OutboxEvent, Store, Versioned},
 };
 use platform::{backoff::Backoff, channel::GrpcChannel};
 
+use super::steps;
 use crate::catalog::prices::PriceList;
 
 /// How a step failed.
@@ -166,6 +166,29 @@ impl Engine {
         now + self.settings.lease.as_millis() as i64
     }
 
+    /// The durable accept: stores the new `order` under (tenant,
+    /// `idempotency_key`) with its `order.accepted` event in one
+    /// transaction, leased to this replica, and starts its saga here.
+    /// `Ok(false)` when a request with the same key got there first.
+    pub async fn accept(
+        self: &Arc<Self>,
+        order: &Order,
+        idempotency_key: &str,
+        fingerprint: &str,
+        shutdown: CancellationToken,
+    ) -> Result<bool, super::store::Error> {
+        let now = clock::now_ms();
+        let events = [outbox::event(order, "order.accepted", now)];
+        let lease_until = self.lease_until(now);
+        if !self.store.insert(order, idempotency_key, fingerprint, &events, &self.owner, lease_until).await? {
+            return Ok(false);
+        }
+        super::metrics::committed(&events);
+        self.committed(&order.id, true);
+        self.clone().spawn(order.id.clone(), shutdown);
+        Ok(true)
+    }
+
     /// After a commit: tell the publisher and the watchers.
     pub fn committed(&self, order_id: &str, had_events: bool) {
         if had_events {
@@ -289,7 +312,7 @@ impl Engine {
                             next.progress.running = Some(next.next_action())
                                 .filter(|a| !matches!(a, Action::Wait | Action::Finish | Action::Done))
                                 .map(|a| a.name().to_owned());
-                            known = self.save(next, version, now, Lease::Keep(self.lease_until(now)), effects).await?;
+                            known = self.keep(next, version, now, effects).await?;
                             if known.is_none() {
                                 self.record_on_latest(id, step).await?;
                             }
@@ -303,17 +326,13 @@ impl Engine {
                             order.progress.running = None;
                             mark_compensated(&mut order, step);
                             order.record(&format!("compensation_failed:{}", step.name()), now, reason);
-                            known = self
-                                .save(order, version, now, Lease::Keep(self.lease_until(now)), Effects::default())
-                                .await?;
+                            known = self.keep(order, version, now, Effects::default()).await?;
                         }
                         Err(StepError::Business(reason)) => {
                             let mut order = order.clone();
                             order.progress.running = None;
                             order.unwind(OrderStatus::Rejected, reason, now);
-                            known = self
-                                .save(order, version, now, Lease::Keep(self.lease_until(now)), Effects::default())
-                                .await?;
+                            known = self.keep(order, version, now, Effects::default()).await?;
                         }
                         Err(StepError::Outage(reason)) => {
                             // Not the order's fault and not a reason to give
@@ -325,13 +344,13 @@ impl Engine {
                             let delay = self.backoff(p.outage_attempts);
                             p.outage_attempts = p.outage_attempts.saturating_add(1);
                             if p.waiting_on.is_none() {
-                                p.waiting_on = Some(Waiting { system: step.system().to_owned(), since: now });
-                                order.record(&format!("waiting:{}", step.system()), now, reason.clone());
+                                let system = steps::policy(step).system.as_str();
+                                p.waiting_on = Some(Waiting { system: system.to_owned(), since: now });
+                                order.record(&format!("waiting:{system}"), now, reason.clone());
                             }
                             tracing::info!(step = step.name(), retry_in = ?delay, %reason, "system unavailable; the order waits");
                             let due = now + delay.as_millis() as i64;
-                            if self.store.save(&order, version, due, Lease::Release, &[], &[]).await?.is_some() {
-                                self.committed(id, false);
+                            if self.back_off(&order, version, due).await? {
                                 return Ok(());
                             }
                         }
@@ -340,13 +359,12 @@ impl Engine {
                             order.progress.running = None;
                             order.progress.attempts += 1;
                             let attempts = order.progress.attempts;
-                            if !step.is_compensation() && attempts > self.settings.retry_budget {
+                            let budgeted = steps::policy(step).retries == steps::Retries::Budget;
+                            if budgeted && attempts > self.settings.retry_budget {
                                 let reason = format!("{} kept failing after {attempts} attempts: {err}", step.name());
                                 order.progress.attempts = 0;
                                 order.unwind(OrderStatus::Rejected, reason, now);
-                                known = self
-                                    .save(order, version, now, Lease::Keep(self.lease_until(now)), Effects::default())
-                                    .await?;
+                                known = self.keep(order, version, now, Effects::default()).await?;
                                 if known.is_some() {
                                     super::metrics::retries_exhausted();
                                 }
@@ -356,8 +374,7 @@ impl Engine {
                             tracing::info!(step = step.name(), attempts, retry_in = ?delay, error = %err, "step will be retried");
                             order.record(&format!("retry:{}", step.name()), now, err.to_string());
                             let due = now + delay.as_millis() as i64;
-                            if self.store.save(&order, version, due, Lease::Release, &[], &[]).await?.is_some() {
-                                self.committed(id, false);
+                            if self.back_off(&order, version, due).await? {
                                 return Ok(());
                             }
                         }
@@ -382,10 +399,32 @@ impl Engine {
             next.progress.running = None;
             next.progress.attempts = 0;
             next.updated_at = now;
-            if self.save(next, latest.version, now, Lease::Keep(self.lease_until(now)), effects).await?.is_some() {
+            if self.keep(next, latest.version, now, effects).await?.is_some() {
                 return Ok(());
             }
         }
+    }
+
+    /// Saves `order` due at once and still leased to this replica, which
+    /// runs its next step; `None` on a write conflict.
+    async fn keep(
+        &self,
+        order: Order,
+        version: i64,
+        now: i64,
+        effects: Effects,
+    ) -> Result<Option<Versioned>, StepError> {
+        self.save(order, version, now, Lease::Keep(self.lease_until(now)), effects).await
+    }
+
+    /// Saves `order` due again at `due` and gives up its lease, after a
+    /// failed attempt; false on a write conflict (read it again).
+    async fn back_off(&self, order: &Order, version: i64, due: i64) -> Result<bool, StepError> {
+        let saved = self.store.save(order, version, due, Lease::Release, &[], &[]).await?.is_some();
+        if saved {
+            self.committed(&order.id, false);
+        }
+        Ok(saved)
     }
 
     /// Saves and announces `order`; `None` on a write conflict.
@@ -411,24 +450,6 @@ impl Engine {
         Backoff::new(self.settings.backoff_base, self.settings.backoff_cap).delay(attempt)
     }
 
-    /// Notes on the timeline each line whose list price changed in the ERP
-    /// since the order was accepted. The accepted price stands: the sales
-    /// order is created with it.
-    async fn note_price_changes(&self, order: &mut Order) {
-        for line in order.lines.clone() {
-            let Ok(Some(now_priced)) = self.prices.get(&line.sku).await else { continue };
-            let current = erp_connect_proto::money::format(now_priced.unit_price);
-            if current == line.unit_price {
-                continue;
-            }
-            let detail =
-                format!("{}: accepted at {}, the ERP's list price is now {current}", line.sku, line.unit_price);
-            if !order.timeline.iter().any(|t| t.step == "price_changed" && t.detail == detail) {
-                order.record("price_changed", clock::now_ms(), detail);
-            }
-        }
-    }
-
     /// `system` answers again: orders waiting for it are due now, instead
     /// of at the end of their backoff.
     pub async fn resume_waiting(&self, system: &str) {
@@ -445,222 +466,8 @@ impl Engine {
     /// Runs one step against the system APIs and records its result in
     /// `order` and `effects`; nothing is written unless it succeeds.
     async fn execute(&self, step: Action, order: &mut Order, effects: &mut Effects) -> Result<(), StepError> {
-        let key = format!("{}:{}", order.id, step.name());
-        let s = &self.systems;
-        let fail = |status: Status| StepError::from_status(step.name(), &status);
-        let now = clock::now_ms;
-        match step {
-            Action::ResolveCustomer => resolve_customer(s, order, &self.settings).await?,
-            Action::AddAddress => {
-                let to = order.customer.as_ref().and_then(|c| c.ship_to.clone()).unwrap_or_default();
-                let request = erp::AddAddressRequest {
-                    customer_id: order.customer_id.clone(),
-                    address: Some(erp::Address {
-                        id: String::new(),
-                        street: to.street,
-                        city: to.city,
-                        postal_code: to.postal_code,
-                        country: to.country,
-                    }),
-                };
-                match s.call(s.customers().add_address(s.request(request))).await {
-                    Ok(_) => {}
-                    Err(status) if status.code() == Code::InvalidArgument => {
-                        let reason = format!("the ERP refused the shipping address: {}", status.message());
-                        order.unwind(OrderStatus::Rejected, reason, now());
-                        return Ok(());
-                    }
-                    Err(status) => return Err(fail(status)),
-                }
-                order.progress.address_pending = false;
-                order.record("address_added", now(), "");
-            }
-            Action::CreditCheck => {
-                let open = s
-                    .call(s.receivables().get_open_amount(
-                        s.request(erp::GetOpenAmountRequest { customer_id: order.customer_id.clone() }),
-                    ))
-                    .await
-                    .map_err(fail)?;
-                let (due, limit, total) = (money(&open.open_amount)?, money(&open.credit_limit)?, money(&order.total)?);
-                if due + total > limit {
-                    order.unwind(
-                        OrderStatus::Rejected,
-                        format!("over the credit limit: {due} open + {total} ordered > {limit} {}", order.currency),
-                        now(),
-                    );
-                } else {
-                    order.progress.credit_checked = true;
-                    order.record("credit_checked", now(), "");
-                }
-            }
-            Action::CreateSalesOrder => {
-                self.note_price_changes(order).await;
-                let request = erp::CreateSalesOrderRequest {
-                    idempotency_key: key,
-                    customer_id: order.customer_id.clone(),
-                    reference: order.id.clone(),
-                    currency: order.currency.clone(),
-                    lines: order
-                        .lines
-                        .iter()
-                        .map(|l| erp::SalesOrderLine {
-                            sku: l.sku.clone(),
-                            quantity: l.quantity,
-                            unit_price: l.unit_price.clone(),
-                            amount: String::new(),
-                        })
-                        .collect(),
-                };
-                let so = match s.call(s.sales_orders().create_sales_order(s.request(request))).await {
-                    Ok(so) => so,
-                    // Another order of the same new customer may be about to
-                    // add its address: worth retries within the budget,
-                    // then a rejection naming the reason.
-                    Err(status) if precondition_is(&status, "NO_ADDRESS") => {
-                        return Err(StepError::Retry(format!("{}: the customer has no address yet", step.name())));
-                    }
-                    Err(status) => return Err(fail(status)),
-                };
-                order.progress.sales_order_id = Some(so.id);
-                order.record("sales_order_created", now(), "");
-            }
-            Action::ConfirmSalesOrder => {
-                let id = order.progress.sales_order_id.clone().unwrap_or_default();
-                let req = || s.request(erp::SalesOrderRequest { id: id.clone() });
-                s.call(s.sales_orders().quote_sales_order(req())).await.map_err(fail)?;
-                let so = match s.call(s.sales_orders().confirm_sales_order(req())).await {
-                    Ok(so) => so,
-                    Err(status) if status.code() == Code::FailedPrecondition => {
-                        order.unwind(OrderStatus::Rejected, format!("the ERP refused: {}", status.message()), now());
-                        return Ok(());
-                    }
-                    Err(status) => return Err(fail(status)),
-                };
-                let p = &mut order.progress;
-                p.confirmed = true;
-                p.sales_order_number = so.number;
-                p.invoice_id = so.invoice_ids.first().cloned();
-                p.shipment_ids = so.shipment_ids.clone();
-                effects.refs.extend(so.shipment_ids);
-                effects.refs.extend(so.invoice_ids);
-                if !so.total.is_empty() {
-                    order.total = so.total;
-                }
-                order.advance(OrderStatus::Confirmed, now());
-                effects.emit(order, "order.confirmed", now());
-            }
-            Action::Authorize => {
-                let Payment::Card { token } = &order.payment else { return Ok(()) };
-                let request = pay::AuthorizeRequest {
-                    idempotency_key: key,
-                    payment_token: token.clone(),
-                    currency: order.currency.clone(),
-                    amount: order.total.clone(),
-                    reference: order.id.clone(),
-                };
-                let payment = s.call(s.payments().authorize(s.request(request))).await.map_err(fail)?;
-                order.progress.payment_id = Some(payment.id);
-                if payment.status == pay::PaymentStatus::Declined as i32 {
-                    order.progress.declined = true;
-                    order.unwind(OrderStatus::Rejected, format!("card declined: {}", payment.decline_reason), now());
-                } else {
-                    order.record("payment_authorized", now(), "");
-                }
-            }
-            Action::Capture => {
-                let request = pay::CaptureRequest {
-                    idempotency_key: key,
-                    payment_id: order.progress.payment_id.clone().unwrap_or_default(),
-                    amount: String::new(),
-                };
-                s.call(s.payments().capture(s.request(request))).await.map_err(fail)?;
-                order.progress.captured = true;
-                order.record("payment_captured", now(), "");
-                effects.emit(order, "payment.captured", now());
-            }
-            Action::PostInvoice => {
-                let invoice_id = match order.progress.invoice_id.clone() {
-                    Some(id) => id,
-                    None => {
-                        let so = order.progress.sales_order_id.clone().unwrap_or_default();
-                        let list = s
-                            .call(
-                                s.invoices().list_invoices(s.request(erp::ListInvoicesRequest { sales_order_id: so })),
-                            )
-                            .await
-                            .map_err(fail)?;
-                        let Some(first) = list.invoices.into_iter().next() else {
-                            return Err(StepError::Retry("the ERP has not created the invoice yet".into()));
-                        };
-                        effects.refs.push(first.id.clone());
-                        first.id
-                    }
-                };
-                let invoice = s
-                    .call(s.invoices().post_invoice(s.request(erp::InvoiceRequest { id: invoice_id.clone() })))
-                    .await
-                    .map_err(fail)?;
-                let p = &mut order.progress;
-                p.invoice_id = Some(invoice_id);
-                p.invoice_posted = true;
-                p.invoice_number = invoice.number;
-                p.invoice_total = invoice.total;
-                order.advance(OrderStatus::Invoiced, now());
-                effects.emit(order, "invoice.issued", now());
-                if invoice.state == erp::InvoiceState::Paid as i32 {
-                    mark_paid(order, effects, now());
-                }
-            }
-            Action::RecordCardPayment => {
-                let request = erp::RecordInvoicePaymentRequest {
-                    idempotency_key: key,
-                    invoice_id: order.progress.invoice_id.clone().unwrap_or_default(),
-                    currency: order.currency.clone(),
-                    amount: order.progress.invoice_total.clone(),
-                };
-                s.call(s.invoices().record_invoice_payment(s.request(request))).await.map_err(fail)?;
-                mark_paid(order, effects, now());
-            }
-            Action::Refund => {
-                let request = pay::RefundRequest {
-                    idempotency_key: key,
-                    payment_id: order.progress.payment_id.clone().unwrap_or_default(),
-                    amount: String::new(),
-                };
-                s.call(s.payments().refund(s.request(request))).await.map_err(fail)?;
-                order.progress.refunded = true;
-                order.record("compensation:refund", now(), "");
-                effects.emit(order, "payment.refunded", now());
-            }
-            Action::Void => {
-                let request = pay::VoidRequest {
-                    idempotency_key: key,
-                    payment_id: order.progress.payment_id.clone().unwrap_or_default(),
-                };
-                s.call(s.payments().void(s.request(request))).await.map_err(fail)?;
-                order.progress.voided = true;
-                order.record("compensation:void", now(), "");
-                effects.emit(order, "payment.voided", now());
-            }
-            Action::CreditInvoice => {
-                let id = order.progress.invoice_id.clone().unwrap_or_default();
-                s.call(s.invoices().credit_invoice(s.request(erp::InvoiceRequest { id }))).await.map_err(fail)?;
-                order.progress.invoice_credited = true;
-                order.record("compensation:credit_invoice", now(), "");
-                effects.emit(order, "invoice.credited", now());
-            }
-            Action::CancelSalesOrder => {
-                let id = order.progress.sales_order_id.clone().unwrap_or_default();
-                s.call(s.sales_orders().cancel_sales_order(s.request(erp::SalesOrderRequest { id })))
-                    .await
-                    .map_err(fail)?;
-                order.progress.sales_order_cancelled = true;
-                order.record("compensation:cancel_sales_order", now(), "");
-            }
-            Action::Wait | Action::Finish | Action::Done => {}
-        }
-        Ok(())
+        let cx = steps::Context::new(&self.systems, &self.prices, &self.settings, step, order);
+        steps::run(step, &cx, order, effects).await
     }
 
     /// Applies `change` to the order `id` as an outside writer (an API call
@@ -749,113 +556,106 @@ fn mark_compensated(order: &mut Order, step: Action) {
     }
 }
 
-/// A decimal string from a system API; a malformed one is the API's bug,
-/// retried in case it was transient.
-fn money(text: &str) -> Result<Decimal, StepError> {
-    if text.is_empty() {
-        return Ok(Decimal::ZERO);
-    }
-    erp_connect_proto::money::parse(text).map_err(|e| StepError::Retry(format!("a system API sent {e}")))
-}
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
 
-/// Whether `status` is a precondition failure of the type `kind`.
-fn precondition_is(status: &Status, kind: &str) -> bool {
-    use tonic_types::StatusExt;
-    status.code() == Code::FailedPrecondition
-        && status
-            .get_error_details()
-            .precondition_failure()
-            .is_some_and(|p| p.violations.iter().any(|v| v.r#type == kind))
-}
+    use erp_connect_proto::{erp::v1 as erp, payments::v1 as pay};
+    use tonic::Status;
 
-/// Finds the order's ERP customer, by the id the caller named, else by
-/// external id, then by verified e-mail, else creates it with the order's
-/// idempotency key for customers (`customer:<external id>`, so two orders
-/// of one new customer create it once).
-async fn resolve_customer(s: &Systems, order: &mut Order, settings: &Settings) -> Result<(), StepError> {
-    let step = Action::ResolveCustomer.name();
-    let fail = |status: Status| StepError::from_status(step, &status);
-    let now = clock::now_ms;
-    let Some(wanted) = order.customer.clone() else { return Ok(()) };
-    let find = |key| async move {
-        let request = erp::FindCustomerRequest { key: Some(key) };
-        match s.call(s.customers().find_customer(s.request(request))).await {
-            Ok(customer) => Ok(Some(customer)),
-            Err(status) if status.code() == Code::NotFound => Ok(None),
-            Err(status) => Err(status),
-        }
+    use super::*;
+    use crate::order_to_cash::{
+        order::Status as OrderStatus,
+        steps::fake::{Fake, card_order, engine},
     };
-    let (customer, created) = if !wanted.id.is_empty() {
-        match s.call(s.customers().get_customer(s.request(erp::GetCustomerRequest { id: wanted.id.clone() }))).await {
-            Ok(customer) => (customer, false),
-            Err(status) if status.code() == Code::NotFound => {
-                order.unwind(OrderStatus::Rejected, format!("no such customer {}", wanted.id), now());
-                return Ok(());
+
+    async fn ended(engine: &Engine, id: &str, wanted: impl Fn(&Order) -> bool) -> Order {
+        for _ in 0..1000 {
+            let order = engine.store.load(id).await.expect("store").expect("order").order;
+            if wanted(&order) {
+                return order;
             }
-            Err(status) => return Err(fail(status)),
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-    } else if let Some(found) =
-        find(erp::find_customer_request::Key::ExternalId(wanted.external_id.clone())).await.map_err(fail)?
-    {
-        (found, false)
-    } else if let Some(found) = match wanted.email.is_empty() {
-        // A shopper the ERP already knows by (verified) e-mail is that
-        // customer, not a new one.
-        false => find(erp::find_customer_request::Key::Email(wanted.email.clone())).await.map_err(fail)?,
-        true => None,
-    } {
-        (found, false)
-    } else {
-        let name = [&wanted.name, &wanted.email, &wanted.external_id]
-            .into_iter()
-            .find(|n| !n.is_empty())
-            .cloned()
-            .unwrap_or_default();
-        let create = erp::CreateCustomerRequest {
-            idempotency_key: format!("customer:{}", wanted.external_id),
-            external_id: wanted.external_id.clone(),
-            name,
-            email: wanted.email.clone(),
-            currency: order.currency.clone(),
-            credit_limit: if wanted.credit_limit.is_empty() {
-                settings.partner_credit_limit.clone()
-            } else {
-                wanted.credit_limit.clone()
-            },
-            addresses: vec![],
-        };
-        match s.call(s.customers().create_customer(s.request(create))).await {
-            Ok(customer) => (customer, true),
-            Err(status) if matches!(status.code(), Code::InvalidArgument | Code::FailedPrecondition) => {
-                // Another order of the same new customer may have created
-                // it a moment ago (an ERP such as Tryton then refuses the
-                // duplicate code rather than replaying our key): that
-                // customer is this one.
-                let external_id = erp::find_customer_request::Key::ExternalId(wanted.external_id.clone());
-                match find(external_id).await.map_err(fail)? {
-                    Some(found) => (found, false),
-                    None => {
-                        let reason = format!("the ERP refused the customer: {}", status.message());
-                        order.unwind(OrderStatus::Rejected, reason, now());
-                        return Ok(());
-                    }
-                }
-            }
-            Err(status) => return Err(fail(status)),
+        panic!("the saga did not get there: {:?}", engine.store.load(id).await.expect("store").map(|v| v.order));
+    }
+
+    fn confirmed_so() -> erp::SalesOrder {
+        erp::SalesOrder {
+            id: "so_1".into(),
+            number: "SO-1".into(),
+            invoice_ids: vec!["inv_1".into()],
+            shipment_ids: vec!["shp_1".into()],
+            ..Default::default()
         }
-    };
-    if !customer.currency.is_empty() && customer.currency != order.currency {
-        let reason = format!("the customer is invoiced in {}, the order is in {}", customer.currency, order.currency);
-        order.unwind(OrderStatus::Rejected, reason, now());
-        return Ok(());
     }
-    order.customer_id = customer.id;
-    if order.customer_external_id.is_empty() {
-        order.customer_external_id = customer.external_id;
+
+    fn steps_of(order: &Order) -> Vec<&str> {
+        order.timeline.iter().map(|t| t.step.as_str()).collect()
     }
-    let p = &mut order.progress;
-    p.customer_resolved = true;
-    p.address_pending = wanted.ship_to.is_some() && customer.addresses.is_empty();
-    order.record(if created { "customer_created" } else { "customer_found" }, now(), "");
-    Ok(())
+
+    #[tokio::test]
+    async fn a_step_whose_retry_budget_runs_out_rejects_the_order_and_runs_its_compensations() {
+        let (fake, dir, stop) = (Fake::new(), tempfile::tempdir().expect("dir"), CancellationToken::new());
+        fake.answer("CreateSalesOrder", erp::SalesOrder { id: "so_1".into(), ..Default::default() })
+            .answer("QuoteSalesOrder", confirmed_so())
+            .answer("ConfirmSalesOrder", confirmed_so())
+            .fail("Authorize", Status::internal("bug"))
+            .fail("Authorize", Status::internal("bug"))
+            .fail("Authorize", Status::internal("bug"))
+            .answer("CancelSalesOrder", confirmed_so());
+        let engine = engine(&fake, &dir, &stop).await;
+        let order = card_order();
+        assert!(engine.accept(&order, "key-1", "fp", stop.clone()).await.expect("accepted"));
+        let ended = ended(&engine, &order.id, |o| o.status.is_terminal()).await;
+        assert_eq!(ended.status, OrderStatus::Rejected);
+        let reason = ended.progress.unwind.as_ref().map(|u| u.reason.as_str()).unwrap_or_default();
+        assert!(reason.contains("authorize kept failing after 3 attempts"), "{reason}: {:?}", steps_of(&ended));
+        assert_eq!(
+            steps_of(&ended),
+            [
+                "sales_order_created",
+                "confirmed",
+                "retry:authorize",
+                "retry:authorize",
+                "failed",
+                "compensation:cancel_sales_order",
+                "rejected"
+            ]
+        );
+        let keys: Vec<String> =
+            fake.requests::<pay::AuthorizeRequest>("Authorize").into_iter().map(|r| r.idempotency_key).collect();
+        assert_eq!(keys, ["ord_1:authorize"; 3], "one key for every attempt");
+        assert_eq!(fake.requests::<erp::SalesOrderRequest>("CancelSalesOrder").len(), 1);
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn an_outage_spends_no_retry_budget_and_the_order_goes_on_when_the_system_answers() {
+        let (fake, dir, stop) = (Fake::new(), tempfile::tempdir().expect("dir"), CancellationToken::new());
+        fake.answer("CreateSalesOrder", erp::SalesOrder { id: "so_1".into(), ..Default::default() })
+            .answer("QuoteSalesOrder", confirmed_so())
+            .answer("ConfirmSalesOrder", confirmed_so());
+        // Five times the budget of unavailability, then the provider is back.
+        for _ in 0..10 {
+            fake.fail("Authorize", Status::unavailable("provider down"));
+        }
+        fake.answer("Authorize", pay::Payment { id: "pay_1".into(), ..Default::default() })
+            .answer("Capture", pay::Payment::default())
+            .answer("PostInvoice", erp::Invoice { total: "37.50".into(), ..Default::default() })
+            .answer("RecordInvoicePayment", erp::Invoice::default());
+        let engine = engine(&fake, &dir, &stop).await;
+        let order = card_order();
+        assert!(engine.accept(&order, "key-2", "fp", stop.clone()).await.expect("accepted"));
+        // While it waits, the order says so once, and the store counts it.
+        let waiting = ended(&engine, &order.id, |o| o.progress.waiting_on.is_some()).await;
+        assert_eq!(waiting.progress.waiting_on.as_ref().map(|w| w.system.as_str()), Some("payments"));
+        let paid = ended(&engine, &order.id, |o| o.status == OrderStatus::Paid).await;
+        assert_eq!(steps_of(&paid).iter().filter(|s| s.starts_with("waiting:")).count(), 1, "{:?}", steps_of(&paid));
+        assert!(!steps_of(&paid).iter().any(|s| s.starts_with("retry:")), "{:?}", steps_of(&paid));
+        assert!(paid.progress.waiting_on.is_none() && paid.progress.outage_attempts == 0);
+        assert_eq!(fake.requests::<pay::AuthorizeRequest>("Authorize").len(), 11);
+        assert!(engine.store.waiting().await.expect("backlog").is_empty(), "the backlog cleared");
+        stop.cancel();
+    }
 }

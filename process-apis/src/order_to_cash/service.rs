@@ -18,7 +18,6 @@ use crate::catalog::prices::Error as PriceError;
 use super::{
     Error, clock,
     order::{CustomerRef, Line, Order, Payment, Progress, ShipTo, Status as OrderStatus},
-    outbox,
     saga::{Effects, Engine, UpdateError, mark_paid},
     store::Filter,
 };
@@ -202,19 +201,13 @@ impl Service {
             progress: Progress { traceparent: platform::telemetry::current_traceparent(), ..Progress::default() },
         };
         order.record("accepted", now, "");
-        let events = [outbox::event(&order, "order.accepted", now)];
-        let lease_until = now + self.engine.settings.lease.as_millis() as i64;
-        let owner = &self.engine.owner;
-        if !store.insert(&order, &req.idempotency_key, &fingerprint, &events, owner, lease_until).await? {
+        if !self.engine.accept(&order, &req.idempotency_key, &fingerprint, self.shutdown.clone()).await? {
             // A concurrent request with the same key won the race.
             let found = store.find_by_key(&req.tenant, &req.idempotency_key).await?;
             return found.map_or(Err(Error::Internal("order vanished after a key conflict".into())), |f| {
                 replay(f, &fingerprint)
             });
         }
-        super::metrics::committed(&events);
-        self.engine.committed(&order.id, true);
-        self.engine.clone().spawn(order.id.clone(), self.shutdown.clone());
         Ok(order)
     }
 
@@ -604,6 +597,51 @@ mod tests {
             Error::Invalid(errors) => errors.into_iter().map(|(f, _)| f).collect(),
             other => panic!("expected invalid, got {other:?}"),
         }
+    }
+
+    /// A cancellation whose compensation cannot finish (the ERP does not
+    /// answer) is recorded and answered with the order as it stands, after
+    /// [`CANCEL_SETTLES_WITHIN`], not when the caller's deadline ends; the
+    /// saga finishes it when the ERP is back.
+    #[tokio::test]
+    async fn a_cancel_answers_within_its_bound_while_the_compensation_waits_for_the_erp() {
+        use erp_connect_proto::erp::v1 as erp;
+
+        use crate::order_to_cash::steps::fake::{Fake, card_order, engine};
+        use pb::order_to_cash_service_server::OrderToCashService;
+
+        let (fake, dir, stop) = (Fake::new(), tempfile::tempdir().expect("dir"), CancellationToken::new());
+        let so = erp::SalesOrder { id: "so_1".into(), ..Default::default() };
+        fake.answer("CreateSalesOrder", so.clone())
+            .answer("QuoteSalesOrder", so.clone())
+            .answer("ConfirmSalesOrder", so);
+        for _ in 0..10_000 {
+            fake.fail("Authorize", Status::unavailable("provider down"));
+            fake.fail("CancelSalesOrder", Status::unavailable("erp down"));
+        }
+        let engine = engine(&fake, &dir, &stop).await;
+        let order = card_order();
+        assert!(engine.accept(&order, "key-1", "fp", stop.clone()).await.expect("accepted"));
+        // Confirmed, then waiting for the payment provider.
+        for _ in 0..1000 {
+            let now = engine.store.load(&order.id).await.expect("store").expect("order").order;
+            if now.progress.waiting_on.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let service = Service::new(engine.clone(), stop.clone());
+        let request =
+            pb::CancelOrderRequest { tenant: "web".into(), order_id: order.id.clone(), reason: String::new() };
+        // A bound for the test itself, far above the 5 s the answer may take.
+        let answer = tokio::time::timeout(Duration::from_secs(60), service.cancel_order(Request::new(request)))
+            .await
+            .expect("the cancel answers within its bound")
+            .expect("cancel recorded")
+            .into_inner();
+        assert_eq!(answer.status(), pb::OrderStatus::Confirmed, "not cancelled yet: the ERP does not answer");
+        assert!(answer.timeline.iter().any(|t| t.step == "cancel_requested"), "{:?}", answer.timeline);
+        stop.cancel();
     }
 
     #[test]

@@ -1,0 +1,208 @@
+//! Finds the order's ERP customer, by the id the caller named, else by
+//! external id, then by verified e-mail, else creates it with the
+//! customer's own idempotency key (`customer:<external id>`, so that two
+//! orders of one new customer create it once). Then the order has its
+//! `customer_id`, and needs [`super::add_address`] if the customer has no
+//! address and the order brings one.
+//!
+//! Business failures end the order: a named customer the ERP does not
+//! know, a customer the ERP refuses to create, a customer invoiced in
+//! another currency than the order's.
+
+use erp_connect_proto::erp::v1::{self as erp, find_customer_request::Key};
+use tonic::Code;
+
+use super::{Context, Policy, Retries, StepError, System, now};
+use crate::order_to_cash::order::{Order, Status};
+
+/// Looks up or creates in the ERP; nothing to undo (a customer stays).
+pub const POLICY: Policy = Policy { system: System::Erp, retries: Retries::Budget, compensated_by: None };
+
+async fn find(cx: &Context<'_>, key: Key) -> Result<Option<erp::Customer>, StepError> {
+    let s = cx.systems;
+    let request = erp::FindCustomerRequest { key: Some(key) };
+    match s.call(s.customers().find_customer(s.request(request))).await {
+        Ok(customer) => Ok(Some(customer)),
+        Err(status) if status.code() == Code::NotFound => Ok(None),
+        Err(status) => Err(cx.fail(status)),
+    }
+}
+
+/// See the module documentation.
+pub async fn run(cx: &Context<'_>, order: &mut Order) -> Result<(), StepError> {
+    let s = cx.systems;
+    let Some(wanted) = order.customer.clone() else { return Ok(()) };
+    let (customer, created) = if !wanted.id.is_empty() {
+        match s.call(s.customers().get_customer(s.request(erp::GetCustomerRequest { id: wanted.id.clone() }))).await {
+            Ok(customer) => (customer, false),
+            Err(status) if status.code() == Code::NotFound => {
+                order.unwind(Status::Rejected, format!("no such customer {}", wanted.id), now());
+                return Ok(());
+            }
+            Err(status) => return Err(cx.fail(status)),
+        }
+    } else if let Some(found) = find(cx, Key::ExternalId(wanted.external_id.clone())).await? {
+        (found, false)
+    } else if let Some(found) = match wanted.email.is_empty() {
+        // A shopper the ERP already knows by (verified) e-mail is that
+        // customer, not a new one.
+        false => find(cx, Key::Email(wanted.email.clone())).await?,
+        true => None,
+    } {
+        (found, false)
+    } else {
+        let name = [&wanted.name, &wanted.email, &wanted.external_id]
+            .into_iter()
+            .find(|n| !n.is_empty())
+            .cloned()
+            .unwrap_or_default();
+        let create = erp::CreateCustomerRequest {
+            idempotency_key: format!("customer:{}", wanted.external_id),
+            external_id: wanted.external_id.clone(),
+            name,
+            email: wanted.email.clone(),
+            currency: order.currency.clone(),
+            credit_limit: if wanted.credit_limit.is_empty() {
+                cx.settings.partner_credit_limit.clone()
+            } else {
+                wanted.credit_limit.clone()
+            },
+            addresses: vec![],
+        };
+        match s.call(s.customers().create_customer(s.request(create))).await {
+            Ok(customer) => (customer, true),
+            Err(status) if matches!(status.code(), Code::InvalidArgument | Code::FailedPrecondition) => {
+                // Another order of the same new customer may have created
+                // it a moment ago (an ERP such as Tryton then refuses the
+                // duplicate code rather than replaying our key): that
+                // customer is this one.
+                match find(cx, Key::ExternalId(wanted.external_id.clone())).await? {
+                    Some(found) => (found, false),
+                    None => {
+                        let reason = format!("the ERP refused the customer: {}", status.message());
+                        order.unwind(Status::Rejected, reason, now());
+                        return Ok(());
+                    }
+                }
+            }
+            Err(status) => return Err(cx.fail(status)),
+        }
+    };
+    if !customer.currency.is_empty() && customer.currency != order.currency {
+        let reason = format!("the customer is invoiced in {}, the order is in {}", customer.currency, order.currency);
+        order.unwind(Status::Rejected, reason, now());
+        return Ok(());
+    }
+    order.customer_id = customer.id;
+    if order.customer_external_id.is_empty() {
+        order.customer_external_id = customer.external_id;
+    }
+    let p = &mut order.progress;
+    p.customer_resolved = true;
+    p.address_pending = wanted.ship_to.is_some() && customer.addresses.is_empty();
+    order.record(if created { "customer_created" } else { "customer_found" }, now(), "");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use erp_connect_proto::erp::v1 as erp;
+    use tonic::Status;
+
+    use super::super::fake::{Fake, card_order, run, steps};
+    use crate::order_to_cash::order::{Action, Order, ShipTo, Status as OrderStatus};
+
+    fn unresolved() -> Order {
+        let mut order = card_order();
+        order.customer_id.clear();
+        order.progress.customer_resolved = false;
+        let customer = order.customer.as_mut().expect("ref");
+        customer.email = "alice@example.com".into();
+        customer.ship_to = Some(ShipTo { street: "Hauptstr. 1".into(), city: "Berlin".into(), ..ShipTo::default() });
+        order
+    }
+
+    fn customer(id: &str, addresses: usize) -> erp::Customer {
+        erp::Customer {
+            id: id.into(),
+            external_id: "web:alice".into(),
+            currency: "EUR".into(),
+            addresses: vec![erp::Address::default(); addresses],
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_customer_is_created_once_by_its_own_key_and_then_needs_the_address() {
+        let fake = Fake::new();
+        fake.fail("FindCustomer", Status::not_found("no"))
+            .fail("FindCustomer", Status::not_found("no"))
+            .answer("CreateCustomer", customer("cus_9", 0));
+        let mut order = unresolved();
+        let (result, _) = run(&fake, Action::ResolveCustomer, &mut order).await;
+        result.expect("resolved");
+        assert_eq!(order.customer_id, "cus_9");
+        assert!(order.progress.customer_resolved && order.progress.address_pending);
+        assert_eq!(steps(&order), ["customer_created"]);
+        let created: Vec<erp::CreateCustomerRequest> = fake.requests("CreateCustomer");
+        assert_eq!(created[0].idempotency_key, "customer:web:alice");
+        assert_eq!(order.next_action(), Action::AddAddress);
+    }
+
+    #[tokio::test]
+    async fn a_known_customer_with_an_address_is_found_by_e_mail() {
+        let fake = Fake::new();
+        fake.fail("FindCustomer", Status::not_found("no")).answer("FindCustomer", customer("cus_2", 1));
+        let mut order = unresolved();
+        run(&fake, Action::ResolveCustomer, &mut order).await.0.expect("resolved");
+        assert_eq!((order.customer_id.as_str(), order.progress.address_pending), ("cus_2", false));
+        let asked: Vec<erp::FindCustomerRequest> = fake.requests("FindCustomer");
+        assert_eq!(asked[1].key, Some(erp::find_customer_request::Key::Email("alice@example.com".into())));
+    }
+
+    #[tokio::test]
+    async fn a_customer_created_meanwhile_by_another_order_is_this_one() {
+        let fake = Fake::new();
+        fake.fail("FindCustomer", Status::not_found("no"))
+            .fail("FindCustomer", Status::not_found("no"))
+            .fail("CreateCustomer", Status::failed_precondition("The code on party must be unique."))
+            .answer("FindCustomer", customer("cus_3", 1));
+        let mut order = unresolved();
+        run(&fake, Action::ResolveCustomer, &mut order).await.0.expect("resolved");
+        assert_eq!(order.customer_id, "cus_3");
+        assert_eq!(order.status, OrderStatus::Accepted);
+    }
+
+    #[tokio::test]
+    async fn an_unavailable_erp_is_an_outage_and_a_fault_is_retried() {
+        let fake = Fake::new();
+        fake.fail("FindCustomer", Status::unavailable("down")).fail("FindCustomer", Status::internal("bug"));
+        let mut order = unresolved();
+        let (result, _) = run(&fake, Action::ResolveCustomer, &mut order).await;
+        assert!(matches!(result, Err(super::StepError::Outage(_))), "{result:?}");
+        let (result, _) = run(&fake, Action::ResolveCustomer, &mut order).await;
+        assert!(matches!(result, Err(super::StepError::Retry(_))), "{result:?}");
+        assert!(!order.progress.customer_resolved && order.timeline.is_empty(), "nothing recorded");
+    }
+
+    #[tokio::test]
+    async fn a_refused_customer_or_another_currency_rejects_the_order() {
+        let fake = Fake::new();
+        fake.fail("FindCustomer", Status::not_found("no"))
+            .fail("FindCustomer", Status::not_found("no"))
+            .fail("CreateCustomer", Status::invalid_argument("bad e-mail"))
+            .fail("FindCustomer", Status::not_found("no"));
+        let mut order = unresolved();
+        run(&fake, Action::ResolveCustomer, &mut order).await.0.expect("a refusal is an answer");
+        let reason = order.progress.unwind.as_ref().map(|u| u.reason.clone()).unwrap_or_default();
+        assert!(reason.contains("refused the customer"), "{reason}");
+
+        let fake = Fake::new();
+        fake.answer("FindCustomer", erp::Customer { currency: "USD".into(), ..customer("cus_4", 1) });
+        let mut order = unresolved();
+        run(&fake, Action::ResolveCustomer, &mut order).await.0.expect("answered");
+        let reason = order.progress.unwind.as_ref().map(|u| u.reason.clone()).unwrap_or_default();
+        assert!(reason.contains("invoiced in USD"), "{reason}");
+        assert_eq!(order.next_action(), Action::Finish, "nothing to undo");
+    }
+}
