@@ -2,8 +2,9 @@
 //! `serve` mode, events to NATS JetStream) is killed with SIGKILL at random
 //! moments while orders are in flight, and restarted. Afterwards every
 //! order ends in a terminal state, `erp-connect reconcile` exits 0, no
-//! payment is captured twice, and every event is in the outbox and on the
-//! stream at least once.
+//! payment is captured twice, every event is in the outbox and on the
+//! stream at least once, and the customers the orders bring (new to the
+//! ERP, two orders each) are each created once, no order refused for it.
 
 mod harness;
 
@@ -122,7 +123,13 @@ async fn sigkilled_process_tier_loses_no_order_and_charges_nobody_twice() {
             let request = o2c::PlaceOrderRequest {
                 idempotency_key: format!("crash-{i}"),
                 tenant: tenant.into(),
-                customer: Some(o2c::CustomerRef { external_id: format!("{tenant}:crash"), ..Default::default() }),
+                // A customer the ERP has never seen, shared by two orders:
+                // the saga creates it, once, however the kills fall
+                // between its create and the record of it.
+                customer: Some(o2c::CustomerRef {
+                    external_id: format!("{tenant}:crash-{}", i / 2),
+                    ..Default::default()
+                }),
                 lines: vec![o2c::OrderLine { sku: "GADGET-2".into(), quantity: 1, ..Default::default() }],
                 payment: Some(payment),
                 ..Default::default()
@@ -184,6 +191,15 @@ async fn sigkilled_process_tier_loses_no_order_and_charges_nobody_twice() {
     );
     let declined = finished.values().filter(|o| o.status() == OrderStatus::Rejected).count();
     assert_eq!(declined, ORDERS / 6, "only the declined cards are rejected: {by_status:?}");
+
+    // Each new customer is one ERP customer, whichever order created it.
+    let mut customers: HashMap<&str, HashSet<&str>> = HashMap::new();
+    for order in finished.values() {
+        customers.entry(order.customer_external_id.as_str()).or_default().insert(order.customer_id.as_str());
+    }
+    let placed: HashSet<&str> = accepted.iter().map(|o| o.customer_external_id.as_str()).collect();
+    assert_eq!(customers.keys().copied().collect::<HashSet<_>>(), placed, "every order's customer");
+    assert!(customers.values().all(|ids| ids.len() == 1 && !ids.contains("")), "{customers:?}");
 
     // No payment captured twice (or for more than the order).
     let mut payments =
