@@ -23,6 +23,11 @@ cleanup() {
   if [ -n "$tree" ]; then git worktree remove --force "$tree" >/dev/null 2>&1 || true; fi
 }
 trap cleanup EXIT
+# This checkout first, its program kept aside: the two builds share the
+# target folder (and its compiled dependencies), and the earlier revision's
+# build may overwrite what they have in common.
+cargo build --release -q --example order_bench
+cp "$target/release/examples/order_bench" "$out/order_bench-now"
 if [ -n "$before" ]; then
   tree=$(mktemp -d)
   git worktree add -q --detach "$tree" "$before"
@@ -30,7 +35,6 @@ if [ -n "$before" ]; then
   (cd "$tree" && cargo build --release -q --example order_bench)
   cp "$target/release/examples/order_bench" "$out/order_bench-before"
 fi
-cargo build --release -q --example order_bench
 export DB=erp_bench
 set -a
 eval "$(bash deploy/tryton/setup.sh)"
@@ -45,5 +49,5 @@ set +a
     RUST_LOG=warn "$out/order_bench-before" --accept-latency --erp tryton --orders "$orders"
   fi
   printf '| %s ' "$(git rev-parse --short HEAD)"
-  RUST_LOG=warn "$target/release/examples/order_bench" --accept-latency --erp tryton --orders "$orders"
+  RUST_LOG=warn "$out/order_bench-now" --accept-latency --erp tryton --orders "$orders"
 } | tee "$out/order-accept.md"

@@ -55,7 +55,7 @@ impl App {
         let gateway = gateway::with_cors(
             gateway::router_with_limits(
                 auth,
-                gateway::upstream::Upstream::InProcess(experience),
+                gateway::upstream::Upstream::InProcess(experience, config.gateway.upstream_timeout),
                 dev_jwks,
                 config.gateway.limits()?,
             ),

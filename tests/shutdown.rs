@@ -37,7 +37,7 @@ async fn graceful_shutdown_finishes_an_in_flight_request_with_a_held_fake_experi
             }
         }),
     );
-    let router = gateway::router(auth, Upstream::InProcess(held), None);
+    let router = gateway::router(auth, Upstream::InProcess(held, std::time::Duration::from_secs(30)), None);
     let listener = harness::listener().await;
     let addr = listener.local_addr().expect("addr");
     let shutdown = Shutdown::new();

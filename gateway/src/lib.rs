@@ -583,7 +583,7 @@ mod tests {
             .expect("auth");
         let experience =
             Router::new().fallback(any(|Extension(p): Extension<Principal>| async move { p.subject.clone() }));
-        (dir, idp, router(auth, upstream::Upstream::InProcess(experience), None))
+        (dir, idp, router(auth, upstream::Upstream::InProcess(experience, Duration::from_secs(30)), None))
     }
 
     fn token(idp: &DevIdp, scope: &str) -> String {
@@ -689,7 +689,7 @@ mod tests {
             Router::new()
                 .route("/orders/{id}", get(|axum::extract::Path(id): axum::extract::Path<String>| async move { id })),
         );
-        let app = router(auth, upstream::Upstream::InProcess(experience), None);
+        let app = router(auth, upstream::Upstream::InProcess(experience, Duration::from_secs(30)), None);
         let request = Request::builder()
             .uri("/web/v1/orders/ord_42")
             .header(header::AUTHORIZATION, format!("Bearer {}", token(&idp, "orders:read")))

@@ -73,8 +73,9 @@ impl IntoResponse for Error {
 /// The experience tier as seen from the gateway.
 #[derive(Clone)]
 pub enum Upstream {
-    /// The experience router in this process.
-    InProcess(Router),
+    /// The experience router in this process, and the deadline of one
+    /// forwarded request (as over HTTP: `gateway.upstream_timeout`).
+    InProcess(Router, Duration),
     /// The experience tier over HTTP.
     Http(Box<HttpUpstream>),
 }
@@ -126,7 +127,7 @@ impl Upstream {
         headers.remove(crate::API_KEY);
         headers.remove(principal::HEADER);
         let server = match self {
-            Upstream::InProcess(_) => None,
+            Upstream::InProcess(..) => None,
             Upstream::Http(http) => http.base.authority(),
         };
         let span = telemetry::http_client_span(request.method(), server);
@@ -143,7 +144,7 @@ impl Upstream {
 
     async fn send(&self, mut request: Request<Body>, principal: Option<Principal>) -> Result<Response, Error> {
         match self {
-            Upstream::InProcess(router) => {
+            Upstream::InProcess(router, timeout) => {
                 // The in-process hop must look like the HTTP one: a fresh
                 // request. The gateway's own router left its path parameters
                 // in the extensions, and axum appends the experience
@@ -152,8 +153,8 @@ impl Upstream {
                 if let Some(principal) = principal {
                     request.extensions_mut().insert(principal);
                 }
-                let response = router.clone().oneshot(request).await.unwrap_or_else(|never| match never {});
-                Ok(response)
+                let answer = tokio::time::timeout(*timeout, router.clone().oneshot(request));
+                Ok(answer.await.map_err(|_| Error::Timeout)?.unwrap_or_else(|never| match never {}))
             }
             Upstream::Http(http) => {
                 let HttpUpstream { client, base, signer, timeout } = http.as_ref();

@@ -68,7 +68,7 @@ async fn state_changes_leave_an_audit_record_without_secrets_and_reads_none() {
         Authenticator::new(&[(dev_idp::ISSUER.to_owned(), vec!["erp-connect".to_owned()], jwks)], 30).expect("auth");
     // A stand-in experience tier that answers every request 200.
     let experience = Router::new().fallback(any(|Extension(p): Extension<Principal>| async move { p.subject.clone() }));
-    let app = router(auth, Upstream::InProcess(experience), None);
+    let app = router(auth, Upstream::InProcess(experience, std::time::Duration::from_secs(30)), None);
 
     let writer_token = token(&idp, "orders:write orders:read");
     assert_eq!(status(&app, Method::POST, "/partner/v1/orders/ord_01JDX/cancel", &writer_token).await, StatusCode::OK);

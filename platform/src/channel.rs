@@ -55,7 +55,11 @@ pub fn connect_lazy(url: &str, timeout: Duration) -> Result<GrpcChannel, Error> 
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30));
     let server = endpoint.uri().authority().cloned();
-    let channel = endpoint.connect_lazy();
+    let channel = endpoint.connect_lazy().map_request(move |mut request: http::Request<Body>| {
+        // The callee learns the deadline too, and bounds its own calls by it.
+        crate::deadline::with_grpc_timeout(request.headers_mut(), timeout);
+        request
+    });
     Ok(crate::telemetry::grpc_client(BoxCloneSyncService::new(channel.map_err(|e| TransportError(e.into()))), server))
 }
 
@@ -70,6 +74,10 @@ pub fn in_process_with_deadline(routes: Routes, deadline: Duration) -> GrpcChann
             Ok(answer) => answer,
             Err(_) => Ok(tonic::Status::deadline_exceeded("the tier did not answer within its deadline").into_http()),
         }
+    })
+    .map_request(move |mut request: http::Request<Body>| {
+        crate::deadline::with_grpc_timeout(request.headers_mut(), deadline);
+        request
     });
     let svc = tower::ServiceExt::<http::Request<Body>>::map_err(bounded, |never: Infallible| -> TransportError {
         match never {}

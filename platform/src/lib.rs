@@ -19,6 +19,8 @@
 //! - [`telemetry`]: logs, OpenTelemetry spans and W3C trace context
 //!   across tiers.
 //! - [`secret_file`]: dev-mode secrets created on first use.
+//! - [`deadline`]: the caller's deadline (`grpc-timeout`), kept for the
+//!   calls a tier makes on its behalf.
 //! - [`database`]: opening, migrating and writing to a tier's own SQL
 //!   database (SQLite or PostgreSQL).
 //! - [`metrics`]: the Prometheus recorder, `/metrics`, request metrics of
@@ -27,6 +29,7 @@
 pub mod backoff;
 pub mod channel;
 pub mod database;
+pub mod deadline;
 pub mod health;
 pub mod metrics;
 pub mod principal;

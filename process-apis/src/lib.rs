@@ -152,7 +152,8 @@ impl ProcessTier {
             .add_service(platform::health::service(probe))
             .add_service(reflection);
         // A server span per call, in the caller's trace (when traced).
-        let routes = platform::telemetry::grpc_server(routes);
+        // The caller's deadline bounds the system API calls made for it.
+        let routes = platform::deadline::grpc_server(platform::telemetry::grpc_server(routes));
         platform::metrics::instrument_grpc(routes, platform::metrics::Tier::Process)
     }
 }

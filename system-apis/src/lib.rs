@@ -75,8 +75,9 @@ impl SystemTier {
         });
         let mut routes = self.payments.add_routes(self.erp.routes());
         routes = routes.add_service(platform::health::service(probe)).add_service(reflection);
-        // A server span per call, in the caller's trace (when traced).
-        let routes = platform::telemetry::grpc_server(routes);
+        // A server span per call, in the caller's trace (when traced); the
+        // caller's deadline bounds the ERP calls made for it.
+        let routes = platform::deadline::grpc_server(platform::telemetry::grpc_server(routes));
         platform::metrics::instrument_grpc(routes, platform::metrics::Tier::System)
     }
 }

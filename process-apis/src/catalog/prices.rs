@@ -93,8 +93,13 @@ impl PriceList {
 
     fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
-        request.set_timeout(self.timeout);
+        request.set_timeout(self.timeout());
         request
+    }
+
+    /// The system timeout, cut to what is left of the caller's deadline.
+    fn timeout(&self) -> Duration {
+        platform::deadline::bounded(self.timeout)
     }
 
     fn put(&self, product: Priced) {
@@ -124,7 +129,7 @@ impl PriceList {
             let mut client = self.client.clone();
             let call =
                 client.list_products(self.request(ListProductsRequest { page_size: FILL_PAGE, page_token: token }));
-            let page = tokio::time::timeout(self.timeout, call)
+            let page = tokio::time::timeout(self.timeout(), call)
                 .await
                 .map_err(|_| Status::deadline_exceeded("ListProducts timed out"))??
                 .into_inner();
@@ -179,7 +184,7 @@ impl PriceList {
     async fn fetch(&self, sku: &str) -> Result<Option<Arc<Priced>>, Error> {
         let mut client = self.client.clone();
         let call = client.get_product(self.request(GetProductRequest { sku: sku.to_owned() }));
-        let answer = match tokio::time::timeout(self.timeout, call).await {
+        let answer = match tokio::time::timeout(self.timeout(), call).await {
             Ok(answer) => answer,
             Err(_) => Err(Status::deadline_exceeded("GetProduct timed out")),
         };

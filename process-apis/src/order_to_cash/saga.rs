@@ -90,17 +90,18 @@ impl Systems {
     client!(changes, erp::change_feed_service_client::ChangeFeedServiceClient<GrpcChannel>);
     client!(payments, pay::payment_service_client::PaymentServiceClient<GrpcChannel>);
 
-    /// `request` with the call deadline set.
+    /// `request` with the call deadline set: the system timeout, cut to
+    /// what is left of the deadline of the caller it is made for.
     pub fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
-        request.set_timeout(self.timeout);
+        request.set_timeout(platform::deadline::bounded(self.timeout));
         request
     }
 
     /// Awaits `call`, turning its own overrun into `DEADLINE_EXCEEDED` (an
     /// in-process channel has no transport deadline of its own).
     pub async fn call<T>(&self, call: impl Future<Output = Result<tonic::Response<T>, Status>>) -> Result<T, Status> {
-        match tokio::time::timeout(self.timeout, call).await {
+        match tokio::time::timeout(platform::deadline::bounded(self.timeout), call).await {
             Ok(result) => result.map(tonic::Response::into_inner),
             Err(_) => Err(Status::deadline_exceeded("system API call timed out")),
         }

@@ -16,8 +16,9 @@
 //!   ERP so costs callers no time and the ERP no load while it recovers,
 //!   and a long outage is probed less and less often. Business errors count
 //!   as success: the ERP is up and answering.
-//! - is bounded by [`Policy::deadline`]: past it the attempt is
-//!   [`Error::Unavailable`].
+//! - is bounded by [`Policy::deadline`], cut to what is left of the
+//!   deadline of the caller it is made for (`platform::deadline`): past it
+//!   the attempt is [`Error::Unavailable`].
 //!
 //! Metrics (`platform::metrics`), labelled `system="erp"` and `backend`
 //! (`embedded`, `tryton`): `erp_connect_backend_calls_total{operation,
@@ -294,7 +295,9 @@ impl<C: Connector> Resilient<C> {
         Fut: Future<Output = Result<T, Error>> + 'a,
     {
         let admitted = self.breaker.admit()?;
-        let outcome = match tokio::time::timeout(self.policy.deadline, call(&self.inner)).await {
+        // Never longer than the caller waits for the answer.
+        let deadline = platform::deadline::bounded(self.policy.deadline);
+        let outcome = match tokio::time::timeout(deadline, call(&self.inner)).await {
             Ok(outcome) => outcome,
             Err(_) => Err(Error::Unavailable("the ERP did not answer within the deadline".into())),
         };
@@ -595,6 +598,18 @@ mod tests {
         assert_eq!(started.elapsed(), Duration::from_secs(1), "the write waited one deadline");
         let erp = resilient(&[Outcome::Hang, Outcome::Ok]);
         assert_eq!(erp.get_product("A").await.expect("the retry answers").sku, "A");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn resilience_an_attempt_never_outlives_its_callers_deadline() {
+        let erp = resilient(&[Outcome::Hang, Outcome::Hang, Outcome::Hang]);
+        let started = Instant::now();
+        let cut = platform::deadline::scope(Duration::from_millis(300), erp.post_invoice("I")).await;
+        assert!(cut.expect_err("no answer").is_retryable());
+        assert_eq!(started.elapsed(), Duration::from_millis(300), "the caller's 300 ms, not the policy's 1 s");
+        let started = Instant::now();
+        assert!(erp.post_invoice("I").await.is_err());
+        assert_eq!(started.elapsed(), Duration::from_secs(1), "without a caller's deadline, the policy's");
     }
 
     #[tokio::test(start_paused = true)]
