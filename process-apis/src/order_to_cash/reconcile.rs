@@ -124,7 +124,14 @@ async fn check(
             Err(status) => return Err(status.into()),
         };
         if let Some(payment) = payment {
-            let amount = |t: &str| t.parse::<Decimal>().unwrap_or_default();
+            // An amount that does not parse is itself a finding, not a zero.
+            let mut malformed = Vec::new();
+            let mut amount = |t: &str| {
+                erp_connect_proto::money::parse(t).unwrap_or_else(|e| {
+                    malformed.push(e.to_string());
+                    Decimal::ZERO
+                })
+            };
             let kept = amount(&payment.captured_amount) - amount(&payment.refunded_amount);
             if kept > Decimal::ZERO && !so_live {
                 flag(format!("payment {payment_id} captured {kept} without a live ERP sales order"));
@@ -137,6 +144,9 @@ async fn check(
                     "payment {payment_id} captured {} for a total of {}",
                     payment.captured_amount, order.total
                 ));
+            }
+            for what in malformed {
+                flag(format!("payment {payment_id} or its order carries an amount that is not one: {what}"));
             }
             if order.status == Status::Completed && kept.is_zero() {
                 flag("completed card order without a captured payment".into());

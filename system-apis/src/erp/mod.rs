@@ -264,7 +264,11 @@ impl InvoicePayment {
             .parse()
             .map_err(|e| Error::Backend(format!("amount due {:?}: {e}", invoice.amount_due).into()))?;
         if self.amount > due {
-            return Err(Error::precondition("OVERPAYMENT", id, format!("only {:.2} is due", due.round_dp(2))));
+            return Err(Error::precondition(
+                "OVERPAYMENT",
+                id,
+                format!("only {} is due", erp_connect_proto::money::format(due)),
+            ));
         }
         Ok(due)
     }

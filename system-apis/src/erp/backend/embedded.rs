@@ -545,7 +545,7 @@ impl Connector for EmbeddedErp {
                 Some(price) => price,
                 None => stored_decimal(&row.try_get::<String, _>("list_price")?)?,
             };
-            let amount = (unit_price * Decimal::from(line.quantity)).round_dp(2);
+            let amount = erp_connect_proto::money::round(unit_price * Decimal::from(line.quantity));
             priced.push((line, unit_price, amount));
         }
         let total: Decimal = priced.iter().map(|(_, _, amount)| *amount).sum();
