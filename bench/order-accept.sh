@@ -23,17 +23,18 @@ cleanup() {
   if [ -n "$tree" ]; then git worktree remove --force "$tree" >/dev/null 2>&1 || true; fi
 }
 trap cleanup EXIT
-# This checkout first, its program kept aside: the two builds share the
-# target folder (and its compiled dependencies), and the earlier revision's
-# build may overwrite what they have in common.
+# Generated code (the protobuf contracts) is rebuilt only when its sources
+# change, and cargo gives both checkouts the same build folders: the
+# earlier revision builds in a target folder of its own.
+touch proto/build.rs
 cargo build --release -q --example order_bench
 cp "$target/release/examples/order_bench" "$out/order_bench-now"
 if [ -n "$before" ]; then
   tree=$(mktemp -d)
   git worktree add -q --detach "$tree" "$before"
   cp examples/order_bench.rs "$tree/examples/order_bench.rs"
-  (cd "$tree" && cargo build --release -q --example order_bench)
-  cp "$target/release/examples/order_bench" "$out/order_bench-before"
+  (cd "$tree" && CARGO_TARGET_DIR="$target/before-revision" cargo build --release -q --example order_bench)
+  cp "$target/before-revision/release/examples/order_bench" "$out/order_bench-before"
 fi
 export DB=erp_bench
 set -a

@@ -342,8 +342,16 @@ impl ChildrensSystem {
     /// `process` holds extra `[process]` keys, `sections` whole extra
     /// sections (e.g. `[process.events]`), both as TOML lines.
     pub async fn start(process: &str, sections: &str) -> Self {
+        Self::start_with(|_| {}, process, "1s", sections).await
+    }
+
+    /// [`ChildrensSystem::start`] with `adjust` applied to the system
+    /// tier's configuration (another ERP, say) and a saga lease of `lease`
+    /// (a step never runs longer than most of it: give a slow ERP more).
+    pub async fn start_with(adjust: impl FnOnce(&mut Config), process: &str, lease: &str, sections: &str) -> Self {
         let data_dir = tempfile::tempdir().expect("tempdir");
-        let config = test_config(data_dir.path());
+        let mut config = test_config(data_dir.path());
+        adjust(&mut config);
         let listener = listener().await;
         let addr = listener.local_addr().expect("addr");
         let tier = Tier::build(Target::System, &config).await.expect("system tier");
@@ -353,7 +361,7 @@ impl ChildrensSystem {
         let toml = format!(
             "data_dir = {dir:?}\n\
              [process]\nsystem_url = \"http://{addr}\"\n{process}\n\
-             [process.saga]\nlease = \"1s\"\nbackoff_base = \"20ms\"\nbackoff_cap = \"500ms\"\n\
+             [process.saga]\nlease = \"{lease}\"\nbackoff_base = \"20ms\"\nbackoff_cap = \"500ms\"\n\
              poll_interval = \"50ms\"\nfeed_poll_interval = \"100ms\"\n{sections}\n",
             dir = data_dir.path().display().to_string(),
         );

@@ -108,6 +108,11 @@ impl Systems {
     }
 }
 
+/// The share of the saga lease one step attempt may take. The rest is
+/// margin for the write that records it, so that the lease never runs out
+/// under a step and a second replica never runs the saga beside this one.
+const STEP_SHARE_OF_LEASE: f64 = 0.8;
+
 /// The saga engine of one replica.
 pub struct Engine {
     /// The saga store.
@@ -298,8 +303,17 @@ impl Engine {
                         step = step.name()
                     );
                     platform::telemetry::follow(&span, order.progress.traceparent.as_deref());
-                    let result =
-                        tracing::Instrument::instrument(self.execute(step, &mut next, &mut effects), span).await;
+                    // A step never outlives most of the lease: past it another
+                    // replica may take the saga over and run the step too.
+                    let within = self.settings.lease.mul_f64(STEP_SHARE_OF_LEASE);
+                    let attempt = tokio::time::timeout(within, self.execute(step, &mut next, &mut effects));
+                    let result = match tracing::Instrument::instrument(attempt, span).await {
+                        Ok(result) => result,
+                        Err(_) => Err(StepError::Outage(format!(
+                            "{} did not finish within {within:?}, most of the saga's lease",
+                            step.name()
+                        ))),
+                    };
                     super::metrics::step(step.name(), &result, started.elapsed());
                     let now = clock::now_ms();
                     next.progress.running = None;

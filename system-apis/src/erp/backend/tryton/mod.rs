@@ -1088,11 +1088,13 @@ impl Connector for TrytonErp {
             party["addresses"] =
                 json!([["create", new.addresses.iter().map(Self::address_create).collect::<Vec<_>>()]]);
         }
+        // In the create itself, not a write after it: a caller that died
+        // between the two would find the party again, without its limit.
+        if !new.credit_limit.is_zero() {
+            party["credit_limit_amount"] = decimal(new.credit_limit);
+        }
         let created = self.rpc.call("model.party.party.create", vec![json!([party])]).await?;
         let id = ids(&created).first().copied().ok_or_else(|| Error::Backend("party.create returned no id".into()))?;
-        if !new.credit_limit.is_zero() {
-            self.update_credit_limit(&format!("party-{id}"), new.credit_limit).await?;
-        }
         self.customer(id).await
     }
 
