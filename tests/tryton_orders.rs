@@ -184,6 +184,13 @@ async fn on_account_orders_are_credit_checked_against_tryton_and_paid_by_cash_ap
     assert_eq!(invoice.status, 200, "{}", invoice.text);
     assert_eq!(invoice.body["state"], "posted", "{}", invoice.text);
     let ops = token(&app, "operator", "ops");
+    // Tryton refuses a payment over what is due: the caller hears why, as
+    // a conflict, never a 500.
+    let due: f64 = invoice.body["amount_due"].as_str().and_then(|d| d.parse().ok()).expect("amount due");
+    let over = json!({"order_id": invoiced["id"], "amount": format!("{:.2}", due + 100.0), "currency": "EUR"});
+    let refused = post_json(&app.url("/ops/v1/payments"), &ops, &over, Some("tryton-cash-over")).await;
+    harness::assert_problem(&refused, 409);
+    assert!(refused.body["detail"].as_str().is_some_and(|d| d.contains("due")), "{}", refused.text);
     let payment = json!({"order_id": invoiced["id"], "amount": invoice.body["amount_due"], "currency": "EUR"});
     let paid = post_json(&app.url("/ops/v1/payments"), &ops, &payment, Some("tryton-cash-1")).await;
     assert!(paid.status < 300, "{}", paid.text);
