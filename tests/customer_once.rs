@@ -25,10 +25,7 @@ use erp_connect_proto::order_to_cash::v1::{
 };
 use harness::{ChildrensSystem, ProcessTier, with_token};
 use serde_json::{Value, json};
-use system_apis::erp::{
-    BackendKind,
-    backend::tryton::{self, rpc},
-};
+use system_apis::erp::{BackendKind, backend::tryton};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -161,16 +158,7 @@ async fn a_new_customer_is_created_once_when_the_process_tier_dies_between_creat
     };
     assert!(invoiced.timeline.iter().any(|t| t.step == "customer_found"), "{:?}", invoiced.timeline);
 
-    let password = std::fs::read_to_string(&server.password_file).expect("password").trim().to_owned();
-    let tryton_rpc = rpc::Client::new(rpc::Settings {
-        url: server.url.clone(),
-        database: server.database.clone(),
-        username: server.username.clone(),
-        password,
-        timeout: Duration::from_secs(30),
-    })
-    .expect("rpc client");
-    let parties = tryton_rpc
+    let parties = tryton::test_server::rpc_client(&server)
         .call("model.party.party.search", vec![json!([["code", "=", external_id]]), json!(0), json!(10), Value::Null])
         .await
         .expect("search");

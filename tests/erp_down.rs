@@ -15,13 +15,9 @@ mod harness;
 
 use std::time::Duration;
 
-use gateway::dev_idp::{DevIdp, TokenRequest};
 use harness::{Running, get, post_json, quick_sagas, spawn_up_with};
 use serde_json::{Value, json};
-use system_apis::erp::{
-    BackendKind,
-    backend::tryton::{self, rpc},
-};
+use system_apis::erp::{BackendKind, backend::tryton};
 
 /// Tryton stopped with SIGSTOP until dropped (SIGCONT), so a failing test
 /// never leaves it frozen for the run's cleanup.
@@ -46,17 +42,7 @@ impl Drop for Frozen {
 }
 
 fn token(app: &Running, subject: &str, tenant: Option<&str>, email: Option<&str>, scope: &str) -> String {
-    DevIdp::load_or_create(app.data_dir.path())
-        .expect("dev idp")
-        .mint(&TokenRequest {
-            subject: subject.into(),
-            scope: scope.into(),
-            audience: "erp-connect".into(),
-            tenant: tenant.map(str::to_owned),
-            email: email.map(str::to_owned),
-            ttl: Duration::from_secs(900),
-        })
-        .expect("mint")
+    harness::token_for(app.data_dir.path(), subject, tenant, email, scope)
 }
 
 /// Polls `GET path` until the order is `confirmed` or further; fails if it
@@ -77,7 +63,7 @@ async fn wait_confirmed(app: &Running, bearer: &str, path: &str) -> Value {
 }
 
 /// Tryton records of `model` matching `domain`, counted in Tryton itself.
-async fn count(tryton: &rpc::Client, model: &str, domain: Value) -> usize {
+async fn count(tryton: &tryton::rpc::Client, model: &str, domain: Value) -> usize {
     let found = tryton
         .call(&format!("model.{model}.search"), vec![domain, json!(0), json!(100), Value::Null])
         .await
@@ -92,15 +78,7 @@ async fn orders_are_accepted_while_tryton_is_frozen_and_reach_it_once_when_it_ru
         tokio::task::spawn_blocking(|| tryton::test_server::config("erp_down")).await.expect("tryton set up");
     let pid = tryton::test_server::pid().expect("this test freezes the run's own Tryton: unset TRYTON_URL");
     server.timeout = Duration::from_secs(3);
-    let password = std::fs::read_to_string(&server.password_file).expect("password").trim().to_owned();
-    let tryton_rpc = rpc::Client::new(rpc::Settings {
-        url: server.url.clone(),
-        database: server.database.clone(),
-        username: server.username.clone(),
-        password,
-        timeout: Duration::from_secs(30),
-    })
-    .expect("rpc client");
+    let tryton_rpc = tryton::test_server::rpc_client(&server);
     let config_server = server.clone();
     let app = spawn_up_with(move |config| {
         quick_sagas(config);

@@ -11,7 +11,6 @@ mod harness;
 
 use std::time::{Duration, Instant};
 
-use gateway::dev_idp::{DevIdp, TokenRequest};
 use harness::{Reply, Running, assert_problem, get, send, spawn_serve, spawn_up};
 use http_body_util::Full;
 use serde_json::{Value, json};
@@ -24,19 +23,9 @@ const PARTNER_SCOPES: &str = "orders:read orders:write invoices:read";
 
 /// A dev token for `subject`, with a tenant claim for partners.
 fn token(app: &Running, subject: &str, scope: &str, tenant: Option<&str>) -> String {
-    DevIdp::load_or_create(app.data_dir.path())
-        .expect("dev idp")
-        .mint(&TokenRequest {
-            subject: subject.into(),
-            scope: scope.into(),
-            audience: "erp-connect".into(),
-            tenant: tenant.map(str::to_owned),
-            // alice@example.com is also a customer in the demo seed (without
-            // an external id), so the web shop's Alice is found by e-mail.
-            email: Some(format!("{subject}@example.com")),
-            ttl: Duration::from_secs(600),
-        })
-        .expect("mint")
+    // alice@example.com is also a customer in the demo seed (without an
+    // external id), so the web shop's Alice is found by e-mail.
+    harness::token_for(app.data_dir.path(), subject, tenant, Some(&format!("{subject}@example.com")), scope)
 }
 
 /// `POST url` with `body` as JSON, an optional `Idempotency-Key`.

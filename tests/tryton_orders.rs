@@ -13,7 +13,6 @@ mod harness;
 
 use erp_connect::serve::Target;
 use erp_connect_proto::erp::v1::{self as erp, sales_order_service_client::SalesOrderServiceClient};
-use gateway::dev_idp::{DevIdp, TokenRequest};
 use harness::{Running, post_json, quick_sagas, spawn_serve_with, wait_for_order};
 use serde_json::json;
 use system_apis::erp::{BackendKind, backend::tryton};
@@ -35,17 +34,8 @@ async fn start() -> Running {
 }
 
 fn token(app: &Running, subject: &str, scope: &str) -> String {
-    DevIdp::load_or_create(app.data_dir.path())
-        .expect("dev idp")
-        .mint(&TokenRequest {
-            subject: subject.into(),
-            scope: scope.into(),
-            audience: "erp-connect".into(),
-            tenant: None,
-            email: Some(format!("{subject}@tryton-shoppers.example")),
-            ttl: std::time::Duration::from_secs(600),
-        })
-        .expect("mint")
+    let email = format!("{subject}@tryton-shoppers.example");
+    harness::token_for(app.data_dir.path(), subject, None, Some(&email), scope)
 }
 
 async fn tryton_sale(app: &Running, id: &str) -> erp::SalesOrder {
@@ -143,17 +133,7 @@ async fn a_partners_invoiced_order_cancelled_in_time_is_credited_and_cancelled_i
 }
 
 fn partner_token(app: &Running, tenant: &str, scope: &str) -> String {
-    DevIdp::load_or_create(app.data_dir.path())
-        .expect("dev idp")
-        .mint(&TokenRequest {
-            subject: format!("{tenant}-buyer"),
-            scope: scope.into(),
-            audience: "erp-connect".into(),
-            tenant: Some(tenant.into()),
-            email: None,
-            ttl: std::time::Duration::from_secs(600),
-        })
-        .expect("mint")
+    harness::token_for(app.data_dir.path(), &format!("{tenant}-buyer"), Some(tenant), None, scope)
 }
 
 #[tokio::test]

@@ -47,6 +47,22 @@ pub fn token(data_dir: &Path, scope: &str) -> String {
         .expect("mint")
 }
 
+/// A dev token for `subject` with `scope`, an optional partner `tenant`
+/// and e-mail, signed by the dev identity provider of `data_dir`.
+pub fn token_for(data_dir: &Path, subject: &str, tenant: Option<&str>, email: Option<&str>, scope: &str) -> String {
+    DevIdp::load_or_create(data_dir)
+        .expect("dev idp")
+        .mint(&TokenRequest {
+            subject: subject.into(),
+            scope: scope.into(),
+            audience: "erp-connect".into(),
+            tenant: tenant.map(str::to_owned),
+            email: email.map(str::to_owned),
+            ttl: Duration::from_secs(900),
+        })
+        .expect("mint")
+}
+
 /// A service token for the process APIs (`aud` `process-apis`), signed by
 /// the dev identity provider of `data_dir`, as an internal caller presents
 /// it to a process tier in `serve` mode.

@@ -20,6 +20,20 @@ pub fn pid() -> Option<i32> {
     ENV.get()?.get("TRYTON_PID")?.parse().ok()
 }
 
+/// A JSON-RPC client logged in to the Tryton of `config`, for tests that
+/// look at Tryton's own records (how many parties, sales, ...).
+pub fn rpc_client(config: &Config) -> super::rpc::Client {
+    let password = std::fs::read_to_string(&config.password_file).expect("the Tryton password file");
+    super::rpc::Client::new(super::rpc::Settings {
+        url: config.url.clone(),
+        database: config.database.clone(),
+        username: config.username.clone(),
+        password: password.trim().to_owned(),
+        timeout: Duration::from_secs(30),
+    })
+    .expect("a Tryton JSON-RPC client")
+}
+
 /// The connector config of this process's test server; `db_prefix` names
 /// its database (`<prefix>_<pid>`). Blocks while setup.sh runs.
 pub fn config(db_prefix: &str) -> Config {
