@@ -10,6 +10,10 @@
 #   BACKEND=sqlite        or postgresql
 #   PG_URI=postgresql://postgres@127.0.0.1:5432/   (BACKEND=postgresql)
 #   DB=erp  PORT=8765  ADMIN_PASSWORD=admin
+#   MODULES="sale sale_credit_limit"   modules to activate (their dependencies
+#                         too); default: sale, plus sale_credit_limit when it
+#                         installs. MODULES=sale gives a database without
+#                         credit limits, as many installations are
 #   SNAPSHOT=$DB          the golden snapshot to restore DB from (and to build
 #                         if missing): runs of one test suite share a snapshot
 #                         while each has a database of its own
@@ -38,7 +42,7 @@ FRESH=0
 for arg in "$@"; do
   case "$arg" in
     --fresh) FRESH=1 ;;
-    -h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     [A-Z_]*=*) export "${arg?}" ;;
     *) echo "setup.sh: unknown argument: $arg (try --help)"; exit 64 ;;
   esac
@@ -136,8 +140,15 @@ fi
 [ -s "$VENV/.erp-connect-freeze" ] || "$VENV/bin/pip" freeze --all > "$VENV/.erp-connect-freeze"
 INSTALLED="$("$VENV/bin/python" -c 'import trytond; print(trytond.__version__)')"
 case "$INSTALLED" in "$SERIES".*) ;; *) echo "venv holds trytond $INSTALLED, not $SERIES.x"; exit 70 ;; esac
-MODULES=(sale)
-"$VENV/bin/python" -c 'import trytond.modules.sale_credit_limit' 2>/dev/null && MODULES+=(sale_credit_limit)
+if [ -n "${MODULES:-}" ]; then
+  read -r -a MODULES <<<"$MODULES"
+else
+  MODULES=(sale)
+  "$VENV/bin/python" -c 'import trytond.modules.sale_credit_limit' 2>/dev/null && MODULES+=(sale_credit_limit)
+fi
+for m in "${MODULES[@]}"; do
+  [[ "$m" =~ ^[a-z_]+$ ]] || { echo "MODULES: $m is not a module name"; exit 64; }
+done
 lap "virtualenv (trytond $INSTALLED)" "$t"
 
 # 2. configuration ---------------------------------------------------------
@@ -181,7 +192,7 @@ drop_db() { # WITH (FORCE) (PostgreSQL 13+) also ends stale sessions
 }
 pg_exists() { [ "$(pg "SELECT 1 FROM pg_database WHERE datname = '$1'")" = 1 ]; }
 
-KEY="$( { echo "$BACKEND $SNAPSHOT $SERIES $(date +%Y)"; printf '%s' "$ADMIN_PASSWORD" | sha256sum
+KEY="$( { echo "$BACKEND $SNAPSHOT $SERIES $(date +%Y) ${MODULES[*]}"; printf '%s' "$ADMIN_PASSWORD" | sha256sum
           grep -iE '^(trytond|proteus)' "$VENV/.erp-connect-freeze"   # not psycopg: shared by both backends
           cat "$HERE/setup_company.py" "$HERE/load_demo.py" "$SEED_DIR"/*.sql; } | sha256sum | cut -c1-32)"
 if [ "$BACKEND" = sqlite ]; then

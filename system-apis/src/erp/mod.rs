@@ -27,6 +27,9 @@ pub const DEFAULT_PAGE_SIZE: usize = 20;
 pub const MAX_PAGE_SIZE: usize = 100;
 /// Most SKUs one stock query may ask for.
 pub const MAX_SKUS_PER_QUERY: usize = 100;
+/// How long the system tier waits at start to learn what the ERP has.
+const STARTUP_DISCOVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Most lines on one sales order.
 pub const MAX_LINES: usize = 200;
 
@@ -371,6 +374,17 @@ impl Erp {
             BackendKind::Tryton => {
                 let tryton = config.tryton.as_ref().ok_or_else(|| Error::Backend("no [erp.tryton] section".into()))?;
                 let erp = backend::tryton::TrytonErp::open(tryton)?;
+                // A database without a module erp-connect needs is refused
+                // at start, naming it; a Tryton that does not answer yet is
+                // not (what it has is discovered on first use).
+                match tokio::time::timeout(STARTUP_DISCOVERY, erp.capabilities()).await {
+                    Ok(Err(err @ Error::FailedPrecondition { .. })) => return Err(err),
+                    Ok(Err(err)) => {
+                        tracing::warn!(error = %err, "Tryton does not answer yet; its modules are read on first use")
+                    }
+                    Err(_) => tracing::warn!("Tryton does not answer yet; its modules are read on first use"),
+                    Ok(Ok(_)) => {}
+                }
                 Ok(Erp::Tryton(Arc::new(Resilient::named(erp, config.resilience.clone(), "tryton"))))
             }
         }

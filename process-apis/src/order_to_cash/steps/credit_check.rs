@@ -1,6 +1,9 @@
 //! On-account orders only: the customer's open receivables plus this
 //! order must stay within the customer's credit limit in the ERP, else the
-//! order is rejected before anything is sold.
+//! order is rejected before anything is sold. An ERP that keeps no credit
+//! limits (an empty limit) is checked against erp-connect's own: the
+//! limit the order's customer would get when created
+//! (`process.saga.partner_credit_limit`, none for card-only tenants).
 
 use erp_connect_proto::erp::v1 as erp;
 
@@ -15,13 +18,21 @@ pub async fn run(cx: &Context<'_>, order: &mut Order) -> Result<(), StepError> {
     let s = cx.systems;
     let request = erp::GetOpenAmountRequest { customer_id: order.customer_id.clone() };
     let open = s.call(s.receivables().get_open_amount(s.request(request))).await.map_err(|e| cx.fail(e))?;
-    let (due, limit, total) = (amount(&open.open_amount)?, amount(&open.credit_limit)?, amount(&order.total)?);
+    let (ours, configured) = match open.credit_limit.is_empty() {
+        true => {
+            let own = order.customer.as_ref().map(|c| c.credit_limit.clone()).filter(|l| !l.is_empty());
+            (true, own.unwrap_or_else(|| cx.settings.partner_credit_limit.clone()))
+        }
+        false => (false, open.credit_limit.clone()),
+    };
+    let (due, limit, total) = (amount(&open.open_amount)?, amount(&configured)?, amount(&order.total)?);
+    let whose = if ours { "erp-connect's credit limit (the ERP keeps none)" } else { "the credit limit" };
     if due + total > limit {
-        let reason = format!("over the credit limit: {due} open + {total} ordered > {limit} {}", order.currency);
+        let reason = format!("over {whose}: {due} open + {total} ordered > {limit} {}", order.currency);
         order.unwind(Status::Rejected, reason, now());
     } else {
         order.progress.credit_checked = true;
-        order.record("credit_checked", now(), "");
+        order.record("credit_checked", now(), if ours { "against erp-connect's own limit" } else { "" });
     }
     Ok(())
 }
@@ -53,6 +64,20 @@ mod tests {
         run(&fake, Action::CreditCheck, &mut over).await.0.expect("answered");
         assert!(over.progress.unwind.as_ref().is_some_and(|u| u.reason.contains("over the credit limit")));
         assert_eq!(over.next_action(), Action::Finish);
+    }
+
+    #[tokio::test]
+    async fn an_erp_without_credit_limits_is_checked_against_erp_connects_own() {
+        let fake = Fake::new();
+        fake.answer("GetOpenAmount", open("4950.00", "")).answer("GetOpenAmount", open("4970.00", ""));
+        // The default partner limit, 5000.00: 4950.00 + 37.50 fits, 4970.00 + 37.50 does not.
+        let mut within = order(Payment::OnAccount);
+        run(&fake, Action::CreditCheck, &mut within).await.0.expect("checked");
+        assert!(within.progress.credit_checked, "{:?}", within.progress.unwind);
+        let mut over = order(Payment::OnAccount);
+        run(&fake, Action::CreditCheck, &mut over).await.0.expect("answered");
+        let reason = over.progress.unwind.as_ref().map(|u| u.reason.clone()).unwrap_or_default();
+        assert!(reason.contains("erp-connect's credit limit") && reason.contains("5000.00"), "{reason}");
     }
 
     #[tokio::test]

@@ -75,9 +75,30 @@ impl From<RpcError> for Error {
     }
 }
 
+/// The modules without which erp-connect cannot sell through Tryton.
+pub const REQUIRED_MODULES: &[&str] = &["sale"];
+
+/// What the connected Tryton has, discovered when the connector first
+/// talks to it: its release and activated modules, and what the connector
+/// may use because of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The server's release, e.g. `8.0.12`.
+    pub release: String,
+    /// Activated modules, sorted.
+    pub modules: Vec<String>,
+    /// Parties carry a credit limit (`party.party.credit_limit_amount`,
+    /// from `sale_credit_limit` or `account_credit_limit`). Without it the
+    /// ERP keeps no credit limits: customers are created without one and
+    /// `GetOpenAmount` answers an empty `credit_limit`, so that the
+    /// process tier applies its own.
+    pub credit_limits: bool,
+}
+
 /// Facts about the Tryton database that never change while we run.
 #[derive(Debug)]
 struct Setup {
+    capabilities: Capabilities,
     company_currency: String,
     currency_id: i64,
     /// Warehouse id → code, ordered by code.
@@ -147,9 +168,37 @@ impl TrytonErp {
         Ok(Self { rpc, setup: OnceCell::new() })
     }
 
+    /// What the connected Tryton has (discovered on first use).
+    pub async fn capabilities(&self) -> Result<Capabilities, Error> {
+        Ok(self.setup().await?.capabilities.clone())
+    }
+
+    async fn discover(&self) -> Result<Capabilities, Error> {
+        let release = self.rpc.server_version().await?;
+        let mut modules: Vec<String> = self
+            .search_read("ir.module", json!([["state", "=", "activated"]]), None, None, &["name"])
+            .await?
+            .iter()
+            .map(|m| text(m, "name"))
+            .collect();
+        modules.sort();
+        if let Some(missing) = REQUIRED_MODULES.iter().find(|m| !modules.iter().any(|n| n == *m)) {
+            return Err(Error::precondition(
+                "MISSING_MODULE",
+                *missing,
+                format!("the Tryton database has no activated module {missing}, which erp-connect needs"),
+            ));
+        }
+        let party_fields = self.rpc.call("model.party.party.fields_get", vec![json!(["credit_limit_amount"])]).await?;
+        let credit_limits = party_fields.get("credit_limit_amount").is_some();
+        tracing::info!(%release, modules = modules.len(), credit_limits, "connected to Tryton");
+        Ok(Capabilities { release, modules, credit_limits })
+    }
+
     async fn setup(&self) -> Result<&Setup, Error> {
         self.setup
             .get_or_try_init(|| async {
+                let capabilities = self.discover().await?;
                 let company = self
                     .rpc
                     .call(
@@ -180,6 +229,7 @@ impl TrytonErp {
                 let terms =
                     self.search_read("account.invoice.payment_term", json!([]), Some(1), None, &["name"]).await?;
                 Ok::<_, Error>(Setup {
+                    capabilities,
                     company_currency,
                     currency_id,
                     warehouses,
@@ -260,14 +310,13 @@ impl TrytonErp {
     }
 
     async fn customer(&self, party_id: i64) -> Result<Customer, Error> {
-        let party = self
-            .read_one(
-                "party.party",
-                "customer",
-                party_id,
-                &["name", "code", "addresses", "contact_mechanisms", "credit_limit_amount"],
-            )
-            .await?;
+        let credit_limits = self.setup().await?.capabilities.credit_limits;
+        let fields: &[&str] = if credit_limits {
+            &["name", "code", "addresses", "contact_mechanisms", "credit_limit_amount"]
+        } else {
+            &["name", "code", "addresses", "contact_mechanisms"]
+        };
+        let party = self.read_one("party.party", "customer", party_id, fields).await?;
         let mechanisms =
             self.read("party.contact_mechanism", &ids(&party["contact_mechanisms"]), &["type", "value"]).await?;
         let email =
@@ -296,7 +345,8 @@ impl TrytonErp {
             name: text(&party, "name"),
             email,
             currency: setup.company_currency.clone(),
-            credit_limit: money(amount(&party, "credit_limit_amount")),
+            // Empty: the ERP keeps no credit limits (see Capabilities).
+            credit_limit: if credit_limits { money(amount(&party, "credit_limit_amount")) } else { String::new() },
             addresses,
         })
     }
@@ -1090,7 +1140,7 @@ impl Connector for TrytonErp {
         }
         // In the create itself, not a write after it: a caller that died
         // between the two would find the party again, without its limit.
-        if !new.credit_limit.is_zero() {
+        if !new.credit_limit.is_zero() && self.setup().await?.capabilities.credit_limits {
             party["credit_limit_amount"] = decimal(new.credit_limit);
         }
         let created = self.rpc.call("model.party.party.create", vec![json!([party])]).await?;
@@ -1100,6 +1150,13 @@ impl Connector for TrytonErp {
 
     async fn update_credit_limit(&self, id: &str, limit: Decimal) -> Result<Customer, Error> {
         let party = parse_id("customer", "party-", id)?;
+        if !self.setup().await?.capabilities.credit_limits {
+            return Err(Error::precondition(
+                "NO_CREDIT_LIMITS",
+                id,
+                "this Tryton keeps no credit limits (activate sale_credit_limit or account_credit_limit)",
+            ));
+        }
         self.customer(party).await?;
         self.rpc
             .call("model.party.party.write", vec![json!([party]), json!({"credit_limit_amount": decimal(limit)})])

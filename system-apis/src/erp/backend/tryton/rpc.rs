@@ -213,6 +213,15 @@ impl Client {
         self.post_to(uri, "common.server.version", None, Vec::new()).await.is_ok()
     }
 
+    /// The server's release, e.g. `8.0.12`.
+    pub async fn server_version(&self) -> Result<String, RpcError> {
+        let uri = format!("{}/rpc/", self.settings.url.trim_end_matches('/'))
+            .parse::<Uri>()
+            .map_err(|e| RpcError::Unavailable(e.to_string()))?;
+        let version = self.post_to(uri, "common.server.version", None, Vec::new()).await?;
+        Ok(version.as_str().unwrap_or_default().to_owned())
+    }
+
     /// The id of the logged-in user (logging in if needed).
     pub async fn user_id(&self) -> Result<i64, RpcError> {
         self.session().await?;

@@ -37,6 +37,18 @@ pub fn rpc_client(config: &Config) -> super::rpc::Client {
 /// The connector config of this process's test server; `db_prefix` names
 /// its database (`<prefix>_<pid>`). Blocks while setup.sh runs.
 pub fn config(db_prefix: &str) -> Config {
+    server(db_prefix, "erp_contract", None)
+}
+
+/// Like [`config`], for a Tryton with only the `sale` module (and its
+/// dependencies): no credit limits, as many installations run it. One
+/// test process has one test server: a test binary uses this or
+/// [`config`], not both.
+pub fn sale_only_config(db_prefix: &str) -> Config {
+    server(db_prefix, "erp_sale_only", Some("sale"))
+}
+
+fn server(db_prefix: &str, snapshot: &str, modules: Option<&str>) -> Config {
     let env = ENV.get_or_init(|| {
         let keys = ["TRYTON_URL", "TRYTON_DB", "TRYTON_USER", "TRYTON_PASSWORD_FILE"];
         if let Ok(own) = keys.iter().map(|k| std::env::var(k).map(|v| ((*k).to_owned(), v))).collect() {
@@ -48,7 +60,8 @@ pub fn config(db_prefix: &str) -> Config {
             .arg(&script)
             .env("PORT", port.to_string())
             .env("DB", format!("{db_prefix}_{}", std::process::id()))
-            .env("SNAPSHOT", "erp_contract")
+            .env("SNAPSHOT", snapshot)
+            .env("MODULES", modules.unwrap_or_default())
             .env("OWNER_PID", std::process::id().to_string())
             .stderr(std::process::Stdio::inherit())
             .output()
