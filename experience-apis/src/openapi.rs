@@ -179,7 +179,22 @@ struct Overview {
     /// applied; `null` before the first.
     change_feed_lag_seconds: Option<f64>,
     backends: Vec<OverviewBackend>,
+    /// The connected ERP, once it has said what it is; `null` before, or
+    /// in a gateway process without the system tier.
+    erp: Option<OverviewErp>,
     rate_limit: OverviewRateLimit,
+}
+
+/// The ERP behind the system tier.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documentation only
+struct OverviewErp {
+    /// `embedded` or `tryton`.
+    backend: String,
+    /// The ERP's release, e.g. `8.0.12`.
+    release: String,
+    /// Whether the ERP keeps credit limits (else erp-connect applies its own).
+    credit_limits: bool,
 }
 
 /// One tier's traffic, one point per step, oldest first; the last point is
@@ -295,6 +310,7 @@ struct OverviewRateLimit {
         OverviewPoint,
         OverviewOutbox,
         OverviewWaiting,
+        OverviewErp,
         OverviewBackend,
         OverviewRateLimit,
         OrderRequest,

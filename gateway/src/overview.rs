@@ -12,6 +12,7 @@
 //!   `erp_connect_orders_waiting{system}`,
 //!   `erp_connect_orders_waiting_oldest_age_seconds{system}`,
 //!   `erp_connect_circuit_breaker_state{system, backend}`,
+//!   `erp_connect_erp_info{backend, release, credit_limits}`,
 //!   `erp_connect_rate_limit_rejections_total` and
 //!   `erp_connect_rate_limit_redis_fallbacks_total`.
 //!
@@ -58,7 +59,20 @@ struct Overview {
     /// its event written; `null` before the first.
     change_feed_lag_seconds: Option<f64>,
     backends: Vec<Backend>,
+    /// The connected ERP, once it has said what it is; `null` before, or
+    /// without a system tier in this process.
+    erp: Option<ErpInfo>,
     rate_limit: RateLimit,
+}
+
+#[derive(Debug, Serialize)]
+struct ErpInfo {
+    /// `embedded` or `tryton`.
+    backend: String,
+    /// The ERP's release.
+    release: String,
+    /// Whether the ERP keeps credit limits (else erp-connect applies its own).
+    credit_limits: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -145,6 +159,11 @@ fn overview(samples: &[Sample], tiers: Vec<TierHistory>) -> Overview {
                 },
             })
             .collect(),
+        erp: named("erp_connect_erp_info").find(|s| s.value > 0.0).map(|s| ErpInfo {
+            backend: s.label("backend").unwrap_or_default().to_owned(),
+            release: s.label("release").unwrap_or_default().to_owned(),
+            credit_limits: s.label("credit_limits") == Some("true"),
+        }),
         rate_limit: RateLimit {
             rejections: sum("erp_connect_rate_limit_rejections_total"),
             redis_fallbacks: sum("erp_connect_rate_limit_redis_fallbacks_total"),
@@ -168,6 +187,7 @@ erp_connect_orders_waiting{system=\"payments\"} 0
 erp_connect_orders_waiting_oldest_age_seconds{system=\"erp\"} 42.5
 erp_connect_orders_waiting_oldest_age_seconds{system=\"payments\"} 0
 erp_connect_circuit_breaker_state{system=\"erp\",backend=\"tryton\"} 1
+erp_connect_erp_info{backend=\"tryton\",release=\"8.0.12\",credit_limits=\"false\"} 1
 erp_connect_rate_limit_rejections_total{plan=\"bronze\",kind=\"rate\"} 4
 erp_connect_rate_limit_rejections_total{plan=\"gold\",kind=\"quota\"} 1
 ";
@@ -185,5 +205,6 @@ erp_connect_rate_limit_rejections_total{plan=\"gold\",kind=\"quota\"} 1
         assert_eq!(body["change_feed_lag_seconds"], serde_json::Value::Null);
         assert_eq!(body["backends"], serde_json::json!([{"name": "erp", "backend": "tryton", "breaker": "open"}]));
         assert_eq!(body["rate_limit"], serde_json::json!({"rejections": 5, "redis_fallbacks": 0}));
+        assert_eq!(body["erp"], serde_json::json!({"backend": "tryton", "release": "8.0.12", "credit_limits": false}));
     }
 }

@@ -31,6 +31,7 @@ struct Erp {
     shipments: ShipmentServiceClient<GrpcChannel>,
     receivables: ReceivablesServiceClient<GrpcChannel>,
     changes: ChangeFeedServiceClient<GrpcChannel>,
+    capabilities: erp::capabilities_service_client::CapabilitiesServiceClient<GrpcChannel>,
     /// Keeps the backend's files alive for the test.
     _guard: Box<dyn std::any::Any + Send>,
 }
@@ -45,7 +46,8 @@ impl Erp {
             invoices: InvoiceServiceClient::new(channel.clone()),
             shipments: ShipmentServiceClient::new(channel.clone()),
             receivables: ReceivablesServiceClient::new(channel.clone()),
-            changes: ChangeFeedServiceClient::new(channel),
+            changes: ChangeFeedServiceClient::new(channel.clone()),
+            capabilities: erp::capabilities_service_client::CapabilitiesServiceClient::new(channel),
             _guard: guard,
         }
     }
@@ -70,6 +72,12 @@ impl Erp {
             .into_inner()
             .levels;
         levels[0].on_hand
+    }
+
+    /// Whether the ERP keeps credit limits (`GetCapabilities`).
+    async fn keeps_credit_limits(&mut self) -> bool {
+        let caps = self.capabilities.get_capabilities(erp::GetCapabilitiesRequest {}).await.expect("capabilities");
+        caps.into_inner().credit_limits
     }
 
     /// A fresh customer for this test, with an address and a credit limit.
@@ -298,10 +306,14 @@ async fn customers_are_created_once_found_and_updated(mut erp: Erp) {
     let updated = erp
         .customers
         .update_credit_limit(UpdateCreditLimitRequest { id: first.id.clone(), credit_limit: "2500.00".into() })
-        .await
-        .expect("credit limit")
-        .into_inner();
-    assert_eq!(updated.credit_limit, "2500.00");
+        .await;
+    if erp.keeps_credit_limits().await {
+        assert_eq!(updated.expect("credit limit").into_inner().credit_limit, "2500.00");
+    } else {
+        // Degraded as documented: no limit to set, and none read back.
+        assert_eq!(updated.expect_err("no credit limits").code(), Code::FailedPrecondition);
+        assert_eq!(first.credit_limit, "");
+    }
     let with_address = erp
         .customers
         .add_address(erp::AddAddressRequest {
@@ -546,10 +558,12 @@ async fn the_change_feed_reports_changes_after_a_cursor(mut erp: Erp) {
     }
     let customer = erp.new_customer("feed").await;
     let order = erp.confirmed_order(&customer, &[("BOX-S", 1)]).await;
-    erp.customers
-        .update_credit_limit(UpdateCreditLimitRequest { id: customer.id.clone(), credit_limit: "10.00".into() })
-        .await
-        .expect("credit limit");
+    if erp.keeps_credit_limits().await {
+        erp.customers
+            .update_credit_limit(UpdateCreditLimitRequest { id: customer.id.clone(), credit_limit: "10.00".into() })
+            .await
+            .expect("credit limit");
+    }
     let page = erp
         .changes
         .list_changes(ListChangesRequest { since_cursor: cursor.clone(), limit: 1000 })
@@ -702,13 +716,15 @@ async fn a_shipped_orders_invoice_is_credited_but_the_order_stays(mut erp: Erp) 
 /// sale_credit_limit warns; the connector answers the warning).
 async fn an_order_over_the_credit_limit_is_still_confirmed(mut erp: Erp) {
     let customer = erp.new_customer("credit-limit").await;
-    let small = erp
-        .customers
-        .update_credit_limit(UpdateCreditLimitRequest { id: customer.id.clone(), credit_limit: "10.00".into() })
-        .await
-        .expect("credit limit")
-        .into_inner();
-    assert_eq!(small.credit_limit, "10.00");
+    if erp.keeps_credit_limits().await {
+        let small = erp
+            .customers
+            .update_credit_limit(UpdateCreditLimitRequest { id: customer.id.clone(), credit_limit: "10.00".into() })
+            .await
+            .expect("credit limit")
+            .into_inner();
+        assert_eq!(small.credit_limit, "10.00");
+    }
     let order = erp.confirmed_order(&customer, &[("CABLE-25", 1)]).await;
     assert!(order.total.parse::<f64>().expect("decimal") > 10.0, "{}", order.total);
     assert_eq!(order.state, erp::SalesOrderState::Processing as i32);
@@ -755,6 +771,30 @@ async fn racing_confirmations_never_oversell(mut erp: Erp) {
     assert_eq!(erp.available("WIDGET-1").await, available - 2 * confirmed, "reserved once per confirmed order");
 }
 
+/// The ERP says what it is, and keeps what it says: with credit limits a
+/// new customer's limit is read back; without, it is empty and cannot be
+/// set, as the contract documents.
+async fn the_erp_says_what_it_is_and_keeps_it(mut erp: Erp) {
+    let caps =
+        erp.capabilities.get_capabilities(erp::GetCapabilitiesRequest {}).await.expect("capabilities").into_inner();
+    assert!(matches!(caps.backend.as_str(), "embedded" | "tryton"), "{caps:?}");
+    assert!(!caps.release.is_empty(), "{caps:?}");
+    if caps.backend == "tryton" {
+        assert!(caps.modules.iter().any(|m| m == "sale"), "{caps:?}");
+        let credit_module = caps.modules.iter().any(|m| m == "sale_credit_limit" || m == "account_credit_limit");
+        assert_eq!(caps.credit_limits, credit_module, "{caps:?}");
+    }
+    let customer = erp.new_customer("caps").await;
+    let update = UpdateCreditLimitRequest { id: customer.id.clone(), credit_limit: "750.00".into() };
+    let updated = erp.customers.update_credit_limit(update).await;
+    if caps.credit_limits {
+        assert_eq!(updated.expect("credit limit set").into_inner().credit_limit, "750.00");
+    } else {
+        assert_eq!(updated.expect_err("no credit limits").code(), Code::FailedPrecondition);
+        assert_eq!(customer.credit_limit, "", "{customer:?}");
+    }
+}
+
 /// Defines one `#[tokio::test]` per contract test for a backend.
 macro_rules! contract_suite {
     ($setup:path) => {
@@ -774,6 +814,7 @@ macro_rules! contract_suite {
             crediting_a_draft_or_unknown_invoice_is_refused,
             a_shipped_orders_invoice_is_credited_but_the_order_stays,
             an_order_over_the_credit_limit_is_still_confirmed,
+            the_erp_says_what_it_is_and_keeps_it,
         );
     };
     (@tests $setup:path; $($name:ident),* $(,)?) => {
@@ -861,6 +902,28 @@ mod backend_embedded_postgres {
     async fn racing_confirmations_never_oversell() {
         super::racing_confirmations_never_oversell(setup().await).await;
     }
+}
+
+/// The same contract against a Tryton with only the `sale` module (and its
+/// dependencies), as many installations run it: no credit limits, which
+/// the capability-dependent tests assert degrade as documented.
+mod backend_tryton_sale_only {
+    use system_apis::erp::{BackendKind, Config, backend::tryton};
+
+    use super::Erp;
+
+    async fn setup() -> Erp {
+        let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("warn").try_init();
+        let server = tokio::task::spawn_blocking(|| tryton::test_server::sale_only_config("erp_contract_sale"))
+            .await
+            .expect("setup");
+        let config = Config { backend: BackendKind::Tryton, tryton: Some(server), ..Config::default() };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tier = system_apis::SystemTier::start(&config, &Default::default(), dir.path()).await.expect("start");
+        Erp::new(platform::channel::in_process(tier.routes()), Box::new(dir))
+    }
+
+    contract_suite!(setup);
 }
 
 /// A real Tryton server, set up once per test run by the project's

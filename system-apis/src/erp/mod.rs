@@ -11,7 +11,8 @@
 use std::{future::Future, path::Path, sync::Arc};
 
 use erp_connect_proto::erp::v1::{
-    Address, Change, Customer, Invoice, InvoiceState, OpenAmount, Product, SalesOrder, Shipment, StockLevel,
+    Address, Capabilities, Change, Customer, Invoice, InvoiceState, OpenAmount, Product, SalesOrder, Shipment,
+    StockLevel,
 };
 use resilience::{Policy, Resilient};
 use rust_decimal::Decimal;
@@ -342,6 +343,9 @@ pub trait Connector: Send + Sync + 'static {
     /// What a customer's posted invoices still owe.
     fn open_amount(&self, customer_id: &str) -> impl Future<Output = Result<OpenAmount, Error>> + Send;
 
+    /// What the ERP is and which parts of the contract it keeps.
+    fn capabilities(&self) -> impl Future<Output = Result<Capabilities, Error>> + Send;
+
     /// Changes after `since` (a cursor this backend returned), oldest first,
     /// and the cursor to resume from.
     fn list_changes(
@@ -369,11 +373,14 @@ impl Erp {
         match config.backend {
             BackendKind::Embedded => {
                 let erp = backend::embedded::EmbeddedErp::open(config.database_url.as_deref(), data_dir).await?;
-                Ok(Erp::Embedded(Arc::new(Resilient::named(erp, config.resilience.clone(), "embedded"))))
+                let erp = Arc::new(Resilient::named(erp, config.resilience.clone(), "embedded"));
+                let _ = erp.capabilities().await;
+                Ok(Erp::Embedded(erp))
             }
             BackendKind::Tryton => {
                 let tryton = config.tryton.as_ref().ok_or_else(|| Error::Backend("no [erp.tryton] section".into()))?;
                 let erp = backend::tryton::TrytonErp::open(tryton)?;
+                let erp = Arc::new(Resilient::named(erp, config.resilience.clone(), "tryton"));
                 // A database without a module erp-connect needs is refused
                 // at start, naming it; a Tryton that does not answer yet is
                 // not (what it has is discovered on first use).
@@ -385,7 +392,7 @@ impl Erp {
                     Err(_) => tracing::warn!("Tryton does not answer yet; its modules are read on first use"),
                     Ok(Ok(_)) => {}
                 }
-                Ok(Erp::Tryton(Arc::new(Resilient::named(erp, config.resilience.clone(), "tryton"))))
+                Ok(Erp::Tryton(erp))
             }
         }
     }
@@ -417,4 +424,5 @@ pub const SERVICE_NAMES: &[&str] = &[
     "erp.v1.ShipmentService",
     "erp.v1.ReceivablesService",
     "erp.v1.ChangeFeedService",
+    "erp.v1.CapabilitiesService",
 ];

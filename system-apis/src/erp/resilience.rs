@@ -26,13 +26,15 @@
 //! connector call, retries included (`operation` is the connector method,
 //! e.g. `create_sales_order`; `outcome` is `ok`, `error` for an answer the
 //! ERP gave, or `unavailable`), and `erp_connect_circuit_breaker_state`: 0
-//! closed, 1 open, 2 half-open (set when the probe call is let through).
+//! closed, 1 open, 2 half-open (set when the probe call is let through);
+//! and, once the ERP has said what it is, `erp_connect_erp_info{backend,
+//! release, credit_limits}` = 1.
 
 use std::{future::Future, sync::Mutex, time::Duration};
 
 use backon::Retryable;
 use erp_connect_proto::erp::v1::{
-    Address, Change, Customer, Invoice, OpenAmount, Product, SalesOrder, Shipment, StockLevel,
+    Address, Capabilities, Change, Customer, Invoice, OpenAmount, Product, SalesOrder, Shipment, StockLevel,
 };
 use rust_decimal::Decimal;
 use serde::Deserialize;
@@ -115,6 +117,10 @@ fn describe() {
     describe_gauge!(
         "erp_connect_circuit_breaker_state",
         "Circuit breaker of a backend: 0 closed, 1 open, 2 half-open."
+    );
+    describe_gauge!(
+        "erp_connect_erp_info",
+        "The connected ERP: its backend, release and whether it keeps credit limits (always 1)."
     );
 }
 
@@ -408,6 +414,14 @@ impl<C: Connector> Connector for Resilient<C> {
     async fn open_amount(&self, customer_id: &str) -> Result<OpenAmount, Error> {
         self.read("open_amount", |c| c.open_amount(customer_id)).await
     }
+    async fn capabilities(&self) -> Result<Capabilities, Error> {
+        let found = self.read("capabilities", |c| c.capabilities()).await?;
+        gauge!("erp_connect_erp_info",
+            "backend" => self.backend, "release" => found.release.clone(),
+            "credit_limits" => if found.credit_limits { "true" } else { "false" })
+        .set(1.0);
+        Ok(found)
+    }
     async fn list_changes(&self, since: Option<&str>, limit: usize) -> Result<(Vec<Change>, String), Error> {
         self.read("list_changes", |c| c.list_changes(since, limit)).await
     }
@@ -535,6 +549,9 @@ mod tests {
             unused()
         }
         async fn list_changes(&self, _: Option<&str>, _: usize) -> Result<(Vec<Change>, String), Error> {
+            unused()
+        }
+        async fn capabilities(&self) -> Result<Capabilities, Error> {
             unused()
         }
         async fn is_ready(&self) -> bool {

@@ -11,6 +11,7 @@ use erp_connect_proto::erp::v1::{
     ListProductsRequest, ListProductsResponse, ListSalesOrdersRequest, ListSalesOrdersResponse, ListShipmentsRequest,
     ListShipmentsResponse, OpenAmount, Product, RecordInvoicePaymentRequest, SalesOrder, SalesOrderRequest, Shipment,
     ShipmentRequest, UpdateCreditLimitRequest,
+    capabilities_service_server::{CapabilitiesService, CapabilitiesServiceServer},
     change_feed_service_server::{ChangeFeedService, ChangeFeedServiceServer},
     customer_service_server::{CustomerService, CustomerServiceServer},
     find_customer_request::Key,
@@ -41,7 +42,8 @@ pub fn routes<C: Connector>(connector: Arc<C>) -> tonic::service::Routes {
         .add_service(InvoiceServiceServer::new(s.clone()))
         .add_service(ShipmentServiceServer::new(s.clone()))
         .add_service(ReceivablesServiceServer::new(s.clone()))
-        .add_service(ChangeFeedServiceServer::new(s))
+        .add_service(ChangeFeedServiceServer::new(s.clone()))
+        .add_service(CapabilitiesServiceServer::new(s))
 }
 
 struct ErpService<C> {
@@ -419,6 +421,16 @@ impl<C: Connector> ChangeFeedService for ErpService<C> {
         let since = if req.since_cursor.is_empty() { None } else { Some(req.since_cursor.as_str()) };
         let (changes, next_cursor) = self.connector.list_changes(since, limit).await?;
         Ok(Response::new(ListChangesResponse { changes, next_cursor }))
+    }
+}
+
+#[tonic::async_trait]
+impl<C: Connector> CapabilitiesService for ErpService<C> {
+    async fn get_capabilities(
+        &self,
+        _request: Request<erp_connect_proto::erp::v1::GetCapabilitiesRequest>,
+    ) -> Result<Response<erp_connect_proto::erp::v1::Capabilities>, Status> {
+        Ok(Response::new(self.connector.capabilities().await?))
     }
 }
 

@@ -16,7 +16,7 @@
 use std::{collections::HashMap, path::Path, str::FromStr};
 
 use erp_connect_proto::erp::v1::{
-    Address, Aggregate, Change, Customer, Invoice, InvoiceState, Money, OpenAmount, Product, SalesOrder,
+    Address, Aggregate, Capabilities, Change, Customer, Invoice, InvoiceState, Money, OpenAmount, Product, SalesOrder,
     SalesOrderLine, SalesOrderState, Shipment, ShipmentLine, ShipmentState, StockLevel, WarehouseStock,
 };
 use rust_decimal::Decimal;
@@ -834,6 +834,16 @@ impl Connector for EmbeddedErp {
     }
 
     #[tracing::instrument(skip_all, fields(otel.kind = "client", db.system.name = self.db_system(), db.operation.name = "list_changes"))]
+    async fn capabilities(&self) -> Result<Capabilities, Error> {
+        // The reference ERP keeps the whole contract.
+        Ok(Capabilities {
+            backend: "embedded".into(),
+            release: env!("CARGO_PKG_VERSION").into(),
+            modules: Vec::new(),
+            credit_limits: true,
+        })
+    }
+
     async fn list_changes(&self, since: Option<&str>, limit: usize) -> Result<(Vec<Change>, String), Error> {
         let since_seq: i64 = match since {
             None => 0,

@@ -25,7 +25,7 @@ pub mod test_server;
 use std::{collections::HashMap, path::PathBuf, time::Duration};
 
 use erp_connect_proto::erp::v1::{
-    Address, Aggregate, Change, Customer, Invoice, InvoiceState, Money, OpenAmount, Product, SalesOrder,
+    Address, Aggregate, Capabilities, Change, Customer, Invoice, InvoiceState, Money, OpenAmount, Product, SalesOrder,
     SalesOrderLine, SalesOrderState, Shipment, ShipmentLine, ShipmentState, StockLevel, WarehouseStock,
 };
 use rpc::{Client, RpcError, as_decimal, decimal};
@@ -78,26 +78,16 @@ impl From<RpcError> for Error {
 /// The modules without which erp-connect cannot sell through Tryton.
 pub const REQUIRED_MODULES: &[&str] = &["sale"];
 
-/// What the connected Tryton has, discovered when the connector first
-/// talks to it: its release and activated modules, and what the connector
-/// may use because of them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Capabilities {
-    /// The server's release, e.g. `8.0.12`.
-    pub release: String,
-    /// Activated modules, sorted.
-    pub modules: Vec<String>,
-    /// Parties carry a credit limit (`party.party.credit_limit_amount`,
-    /// from `sale_credit_limit` or `account_credit_limit`). Without it the
-    /// ERP keeps no credit limits: customers are created without one and
-    /// `GetOpenAmount` answers an empty `credit_limit`, so that the
-    /// process tier applies its own.
-    pub credit_limits: bool,
-}
-
 /// Facts about the Tryton database that never change while we run.
 #[derive(Debug)]
 struct Setup {
+    /// What the connected Tryton has, discovered when the connector first
+    /// talks to it: its release and activated modules, and what the
+    /// connector may use because of them. Without `credit_limits`
+    /// (`party.party.credit_limit_amount`, from `sale_credit_limit` or
+    /// `account_credit_limit`) customers are created without a limit and
+    /// `GetOpenAmount` answers an empty `credit_limit`, so that the
+    /// process tier applies its own.
     capabilities: Capabilities,
     company_currency: String,
     currency_id: i64,
@@ -168,11 +158,6 @@ impl TrytonErp {
         Ok(Self { rpc, setup: OnceCell::new() })
     }
 
-    /// What the connected Tryton has (discovered on first use).
-    pub async fn capabilities(&self) -> Result<Capabilities, Error> {
-        Ok(self.setup().await?.capabilities.clone())
-    }
-
     async fn discover(&self) -> Result<Capabilities, Error> {
         let release = self.rpc.server_version().await?;
         let mut modules: Vec<String> = self
@@ -192,7 +177,7 @@ impl TrytonErp {
         let party_fields = self.rpc.call("model.party.party.fields_get", vec![json!(["credit_limit_amount"])]).await?;
         let credit_limits = party_fields.get("credit_limit_amount").is_some();
         tracing::info!(%release, modules = modules.len(), credit_limits, "connected to Tryton");
-        Ok(Capabilities { release, modules, credit_limits })
+        Ok(Capabilities { backend: "tryton".into(), release, modules, credit_limits })
     }
 
     async fn setup(&self) -> Result<&Setup, Error> {
@@ -1550,6 +1535,10 @@ impl Connector for TrytonErp {
             open_amount: money(open),
             credit_limit: customer.credit_limit,
         })
+    }
+
+    async fn capabilities(&self) -> Result<Capabilities, Error> {
+        Ok(self.setup().await?.capabilities.clone())
     }
 
     async fn list_changes(&self, since: Option<&str>, limit: usize) -> Result<(Vec<Change>, String), Error> {

@@ -1,23 +1,34 @@
-//! A Tryton server for tests, set up once per test process by the
+//! Tryton servers for tests, each set up once per test process by the
 //! project's `deploy/tryton/setup.sh`: a database of the process's own,
-//! restored from the shared golden snapshot (`erp_contract`, built on first
-//! use), on a free loopback port; setup.sh's watcher stops the server and
+//! restored from a shared golden snapshot (`erp_contract` with the demo
+//! modules, `erp_sale_only` with only `sale`; built on first use), on a
+//! free loopback port; setup.sh's watcher stops the server and
 //! drops the database when the process ends, so parallel runs never stop
 //! each other's server. A developer's own Tryton is used instead when
 //! `TRYTON_URL`, `TRYTON_DB`, `TRYTON_USER` and `TRYTON_PASSWORD_FILE` are
 //! set. Feature `test-support` only.
 
-use std::{collections::HashMap, path::PathBuf, sync::OnceLock, time::Duration};
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use super::Config;
 
-static ENV: OnceLock<HashMap<String, String>> = OnceLock::new();
+/// What setup.sh printed for each test server of this process, by snapshot.
+type Servers = HashMap<&'static str, Arc<HashMap<String, String>>>;
 
-/// The process id of this process's test server, once [`config`] has set
-/// it up; None for a developer's own Tryton (`TRYTON_URL`), which tests
-/// must not stop.
-pub fn pid() -> Option<i32> {
-    ENV.get()?.get("TRYTON_PID")?.parse().ok()
+static SERVERS: Mutex<Option<Servers>> = Mutex::new(None);
+
+/// The process id of the test server `config` points at, as setup.sh
+/// started it; None for a developer's own Tryton (`TRYTON_URL`), which
+/// tests must not stop.
+pub fn pid(config: &Config) -> Option<i32> {
+    let servers = SERVERS.lock().unwrap_or_else(|e| e.into_inner());
+    let env = servers.as_ref()?.values().find(|env| env.get("TRYTON_URL") == Some(&config.url))?.clone();
+    env.get("TRYTON_PID")?.parse().ok()
 }
 
 /// A JSON-RPC client logged in to the Tryton of `config`, for tests that
@@ -41,38 +52,21 @@ pub fn config(db_prefix: &str) -> Config {
 }
 
 /// Like [`config`], for a Tryton with only the `sale` module (and its
-/// dependencies): no credit limits, as many installations run it. One
-/// test process has one test server: a test binary uses this or
-/// [`config`], not both.
+/// dependencies): no credit limits, as many installations run it. A
+/// server of its own (snapshot `erp_sale_only`), beside [`config`]'s.
 pub fn sale_only_config(db_prefix: &str) -> Config {
     server(db_prefix, "erp_sale_only", Some("sale"))
 }
 
-fn server(db_prefix: &str, snapshot: &str, modules: Option<&str>) -> Config {
-    let env = ENV.get_or_init(|| {
-        let keys = ["TRYTON_URL", "TRYTON_DB", "TRYTON_USER", "TRYTON_PASSWORD_FILE"];
-        if let Ok(own) = keys.iter().map(|k| std::env::var(k).map(|v| ((*k).to_owned(), v))).collect() {
-            return own;
-        }
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/tryton/setup.sh");
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
-        let out = std::process::Command::new("bash")
-            .arg(&script)
-            .env("PORT", port.to_string())
-            .env("DB", format!("{db_prefix}_{}", std::process::id()))
-            .env("SNAPSHOT", snapshot)
-            .env("MODULES", modules.unwrap_or_default())
-            .env("OWNER_PID", std::process::id().to_string())
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .expect("run deploy/tryton/setup.sh");
-        assert!(out.status.success(), "deploy/tryton/setup.sh failed");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-            .collect()
-    });
+fn server(db_prefix: &str, snapshot: &'static str, modules: Option<&str>) -> Config {
+    // One setup at a time: setup.sh serializes runs anyway, and a snapshot
+    // asked for twice is set up once.
+    let mut servers = SERVERS.lock().unwrap_or_else(|e| e.into_inner());
+    let env = servers
+        .get_or_insert_with(HashMap::new)
+        .entry(snapshot)
+        .or_insert_with(|| Arc::new(set_up(db_prefix, snapshot, modules)))
+        .clone();
     Config {
         url: env["TRYTON_URL"].clone(),
         database: env["TRYTON_DB"].clone(),
@@ -80,4 +74,32 @@ fn server(db_prefix: &str, snapshot: &str, modules: Option<&str>) -> Config {
         password_file: PathBuf::from(&env["TRYTON_PASSWORD_FILE"]),
         timeout: Duration::from_secs(30),
     }
+}
+
+fn set_up(db_prefix: &str, snapshot: &str, modules: Option<&str>) -> HashMap<String, String> {
+    let keys = ["TRYTON_URL", "TRYTON_DB", "TRYTON_USER", "TRYTON_PASSWORD_FILE"];
+    // A developer's own Tryton stands in for the demo database only.
+    if modules.is_none()
+        && let Ok(own) = keys.iter().map(|k| std::env::var(k).map(|v| ((*k).to_owned(), v))).collect()
+    {
+        return own;
+    }
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/tryton/setup.sh");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .env("PORT", port.to_string())
+        .env("DB", format!("{db_prefix}_{}", std::process::id()))
+        .env("SNAPSHOT", snapshot)
+        .env("MODULES", modules.unwrap_or_default())
+        .env("OWNER_PID", std::process::id().to_string())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("run deploy/tryton/setup.sh");
+    assert!(out.status.success(), "deploy/tryton/setup.sh failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect()
 }
