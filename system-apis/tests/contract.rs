@@ -926,6 +926,27 @@ mod backend_tryton_sale_only {
     contract_suite!(setup);
 }
 
+/// The same contract against the latest Tryton 8.x release on PyPI, with
+/// the demo modules.
+mod backend_tryton_latest {
+    use system_apis::erp::{BackendKind, Config, backend::tryton};
+
+    use super::Erp;
+
+    async fn setup() -> Erp {
+        let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("warn").try_init();
+        let server = tokio::task::spawn_blocking(|| tryton::test_server::latest_config("erp_contract_latest"))
+            .await
+            .expect("setup");
+        let config = Config { backend: BackendKind::Tryton, tryton: Some(server), ..Config::default() };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tier = system_apis::SystemTier::start(&config, &Default::default(), dir.path()).await.expect("start");
+        Erp::new(platform::channel::in_process(tier.routes()), Box::new(dir))
+    }
+
+    contract_suite!(setup);
+}
+
 /// A real Tryton server, set up once per test run by the project's
 /// `deploy/tryton/setup.sh` (see `tryton::test_server`), shared by the
 /// tests and stopped and dropped when the run ends.

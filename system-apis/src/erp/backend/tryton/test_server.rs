@@ -48,24 +48,36 @@ pub fn rpc_client(config: &Config) -> super::rpc::Client {
 /// The connector config of this process's test server; `db_prefix` names
 /// its database (`<prefix>_<pid>`). Blocks while setup.sh runs.
 pub fn config(db_prefix: &str) -> Config {
-    server(db_prefix, "erp_contract", None)
+    server(db_prefix, "erp_contract", None, LTS)
+}
+
+/// The Tryton series the project is built against first: 8.0, the LTS.
+pub const LTS: &str = "8.0";
+
+/// The latest Tryton 8.x series on PyPI.
+pub const LATEST: &str = "8.2";
+
+/// Like [`config`], on the latest Tryton series ([`LATEST`]) with the demo
+/// modules: a virtualenv and a server of its own.
+pub fn latest_config(db_prefix: &str) -> Config {
+    server(db_prefix, "erp_latest", None, LATEST)
 }
 
 /// Like [`config`], for a Tryton with only the `sale` module (and its
 /// dependencies): no credit limits, as many installations run it. A
 /// server of its own (snapshot `erp_sale_only`), beside [`config`]'s.
 pub fn sale_only_config(db_prefix: &str) -> Config {
-    server(db_prefix, "erp_sale_only", Some("sale"))
+    server(db_prefix, "erp_sale_only", Some("sale"), LTS)
 }
 
-fn server(db_prefix: &str, snapshot: &'static str, modules: Option<&str>) -> Config {
+fn server(db_prefix: &str, snapshot: &'static str, modules: Option<&str>, series: &str) -> Config {
     // One setup at a time: setup.sh serializes runs anyway, and a snapshot
     // asked for twice is set up once.
     let mut servers = SERVERS.lock().unwrap_or_else(|e| e.into_inner());
     let env = servers
         .get_or_insert_with(HashMap::new)
         .entry(snapshot)
-        .or_insert_with(|| Arc::new(set_up(db_prefix, snapshot, modules)))
+        .or_insert_with(|| Arc::new(set_up(db_prefix, snapshot, modules, series)))
         .clone();
     Config {
         url: env["TRYTON_URL"].clone(),
@@ -76,10 +88,11 @@ fn server(db_prefix: &str, snapshot: &'static str, modules: Option<&str>) -> Con
     }
 }
 
-fn set_up(db_prefix: &str, snapshot: &str, modules: Option<&str>) -> HashMap<String, String> {
+fn set_up(db_prefix: &str, snapshot: &str, modules: Option<&str>, series: &str) -> HashMap<String, String> {
     let keys = ["TRYTON_URL", "TRYTON_DB", "TRYTON_USER", "TRYTON_PASSWORD_FILE"];
-    // A developer's own Tryton stands in for the demo database only.
+    // A developer's own Tryton stands in for the LTS demo database only.
     if modules.is_none()
+        && series == LTS
         && let Ok(own) = keys.iter().map(|k| std::env::var(k).map(|v| ((*k).to_owned(), v))).collect()
     {
         return own;
@@ -92,6 +105,7 @@ fn set_up(db_prefix: &str, snapshot: &str, modules: Option<&str>) -> HashMap<Str
         .env("DB", format!("{db_prefix}_{}", std::process::id()))
         .env("SNAPSHOT", snapshot)
         .env("MODULES", modules.unwrap_or_default())
+        .env("SERIES", series)
         .env("OWNER_PID", std::process::id().to_string())
         .stderr(std::process::Stdio::inherit())
         .output()
