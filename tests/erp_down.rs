@@ -6,6 +6,9 @@
 //! exactly one Tryton sale, each new customer is one Tryton party, and
 //! `erp-connect reconcile` exits 0.
 //!
+//! `/readyz` stays 200 meanwhile: the product serves, so no probe takes it
+//! out of service for the ERP's outage.
+//!
 //! No ERP call on the request path is shown by the deadlines: the
 //! experience tier gives the process tier 2 s, while a call to the frozen
 //! Tryton would wait 3 s for its own timeout (or fail at once with the
@@ -137,8 +140,11 @@ async fn orders_are_accepted_while_tryton_is_frozen_and_reach_it_once_when_it_ru
         assert_eq!((again.status, again.body["id"].as_str()), (201, Some(id.as_str())), "{}", again.text);
         placed.push((audience, bearer.clone(), id));
     }
-    // Reads answer from the saga store, and the saga waits for Tryton
-    // instead of spending its retry budget.
+    // The product stays ready (a probe that followed the ERP would take it
+    // out of service); reads answer from the saga store, and the saga waits
+    // for Tryton instead of spending its retry budget.
+    let ready = get(&app.url("/readyz"), None).await;
+    assert_eq!(ready.status, 200, "ready while Tryton is frozen: {}", ready.text);
     for (audience, bearer, id) in &placed {
         let reply = get(&app.url(&format!("/{audience}/v1/orders/{id}")), Some(bearer)).await;
         assert_eq!((reply.status, reply.body["status"].as_str()), (200, Some("accepted")), "{}", reply.text);

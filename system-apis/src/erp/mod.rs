@@ -405,11 +405,17 @@ impl Erp {
         }
     }
 
-    /// Whether the backend answers right now.
+    /// Whether the system tier can serve ERP calls, for its readiness: the
+    /// embedded ERP's database (the tier's own) answers. A remote ERP that
+    /// does not answer does not make the tier unready: its calls fail fast
+    /// with `UNAVAILABLE` through the breaker, the process tier keeps
+    /// accepting orders and queues them, and readiness probes that followed
+    /// the ERP would take every replica of every tier out of service, an
+    /// outage of the whole product for one of the ERP.
     pub async fn is_ready(&self) -> bool {
         match self {
             Erp::Embedded(c) => c.is_ready().await,
-            Erp::Tryton(c) => c.is_ready().await,
+            Erp::Tryton(_) => true,
         }
     }
 }
