@@ -50,7 +50,9 @@ pub struct Settings {
     /// replica's sagas move to another after this. Default 15 s.
     #[serde(with = "humantime_serde")]
     pub lease: Duration,
-    /// Failed attempts of one step before the order is rejected. Default 8.
+    /// Failed attempts of one step (faults such as internal errors, not
+    /// outages, which are waited out) before the order is rejected.
+    /// Default 8.
     pub retry_budget: u32,
     /// First retry delay; doubled per attempt, with jitter. Default 200 ms.
     #[serde(with = "humantime_serde")]
