@@ -904,23 +904,29 @@ mod backend_embedded_postgres {
     }
 }
 
+/// The clients of a system tier over the Tryton that `server` sets up (a
+/// blocking call to `deploy/tryton/setup.sh`, once per process and server).
+async fn tryton_erp(server: fn() -> system_apis::erp::backend::tryton::Config) -> Erp {
+    use system_apis::erp::{BackendKind, Config};
+    // Connector errors are logged, not sent to callers: show them on failure.
+    let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("warn").try_init();
+    let server = tokio::task::spawn_blocking(server).await.expect("setup");
+    let config = Config { backend: BackendKind::Tryton, tryton: Some(server), ..Config::default() };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tier = system_apis::SystemTier::start(&config, &Default::default(), dir.path()).await.expect("start");
+    Erp::new(platform::channel::in_process(tier.routes()), Box::new(dir))
+}
+
 /// The same contract against a Tryton with only the `sale` module (and its
 /// dependencies), as many installations run it: no credit limits, which
 /// the capability-dependent tests assert degrade as documented.
 mod backend_tryton_sale_only {
-    use system_apis::erp::{BackendKind, Config, backend::tryton};
+    use system_apis::erp::backend::tryton::test_server;
 
     use super::Erp;
 
     async fn setup() -> Erp {
-        let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("warn").try_init();
-        let server = tokio::task::spawn_blocking(|| tryton::test_server::sale_only_config("erp_contract_sale"))
-            .await
-            .expect("setup");
-        let config = Config { backend: BackendKind::Tryton, tryton: Some(server), ..Config::default() };
-        let dir = tempfile::tempdir().expect("tempdir");
-        let tier = system_apis::SystemTier::start(&config, &Default::default(), dir.path()).await.expect("start");
-        Erp::new(platform::channel::in_process(tier.routes()), Box::new(dir))
+        super::tryton_erp(|| test_server::sale_only_config("erp_contract_sale")).await
     }
 
     contract_suite!(setup);
@@ -929,19 +935,12 @@ mod backend_tryton_sale_only {
 /// The same contract against the latest Tryton 8.x release on PyPI, with
 /// the demo modules.
 mod backend_tryton_latest {
-    use system_apis::erp::{BackendKind, Config, backend::tryton};
+    use system_apis::erp::backend::tryton::test_server;
 
     use super::Erp;
 
     async fn setup() -> Erp {
-        let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("warn").try_init();
-        let server = tokio::task::spawn_blocking(|| tryton::test_server::latest_config("erp_contract_latest"))
-            .await
-            .expect("setup");
-        let config = Config { backend: BackendKind::Tryton, tryton: Some(server), ..Config::default() };
-        let dir = tempfile::tempdir().expect("tempdir");
-        let tier = system_apis::SystemTier::start(&config, &Default::default(), dir.path()).await.expect("start");
-        Erp::new(platform::channel::in_process(tier.routes()), Box::new(dir))
+        super::tryton_erp(|| test_server::latest_config("erp_contract_latest")).await
     }
 
     contract_suite!(setup);
@@ -964,12 +963,7 @@ mod backend_tryton {
     }
 
     async fn setup() -> Erp {
-        // Connector errors are logged, not sent to callers: show them on failure.
-        let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("warn").try_init();
-        let config = tokio::task::spawn_blocking(|| config(None)).await.expect("setup");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let tier = system_apis::SystemTier::start(&config, &Default::default(), dir.path()).await.expect("start");
-        Erp::new(platform::channel::in_process(tier.routes()), Box::new(dir))
+        super::tryton_erp(|| tryton::test_server::config("erp_contract")).await
     }
 
     contract_suite!(setup);
