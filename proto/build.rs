@@ -20,6 +20,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // tonic-prost-build does not write `file_descriptor_set_path` when fed a
     // descriptor set, so reflection's copy is written here.
     std::fs::write(out_dir.join("descriptor.bin"), fds.encode_to_vec())?;
-    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(fds)?;
+    // Custom field values are kept in the saga's order documents as JSON.
+    let serde = "#[derive(serde::Serialize, serde::Deserialize)]";
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .type_attribute("erp.v1.CustomValue", serde)
+        .type_attribute("erp.v1.CustomValue.value", serde)
+        .type_attribute("erp.v1.CustomValue.value", "#[serde(rename_all = \"snake_case\")]")
+        .compile_fds(fds)?;
     Ok(())
 }

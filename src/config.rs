@@ -103,6 +103,13 @@ pub enum Error {
 }
 
 impl Config {
+    /// The deployment's custom fields (`[[erp.custom_fields]]`), which the
+    /// experience tier shows and checks per audience. [`Config::load`]
+    /// has validated them.
+    pub fn custom_fields(&self) -> erp_connect_proto::custom_fields::Definitions {
+        erp_connect_proto::custom_fields::Definitions::new(self.erp.custom_fields.clone()).unwrap_or_default()
+    }
+
     /// Reads `file` (if any) and the environment, then validates.
     pub fn load(file: Option<&Path>) -> Result<Self, Error> {
         let mut figment = Figment::new();

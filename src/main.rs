@@ -171,7 +171,11 @@ fn runtime() -> tokio::runtime::Builder {
 fn fail(err: &StartError) -> ExitCode {
     eprintln!("erp-connect: {err}");
     match err {
-        StartError::Config(_) | StartError::Keys(gateway::key_store::Error::Invalid(_)) => ExitCode::from(EXIT_USAGE),
+        StartError::Config(_)
+        | StartError::Keys(gateway::key_store::Error::Invalid(_))
+        | StartError::System(system_apis::StartError::Erp(system_apis::erp::Error::Misconfigured(_))) => {
+            ExitCode::from(EXIT_USAGE)
+        }
         _ => ExitCode::FAILURE,
     }
 }

@@ -74,7 +74,8 @@ impl Tier {
                 );
                 let router = experience_apis::router(
                     experience_apis::Upstreams::new(process)
-                        .with_trace_url_template(config.experience.trace_url_template.as_deref()),
+                        .with_trace_url_template(config.experience.trace_url_template.as_deref())
+                        .with_custom_fields(config.custom_fields()),
                 );
                 Server::Http(platform::metrics::with_endpoint(experience_apis::require_signed_principal(
                     router,

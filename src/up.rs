@@ -49,7 +49,8 @@ impl App {
                 process_grpc.clone(),
                 config.experience.process_timeout,
             ))
-            .with_trace_url_template(config.experience.trace_url_template.as_deref()),
+            .with_trace_url_template(config.experience.trace_url_template.as_deref())
+            .with_custom_fields(config.custom_fields()),
         );
         let (auth, dev_jwks) = crate::authenticator(&config)?;
         let gateway = gateway::with_cors(

@@ -116,7 +116,10 @@ async fn a_card_order_is_paid(app: &Running) {
     assert_eq!(placed.headers["location"], format!("/web/v1/orders/{id}"));
     let order = &placed.body;
     assert_eq!(order["currency"], "EUR");
-    assert_eq!(order["lines"], json!([{"sku": "GADGET-1", "quantity": 2, "unit_price": "24.00", "amount": "48.00"}]));
+    assert_eq!(
+        order["lines"],
+        json!([{"sku": "GADGET-1", "quantity": 2, "unit_price": "24.00", "amount": "48.00", "custom_fields": {}}])
+    );
     assert_eq!(order["total"], "48.00");
     assert_eq!(order["payment"], json!({"method": "card"}));
     assert!(order["erp"].is_object() && order.get("reason").is_none(), "{order}");

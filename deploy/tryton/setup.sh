@@ -11,9 +11,10 @@
 #   PG_URI=postgresql://postgres@127.0.0.1:5432/   (BACKEND=postgresql)
 #   DB=erp  PORT=8765  ADMIN_PASSWORD=admin
 #   MODULES="sale sale_credit_limit"   modules to activate (their dependencies
-#                         too); default: sale, plus sale_credit_limit when it
-#                         installs. MODULES=sale gives a database without
-#                         credit limits, as many installations are
+#                         too); default: sale and product_attribute, plus
+#                         sale_credit_limit when it installs. MODULES=sale
+#                         gives a database without credit limits or product
+#                         attributes, as many installations are
 #   SNAPSHOT=$DB          the golden snapshot to restore DB from (and to build
 #                         if missing): runs of one test suite share a snapshot
 #                         while each has a database of its own
@@ -42,7 +43,7 @@ FRESH=0
 for arg in "$@"; do
   case "$arg" in
     --fresh) FRESH=1 ;;
-    -h|--help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     [A-Z_]*=*) export "${arg?}" ;;
     *) echo "setup.sh: unknown argument: $arg (try --help)"; exit 64 ;;
   esac
@@ -106,7 +107,8 @@ WORK="$WORK" DB="$DB" PORT="$PORT" bash "$HERE/stop.sh"
 
 # 1. virtualenv (cached) --------------------------------------------------
 t=$(ts)
-PKGS=("trytond~=$SERIES.0" "trytond-sale~=$SERIES.0" "proteus~=$SERIES.0")
+# product_attribute: product attributes (a Dict field), which custom fields map keys of
+PKGS=("trytond~=$SERIES.0" "trytond-sale~=$SERIES.0" "trytond-product-attribute~=$SERIES.0" "proteus~=$SERIES.0")
 PG_PKGS=("trytond[postgresql]~=$SERIES.0" "psycopg[binary,pool]>=3.2")
 CREDIT_PKG="trytond-sale-credit-limit~=$SERIES.0"
 [ "$BACKEND" = postgresql ] && PKGS+=("${PG_PKGS[@]}")
@@ -143,7 +145,7 @@ case "$INSTALLED" in "$SERIES".*) ;; *) echo "venv holds trytond $INSTALLED, not
 if [ -n "${MODULES:-}" ]; then
   read -r -a MODULES <<<"$MODULES"
 else
-  MODULES=(sale)
+  MODULES=(sale product_attribute)
   "$VENV/bin/python" -c 'import trytond.modules.sale_credit_limit' 2>/dev/null && MODULES+=(sale_credit_limit)
 fi
 for m in "${MODULES[@]}"; do

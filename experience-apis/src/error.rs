@@ -36,6 +36,11 @@ pub enum Error {
         /// The offending fields, when one can be named.
         errors: Vec<FieldError>,
     },
+    /// The body is well-formed but its content is not acceptable, found
+    /// here rather than by the process tier: a custom field that is not
+    /// the audience's, read-only or of the wrong type (422).
+    #[error("invalid input: {0:?}")]
+    InvalidInput(Vec<FieldError>),
     /// A header the route reads has a value it cannot use (400).
     #[error("invalid header {header}: {message}")]
     InvalidHeader {
@@ -103,6 +108,7 @@ impl IntoResponse for Error {
         let problem = match self {
             Error::Invalid(errors) => Problem::bad_request("the request has invalid parameters", errors),
             Error::MalformedBody { detail, errors } => Problem::bad_request(detail, errors),
+            Error::InvalidInput(errors) => invalid_input(errors),
             Error::InvalidHeader { header, message } => Problem::bad_request(
                 format!("the {header} header {message}"),
                 vec![FieldError { field: header.to_owned(), message: message.to_owned() }],
@@ -132,19 +138,22 @@ impl IntoResponse for Error {
     }
 }
 
+/// 422: the request is well-formed, its content is not acceptable.
+fn invalid_input(errors: Vec<FieldError>) -> Problem {
+    let mut p = Problem::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid-input",
+        "Invalid input",
+        "the request is well-formed but its content is not acceptable",
+    );
+    p.errors = errors;
+    p
+}
+
 /// The contract's mapping of process API statuses (see `order_to_cash.proto`).
 fn problem_from_status(status: &Status) -> Problem {
     match status.code() {
-        Code::InvalidArgument | Code::OutOfRange => {
-            let mut p = Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid-input",
-                "Invalid input",
-                "the request is well-formed but its content is not acceptable",
-            );
-            p.errors = field_violations(status);
-            p
-        }
+        Code::InvalidArgument | Code::OutOfRange => invalid_input(field_violations(status)),
         // The process tier answers ALREADY_EXISTS only for an idempotency
         // key reused with another request, which the contract makes a 422.
         Code::AlreadyExists => Problem::new(

@@ -10,6 +10,7 @@
 //!
 //! and what the audiences share:
 //! - [`orders`]: the order JSON of the contract and the body of a new order.
+//! - [`products`]: the catalogue JSON of the contract.
 //! - [`page`]: `page_size` and `page_token` of every list.
 //! - [`body`]: JSON request bodies with size, type and field checks.
 //! - [`extract`]: the caller, path ids and the `Idempotency-Key` header.
@@ -32,6 +33,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
+use erp_connect_proto::custom_fields::Definitions;
 use platform::{
     channel::GrpcChannel,
     principal::{HEADER, PrincipalSigner},
@@ -47,6 +49,7 @@ pub mod ops;
 pub mod orders;
 pub mod page;
 pub mod partner;
+pub mod products;
 pub mod web;
 
 /// `[experience]` in the config file.
@@ -90,12 +93,20 @@ impl Default for Config {
 pub struct Upstreams {
     process: GrpcChannel,
     trace_url_template: Option<std::sync::Arc<str>>,
+    pub(crate) custom_fields: std::sync::Arc<Definitions>,
 }
 
 impl Upstreams {
     /// Process APIs reached through `process`.
     pub fn new(process: GrpcChannel) -> Self {
-        Self { process, trace_url_template: None }
+        Self { process, trace_url_template: None, custom_fields: Default::default() }
+    }
+
+    /// The deployment's custom fields (`[[erp.custom_fields]]`): which each
+    /// audience sees and may set.
+    pub fn with_custom_fields(mut self, definitions: Definitions) -> Self {
+        self.custom_fields = std::sync::Arc::new(definitions);
+        self
     }
 
     /// The ops console links traces with `template` ([`Config::trace_url_template`]).

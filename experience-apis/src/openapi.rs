@@ -23,7 +23,7 @@ use crate::{
         StepView,
     },
     partner::{invoices::InvoiceView, orders::CancelBody},
-    web::products::{AvailabilityView, ProductPage, ProductView, WarehouseView},
+    products::{AvailabilityView, ProductPage, ProductView, WarehouseView},
 };
 
 /// An RFC 9457 problem, as every error answers.
@@ -277,6 +277,7 @@ struct OverviewRateLimit {
     ),
     paths(
         list_products,
+        list_partner_products,
         place_web_order,
         list_web_orders,
         get_web_order,
@@ -387,6 +388,27 @@ impl Modify for Security {
 )]
 #[allow(dead_code)]
 fn list_products() {}
+
+/// The catalogue with price and availability, and the product custom fields shown to partners.
+#[utoipa::path(get, path = "/partner/v1/products", tag = "partner",
+    params(
+        ("page_size" = Option<u32>, Query, description = "1 to 100, default 20", minimum = 1, maximum = 100),
+        ("page_token" = Option<String>, Query, description = "next_page_token of the previous page", max_length = 512)
+    ),
+    responses(
+        (status = 200, description = "One page of products", body = ProductPage),
+        (status = 400, description = "Bad query parameters", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No or invalid credential", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Without scope catalog:read", body = Problem, content_type = "application/problem+json"),
+        (status = 414, description = "Path and query longer than 4 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 431, description = "More than 64 headers, or 16 KiB of them", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A backend is down", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "The service did not answer in time", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = ["catalog:read"]), ("api_key" = ["catalog:read"]))
+)]
+#[allow(dead_code)]
+fn list_partner_products() {}
 
 macro_rules! order_operations {
     ($($name:ident: $method:ident $path:literal, $tag:literal, $scope:literal, $summary:literal,

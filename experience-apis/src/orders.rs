@@ -11,6 +11,7 @@ use axum::{
     Json,
     response::{IntoResponse, Response},
 };
+use erp_connect_proto::custom_fields::{Definitions, Entity};
 use erp_connect_proto::order_to_cash::v1::{
     CustomerRef, Order, OrderLine, OrderStatus, PaymentMethod, PlaceOrderRequest,
     order_to_cash_service_client::OrderToCashServiceClient, place_order_request::Payment,
@@ -19,7 +20,8 @@ use http::{HeaderValue, StatusCode, header};
 use platform::channel::GrpcChannel;
 use serde::{Deserialize, Serialize};
 
-use crate::Upstreams;
+use crate::{Upstreams, error::Error};
+use platform::problem::FieldError;
 
 /// A client of `order_to_cash.v1` over the tier's channel.
 pub fn client(upstreams: &Upstreams) -> OrderToCashServiceClient<GrpcChannel> {
@@ -46,6 +48,13 @@ pub struct OrderRequest {
     /// has none yet (Tryton needs one before it quotes a sale).
     #[serde(default)]
     pub ship_to: Option<ShipToRequest>,
+    /// Sales order custom fields this deployment lets the audience set, by
+    /// name (`[[erp.custom_fields]]`, entity `sales_order`): strings,
+    /// integers, decimals as strings ("12.50"), booleans, dates
+    /// ("2026-12-24"). An unknown, read-only or ill-typed one is 422.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub custom_fields: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// A shipping address.
@@ -78,6 +87,11 @@ pub struct LineRequest {
     /// Units ordered.
     #[schema(minimum = 1, maximum = 1_000_000)]
     pub quantity: i64,
+    /// Order line custom fields the audience may set (entity `order_line`),
+    /// as for the order's.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub custom_fields: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// How a new order is paid, told apart by `method`.
@@ -97,18 +111,48 @@ pub enum PaymentRequest {
 }
 
 impl OrderRequest {
-    /// The `PlaceOrder` call for this body on behalf of `customer` in `tenant`.
-    pub fn into_place_order(self, idempotency_key: String, tenant: &str, customer: CustomerRef) -> PlaceOrderRequest {
-        PlaceOrderRequest {
+    /// The `PlaceOrder` call for this body on behalf of `customer` in
+    /// `tenant`, sent by `audience`, whose custom fields are checked
+    /// against `custom` here (422 naming each refused one).
+    pub fn into_place_order(
+        self,
+        idempotency_key: String,
+        tenant: &str,
+        customer: CustomerRef,
+        custom: &Definitions,
+        audience: &str,
+    ) -> Result<PlaceOrderRequest, Error> {
+        let mut errors = Vec::new();
+        let mut typed = |entity, at: String, json: Option<serde_json::Map<String, serde_json::Value>>| match custom
+            .from_json(entity, audience, &json.unwrap_or_default())
+        {
+            Ok(values) => values,
+            Err(refusal) => {
+                errors.push(FieldError { field: format!("{at}.{}", refusal.name), message: refusal.message });
+                Default::default()
+            }
+        };
+        let custom_fields = typed(Entity::SalesOrder, "custom_fields".into(), self.custom_fields);
+        let lines: Vec<OrderLine> = self
+            .lines
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| OrderLine {
+                custom_fields: typed(Entity::OrderLine, format!("lines[{i}].custom_fields"), l.custom_fields),
+                sku: l.sku,
+                quantity: l.quantity,
+                ..OrderLine::default()
+            })
+            .collect();
+        if !errors.is_empty() {
+            return Err(Error::InvalidInput(errors));
+        }
+        Ok(PlaceOrderRequest {
             idempotency_key,
             tenant: tenant.to_owned(),
             customer_id: String::new(),
             external_ref: self.external_ref.unwrap_or_default(),
-            lines: self
-                .lines
-                .into_iter()
-                .map(|l| OrderLine { sku: l.sku, quantity: l.quantity, ..OrderLine::default() })
-                .collect(),
+            lines,
             payment: Some(match self.payment {
                 PaymentRequest::Card { token } => Payment::CardToken(token),
                 PaymentRequest::OnAccount {} => Payment::OnAccount(true),
@@ -120,7 +164,8 @@ impl OrderRequest {
                 postal_code: to.postal_code,
                 country: to.country,
             }),
-        }
+            custom_fields,
+        })
     }
 }
 
@@ -165,6 +210,10 @@ pub struct OrderView {
     /// when the installation exports traces.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    /// The sales order custom fields this audience sees, by name; `{}` when
+    /// none.
+    #[schema(value_type = Object)]
+    pub custom_fields: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A priced order line.
@@ -178,6 +227,9 @@ pub struct LineView {
     pub unit_price: String,
     /// `quantity × unit_price`, a decimal string.
     pub amount: String,
+    /// The order line custom fields this audience sees, by name.
+    #[schema(value_type = Object)]
+    pub custom_fields: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The ERP's numbers for an order; `null` until the ERP has assigned them.
@@ -259,8 +311,10 @@ pub fn rfc3339(at: Option<&prost_types::Timestamp>) -> Option<String> {
     Some(humantime::format_rfc3339_seconds(time).to_string())
 }
 
-impl From<Order> for OrderView {
-    fn from(order: Order) -> Self {
+impl OrderView {
+    /// `order` as `audience` sees it, with the custom fields of `custom`
+    /// that it is shown.
+    pub fn shown_to(order: Order, custom: &Definitions, audience: &str) -> Self {
         let erp = order.erp.unwrap_or_default();
         let rejected_or_cancelled =
             matches!(OrderStatus::try_from(order.status), Ok(OrderStatus::Rejected | OrderStatus::Cancelled));
@@ -273,7 +327,13 @@ impl From<Order> for OrderView {
             lines: order
                 .lines
                 .into_iter()
-                .map(|l| LineView { sku: l.sku, quantity: l.quantity, unit_price: l.unit_price, amount: l.amount })
+                .map(|l| LineView {
+                    custom_fields: custom.to_json(Entity::OrderLine, audience, &l.custom_fields),
+                    sku: l.sku,
+                    quantity: l.quantity,
+                    unit_price: l.unit_price,
+                    amount: l.amount,
+                })
                 .collect(),
             total: order.total,
             erp: ErpView {
@@ -302,6 +362,7 @@ impl From<Order> for OrderView {
                 Ok(PaymentMethod::Unspecified) | Err(_) => None,
             },
             trace_id: non_empty(order.trace_id),
+            custom_fields: custom.to_json(Entity::SalesOrder, audience, &order.custom_fields),
         }
     }
 }
@@ -310,8 +371,8 @@ impl From<Order> for OrderView {
 ///
 /// A replay of the same `Idempotency-Key` answers the same way, so a client
 /// that lost the first answer cannot tell the two apart, which is the point.
-pub fn created(location: &str, order: Order) -> Response {
-    let mut response = (StatusCode::CREATED, Json(OrderView::from(order))).into_response();
+pub fn created(location: &str, order: OrderView) -> Response {
+    let mut response = (StatusCode::CREATED, Json(order)).into_response();
     match HeaderValue::try_from(location) {
         Ok(value) => {
             response.headers_mut().insert(header::LOCATION, value);
@@ -325,7 +386,11 @@ pub fn created(location: &str, order: Order) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use erp_connect_proto::order_to_cash::v1::{ErpReferences, TimelineEntry};
+    use erp_connect_proto::{
+        custom_fields::{Definition, FieldType},
+        erp::v1::{CustomValue, custom_value},
+        order_to_cash::v1::{ErpReferences, TimelineEntry},
+    };
     use prost_types::Timestamp;
     use serde_json::json;
 
@@ -344,7 +409,9 @@ mod tests {
         )
         .expect("valid");
         let customer = CustomerRef { external_id: "web:alice".into(), email: "a@example.com".into(), name: "a".into() };
-        let call = body.into_place_order("web:alice/k1".into(), "web", customer.clone());
+        let call = body
+            .into_place_order("web:alice/k1".into(), "web", customer.clone(), &Definitions::default(), "web")
+            .expect("valid");
         assert_eq!(call.idempotency_key, "web:alice/k1");
         assert_eq!(call.tenant, "web");
         assert_eq!(call.external_ref, "PO-4711");
@@ -359,7 +426,9 @@ mod tests {
         let body: OrderRequest =
             parse(br#"{"lines": [{"sku": "A", "quantity": 1}], "payment": {"method": "on_account"}}"#).expect("valid");
         assert_eq!(body.payment, PaymentRequest::OnAccount {});
-        let call = body.into_place_order("k".into(), "acme", CustomerRef::default());
+        let call = body
+            .into_place_order("k".into(), "acme", CustomerRef::default(), &Definitions::default(), "web")
+            .expect("valid");
         assert_eq!(call.payment, Some(Payment::OnAccount(true)));
         assert_eq!(call.external_ref, "");
         // Quantity 0 is well-formed: the process tier decides it is not acceptable (422).
@@ -376,7 +445,11 @@ mod tests {
                  "ship_to": {"street": "Hafenstr. 1", "city": "Hamburg", "postal_code": "20457", "country": "DE"}}"#,
         )
         .expect("valid");
-        let ship_to = body.into_place_order("k".into(), "acme", CustomerRef::default()).ship_to.expect("ship_to");
+        let ship_to = body
+            .into_place_order("k".into(), "acme", CustomerRef::default(), &Definitions::default(), "web")
+            .expect("valid")
+            .ship_to
+            .expect("ship_to");
         assert_eq!((ship_to.street.as_str(), ship_to.country.as_str()), ("Hafenstr. 1", "DE"));
         assert_eq!(
             first_field(br#"{"lines": [], "payment": {"method": "on_account"}, "ship_to": {"city": "Hamburg"}}"#),
@@ -452,8 +525,11 @@ mod tests {
                 quantity: 3,
                 unit_price: "12.50".into(),
                 amount: "37.50".into(),
+                custom_fields: [("line_note".to_owned(), string("gift wrap"))].into(),
             }],
             total: "37.50".into(),
+            custom_fields: [("delivery_note".to_owned(), string("gate 4")), ("erp_score".to_owned(), string("7"))]
+                .into(),
             erp: Some(ErpReferences {
                 sales_order: "SO-000123".into(),
                 invoice: "INV-000045".into(),
@@ -478,7 +554,7 @@ mod tests {
 
     #[test]
     fn the_order_json_has_the_contract_shape() {
-        let json = serde_json::to_value(OrderView::from(order())).expect("json");
+        let json = serde_json::to_value(OrderView::shown_to(order(), &Definitions::default(), "web")).expect("json");
         assert_eq!(
             json,
             json!({
@@ -487,7 +563,8 @@ mod tests {
                 "customer_id": "cus_7",
                 "external_ref": "PO-4711",
                 "currency": "EUR",
-                "lines": [{"sku": "WIDGET-1", "quantity": 3, "unit_price": "12.50", "amount": "37.50"}],
+                "lines": [{"sku": "WIDGET-1", "quantity": 3, "unit_price": "12.50", "amount": "37.50",
+                           "custom_fields": {}}],
                 "total": "37.50",
                 "erp": {"sales_order": "SO-000123", "invoice": "INV-000045", "invoice_id": "45", "shipments": ["9"]},
                 "timeline": [
@@ -497,7 +574,8 @@ mod tests {
                 "created_at": "2026-11-28T10:00:00Z",
                 "updated_at": "2026-11-28T10:00:01Z",
                 "payment": {"method": "on_account"},
-                "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"
+                "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+                "custom_fields": {}
             })
         );
         // Nothing internal: tenant, customer external id, payment id, timeline detail.
@@ -505,6 +583,73 @@ mod tests {
         for private in ["\"web\"", "web:alice", "pay_1", "internal", "17", "sales_order_created"] {
             assert!(!text.contains(private), "{private} in {text}");
         }
+    }
+
+    fn string(s: &str) -> CustomValue {
+        CustomValue { value: Some(custom_value::Value::StringValue(s.into())) }
+    }
+
+    /// `delivery_note` (writable) and `line_note` for partners and operators,
+    /// `erp_score` (read-only) for operators only.
+    fn definitions() -> Definitions {
+        let def = |entity, name: &str, writable, audiences: &[&str]| Definition {
+            entity,
+            name: name.into(),
+            erp_field: "comment".into(),
+            field_type: FieldType::String,
+            writable,
+            audiences: audiences.iter().map(|a| (*a).to_owned()).collect(),
+        };
+        Definitions::new(vec![
+            def(Entity::SalesOrder, "delivery_note", true, &["partner", "ops"]),
+            def(Entity::SalesOrder, "erp_score", false, &["ops"]),
+            def(Entity::OrderLine, "line_note", true, &["partner"]),
+        ])
+        .expect("valid")
+    }
+
+    #[test]
+    fn each_audience_sees_the_custom_fields_shown_to_it() {
+        let partner = serde_json::to_value(OrderView::shown_to(order(), &definitions(), "partner")).expect("json");
+        assert_eq!(partner["custom_fields"], json!({"delivery_note": "gate 4"}));
+        assert_eq!(partner["lines"][0]["custom_fields"], json!({"line_note": "gift wrap"}));
+        let ops = serde_json::to_value(OrderView::shown_to(order(), &definitions(), "ops")).expect("json");
+        assert_eq!(ops["custom_fields"], json!({"delivery_note": "gate 4", "erp_score": "7"}));
+        assert_eq!(ops["lines"][0]["custom_fields"], json!({}));
+    }
+
+    #[test]
+    fn custom_fields_in_a_new_order_are_typed_or_refused_naming_each() {
+        let body: OrderRequest = parse(
+            br#"{"lines": [{"sku": "WIDGET-1", "quantity": 1, "custom_fields": {"line_note": "fragile"}}],
+                 "payment": {"method": "on_account"}, "custom_fields": {"delivery_note": "gate 4"}}"#,
+        )
+        .expect("valid");
+        let call = body
+            .clone()
+            .into_place_order("k".into(), "acme", CustomerRef::default(), &definitions(), "partner")
+            .expect("partner may set them");
+        assert_eq!(call.custom_fields["delivery_note"], string("gate 4"));
+        assert_eq!(call.lines[0].custom_fields["line_note"], string("fragile"));
+        // The web shop is not shown these fields: for it they do not exist.
+        let Err(Error::InvalidInput(errors)) =
+            body.into_place_order("k".into(), "web", CustomerRef::default(), &definitions(), "web")
+        else {
+            panic!("web may not set partner fields")
+        };
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["custom_fields.delivery_note", "lines[0].custom_fields.line_note"]);
+        let body: OrderRequest = parse(
+            br#"{"lines": [{"sku": "W", "quantity": 1}], "payment": {"method": "on_account"},
+                 "custom_fields": {"erp_score": "9"}}"#,
+        )
+        .expect("valid");
+        let Err(Error::InvalidInput(errors)) =
+            body.into_place_order("k".into(), "x", CustomerRef::default(), &definitions(), "ops")
+        else {
+            panic!("read-only")
+        };
+        assert_eq!(errors[0].message, "is read-only");
     }
 
     #[test]
@@ -515,7 +660,7 @@ mod tests {
             payment_method: PaymentMethod::Card as i32,
             ..Order::default()
         };
-        let json = serde_json::to_value(OrderView::from(fresh)).expect("json");
+        let json = serde_json::to_value(OrderView::shown_to(fresh, &Definitions::default(), "web")).expect("json");
         assert_eq!(json["status"], "accepted");
         assert!(json["customer_id"].is_null() && json["external_ref"].is_null() && json["created_at"].is_null());
         assert!(json["erp"]["sales_order"].is_null() && json["erp"]["invoice"].is_null());
@@ -526,12 +671,15 @@ mod tests {
         let mut cancelled = order();
         cancelled.status = OrderStatus::Cancelled as i32;
         cancelled.reason = "customer asked".into();
-        let json = serde_json::to_value(OrderView::from(cancelled)).expect("json");
+        let json = serde_json::to_value(OrderView::shown_to(cancelled, &Definitions::default(), "web")).expect("json");
         assert_eq!((json["status"].as_str(), json["reason"].as_str()), (Some("cancelled"), Some("customer asked")));
 
         let mut strange = order();
         strange.status = 99;
-        assert_eq!(serde_json::to_value(OrderView::from(strange)).expect("json")["status"], "unknown");
+        assert_eq!(
+            serde_json::to_value(OrderView::shown_to(strange, &Definitions::default(), "web")).expect("json")["status"],
+            "unknown"
+        );
     }
 
     #[test]
@@ -553,7 +701,8 @@ mod tests {
 
     #[test]
     fn created_answers_201_with_a_location() {
-        let response = created("/web/v1/orders/ord_01JDX", order());
+        let response =
+            created("/web/v1/orders/ord_01JDX", OrderView::shown_to(order(), &Definitions::default(), "web"));
         assert_eq!(response.status(), StatusCode::CREATED);
         assert_eq!(response.headers()[header::LOCATION], "/web/v1/orders/ord_01JDX");
         assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");

@@ -109,6 +109,7 @@ impl Default for Config {
 /// endpoint is closed until it is added with its scope.
 pub const ROUTES: &[(Method, &str, &str)] = &[
     (Method::GET, "/web/v1/products", "catalog:read"),
+    (Method::GET, "/partner/v1/products", "catalog:read"),
     (Method::POST, "/web/v1/orders", "orders:write"),
     (Method::GET, "/web/v1/orders", "orders:read"),
     (Method::GET, "/web/v1/orders/{id}", "orders:read"),

@@ -9,12 +9,14 @@
 //! - `catalog/v1`: the catalogue process API.
 //! - `order_to_cash/v1`: the order-to-cash process API.
 //!
-//! [`FILE_DESCRIPTOR_SET`] holds all of them for gRPC reflection, and
+//! [`FILE_DESCRIPTOR_SET`] holds all of them for gRPC reflection,
 //! [`money`] the one rule by which every tier writes and rounds the
-//! decimal amounts the contracts carry.
+//! decimal amounts the contracts carry, and [`custom_fields`] the rules of
+//! the deployment's custom fields that every tier applies.
 
 #![allow(missing_docs)] // generated code; the documentation is in the .proto files
 
+pub mod custom_fields;
 pub mod money;
 
 /// Encoded `FileDescriptorSet` of every package, for gRPC reflection.

@@ -76,7 +76,7 @@ async fn main() {
 
     // (2) the connector, and (3) the gRPC service over it.
     let config = tryton::Config { url, database: db, username: user, password_file, timeout: Duration::from_secs(30) };
-    let connector = tryton::TrytonErp::open(&config).expect("connector");
+    let connector = tryton::TrytonErp::open(&config, Default::default()).expect("connector");
     let erp_config = Config { backend: BackendKind::Tryton, tryton: Some(config), ..Config::default() };
     let dir = tempfile::tempdir().expect("tempdir");
     let tier = system_apis::SystemTier::start(&erp_config, &Default::default(), dir.path()).await.expect("tier");

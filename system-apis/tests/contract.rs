@@ -17,6 +17,10 @@ use erp_connect_proto::erp::v1::{
     product_service_client::ProductServiceClient, receivables_service_client::ReceivablesServiceClient,
     sales_order_service_client::SalesOrderServiceClient, shipment_service_client::ShipmentServiceClient,
 };
+use erp_connect_proto::{
+    custom_fields::{Definition, Entity, FieldType},
+    erp::v1::{CustomValue, custom_value},
+};
 use platform::channel::GrpcChannel;
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -98,6 +102,7 @@ impl Erp {
                     country: "DE".into(),
                     ..Default::default()
                 }],
+                ..Default::default()
             })
             .await
             .expect("create customer")
@@ -211,7 +216,33 @@ fn order_request(key: &str, customer_id: &str, lines: &[(&str, i64)]) -> CreateS
             .iter()
             .map(|(sku, quantity)| SalesOrderLine { sku: (*sku).into(), quantity: *quantity, ..Default::default() })
             .collect(),
+        ..Default::default()
     }
+}
+
+/// The custom fields every backend of this suite is configured with: Tryton
+/// fields outside `erp.v1` (`sale.sale.comment`, `sale.sale.shipping_date`,
+/// `sale.line.note`, the read-only `party.party.full_name`); the embedded
+/// ERP keeps them by name.
+fn custom_fields() -> Vec<Definition> {
+    let def = |entity, name: &str, erp_field: &str, field_type, writable| Definition {
+        entity,
+        name: name.into(),
+        erp_field: erp_field.into(),
+        field_type,
+        writable,
+        audiences: vec!["partner".into()],
+    };
+    vec![
+        def(Entity::SalesOrder, "delivery_note", "comment", FieldType::String, true),
+        def(Entity::SalesOrder, "ship_by", "shipping_date", FieldType::Date, true),
+        def(Entity::OrderLine, "line_note", "note", FieldType::String, true),
+        def(Entity::Customer, "display_name", "full_name", FieldType::String, false),
+    ]
+}
+
+fn string(s: &str) -> CustomValue {
+    CustomValue { value: Some(custom_value::Value::StringValue(s.into())) }
 }
 
 fn assert_field_violation(status: &tonic::Status, field: &str) {
@@ -795,6 +826,66 @@ async fn the_erp_says_what_it_is_and_keeps_it(mut erp: Erp) {
     }
 }
 
+async fn custom_fields_are_written_and_read_back(mut erp: Erp) {
+    let customer = erp.new_customer("custom").await;
+    let date = CustomValue { value: Some(custom_value::Value::DateValue("2030-01-31".into())) };
+    let mut request = order_request(&format!("cf-{}", ulid::Ulid::new()), &customer.id, &[("WIDGET-1", 1)]);
+    request.custom_fields =
+        [("delivery_note".to_owned(), string("Gate 4, ask for Ana")), ("ship_by".to_owned(), date.clone())].into();
+    request.lines[0].custom_fields = [("line_note".to_owned(), string("gift wrap"))].into();
+    let order = erp.orders.create_sales_order(request.clone()).await.expect("create").into_inner();
+    assert_eq!(order.custom_fields.get("delivery_note"), Some(&string("Gate 4, ask for Ana")), "{order:?}");
+    assert_eq!(order.custom_fields.get("ship_by"), Some(&date));
+    assert_eq!(order.lines[0].custom_fields.get("line_note"), Some(&string("gift wrap")));
+    let read = erp.orders.get_sales_order(SalesOrderRequest { id: order.id.clone() }).await.expect("get").into_inner();
+    assert_eq!(read.custom_fields, order.custom_fields);
+    // A replay matches whatever order the map's entries are encoded in.
+    let replay = erp.orders.create_sales_order(request.clone()).await.expect("replay").into_inner();
+    assert_eq!(replay.id, order.id);
+    let mut other = request.clone();
+    other.custom_fields.insert("delivery_note".into(), string("another note"));
+    let conflict = erp.orders.create_sales_order(other).await.expect_err("same key, other custom fields");
+    assert_eq!(conflict.code(), Code::AlreadyExists);
+
+    let refused = |custom: &[(&str, CustomValue)]| {
+        let mut r = order_request(&format!("cf-{}", ulid::Ulid::new()), &customer.id, &[("WIDGET-1", 1)]);
+        r.custom_fields = custom.iter().map(|(n, v)| ((*n).to_owned(), v.clone())).collect();
+        r
+    };
+    let wrong_type = CustomValue { value: Some(custom_value::Value::IntegerValue(20300131)) };
+    for (request, what) in [
+        (refused(&[("no_such_field", string("x"))]), "no_such_field"),
+        (refused(&[("ship_by", wrong_type)]), "ship_by"),
+        (
+            refused(&[("ship_by", CustomValue { value: Some(custom_value::Value::DateValue("2030-02-30".into())) })]),
+            "ship_by",
+        ),
+    ] {
+        let status = erp.orders.create_sales_order(request).await.expect_err(what);
+        assert_field_violation(&status, "custom_fields");
+        assert!(status.message().contains(what), "{status:?}");
+    }
+    let read_only = CreateCustomerRequest {
+        idempotency_key: format!("cust-{}", ulid::Ulid::new()),
+        name: "Read only".into(),
+        custom_fields: [("display_name".to_owned(), string("x"))].into(),
+        ..Default::default()
+    };
+    let status = erp.customers.create_customer(read_only).await.expect_err("read-only field");
+    assert_field_violation(&status, "custom_fields");
+    assert!(status.message().contains("read-only"), "{status:?}");
+
+    let caps = erp.capabilities.get_capabilities(erp::GetCapabilitiesRequest {}).await.expect("caps").into_inner();
+    let listed: Vec<_> = caps.custom_fields.iter().map(|d| (d.entity.as_str(), d.name.as_str(), d.writable)).collect();
+    assert!(listed.contains(&("sales_order", "delivery_note", true)), "{listed:?}");
+    assert!(listed.contains(&("customer", "display_name", false)), "{listed:?}");
+}
+
+/// The system tier's ERP config of every backend: the defaults with [`custom_fields`].
+fn config() -> system_apis::erp::Config {
+    system_apis::erp::Config { custom_fields: custom_fields(), ..Default::default() }
+}
+
 /// Defines one `#[tokio::test]` per contract test for a backend.
 macro_rules! contract_suite {
     ($setup:path) => {
@@ -815,6 +906,7 @@ macro_rules! contract_suite {
             a_shipped_orders_invoice_is_credited_but_the_order_stays,
             an_order_over_the_credit_limit_is_still_confirmed,
             the_erp_says_what_it_is_and_keeps_it,
+            custom_fields_are_written_and_read_back,
         );
     };
     (@tests $setup:path; $($name:ident),* $(,)?) => {
@@ -834,9 +926,7 @@ mod backend_embedded {
     async fn setup() -> Erp {
         let dir = tempfile::tempdir().expect("tempdir");
         let tier =
-            system_apis::SystemTier::start(&system_apis::erp::Config::default(), &Default::default(), dir.path())
-                .await
-                .expect("start");
+            system_apis::SystemTier::start(&super::config(), &Default::default(), dir.path()).await.expect("start");
         Erp::new(platform::channel::in_process(tier.routes()), Box::new(dir))
     }
 
@@ -887,10 +977,7 @@ mod backend_embedded_postgres {
             PgConnection::connect(&format!("{SERVER}/postgres")).await.expect("PostgreSQL at 127.0.0.1:5432");
         admin.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).await.expect("create database");
         let scratch = Scratch(name.clone());
-        let config = system_apis::erp::Config {
-            database_url: Some(format!("{SERVER}/{name}")),
-            ..system_apis::erp::Config::default()
-        };
+        let config = system_apis::erp::Config { database_url: Some(format!("{SERVER}/{name}")), ..super::config() };
         let dir = tempfile::tempdir().expect("tempdir");
         let tier = system_apis::SystemTier::start(&config, &Default::default(), dir.path()).await.expect("start");
         Erp::new(platform::channel::in_process(tier.routes()), Box::new((dir, scratch)))
@@ -911,7 +998,7 @@ async fn tryton_erp(server: fn() -> system_apis::erp::backend::tryton::Config) -
     // Connector errors are logged, not sent to callers: show them on failure.
     let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("warn").try_init();
     let server = tokio::task::spawn_blocking(server).await.expect("setup");
-    let config = Config { backend: BackendKind::Tryton, tryton: Some(server), ..Config::default() };
+    let config = Config { backend: BackendKind::Tryton, tryton: Some(server), ..config() };
     let dir = tempfile::tempdir().expect("tempdir");
     let tier = system_apis::SystemTier::start(&config, &Default::default(), dir.path()).await.expect("start");
     Erp::new(platform::channel::in_process(tier.routes()), Box::new(dir))
@@ -1054,7 +1141,7 @@ mod backend_tryton {
 
         let open_for = std::time::Duration::from_millis(200);
         let erp = Resilient::new(
-            tryton::TrytonErp::open(down.tryton.as_ref().expect("tryton")).expect("open"),
+            tryton::TrytonErp::open(down.tryton.as_ref().expect("tryton"), Default::default()).expect("open"),
             Policy { open_for, ..Policy::default() },
         );
         for _ in 0..10 {

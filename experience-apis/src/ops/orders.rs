@@ -7,7 +7,10 @@ use axum::{
     Json,
     extract::{RawQuery, State},
 };
-use erp_connect_proto::order_to_cash::v1::{GetOrderRequest, ListOrdersRequest, Order, OrderStatus};
+use erp_connect_proto::{
+    custom_fields::Definitions,
+    order_to_cash::v1::{GetOrderRequest, ListOrdersRequest, Order, OrderStatus},
+};
 use serde::Serialize;
 
 use super::ANY_TENANT;
@@ -66,8 +69,9 @@ pub struct OpsOrderPage {
     pub next_page_token: Option<String>,
 }
 
-impl From<Order> for OpsOrderView {
-    fn from(order: Order) -> Self {
+impl OpsOrderView {
+    /// `order` as operators see it, with the custom fields shown to `ops`.
+    pub fn new(order: Order, custom: &Definitions) -> Self {
         let tenant = order.tenant.clone();
         let customer_external_id = Some(order.customer_external_id.clone()).filter(|c| !c.is_empty());
         let saga = order
@@ -83,7 +87,7 @@ impl From<Order> for OpsOrderView {
                     .filter(|d| !d.is_empty() && !INTERNAL_DETAIL.iter().any(|p| t.step.starts_with(p))),
             })
             .collect();
-        Self { order: OrderView::from(order), tenant, customer_external_id, saga }
+        Self { order: OrderView::shown_to(order, custom, "ops"), tenant, customer_external_id, saga }
     }
 }
 
@@ -168,7 +172,7 @@ pub async fn list(
         .map_err(Error::from_query_status)?
         .into_inner();
     Ok(Json(OpsOrderPage {
-        orders: page.orders.into_iter().map(OpsOrderView::from).collect(),
+        orders: page.orders.into_iter().map(|o| OpsOrderView::new(o, &upstreams.custom_fields)).collect(),
         next_page_token: Some(page.next_page_token).filter(|t| !t.is_empty()),
     }))
 }
@@ -185,7 +189,7 @@ pub async fn get(
         .await
         .map_err(Error::lookup("no such order"))?
         .into_inner();
-    Ok(Json(OpsOrderView::from(order)))
+    Ok(Json(OpsOrderView::new(order, &upstreams.custom_fields)))
 }
 
 #[cfg(test)]
@@ -255,7 +259,7 @@ mod tests {
             ],
             ..Order::default()
         };
-        let json = serde_json::to_value(OpsOrderView::from(order)).expect("JSON");
+        let json = serde_json::to_value(OpsOrderView::new(order, &Definitions::default())).expect("JSON");
         assert_eq!(json["id"], "ord_1");
         assert_eq!(json["status"], "rejected");
         assert_eq!(json["tenant"], "acme");

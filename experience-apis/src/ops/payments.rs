@@ -59,7 +59,7 @@ pub async fn record(
         .map_err(Error::lookup("no such order"))?
         .into_inner();
     tracing::info!(operator = %principal.subject, status = orders::status_name(order.status), "payment recorded");
-    Ok(Json(OrderView::from(order)))
+    Ok(Json(OrderView::shown_to(order, &upstreams.custom_fields, "ops")))
 }
 
 #[cfg(test)]

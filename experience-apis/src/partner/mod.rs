@@ -6,6 +6,7 @@
 //! partner's and gets 403.
 //!
 //! # Layout
+//! - [`products`]: the catalogue, with the partners' product custom fields.
 //! - [`orders`]: the tenant's orders: place, list, read, cancel.
 //! - [`invoices`]: the invoices of the tenant's orders.
 
@@ -21,10 +22,12 @@ use crate::{Upstreams, error::Error, extract::Caller};
 
 pub mod invoices;
 pub mod orders;
+pub mod products;
 
 /// Routes under `/partner/v1`.
 pub fn router() -> Router<Upstreams> {
     Router::new()
+        .route("/products", get(products::list))
         .route("/orders", get(orders::list).post(orders::place))
         .route("/orders/{id}", get(orders::get))
         .route("/orders/{id}/cancel", post(orders::cancel))

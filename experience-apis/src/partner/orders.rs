@@ -18,6 +18,9 @@ use crate::{
     page::PageQuery,
 };
 
+/// The audience whose custom fields partners see and set.
+const AUDIENCE: &str = "partner";
+
 /// Longest cancellation reason kept; it ends up on the ERP documents.
 const MAX_REASON_LEN: usize = 500;
 
@@ -39,10 +42,12 @@ pub async fn place(
     JsonBody(body): JsonBody<OrderRequest>,
 ) -> Result<Response, Error> {
     // The process tier scopes idempotency keys by tenant, which is the partner.
-    let call = body.into_place_order(key.key, &partner.tenant, partner.customer());
+    let call =
+        body.into_place_order(key.key, &partner.tenant, partner.customer(), &upstreams.custom_fields, AUDIENCE)?;
     let order = orders::client(&upstreams).place_order(call).await?.into_inner();
     tracing::info!(order_id = %order.id, "order placed");
-    Ok(orders::created(&format!("/partner/v1/orders/{}", order.id), order))
+    let location = format!("/partner/v1/orders/{}", order.id);
+    Ok(orders::created(&location, OrderView::shown_to(order, &upstreams.custom_fields, AUDIENCE)))
 }
 
 /// `GET /partner/v1/orders?page_size=&page_token=`: the whole tenant's orders.
@@ -63,7 +68,12 @@ pub async fn list(
         .await
         .map_err(Error::from_query_status)?
         .into_inner();
-    let orders = page.orders.into_iter().filter(|o| belongs_to(o, &partner)).map(OrderView::from).collect();
+    let orders = page
+        .orders
+        .into_iter()
+        .filter(|o| belongs_to(o, &partner))
+        .map(|o| OrderView::shown_to(o, &upstreams.custom_fields, AUDIENCE))
+        .collect();
     Ok(Json(OrderPage { orders, next_page_token: Some(page.next_page_token).filter(|t| !t.is_empty()) }))
 }
 
@@ -82,7 +92,7 @@ pub async fn get(
     if !belongs_to(&order, &partner) {
         return Err(Error::NotFound("no such order"));
     }
-    Ok(Json(OrderView::from(order)))
+    Ok(Json(OrderView::shown_to(order, &upstreams.custom_fields, AUDIENCE)))
 }
 
 /// `POST /partner/v1/orders/{id}/cancel` with an optional `{"reason": "..."}`.
@@ -109,7 +119,7 @@ pub async fn cancel(
         .map_err(Error::lookup("no such order"))?
         .into_inner();
     tracing::info!(status = orders::status_name(order.status), "cancel requested");
-    Ok(Json(OrderView::from(order)))
+    Ok(Json(OrderView::shown_to(order, &upstreams.custom_fields, AUDIENCE)))
 }
 
 /// Defence in depth: the process tier already confines every call to the

@@ -26,6 +26,9 @@ use crate::{
 /// The tenant of every web shop order.
 pub const TENANT: &str = "web";
 
+/// The audience whose custom fields the web shop sees and sets.
+const AUDIENCE: &str = "web";
+
 /// The ERP customer behind a web shop user.
 pub fn customer(principal: &Principal) -> CustomerRef {
     let email = principal.email.clone().unwrap_or_default();
@@ -48,10 +51,11 @@ pub async fn place(
 ) -> Result<Response, Error> {
     let customer = customer(&principal);
     let key = key.scoped_to(&customer.external_id);
-    let order =
-        orders::client(&upstreams).place_order(body.into_place_order(key, TENANT, customer)).await?.into_inner();
+    let call = body.into_place_order(key, TENANT, customer, &upstreams.custom_fields, AUDIENCE)?;
+    let order = orders::client(&upstreams).place_order(call).await?.into_inner();
     tracing::info!(order_id = %order.id, "order placed");
-    Ok(orders::created(&format!("/web/v1/orders/{}", order.id), order))
+    let location = format!("/web/v1/orders/{}", order.id);
+    Ok(orders::created(&location, OrderView::shown_to(order, &upstreams.custom_fields, AUDIENCE)))
 }
 
 /// `GET /web/v1/orders?page_size=&page_token=`
@@ -74,7 +78,7 @@ pub async fn list(
         .map_err(Error::from_query_status)?
         .into_inner();
     Ok(Json(OrderPage {
-        orders: page.orders.into_iter().map(OrderView::from).collect(),
+        orders: page.orders.into_iter().map(|o| OrderView::shown_to(o, &upstreams.custom_fields, AUDIENCE)).collect(),
         next_page_token: Some(page.next_page_token).filter(|t| !t.is_empty()),
     }))
 }
@@ -95,7 +99,7 @@ pub async fn get(
     if order.customer_external_id != customer(&principal).external_id {
         return Err(Error::NotFound("no such order"));
     }
-    Ok(Json(OrderView::from(order)))
+    Ok(Json(OrderView::shown_to(order, &upstreams.custom_fields, AUDIENCE)))
 }
 
 #[cfg(test)]

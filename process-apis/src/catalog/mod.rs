@@ -116,6 +116,7 @@ impl CatalogService for Catalog {
                     name: product.name,
                     description: product.description,
                     availability: Some(availability.unwrap_or_default()),
+                    custom_fields: product.custom_fields,
                 }
             })
             .collect();

@@ -5,7 +5,9 @@
 //! ([`Order::next_action`]), so a saga resumed after a crash picks up
 //! exactly where the last committed write left it.
 
-use erp_connect_proto::order_to_cash::v1 as pb;
+use std::collections::BTreeMap;
+
+use erp_connect_proto::{erp::v1::CustomValue, order_to_cash::v1 as pb};
 use serde::{Deserialize, Serialize};
 
 /// Where an order stands, as callers see it.
@@ -99,7 +101,14 @@ pub struct Line {
     pub unit_price: String,
     /// Decimal string: `quantity × unit_price`.
     pub amount: String,
+    /// Order line custom fields to write to the ERP's line.
+    #[serde(default, skip_serializing_if = "CustomFields::is_empty")]
+    pub custom_fields: CustomFields,
 }
+
+/// Custom field values by name (`erp.v1` `CustomValue`), in name order so
+/// that a stored order reads the same every time.
+pub type CustomFields = BTreeMap<String, CustomValue>;
 
 /// A shipping address as the caller gave it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -259,6 +268,9 @@ pub struct Order {
     /// Decimal string. The lines' sum until the ERP order exists, then what
     /// the ERP says the customer owes (taxes included).
     pub total: String,
+    /// Sales order custom fields as placed; written to the ERP's order.
+    #[serde(default, skip_serializing_if = "CustomFields::is_empty")]
+    pub custom_fields: CustomFields,
     /// Card or on account.
     pub payment: Payment,
     /// Where it stands.
@@ -434,9 +446,11 @@ impl Order {
                     quantity: l.quantity,
                     unit_price: l.unit_price.clone(),
                     amount: l.amount.clone(),
+                    custom_fields: l.custom_fields.clone().into_iter().collect(),
                 })
                 .collect(),
             total: self.total.clone(),
+            custom_fields: self.custom_fields.clone().into_iter().collect(),
             erp: Some(pb::ErpReferences {
                 sales_order: p.sales_order_number.clone(),
                 invoice: p.invoice_number.clone(),
@@ -497,6 +511,7 @@ mod tests {
             currency: "EUR".into(),
             lines: vec![],
             total: "10.00".into(),
+            custom_fields: CustomFields::new(),
             payment,
             status: Status::Accepted,
             timeline: vec![],

@@ -2,9 +2,13 @@
 //! prices orders, and hands them to the saga engine; reads, cancellation,
 //! cash application and the order watch.
 
-use std::{pin::Pin, sync::Arc, time::Duration};
+use std::{collections::HashMap, pin::Pin, sync::Arc, time::Duration};
 
-use erp_connect_proto::{erp::v1 as erp, order_to_cash::v1 as pb};
+use erp_connect_proto::{
+    custom_fields,
+    erp::v1::{self as erp, CustomValue, custom_value::Value},
+    order_to_cash::v1 as pb,
+};
 use futures_util::Stream;
 use rust_decimal::Decimal;
 use tokio_stream::wrappers::ReceiverStream;
@@ -17,7 +21,7 @@ use crate::catalog::prices::Error as PriceError;
 
 use super::{
     Error, clock,
-    order::{CustomerRef, Line, Order, Payment, Progress, ShipTo, Status as OrderStatus},
+    order::{CustomFields, CustomerRef, Line, Order, Payment, Progress, ShipTo, Status as OrderStatus},
     saga::{Effects, Engine, UpdateError, mark_paid},
     store::Filter,
 };
@@ -58,6 +62,35 @@ struct Placement {
     payment: Payment,
     #[serde(skip)]
     ship_to: Option<pb::ShipTo>,
+    /// Sales order custom fields, and each line's; left out of the
+    /// fingerprint when empty, so fingerprints of orders without them stay
+    /// what they were before custom fields existed.
+    #[serde(skip_serializing_if = "CustomFields::is_empty")]
+    custom_fields: CustomFields,
+    #[serde(skip_serializing_if = "no_line_has_custom_fields")]
+    line_custom_fields: Vec<CustomFields>,
+}
+
+fn no_line_has_custom_fields(lines: &[CustomFields]) -> bool {
+    lines.iter().all(CustomFields::is_empty)
+}
+
+/// Custom field values of an order or a line, which this tier only keeps
+/// and passes on: the system tier checks them against the deployment's
+/// definitions when the saga creates the sales order, and the experience
+/// tier before that. Here only their size is bounded.
+fn custom(errors: &mut Vec<(String, String)>, field: &str, values: &HashMap<String, CustomValue>) -> CustomFields {
+    if values.len() > custom_fields::MAX_PER_ENTITY {
+        errors.push((field.into(), format!("at most {} custom fields", custom_fields::MAX_PER_ENTITY)));
+    }
+    for (name, value) in values {
+        let too_long =
+            matches!(&value.value, Some(Value::StringValue(s)) if s.chars().count() > custom_fields::MAX_STRING_CHARS);
+        if name.is_empty() || name.len() > 64 || value.value.is_none() || too_long {
+            errors.push((format!("{field}.{name}"), "is not a valid custom field value".into()));
+        }
+    }
+    values.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 fn text(errors: &mut Vec<(String, String)>, field: &str, value: &str, required: bool) {
@@ -86,8 +119,10 @@ fn validate_place(req: &pb::PlaceOrderRequest) -> Result<Placement, Error> {
     } else if req.lines.len() > MAX_LINES {
         errors.push(("lines".into(), format!("at most {MAX_LINES} lines")));
     }
+    let mut line_custom_fields = Vec::with_capacity(req.lines.len());
     for (i, line) in req.lines.iter().enumerate() {
         text(&mut errors, &format!("lines[{i}].sku"), &line.sku, true);
+        line_custom_fields.push(custom(&mut errors, &format!("lines[{i}].custom_fields"), &line.custom_fields));
         if !(1..=MAX_QUANTITY).contains(&line.quantity) {
             errors.push((format!("lines[{i}].quantity"), format!("must be between 1 and {MAX_QUANTITY}")));
         }
@@ -100,6 +135,7 @@ fn validate_place(req: &pb::PlaceOrderRequest) -> Result<Placement, Error> {
             errors.push(("ship_to.country".into(), "must be an ISO 3166-1 alpha-2 code like DE".into()));
         }
     }
+    let custom_fields = custom(&mut errors, "custom_fields", &req.custom_fields);
     let payment = match &req.payment {
         Some(pb::place_order_request::Payment::CardToken(token)) => {
             text(&mut errors, "card_token", token, true);
@@ -123,6 +159,8 @@ fn validate_place(req: &pb::PlaceOrderRequest) -> Result<Placement, Error> {
         lines: req.lines.iter().map(|l| (l.sku.clone(), l.quantity)).collect(),
         payment,
         ship_to: req.ship_to.clone(),
+        custom_fields,
+        line_custom_fields,
     })
 }
 
@@ -132,6 +170,7 @@ struct PricedLine {
     quantity: i64,
     unit: Decimal,
     amount: Decimal,
+    custom_fields: CustomFields,
 }
 
 impl PricedLine {
@@ -141,6 +180,7 @@ impl PricedLine {
             quantity: self.quantity,
             unit_price: money::format(self.unit),
             amount: money::format(self.amount),
+            custom_fields: self.custom_fields,
         }
     }
 }
@@ -157,7 +197,10 @@ impl Service {
         if let Some(found) = store.find_by_key(&req.tenant, &req.idempotency_key).await? {
             return replay(found, &fingerprint);
         }
-        let (lines, currency) = self.price(&placement.lines).await?;
+        let (mut lines, currency) = self.price(&placement.lines).await?;
+        for (line, custom) in lines.iter_mut().zip(&placement.line_custom_fields) {
+            line.custom_fields = custom.clone();
+        }
         let total = lines.iter().map(|l| l.amount).sum::<Decimal>();
         let settings = &self.engine.settings;
         let credit_limit = if settings.card_only_tenants.contains(&req.tenant) {
@@ -191,6 +234,7 @@ impl Service {
             currency,
             lines: lines.into_iter().map(PricedLine::into_line).collect(),
             total: money::format(total),
+            custom_fields: placement.custom_fields.clone(),
             payment: placement.payment.clone(),
             status: OrderStatus::Accepted,
             timeline: vec![],
@@ -249,7 +293,13 @@ impl Service {
             }
             let unit = money::round(product.unit_price);
             let amount = money::round(unit * Decimal::from(*quantity));
-            priced.push(PricedLine { sku: sku.clone(), quantity: *quantity, unit, amount });
+            priced.push(PricedLine {
+                sku: sku.clone(),
+                quantity: *quantity,
+                unit,
+                amount,
+                custom_fields: CustomFields::new(),
+            });
         }
         if !errors.is_empty() {
             return Err(Error::Invalid(errors));

@@ -8,11 +8,12 @@
 //! Paging is keyset-based: a page token is the opaque form of "after this
 //! key", so pages stay stable while records are added.
 
-use std::{future::Future, path::Path, sync::Arc};
+use std::{collections::HashMap, future::Future, path::Path, sync::Arc};
 
+use erp_connect_proto::custom_fields::{Definition, Definitions};
 use erp_connect_proto::erp::v1::{
-    Address, Capabilities, Change, Customer, Invoice, InvoiceState, OpenAmount, Product, SalesOrder, Shipment,
-    StockLevel,
+    Address, Capabilities, Change, CustomValue, Customer, Invoice, InvoiceState, OpenAmount, Product, SalesOrder,
+    Shipment, StockLevel,
 };
 use resilience::{Policy, Resilient};
 use rust_decimal::Decimal;
@@ -59,12 +60,18 @@ pub struct Config {
     pub tryton: Option<backend::tryton::Config>,
     /// Deadline, read retries and circuit breaker of every ERP call.
     pub resilience: Policy,
+    /// `[[erp.custom_fields]]`: ERP fields outside `erp.v1` that this
+    /// deployment maps onto named custom fields (see
+    /// `erp_connect_proto::custom_fields`). The Tryton backend checks each
+    /// against the model's `fields_get` when it connects.
+    pub custom_fields: Vec<Definition>,
 }
 
 impl Config {
     /// Checks what types alone cannot, before anything starts.
     pub fn validate(&self) -> Result<(), String> {
         self.resilience.validate()?;
+        Definitions::new(self.custom_fields.clone())?;
         match (self.backend, &self.tryton) {
             (BackendKind::Tryton, None) => Err("backend \"tryton\" needs an [erp.tryton] section".into()),
             (BackendKind::Tryton, Some(t)) if !t.password_file.is_file() => {
@@ -130,6 +137,11 @@ pub enum Error {
     /// The backend failed in a way a retry will not fix.
     #[error("ERP backend failed")]
     Backend(#[source] BoxError),
+    /// The ERP does not have what the configuration maps onto it (a custom
+    /// field's ERP field is missing or of another type): a start-up error,
+    /// exit status 64.
+    #[error("{0}")]
+    Misconfigured(String),
     /// The embedded ERP's database could not be opened or migrated.
     #[error("opening the embedded ERP's database failed")]
     Database(#[from] platform::database::Error),
@@ -202,6 +214,8 @@ pub struct NewCustomer {
     pub credit_limit: Decimal,
     /// Postal addresses.
     pub addresses: Vec<Address>,
+    /// Writable customer custom fields, checked against their definitions.
+    pub custom_fields: HashMap<String, CustomValue>,
 }
 
 /// A validated sales order line.
@@ -213,6 +227,8 @@ pub struct NewLine {
     pub quantity: i64,
     /// `None` takes the list price.
     pub unit_price: Option<Decimal>,
+    /// Writable order line custom fields, checked against their definitions.
+    pub custom_fields: HashMap<String, CustomValue>,
 }
 
 /// A validated request to create a sales order.
@@ -230,6 +246,8 @@ pub struct NewSalesOrder {
     pub currency: Option<String>,
     /// At least one line.
     pub lines: Vec<NewLine>,
+    /// Writable sales order custom fields, checked against their definitions.
+    pub custom_fields: HashMap<String, CustomValue>,
 }
 
 /// A validated payment against an invoice.
@@ -358,9 +376,15 @@ pub trait Connector: Send + Sync + 'static {
     fn is_ready(&self) -> impl Future<Output = bool> + Send;
 }
 
-/// The configured ERP backend.
+/// The configured ERP backend and the deployment's custom fields.
 #[derive(Clone)]
-pub enum Erp {
+pub struct Erp {
+    backend: Backend,
+    custom: Arc<Definitions>,
+}
+
+#[derive(Clone)]
+enum Backend {
     /// The embedded reference ERP.
     Embedded(Arc<Resilient<backend::embedded::EmbeddedErp>>),
     /// A Tryton server.
@@ -368,40 +392,42 @@ pub enum Erp {
 }
 
 impl Erp {
-    /// Opens the configured backend.
+    /// Opens the configured backend. A Tryton database without a module
+    /// erp-connect needs, or without a field a custom field maps onto, is
+    /// refused here, naming it; a Tryton that does not answer yet is not
+    /// (what it has is discovered, and custom fields checked, on first use).
     pub async fn open(config: &Config, data_dir: &Path) -> Result<Self, Error> {
-        match config.backend {
+        let custom = Arc::new(Definitions::new(config.custom_fields.clone()).map_err(Error::Misconfigured)?);
+        let backend = match config.backend {
             BackendKind::Embedded => {
                 let erp = backend::embedded::EmbeddedErp::open(config.database_url.as_deref(), data_dir).await?;
                 let erp = Arc::new(Resilient::named(erp, config.resilience.clone(), "embedded"));
                 let _ = erp.capabilities().await;
-                Ok(Erp::Embedded(erp))
+                Backend::Embedded(erp)
             }
             BackendKind::Tryton => {
                 let tryton = config.tryton.as_ref().ok_or_else(|| Error::Backend("no [erp.tryton] section".into()))?;
-                let erp = backend::tryton::TrytonErp::open(tryton)?;
+                let erp = backend::tryton::TrytonErp::open(tryton, custom.clone())?;
                 let erp = Arc::new(Resilient::named(erp, config.resilience.clone(), "tryton"));
-                // A database without a module erp-connect needs is refused
-                // at start, naming it; a Tryton that does not answer yet is
-                // not (what it has is discovered on first use).
                 match tokio::time::timeout(STARTUP_DISCOVERY, erp.capabilities()).await {
-                    Ok(Err(err @ Error::FailedPrecondition { .. })) => return Err(err),
+                    Ok(Err(err @ (Error::FailedPrecondition { .. } | Error::Misconfigured(_)))) => return Err(err),
                     Ok(Err(err)) => {
                         tracing::warn!(error = %err, "Tryton does not answer yet; its modules are read on first use")
                     }
                     Err(_) => tracing::warn!("Tryton does not answer yet; its modules are read on first use"),
                     Ok(Ok(_)) => {}
                 }
-                Ok(Erp::Tryton(erp))
+                Backend::Tryton(erp)
             }
-        }
+        };
+        Ok(Self { backend, custom })
     }
 
     /// The `erp.v1` gRPC services over this backend.
     pub fn routes(&self) -> tonic::service::Routes {
-        match self {
-            Erp::Embedded(c) => service::routes(c.clone()),
-            Erp::Tryton(c) => service::routes(c.clone()),
+        match &self.backend {
+            Backend::Embedded(c) => service::routes(c.clone(), self.custom.clone()),
+            Backend::Tryton(c) => service::routes(c.clone(), self.custom.clone()),
         }
     }
 
@@ -413,9 +439,9 @@ impl Erp {
     /// the ERP would take every replica of every tier out of service, an
     /// outage of the whole product for one of the ERP.
     pub async fn is_ready(&self) -> bool {
-        match self {
-            Erp::Embedded(c) => c.is_ready().await,
-            Erp::Tryton(_) => true,
+        match &self.backend {
+            Backend::Embedded(c) => c.is_ready().await,
+            Backend::Tryton(_) => true,
         }
     }
 }

@@ -1,16 +1,17 @@
 //! The `erp.v1` gRPC services over any [`Connector`]: request validation,
 //! paging, and the one conversion of [`Error`] into `tonic::Status`.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use erp_connect_proto::custom_fields::{Definition, Definitions, Entity};
 use erp_connect_proto::erp::v1::{
-    AddAddressRequest, Address, CreateCustomerRequest, CreateSalesOrderRequest, Customer, FindCustomerRequest,
-    GetCustomerRequest, GetOpenAmountRequest, GetProductRequest, GetStockLevelsRequest, GetStockLevelsResponse,
-    Invoice, InvoiceRequest, ListChangesRequest, ListChangesResponse, ListInvoicesRequest, ListInvoicesResponse,
-    ListProductsRequest, ListProductsResponse, ListSalesOrdersRequest, ListSalesOrdersResponse, ListShipmentsRequest,
-    ListShipmentsResponse, OpenAmount, Product, RecordInvoicePaymentRequest, SalesOrder, SalesOrderRequest, Shipment,
-    ShipmentRequest, UpdateCreditLimitRequest,
+    AddAddressRequest, Address, CreateCustomerRequest, CreateSalesOrderRequest, CustomValue, Customer,
+    FindCustomerRequest, GetCustomerRequest, GetOpenAmountRequest, GetProductRequest, GetStockLevelsRequest,
+    GetStockLevelsResponse, Invoice, InvoiceRequest, ListChangesRequest, ListChangesResponse, ListInvoicesRequest,
+    ListInvoicesResponse, ListProductsRequest, ListProductsResponse, ListSalesOrdersRequest, ListSalesOrdersResponse,
+    ListShipmentsRequest, ListShipmentsResponse, OpenAmount, Product, RecordInvoicePaymentRequest, SalesOrder,
+    SalesOrderRequest, Shipment, ShipmentRequest, UpdateCreditLimitRequest,
     capabilities_service_server::{CapabilitiesService, CapabilitiesServiceServer},
     change_feed_service_server::{ChangeFeedService, ChangeFeedServiceServer},
     customer_service_server::{CustomerService, CustomerServiceServer},
@@ -32,9 +33,10 @@ use super::{
     NewCustomer, NewLine, NewSalesOrder,
 };
 
-/// The `erp.v1` services over `connector`.
-pub fn routes<C: Connector>(connector: Arc<C>) -> tonic::service::Routes {
-    let s = ErpService { connector };
+/// The `erp.v1` services over `connector`, with the deployment's custom
+/// fields `custom`.
+pub fn routes<C: Connector>(connector: Arc<C>, custom: Arc<Definitions>) -> tonic::service::Routes {
+    let s = ErpService { connector, custom };
     tonic::service::Routes::new(ProductServiceServer::new(s.clone()))
         .add_service(InventoryServiceServer::new(s.clone()))
         .add_service(CustomerServiceServer::new(s.clone()))
@@ -48,11 +50,12 @@ pub fn routes<C: Connector>(connector: Arc<C>) -> tonic::service::Routes {
 
 struct ErpService<C> {
     connector: Arc<C>,
+    custom: Arc<Definitions>,
 }
 
 impl<C> Clone for ErpService<C> {
     fn clone(&self) -> Self {
-        Self { connector: self.connector.clone() }
+        Self { connector: self.connector.clone(), custom: self.custom.clone() }
     }
 }
 
@@ -164,12 +167,39 @@ fn address(field: &'static str, a: &Address) -> Result<Address, Error> {
     Ok(Address { id: String::new(), street, city, postal_code, country })
 }
 
-/// The encoded request (with its idempotency key cleared): a replay must match it.
-fn fingerprint(message: &impl Message) -> String {
-    URL_SAFE_NO_PAD.encode(message.encode_to_vec())
+/// The encoded request (with its idempotency key and custom fields
+/// cleared) and then each non-empty map of custom fields, by position and
+/// sorted by name, since protobuf leaves the order of a map's entries open:
+/// a replay must match it. Without custom fields it is the encoded request
+/// alone, as before custom fields existed.
+fn fingerprint(message: &impl Message, custom: &[&HashMap<String, CustomValue>]) -> String {
+    let mut bytes = message.encode_to_vec();
+    for (position, map) in custom.iter().enumerate().filter(|(_, m)| !m.is_empty()) {
+        let mut entries: Vec<_> = map.iter().collect();
+        entries.sort_by(|a, b| a.0.cmp(b.0));
+        bytes.push(0xff);
+        prost::encoding::encode_varint(position as u64, &mut bytes);
+        for (name, value) in entries {
+            name.encode_length_delimited(&mut bytes).ok();
+            value.encode_length_delimited(&mut bytes).ok();
+        }
+    }
+    URL_SAFE_NO_PAD.encode(bytes)
 }
 
-fn validate_new_customer(req: CreateCustomerRequest) -> Result<NewCustomer, Error> {
+/// Custom field values a caller wants written to a new `entity`.
+fn writable(
+    custom: &Definitions,
+    entity: Entity,
+    values: &HashMap<String, CustomValue>,
+) -> Result<HashMap<String, CustomValue>, Error> {
+    custom
+        .check_writable(entity, values)
+        .map_err(|r| invalid("custom_fields", format!("{}: {}", r.name, r.message)))?;
+    Ok(values.clone())
+}
+
+fn validate_new_customer(mut req: CreateCustomerRequest, custom: &Definitions) -> Result<NewCustomer, Error> {
     let idempotency_key = required("idempotency_key", &req.idempotency_key)?;
     let addresses = req.addresses.iter().map(|a| address("addresses", a)).collect::<Result<Vec<_>, _>>()?;
     let new = NewCustomer {
@@ -185,12 +215,14 @@ fn validate_new_customer(req: CreateCustomerRequest) -> Result<NewCustomer, Erro
             decimal("credit_limit", &req.credit_limit, MONEY_SCALE, true)?
         },
         addresses,
+        custom_fields: writable(custom, Entity::Customer, &req.custom_fields)?,
     };
-    let fingerprint = fingerprint(&CreateCustomerRequest { idempotency_key: String::new(), ..req });
+    let fields = std::mem::take(&mut req.custom_fields);
+    let fingerprint = fingerprint(&CreateCustomerRequest { idempotency_key: String::new(), ..req }, &[&fields]);
     Ok(NewCustomer { fingerprint, ..new })
 }
 
-fn validate_new_sales_order(req: CreateSalesOrderRequest) -> Result<NewSalesOrder, Error> {
+fn validate_new_sales_order(mut req: CreateSalesOrderRequest, custom: &Definitions) -> Result<NewSalesOrder, Error> {
     let idempotency_key = required("idempotency_key", &req.idempotency_key)?;
     if req.lines.is_empty() {
         return Err(invalid("lines", "an order needs at least one line"));
@@ -208,7 +240,12 @@ fn validate_new_sales_order(req: CreateSalesOrderRequest) -> Result<NewSalesOrde
         } else {
             Some(decimal("lines.unit_price", &line.unit_price, PRICE_SCALE, true)?)
         };
-        lines.push(NewLine { sku: required("lines.sku", &line.sku)?, quantity: line.quantity, unit_price });
+        lines.push(NewLine {
+            sku: required("lines.sku", &line.sku)?,
+            quantity: line.quantity,
+            unit_price,
+            custom_fields: writable(custom, Entity::OrderLine, &line.custom_fields)?,
+        });
     }
     let new = NewSalesOrder {
         idempotency_key,
@@ -217,8 +254,12 @@ fn validate_new_sales_order(req: CreateSalesOrderRequest) -> Result<NewSalesOrde
         reference: optional("reference", &req.reference)?.unwrap_or_default(),
         currency: if req.currency.is_empty() { None } else { Some(currency("currency", &req.currency)?) },
         lines,
+        custom_fields: writable(custom, Entity::SalesOrder, &req.custom_fields)?,
     };
-    let fingerprint = fingerprint(&CreateSalesOrderRequest { idempotency_key: String::new(), ..req });
+    let mut maps = vec![std::mem::take(&mut req.custom_fields)];
+    maps.extend(req.lines.iter_mut().map(|l| std::mem::take(&mut l.custom_fields)));
+    let maps: Vec<_> = maps.iter().collect();
+    let fingerprint = fingerprint(&CreateSalesOrderRequest { idempotency_key: String::new(), ..req }, &maps);
     Ok(NewSalesOrder { fingerprint, ..new })
 }
 
@@ -276,7 +317,7 @@ impl<C: Connector> CustomerService for ErpService<C> {
     }
 
     async fn create_customer(&self, request: Request<CreateCustomerRequest>) -> Result<Response<Customer>, Status> {
-        let new = validate_new_customer(request.into_inner())?;
+        let new = validate_new_customer(request.into_inner(), &self.custom)?;
         Ok(Response::new(self.connector.create_customer(&new).await?))
     }
 
@@ -304,7 +345,7 @@ impl<C: Connector> SalesOrderService for ErpService<C> {
         &self,
         request: Request<CreateSalesOrderRequest>,
     ) -> Result<Response<SalesOrder>, Status> {
-        let new = validate_new_sales_order(request.into_inner())?;
+        let new = validate_new_sales_order(request.into_inner(), &self.custom)?;
         Ok(Response::new(self.connector.create_sales_order(&new).await?))
     }
 
@@ -430,7 +471,9 @@ impl<C: Connector> CapabilitiesService for ErpService<C> {
         &self,
         _request: Request<erp_connect_proto::erp::v1::GetCapabilitiesRequest>,
     ) -> Result<Response<erp_connect_proto::erp::v1::Capabilities>, Status> {
-        Ok(Response::new(self.connector.capabilities().await?))
+        let mut capabilities = self.connector.capabilities().await?;
+        capabilities.custom_fields = self.custom.all().iter().map(Definition::to_proto).collect();
+        Ok(Response::new(capabilities))
     }
 }
 

@@ -29,8 +29,10 @@ pub async fn run(cx: &Context<'_>, order: &mut Order) -> Result<(), StepError> {
                 quantity: l.quantity,
                 unit_price: l.unit_price.clone(),
                 amount: String::new(),
+                custom_fields: l.custom_fields.clone().into_iter().collect(),
             })
             .collect(),
+        custom_fields: order.custom_fields.clone().into_iter().collect(),
     };
     let so = match s.call(s.sales_orders().create_sales_order(s.request(request))).await {
         Ok(so) => so,
@@ -90,10 +92,15 @@ mod tests {
         fake.answer("GetProduct", product("13.00"))
             .answer("CreateSalesOrder", erp::SalesOrder { id: "so_1".into(), ..Default::default() });
         let mut order = card_order();
+        let note = erp::CustomValue { value: Some(erp::custom_value::Value::StringValue("gate 4".into())) };
+        order.custom_fields.insert("delivery_note".into(), note.clone());
+        order.lines[0].custom_fields.insert("line_note".into(), note.clone());
         run(&fake, Action::CreateSalesOrder, &mut order).await.0.expect("created");
         let sent: Vec<erp::CreateSalesOrderRequest> = fake.requests("CreateSalesOrder");
         assert_eq!(sent[0].idempotency_key, "ord_1:create-sales-order");
         assert_eq!(sent[0].lines[0].unit_price, "12.50", "the accepted price stands");
+        assert_eq!(sent[0].custom_fields.get("delivery_note"), Some(&note), "custom fields go to the ERP");
+        assert_eq!(sent[0].lines[0].custom_fields.get("line_note"), Some(&note));
         assert_eq!(order.progress.sales_order_id.as_deref(), Some("so_1"));
         assert_eq!(steps(&order), ["price_changed", "sales_order_created"]);
         assert!(order.timeline[0].detail.contains("accepted at 12.50, the ERP's list price is now 13.00"));

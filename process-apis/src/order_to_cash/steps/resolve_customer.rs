@@ -68,6 +68,7 @@ pub async fn run(cx: &Context<'_>, order: &mut Order) -> Result<(), StepError> {
                 wanted.credit_limit.clone()
             },
             addresses: vec![],
+            custom_fields: Default::default(),
         };
         match s.call(s.customers().create_customer(s.request(create))).await {
             Ok(customer) => (customer, true),

@@ -16,8 +16,8 @@
 use std::{collections::HashMap, path::Path, str::FromStr};
 
 use erp_connect_proto::erp::v1::{
-    Address, Aggregate, Capabilities, Change, Customer, Invoice, InvoiceState, Money, OpenAmount, Product, SalesOrder,
-    SalesOrderLine, SalesOrderState, Shipment, ShipmentLine, ShipmentState, StockLevel, WarehouseStock,
+    Address, Aggregate, Capabilities, Change, CustomValue, Customer, Invoice, InvoiceState, Money, OpenAmount, Product,
+    SalesOrder, SalesOrderLine, SalesOrderState, Shipment, ShipmentLine, ShipmentState, StockLevel, WarehouseStock,
 };
 use rust_decimal::Decimal;
 use sqlx::{Any, AnyConnection, Row, Transaction, any::AnyRow};
@@ -128,6 +128,21 @@ async fn remember(tx: &mut Tx, scope: &str, key: &str, fingerprint: &str, result
     Ok(())
 }
 
+/// Custom field values as stored: a JSON object by name, or NULL.
+type CustomFields = HashMap<String, CustomValue>;
+
+fn stored_custom(row: &AnyRow, column: &str) -> Result<CustomFields, sqlx::Error> {
+    match row.try_get::<Option<String>, _>(column)? {
+        Some(json) => serde_json::from_str(&json).map_err(|e| sqlx::Error::Decode(Box::new(e))),
+        None => Ok(CustomFields::new()),
+    }
+}
+
+fn custom_to_store(values: &CustomFields) -> Option<String> {
+    // Serializing a map of plain strings and numbers cannot fail.
+    (!values.is_empty()).then(|| serde_json::to_string(values).unwrap_or_default())
+}
+
 fn product_from_row(row: &AnyRow) -> Result<Product, sqlx::Error> {
     Ok(Product {
         sku: row.try_get("sku")?,
@@ -137,15 +152,18 @@ fn product_from_row(row: &AnyRow) -> Result<Product, sqlx::Error> {
         list_price: Some(Money { currency: row.try_get("currency")?, amount: row.try_get("list_price")? }),
         // An integer in both dialects: the `Any` driver reads no SQLite boolean.
         active: row.try_get::<i64, _>("active")? != 0,
+        custom_fields: stored_custom(row, "custom_fields")?,
     })
 }
 
 async fn read_customer(conn: &mut AnyConnection, id: &str) -> Result<Customer, Error> {
-    let row = sqlx::query("SELECT id, external_id, name, email, currency, credit_limit FROM customers WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or_else(|| Error::not_found("customer", id))?;
+    let row = sqlx::query(
+        "SELECT id, external_id, name, email, currency, credit_limit, custom_fields FROM customers WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| Error::not_found("customer", id))?;
     let addresses =
         sqlx::query("SELECT id, street, city, postal_code, country FROM addresses WHERE customer_id = $1 ORDER BY id")
             .bind(id)
@@ -170,6 +188,7 @@ async fn read_customer(conn: &mut AnyConnection, id: &str) -> Result<Customer, E
         currency: row.try_get("currency")?,
         credit_limit: row.try_get("credit_limit")?,
         addresses,
+        custom_fields: stored_custom(&row, "custom_fields")?,
     })
 }
 
@@ -212,6 +231,7 @@ fn shipment_state(text: &str) -> ShipmentState {
 async fn read_order(conn: &mut AnyConnection, id: &str) -> Result<SalesOrder, Error> {
     let rows = sqlx::query(
         "SELECT so.id, so.number, so.reference, so.customer_id, so.state, so.currency, so.total, so.created_at, \
+         so.custom_fields, l.custom_fields AS line_custom_fields, \
          (SELECT string_agg(i.id, ',' ORDER BY i.id) FROM invoices i WHERE i.sales_order_id = so.id) AS invoice_ids, \
          (SELECT string_agg(s.id, ',' ORDER BY s.id) FROM shipments s WHERE s.sales_order_id = so.id) AS shipment_ids, \
          l.sku, l.quantity, l.unit_price, l.amount \
@@ -230,6 +250,7 @@ async fn read_order(conn: &mut AnyConnection, id: &str) -> Result<SalesOrder, Er
                 quantity: l.try_get("quantity")?,
                 unit_price: l.try_get("unit_price")?,
                 amount: l.try_get("amount")?,
+                custom_fields: stored_custom(l, "line_custom_fields")?,
             });
         }
     }
@@ -252,6 +273,7 @@ async fn read_order(conn: &mut AnyConnection, id: &str) -> Result<SalesOrder, Er
         invoice_ids: ids("invoice_ids")?,
         shipment_ids: ids("shipment_ids")?,
         created_at: timestamp(&created_at),
+        custom_fields: stored_custom(row, "custom_fields")?,
     })
 }
 
@@ -343,7 +365,7 @@ impl Connector for EmbeddedErp {
         // One extra row tells whether another page follows.
         let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
         let rows = sqlx::query(
-            "SELECT sku, name, description, uom, list_price, currency, active \
+            "SELECT sku, name, description, uom, list_price, currency, active, custom_fields \
              FROM products WHERE active = 1 AND sku > $1 ORDER BY sku LIMIT $2",
         )
         .bind(after.unwrap_or(""))
@@ -358,7 +380,8 @@ impl Connector for EmbeddedErp {
     #[tracing::instrument(skip_all, fields(otel.kind = "client", db.system.name = self.db_system(), db.operation.name = "get_product"))]
     async fn get_product(&self, sku: &str) -> Result<Product, Error> {
         let row = sqlx::query(
-            "SELECT sku, name, description, uom, list_price, currency, active FROM products WHERE sku = $1",
+            "SELECT sku, name, description, uom, list_price, currency, active, custom_fields FROM products \
+             WHERE sku = $1",
         )
         .bind(sku)
         .fetch_optional(self.pool())
@@ -452,8 +475,8 @@ impl Connector for EmbeddedErp {
         }
         let id = new_id("cus");
         sqlx::query(
-            "INSERT INTO customers (id, external_id, name, email, currency, credit_limit, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO customers (id, external_id, name, email, currency, credit_limit, created_at, custom_fields) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&id)
         .bind(&new.external_id)
@@ -462,6 +485,7 @@ impl Connector for EmbeddedErp {
         .bind(&new.currency)
         .bind(money(new.credit_limit))
         .bind(now())
+        .bind(custom_to_store(&new.custom_fields))
         .execute(&mut *tx)
         .await?;
         for address in &new.addresses {
@@ -550,8 +574,8 @@ impl Connector for EmbeddedErp {
         }
         let total: Decimal = priced.iter().map(|(_, _, amount)| *amount).sum();
         sqlx::query(
-            "INSERT INTO sales_orders (id, number, reference, customer_id, state, currency, total, created_at) \
-             VALUES ($1, NULL, $2, $3, 'draft', $4, $5, $6)",
+            "INSERT INTO sales_orders (id, number, reference, customer_id, state, currency, total, created_at, \
+             custom_fields) VALUES ($1, NULL, $2, $3, 'draft', $4, $5, $6, $7)",
         )
         .bind(&id)
         .bind(&new.reference)
@@ -559,12 +583,13 @@ impl Connector for EmbeddedErp {
         .bind(&currency)
         .bind(money(total))
         .bind(now())
+        .bind(custom_to_store(&new.custom_fields))
         .execute(&mut *tx)
         .await?;
         for (line_no, (line, unit_price, amount)) in priced.iter().enumerate() {
             sqlx::query(
-                "INSERT INTO sales_order_lines (sales_order_id, line_no, sku, quantity, unit_price, amount) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO sales_order_lines (sales_order_id, line_no, sku, quantity, unit_price, amount, \
+                 custom_fields) VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(&id)
             .bind(i64::try_from(line_no).unwrap_or(i64::MAX))
@@ -572,6 +597,7 @@ impl Connector for EmbeddedErp {
             .bind(line.quantity)
             .bind(unit_price.normalize().to_string())
             .bind(money(*amount))
+            .bind(custom_to_store(&line.custom_fields))
             .execute(&mut *tx)
             .await?;
         }
@@ -841,6 +867,8 @@ impl Connector for EmbeddedErp {
             release: env!("CARGO_PKG_VERSION").into(),
             modules: Vec::new(),
             credit_limits: true,
+            // Listed by the service: the deployment's, not the ERP's.
+            custom_fields: Vec::new(),
         })
     }
 

@@ -3,8 +3,8 @@
 //!
 //! Mapping: SKUs are `product.product` codes; customers are `party.party`
 //! records (external id = party code, e-mail = an email contact
-//! mechanism); sales orders are `sale.sale` (our idempotency key and request
-//! fingerprint travel in the sale's `description` and `comment`, so a retry
+//! mechanism); sales orders are `sale.sale` (our idempotency key and a
+//! digest of the request travel in the sale's `description`, so a retry
 //! finds the order it already created); invoices are `account.invoice`
 //! (paid through the `account.invoice.pay` wizard, credited through the
 //! `account.invoice.credit` wizard: see [`Connector::credit_invoice`] below
@@ -16,13 +16,18 @@
 //! checks availability in the chosen warehouse first: this product never
 //! oversells, whichever ERP is behind it. Lines get the product's
 //! default taxes; an order's total includes them, and the change feed polls
-//! `write_date`/`create_date`.
+//! `write_date`/`create_date`. The deployment's custom fields map onto
+//! fields of these models ([`custom_fields`]).
 
+pub mod custom_fields;
 pub mod rpc;
 #[cfg(feature = "test-support")]
 pub mod test_server;
 
-use std::{collections::HashMap, path::PathBuf, time::Duration};
+use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
+
+use custom_fields::Mapping;
+use erp_connect_proto::custom_fields::{Definitions, Entity};
 
 use erp_connect_proto::erp::v1::{
     Address, Aggregate, Capabilities, Change, Customer, Invoice, InvoiceState, Money, OpenAmount, Product, SalesOrder,
@@ -32,6 +37,7 @@ use rpc::{Client, RpcError, as_decimal, decimal};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
 use crate::erp::{Connector, CustomerKey, Error, InvoicePayment, NewCustomer, NewSalesOrder, Page};
@@ -94,6 +100,8 @@ struct Setup {
     /// Warehouse id → code, ordered by code.
     warehouses: Vec<(i64, String)>,
     payment_term: Option<i64>,
+    /// The deployment's custom fields, checked against Tryton's models.
+    custom: Mapping,
 }
 
 /// The Tryton connector.
@@ -101,6 +109,7 @@ struct Setup {
 pub struct TrytonErp {
     rpc: Client,
     setup: OnceCell<Setup>,
+    custom: Arc<Definitions>,
 }
 
 const PRODUCT_FIELDS: &[&str] = &["code", "name", "description", "list_price_used", "default_uom.name", "active"];
@@ -143,7 +152,7 @@ fn quantity(value: &Value) -> i64 {
 impl TrytonErp {
     /// A connector for `config`; it logs in on first use, so the tier
     /// starts while Tryton is still down.
-    pub fn open(config: &Config) -> Result<Self, Error> {
+    pub fn open(config: &Config, custom: Arc<Definitions>) -> Result<Self, Error> {
         let password = std::fs::read_to_string(&config.password_file)
             .map_err(|e| Error::Backend(format!("{}: {e}", config.password_file.display()).into()))?
             .trim()
@@ -155,7 +164,7 @@ impl TrytonErp {
             password,
             timeout: config.timeout,
         })?;
-        Ok(Self { rpc, setup: OnceCell::new() })
+        Ok(Self { rpc, setup: OnceCell::new(), custom })
     }
 
     async fn discover(&self) -> Result<Capabilities, Error> {
@@ -177,13 +186,15 @@ impl TrytonErp {
         let party_fields = self.rpc.call("model.party.party.fields_get", vec![json!(["credit_limit_amount"])]).await?;
         let credit_limits = party_fields.get("credit_limit_amount").is_some();
         tracing::info!(%release, modules = modules.len(), credit_limits, "connected to Tryton");
-        Ok(Capabilities { backend: "tryton".into(), release, modules, credit_limits })
+        // The service lists the custom fields; they are the deployment's, not the ERP's.
+        Ok(Capabilities { backend: "tryton".into(), release, modules, credit_limits, custom_fields: Vec::new() })
     }
 
     async fn setup(&self) -> Result<&Setup, Error> {
         self.setup
             .get_or_try_init(|| async {
                 let capabilities = self.discover().await?;
+                let custom = Mapping::discover(&self.rpc, &self.custom).await?;
                 let company = self
                     .rpc
                     .call(
@@ -219,6 +230,7 @@ impl TrytonErp {
                     currency_id,
                     warehouses,
                     payment_term: terms.first().map(id_of),
+                    custom,
                 })
             })
             .await
@@ -273,7 +285,15 @@ impl TrytonErp {
         Ok(())
     }
 
-    fn product(&self, record: &Value, currency: &str) -> Product {
+    /// The product fields to read: ours and the custom fields'.
+    fn product_fields(setup: &Setup) -> Vec<&str> {
+        let mut fields = PRODUCT_FIELDS.to_vec();
+        fields.extend(setup.custom.fields(Entity::Product));
+        fields
+    }
+
+    fn product(setup: &Setup, record: &Value) -> Product {
+        let currency = &setup.company_currency;
         Product {
             sku: text(record, "code"),
             name: text(record, "name"),
@@ -286,6 +306,7 @@ impl TrytonErp {
                 .to_lowercase(),
             list_price: Some(Money { currency: currency.to_owned(), amount: money(amount(record, "list_price_used")) }),
             active: record.get("active").and_then(Value::as_bool).unwrap_or(true),
+            custom_fields: setup.custom.read(Entity::Product, record),
         }
     }
 
@@ -295,13 +316,14 @@ impl TrytonErp {
     }
 
     async fn customer(&self, party_id: i64) -> Result<Customer, Error> {
-        let credit_limits = self.setup().await?.capabilities.credit_limits;
-        let fields: &[&str] = if credit_limits {
-            &["name", "code", "addresses", "contact_mechanisms", "credit_limit_amount"]
-        } else {
-            &["name", "code", "addresses", "contact_mechanisms"]
-        };
-        let party = self.read_one("party.party", "customer", party_id, fields).await?;
+        let setup = self.setup().await?;
+        let credit_limits = setup.capabilities.credit_limits;
+        let mut fields = vec!["name", "code", "addresses", "contact_mechanisms"];
+        if credit_limits {
+            fields.push("credit_limit_amount");
+        }
+        fields.extend(setup.custom.fields(Entity::Customer));
+        let party = self.read_one("party.party", "customer", party_id, &fields).await?;
         let mechanisms =
             self.read("party.contact_mechanism", &ids(&party["contact_mechanisms"]), &["type", "value"]).await?;
         let email =
@@ -323,7 +345,6 @@ impl TrytonErp {
                     .to_owned(),
             })
             .collect();
-        let setup = self.setup().await?;
         Ok(Customer {
             id: format!("party-{party_id}"),
             external_id: text(&party, "code"),
@@ -333,6 +354,7 @@ impl TrytonErp {
             // Empty: the ERP keeps no credit limits (see Capabilities).
             credit_limit: if credit_limits { money(amount(&party, "credit_limit_amount")) } else { String::new() },
             addresses,
+            custom_fields: setup.custom.read(Entity::Customer, &party),
         })
     }
 
@@ -363,10 +385,13 @@ impl TrytonErp {
     }
 
     async fn sales_order(&self, sale_id: i64) -> Result<SalesOrder, Error> {
-        let sale = self.read_one("sale.sale", "sales order", sale_id, SALE_FIELDS).await?;
-        let lines =
-            self.read("sale.line", &ids(&sale["lines"]), &["product.code", "quantity", "unit_price", "amount"]).await?;
         let setup = self.setup().await?;
+        let mut fields = SALE_FIELDS.to_vec();
+        fields.extend(setup.custom.fields(Entity::SalesOrder));
+        let sale = self.read_one("sale.sale", "sales order", sale_id, &fields).await?;
+        let mut fields = vec!["product.code", "quantity", "unit_price", "amount"];
+        fields.extend(setup.custom.fields(Entity::OrderLine));
+        let lines = self.read("sale.line", &ids(&sale["lines"]), &fields).await?;
         let state = match text(&sale, "state").as_str() {
             "draft" => SalesOrderState::Draft,
             "quotation" => SalesOrderState::Quotation,
@@ -399,6 +424,7 @@ impl TrytonErp {
                     quantity: quantity(&l["quantity"]),
                     unit_price: amount(l, "unit_price").normalize().to_string(),
                     amount: money(amount(l, "amount")),
+                    custom_fields: setup.custom.read(Entity::OrderLine, l),
                 })
                 .collect(),
             total: money(amount(&sale, "total_amount")),
@@ -409,6 +435,7 @@ impl TrytonErp {
                 .and_then(rpc::as_datetime)
                 .and_then(|t| humantime::parse_rfc3339(&t).ok())
                 .map(prost_types::Timestamp::from),
+            custom_fields: setup.custom.read(Entity::SalesOrder, &sale),
         })
     }
 
@@ -1014,7 +1041,7 @@ impl TrytonErp {
 
 impl Connector for TrytonErp {
     async fn list_products(&self, after: Option<&str>, limit: usize) -> Result<Page<Product>, Error> {
-        let currency = self.setup().await?.company_currency.clone();
+        let setup = self.setup().await?;
         let mut domain = vec![json!(["salable", "=", true]), json!(["code", "!=", null])];
         if let Some(after) = after {
             domain.push(json!(["code", ">", after]));
@@ -1025,19 +1052,19 @@ impl Connector for TrytonErp {
                 json!(domain),
                 Some(limit + 1),
                 Some(json!([["code", "ASC"]])),
-                PRODUCT_FIELDS,
+                &Self::product_fields(setup),
             )
             .await?;
         let more = records.len() > limit;
         records.truncate(limit);
-        Ok(Page { items: records.iter().map(|r| self.product(r, &currency)).collect(), more })
+        Ok(Page { items: records.iter().map(|r| Self::product(setup, r)).collect(), more })
     }
 
     async fn get_product(&self, sku: &str) -> Result<Product, Error> {
-        let currency = self.setup().await?.company_currency.clone();
-        let found =
-            self.search_read("product.product", json!([["code", "=", sku]]), Some(1), None, PRODUCT_FIELDS).await?;
-        found.first().map(|r| self.product(r, &currency)).ok_or_else(|| Error::not_found("product", sku))
+        let setup = self.setup().await?;
+        let fields = Self::product_fields(setup);
+        let found = self.search_read("product.product", json!([["code", "=", sku]]), Some(1), None, &fields).await?;
+        found.first().map(|r| Self::product(setup, r)).ok_or_else(|| Error::not_found("product", sku))
     }
 
     async fn stock_levels(&self, skus: &[String]) -> Result<Vec<StockLevel>, Error> {
@@ -1128,6 +1155,9 @@ impl Connector for TrytonErp {
         if !new.credit_limit.is_zero() && self.setup().await?.capabilities.credit_limits {
             party["credit_limit_amount"] = decimal(new.credit_limit);
         }
+        if let Value::Object(record) = &mut party {
+            self.setup().await?.custom.write(Entity::Customer, &new.custom_fields, record);
+        }
         let created = self.rpc.call("model.party.party.create", vec![json!([party])]).await?;
         let id = ids(&created).first().copied().ok_or_else(|| Error::Backend("party.create returned no id".into()))?;
         self.customer(id).await
@@ -1162,16 +1192,31 @@ impl Connector for TrytonErp {
     }
 
     async fn create_sales_order(&self, new: &NewSalesOrder) -> Result<SalesOrder, Error> {
-        let marker = format!("erp-connect:{}", new.idempotency_key);
-        let found =
-            self.search_read("sale.sale", json!([["description", "=", marker]]), Some(1), None, &["comment"]).await?;
-        if let Some(sale) = found.first() {
-            return if text(sale, "comment") == new.fingerprint {
+        // The sale's description carries our idempotency key and a digest
+        // of the request, so that a retry finds the sale it created and a
+        // reuse of the key for another request is told apart; every other
+        // field, `comment` included, stays the deployment's.
+        let prefix = format!("erp-connect:{}#", new.idempotency_key);
+        let digest: String =
+            Sha256::digest(new.fingerprint.as_bytes())[..16].iter().map(|b| format!("{b:02x}")).collect();
+        // `like` may match more (`%` or `_` in a key): the prefix is compared exactly below.
+        let found = self
+            .search_read(
+                "sale.sale",
+                json!([["description", "like", format!("{prefix}%")]]),
+                None,
+                None,
+                &["description"],
+            )
+            .await?;
+        if let Some(sale) = found.iter().find(|s| text(s, "description").starts_with(&prefix)) {
+            return if text(sale, "description")[prefix.len()..] == digest {
                 self.sales_order(id_of(sale)).await
             } else {
                 Err(Error::IdempotencyConflict { key: new.idempotency_key.clone() })
             };
         }
+        let marker = format!("{prefix}{digest}");
         let setup = self.setup().await?;
         let party = parse_id("customer", "party-", &new.customer_id).map_err(|_| Error::InvalidArgument {
             field: "customer_id",
@@ -1234,8 +1279,12 @@ impl Connector for TrytonErp {
                 .and_then(|c| c.get("customer_taxes_used"))
                 .map(ids)
                 .unwrap_or_default();
-            lines.push(json!({"type": "line", "product": id_of(product), "quantity": line.quantity as f64,
-                "unit": unit, "unit_price": decimal(price), "taxes": [["add", taxes]]}));
+            let mut record = json!({"type": "line", "product": id_of(product), "quantity": line.quantity as f64,
+                "unit": unit, "unit_price": decimal(price), "taxes": [["add", taxes]]});
+            if let Value::Object(record) = &mut record {
+                setup.custom.write(Entity::OrderLine, &line.custom_fields, record);
+            }
+            lines.push(record);
         }
         // Pick the warehouse that can serve the whole order, else the first.
         let mut warehouse = setup.warehouses.first().map(|(id, _)| *id);
@@ -1246,12 +1295,15 @@ impl Connector for TrytonErp {
                 break;
             }
         }
-        let sale = json!({
+        let mut sale = json!({
             "party": party, "invoice_address": address, "shipment_address": address,
             "payment_term": payment_term, "warehouse": warehouse, "currency": setup.currency_id,
-            "reference": new.reference, "description": marker, "comment": new.fingerprint,
+            "reference": new.reference, "description": marker,
             "lines": [["create", lines]],
         });
+        if let Value::Object(record) = &mut sale {
+            setup.custom.write(Entity::SalesOrder, &new.custom_fields, record);
+        }
         let created = self.rpc.call("model.sale.sale.create", vec![json!([sale])]).await?;
         let id = ids(&created).first().copied().ok_or_else(|| Error::Backend("sale.create returned no id".into()))?;
         self.sales_order(id).await
