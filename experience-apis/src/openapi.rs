@@ -400,6 +400,7 @@ fn list_products() {}
         (status = 400, description = "Bad query parameters", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No or invalid credential", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Without scope catalog:read", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The API key's rate limit is reached; retry after Retry-After seconds", body = Problem, content_type = "application/problem+json"),
         (status = 414, description = "Path and query longer than 4 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 431, description = "More than 64 headers, or 16 KiB of them", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "A backend is down", body = Problem, content_type = "application/problem+json"),

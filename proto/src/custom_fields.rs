@@ -378,7 +378,8 @@ mod tests {
     fn json_from_an_audience_becomes_typed_values_or_a_refusal_naming_the_field() {
         let d = defs();
         let body = serde_json::json!({"delivery_note": "gate 4", "ship_by": "2026-12-24"});
-        let values = d.from_json(Entity::SalesOrder, "partner", body.as_object().expect("an object")).expect("accepted");
+        let values =
+            d.from_json(Entity::SalesOrder, "partner", body.as_object().expect("an object")).expect("accepted");
         assert_eq!(values["delivery_note"], string("gate 4"));
         assert_eq!(values["ship_by"].value, Some(Value::DateValue("2026-12-24".into())));
         let refusal = |body: serde_json::Value, audience| {

@@ -1,7 +1,8 @@
 //! Tryton servers for tests, each set up once per test process by the
 //! project's `deploy/tryton/setup.sh`: a database of the process's own,
 //! restored from a shared golden snapshot (`erp_contract` with the demo
-//! modules, `erp_sale_only` with only `sale`; built on first use), on a
+//! modules, `erp_sale_only` with only `sale`, `erp_latest` on the latest
+//! series, `erp_no_sale` without `sale`; built on first use), on a
 //! free loopback port; setup.sh's watcher stops the server and
 //! drops the database when the process ends, so parallel runs never stop
 //! each other's server. A developer's own Tryton is used instead when
@@ -68,6 +69,12 @@ pub fn latest_config(db_prefix: &str) -> Config {
 /// server of its own (snapshot `erp_sale_only`), beside [`config`]'s.
 pub fn sale_only_config(db_prefix: &str) -> Config {
     server(db_prefix, "erp_sale_only", Some("sale"), LTS)
+}
+
+/// A Tryton erp-connect cannot sell through: only `party`, no `sale`, no
+/// company, no data (snapshot `erp_no_sale`), for the start-up refusal.
+pub fn without_sale_config(db_prefix: &str) -> Config {
+    server(db_prefix, "erp_no_sale", Some("party"), LTS)
 }
 
 fn server(db_prefix: &str, snapshot: &'static str, modules: Option<&str>, series: &str) -> Config {
