@@ -218,8 +218,13 @@ impl Client {
         let uri = format!("{}/rpc/", self.settings.url.trim_end_matches('/'))
             .parse::<Uri>()
             .map_err(|e| RpcError::Unavailable(e.to_string()))?;
-        let version = self.post_to(uri, "common.server.version", None, Vec::new()).await?;
-        Ok(version.as_str().unwrap_or_default().to_owned())
+        match self.post_to(uri, "common.server.version", None, Vec::new()).await? {
+            Value::String(version) => Ok(version),
+            other => Err(RpcError::Failed {
+                method: "common.server.version".into(),
+                detail: format!("not a release: {other}"),
+            }),
+        }
     }
 
     /// The id of the logged-in user (logging in if needed).
