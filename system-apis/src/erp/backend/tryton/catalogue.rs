@@ -80,22 +80,22 @@ impl TrytonErp {
                 json!(domain),
                 Some(limit + 1),
                 Some(json!([["code", "ASC"]])),
-                &Self::product_fields(setup),
+                &Self::product_fields(&setup),
             )
             .await?;
         let more = records.len() > limit;
         records.truncate(limit);
-        let items = records.iter().map(|r| Self::product(setup, r)).collect::<Result<_, _>>()?;
+        let items = records.iter().map(|r| Self::product(&setup, r)).collect::<Result<_, _>>()?;
         Ok(Page { items, more })
     }
 
     pub(super) async fn get_product(&self, sku: &str) -> Result<Product, Error> {
         let setup = self.setup().await?;
-        let fields = Self::product_fields(setup);
+        let fields = Self::product_fields(&setup);
         let found: Vec<Value> =
             self.search_read("product.product", json!([["code", "=", sku]]), Some(1), None, &fields).await?;
         match found.first() {
-            Some(record) => Self::product(setup, record),
+            Some(record) => Self::product(&setup, record),
             None => Err(Error::not_found("product", sku)),
         }
     }

@@ -47,7 +47,7 @@ use rpc::{Client, RpcError};
 use rust_decimal::Decimal;
 use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::{Value, json};
-use tokio::sync::OnceCell;
+use std::sync::RwLock as SyncRwLock;
 
 use crate::erp::{Connector, CustomerKey, Error, InvoicePayment, NewCustomer, NewSalesOrder, Page};
 
@@ -117,13 +117,18 @@ struct Setup {
     payment_term: Option<i64>,
     /// The deployment's custom fields, checked against Tryton's models.
     custom: Mapping,
+    /// The client's login count when this was discovered.
+    logins: u64,
 }
 
 /// The Tryton connector.
 #[derive(Debug)]
 pub struct TrytonErp {
     rpc: Client,
-    setup: OnceCell<Setup>,
+    /// What was discovered, at which login ([`Setup::logins`]).
+    setup: SyncRwLock<Option<Arc<Setup>>>,
+    /// One discovery at a time.
+    discovering: tokio::sync::Mutex<()>,
     custom: Arc<Definitions>,
 }
 
@@ -171,7 +176,7 @@ impl TrytonErp {
             password,
             timeout: config.timeout,
         })?;
-        Ok(Self { rpc, setup: OnceCell::new(), custom })
+        Ok(Self { rpc, setup: SyncRwLock::new(None), discovering: tokio::sync::Mutex::new(()), custom })
     }
 
     async fn discover(&self) -> Result<Capabilities, Error> {
@@ -197,51 +202,70 @@ impl TrytonErp {
         Ok(Capabilities { backend: "tryton".into(), release, modules, credit_limits, custom_fields: Vec::new() })
     }
 
-    async fn setup(&self) -> Result<&Setup, Error> {
-        self.setup
-            .get_or_try_init(|| async {
-                let capabilities = self.discover().await?;
-                let custom = Mapping::discover(&self.rpc, &self.custom).await?;
-                let company = self
-                    .search_read::<CompanyRecord>(
-                        "company.company",
-                        json!([]),
-                        Some(1),
-                        None,
-                        &["currency", "currency.code"],
-                    )
-                    .await?
-                    .pop()
-                    .ok_or_else(|| Error::Misconfigured("the Tryton database has no company".into()))?;
-                let company_currency = company
-                    .currency_code
-                    .code
-                    .ok_or_else(|| Error::Misconfigured("the Tryton company's currency has no code".into()))?;
-                let warehouses = self
-                    .search_read::<WarehouseRecord>(
-                        "stock.location",
-                        json!([["type", "=", "warehouse"]]),
-                        None,
-                        Some(json!([["code", "ASC"]])),
-                        &["code"],
-                    )
-                    .await?
-                    .into_iter()
-                    // A warehouse without a code is listed unnamed, as before.
-                    .map(|w| (w.id, w.code.unwrap_or_default()))
-                    .collect();
-                let terms =
-                    self.search_read::<Id>("account.invoice.payment_term", json!([]), Some(1), None, &["id"]).await?;
-                Ok::<_, Error>(Setup {
-                    capabilities,
-                    company_currency,
-                    currency_id: company.currency,
-                    warehouses,
-                    payment_term: terms.first().map(|t| t.id),
-                    custom,
-                })
-            })
-            .await
+    /// What the connected Tryton has: discovered on first use and again
+    /// after every new login, since a login after the first means the
+    /// session expired or the server restarted, possibly with modules
+    /// activated or removed (which takes a restart in Tryton).
+    async fn setup(&self) -> Result<Arc<Setup>, Error> {
+        if let Some(setup) = self.current_setup() {
+            return Ok(setup);
+        }
+        let _one = self.discovering.lock().await;
+        if let Some(setup) = self.current_setup() {
+            return Ok(setup);
+        }
+        let setup = Arc::new(self.discover_setup().await?);
+        *self.setup.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(setup.clone());
+        Ok(setup)
+    }
+
+    /// The setup discovered at the current login, if any. Before the first
+    /// login (Tryton never answered) there is none.
+    fn current_setup(&self) -> Option<Arc<Setup>> {
+        let logins = self.rpc.logins();
+        let setup = self.setup.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        setup.as_ref().filter(|s| s.logins == logins).cloned()
+    }
+
+    async fn discover_setup(&self) -> Result<Setup, Error> {
+        if self.setup.read().unwrap_or_else(std::sync::PoisonError::into_inner).is_some() {
+            tracing::info!("logged in to Tryton again: rediscovering what it has");
+        }
+        let capabilities = self.discover().await?;
+        let custom = Mapping::discover(&self.rpc, &self.custom).await?;
+        let company = self
+            .search_read::<CompanyRecord>("company.company", json!([]), Some(1), None, &["currency", "currency.code"])
+            .await?
+            .pop()
+            .ok_or_else(|| Error::Misconfigured("the Tryton database has no company".into()))?;
+        let company_currency = company
+            .currency_code
+            .code
+            .ok_or_else(|| Error::Misconfigured("the Tryton company's currency has no code".into()))?;
+        let warehouses = self
+            .search_read::<WarehouseRecord>(
+                "stock.location",
+                json!([["type", "=", "warehouse"]]),
+                None,
+                Some(json!([["code", "ASC"]])),
+                &["code"],
+            )
+            .await?
+            .into_iter()
+            // A warehouse without a code is listed unnamed, as before.
+            .map(|w| (w.id, w.code.unwrap_or_default()))
+            .collect();
+        let terms = self.search_read::<Id>("account.invoice.payment_term", json!([]), Some(1), None, &["id"]).await?;
+        Ok(Setup {
+            capabilities,
+            company_currency,
+            currency_id: company.currency,
+            warehouses,
+            payment_term: terms.first().map(|t| t.id),
+            custom,
+            // Read last: a login during discovery is covered by it.
+            logins: self.rpc.logins(),
+        })
     }
 
     /// `search_read` on `model`, each record decoded as `T` (`Value` for

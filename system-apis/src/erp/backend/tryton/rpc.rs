@@ -95,6 +95,9 @@ pub struct Client {
     settings: Settings,
     session: RwLock<Option<Session>>,
     next_id: AtomicU64,
+    /// Logins so far: a new one means the server may have restarted (with
+    /// other modules), which the connector rediscovers.
+    logins: AtomicU64,
 }
 
 impl std::fmt::Debug for Client {
@@ -169,7 +172,14 @@ impl Client {
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
         let http = HttpClient::builder(TokioExecutor::new()).build(connector);
-        Ok(Self { http, endpoint, settings, session: RwLock::new(None), next_id: AtomicU64::new(1) })
+        Ok(Self {
+            http,
+            endpoint,
+            settings,
+            session: RwLock::new(None),
+            next_id: AtomicU64::new(1),
+            logins: AtomicU64::new(0),
+        })
     }
 
     /// Calls `method` with `args` and the session's context as the last parameter.
@@ -202,6 +212,11 @@ impl Client {
                 other => return other,
             }
         }
+    }
+
+    /// How many times this client has logged in.
+    pub fn logins(&self) -> u64 {
+        self.logins.load(Ordering::Relaxed)
     }
 
     /// Whether the server answers (no login needed).
@@ -264,6 +279,7 @@ impl Client {
         let context =
             self.post("model.res.user.get_preferences", Some(&authorization), vec![json!(true), json!({})]).await?;
         let generation = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.logins.fetch_add(1, Ordering::Relaxed);
         *slot =
             Some(Session { authorization: authorization.clone(), user_id: uid, context: context.clone(), generation });
         Ok((authorization, context, generation))

@@ -46,6 +46,25 @@ pub fn rpc_client(config: &Config) -> super::rpc::Client {
     .expect("a Tryton JSON-RPC client")
 }
 
+/// Ends every session of the test server `config` points at, as Tryton
+/// does when they expire: the next call of each client is refused and it
+/// logs in again. setup.sh keeps SQLite databases in `<work>/db/`, beside
+/// the password file's folder.
+pub fn end_sessions(config: &Config) {
+    let work = config.password_file.parent().expect("setup.sh's work folder");
+    let database = work.join("db").join(format!("{}.sqlite", config.database));
+    let python = work.join("venv/bin/python");
+    let ended = std::process::Command::new(python)
+        .args([
+            "-c",
+            "import sqlite3, sys; db = sqlite3.connect(sys.argv[1]); db.execute('DELETE FROM ir_session'); db.commit()",
+        ])
+        .arg(&database)
+        .status()
+        .expect("run the venv's python");
+    assert!(ended.success(), "could not end the sessions in {}", database.display());
+}
+
 /// The connector config of this process's test server; `db_prefix` names
 /// its database (`<prefix>_<pid>`). Blocks while setup.sh runs.
 pub fn config(db_prefix: &str) -> Config {
