@@ -57,7 +57,7 @@ pub struct Config {
     pub database_url: Option<String>,
     /// For `tryton`: where and how to log in.
     pub tryton: Option<backend::tryton::Config>,
-    /// Deadline, read retries and circuit breaker of every ERP call.
+    /// Deadline, read retries, circuit breaker and load caps of every ERP call.
     pub resilience: Policy,
 }
 
@@ -380,7 +380,11 @@ impl Erp {
             BackendKind::Tryton => {
                 let tryton = config.tryton.as_ref().ok_or_else(|| Error::Backend("no [erp.tryton] section".into()))?;
                 let erp = backend::tryton::TrytonErp::open(tryton)?;
-                let erp = Arc::new(Resilient::named(erp, config.resilience.clone(), "tryton"));
+                let policy = config.resilience.clone().with_default_caps(
+                    resilience::TRYTON_MAX_CONCURRENT_CALLS,
+                    resilience::TRYTON_MAX_CALLS_PER_SECOND,
+                );
+                let erp = Arc::new(Resilient::named(erp, policy, "tryton"));
                 // A database without a module erp-connect needs is refused
                 // at start, naming it; a Tryton that does not answer yet is
                 // not (what it has is discovered on first use).
