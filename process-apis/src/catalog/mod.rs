@@ -146,12 +146,8 @@ impl CatalogService for Catalog {
             .await
             .map_err(|status| Error::Erp { rpc: "ListProducts", status })?;
         let skus: Vec<String> = page.products.iter().map(|p| p.sku.clone()).collect();
-        let levels = self
-            .prices
-            .stock()
-            .levels(&skus)
-            .await
-            .map_err(|status| Error::Erp { rpc: "GetStockLevels", status })?;
+        let levels =
+            self.prices.stock().levels(&skus).await.map_err(|status| Error::Erp { rpc: "GetStockLevels", status })?;
         let next_page_token = match (page.more, skus.last()) {
             (true, Some(last)) => encode_page_token(last),
             _ => String::new(),
@@ -166,8 +162,7 @@ mod tests {
     use std::time::Duration;
 
     use erp_connect_proto::erp::v1::{
-        GetStockLevelsRequest, GetStockLevelsResponse, ListProductsRequest, ListProductsResponse, Money,
-        WarehouseStock,
+        GetStockLevelsRequest, GetStockLevelsResponse, ListProductsRequest, ListProductsResponse, Money, WarehouseStock,
     };
 
     use super::*;

@@ -25,9 +25,7 @@ use std::{
     time::Duration,
 };
 
-use erp_connect_proto::erp::v1::{
-    GetStockLevelsRequest, StockLevel, inventory_service_client::InventoryServiceClient,
-};
+use erp_connect_proto::erp::v1::{GetStockLevelsRequest, StockLevel, inventory_service_client::InventoryServiceClient};
 use platform::channel::GrpcChannel;
 use tokio::time::Instant;
 use tonic::Status;
