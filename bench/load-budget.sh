@@ -42,6 +42,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
+rm -f "$out/load-budget-calls.txt"
 CARGO_TARGET_DIR="$target" cargo build -q --profile "$profile" --bin erp-connect
 now_bin="$work/erp-connect-now"
 cp "$target/$(dir_of "$profile")/erp-connect" "$now_bin"
@@ -90,6 +91,10 @@ erp_calls() {
   curl -s "$base/metrics" | awk '/^erp_connect_backend_calls_total\{/ && !/operation="(list_changes|capabilities)"/ { s += $NF }
     END { print s + 0 }'
 }
+# ERP calls so far by operation and outcome, one "operation/outcome count" a line.
+calls_by_operation() {
+  curl -s "$base/metrics" | sed -n 's/^erp_connect_backend_calls_total{.*operation="\([a-z_]*\)",outcome="\([a-z]*\)"} /\1\/\2 /p' | sort
+}
 # ERP calls a catalogue page can make (the change feed's product refreshes,
 # get_product, run beside at start).
 catalogue_calls() {
@@ -109,9 +114,11 @@ read_catalogue() {
   echo "$pages"
 }
 
+# One unit of GADGET-2: the demo's one warehouse stock that serves every
+# order of a run (WIDGET-1 has 5 units; orders short of stock are rejected).
 post_order() { # token key
   curl -sf -o /dev/null -H "Authorization: Bearer $1" -H "Idempotency-Key: $2" -H 'content-type: application/json' \
-    -d '{"lines":[{"sku":"WIDGET-1","quantity":1}],"payment":{"method":"card","token":"tok_visa"},
+    -d '{"lines":[{"sku":"GADGET-2","quantity":1}],"payment":{"method":"card","token":"tok_visa"},
          "ship_to":{"street":"Hauptstr. 1","city":"Berlin","postal_code":"10115","country":"DE"}}' \
     "$base/web/v1/orders"
 }
@@ -188,6 +195,7 @@ TOML
   idle=$(probe "$work/stop")
   rm -f "$work/stop"
   c3=$(erp_calls)
+  calls_by_operation > "$work/calls-before"
   probe "$work/stop" > "$work/loaded" &
   local prober=$!
   started=$(date +%s.%N)
@@ -204,6 +212,10 @@ TOML
   loaded=$(cat "$work/loaded")
   rm -f "$work/stop"
   c4=$(erp_calls)
+  # Per order, by operation and outcome, beside the table.
+  calls_by_operation | join -a 1 -e 0 -o 0,2.2,1.2 - "$work/calls-before" |
+    awk -v l="$label" -v o="$orders" '$1 !~ /^(list_changes|capabilities)\// && $3 > $2 {
+      printf "%s: %s %.2f\n", l, $1, ($3 - $2) / o }' >> "$out/load-budget-calls.txt"
   local throttled
   throttled=$(curl -s "$base/metrics" | awk '/^erp_connect_backend_throttled_total\{/ { s += $NF } END { print s + 0 }')
   kill "$app"
@@ -235,3 +247,6 @@ TOML
 max_calls_per_second = 100000"
   run "$rev, default caps (8, 100/s)" "$now_bin" ""
 } | tee "$out/load-budget.md"
+echo
+echo "ERP calls per order by operation/outcome ($out/load-budget-calls.txt):"
+cat "$out/load-budget-calls.txt"
