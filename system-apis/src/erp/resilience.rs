@@ -105,9 +105,9 @@ pub struct Policy {
 /// queueing inside Tryton, where every interactive user's call waits behind
 /// ours. Eight keeps Tryton busy across its database waits and leaves it
 /// room for its own users: measured (README, "Load budget toward the
-/// ERP"), a clerk's call waits half as long at the 99th percentile while
-/// erp-connect works off an order backlog, and the orders finish no
-/// slower. A Tryton run with several workers can be given more.
+/// ERP"), a clerk's call waits a half to a third less at the 99th
+/// percentile while erp-connect works off an order backlog, and the orders
+/// finish no slower. A Tryton run with several workers can be given more.
 pub const TRYTON_MAX_CONCURRENT_CALLS: u32 = 8;
 /// Tryton's default cap on calls per second: far above what the order
 /// flows get from one Tryton (an order takes six to a dozen calls of tens
