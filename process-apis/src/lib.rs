@@ -31,6 +31,12 @@ pub struct Config {
     /// `sqlite://<data dir>/process.db`. With PostgreSQL, any number of
     /// process replicas can share it.
     pub database_url: Option<String>,
+    /// How long catalogue pages may show a warehouse's stock level that the
+    /// ERP change feed has not invalidated (goods received, inventory
+    /// counts: stock the feed does not report). `0s` reads stock for every
+    /// page. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub catalog_stock_max_age: Duration,
     /// Saga tunables.
     pub saga: order_to_cash::Settings,
     /// Where order events are published.
@@ -81,6 +87,7 @@ impl Default for Config {
             system_url: "http://127.0.0.1:8082".into(),
             system_timeout: Duration::from_secs(5),
             database_url: None,
+            catalog_stock_max_age: catalog::prices::DEFAULT_STOCK_MAX_AGE,
             saga: order_to_cash::Settings::default(),
             events: order_to_cash::outbox::Config::default(),
             service_issuers: Vec::new(),
@@ -100,6 +107,7 @@ impl Config {
 #[derive(Clone)]
 pub struct ProcessTier {
     system: GrpcChannel,
+    prices: Arc<catalog::prices::PriceList>,
     order_to_cash: order_to_cash::OrderToCash,
 }
 
@@ -112,7 +120,11 @@ impl ProcessTier {
         system: GrpcChannel,
         tasks: CancellationToken,
     ) -> Result<Self, order_to_cash::StartError> {
-        let prices = catalog::prices::PriceList::new(system.clone(), config.system_timeout);
+        let prices = catalog::prices::PriceList::with_stock_max_age(
+            system.clone(),
+            config.system_timeout,
+            config.catalog_stock_max_age,
+        );
         prices.spawn_fill(tasks.clone());
         let order_to_cash = order_to_cash::OrderToCash::start(
             &config.database_url(data_dir),
@@ -120,11 +132,11 @@ impl ProcessTier {
             &config.events,
             system.clone(),
             config.system_timeout,
-            prices,
+            prices.clone(),
             tasks,
         )
         .await?;
-        Ok(Self { system, order_to_cash })
+        Ok(Self { system, prices, order_to_cash })
     }
 
     /// Order-to-cash, e.g. to subscribe to its in-process event bus.
@@ -147,7 +159,7 @@ impl ProcessTier {
             let (system, flows) = (system.clone(), flows.clone());
             Box::pin(async move { flows.is_ready().await && platform::health::downstream_is_serving(system).await })
         });
-        let routes = tonic::service::Routes::new(catalog::service(self.system.clone()))
+        let routes = tonic::service::Routes::new(catalog::service(self.prices.clone()))
             .add_service(self.order_to_cash.service())
             .add_service(platform::health::service(probe))
             .add_service(reflection);

@@ -1,7 +1,9 @@
 //! Follows the ERP's change feed (`erp.v1.ChangeFeedService`) so that what
 //! happens in the ERP itself reaches the orders: a shipment done in the
 //! warehouse makes the order `shipped`, an invoice paid in the ERP makes it
-//! `paid`, a product edited in the ERP refreshes the price list. Every
+//! `paid`, a product edited in the ERP refreshes the price list, and a
+//! sales order or shipment changed makes the catalogue's cached stock
+//! levels stale (`catalog::stock`). Every
 //! replica follows the whole feed with a cursor of its own (its price list
 //! is its own), starting where the saga store's shared cursor stands and
 //! writing it back; applying a change twice does nothing the second time,
@@ -104,6 +106,10 @@ async fn apply(engine: &Engine, change: &erp::Change) -> Result<(), Error> {
             tracing::warn!(sku = %change.id, error = %err, "price list not refreshed");
         }
         return Ok(());
+    }
+    if matches!(aggregate, erp::Aggregate::SalesOrder | erp::Aggregate::Shipment) {
+        // They reserve or move stock; the feed does not say which SKUs.
+        engine.prices.stock().invalidate();
     }
     let shipped = aggregate == erp::Aggregate::Shipment && change.state == "done";
     let paid = aggregate == erp::Aggregate::Invoice && change.state == "paid";

@@ -58,7 +58,7 @@ pub struct Config {
     pub database_url: Option<String>,
     /// For `tryton`: where and how to log in.
     pub tryton: Option<backend::tryton::Config>,
-    /// Deadline, read retries and circuit breaker of every ERP call.
+    /// Deadline, read retries, circuit breaker and load caps of every ERP call.
     pub resilience: Policy,
     /// `[[erp.custom_fields]]`: ERP fields outside `erp.v1` that this
     /// deployment maps onto named custom fields (see
@@ -408,7 +408,11 @@ impl Erp {
             BackendKind::Tryton => {
                 let tryton = config.tryton.as_ref().ok_or_else(|| Error::Backend("no [erp.tryton] section".into()))?;
                 let erp = backend::tryton::TrytonErp::open(tryton, custom.clone())?;
-                let erp = Arc::new(Resilient::named(erp, config.resilience.clone(), "tryton"));
+                let policy = config.resilience.clone().with_default_caps(
+                    resilience::TRYTON_MAX_CONCURRENT_CALLS,
+                    resilience::TRYTON_MAX_CALLS_PER_SECOND,
+                );
+                let erp = Arc::new(Resilient::named(erp, policy, "tryton"));
                 match tokio::time::timeout(STARTUP_DISCOVERY, erp.capabilities()).await {
                     Ok(Err(err @ (Error::FailedPrecondition { .. } | Error::Misconfigured(_)))) => return Err(err),
                     Ok(Err(err)) => {

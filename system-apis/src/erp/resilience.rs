@@ -16,6 +16,16 @@
 //!   ERP so costs callers no time and the ERP no load while it recovers,
 //!   and a long outage is probed less and less often. Business errors count
 //!   as success: the ERP is up and answering.
+//! - waits for capacity: at most [`Policy::max_concurrent_calls`] calls
+//!   are in flight toward the ERP at once (a FIFO queue, tokio's
+//!   semaphore), and at most [`Policy::max_calls_per_second`] start per
+//!   second (GCRA, `governor`, with a burst of one second's calls). A
+//!   poorly behaved integration, or an order backlog draining after an
+//!   outage, so queues here, where the deadline applies, rather than inside
+//!   the ERP, where it slows every user. Time spent waiting counts against
+//!   the attempt's deadline; a call still waiting at its deadline fails
+//!   [`Error::Unavailable`] without reaching the ERP (and without counting
+//!   against the breaker: the ERP did nothing wrong).
 //! - is bounded by [`Policy::deadline`], cut to what is left of the
 //!   deadline of the caller it is made for (`platform::deadline`): past it
 //!   the attempt is [`Error::Unavailable`].
@@ -27,18 +37,28 @@
 //! e.g. `create_sales_order`; `outcome` is `ok`, `error` for an answer the
 //! ERP gave, or `unavailable`), and `erp_connect_circuit_breaker_state`: 0
 //! closed, 1 open, 2 half-open (set when the probe call is let through);
+//! `erp_connect_backend_calls_in_flight`, the attempts holding a slot now;
+//! `erp_connect_backend_throttled_total{outcome}`, attempts that had to
+//! wait for capacity (`outcome` `waited`: then went through; `refused`:
+//! their deadline passed first);
 //! and, once the ERP has said what it is, `erp_connect_erp_info{backend,
 //! release, credit_limits}` = 1.
 
-use std::{future::Future, sync::Mutex, time::Duration};
+use std::{future::Future, num::NonZeroU32, sync::Mutex, time::Duration};
 
 use backon::Retryable;
 use erp_connect_proto::erp::v1::{
     Address, Capabilities, Change, Customer, Invoice, OpenAmount, Product, SalesOrder, Shipment, StockLevel,
 };
+use governor::{
+    Quota, RateLimiter,
+    clock::Clock,
+    middleware::NoOpMiddleware,
+    state::{InMemoryState, NotKeyed},
+};
 use rust_decimal::Decimal;
 use serde::Deserialize;
-use tokio::time::Instant;
+use tokio::{sync::Semaphore, time::Instant};
 
 use platform::{
     backoff::Backoff,
@@ -69,7 +89,32 @@ pub struct Policy {
     /// The longest it stays open, however many probes failed. Default 60 s.
     #[serde(with = "humantime_serde")]
     pub max_open_for: Duration,
+    /// Most calls in flight toward the ERP at once, per system tier
+    /// replica. Default: [`TRYTON_MAX_CONCURRENT_CALLS`] for Tryton, no cap
+    /// for the embedded ERP.
+    pub max_concurrent_calls: Option<u32>,
+    /// Most calls started per second, per system tier replica (with a burst
+    /// of as many). Default: [`TRYTON_MAX_CALLS_PER_SECOND`] for Tryton, no
+    /// cap for the embedded ERP.
+    pub max_calls_per_second: Option<u32>,
 }
+
+/// Tryton's default cap on concurrent calls. One `trytond` process runs
+/// Python under one interpreter lock and takes row locks in its database:
+/// past a few calls at once, more concurrency adds no throughput, only
+/// queueing inside Tryton, where every interactive user's call waits behind
+/// ours. Eight keeps Tryton busy across its database waits and leaves it
+/// room for its own users: measured (README, "Load budget toward the
+/// ERP"), a clerk's call waits a half to a third less at the 99th
+/// percentile while erp-connect works off an order backlog, and the orders
+/// finish no slower. A Tryton run with several workers can be given more.
+pub const TRYTON_MAX_CONCURRENT_CALLS: u32 = 8;
+/// Tryton's default cap on calls per second: far above what the order
+/// flows get from one Tryton (an order takes six to a dozen calls of tens
+/// to hundreds of milliseconds each, so a Tryton serves a few orders per
+/// second at most), so it only bites on a storm of cheap reads, which it
+/// spreads out.
+pub const TRYTON_MAX_CALLS_PER_SECOND: u32 = 100;
 
 impl Default for Policy {
     fn default() -> Self {
@@ -80,6 +125,8 @@ impl Default for Policy {
             failures_to_open: 5,
             open_for: Duration::from_secs(5),
             max_open_for: Duration::from_secs(60),
+            max_concurrent_calls: None,
+            max_calls_per_second: None,
         }
     }
 }
@@ -93,7 +140,99 @@ impl Policy {
         if self.max_open_for < self.open_for {
             return Err("erp.resilience.max_open_for must be at least open_for".into());
         }
+        if self.max_concurrent_calls == Some(0) || self.max_calls_per_second == Some(0) {
+            return Err("erp.resilience: max_concurrent_calls and max_calls_per_second must be above zero".into());
+        }
         Ok(())
+    }
+
+    /// This policy with the caps not configured set to `concurrent` and
+    /// `per_second`: a backend's defaults.
+    pub fn with_default_caps(mut self, concurrent: u32, per_second: u32) -> Self {
+        self.max_concurrent_calls.get_or_insert(concurrent);
+        self.max_calls_per_second.get_or_insert(per_second);
+        self
+    }
+}
+
+/// Tokio's clock for the rate limiter, so that it follows paused time in
+/// tests like the deadlines do.
+#[derive(Debug, Clone)]
+struct TokioClock(Instant);
+
+impl Clock for TokioClock {
+    type Instant = Duration;
+    fn now(&self) -> Duration {
+        self.0.elapsed()
+    }
+}
+
+/// The load budget toward the ERP: a slot among the concurrent calls and a
+/// start within the rate.
+struct Capacity {
+    slots: Option<Semaphore>,
+    rate: Option<RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>>>,
+    clock: TokioClock,
+    in_flight: Gauge,
+}
+
+impl std::fmt::Debug for Capacity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Capacity")
+            .field("free_slots", &self.slots.as_ref().map(Semaphore::available_permits))
+            .field("rate", &self.rate.is_some())
+            .finish()
+    }
+}
+
+/// A slot held by an attempt; the gauge follows it.
+struct Slot<'c> {
+    _permit: Option<tokio::sync::SemaphorePermit<'c>>,
+    in_flight: &'c Gauge,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.in_flight.decrement(1.0);
+    }
+}
+
+impl Capacity {
+    fn new(policy: &Policy, backend: &'static str) -> Self {
+        let clock = TokioClock(Instant::now());
+        let rate = policy
+            .max_calls_per_second
+            .and_then(NonZeroU32::new)
+            .map(|per_second| RateLimiter::new(Quota::per_second(per_second), InMemoryState::default(), clock.clone()));
+        let slots = policy.max_concurrent_calls.map(|n| Semaphore::new(n as usize));
+        let in_flight = gauge!("erp_connect_backend_calls_in_flight", "system" => SYSTEM, "backend" => backend);
+        Self { slots, rate, clock, in_flight }
+    }
+
+    /// Waits for a slot, then for the rate to allow one more start; whether
+    /// it had to wait is told by the second value.
+    async fn acquire(&self) -> (Slot<'_>, bool) {
+        let mut waited = false;
+        let permit = match &self.slots {
+            None => None,
+            Some(slots) => Some(match slots.try_acquire() {
+                Ok(permit) => permit,
+                Err(_) => {
+                    waited = true;
+                    slots.acquire().await.expect("the semaphore is never closed")
+                }
+            }),
+        };
+        if let Some(rate) = &self.rate {
+            // Under a concurrency cap only slot holders get here, so few
+            // contend for the rate and the queue stays first come, first served.
+            while let Err(not_until) = rate.check() {
+                waited = true;
+                tokio::time::sleep(not_until.wait_time_from(self.clock.now())).await;
+            }
+        }
+        self.in_flight.increment(1.0);
+        (Slot { _permit: permit, in_flight: &self.in_flight }, waited)
     }
 }
 
@@ -117,6 +256,11 @@ fn describe() {
     describe_gauge!(
         "erp_connect_circuit_breaker_state",
         "Circuit breaker of a backend: 0 closed, 1 open, 2 half-open."
+    );
+    describe_gauge!("erp_connect_backend_calls_in_flight", "Calls in flight toward a backend system now.");
+    describe_counter!(
+        "erp_connect_backend_throttled_total",
+        "Calls that waited for capacity toward a backend: waited (then went through) or refused (deadline passed)."
     );
     describe_gauge!(
         "erp_connect_erp_info",
@@ -259,6 +403,7 @@ pub struct Resilient<C> {
     inner: C,
     policy: Policy,
     breaker: Breaker,
+    capacity: Capacity,
     /// The `backend` label of its metrics.
     backend: &'static str,
 }
@@ -271,7 +416,8 @@ impl<C: Connector> Resilient<C> {
 
     /// Wraps `inner`, the backend `backend` (`embedded`, `tryton`) in metrics.
     pub fn named(inner: C, policy: Policy, backend: &'static str) -> Self {
-        Self { breaker: Breaker::new(&policy, backend), inner, policy, backend }
+        let breaker = Breaker::new(&policy, backend);
+        Self { capacity: Capacity::new(&policy, backend), breaker, inner, policy, backend }
     }
 
     /// Counts and times one call, retries included.
@@ -295,15 +441,33 @@ impl<C: Connector> Resilient<C> {
         self.breaker.state()
     }
 
-    /// One attempt: through the breaker, within the deadline.
+    /// One attempt: through the breaker, then the load budget, within the
+    /// deadline.
     async fn attempt<'a, T, Fut>(&'a self, call: impl FnOnce(&'a C) -> Fut) -> Result<T, Error>
     where
         Fut: Future<Output = Result<T, Error>> + 'a,
     {
+        // An open breaker refuses at once, without queueing.
         let admitted = self.breaker.admit()?;
         // Never longer than the caller waits for the answer.
-        let deadline = platform::deadline::bounded(self.policy.deadline);
-        let outcome = match tokio::time::timeout(deadline, call(&self.inner)).await {
+        let deadline = Instant::now() + platform::deadline::bounded(self.policy.deadline);
+        let throttled = |outcome: &'static str| {
+            counter!("erp_connect_backend_throttled_total",
+                "system" => SYSTEM, "backend" => self.backend, "outcome" => outcome)
+            .increment(1);
+        };
+        let (_slot, waited) = match tokio::time::timeout_at(deadline, self.capacity.acquire()).await {
+            Ok(acquired) => acquired,
+            Err(_) => {
+                throttled("refused");
+                // Dropping `admitted` unrecorded: this says nothing about the ERP.
+                return Err(Error::Unavailable("no capacity toward the ERP within the deadline".into()));
+            }
+        };
+        if waited {
+            throttled("waited");
+        }
+        let outcome = match tokio::time::timeout_at(deadline, call(&self.inner)).await {
             Ok(outcome) => outcome,
             Err(_) => Err(Error::Unavailable("the ERP did not answer within the deadline".into())),
         };
@@ -450,19 +614,26 @@ mod tests {
         Refused,
         /// No answer at all.
         Hang,
+        /// `Ok` once the test opens the gate for it.
+        Gated,
     }
 
     /// A connector whose `get_product` (a read) and `post_invoice` (a write)
     /// answer scripted outcomes, then `Ok`, and count their calls.
-    #[derive(Default)]
     struct Fake {
         script: Mutex<VecDeque<Outcome>>,
         calls: AtomicU32,
+        /// A permit per `Gated` call let through.
+        gate: tokio::sync::Semaphore,
     }
 
     impl Fake {
         fn scripted(outcomes: &[Outcome]) -> Self {
-            Self { script: Mutex::new(outcomes.iter().copied().collect()), calls: AtomicU32::new(0) }
+            Self {
+                script: Mutex::new(outcomes.iter().copied().collect()),
+                calls: AtomicU32::new(0),
+                gate: tokio::sync::Semaphore::new(0),
+            }
         }
 
         async fn answer<T>(&self, ok: T) -> Result<T, Error> {
@@ -473,7 +644,17 @@ mod tests {
                 Outcome::Down => Err(Error::Unavailable("down".into())),
                 Outcome::Refused => Err(Error::precondition("NO", "x", "refused")),
                 Outcome::Hang => std::future::pending().await,
+                Outcome::Gated => {
+                    self.gate.acquire().await.expect("gate").forget();
+                    Ok(ok)
+                }
             }
+        }
+    }
+
+    impl Default for Fake {
+        fn default() -> Self {
+            Self::scripted(&[])
         }
     }
 
@@ -567,6 +748,8 @@ mod tests {
             failures_to_open: 3,
             open_for: Duration::from_secs(5),
             max_open_for: Duration::from_secs(40),
+            max_concurrent_calls: None,
+            max_calls_per_second: None,
         }
     }
 
@@ -697,6 +880,87 @@ mod tests {
         assert!(tokio::time::timeout(Duration::from_millis(10), probe).await.is_err());
         assert_eq!(erp.get_product("A").await.expect("the next call probes").sku, "A");
         assert_eq!(erp.breaker_state(), BreakerState::Closed);
+    }
+
+    /// Lets spawned calls run until `erp`'s fake has been called `n` times.
+    async fn until_called(erp: &Resilient<Fake>, n: u32) {
+        while calls(erp) < n {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn resilience_a_call_over_the_concurrency_cap_waits_for_a_slot() {
+        let policy = Policy { max_concurrent_calls: Some(2), ..policy() };
+        let erp = std::sync::Arc::new(Resilient::new(Fake::scripted(&[Outcome::Gated; 3]), policy));
+        let spawn = |erp: &std::sync::Arc<Resilient<Fake>>| {
+            let erp = erp.clone();
+            tokio::spawn(async move { erp.post_invoice("I").await })
+        };
+        let (first, second) = (spawn(&erp), spawn(&erp));
+        until_called(&erp, 2).await;
+        let third = spawn(&erp);
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(calls(&erp), 2, "the third call waits while two are in flight");
+        assert!(!third.is_finished());
+        erp.inner.gate.add_permits(1);
+        until_called(&erp, 3).await;
+        let done = usize::from(first.is_finished()) + usize::from(second.is_finished());
+        assert_eq!(done, 1, "the third call got the slot the finished one freed");
+        erp.inner.gate.add_permits(2);
+        for call in [first, second, third] {
+            assert_eq!(call.await.expect("task").expect("answered").id, "I");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn resilience_a_call_that_gets_no_capacity_before_its_deadline_is_unavailable() {
+        let policy = Policy { max_concurrent_calls: Some(1), ..policy() };
+        let erp = std::sync::Arc::new(Resilient::new(Fake::scripted(&[Outcome::Gated]), policy));
+        let holder = {
+            let erp = erp.clone();
+            tokio::spawn(async move { erp.post_invoice("I").await })
+        };
+        until_called(&erp, 1).await;
+        // More refusals than open the breaker (within the holder's 1 s
+        // deadline): waiting is not the ERP failing.
+        for _ in 0..4 {
+            let started = Instant::now();
+            let refused = platform::deadline::scope(Duration::from_millis(200), erp.post_invoice("J")).await;
+            assert!(matches!(refused, Err(Error::Unavailable(_))), "{refused:?}");
+            assert_eq!(started.elapsed(), Duration::from_millis(200), "the wait counts against the deadline");
+        }
+        assert_eq!(calls(&erp), 1, "no refused call reached the ERP");
+        assert_eq!(erp.breaker_state(), BreakerState::Closed);
+        erp.inner.gate.add_permits(1);
+        assert_eq!(holder.await.expect("task").expect("answered").id, "I");
+        assert_eq!(erp.post_invoice("K").await.expect("a free slot").id, "K");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn resilience_calls_over_the_rate_cap_are_spread_out() {
+        let erp = Resilient::new(Fake::default(), Policy { max_calls_per_second: Some(10), ..policy() });
+        let started = Instant::now();
+        for _ in 0..10 {
+            erp.get_product("A").await.expect("within the burst");
+        }
+        assert_eq!(started.elapsed(), Duration::ZERO, "a second's worth goes at once");
+        erp.get_product("A").await.expect("after a wait");
+        assert_eq!(started.elapsed(), Duration::from_millis(100), "then one every tenth of a second");
+        erp.get_product("A").await.expect("after a wait");
+        assert_eq!(started.elapsed(), Duration::from_millis(200));
+        assert_eq!(calls(&erp), 12);
+    }
+
+    #[test]
+    fn resilience_caps_must_be_above_zero_and_default_per_backend() {
+        assert!(Policy { max_concurrent_calls: Some(0), ..Policy::default() }.validate().is_err());
+        assert!(Policy { max_calls_per_second: Some(0), ..Policy::default() }.validate().is_err());
+        let tryton = Policy { max_calls_per_second: Some(5), ..Policy::default() }.with_default_caps(8, 100);
+        assert_eq!((tryton.max_concurrent_calls, tryton.max_calls_per_second), (Some(8), Some(5)), "configured wins");
+        assert!(tryton.validate().is_ok());
     }
 
     /// Not a check: how much the wrapper adds to a call that answers at

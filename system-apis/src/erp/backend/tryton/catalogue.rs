@@ -21,7 +21,8 @@ use super::{
 use crate::erp::{Error, Page};
 
 /// The `product.product` fields every product read asks for.
-const PRODUCT_FIELDS: &[&str] = &["code", "name", "description", "list_price_used", "default_uom.name", "active"];
+const PRODUCT_FIELDS: &[&str] =
+    &["code", "name", "description", "list_price_used", "default_uom.name", "active", "salable"];
 
 /// `product.product` read with [`PRODUCT_FIELDS`].
 #[derive(Debug, Deserialize)]
@@ -34,6 +35,9 @@ struct ProductRecord {
     default_uom: Uom,
     #[serde(deserialize_with = "flag")]
     active: bool,
+    /// From the `sale` module: whether the template may be sold.
+    #[serde(deserialize_with = "flag")]
+    salable: bool,
 }
 
 /// `product.uom` read as `default_uom.name`.
@@ -63,7 +67,9 @@ impl TrytonErp {
                 // Tryton allows a template without a list price; it is listed at zero.
                 amount: money(record.list_price_used.map(|a| a.0).unwrap_or_default()),
             }),
-            active: record.active,
+            // Listing keeps to salable products; a product read on its own
+            // (a price list refresh from the change feed) must agree.
+            active: record.active && record.salable,
             custom_fields: setup.custom.read(Entity::Product, raw),
         })
     }

@@ -30,12 +30,6 @@ struct LevelRecord {
     forecast_quantity: i64,
 }
 
-/// `product.product` read with `code` only.
-#[derive(Debug, Deserialize)]
-struct CodeRecord {
-    code: Option<String>,
-}
-
 impl TrytonErp {
     /// Units (on hand, available) per SKU in `warehouse` (available is the
     /// forecast: on hand minus what confirmed orders will take).
@@ -69,16 +63,13 @@ impl TrytonErp {
             return Ok(Vec::new());
         }
         let setup = self.setup().await?;
-        let known: HashSet<String> = self
-            .search_read::<CodeRecord>("product.product", json!([["code", "in", skus]]), None, None, &["code"])
-            .await?
-            .into_iter()
-            .filter_map(|r| r.code)
-            .collect();
         let mut per_warehouse = Vec::with_capacity(setup.warehouses.len());
         for (id, code) in &setup.warehouses {
             per_warehouse.push((code.clone(), self.available_in(*id, skus).await?));
         }
+        // Each warehouse's read answers every product with one of the codes,
+        // in stock or not: the SKUs Tryton knows, without a call of their own.
+        let known: HashSet<&String> = per_warehouse.iter().flat_map(|(_, levels)| levels.keys()).collect();
         Ok(skus
             .iter()
             .map(|sku| {
