@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`catalog`]: `catalog.v1`, products with price and availability.
 //! - [`order_to_cash`]: `order_to_cash.v1`, orders as durable sagas.
+//! - [`webhooks`]: outbound webhooks to partners (signing, safe targets).
 //! - [`ProcessTier`]: the tier's gRPC routes (flows, health, reflection).
 
 use std::{path::Path, sync::Arc, time::Duration};
@@ -14,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod catalog;
 pub mod order_to_cash;
+pub mod webhooks;
 
 /// `[process]` in the config file.
 #[derive(Debug, Clone, Deserialize)]
