@@ -7,7 +7,10 @@
 //! - [`target`]: where a webhook may be sent: in `production` mode only
 //!   `https` to public addresses, checked after DNS resolution and before
 //!   any connection, so a subscription cannot reach loopback, private,
-//!   link-local or cloud metadata addresses.
+//!   link-local or cloud metadata addresses;
+//! - [`delivery`]: one attempt, `POST`ed signed to a checked target, and
+//!   what the endpoint's answer means (delivered, retry later, gone).
 
+pub mod delivery;
 pub mod signature;
 pub mod target;
