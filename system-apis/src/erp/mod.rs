@@ -13,7 +13,7 @@ use std::{collections::HashMap, future::Future, path::Path, sync::Arc};
 use erp_connect_proto::custom_fields::{Definition, Definitions};
 use erp_connect_proto::erp::v1::{
     Address, Capabilities, Change, CustomValue, Customer, Invoice, InvoiceState, OpenAmount, Product, SalesOrder,
-    Shipment, StockLevel,
+    Shipment, StockLevel, WarehouseStock,
 };
 use resilience::{Policy, Resilient};
 use rust_decimal::Decimal;
@@ -293,6 +293,17 @@ impl InvoicePayment {
             ));
         }
         Ok(due)
+    }
+}
+
+/// The stock of `sku` in `warehouses`, with the totals `erp.v1` defines:
+/// sums over all warehouses. The same rule for every backend.
+pub(crate) fn stock_level(sku: &str, warehouses: Vec<WarehouseStock>) -> StockLevel {
+    StockLevel {
+        sku: sku.to_owned(),
+        on_hand: warehouses.iter().map(|w| w.on_hand).sum(),
+        available: warehouses.iter().map(|w| w.available).sum(),
+        warehouses,
     }
 }
 

@@ -44,12 +44,7 @@ impl EmbeddedErp {
             .iter()
             .map(|sku| {
                 let warehouses = by_sku.get(sku).cloned().unwrap_or_default();
-                StockLevel {
-                    sku: sku.clone(),
-                    on_hand: warehouses.iter().map(|w| w.on_hand).sum(),
-                    available: warehouses.iter().map(|w| w.available).sum(),
-                    warehouses,
-                }
+                crate::erp::stock_level(sku, warehouses)
             })
             .collect())
     }

@@ -88,12 +88,7 @@ impl TrytonErp {
                 } else {
                     Vec::new()
                 };
-                StockLevel {
-                    sku: sku.clone(),
-                    on_hand: warehouses.iter().map(|w| w.on_hand).sum(),
-                    available: warehouses.iter().map(|w| w.available).sum(),
-                    warehouses,
-                }
+                crate::erp::stock_level(sku, warehouses)
             })
             .collect())
     }
