@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "payments/v1/payments.proto",
     "catalog/v1/catalog.proto",
     "order_to_cash/v1/order_to_cash.proto",
+    "webhooks/v1/webhooks.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

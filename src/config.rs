@@ -64,6 +64,8 @@ pub struct Config {
     pub erp: system_apis::erp::Config,
     /// The payment provider behind the system tier's `payments.v1`.
     pub payments: system_apis::payments::Config,
+    /// Partner webhooks (delivered by the process tier).
+    pub webhooks: process_apis::webhooks::Config,
     /// Trace export (OTLP); off unless an endpoint is configured.
     pub telemetry: platform::telemetry::Config,
 }
@@ -81,6 +83,7 @@ impl Default for Config {
             system: system_apis::Config::default(),
             erp: system_apis::erp::Config::default(),
             payments: system_apis::payments::Config::default(),
+            webhooks: process_apis::webhooks::Config::default(),
             telemetry: platform::telemetry::Config::default(),
         }
     }

@@ -31,9 +31,9 @@ pub enum StartError {
     /// A backend of the system tier could not be opened.
     #[error("{0}")]
     System(#[from] system_apis::StartError),
-    /// The process tier's flows (saga store, event bus) could not start.
-    #[error("order-to-cash: {0}")]
-    Process(#[from] process_apis::order_to_cash::StartError),
+    /// The process tier's flows (saga store, event bus, webhooks) could not start.
+    #[error("process tier: {0}")]
+    Process(#[from] process_apis::StartError),
     /// Reconciliation could not finish.
     #[error("reconcile: {0}")]
     Reconcile(#[from] process_apis::order_to_cash::reconcile::Error),
@@ -89,6 +89,36 @@ pub fn authenticator(config: &Config) -> Result<(gateway::auth::Authenticator, O
     // (an identity provider that is down does not stop the start).
     let auth = gateway::auth::Authenticator::configured(&config.gateway.issuers, &fixed, leeway)?;
     Ok((auth.with_api_keys(api_keys), dev_jwks))
+}
+
+/// The webhooks' settings: the run mode's targets and the key that seals
+/// endpoint secrets (`webhooks.secret_key`, created in the data directory
+/// in dev mode).
+pub fn webhook_settings(config: &Config) -> Result<process_apis::webhooks::Settings, StartError> {
+    use base64::{Engine as _, engine::general_purpose::STANDARD};
+    use process_apis::webhooks::target::Policy;
+    let invalid = |reason: String| config::Error::Invalid { key: "webhooks.secret_key", reason };
+    let webhooks = &config.webhooks;
+    let text = match (&webhooks.secret_key, &webhooks.secret_key_file) {
+        (Some(inline), _) => Some(inline.trim().to_owned()),
+        (None, Some(file)) => Some(
+            std::fs::read_to_string(file).map_err(|e| invalid(format!("{}: {e}", file.display())))?.trim().to_owned(),
+        ),
+        (None, None) => None,
+    };
+    let key: [u8; 32] = match text {
+        Some(text) => STANDARD
+            .decode(text)
+            .ok()
+            .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+            .ok_or_else(|| invalid("must be the base64 of 32 bytes".into()))?,
+        None if config.mode == Mode::Dev => {
+            platform::secret_file::load_or_create(&config.data_dir.join("internal").join("webhooks.key"))?
+        }
+        None => return Err(invalid("production mode needs a key to seal webhook secrets".into()).into()),
+    };
+    let policy = if config.mode == Mode::Dev { Policy::Dev } else { Policy::Production };
+    Ok(webhooks.settings(policy, key))
 }
 
 /// The secret the gateway and the experience tier share in `serve` mode.

@@ -30,7 +30,7 @@ pub async fn run(config: &Config, system_url: Option<&str>) -> Result<bool, Star
     };
     let store = Store::open(&config.process.database_url(&config.data_dir))
         .await
-        .map_err(process_apis::order_to_cash::StartError::from)?;
+        .map_err(|e| process_apis::StartError::from(process_apis::order_to_cash::StartError::from(e)))?;
     let systems = Systems::new(system, config.process.system_timeout);
     let report = reconcile::run(&store, &systems, STUCK_AFTER, PUBLISH_WITHIN).await?;
     let statuses = report.by_status.iter().map(|(status, n)| format!("{status} {n}")).collect::<Vec<_>>().join(", ");

@@ -57,8 +57,14 @@ impl Tier {
             Target::Process => {
                 let system = channel::connect_lazy(&config.process.system_url, config.process.system_timeout)?;
                 let auth = crate::service_auth::authenticator(config)?;
-                let process =
-                    process_apis::ProcessTier::start(&config.process, &config.data_dir, system, tasks.clone()).await?;
+                let process = process_apis::ProcessTier::start(
+                    &config.process,
+                    &config.data_dir,
+                    system,
+                    crate::webhook_settings(config)?,
+                    tasks.clone(),
+                )
+                .await?;
                 // `/metrics` outside the service-token check: scrapers have none.
                 Server::Grpc(platform::metrics::grpc_with_endpoint(crate::service_auth::require_service_token(
                     process.routes(),
@@ -75,7 +81,8 @@ impl Tier {
                 let router = experience_apis::router(
                     experience_apis::Upstreams::new(process)
                         .with_trace_url_template(config.experience.trace_url_template.as_deref())
-                        .with_custom_fields(config.custom_fields()),
+                        .with_custom_fields(config.custom_fields())
+                        .with_event_subject_prefix(&config.process.events.subject_prefix),
                 );
                 Server::Http(platform::metrics::with_endpoint(experience_apis::require_signed_principal(
                     router,

@@ -40,6 +40,7 @@ impl App {
             &config.process,
             &config.data_dir,
             channel::in_process_with_deadline(system.routes(), config.process.system_timeout),
+            crate::webhook_settings(&config)?,
             tasks.clone(),
         )
         .await?;
@@ -50,7 +51,8 @@ impl App {
                 config.experience.process_timeout,
             ))
             .with_trace_url_template(config.experience.trace_url_template.as_deref())
-            .with_custom_fields(config.custom_fields()),
+            .with_custom_fields(config.custom_fields())
+            .with_event_subject_prefix(&config.process.events.subject_prefix),
         );
         let (auth, dev_jwks) = crate::authenticator(&config)?;
         let gateway = gateway::with_cors(

@@ -84,7 +84,10 @@ async fn events_wait_in_the_outbox_while_nats_is_down_then_go_out_in_order() {
     }
     let store =
         Store::open(&format!("sqlite://{}", app.data_dir.path().join("process.db").display())).await.expect("store");
-    let waiting = store.unpublished(1000).await.expect("outbox");
+    // The saga's own events; the change feed adds `invoice.paid` when it
+    // sees the ERP invoice paid, whenever that is.
+    let from_saga = |e: &process_apis::order_to_cash::store::OutboxEvent| e.event_type != "invoice.paid";
+    let waiting: Vec<_> = store.unpublished(1000).await.expect("outbox").into_iter().filter(from_saga).collect();
     // accepted, confirmed, payment.captured, invoice.issued, paid: 5 each.
     assert_eq!(waiting.len(), 5 * 5, "every order's events wait");
 
@@ -102,7 +105,8 @@ async fn events_wait_in_the_outbox_while_nats_is_down_then_go_out_in_order() {
         .expect("consumer");
     let mut messages = consumer.messages().await.expect("messages");
     let mut seen: HashMap<String, Vec<String>> = HashMap::new();
-    for _ in 0..waiting.len() {
+    let mut received = 0;
+    while received < waiting.len() {
         let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
             .await
             .expect("a message")
@@ -110,12 +114,17 @@ async fn events_wait_in_the_outbox_while_nats_is_down_then_go_out_in_order() {
             .expect("message");
         let event: serde_json::Value = serde_json::from_slice(&message.payload).expect("json event");
         assert_eq!(event["schema_version"], 1);
+        if event["type"] == "invoice.paid" {
+            continue;
+        }
+        received += 1;
         assert_eq!(message.subject.as_str(), format!("{prefix}.{}", event["type"].as_str().expect("type")));
         let order = event["order_id"].as_str().expect("order id").to_owned();
         seen.entry(order).or_default().push(event["id"].as_str().expect("id").to_owned());
     }
     for id in &ids {
-        let written: Vec<String> = store.events_of(id).await.expect("events").into_iter().map(|e| e.id).collect();
+        let written: Vec<String> =
+            store.events_of(id).await.expect("events").into_iter().filter(from_saga).map(|e| e.id).collect();
         assert_eq!(seen[id], written, "order {id}: published in the order written");
     }
     jetstream.delete_stream(stream.as_str()).await.expect("stream removed");

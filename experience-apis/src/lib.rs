@@ -11,6 +11,7 @@
 //! and what the audiences share:
 //! - [`orders`]: the order JSON of the contract and the body of a new order.
 //! - [`products`]: the catalogue JSON of the contract.
+//! - [`webhooks`]: the webhook JSON partners and operators share.
 //! - [`page`]: `page_size` and `page_token` of every list.
 //! - [`body`]: JSON request bodies with size, type and field checks.
 //! - [`extract`]: the caller, path ids and the `Idempotency-Key` header.
@@ -51,6 +52,7 @@ pub mod page;
 pub mod partner;
 pub mod products;
 pub mod web;
+pub mod webhooks;
 
 /// `[experience]` in the config file.
 #[derive(Debug, Clone, Deserialize)]
@@ -94,12 +96,25 @@ pub struct Upstreams {
     process: GrpcChannel,
     trace_url_template: Option<std::sync::Arc<str>>,
     pub(crate) custom_fields: std::sync::Arc<Definitions>,
+    event_subject_prefix: std::sync::Arc<str>,
 }
 
 impl Upstreams {
     /// Process APIs reached through `process`.
     pub fn new(process: GrpcChannel) -> Self {
-        Self { process, trace_url_template: None, custom_fields: Default::default() }
+        Self {
+            process,
+            trace_url_template: None,
+            custom_fields: Default::default(),
+            event_subject_prefix: "erp.events".into(),
+        }
+    }
+
+    /// The NATS subject prefix the AsyncAPI document names
+    /// (`process.events.subject_prefix`).
+    pub fn with_event_subject_prefix(mut self, prefix: &str) -> Self {
+        self.event_subject_prefix = prefix.into();
+        self
     }
 
     /// The deployment's custom fields (`[[erp.custom_fields]]`): which each
@@ -124,6 +139,7 @@ pub fn router(upstreams: Upstreams) -> Router {
         .nest("/partner/v1", partner::router())
         .nest("/ops/v1", ops::router())
         .route("/openapi.json", get(|| async { ([(http::header::CONTENT_TYPE, "application/json")], openapi::json()) }))
+        .route("/asyncapi.json", get(asyncapi))
         .route("/docs", get(docs))
         .route("/ops", get(ops::console::page))
         .route("/healthz", get(|| async { "ok" }))
@@ -152,7 +168,13 @@ async fn readyz(State(upstreams): State<Upstreams>) -> Response {
 /// Routes anyone may call, without a principal: health for the
 /// orchestrator's probes, the API's description for developers, the ops
 /// console's page (its data needs an `ops` token).
-pub const PUBLIC_PATHS: &[&str] = &["/healthz", "/readyz", "/openapi.json", "/docs", "/ops"];
+pub const PUBLIC_PATHS: &[&str] = &["/healthz", "/readyz", "/openapi.json", "/asyncapi.json", "/docs", "/ops"];
+
+/// The AsyncAPI 3.0 document of every event, on NATS and as webhooks.
+async fn asyncapi(State(upstreams): State<Upstreams>) -> Response {
+    let doc = erp_connect_proto::events::asyncapi(&upstreams.event_subject_prefix);
+    ([(http::header::CONTENT_TYPE, "application/json")], doc.to_string()).into_response()
+}
 
 /// The API reference page: renders `/openapi.json` with nothing but itself
 /// (no assets from the internet).

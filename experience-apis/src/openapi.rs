@@ -24,6 +24,10 @@ use crate::{
     },
     partner::{invoices::InvoiceView, orders::CancelBody},
     products::{AvailabilityView, ProductPage, ProductView, WarehouseView},
+    webhooks::{
+        AttemptView, DeliveryPage, DeliveryView, ReplayRequest, ReplayView, WebhookCreated, WebhookList, WebhookPatch,
+        WebhookRequest, WebhookStatus, WebhookView,
+    },
 };
 
 /// An RFC 9457 problem, as every error answers.
@@ -295,7 +299,23 @@ struct OverviewRateLimit {
         create_key,
         revoke_key,
         rotate_key,
-        get_overview
+        get_overview,
+        create_webhook,
+        list_webhooks,
+        get_webhook,
+        update_webhook,
+        delete_webhook,
+        rotate_webhook_secret,
+        test_webhook,
+        list_webhook_deliveries,
+        replay_webhook,
+        list_ops_webhooks,
+        list_ops_webhook_deliveries,
+        get_ops_webhook,
+        update_ops_webhook,
+        delete_ops_webhook,
+        list_ops_endpoint_deliveries,
+        replay_ops_webhook
     ),
     components(schemas(
         Problem,
@@ -335,12 +355,24 @@ struct OverviewRateLimit {
         OpsOrderView,
         SagaStepView,
         OpsOrderPage,
-        OrderStatusName
+        OrderStatusName,
+        WebhookView,
+        WebhookCreated,
+        WebhookList,
+        WebhookRequest,
+        WebhookPatch,
+        WebhookStatus,
+        DeliveryView,
+        AttemptView,
+        DeliveryPage,
+        ReplayRequest,
+        ReplayView
     )),
     modifiers(&Security),
     tags(
         (name = "web", description = "The web shop: the signed-in customer's catalogue and orders."),
-        (name = "partner", description = "Partners: their own tenant's orders and invoices."),
+        (name = "partner", description = "Partners: their own tenant's orders, invoices and webhooks \
+            (events described in /asyncapi.json)."),
         (name = "ops", description = "Operators: orders of every tenant, cash application and the warehouse's stand-in.")
     )
 )]
@@ -504,6 +536,73 @@ order_operations! {
         "The ops console's charts: each tier's requests, errors and latency per 10 s over the last 15 minutes, \
          orders per status, the outbox, the ERP change feed's lag, circuit breakers and rate limits.",
         [], [], 200 => Overview, [];
+    create_webhook: post "/partner/v1/webhooks", "partner", "webhooks:manage",
+        "Subscribes an endpoint to events; the answer is the only time its signing secret is shown.",
+        [], [request_body = WebhookRequest,], 201 => WebhookCreated,
+        [409: "The tenant has 20 endpoints already", 413: "Body too large", 415: "Not JSON",
+         422: "Unknown event type, or a URL that is not https or does not resolve to a public address"];
+    list_webhooks: get "/partner/v1/webhooks", "partner", "webhooks:manage", "The tenant's webhook endpoints.",
+        [], [], 200 => WebhookList, [];
+    get_webhook: get "/partner/v1/webhooks/{id}", "partner", "webhooks:manage", "One of the tenant's webhook endpoints.",
+        [("id" = String, Path, description = "Endpoint id, whe_...")],
+        [], 200 => WebhookView, [404: "No such endpoint of this tenant"];
+    update_webhook: patch "/partner/v1/webhooks/{id}", "partner", "webhooks:manage",
+        "Changes an endpoint: its URL, events, description, or status (enable it again after it was disabled).",
+        [("id" = String, Path, description = "Endpoint id, whe_...")],
+        [request_body = WebhookPatch,], 200 => WebhookView,
+        [404: "No such endpoint of this tenant", 413: "Body too large", 415: "Not JSON", 422: "Unknown event type or refused URL"];
+    delete_webhook: delete "/partner/v1/webhooks/{id}", "partner", "webhooks:manage",
+        "Removes an endpoint and its delivery log.",
+        [("id" = String, Path, description = "Endpoint id, whe_...")],
+        [], 204 => (), [404: "No such endpoint of this tenant"];
+    rotate_webhook_secret: post "/partner/v1/webhooks/{id}/rotate-secret", "partner", "webhooks:manage",
+        "Issues a new signing secret; the old one keeps signing beside it for 24 hours.",
+        [("id" = String, Path, description = "Endpoint id, whe_...")],
+        [], 200 => WebhookCreated, [404: "No such endpoint of this tenant", 413: "Body too large"];
+    test_webhook: post "/partner/v1/webhooks/{id}/test", "partner", "webhooks:manage",
+        "Queues a webhook.test event for the endpoint.",
+        [("id" = String, Path, description = "Endpoint id, whe_...")],
+        [], 202 => DeliveryView, [404: "No such endpoint of this tenant"];
+    list_webhook_deliveries: get "/partner/v1/webhooks/{id}/deliveries", "partner", "webhooks:manage",
+        "The endpoint's delivery log, newest first, with every attempt.",
+        [("id" = String, Path, description = "Endpoint id, whe_..."),
+         ("status" = Option<String>, Query, description = "pending, delivered or failed", pattern = "^(pending|delivered|failed)$"),
+         ("page_size" = Option<u32>, Query, minimum = 1, maximum = 100), ("page_token" = Option<String>, Query, max_length = 512)],
+        [], 200 => DeliveryPage, [404: "No such endpoint of this tenant"];
+    replay_webhook: post "/partner/v1/webhooks/{id}/replay", "partner", "webhooks:manage",
+        "Sends events again: one by event_id, or every subscribed one since a time.",
+        [("id" = String, Path, description = "Endpoint id, whe_...")],
+        [request_body = ReplayRequest,], 202 => ReplayView,
+        [404: "No such endpoint or event of this tenant", 413: "Body too large", 415: "Not JSON",
+         422: "Neither or both of event_id and since, or a bad time"];
+    list_ops_webhooks: get "/ops/v1/webhooks", "ops", "ops", "Every tenant's webhook endpoints.",
+        [], [], 200 => WebhookList, [];
+    list_ops_webhook_deliveries: get "/ops/v1/webhooks/deliveries", "ops", "ops",
+        "Every tenant's webhook deliveries, newest first; status=failed lists the dead letters.",
+        [("status" = Option<String>, Query, description = "pending, delivered or failed", pattern = "^(pending|delivered|failed)$"),
+         ("page_size" = Option<u32>, Query, minimum = 1, maximum = 100), ("page_token" = Option<String>, Query, max_length = 512)],
+        [], 200 => DeliveryPage, [];
+    get_ops_webhook: get "/ops/v1/webhooks/{id}", "ops", "ops", "A webhook endpoint of any tenant.",
+        [("id" = String, Path, description = "Endpoint id, whe_...")],
+        [], 200 => WebhookView, [404: "No such endpoint"];
+    update_ops_webhook: patch "/ops/v1/webhooks/{id}", "ops", "ops", "Changes, disables or enables an endpoint of any tenant.",
+        [("id" = String, Path, description = "Endpoint id, whe_...")],
+        [request_body = WebhookPatch,], 200 => WebhookView,
+        [404: "No such endpoint", 413: "Body too large", 415: "Not JSON", 422: "Unknown event type or refused URL"];
+    delete_ops_webhook: delete "/ops/v1/webhooks/{id}", "ops", "ops", "Removes an endpoint of any tenant and its delivery log.",
+        [("id" = String, Path, description = "Endpoint id, whe_...")],
+        [], 204 => (), [404: "No such endpoint"];
+    list_ops_endpoint_deliveries: get "/ops/v1/webhooks/{id}/deliveries", "ops", "ops",
+        "An endpoint's delivery log, newest first.",
+        [("id" = String, Path, description = "Endpoint id, whe_..."),
+         ("status" = Option<String>, Query, description = "pending, delivered or failed", pattern = "^(pending|delivered|failed)$"),
+         ("page_size" = Option<u32>, Query, minimum = 1, maximum = 100), ("page_token" = Option<String>, Query, max_length = 512)],
+        [], 200 => DeliveryPage, [404: "No such endpoint"];
+    replay_ops_webhook: post "/ops/v1/webhooks/{id}/replay", "ops", "ops",
+        "Sends events again to an endpoint of any tenant: one by event_id, or every subscribed one since a time.",
+        [("id" = String, Path, description = "Endpoint id, whe_...")],
+        [request_body = ReplayRequest,], 202 => ReplayView,
+        [404: "No such endpoint or event", 413: "Body too large", 415: "Not JSON", 422: "Neither or both of event_id and since, or a bad time"];
     complete_shipment: post "/ops/v1/shipments/{id}/complete", "ops", "ops",
         "Marks a shipment done in the ERP, standing in for the warehouse.",
         [("id" = String, Path, description = "ERP shipment id, from an order's erp.shipments")],

@@ -123,6 +123,22 @@ pub const ROUTES: &[(Method, &str, &str)] = &[
     (Method::GET, "/ops/v1/orders/{id}", "ops"),
     (Method::POST, "/ops/v1/payments", "ops"),
     (Method::POST, "/ops/v1/shipments/{id}/complete", "ops"),
+    (Method::POST, "/partner/v1/webhooks", "webhooks:manage"),
+    (Method::GET, "/partner/v1/webhooks", "webhooks:manage"),
+    (Method::GET, "/partner/v1/webhooks/{id}", "webhooks:manage"),
+    (Method::PATCH, "/partner/v1/webhooks/{id}", "webhooks:manage"),
+    (Method::DELETE, "/partner/v1/webhooks/{id}", "webhooks:manage"),
+    (Method::POST, "/partner/v1/webhooks/{id}/rotate-secret", "webhooks:manage"),
+    (Method::POST, "/partner/v1/webhooks/{id}/test", "webhooks:manage"),
+    (Method::GET, "/partner/v1/webhooks/{id}/deliveries", "webhooks:manage"),
+    (Method::POST, "/partner/v1/webhooks/{id}/replay", "webhooks:manage"),
+    (Method::GET, "/ops/v1/webhooks", "ops"),
+    (Method::GET, "/ops/v1/webhooks/deliveries", "ops"),
+    (Method::GET, "/ops/v1/webhooks/{id}", "ops"),
+    (Method::PATCH, "/ops/v1/webhooks/{id}", "ops"),
+    (Method::DELETE, "/ops/v1/webhooks/{id}", "ops"),
+    (Method::GET, "/ops/v1/webhooks/{id}/deliveries", "ops"),
+    (Method::POST, "/ops/v1/webhooks/{id}/replay", "ops"),
 ];
 
 /// Routes the gateway answers itself, with their scope: the partner API
@@ -144,10 +160,10 @@ const ORDER_ROUTE: (Method, &str) = (Method::POST, "/partner/v1/orders");
 /// A partner's own limits and usage, answered by the gateway itself.
 const USAGE_ROUTE: &str = "/partner/v1/usage";
 
-/// Routes anyone may read, without a credential: the OpenAPI document, the
+/// Routes anyone may read, without a credential: the OpenAPI and AsyncAPI documents, the
 /// API reference page rendered from it, and the ops console's page (which
 /// asks the operator for a token before it reads anything).
-pub const PUBLIC: &[&str] = &["/openapi.json", "/docs", "/ops"];
+pub const PUBLIC: &[&str] = &["/openapi.json", "/asyncapi.json", "/docs", "/ops"];
 
 /// Every scope a token can carry (DESIGN.md, "Scopes").
 pub const SCOPES: &[&str] =

@@ -117,6 +117,7 @@ pub fn install() -> &'static PrometheusHandle {
         for (matcher, buckets) in [
             (Matcher::Suffix("_duration_seconds".into()), &LATENCY_BUCKETS[..]),
             (Matcher::Suffix("_lag_seconds".into()), &LAG_BUCKETS[..]),
+            (Matcher::Suffix("_latency_seconds".into()), &LAG_BUCKETS[..]),
         ] {
             // Only an empty bucket list is refused; these are constants.
             builder = match builder.set_buckets_for_metric(matcher, buckets) {

@@ -4,7 +4,8 @@
 //! # Layout
 //! - [`catalog`]: `catalog.v1`, products with price and availability.
 //! - [`order_to_cash`]: `order_to_cash.v1`, orders as durable sagas.
-//! - [`webhooks`]: outbound webhooks to partners (signing, safe targets).
+//! - [`webhooks`]: `webhooks.v1`, partners' webhook endpoints and the
+//!   delivery of business events to them.
 //! - [`ProcessTier`]: the tier's gRPC routes (flows, health, reflection).
 
 use std::{path::Path, sync::Arc, time::Duration};
@@ -105,12 +106,24 @@ impl Config {
     }
 }
 
+/// Why the process tier could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Order-to-cash: its store or its event bus.
+    #[error(transparent)]
+    OrderToCash(#[from] order_to_cash::StartError),
+    /// Webhooks: the HTTPS client.
+    #[error(transparent)]
+    Webhooks(#[from] webhooks::StartError),
+}
+
 /// The process tier over a channel to the system tier.
 #[derive(Clone)]
 pub struct ProcessTier {
     system: GrpcChannel,
     prices: Arc<catalog::prices::PriceList>,
     order_to_cash: order_to_cash::OrderToCash,
+    webhooks: webhooks::Webhooks,
 }
 
 impl ProcessTier {
@@ -120,8 +133,9 @@ impl ProcessTier {
         config: &Config,
         data_dir: &Path,
         system: GrpcChannel,
+        webhooks: webhooks::Settings,
         tasks: CancellationToken,
-    ) -> Result<Self, order_to_cash::StartError> {
+    ) -> Result<Self, StartError> {
         let prices = catalog::prices::PriceList::with_stock_max_age(
             system.clone(),
             config.system_timeout,
@@ -135,10 +149,12 @@ impl ProcessTier {
             system.clone(),
             config.system_timeout,
             prices.clone(),
-            tasks,
+            tasks.clone(),
         )
         .await?;
-        Ok(Self { system, prices, order_to_cash })
+        let webhooks =
+            webhooks::Webhooks::start(order_to_cash.database(), webhooks, order_to_cash.events_committed(), tasks)?;
+        Ok(Self { system, prices, order_to_cash, webhooks })
     }
 
     /// Order-to-cash, e.g. to subscribe to its in-process event bus.
@@ -153,6 +169,7 @@ impl ProcessTier {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .with_service_name("catalog.v1.CatalogService")
             .with_service_name("order_to_cash.v1.OrderToCashService")
+            .with_service_name("webhooks.v1.WebhookService")
             .with_service_name("grpc.health.v1.Health")
             .build_v1()
             .expect("the embedded descriptor sets are valid"); // checked by the tier tests
@@ -163,6 +180,7 @@ impl ProcessTier {
         });
         let routes = tonic::service::Routes::new(catalog::service(self.prices.clone()))
             .add_service(self.order_to_cash.service())
+            .add_service(self.webhooks.service())
             .add_service(platform::health::service(probe))
             .add_service(reflection);
         // A server span per call, in the caller's trace (when traced).

@@ -17,6 +17,7 @@
 #![allow(missing_docs)] // generated code; the documentation is in the .proto files
 
 pub mod custom_fields;
+pub mod events;
 pub mod money;
 
 /// Encoded `FileDescriptorSet` of every package, for gRPC reflection.
@@ -51,5 +52,13 @@ pub mod order_to_cash {
     /// Version 1.
     pub mod v1 {
         tonic::include_proto!("order_to_cash.v1");
+    }
+}
+
+/// `webhooks.v1`: partner webhook endpoints and their deliveries.
+pub mod webhooks {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("webhooks.v1");
     }
 }

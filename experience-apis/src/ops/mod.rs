@@ -9,6 +9,7 @@
 //! - [`payments`]: cash application, recording a payment an on-account
 //!   customer made against the order's invoice.
 //! - [`shipments`]: marking a shipment done, standing in for a warehouse.
+//! - [`webhooks`]: every tenant's webhook endpoints and failed deliveries.
 
 use axum::{
     Router,
@@ -21,6 +22,7 @@ pub mod console;
 pub mod orders;
 pub mod payments;
 pub mod shipments;
+pub mod webhooks;
 
 /// The tenant of operators' calls: any.
 pub const ANY_TENANT: &str = "";
@@ -32,4 +34,9 @@ pub fn router() -> Router<Upstreams> {
         .route("/orders/{id}", get(orders::get))
         .route("/payments", post(payments::record))
         .route("/shipments/{id}/complete", post(shipments::complete))
+        .route("/webhooks", get(webhooks::list))
+        .route("/webhooks/deliveries", get(webhooks::all_deliveries))
+        .route("/webhooks/{id}", get(webhooks::get).patch(webhooks::update).delete(webhooks::delete))
+        .route("/webhooks/{id}/deliveries", get(webhooks::deliveries))
+        .route("/webhooks/{id}/replay", post(webhooks::replay))
 }

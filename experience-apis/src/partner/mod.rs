@@ -9,6 +9,7 @@
 //! - [`products`]: the catalogue, with the partners' product custom fields.
 //! - [`orders`]: the tenant's orders: place, list, read, cancel.
 //! - [`invoices`]: the invoices of the tenant's orders.
+//! - [`webhooks`]: the tenant's webhook endpoints and their delivery log.
 
 use axum::{
     Router,
@@ -23,6 +24,7 @@ use crate::{Upstreams, error::Error, extract::Caller};
 pub mod invoices;
 pub mod orders;
 pub mod products;
+pub mod webhooks;
 
 /// Routes under `/partner/v1`.
 pub fn router() -> Router<Upstreams> {
@@ -32,6 +34,12 @@ pub fn router() -> Router<Upstreams> {
         .route("/orders/{id}", get(orders::get))
         .route("/orders/{id}/cancel", post(orders::cancel))
         .route("/invoices/{id}", get(invoices::get))
+        .route("/webhooks", get(webhooks::list).post(webhooks::create))
+        .route("/webhooks/{id}", get(webhooks::get).patch(webhooks::update).delete(webhooks::delete))
+        .route("/webhooks/{id}/rotate-secret", post(webhooks::rotate_secret))
+        .route("/webhooks/{id}/test", post(webhooks::test))
+        .route("/webhooks/{id}/deliveries", get(webhooks::deliveries))
+        .route("/webhooks/{id}/replay", post(webhooks::replay))
 }
 
 /// A caller acting for a partner tenant.

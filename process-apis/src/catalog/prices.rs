@@ -291,9 +291,10 @@ impl PriceList {
     }
 
     /// Reads `sku` from the ERP again, after the change feed reported a
-    /// change to it; a product the ERP no longer knows leaves the list.
-    pub async fn refresh(&self, sku: &str) -> Result<(), Error> {
-        self.fetch(sku).await.map(|_| ())
+    /// change to it; a product the ERP no longer knows leaves the list
+    /// (`None`).
+    pub async fn refresh(&self, sku: &str) -> Result<Option<Arc<Priced>>, Error> {
+        self.fetch(sku).await
     }
 
     async fn fetch(&self, sku: &str) -> Result<Option<Arc<Priced>>, Error> {

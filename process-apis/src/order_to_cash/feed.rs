@@ -10,6 +10,11 @@
 //! so replicas may follow side by side and a crash between apply and
 //! cursor write is harmless.
 //!
+//! Changes become business events in the outbox, for webhooks and the bus:
+//! `product.updated`, and for our orders `invoice.paid` and
+//! `shipment.shipped`. Their ids are derived from the change, so the
+//! replicas that all apply it write each event once.
+//!
 //! The feed is also how a replica learns that the ERP answers again after
 //! an outage: the first page read after failures makes the orders waiting
 //! for the ERP due at once ([`Engine::resume_waiting`]).
@@ -21,7 +26,13 @@ use tokio_util::sync::CancellationToken;
 
 use platform::backoff::Backoff;
 
-use super::saga::{Engine, mark_paid, mark_shipped};
+use erp_connect_proto::{events, money};
+
+use super::{
+    clock, outbox,
+    saga::{Engine, mark_paid, mark_shipped},
+    store::OutboxEvent,
+};
 
 /// The cursor's name in the store.
 const CURSOR: &str = "erp.changes";
@@ -99,11 +110,28 @@ async fn poll_once(engine: &Engine, cursor: &mut Option<String>) -> Result<usize
 
 async fn apply(engine: &Engine, change: &erp::Change) -> Result<(), Error> {
     let aggregate = erp::Aggregate::try_from(change.aggregate).unwrap_or(erp::Aggregate::Unspecified);
+    let changed_at = change
+        .changed_at
+        .as_ref()
+        .map_or_else(clock::now_ms, |at| at.seconds.saturating_mul(1000) + i64::from(at.nanos / 1_000_000));
     if aggregate == erp::Aggregate::Product {
         // A price that cannot be refreshed now is refreshed by the next
         // change or a miss; the feed moves on rather than stall on it.
-        if let Err(err) = engine.prices.refresh(&change.id).await {
-            tracing::warn!(sku = %change.id, error = %err, "price list not refreshed");
+        match engine.prices.refresh(&change.id).await {
+            Ok(product) => {
+                let data = events::ProductData {
+                    sku: change.id.clone(),
+                    name: product.as_ref().map(|p| p.name.clone()),
+                    price: product.as_ref().map(|p| money::format(p.unit_price)),
+                    currency: product.as_ref().map(|p| p.currency.clone()),
+                    active: product.as_ref().is_some_and(|p| p.active),
+                    sequence: changed_at.max(0) as u64,
+                };
+                let event = cdc_event(change, "product.updated", None, None, changed_at, data);
+                engine.store.write_events(&[event]).await?;
+                engine.wake_webhooks.notify_one();
+            }
+            Err(err) => tracing::warn!(sku = %change.id, error = %err, "price list not refreshed"),
         }
         return Ok(());
     }
@@ -117,6 +145,26 @@ async fn apply(engine: &Engine, change: &erp::Change) -> Result<(), Error> {
         return Ok(());
     }
     let Some(order_id) = engine.store.order_of(&change.id).await? else { return Ok(()) };
+    if let Some(order) = engine.store.read(&order_id).await? {
+        let event = if shipped {
+            let data = events::ShipmentShippedData {
+                shipment_id: change.id.clone(),
+                order_id: order_id.clone(),
+                sequence: changed_at.max(0) as u64,
+            };
+            cdc_event(change, "shipment.shipped", Some(&order_id), Some(&order.tenant), changed_at, data)
+        } else {
+            let data = events::InvoicePaidData {
+                invoice_id: change.id.clone(),
+                order_id: order_id.clone(),
+                sequence: changed_at.max(0) as u64,
+            };
+            cdc_event(change, "invoice.paid", Some(&order_id), Some(&order.tenant), changed_at, data)
+        };
+        engine.store.write_events(&[event]).await?;
+        engine.wake_webhooks.notify_one();
+        engine.wake_publisher.notify_one();
+    }
     let updated = engine
         .update(&order_id, |order, effects, now| {
             if shipped {
@@ -137,4 +185,26 @@ async fn apply(engine: &Engine, change: &erp::Change) -> Result<(), Error> {
         Err(super::saga::UpdateError::Store(err)) => Err(err.into()),
         Err(super::saga::UpdateError::Refused(never)) => match never {},
     }
+}
+
+/// The event of an ERP change: its id is derived from the change, so every
+/// replica following the feed writes the same event (and the outbox keeps
+/// the first). Events about an order are ordered with the order's own.
+fn cdc_event(
+    change: &erp::Change,
+    kind: &str,
+    order_id: Option<&str>,
+    tenant: Option<&str>,
+    changed_at: i64,
+    data: impl serde::Serialize,
+) -> OutboxEvent {
+    use sha2::Digest;
+    let digest =
+        sha2::Sha256::digest(format!("{}|{}|{}|{}|{changed_at}", change.aggregate, change.id, change.state, kind));
+    let id = format!("evt_{}", digest.iter().take(16).map(|b| format!("{b:02x}")).collect::<String>());
+    let aggregate = match order_id {
+        Some(order) => format!("order:{order}"),
+        None => format!("{}:{}", kind.split('.').next().unwrap_or(kind), change.id),
+    };
+    outbox::envelope(id, kind, order_id, tenant, aggregate, changed_at, serde_json::to_value(data).unwrap_or_default())
 }

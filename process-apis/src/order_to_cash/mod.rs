@@ -282,6 +282,16 @@ impl OrderToCash {
         &self.bus
     }
 
+    /// The saga store's database, which also keeps the webhooks'.
+    pub fn database(&self) -> platform::database::Database {
+        self.engine.store.database()
+    }
+
+    /// Notified after every commit that wrote events.
+    pub fn events_committed(&self) -> Arc<tokio::sync::Notify> {
+        self.engine.wake_webhooks.clone()
+    }
+
     /// Whether the saga store answers.
     pub async fn is_ready(&self) -> bool {
         self.engine.store.is_ready().await

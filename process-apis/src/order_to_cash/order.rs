@@ -233,6 +233,9 @@ pub struct Progress {
     pub outage_attempts: u32,
     /// The step that started and has not recorded its result yet.
     pub running: Option<String>,
+    /// Events written about the order so far: the last one's `sequence`.
+    #[serde(skip_serializing_if = "is_zero_u64")]
+    pub events: u64,
     /// W3C `traceparent` of the request that placed the order: its steps'
     /// spans join that trace, and its events carry it. None when traces
     /// were not exported then.
@@ -241,6 +244,10 @@ pub struct Progress {
 }
 
 fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_zero_u64(n: &u64) -> bool {
     *n == 0
 }
 

@@ -13,6 +13,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use erp_connect_proto::events;
 use platform::backoff::Backoff;
 use serde::Deserialize;
 use tokio::sync::{Notify, broadcast};
@@ -25,7 +26,7 @@ use super::{
 };
 
 /// Version of the event JSON; bumped on an incompatible change.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = events::SCHEMA_VERSION;
 
 /// `[process.events]`: where events go.
 #[derive(Debug, Clone, Deserialize)]
@@ -82,34 +83,65 @@ pub enum Error {
 }
 
 /// A new event about `order`, to be written with the step that caused it.
-/// `kind` is `aggregate.event`, e.g. `order.confirmed`.
+/// `kind` is `aggregate.event`, e.g. `order.confirmed`; its `sequence` is
+/// the order's event count ([`super::saga::Effects::emit`] counts).
 pub fn event(order: &Order, kind: &str, now: i64) -> OutboxEvent {
-    let id = format!("evt_{}", ulid::Ulid::new());
-    let payload = serde_json::json!({
-        "id": id,
-        "type": kind,
-        "schema_version": SCHEMA_VERSION,
-        "order_id": order.id,
-        "tenant": order.tenant,
-        "occurred_at": clock::rfc3339(now),
-        "data": {
-            "status": order.status.as_str(),
-            "customer_id": order.customer_id,
-            "currency": order.currency,
-            "total": order.total,
-            "sales_order": order.progress.sales_order_number,
-            "invoice": order.progress.invoice_number,
-            "reason": order.progress.unwind.as_ref().map(|u| u.reason.as_str()),
-        },
-    });
+    let data = events::OrderData {
+        order_id: order.id.clone(),
+        sequence: order.progress.events,
+        status: order.status.as_str().to_owned(),
+        customer_id: order.customer_id.clone(),
+        currency: order.currency.clone(),
+        total: order.total.clone(),
+        sales_order: Some(order.progress.sales_order_number.clone()).filter(|n| !n.is_empty()),
+        invoice: Some(order.progress.invoice_number.clone()).filter(|n| !n.is_empty()),
+        reason: order.progress.unwind.as_ref().map(|u| u.reason.clone()),
+    };
+    let mut event = envelope(
+        format!("evt_{}", ulid::Ulid::new()),
+        kind,
+        Some(&order.id),
+        Some(&order.tenant),
+        format!("order:{}", order.id),
+        now,
+        serde_json::to_value(data).unwrap_or_default(),
+    );
+    // The step's own span when it runs in one; else the request's.
+    event.traceparent = platform::telemetry::current_traceparent().or_else(|| order.progress.traceparent.clone());
+    event
+}
+
+/// An outbox event with `id`: about `order_id` of `tenant` (none for
+/// catalogue events), ordered with the other events of `aggregate`
+/// (`order:<id>`, `product:<sku>`), which happened at `occurred_at` (unix
+/// ms) at its source.
+pub fn envelope(
+    id: String,
+    kind: &str,
+    order_id: Option<&str>,
+    tenant: Option<&str>,
+    aggregate: String,
+    occurred_at: i64,
+    data: serde_json::Value,
+) -> OutboxEvent {
+    let envelope = events::Envelope {
+        id: id.clone(),
+        event_type: kind.to_owned(),
+        schema_version: SCHEMA_VERSION,
+        order_id: order_id.map(str::to_owned),
+        tenant: tenant.map(str::to_owned),
+        occurred_at: clock::rfc3339(occurred_at),
+        data,
+    };
     OutboxEvent {
         id,
-        order_id: order.id.clone(),
+        order_id: order_id.unwrap_or_default().to_owned(),
         event_type: kind.to_owned(),
-        payload: payload.to_string(),
-        created_at: now,
-        // The step's own span when it runs in one; else the request's.
-        traceparent: platform::telemetry::current_traceparent().or_else(|| order.progress.traceparent.clone()),
+        payload: serde_json::to_string(&envelope).unwrap_or_default(),
+        created_at: occurred_at,
+        traceparent: None,
+        tenant: tenant.map(str::to_owned),
+        aggregate,
     }
 }
 

@@ -129,6 +129,8 @@ pub struct Engine {
     pub wake_worker: Notify,
     /// Wakes the outbox publisher after a commit with events.
     pub wake_publisher: Arc<Notify>,
+    /// Wakes the webhooks' fan-out after a commit with events.
+    pub wake_webhooks: Arc<Notify>,
     /// Ids of orders written by this replica, for `WatchOrder`.
     pub changed: broadcast::Sender<String>,
     /// Bounds sagas running at once.
@@ -145,8 +147,10 @@ pub struct Effects {
 }
 
 impl Effects {
-    /// Adds the event `kind` about `order` as it is now.
-    pub fn emit(&mut self, order: &Order, kind: &str, now: i64) {
+    /// Adds the event `kind` about `order` as it is now, numbered next
+    /// in the order's sequence.
+    pub fn emit(&mut self, order: &mut Order, kind: &str, now: i64) {
+        order.progress.events += 1;
         self.events.push(outbox::event(order, kind, now));
     }
 }
@@ -163,6 +167,7 @@ impl Engine {
             owner: format!("replica_{}", ulid::Ulid::new()),
             wake_worker: Notify::new(),
             wake_publisher: Arc::new(Notify::new()),
+            wake_webhooks: Arc::new(Notify::new()),
             changed: broadcast::channel(1024).0,
             running,
         }
@@ -184,6 +189,9 @@ impl Engine {
         shutdown: CancellationToken,
     ) -> Result<bool, super::store::Error> {
         let now = clock::now_ms();
+        let mut order = order.clone();
+        order.progress.events = 1;
+        let order = &order;
         let events = [outbox::event(order, "order.accepted", now)];
         let lease_until = self.lease_until(now);
         if !self.store.insert(order, idempotency_key, fingerprint, &events, &self.owner, lease_until).await? {
@@ -199,6 +207,7 @@ impl Engine {
     pub fn committed(&self, order_id: &str, had_events: bool) {
         if had_events {
             self.wake_publisher.notify_one();
+            self.wake_webhooks.notify_one();
         }
         let _ = self.changed.send(order_id.to_owned());
     }
@@ -271,7 +280,7 @@ impl Engine {
                     let ends_as = order.progress.unwind.as_ref().map_or(OrderStatus::Rejected, |u| u.ends_as);
                     order.advance(ends_as, now);
                     let kind = if ends_as == OrderStatus::Cancelled { "order.cancelled" } else { "order.rejected" };
-                    effects.emit(&order, kind, now);
+                    effects.emit(&mut order, kind, now);
                     known = self.save(order, version, now, Lease::Release, effects).await?;
                 }
                 step => {

@@ -68,7 +68,7 @@ static MIGRATIONS: Migrations = Migrations { sqlite: &SQLITE, postgres: &POSTGRE
 pub struct OutboxEvent {
     /// Unique event id (`evt_` + ULID); consumers de-duplicate on it.
     pub id: String,
-    /// The order it is about.
+    /// The order it is about; empty for catalogue events.
     pub order_id: String,
     /// `aggregate.event`, e.g. `order.confirmed`.
     pub event_type: String,
@@ -79,6 +79,11 @@ pub struct OutboxEvent {
     /// W3C `traceparent` of the saga step that wrote it, published as the
     /// `traceparent` header; none when traces are not exported.
     pub traceparent: Option<String>,
+    /// Whose order it is about: only that tenant's webhooks get it. None
+    /// for catalogue events, which every subscriber gets.
+    pub tenant: Option<String>,
+    /// What its order is kept within: `order:<id>`, `product:<sku>`, ...
+    pub aggregate: String,
 }
 
 /// What a write does to the lease on the saga.
@@ -163,6 +168,11 @@ impl Store {
         }
         let db = Database::open(Some(url), Path::new("."), "process.db", "order_to_cash", &MIGRATIONS).await?;
         Ok(Self { db, reads: Arc::default() })
+    }
+
+    /// The database, shared with the webhooks' tables.
+    pub fn database(&self) -> Database {
+        self.db.clone()
     }
 
     /// Whether the database answers.
@@ -386,6 +396,15 @@ impl Store {
         Ok(())
     }
 
+    /// Writes events that change no order (the ERP change feed's); an
+    /// event whose id is there already is left as it is.
+    pub async fn write_events(&self, events: &[OutboxEvent]) -> Result<(), Error> {
+        let mut tx = self.begin_write().await?;
+        insert_events(&mut tx, events).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// The order an ERP id (shipment, invoice) belongs to.
     pub async fn order_of(&self, erp_id: &str) -> Result<Option<String>, Error> {
         let row = sqlx::query("SELECT order_id FROM order_refs WHERE erp_id = $1")
@@ -398,7 +417,7 @@ impl Store {
     /// The oldest unpublished events, in the order they were written.
     pub async fn unpublished(&self, limit: i64) -> Result<Vec<OutboxEvent>, Error> {
         let rows = sqlx::query(
-            "SELECT id, order_id, event_type, payload, created_at, traceparent FROM outbox WHERE published_at IS NULL \
+            "SELECT id, order_id, event_type, payload, created_at, traceparent, tenant, aggregate FROM outbox WHERE published_at IS NULL \
              ORDER BY seq LIMIT $1",
         )
         .bind(limit)
@@ -427,7 +446,7 @@ impl Store {
     /// Every event of an order, published or not, in order.
     pub async fn events_of(&self, order_id: &str) -> Result<Vec<OutboxEvent>, Error> {
         let rows = sqlx::query(
-            "SELECT id, order_id, event_type, payload, created_at, traceparent FROM outbox WHERE order_id = $1 ORDER BY seq",
+            "SELECT id, order_id, event_type, payload, created_at, traceparent, tenant, aggregate FROM outbox WHERE order_id = $1 ORDER BY seq",
         )
         .bind(order_id)
         .fetch_all(self.db.pool())
@@ -543,9 +562,11 @@ impl PublisherLock {
 
 async fn insert_events(tx: &mut sqlx::Transaction<'static, sqlx::Any>, events: &[OutboxEvent]) -> Result<(), Error> {
     for e in events {
+        // Events of the ERP's change feed have ids derived from the
+        // change, and every replica follows the feed: the first write wins.
         sqlx::query(
-            "INSERT INTO outbox (id, order_id, event_type, payload, created_at, traceparent) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO outbox (id, order_id, event_type, payload, created_at, traceparent, tenant, aggregate) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
         )
         .bind(&e.id)
         .bind(&e.order_id)
@@ -553,6 +574,8 @@ async fn insert_events(tx: &mut sqlx::Transaction<'static, sqlx::Any>, events: &
         .bind(&e.payload)
         .bind(e.created_at)
         .bind(e.traceparent.as_deref())
+        .bind(e.tenant.as_deref())
+        .bind(&e.aggregate)
         .execute(&mut **tx)
         .await?;
     }
@@ -571,6 +594,8 @@ fn event(r: &AnyRow) -> Result<OutboxEvent, Error> {
         payload: r.try_get(3)?,
         created_at: r.try_get(4)?,
         traceparent: r.try_get(5)?,
+        tenant: r.try_get(6)?,
+        aggregate: r.try_get::<Option<String>, _>(7)?.unwrap_or_default(),
     })
 }
 
