@@ -318,3 +318,65 @@ impl pb::webhook_service_server::WebhookService for Service {
         Ok(Response::new(pb::ReplayResponse { replayed: replayed as i32 }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use pb::webhook_service_server::WebhookService;
+    use tonic::Code;
+
+    use super::*;
+    use crate::webhooks::{Settings, delivery, store, target::Policy, vault};
+
+    async fn service(policy: Policy) -> (Service, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("p.db").display());
+        let saga = crate::order_to_cash::store::Store::open(&url).await.expect("store");
+        let settings = Settings { policy, ..Settings::default() };
+        let shared = Shared {
+            store: store::Store::new(saga.database()),
+            vault: vault::Vault::new(&settings.key),
+            sender: delivery::Sender::new(policy, settings.timeout).expect("sender"),
+            settings,
+        };
+        (Service::new(Arc::new(shared), Arc::default()), dir)
+    }
+
+    fn subscribe(url: &str) -> Request<pb::CreateEndpointRequest> {
+        Request::new(pb::CreateEndpointRequest {
+            tenant: "acme".into(),
+            url: url.into(),
+            events: vec!["order.*".into()],
+            description: String::new(),
+        })
+    }
+
+    #[tokio::test]
+    async fn production_refuses_plain_http_and_private_loopback_and_metadata_targets_at_subscription() {
+        let (service, _dir) = service(Policy::Production).await;
+        for url in ["http://127.0.0.1", "https://10.0.0.1", "https://169.254.169.254", "https://localhost"] {
+            let status = service.create_endpoint(subscribe(url)).await.expect_err(url);
+            assert_eq!(status.code(), Code::InvalidArgument, "{url}: {status:?}");
+            assert!(status.message().starts_with("url: "), "{url}: {}", status.message());
+        }
+        let listed = service.list_endpoints(Request::new(pb::ListEndpointsRequest { tenant: "acme".into() })).await;
+        assert!(listed.expect("list").into_inner().endpoints.is_empty(), "nothing was stored");
+    }
+
+    #[tokio::test]
+    async fn dev_allows_a_loopback_receiver_and_an_endpoint_is_its_tenants_alone() {
+        let (service, _dir) = service(Policy::Dev).await;
+        let created =
+            service.create_endpoint(subscribe("http://127.0.0.1:9/hooks")).await.expect("created").into_inner();
+        let id = created.endpoint.expect("endpoint").id;
+        assert!(created.secret.starts_with("whsec_"));
+        let other = Request::new(pb::EndpointRef { tenant: "globex".into(), id: id.clone() });
+        assert_eq!(service.get_endpoint(other).await.expect_err("another tenant's").code(), Code::NotFound);
+        let any = Request::new(pb::EndpointRef { tenant: String::new(), id });
+        assert_eq!(service.get_endpoint(any).await.expect("operators see it").into_inner().tenant, "acme");
+        for _ in 1..MAX_ENDPOINTS {
+            service.create_endpoint(subscribe("http://127.0.0.1:9/hooks")).await.expect("within the limit");
+        }
+        let over = service.create_endpoint(subscribe("http://127.0.0.1:9/hooks")).await.expect_err("over the limit");
+        assert_eq!(over.code(), Code::FailedPrecondition);
+    }
+}

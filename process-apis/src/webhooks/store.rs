@@ -598,3 +598,91 @@ fn endpoint(r: &AnyRow) -> Result<EndpointRow, Error> {
         updated_at: r.try_get(12)?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use platform::database::ScratchPostgres;
+
+    use super::*;
+    use crate::order_to_cash::{outbox, store::Store as SagaStore};
+
+    fn endpoint(id: &str, tenant: &str, events: &[&str]) -> EndpointRow {
+        EndpointRow {
+            id: id.into(),
+            tenant: tenant.into(),
+            url: "http://127.0.0.1:9/".into(),
+            events: events.iter().map(|e| e.to_string()).collect(),
+            description: String::new(),
+            enabled: true,
+            disabled_reason: String::new(),
+            secret: "sealed".into(),
+            previous_secret: None,
+            previous_secret_until: 0,
+            failing_since: None,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    fn event(id: &str, kind: &str, tenant: Option<&str>, aggregate: &str) -> crate::order_to_cash::store::OutboxEvent {
+        outbox::envelope(id.into(), kind, None, tenant, aggregate.into(), 1_000, serde_json::json!({}))
+    }
+
+    async fn replicas_share_deliveries_and_each_aggregate_keeps_its_order(saga: SagaStore) {
+        let store = Store::new(saga.database());
+        store.create_endpoint(&endpoint("whe_a", "acme", &["order.*", "product.updated"])).await.expect("endpoint");
+        store.create_endpoint(&endpoint("whe_g", "globex", &["order.*"])).await.expect("endpoint");
+        saga.write_events(&[
+            event("evt_1", "order.accepted", Some("acme"), "order:1"),
+            event("evt_2", "order.confirmed", Some("acme"), "order:1"),
+            event("evt_3", "order.accepted", Some("acme"), "order:2"),
+            event("evt_4", "product.updated", None, "product:DRILL-10"),
+            event("evt_5", "invoice.paid", Some("acme"), "order:1"),
+        ])
+        .await
+        .expect("events");
+        // Written twice (two replicas following the feed): kept once.
+        saga.write_events(&[event("evt_4", "product.updated", None, "product:DRILL-10")]).await.expect("again");
+        assert_eq!(store.fan_out(100, 2_000).await.expect("fan out"), 5);
+        assert_eq!(store.fan_out(100, 2_000).await.expect("nothing left"), 0);
+        let ids = |due: &[Due]| due.iter().map(|d| (d.endpoint_id.clone(), d.event_id.clone())).collect::<Vec<_>>();
+        let (now, lease) = (3_000, 60_000);
+        let mut first = ids(&store.claim_due("r1", now, now + lease, 100).await.expect("claim"));
+        first.sort();
+        // acme: order 1's first event (its second waits behind it), order
+        // 2's, and the catalogue event; globex wants none of acme's.
+        let want = [("whe_a", "evt_1"), ("whe_a", "evt_3"), ("whe_a", "evt_4")];
+        assert_eq!(first, want.map(|(e, v)| (e.to_owned(), v.to_owned())));
+        assert!(store.claim_due("r2", now, now + lease, 100).await.expect("claim").is_empty(), "all leased or waiting");
+        // r1 dies; after its lease another replica takes its deliveries.
+        let taken = store.claim_due("r2", now + lease + 1, now + 2 * lease, 100).await.expect("claim");
+        assert_eq!(taken.len(), 3);
+        let evt_1 = taken.iter().find(|d| d.event_id == "evt_1").expect("evt_1").clone();
+        let ok = AttemptRow { at: now, http_status: 204, error: String::new(), duration_ms: 3 };
+        store.settle(&evt_1, "r1", &ok, &Settle::Delivered).await.expect("a stale owner's settle");
+        let log = store.deliveries("acme", "whe_a", "delivered", "", 10).await.expect("log");
+        assert!(log.is_empty(), "a replica that lost the lease records nothing");
+        store.settle(&evt_1, "r2", &ok, &Settle::Delivered).await.expect("settle");
+        let next = store.claim_due("r2", now + lease + 2, now + 2 * lease, 100).await.expect("claim");
+        assert_eq!(ids(&next), [("whe_a".to_owned(), "evt_2".to_owned())], "the next of order 1, now");
+        let log = store.deliveries("", "", "delivered", "", 10).await.expect("log");
+        assert_eq!(log.len(), 1);
+        assert_eq!((log[0].attempts.len(), log[0].attempts[0].http_status), (1, 204));
+    }
+
+    #[tokio::test]
+    async fn replicas_share_deliveries_on_postgres() {
+        let scratch = ScratchPostgres::create("webhooks_claims").await;
+        replicas_share_deliveries_and_each_aggregate_keeps_its_order(
+            SagaStore::open(&scratch.url()).await.expect("open"),
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn replicas_share_deliveries_on_sqlite() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let saga = SagaStore::open(&format!("sqlite://{}", dir.path().join("p.db").display())).await.expect("open");
+        replicas_share_deliveries_and_each_aggregate_keeps_its_order(saga).await;
+    }
+}
