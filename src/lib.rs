@@ -138,3 +138,31 @@ pub fn principal_signer(config: &Config) -> Result<PrincipalSigner, StartError> 
     };
     PrincipalSigner::new(&secret).map_err(|e| invalid(e.to_string()).into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn production_needs_a_32_byte_key_to_seal_webhook_secrets_and_dev_makes_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let production = |key: Option<&str>| Config {
+            mode: Mode::Production,
+            data_dir: dir.path().to_owned(),
+            webhooks: process_apis::webhooks::Config { secret_key: key.map(str::to_owned), ..Default::default() },
+            ..Config::default()
+        };
+        for key in [None, Some("c2hvcnQ="), Some("not base64!")] {
+            let Err(StartError::Config(err)) = webhook_settings(&production(key)) else { panic!("{key:?} accepted") };
+            assert!(err.to_string().starts_with("webhooks.secret_key: "), "{err}");
+        }
+        let settings =
+            webhook_settings(&production(Some("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="))).expect("a key");
+        assert_eq!(settings.policy, process_apis::webhooks::target::Policy::Production);
+        assert_eq!(&settings.key, b"0123456789abcdef0123456789abcdef");
+        let dev = Config { data_dir: dir.path().to_owned(), ..Config::default() };
+        let first = webhook_settings(&dev).expect("dev makes a key");
+        assert_eq!(webhook_settings(&dev).expect("and keeps it").key, first.key);
+        assert!(dir.path().join("internal/webhooks.key").is_file());
+    }
+}

@@ -135,6 +135,7 @@ async fn in_production_configured_issuers_sign_and_the_token_comes_from_a_file()
     let app = spawn_serve_with(|config| {
         config.mode = Mode::Production;
         config.internal.principal_secret = Some("a-test-secret-of-at-least-32-bytes-long".into());
+        config.webhooks.secret_key = Some("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=".into());
         config.gateway.issuers = vec![serde_json::from_value(issuer.clone()).expect("gateway issuer")];
         config.process.service_issuers = vec![serde_json::from_value(issuer.clone()).expect("service issuer")];
         config.experience.service_token_file = Some(token_file.clone());

@@ -239,6 +239,7 @@ impl Store {
         }
         let endpoints: Vec<EndpointRow> = self.endpoints("").await?.into_iter().filter(|e| e.enabled).collect();
         let mut tx = self.db.begin_concurrent().await?;
+        let mut seqs = Vec::with_capacity(events.len());
         for row in &events {
             let event = OutboxRow::read(row)?;
             for endpoint in
@@ -246,12 +247,18 @@ impl Store {
             {
                 insert_delivery(&mut tx, endpoint, &event, 0, now).await?;
             }
-            sqlx::query("UPDATE outbox SET fanned_out_at = $1 WHERE seq = $2")
-                .bind(now)
-                .bind(event.seq)
-                .execute(&mut *tx)
-                .await?;
+            seqs.push(event.seq);
         }
+        // One statement for the batch: most events (all, without
+        // endpoints) make no delivery, and a write per event would double
+        // what each saga step costs the store.
+        let placeholders = (2..seqs.len() + 2).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ");
+        let sql = format!("UPDATE outbox SET fanned_out_at = $1 WHERE seq IN ({placeholders})");
+        let mut mark = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
+        for seq in seqs {
+            mark = mark.bind(seq);
+        }
+        mark.execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(events.len())
     }
@@ -333,6 +340,16 @@ impl Store {
     /// until `lease_until`; each is the earliest pending one of its
     /// aggregate at its endpoint.
     pub async fn claim_due(&self, owner: &str, now: i64, lease_until: i64, limit: i64) -> Result<Vec<Due>, Error> {
+        // Read first: mostly nothing is due, and a claim is a write.
+        let due = sqlx::query(
+            "SELECT 1 FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $1 AND lease_until < $1 LIMIT 1",
+        )
+        .bind(now)
+        .fetch_optional(self.db.pool())
+        .await?;
+        if due.is_none() {
+            return Ok(Vec::new());
+        }
         macro_rules! claim {
             ($lock:literal) => {
                 concat!(
