@@ -69,6 +69,10 @@ async fn the_document_and_the_reference_page_are_public_and_every_answer_has_sec
         }
         // Everything the page needs is in it: no script or style from elsewhere.
         assert!(page.text.contains("fetch(\"/openapi.json\")") && !page.text.contains("src=\"http"), "{}", page.text);
+        // The events' contract is linked, and public like the API's.
+        assert!(page.text.contains("href=\"/asyncapi.json\""), "{}", page.text);
+        let events = get(&app.url("/asyncapi.json"), None).await;
+        assert_eq!((events.status, &events.body["asyncapi"]), (200, &serde_json::json!("3.0.0")), "{}", events.text);
         app.stop_all().await;
     }
 }

@@ -165,8 +165,9 @@ async fn an_operator_signs_in_sees_the_charts_and_opens_an_orders_timeline_in_ch
              const traffic = [...document.querySelectorAll('#tiers [data-tier=gateway] path.series.requests')];
              return charts.length === 8 && traffic.some(p => Number(p.dataset.total) > 0 && p.getAttribute('d').includes('L'))
                  && document.querySelectorAll('#orders-by-status rect.bar').length > 0
-                 && document.querySelectorAll('#tiles .tile').length === 5
-                 && /waiting for a system\\s+none/i.test(document.querySelector('#tiles').innerText);",
+                 && document.querySelectorAll('#tiles .tile').length === 6
+                 && /waiting for a system\\s+none/i.test(document.querySelector('#tiles').innerText)
+                 && /webhooks\\s+0 pending/i.test(document.querySelector('#tiles').innerText);",
         )
         .await;
     let tiers: Vec<String> = serde_json::from_value(

@@ -187,6 +187,26 @@ struct Overview {
     /// in a gateway process without the system tier.
     erp: Option<OverviewErp>,
     rate_limit: OverviewRateLimit,
+    webhooks: OverviewWebhooks,
+}
+
+/// Webhook deliveries; `pending` and its age are `null` without a process
+/// tier in the gateway's process, the counts are since it started.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documentation only
+struct OverviewWebhooks {
+    /// Deliveries waiting for enabled endpoints.
+    pending: Option<u64>,
+    /// Age of the oldest of them (0 when none).
+    oldest_age_seconds: Option<f64>,
+    /// Attempts answered 2xx.
+    delivered: u64,
+    /// Attempts failed and scheduled again.
+    retried: u64,
+    /// Deliveries whose attempts ran out (dead letters).
+    failed: u64,
+    /// Endpoints disabled (410, or failing for days).
+    disabled: u64,
 }
 
 /// The ERP behind the system tier.
@@ -334,6 +354,7 @@ struct OverviewRateLimit {
         OverviewErp,
         OverviewBackend,
         OverviewRateLimit,
+        OverviewWebhooks,
         OrderRequest,
         LineRequest,
         PaymentRequest,

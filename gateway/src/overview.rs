@@ -13,8 +13,11 @@
 //!   `erp_connect_orders_waiting_oldest_age_seconds{system}`,
 //!   `erp_connect_circuit_breaker_state{system, backend}`,
 //!   `erp_connect_erp_info{backend, release, credit_limits}`,
-//!   `erp_connect_rate_limit_rejections_total` and
-//!   `erp_connect_rate_limit_redis_fallbacks_total`.
+//!   `erp_connect_rate_limit_rejections_total`,
+//!   `erp_connect_rate_limit_redis_fallbacks_total`,
+//!   `erp_connect_webhook_pending`,
+//!   `erp_connect_webhook_pending_oldest_age_seconds` and
+//!   `erp_connect_webhook_deliveries_total{outcome}`.
 //!
 //! In `up` mode the process holds every tier, so the overview covers them
 //! all. In `serve` mode a gateway process sees only its own metrics: the
@@ -63,6 +66,23 @@ struct Overview {
     /// without a system tier in this process.
     erp: Option<ErpInfo>,
     rate_limit: RateLimit,
+    webhooks: Webhooks,
+}
+
+#[derive(Debug, Serialize)]
+struct Webhooks {
+    /// Deliveries waiting for enabled endpoints; `null` without a process
+    /// tier here.
+    pending: Option<u64>,
+    /// Age of the oldest of them (0 when none).
+    oldest_age_seconds: Option<f64>,
+    /// Attempts since the process started, by outcome.
+    delivered: u64,
+    retried: u64,
+    /// Deliveries whose attempts ran out (dead letters).
+    failed: u64,
+    /// Endpoints disabled (410, or failing for days).
+    disabled: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -168,6 +188,22 @@ fn overview(samples: &[Sample], tiers: Vec<TierHistory>) -> Overview {
             rejections: sum("erp_connect_rate_limit_rejections_total"),
             redis_fallbacks: sum("erp_connect_rate_limit_redis_fallbacks_total"),
         },
+        webhooks: {
+            let outcome = |outcome: &str| {
+                named("erp_connect_webhook_deliveries_total")
+                    .filter(|s| s.label("outcome") == Some(outcome))
+                    .map(|s| s.value)
+                    .sum::<f64>() as u64
+            };
+            Webhooks {
+                pending: first("erp_connect_webhook_pending").map(|v| v as u64),
+                oldest_age_seconds: first("erp_connect_webhook_pending_oldest_age_seconds"),
+                delivered: outcome("delivered"),
+                retried: outcome("retry"),
+                failed: outcome("failed"),
+                disabled: outcome("disabled"),
+            }
+        },
     }
 }
 
@@ -190,6 +226,11 @@ erp_connect_circuit_breaker_state{system=\"erp\",backend=\"tryton\"} 1
 erp_connect_erp_info{backend=\"tryton\",release=\"8.0.12\",credit_limits=\"false\"} 1
 erp_connect_rate_limit_rejections_total{plan=\"bronze\",kind=\"rate\"} 4
 erp_connect_rate_limit_rejections_total{plan=\"gold\",kind=\"quota\"} 1
+erp_connect_webhook_pending 4
+erp_connect_webhook_pending_oldest_age_seconds 310.5
+erp_connect_webhook_deliveries_total{outcome=\"delivered\"} 120
+erp_connect_webhook_deliveries_total{outcome=\"retry\"} 9
+erp_connect_webhook_deliveries_total{outcome=\"failed\"} 1
 ";
         let body = serde_json::to_value(overview(&metrics::parse(text), Vec::new())).expect("json");
         assert_eq!(body["window_seconds"], 900);
@@ -206,5 +247,10 @@ erp_connect_rate_limit_rejections_total{plan=\"gold\",kind=\"quota\"} 1
         assert_eq!(body["backends"], serde_json::json!([{"name": "erp", "backend": "tryton", "breaker": "open"}]));
         assert_eq!(body["rate_limit"], serde_json::json!({"rejections": 5, "redis_fallbacks": 0}));
         assert_eq!(body["erp"], serde_json::json!({"backend": "tryton", "release": "8.0.12", "credit_limits": false}));
+        assert_eq!(
+            body["webhooks"],
+            serde_json::json!({"pending": 4, "oldest_age_seconds": 310.5, "delivered": 120, "retried": 9,
+                               "failed": 1, "disabled": 0})
+        );
     }
 }

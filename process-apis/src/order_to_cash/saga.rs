@@ -353,6 +353,7 @@ impl Engine {
                             known = self.keep(order, version, now, Effects::default()).await?;
                         }
                         Err(StepError::Business(reason)) => {
+                            tracing::warn!(step = step.name(), %reason, "business failure: the order is wound back");
                             let mut order = order.clone();
                             order.progress.running = None;
                             order.unwind(OrderStatus::Rejected, reason, now);

@@ -372,7 +372,16 @@ impl TrytonErp {
         let invoice = self.invoice(invoice_id).await?;
         match InvoiceState::try_from(invoice.state) {
             Ok(InvoiceState::Draft) => {
-                self.button("account.invoice", "post", invoice_id).await?;
+                if let Err(err) = self.button("account.invoice", "post", invoice_id).await {
+                    // An earlier attempt that timed out (Tryton slow or
+                    // paused) may have posted it meanwhile, and Tryton
+                    // refuses to post twice: posted is posted, whoever did it.
+                    let now = self.invoice(invoice_id).await?;
+                    return match InvoiceState::try_from(now.state) {
+                        Ok(InvoiceState::Posted | InvoiceState::Paid) => Ok(now),
+                        _ => Err(err),
+                    };
+                }
                 self.invoice(invoice_id).await
             }
             Ok(InvoiceState::Cancelled) => Err(Error::precondition("CANCELLED", id, "the invoice is cancelled")),
