@@ -74,6 +74,8 @@ async fn main() {
     }
     let data_dir = tempfile::tempdir().expect("tempdir");
     let mut config = Config { data_dir: data_dir.path().to_owned(), ..Config::default() };
+    // Every order on account within the partner's credit: none is refused.
+    config.process.saga.partner_credit_limit = "100000000.00".into();
     let run = ulid::Ulid::new().to_string().to_lowercase();
     let databases = ["o2c", "erp", "pay"].map(|d| format!("hooks_{d}_{run}"));
     sqlx::any::install_default_drivers();
