@@ -3,7 +3,8 @@
 //! and not through erp-connect, reaches a partner's webhook endpoint. An
 //! invoice of the partner's order paid with Tryton's pay wizard arrives as
 //! `invoice.paid` (and the order as `order.paid`); a list price changed on
-//! a product arrives as `product.updated` with the new price.
+//! a product arrives as `product.updated` with the new price; the partner's
+//! party renamed arrives as `customer.updated`.
 
 mod harness;
 
@@ -94,7 +95,7 @@ async fn pay_in_tryton(rpc: &tryton::rpc::Client, id: i64) {
 }
 
 #[tokio::test]
-async fn an_invoice_paid_and_a_price_changed_in_tryton_arrive_as_webhooks() {
+async fn an_invoice_paid_a_price_changed_and_a_party_renamed_in_tryton_arrive_as_webhooks() {
     let _ = tracing_subscriber::fmt().with_env_filter("warn").with_test_writer().try_init();
     let server = tokio::task::spawn_blocking(|| tryton::test_server::config("erp_hooks")).await.expect("tryton set up");
     let rpc = tryton::test_server::rpc_client(&server);
@@ -118,7 +119,8 @@ async fn an_invoice_paid_and_a_price_changed_in_tryton_arrive_as_webhooks() {
         None,
         "orders:read orders:write webhooks:manage",
     );
-    let subscription = json!({"url": url, "events": ["invoice.paid", "product.updated", "order.paid"]});
+    let subscription =
+        json!({"url": url, "events": ["invoice.paid", "product.updated", "order.paid", "customer.updated"]});
     let created = post_json(&app.url("/partner/v1/webhooks"), &partner, &subscription, None).await;
     assert_eq!(created.status, 201, "{}", created.text);
 
@@ -156,5 +158,18 @@ async fn an_invoice_paid_and_a_price_changed_in_tryton_arrive_as_webhooks() {
         })
         .await;
     assert_eq!(updated["data"]["active"], true, "{updated}");
+
+    // A clerk renames the partner's party in Tryton: its tenant hears of it.
+    let customer_id = invoiced["customer_id"].as_str().unwrap_or_default().to_owned();
+    let party: i64 = customer_id.strip_prefix("party-").and_then(|n| n.parse().ok()).expect("party-<Tryton id>");
+    let written_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis();
+    call(&rpc, "model.party.party.write", vec![json!([party]), json!({"name": "Hooks Trading GmbH"})]).await;
+    receiver
+        .wait_for("customer.updated", |b| {
+            b["type"] == "customer.updated"
+                && b["data"]["customer_id"] == customer_id.as_str()
+                && b["data"]["sequence"].as_u64().is_some_and(|at| u128::from(at) + 50 >= written_at)
+        })
+        .await;
     app.stop_all().await;
 }

@@ -67,6 +67,7 @@ event_types! {
     "payment.refunded", Tenant, OrderData, "The captured card payment was refunded.";
     "shipment.shipped", Tenant, ShipmentShippedData, "A shipment of an order was done in the ERP (the warehouse).";
     "sales_order.changed", Tenant, SalesOrderChangedData, "An order's sales order changed in the ERP.";
+    "customer.updated", Tenant, CustomerData, "A customer of the tenant's orders changed in the ERP (name, addresses, contacts).";
     "product.updated", Everyone, ProductData, "A product's name, price or active flag changed in the ERP.";
     "webhook.test", Tenant, TestData, "Sent on request to check an endpoint; never on the bus.";
 }
@@ -210,6 +211,16 @@ pub struct SalesOrderChangedData {
     /// The sales order's state in the ERP, e.g. `confirmed`, `cancelled`.
     pub state: String,
     /// The ERP change's time in milliseconds: increases per sales order.
+    pub sequence: u64,
+}
+
+/// `customer.updated`: a customer (an ERP party) of the tenant's orders
+/// changed in the ERP; read it through the partner API for the details.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CustomerData {
+    /// The ERP customer id, as orders show it (`customer_id`).
+    pub customer_id: String,
+    /// The ERP change's time in milliseconds: increases per customer.
     pub sequence: u64,
 }
 

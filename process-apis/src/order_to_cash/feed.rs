@@ -11,8 +11,8 @@
 //! cursor write is harmless.
 //!
 //! Changes become business events in the outbox, for webhooks and the bus:
-//! `product.updated`, and for our orders `invoice.paid` and
-//! `shipment.shipped`. Their ids are derived from the change, so the
+//! `product.updated`, for our orders `invoice.paid` and `shipment.shipped`,
+//! and for our orders' customers `customer.updated` (to their tenant). Their ids are derived from the change, so the
 //! replicas that all apply it write each event once.
 //!
 //! The feed is also how a replica learns that the ERP answers again after
@@ -130,8 +130,20 @@ async fn apply(engine: &Engine, change: &erp::Change) -> Result<(), Error> {
                 let event = cdc_event(change, "product.updated", None, None, changed_at, data);
                 engine.store.write_events(&[event]).await?;
                 engine.wake_webhooks.notify_one();
+                engine.wake_publisher.notify_one();
             }
             Err(err) => tracing::warn!(sku = %change.id, error = %err, "price list not refreshed"),
+        }
+        return Ok(());
+    }
+    if aggregate == erp::Aggregate::Customer {
+        // Only customers of our orders, and only to their tenant.
+        if let Some(tenant) = engine.store.tenant_of_customer(&change.id).await? {
+            let data = events::CustomerData { customer_id: change.id.clone(), sequence: changed_at.max(0) as u64 };
+            let event = cdc_event(change, "customer.updated", None, Some(&tenant), changed_at, data);
+            engine.store.write_events(&[event]).await?;
+            engine.wake_webhooks.notify_one();
+            engine.wake_publisher.notify_one();
         }
         return Ok(());
     }

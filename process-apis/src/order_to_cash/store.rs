@@ -405,6 +405,15 @@ impl Store {
         Ok(())
     }
 
+    /// The tenant whose orders the ERP customer `customer_id` placed, if any.
+    pub async fn tenant_of_customer(&self, customer_id: &str) -> Result<Option<String>, Error> {
+        let row = sqlx::query("SELECT tenant FROM orders WHERE customer_id = $1 LIMIT 1")
+            .bind(customer_id)
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.map(|r| Ok(r.try_get(0)?)).transpose()
+    }
+
     /// The order an ERP id (shipment, invoice) belongs to.
     pub async fn order_of(&self, erp_id: &str) -> Result<Option<String>, Error> {
         let row = sqlx::query("SELECT order_id FROM order_refs WHERE erp_id = $1")
