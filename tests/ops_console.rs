@@ -128,6 +128,9 @@ async fn an_operator_signs_in_sees_the_charts_and_opens_an_orders_timeline_in_ch
     let app = spawn_up_with(|config| {
         quick_sagas(config);
         config.experience.trace_url_template = Some("https://tempo.example/trace/{trace_id}?from=ops&x=\"".into());
+        // A failed webhook attempt is a dead letter at once.
+        config.webhooks.retry_schedule = Vec::new();
+        config.webhooks.poll_interval = Duration::from_millis(20);
     })
     .await;
     let shopper = app.token("orders:read orders:write");
@@ -146,6 +149,18 @@ async fn an_operator_signs_in_sees_the_charts_and_opens_an_orders_timeline_in_ch
     )
     .await;
     assert_eq!(key.status, 201, "{}", key.text);
+    // A partner endpoint nobody listens at: its test event fails for good.
+    let dead = harness::listener().await;
+    let dead_url = format!("http://{}/hooks", dead.local_addr().expect("addr"));
+    drop(dead);
+    let partner = harness::token_for(app.data_dir.path(), "acme-erp", Some("acme"), None, "webhooks:manage");
+    let endpoint =
+        post_json(&app.url("/partner/v1/webhooks"), &partner, &json!({"url": dead_url, "events": ["order.*"]}), None)
+            .await;
+    assert_eq!(endpoint.status, 201, "{}", endpoint.text);
+    let endpoint = endpoint.body["id"].as_str().expect("id").to_owned();
+    let test = post_json(&app.url(&format!("/partner/v1/webhooks/{endpoint}/test")), &partner, &json!({}), None).await;
+    assert_eq!(test.status, 202, "{}", test.text);
 
     let browser = Browser::start().await;
     browser.open(&app.url("/ops")).await;
@@ -167,7 +182,7 @@ async fn an_operator_signs_in_sees_the_charts_and_opens_an_orders_timeline_in_ch
                  && document.querySelectorAll('#orders-by-status rect.bar').length > 0
                  && document.querySelectorAll('#tiles .tile').length === 6
                  && /waiting for a system\\s+none/i.test(document.querySelector('#tiles').innerText)
-                 && /webhooks\\s+0 pending/i.test(document.querySelector('#tiles').innerText);",
+                 && /webhooks\\s+\\d+ pending/i.test(document.querySelector('#tiles').innerText);",
         )
         .await;
     let tiers: Vec<String> = serde_json::from_value(
@@ -206,6 +221,21 @@ async fn an_operator_signs_in_sees_the_charts_and_opens_an_orders_timeline_in_ch
         .wait_for(
             "the partner of the key",
             "return !!document.querySelector(\"#partners-rows tr[data-partner='acme']\");",
+        )
+        .await;
+
+    // Webhooks: the endpoint, its dead letter, a replay and disabling it.
+    browser.click("#nav-webhooks").await;
+    let failed_rows = "return document.querySelectorAll('#failed-rows tr[data-delivery-id]').length";
+    browser.wait_for("the failed test event", &format!("{failed_rows} === 1;")).await;
+    browser.click("#failed-rows tr[data-delivery-id] button").await;
+    browser.wait_for("the replay, failed again", &format!("{failed_rows} === 2;")).await;
+    let row = format!("#endpoints-rows tr[data-endpoint-id='{endpoint}']");
+    browser.click(&format!("{row} button")).await;
+    browser
+        .wait_for(
+            "the endpoint disabled",
+            &format!("return /disabled by its owner/.test(document.querySelector(\"{row}\").innerText);"),
         )
         .await;
 

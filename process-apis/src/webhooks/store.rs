@@ -264,18 +264,43 @@ impl Store {
     }
 
     /// Queues `event_id` again for `endpoint`, if it is an event the
-    /// endpoint may receive; `Ok(false)` when there is no such event.
+    /// endpoint may receive: one it was sent before (a `webhook.test`
+    /// included, which is in no outbox), or one of the outbox. `Ok(false)`
+    /// when there is no such event.
     pub async fn replay_event(&self, endpoint: &EndpointRow, event_id: &str, now: i64) -> Result<bool, Error> {
-        let row =
-            sqlx::query("SELECT seq, id, event_type, payload, created_at, tenant, aggregate FROM outbox WHERE id = $1")
+        let sent = sqlx::query(
+            "SELECT event_seq, event_id, event_type, body, occurred_at, aggregate FROM webhook_deliveries \
+             WHERE endpoint_id = $1 AND event_id = $2 ORDER BY generation DESC LIMIT 1",
+        )
+        .bind(&endpoint.id)
+        .bind(event_id)
+        .fetch_optional(self.db.pool())
+        .await?;
+        let event = match sent {
+            Some(r) => OutboxRow {
+                seq: r.try_get(0)?,
+                id: r.try_get(1)?,
+                event_type: r.try_get(2)?,
+                body: r.try_get(3)?,
+                created_at: r.try_get(4)?,
+                tenant: Some(endpoint.tenant.clone()),
+                aggregate: r.try_get(5)?,
+            },
+            None => {
+                let row = sqlx::query(
+                    "SELECT seq, id, event_type, payload, created_at, tenant, aggregate FROM outbox WHERE id = $1",
+                )
                 .bind(event_id)
                 .fetch_optional(self.db.pool())
                 .await?;
-        let Some(row) = row else { return Ok(false) };
-        let event = OutboxRow::read(&row)?;
-        if event.tenant.as_deref().is_some_and(|t| t != endpoint.tenant) {
-            return Ok(false);
-        }
+                let Some(row) = row else { return Ok(false) };
+                let event = OutboxRow::read(&row)?;
+                if event.tenant.as_deref().is_some_and(|t| t != endpoint.tenant) {
+                    return Ok(false);
+                }
+                event
+            }
+        };
         let mut tx = self.db.begin_concurrent().await?;
         let generation = next_generation(&mut tx, &endpoint.id, &event.id).await?;
         insert_delivery(&mut tx, endpoint, &event, generation, now).await?;
