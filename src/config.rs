@@ -66,6 +66,14 @@ pub struct Config {
     pub payments: system_apis::payments::Config,
     /// Partner webhooks (delivered by the process tier).
     pub webhooks: process_apis::webhooks::Config,
+    /// Each partner tenant's mapping and rules (`[partners.<tenant>]`).
+    pub partners: std::collections::BTreeMap<String, process_apis::partners::mapping::PartnerConfig>,
+    /// Validation rules every partner's orders meet (`[rules]`).
+    pub rules: process_apis::partners::rules::RulesConfig,
+    /// The config file's folder, which relative file names in it start
+    /// from; the working directory without a file.
+    #[serde(skip)]
+    pub config_dir: PathBuf,
     /// Trace export (OTLP); off unless an endpoint is configured.
     pub telemetry: platform::telemetry::Config,
 }
@@ -84,6 +92,9 @@ impl Default for Config {
             erp: system_apis::erp::Config::default(),
             payments: system_apis::payments::Config::default(),
             webhooks: process_apis::webhooks::Config::default(),
+            partners: Default::default(),
+            rules: Default::default(),
+            config_dir: PathBuf::from("."),
             telemetry: platform::telemetry::Config::default(),
         }
     }
@@ -95,6 +106,9 @@ pub enum Error {
     /// The file or an environment override does not parse or has unknown keys.
     #[error("{0}")]
     Parse(String),
+    /// A partner's mapping or a rule cannot work; the text names its key.
+    #[error("{0}")]
+    Partners(String),
     /// A value is well-formed but unusable.
     #[error("{key}: {reason}")]
     Invalid {
@@ -123,13 +137,24 @@ impl Config {
             figment = figment.merge(Toml::file_exact(file));
         }
         figment = figment.merge(Env::prefixed("ERP_CONNECT__").split("__"));
-        let config: Config = figment.extract().map_err(|e| Error::Parse(one_line(&e)))?;
+        let mut config: Config = figment.extract().map_err(|e| Error::Parse(one_line(&e)))?;
+        if let Some(dir) = file.and_then(Path::parent).filter(|d| !d.as_os_str().is_empty()) {
+            config.config_dir = dir.to_owned();
+        }
         config.validate()?;
         Ok(config)
     }
 
+    /// Every partner's mapping and the rules, compiled (files read from
+    /// [`Config::config_dir`]).
+    pub fn partners(&self) -> Result<process_apis::partners::Partners, Error> {
+        process_apis::partners::Partners::compile(&self.partners, &self.rules, &self.config_dir)
+            .map_err(Error::Partners)
+    }
+
     /// Checks what types alone cannot.
     pub fn validate(&self) -> Result<(), Error> {
+        self.partners()?;
         upstream_url("gateway.experience_url", &self.gateway.experience_url)?;
         upstream_url("experience.process_url", &self.experience.process_url)?;
         upstream_url("process.system_url", &self.process.system_url)?;
@@ -217,6 +242,31 @@ fn one_line(err: &figment::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_partner_mapping_or_rule_that_cannot_work_is_refused_naming_its_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("erp-connect.toml");
+        std::fs::write(dir.path().join("acme-skus.csv"), "partner_sku,sku\nACME-7,GADGET-2\n").expect("xref");
+        let config = |partner: &str| {
+            std::fs::write(&file, format!("[partners.acme]\n{partner}\n[rules]\nmax_order_value = \"10000.00\"\n"))
+                .expect("config");
+            Config::load(Some(&file))
+        };
+        let loaded = config("sku_xref_file = \"acme-skus.csv\"\nunits = { BOX10 = 10 }").expect("valid");
+        assert_eq!(
+            loaded.partners().expect("compiles").mapping("acme").map(|m| m.sku("ACME-7").to_owned()).as_deref(),
+            Some("GADGET-2")
+        );
+        for (partner, key) in [
+            ("units = { BOX10 = 0 }", "partners.acme.units.BOX10"),
+            ("sku_xref_file = \"missing.csv\"", "partners.acme.sku_xref_file"),
+            ("[partners.acme.rules]\nallowed_countries = [\"Deutschland\"]", "partners.acme.rules.allowed_countries"),
+        ] {
+            let err = config(partner).expect_err(partner).to_string();
+            assert!(err.starts_with(key), "{err}");
+        }
+    }
 
     #[test]
     fn defaults_are_valid() {

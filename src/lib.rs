@@ -8,11 +8,13 @@
 //!   tier in `serve` mode.
 //! - [`token`]: dev tokens from the dev identity provider.
 //! - [`reconcile`]: `erp-connect reconcile`, the order-to-cash invariants.
+//! - [`mapping`]: `erp-connect mapping test`, a partner mapping tried on a sample.
 //!
 //! Each mode builds everything that can fail (configuration, databases,
 //! keys) before it binds a port, so a bad setup never half-starts.
 
 pub mod config;
+pub mod mapping;
 pub mod reconcile;
 pub mod serve;
 pub mod service_auth;
@@ -61,6 +63,9 @@ pub enum StartError {
     /// `reconcile` found broken invariants (its report says which).
     #[error("order-to-cash invariants are broken")]
     InvariantsBroken,
+    /// `mapping test` rejected records (its output says which and why).
+    #[error("records were rejected")]
+    RecordsRejected,
     /// Serving failed.
     #[error("server: {0}")]
     Io(#[from] std::io::Error),

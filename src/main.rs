@@ -78,6 +78,14 @@ enum Command {
         #[arg(long, global = true, env = "ERP_CONNECT_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Partner mappings: `test` shows what one makes of a sample file.
+    Mapping {
+        #[command(subcommand)]
+        action: MappingAction,
+        /// Configuration file (TOML) with the `[partners.<tenant>]` sections.
+        #[arg(long, global = true, env = "ERP_CONNECT_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Print a dev JWT, and nothing else, on stdout (dev mode only).
     Token {
         /// Subject (`sub`).
@@ -104,6 +112,19 @@ enum Command {
         /// Configuration file (TOML).
         #[arg(long, env = "ERP_CONNECT_CONFIG")]
         config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum MappingAction {
+    /// Map a sample CSV or JSON-lines file record by record; one JSON line
+    /// per record on stdout; exit 1 when a record is rejected.
+    Test {
+        /// The partner tenant whose mapping and rules apply.
+        #[arg(long)]
+        partner: String,
+        /// The sample: CSV, or JSON lines when named `.jsonl` or `.ndjson`.
+        file: PathBuf,
     },
 }
 
@@ -238,6 +259,13 @@ async fn run(command: Command) -> Result<(), StartError> {
             platform::telemetry::init_logs();
             let config = load(config.as_ref(), data_dir)?;
             keys(action, &config).await
+        }
+        Command::Mapping { action: MappingAction::Test { partner, file }, config } => {
+            let config = load(config.as_ref(), None)?;
+            match erp_connect::mapping::test(&config, &partner, &file)? {
+                0 => Ok(()),
+                _ => Err(StartError::RecordsRejected),
+            }
         }
         Command::Token { sub, scope, aud, tenant, email, ttl, data_dir, config } => {
             platform::telemetry::init_logs();

@@ -62,6 +62,7 @@ impl Tier {
                     &config.data_dir,
                     system,
                     crate::webhook_settings(config)?,
+                    config.partners()?,
                     tasks.clone(),
                 )
                 .await?;

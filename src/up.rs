@@ -41,6 +41,7 @@ impl App {
             &config.data_dir,
             channel::in_process_with_deadline(system.routes(), config.process.system_timeout),
             crate::webhook_settings(&config)?,
+            config.partners()?,
             tasks.clone(),
         )
         .await?;

@@ -127,3 +127,41 @@ fn help_names_every_command() {
         assert!(text.contains(command), "{text}");
     }
 }
+
+#[test]
+fn mapping_test_shows_what_a_partners_mapping_makes_of_each_record() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("acme-skus.csv"), "partner_sku,sku\nACME-0042,WIDGET-1\n").expect("xref");
+    let config = config_file(
+        &dir,
+        "[partners.acme]\nsku_xref_file = \"acme-skus.csv\"\nunits = { BOX10 = 10 }\ndecimal_separator = \",\"\n\
+         [partners.acme.rules]\nmax_quantity_per_line = 500\nallowed_countries = [\"DE\", \"FR\", \"AT\"]\n",
+    );
+    let sample = dir.path().join("sample.csv");
+    std::fs::write(
+        &sample,
+        "external_ref;sku;quantity;unit;ship_to_country\nPO-1;ACME-0042;2,0;BOX10;DE\nPO-2;GADGET-2;zwei;;DE\n\
+         PO-3;GADGET-2;600;;CH\n",
+    )
+    .expect("sample");
+    let sample = sample.display().to_string();
+    let out = run(&["mapping", "test", "--partner", "acme", "--config", &config, &sample], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0]["status"], "mapped");
+    assert_eq!((&rows[0]["record"]["sku"], &rows[0]["record"]["quantity"]), (&"WIDGET-1".into(), &20.into()));
+    assert_eq!(rows[1]["errors"][0]["field"], "quantity");
+    let broken: Vec<(&str, &str)> = rows[2]["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| (e["field"].as_str().unwrap_or(""), e["rule"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(broken, [("quantity", "max_quantity_per_line"), ("ship_to_country", "allowed_countries")]);
+    assert_usage_error(
+        &run(&["mapping", "test", "--partner", "nope", "--config", &config, &sample], &[]),
+        "partners.nope",
+    );
+}

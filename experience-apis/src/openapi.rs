@@ -503,10 +503,12 @@ order_operations! {
     get_web_order: get "/web/v1/orders/{id}", "web", "orders:read", "One of the signed-in customer's orders.",
         [("id" = String, Path, description = "Order id, ord_...")],
         [], 200 => OrderView, [404: "No such order of this customer"];
-    place_partner_order: post "/partner/v1/orders", "partner", "orders:write", "Places an order for the partner's tenant.",
+    place_partner_order: post "/partner/v1/orders", "partner", "orders:write",
+        "Places an order for the partner's tenant; the partner's own SKUs are mapped to ours.",
         [("Idempotency-Key" = Option<String>, Header, description = "The same key and body return the same order", pattern = "^[!-~]{1,255}$")],
         [request_body = OrderRequest,], 201 => OrderView,
-        [413: "Body too large", 415: "Not JSON", 422: "Unknown SKU, bad quantity, or the key reused with another body"];
+        [413: "Body too large", 415: "Not JSON",
+         422: "Unknown SKU, bad quantity, a broken validation rule (its name starts the message), or the key reused with another body"];
     list_partner_orders: get "/partner/v1/orders", "partner", "orders:read", "The tenant's orders, newest first.",
         [("page_size" = Option<u32>, Query, minimum = 1, maximum = 100), ("page_token" = Option<String>, Query)],
         [], 200 => OrderPage, [];

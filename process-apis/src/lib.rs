@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`catalog`]: `catalog.v1`, products with price and availability.
 //! - [`order_to_cash`]: `order_to_cash.v1`, orders as durable sagas.
+//! - [`partners`]: each partner's mapping and the validation rules.
 //! - [`webhooks`]: `webhooks.v1`, partners' webhook endpoints and the
 //!   delivery of business events to them.
 //! - [`ProcessTier`]: the tier's gRPC routes (flows, health, reflection).
@@ -16,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod catalog;
 pub mod order_to_cash;
+pub mod partners;
 pub mod webhooks;
 
 /// `[process]` in the config file.
@@ -129,11 +131,13 @@ pub struct ProcessTier {
 impl ProcessTier {
     /// Starts the tier's flows over `system`: opens the saga store and
     /// starts the background work, which stops when `tasks` is cancelled.
+    /// Partner orders are mapped and checked by `partners`.
     pub async fn start(
         config: &Config,
         data_dir: &Path,
         system: GrpcChannel,
         webhooks: webhooks::Settings,
+        partners: partners::Partners,
         tasks: CancellationToken,
     ) -> Result<Self, StartError> {
         let prices = catalog::prices::PriceList::with_stock_max_age(
@@ -151,7 +155,8 @@ impl ProcessTier {
             prices.clone(),
             tasks.clone(),
         )
-        .await?;
+        .await?
+        .with_partners(partners);
         let webhooks =
             webhooks::Webhooks::start(order_to_cash.database(), webhooks, order_to_cash.events_committed(), tasks)?;
         Ok(Self { system, prices, order_to_cash, webhooks })

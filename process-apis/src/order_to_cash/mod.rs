@@ -223,6 +223,7 @@ pub struct OrderToCash {
     engine: Arc<saga::Engine>,
     bus: outbox::Bus,
     tasks: CancellationToken,
+    partners: Arc<crate::partners::Partners>,
 }
 
 /// Why order-to-cash could not start.
@@ -264,7 +265,7 @@ impl OrderToCash {
         ));
         tokio::spawn(feed::run(engine.clone(), tasks.clone()));
         tokio::spawn(metrics::run_gauges(engine.store.clone(), tasks.clone()));
-        Ok(Self { engine, bus, tasks })
+        Ok(Self { engine, bus, tasks, partners: Arc::default() })
     }
 
     /// The gRPC service.
@@ -273,8 +274,15 @@ impl OrderToCash {
     ) -> erp_connect_proto::order_to_cash::v1::order_to_cash_service_server::OrderToCashServiceServer<service::Service>
     {
         erp_connect_proto::order_to_cash::v1::order_to_cash_service_server::OrderToCashServiceServer::new(
-            service::Service::new(self.engine.clone(), self.tasks.clone()),
+            service::Service::new(self.engine.clone(), self.tasks.clone()).with_partners(self.partners.clone()),
         )
+    }
+
+    /// Orders of partner tenants are mapped (their SKUs to ours) and
+    /// checked against the rules of `partners`.
+    pub fn with_partners(mut self, partners: crate::partners::Partners) -> Self {
+        self.partners = Arc::new(partners);
+        self
     }
 
     /// The event bus (subscribe to the in-process one).

@@ -38,13 +38,29 @@ const MAX_QUANTITY: i64 = 1_000_000;
 pub struct Service {
     engine: Arc<Engine>,
     shutdown: CancellationToken,
+    partners: Arc<crate::partners::Partners>,
 }
 
 impl Service {
     /// The service over `engine`; sagas it starts stop at `shutdown`.
     pub fn new(engine: Arc<Engine>, shutdown: CancellationToken) -> Self {
-        Self { engine, shutdown }
+        Self { engine, shutdown, partners: Arc::default() }
     }
+
+    /// Maps partner orders and checks them against `partners`' rules.
+    pub fn with_partners(mut self, partners: Arc<crate::partners::Partners>) -> Self {
+        self.partners = partners;
+        self
+    }
+}
+
+/// Rule violations as the `INVALID_ARGUMENT` details: the field, and the
+/// rule's name before the message.
+fn violations(broken: Vec<crate::partners::rules::Violation>) -> Result<(), Error> {
+    if broken.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Invalid(broken.into_iter().map(|v| (v.field, format!("{}: {}", v.rule, v.message))).collect()))
 }
 
 /// What a valid PlaceOrder asks for. Serialized, it is the fingerprint that
@@ -191,17 +207,36 @@ impl Service {
     /// resolves the customer and does everything else once the order is
     /// durable, so a down ERP delays orders instead of refusing them.
     async fn place(&self, req: pb::PlaceOrderRequest) -> Result<Order, Error> {
-        let placement = validate_place(&req)?;
+        let mut placement = validate_place(&req)?;
         let fingerprint = serde_json::to_string(&placement).map_err(|e| Error::Internal(e.to_string()))?;
         let store = &self.engine.store;
         if let Some(found) = store.find_by_key(&req.tenant, &req.idempotency_key).await? {
             return replay(found, &fingerprint);
         }
+        // The partner's SKUs become ours, then its rules apply.
+        if let Some(mapping) = self.partners.mapping(&req.tenant) {
+            for (sku, _) in &mut placement.lines {
+                *sku = mapping.sku(sku).to_owned();
+            }
+        }
+        // `[rules]` are for partners: the web shop's tenants (card only) meet none.
+        let no_rules = crate::partners::rules::Rules::default();
+        let rules = if self.engine.settings.card_only_tenants.contains(&req.tenant) {
+            &no_rules
+        } else {
+            self.partners.rules(&req.tenant)
+        };
+        violations(rules.check(&crate::partners::rules::OrderFacts {
+            external_ref: &placement.external_ref,
+            quantities: placement.lines.iter().map(|(_, q)| *q).collect(),
+            ship_to: placement.ship_to.as_ref().map(|to| (to.country.as_str(), to.postal_code.as_str())),
+        }))?;
         let (mut lines, currency) = self.price(&placement.lines).await?;
         for (line, custom) in lines.iter_mut().zip(&placement.line_custom_fields) {
             line.custom_fields = custom.clone();
         }
         let total = lines.iter().map(|l| l.amount).sum::<Decimal>();
+        violations(rules.check_value(total, &currency).into_iter().collect())?;
         let settings = &self.engine.settings;
         let credit_limit = if settings.card_only_tenants.contains(&req.tenant) {
             "0.00".to_owned()
