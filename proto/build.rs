@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "catalog/v1/catalog.proto",
     "order_to_cash/v1/order_to_cash.proto",
     "webhooks/v1/webhooks.proto",
+    "order_batches/v1/order_batches.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

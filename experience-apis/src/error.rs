@@ -52,6 +52,9 @@ pub enum Error {
     /// The body is not declared as JSON (415).
     #[error("the body is not declared as application/json")]
     UnsupportedMediaType,
+    /// An order file is neither CSV nor JSON lines (415).
+    #[error("the file is neither text/csv nor application/x-ndjson")]
+    UnsupportedFile,
     /// The body is over the limit (413).
     #[error("the body is over {limit} bytes")]
     PayloadTooLarge {
@@ -118,6 +121,12 @@ impl IntoResponse for Error {
                 "unsupported-media-type",
                 "Unsupported media type",
                 "send the body as JSON with Content-Type: application/json",
+            ),
+            Error::UnsupportedFile => Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+                "send the file as text/csv or application/x-ndjson",
             ),
             Error::PayloadTooLarge { limit } => Problem::new(
                 StatusCode::PAYLOAD_TOO_LARGE,

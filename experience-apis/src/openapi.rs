@@ -13,6 +13,7 @@ use utoipa::{
 };
 
 use crate::{
+    ops::quarantine::{DiscardBody, QuarantinePage, QuarantinedView, ReplayBody},
     ops::{
         orders::{OpsOrderPage, OpsOrderView, SagaStepView},
         payments::PaymentBody,
@@ -22,7 +23,11 @@ use crate::{
         ErpView, LineRequest, LineView, OrderPage, OrderRequest, OrderView, PaymentRequest, PaymentView, ShipToRequest,
         StepView,
     },
-    partner::{invoices::InvoiceView, orders::CancelBody},
+    partner::{
+        invoices::InvoiceView,
+        order_batches::{BatchView, RowErrorView, RowResultView},
+        orders::CancelBody,
+    },
     products::{AvailabilityView, ProductPage, ProductView, WarehouseView},
     webhooks::{
         AttemptView, DeliveryPage, DeliveryView, ReplayRequest, ReplayView, WebhookCreated, WebhookList, WebhookPatch,
@@ -335,7 +340,14 @@ struct OverviewRateLimit {
         update_ops_webhook,
         delete_ops_webhook,
         list_ops_endpoint_deliveries,
-        replay_ops_webhook
+        replay_ops_webhook,
+        import_order_batch,
+        get_order_batch,
+        list_order_batch_results,
+        list_quarantine,
+        get_quarantined,
+        replay_quarantined,
+        discard_quarantined
     ),
     components(schemas(
         Problem,
@@ -387,7 +399,14 @@ struct OverviewRateLimit {
         AttemptView,
         DeliveryPage,
         ReplayRequest,
-        ReplayView
+        ReplayView,
+        BatchView,
+        RowResultView,
+        RowErrorView,
+        QuarantinedView,
+        QuarantinePage,
+        ReplayBody,
+        DiscardBody
     )),
     modifiers(&Security),
     tags(
@@ -626,11 +645,82 @@ order_operations! {
         [("id" = String, Path, description = "Endpoint id, whe_...")],
         [request_body = ReplayRequest,], 202 => ReplayView,
         [404: "No such endpoint or event", 413: "Body too large", 415: "Not JSON", 422: "Neither or both of event_id and since, or a bad time"];
+    get_order_batch: get "/partner/v1/order-batches/{id}", "partner", "orders:read",
+        "An order file and how far its import got: rows, orders accepted, rows rejected and quarantined.",
+        [("id" = String, Path, description = "Batch id, bat_...")],
+        [], 200 => BatchView, [404: "No such batch of this tenant"];
+    list_quarantine: get "/ops/v1/quarantine", "ops", "ops",
+        "Quarantined orders of every partner, newest first: the original records and every reason.",
+        [("partner" = Option<String>, Query, max_length = 200), ("source" = Option<String>, Query, description = "e.g. batch:bat_...", max_length = 200),
+         ("reason" = Option<String>, Query, description = "A rule or field among the reasons", max_length = 200),
+         ("status" = Option<String>, Query, description = "open (default), replayed, discarded or any", pattern = "^(open|replayed|discarded|any)$"),
+         ("page_size" = Option<u32>, Query, minimum = 1, maximum = 100), ("page_token" = Option<String>, Query, max_length = 200)],
+        [], 200 => QuarantinePage, [];
+    get_quarantined: get "/ops/v1/quarantine/{id}", "ops", "ops", "One quarantine entry.",
+        [("id" = String, Path, description = "Entry id, qua_...")],
+        [], 200 => QuarantinedView, [404: "No such entry"];
+    replay_quarantined: post "/ops/v1/quarantine/{id}/replay", "ops", "ops",
+        "Imports a quarantined order again, as it was or corrected (in the original's field names); audited.",
+        [("id" = String, Path, description = "Entry id, qua_...")],
+        [request_body = Option<ReplayBody>,], 200 => QuarantinedView,
+        [404: "No such entry", 409: "Replayed or discarded already", 413: "Body too large", 415: "Not JSON",
+         422: "Still refused: the reasons, the entry stays open"];
+    discard_quarantined: post "/ops/v1/quarantine/{id}/discard", "ops", "ops",
+        "Discards a quarantined order, with the reason; audited.",
+        [("id" = String, Path, description = "Entry id, qua_...")],
+        [request_body = DiscardBody,], 200 => QuarantinedView,
+        [404: "No such entry", 409: "Replayed or discarded already", 413: "Body too large", 415: "Not JSON", 422: "No reason"];
     complete_shipment: post "/ops/v1/shipments/{id}/complete", "ops", "ops",
         "Marks a shipment done in the ERP, standing in for the warehouse.",
         [("id" = String, Path, description = "ERP shipment id, from an order's erp.shipments")],
         [], 200 => ShipmentView, [404: "No such shipment", 409: "The shipment cannot be completed"];
 }
+
+/// Imports an order file: CSV (`text/csv`) or JSON lines
+/// (`application/x-ndjson`), one row per order line, header
+/// `external_ref,sku,quantity,unit,payment,ship_to_street,ship_to_city,ship_to_postal_code,ship_to_country`;
+/// rows sharing an `external_ref` form one order. The same file (by SHA-256,
+/// or the same Idempotency-Key) is imported once.
+#[utoipa::path(post, path = "/partner/v1/order-batches", tag = "partner",
+    params(
+        ("dry_run" = Option<bool>, Query, description = "Validate and map only: nothing is created"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Instead of the file's SHA-256", pattern = "^[!-~]{1,255}$")
+    ),
+    request_body(content = String, description = "The file", content_type = "text/csv"),
+    responses(
+        (status = 202, description = "Stored; the rows are imported in the background", body = BatchView),
+        (status = 400, description = "Bad query parameters or header", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No or invalid credential", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Without the scope", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Over 256 MiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Neither text/csv nor application/x-ndjson", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The upload broke off", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The API key's rate limit is reached", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A backend is down; retry later", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "The service did not answer in time", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = ["orders:write"]), ("api_key" = ["orders:write"]))
+)]
+#[allow(dead_code)]
+fn import_order_batch() {}
+
+/// One result per row of an order file, in row order: JSON lines, or CSV
+/// with `Accept: text/csv` (`row,external_ref,status,order_id,errors`).
+#[utoipa::path(get, path = "/partner/v1/order-batches/{id}/results", tag = "partner",
+    params(("id" = String, Path, description = "Batch id, bat_...")),
+    responses(
+        (status = 200, description = "Every row's result", body = RowResultView, content_type = "application/x-ndjson"),
+        (status = 401, description = "No or invalid credential", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Without the scope", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such batch of this tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The API key's rate limit is reached", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A backend is down; retry later", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "The service did not answer in time", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = ["orders:read"]), ("api_key" = ["orders:read"]))
+)]
+#[allow(dead_code)]
+fn list_order_batch_results() {}
 
 #[cfg(test)]
 mod tests {

@@ -132,6 +132,13 @@ pub const ROUTES: &[(Method, &str, &str)] = &[
     (Method::POST, "/partner/v1/webhooks/{id}/test", "webhooks:manage"),
     (Method::GET, "/partner/v1/webhooks/{id}/deliveries", "webhooks:manage"),
     (Method::POST, "/partner/v1/webhooks/{id}/replay", "webhooks:manage"),
+    (Method::POST, "/partner/v1/order-batches", "orders:write"),
+    (Method::GET, "/partner/v1/order-batches/{id}", "orders:read"),
+    (Method::GET, "/partner/v1/order-batches/{id}/results", "orders:read"),
+    (Method::GET, "/ops/v1/quarantine", "ops"),
+    (Method::GET, "/ops/v1/quarantine/{id}", "ops"),
+    (Method::POST, "/ops/v1/quarantine/{id}/replay", "ops"),
+    (Method::POST, "/ops/v1/quarantine/{id}/discard", "ops"),
     (Method::GET, "/ops/v1/webhooks", "ops"),
     (Method::GET, "/ops/v1/webhooks/deliveries", "ops"),
     (Method::GET, "/ops/v1/webhooks/{id}", "ops"),
@@ -788,6 +795,6 @@ mod tests {
             StatusCode::METHOD_NOT_ALLOWED
         );
         assert_eq!(status(&app, &Method::GET, "/web/v1/orders/ord_1/lines", &all).await, StatusCode::NOT_FOUND);
-        assert_eq!(status(&app, &Method::GET, "/ops/v1/quarantine", &all).await, StatusCode::NOT_FOUND);
+        assert_eq!(status(&app, &Method::GET, "/ops/v1/reports", &all).await, StatusCode::NOT_FOUND);
     }
 }

@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`catalog`]: `catalog.v1`, products with price and availability.
 //! - [`order_to_cash`]: `order_to_cash.v1`, orders as durable sagas.
+//! - [`order_batches`]: `order_batches.v1`, order files and the quarantine.
 //! - [`partners`]: each partner's mapping and the validation rules.
 //! - [`webhooks`]: `webhooks.v1`, partners' webhook endpoints and the
 //!   delivery of business events to them.
@@ -16,6 +17,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 pub mod catalog;
+pub mod order_batches;
 pub mod order_to_cash;
 pub mod partners;
 pub mod webhooks;
@@ -126,6 +128,7 @@ pub struct ProcessTier {
     prices: Arc<catalog::prices::PriceList>,
     order_to_cash: order_to_cash::OrderToCash,
     webhooks: webhooks::Webhooks,
+    order_batches: order_batches::OrderBatches,
 }
 
 impl ProcessTier {
@@ -157,9 +160,19 @@ impl ProcessTier {
         )
         .await?
         .with_partners(partners);
-        let webhooks =
-            webhooks::Webhooks::start(order_to_cash.database(), webhooks, order_to_cash.events_committed(), tasks)?;
-        Ok(Self { system, prices, order_to_cash, webhooks })
+        let webhooks = webhooks::Webhooks::start(
+            order_to_cash.database(),
+            webhooks,
+            order_to_cash.events_committed(),
+            tasks.clone(),
+        )?;
+        let order_batches = order_batches::OrderBatches::start(
+            order_to_cash.database(),
+            order_to_cash.partners(),
+            order_to_cash.orders(),
+            tasks,
+        );
+        Ok(Self { system, prices, order_to_cash, webhooks, order_batches })
     }
 
     /// Order-to-cash, e.g. to subscribe to its in-process event bus.
@@ -175,6 +188,7 @@ impl ProcessTier {
             .with_service_name("catalog.v1.CatalogService")
             .with_service_name("order_to_cash.v1.OrderToCashService")
             .with_service_name("webhooks.v1.WebhookService")
+            .with_service_name("order_batches.v1.OrderBatchService")
             .with_service_name("grpc.health.v1.Health")
             .build_v1()
             .expect("the embedded descriptor sets are valid"); // checked by the tier tests
@@ -186,6 +200,7 @@ impl ProcessTier {
         let routes = tonic::service::Routes::new(catalog::service(self.prices.clone()))
             .add_service(self.order_to_cash.service())
             .add_service(self.webhooks.service())
+            .add_service(self.order_batches.service())
             .add_service(platform::health::service(probe))
             .add_service(reflection);
         // A server span per call, in the caller's trace (when traced).

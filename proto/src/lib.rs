@@ -8,6 +8,8 @@
 //! - `payments/v1`: the payments system API.
 //! - `catalog/v1`: the catalogue process API.
 //! - `order_to_cash/v1`: the order-to-cash process API.
+//! - `webhooks/v1`: partners' webhook endpoints and their deliveries.
+//! - `order_batches/v1`: order files from partners and the quarantine.
 //!
 //! [`FILE_DESCRIPTOR_SET`] holds all of them for gRPC reflection,
 //! [`money`] the one rule by which every tier writes and rounds the
@@ -60,5 +62,13 @@ pub mod webhooks {
     /// Version 1.
     pub mod v1 {
         tonic::include_proto!("webhooks.v1");
+    }
+}
+
+/// `order_batches.v1`: order files from partners and the quarantine.
+pub mod order_batches {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("order_batches.v1");
     }
 }

@@ -10,6 +10,7 @@
 //!   customer made against the order's invoice.
 //! - [`shipments`]: marking a shipment done, standing in for a warehouse.
 //! - [`webhooks`]: every tenant's webhook endpoints and failed deliveries.
+//! - [`quarantine`]: what failed in order files, to replay or discard.
 
 use axum::{
     Router,
@@ -21,6 +22,7 @@ use crate::Upstreams;
 pub mod console;
 pub mod orders;
 pub mod payments;
+pub mod quarantine;
 pub mod shipments;
 pub mod webhooks;
 
@@ -39,4 +41,8 @@ pub fn router() -> Router<Upstreams> {
         .route("/webhooks/{id}", get(webhooks::get).patch(webhooks::update).delete(webhooks::delete))
         .route("/webhooks/{id}/deliveries", get(webhooks::deliveries))
         .route("/webhooks/{id}/replay", post(webhooks::replay))
+        .route("/quarantine", get(quarantine::list))
+        .route("/quarantine/{id}", get(quarantine::get))
+        .route("/quarantine/{id}/replay", post(quarantine::replay))
+        .route("/quarantine/{id}/discard", post(quarantine::discard))
 }

@@ -10,6 +10,7 @@
 //! - [`orders`]: the tenant's orders: place, list, read, cancel.
 //! - [`invoices`]: the invoices of the tenant's orders.
 //! - [`webhooks`]: the tenant's webhook endpoints and their delivery log.
+//! - [`order_batches`]: order files (CSV, JSON lines) and their row results.
 
 use axum::{
     Router,
@@ -22,6 +23,7 @@ use http::request::Parts;
 use crate::{Upstreams, error::Error, extract::Caller};
 
 pub mod invoices;
+pub mod order_batches;
 pub mod orders;
 pub mod products;
 pub mod webhooks;
@@ -40,6 +42,9 @@ pub fn router() -> Router<Upstreams> {
         .route("/webhooks/{id}/test", post(webhooks::test))
         .route("/webhooks/{id}/deliveries", get(webhooks::deliveries))
         .route("/webhooks/{id}/replay", post(webhooks::replay))
+        .route("/order-batches", post(order_batches::import))
+        .route("/order-batches/{id}", get(order_batches::get))
+        .route("/order-batches/{id}/results", get(order_batches::results))
 }
 
 /// A caller acting for a partner tenant.

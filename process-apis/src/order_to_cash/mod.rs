@@ -273,9 +273,17 @@ impl OrderToCash {
         &self,
     ) -> erp_connect_proto::order_to_cash::v1::order_to_cash_service_server::OrderToCashServiceServer<service::Service>
     {
-        erp_connect_proto::order_to_cash::v1::order_to_cash_service_server::OrderToCashServiceServer::new(
-            service::Service::new(self.engine.clone(), self.tasks.clone()).with_partners(self.partners.clone()),
-        )
+        erp_connect_proto::order_to_cash::v1::order_to_cash_service_server::OrderToCashServiceServer::new(self.orders())
+    }
+
+    /// The order API as the process tier's own flows call it (order files).
+    pub(crate) fn orders(&self) -> service::Service {
+        service::Service::new(self.engine.clone(), self.tasks.clone()).with_partners(self.partners.clone())
+    }
+
+    /// The partners' mappings and rules.
+    pub(crate) fn partners(&self) -> Arc<crate::partners::Partners> {
+        self.partners.clone()
     }
 
     /// Orders of partner tenants are mapped (their SKUs to ours) and

@@ -54,6 +54,14 @@ impl Service {
     }
 }
 
+/// A PlaceOrder ready to accept, or answered already.
+pub(crate) enum Prepared {
+    /// The key placed this order before, with the same request.
+    Replay(Order),
+    /// A new order, checked and priced, and the request's fingerprint.
+    New { order: Order, fingerprint: String },
+}
+
 /// Rule violations as the `INVALID_ARGUMENT` details: the field, and the
 /// rule's name before the message.
 fn violations(broken: Vec<crate::partners::rules::Violation>) -> Result<(), Error> {
@@ -206,12 +214,31 @@ impl Service {
     /// `accepted` with its `order.accepted` event. No ERP call: the saga
     /// resolves the customer and does everything else once the order is
     /// durable, so a down ERP delays orders instead of refusing them.
-    async fn place(&self, req: pb::PlaceOrderRequest) -> Result<Order, Error> {
-        let mut placement = validate_place(&req)?;
+    pub(crate) async fn place(&self, req: pb::PlaceOrderRequest) -> Result<Order, Error> {
+        match self.prepare(&req).await? {
+            Prepared::Replay(order) => Ok(order),
+            Prepared::New { order, fingerprint } => {
+                if !self.engine.accept(&order, &req.idempotency_key, &fingerprint, self.shutdown.clone()).await? {
+                    // A concurrent request with the same key won the race.
+                    let found = self.engine.store.find_by_key(&req.tenant, &req.idempotency_key).await?;
+                    return found.map_or(Err(Error::Internal("order vanished after a key conflict".into())), |f| {
+                        replay(f, &fingerprint)
+                    });
+                }
+                Ok(order)
+            }
+        }
+    }
+
+    /// Everything `place` does before it stores the order: checks, the
+    /// partner's mapping and rules, prices; or the order this request's
+    /// key already placed. A dry run stops here.
+    pub(crate) async fn prepare(&self, req: &pb::PlaceOrderRequest) -> Result<Prepared, Error> {
+        let mut placement = validate_place(req)?;
         let fingerprint = serde_json::to_string(&placement).map_err(|e| Error::Internal(e.to_string()))?;
         let store = &self.engine.store;
         if let Some(found) = store.find_by_key(&req.tenant, &req.idempotency_key).await? {
-            return replay(found, &fingerprint);
+            return replay(found, &fingerprint).map(Prepared::Replay);
         }
         // The partner's SKUs become ours, then its rules apply.
         if let Some(mapping) = self.partners.mapping(&req.tenant) {
@@ -280,14 +307,7 @@ impl Service {
             progress: Progress { traceparent: platform::telemetry::current_traceparent(), ..Progress::default() },
         };
         order.record("accepted", now, "");
-        if !self.engine.accept(&order, &req.idempotency_key, &fingerprint, self.shutdown.clone()).await? {
-            // A concurrent request with the same key won the race.
-            let found = store.find_by_key(&req.tenant, &req.idempotency_key).await?;
-            return found.map_or(Err(Error::Internal("order vanished after a key conflict".into())), |f| {
-                replay(f, &fingerprint)
-            });
-        }
-        Ok(order)
+        Ok(Prepared::New { order, fingerprint })
     }
 
     /// Prices every line at its list price from the price list; returns

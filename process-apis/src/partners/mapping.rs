@@ -149,6 +149,14 @@ impl Mapping {
         parse_date(text, format).map(|(y, m, d)| format!("{y:04}-{m:02}-{d:02}"))
     }
 
+    /// The text of our field `ours` in `record` (in the partner's names).
+    pub fn field<'a>(&self, record: &'a BTreeMap<String, String>, ours: &str) -> &'a str {
+        record
+            .iter()
+            .find(|(k, _)| self.field_names.get(*k).map_or(k.as_str(), String::as_str) == ours)
+            .map_or("", |(_, v)| v.trim())
+    }
+
     /// Maps one record (field name → text, in the partner's names).
     pub fn map(&self, record: &BTreeMap<String, String>) -> Result<Mapped, Vec<FieldError>> {
         let fields: BTreeMap<&str, &str> = record

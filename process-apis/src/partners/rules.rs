@@ -24,6 +24,10 @@ pub struct RulesConfig {
     pub postal_codes: Option<BTreeMap<String, String>>,
 }
 
+/// Every rule's name, as violations carry it.
+pub const RULES: &[&str] =
+    &["max_quantity_per_line", "allowed_countries", "max_order_value", "required_fields", "postal_codes"];
+
 /// Fields `required_fields` may name.
 const REQUIRABLE: &[&str] = &["external_ref", "ship_to", "ship_to.postal_code"];
 

@@ -1,0 +1,199 @@
+//! Order files end to end (`up` mode): a partner's CSV with its own SKUs, a
+//! unit conversion and decimal commas, an unknown SKU, a quantity that is
+//! no number and a broken rule. A dry run creates nothing and reports what
+//! the import then does: good rows become one order, bad rows are in the
+//! results with their row numbers and reasons and in the quarantine; an
+//! operator's corrected replay creates the missing order, a discard is
+//! kept with its reason; the same file again creates nothing new.
+
+mod harness;
+
+use std::{collections::BTreeMap, time::Duration};
+
+use harness::{Running, assert_problem, get, post_json, send, spawn_up_with, token_for};
+use http_body_util::Full;
+use process_apis::partners::mapping::PartnerConfig;
+use serde_json::{Value, json};
+
+const FILE: &str = "external_ref;sku;quantity;unit;ship_to_street;ship_to_city;ship_to_postal_code;ship_to_country
+PO-100;ACME-0042;2,0;;Kai 7;Bremen;28195;DE
+PO-100;ACME-0077;1;BOX10;Kai 7;Bremen;28195;DE
+PO-101;NOPE-1;1;;Kai 7;Bremen;28195;DE
+PO-102;ACME-0042;zwei;;Kai 7;Bremen;28195;DE
+PO-103;ACME-0042;60;;Kai 7;Bremen;28195;DE
+";
+
+async fn upload(app: &Running, bearer: &str, body: &str, query: &str, content_type: &str) -> harness::Reply {
+    let request = http::Request::post(app.url(&format!("/partner/v1/order-batches{query}")))
+        .header("authorization", format!("Bearer {bearer}"))
+        .header("content-type", content_type)
+        .body(Full::new(bytes::Bytes::from(body.to_owned())))
+        .expect("request");
+    send(request).await
+}
+
+/// The batch once its import is done.
+async fn done(app: &Running, bearer: &str, id: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let reply = get(&app.url(&format!("/partner/v1/order-batches/{id}")), Some(bearer)).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        if reply.body["status"] == "done" {
+            return reply.body;
+        }
+        assert!(std::time::Instant::now() < deadline, "not done in time: {}", reply.text);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn results(app: &Running, bearer: &str, id: &str) -> Vec<Value> {
+    let reply = get(&app.url(&format!("/partner/v1/order-batches/{id}/results")), Some(bearer)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.headers["content-type"], "application/x-ndjson");
+    reply.text.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect()
+}
+
+/// (row, status, the first error's field and rule) of each result.
+fn summary(rows: &[Value]) -> Vec<(i64, String, String, String)> {
+    rows.iter()
+        .map(|r| {
+            let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+            (
+                r["row"].as_i64().unwrap_or(0),
+                text(&r["status"]),
+                text(&r["errors"][0]["field"]),
+                text(&r["errors"][0]["rule"]),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_partners_order_file_is_imported_row_by_row_with_what_fails_quarantined_for_an_operator() {
+    let app = spawn_up_with(|config| {
+        let acme: PartnerConfig = serde_json::from_value(json!({
+            "sku_xref": {"ACME-0042": "WIDGET-1", "ACME-0077": "GADGET-2"},
+            "units": {"BOX10": 10},
+            "decimal_separator": ",",
+            "rules": {"max_quantity_per_line": 50},
+        }))
+        .expect("acme's mapping");
+        config.partners = BTreeMap::from([("acme".to_owned(), acme)]);
+    })
+    .await;
+    let dir = app.data_dir.path();
+    let acme = token_for(dir, "acme-erp", Some("acme"), None, "orders:read orders:write");
+    let globex = token_for(dir, "globex-shop", Some("globex"), None, "orders:read orders:write");
+    let ops = token_for(dir, "operator", None, None, "ops");
+    assert_problem(&upload(&app, &acme, FILE, "", "application/pdf").await, 415);
+    assert_problem(&upload(&app, &acme, FILE, "?dry_run=maybe", "text/csv").await, 400);
+
+    // A dry run: nothing is created, everything is reported.
+    let dry = upload(&app, &acme, FILE, "?dry_run=true", "text/csv").await;
+    assert_eq!(dry.status, 202, "{}", dry.text);
+    let dry_id = dry.body["id"].as_str().expect("id").to_owned();
+    let dry_batch = done(&app, &acme, &dry_id).await;
+    assert_eq!((dry_batch["rows"].as_i64(), dry_batch["dry_run"].as_bool()), (Some(5), Some(true)));
+    let dry_rows = results(&app, &acme, &dry_id).await;
+    let expected = |ok: &str, bad: &str| {
+        vec![
+            (1, ok.to_owned(), String::new(), String::new()),
+            (2, ok.to_owned(), String::new(), String::new()),
+            (3, bad.to_owned(), "sku".to_owned(), String::new()),
+            (4, bad.to_owned(), "quantity".to_owned(), String::new()),
+            (5, bad.to_owned(), "quantity".to_owned(), "max_quantity_per_line".to_owned()),
+        ]
+    };
+    assert_eq!(summary(&dry_rows), expected("valid", "rejected"));
+    let listed = get(&app.url("/partner/v1/orders"), Some(&acme)).await;
+    assert_eq!(listed.body["orders"], json!([]), "a dry run creates no order");
+    let quarantine = get(&app.url("/ops/v1/quarantine?partner=acme"), Some(&ops)).await;
+    assert_eq!(quarantine.body["entries"], json!([]), "nor quarantines anything");
+
+    // The import: one order of two lines, three rows quarantined.
+    let real = upload(&app, &acme, FILE, "", "text/csv").await;
+    assert_eq!(real.status, 202, "{}", real.text);
+    let id = real.body["id"].as_str().expect("id").to_owned();
+    assert_ne!(id, dry_id, "a dry run does not stand in for the import");
+    let batch = done(&app, &acme, &id).await;
+    assert_eq!(
+        (batch["rows"].as_i64(), batch["orders_accepted"].as_i64(), batch["rows_quarantined"].as_i64()),
+        (Some(5), Some(1), Some(3)),
+        "{batch}"
+    );
+    let rows = results(&app, &acme, &id).await;
+    assert_eq!(summary(&rows), expected("accepted", "quarantined"));
+    assert_eq!(
+        rows.iter().map(|r| r["errors"].clone()).collect::<Vec<_>>(),
+        dry_rows.iter().map(|r| r["errors"].clone()).collect::<Vec<_>>(),
+        "the dry run reported the same errors"
+    );
+    let order_id = rows[0]["order_id"].as_str().expect("order id").to_owned();
+    assert_eq!(rows[1]["order_id"], order_id.as_str(), "rows sharing a reference form one order");
+    let order = get(&app.url(&format!("/partner/v1/orders/{order_id}")), Some(&acme)).await;
+    let lines: Vec<(String, i64)> = order.body["lines"]
+        .as_array()
+        .expect("lines")
+        .iter()
+        .map(|l| (l["sku"].as_str().unwrap_or("").to_owned(), l["quantity"].as_i64().unwrap_or(0)))
+        .collect();
+    assert_eq!(lines, [("WIDGET-1".to_owned(), 2), ("GADGET-2".to_owned(), 10)], "{}", order.text);
+    assert_eq!(order.body["external_ref"], "PO-100");
+    let csv = send(
+        http::Request::get(app.url(&format!("/partner/v1/order-batches/{id}/results")))
+            .header("authorization", format!("Bearer {acme}"))
+            .header("accept", "text/csv")
+            .body(Full::default())
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(csv.text.lines().next(), Some("row,external_ref,status,order_id,errors"));
+    assert_eq!(csv.text.lines().count(), 6, "{}", csv.text);
+    assert_problem(&get(&app.url(&format!("/partner/v1/order-batches/{id}")), Some(&globex)).await, 404);
+
+    // The quarantine: every failed order with its records and reasons.
+    let quarantine = get(&app.url("/ops/v1/quarantine?partner=acme"), Some(&ops)).await;
+    assert_eq!(quarantine.status, 200, "{}", quarantine.text);
+    let entries = quarantine.body["entries"].as_array().expect("entries").clone();
+    assert_eq!(entries.len(), 3, "{}", quarantine.text);
+    let by_ref = |r: &str| entries.iter().find(|e| e["external_ref"] == r).cloned().expect("an entry");
+    let unreadable = by_ref("PO-102");
+    assert_eq!(
+        (unreadable["stage"].as_str(), unreadable["source"].as_str()),
+        (Some("mapping"), Some(format!("batch:{id}").as_str()))
+    );
+    assert_eq!(unreadable["records"][0]["quantity"], "zwei", "the original record is kept");
+    let rule = get(&app.url("/ops/v1/quarantine?reason=max_quantity_per_line"), Some(&ops)).await;
+    assert_eq!(rule.body["entries"].as_array().map(Vec::len), Some(1), "{}", rule.text);
+
+    // An operator fixes the quantity and replays; another entry is discarded.
+    let replay = format!("/ops/v1/quarantine/{}/replay", unreadable["id"].as_str().expect("id"));
+    let still_bad = json!({"record": {"external_ref": "PO-102", "sku": "ACME-0042", "quantity": "drei"}});
+    assert_problem(&post_json(&app.url(&replay), &ops, &still_bad, None).await, 422);
+    let corrected = json!({"record": {"external_ref": "PO-102", "sku": "ACME-0042", "quantity": "2",
+        "ship_to_street": "Kai 7", "ship_to_city": "Bremen", "ship_to_postal_code": "28195", "ship_to_country": "DE"}});
+    let replayed = post_json(&app.url(&replay), &ops, &corrected, None).await;
+    assert_eq!(replayed.status, 200, "{}", replayed.text);
+    assert_eq!(
+        (replayed.body["status"].as_str(), replayed.body["resolved_by"].as_str()),
+        (Some("replayed"), Some("operator"))
+    );
+    let new_order = replayed.body["order_id"].as_str().expect("the new order").to_owned();
+    let placed = get(&app.url(&format!("/partner/v1/orders/{new_order}")), Some(&acme)).await;
+    assert_eq!((placed.status, placed.body["external_ref"].as_str()), (200, Some("PO-102")), "{}", placed.text);
+    assert_problem(&post_json(&app.url(&replay), &ops, &corrected, None).await, 409);
+    let unknown = by_ref("PO-101");
+    let discard = format!("/ops/v1/quarantine/{}/discard", unknown["id"].as_str().expect("id"));
+    assert_problem(&post_json(&app.url(&discard), &ops, &json!({"reason": ""}), None).await, 422);
+    let discarded = post_json(&app.url(&discard), &ops, &json!({"reason": "the partner withdrew PO-101"}), None).await;
+    assert_eq!((discarded.status, discarded.body["status"].as_str()), (200, Some("discarded")), "{}", discarded.text);
+    let open = get(&app.url("/ops/v1/quarantine"), Some(&ops)).await;
+    assert_eq!(open.body["entries"].as_array().map(Vec::len), Some(1), "one left open: {}", open.text);
+
+    // The same file again: the same batch, nothing new.
+    let again = upload(&app, &acme, FILE, "", "text/csv").await;
+    assert_eq!((again.status, again.body["id"].as_str()), (202, Some(id.as_str())), "{}", again.text);
+    let listed = get(&app.url("/partner/v1/orders"), Some(&acme)).await;
+    assert_eq!(listed.body["orders"].as_array().map(Vec::len), Some(2), "PO-100 and the replayed PO-102 only");
+    app.stop_all().await;
+}
