@@ -70,6 +70,8 @@ pub struct Config {
     pub partners: std::collections::BTreeMap<String, process_apis::partners::mapping::PartnerConfig>,
     /// Validation rules every partner's orders meet (`[rules]`).
     pub rules: process_apis::partners::rules::RulesConfig,
+    /// Files in: the inbox folder (`[files]`).
+    pub files: process_apis::order_batches::inbox::Config,
     /// The config file's folder, which relative file names in it start
     /// from; the working directory without a file.
     #[serde(skip)]
@@ -94,6 +96,7 @@ impl Default for Config {
             webhooks: process_apis::webhooks::Config::default(),
             partners: Default::default(),
             rules: Default::default(),
+            files: Default::default(),
             config_dir: PathBuf::from("."),
             telemetry: platform::telemetry::Config::default(),
         }

@@ -9,11 +9,13 @@
 //! - [`token`]: dev tokens from the dev identity provider.
 //! - [`reconcile`]: `erp-connect reconcile`, the order-to-cash invariants.
 //! - [`mapping`]: `erp-connect mapping test`, a partner mapping tried on a sample.
+//! - [`import`]: `erp-connect import orders`, an order file through a running process tier.
 //!
 //! Each mode builds everything that can fail (configuration, databases,
 //! keys) before it binds a port, so a bad setup never half-starts.
 
 pub mod config;
+pub mod import;
 pub mod mapping;
 pub mod reconcile;
 pub mod serve;
@@ -63,6 +65,9 @@ pub enum StartError {
     /// `reconcile` found broken invariants (its report says which).
     #[error("order-to-cash invariants are broken")]
     InvariantsBroken,
+    /// An order file could not be imported.
+    #[error("import: {0}")]
+    Import(String),
     /// `mapping test` rejected records (its output says which and why).
     #[error("records were rejected")]
     RecordsRejected,

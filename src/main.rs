@@ -78,6 +78,17 @@ enum Command {
         #[arg(long, global = true, env = "ERP_CONNECT_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Import files through a running process tier.
+    Import {
+        #[command(subcommand)]
+        what: ImportWhat,
+        /// The data directory (dev mode mints the service token with its identity provider).
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+        /// Configuration file (TOML).
+        #[arg(long, global = true, env = "ERP_CONNECT_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Partner mappings: `test` shows what one makes of a sample file.
     Mapping {
         #[command(subcommand)]
@@ -112,6 +123,26 @@ enum Command {
         /// Configuration file (TOML).
         #[arg(long, env = "ERP_CONNECT_CONFIG")]
         config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImportWhat {
+    /// An order file (CSV, or JSON lines when named `.jsonl`/`.ndjson`), as
+    /// `POST /partner/v1/order-batches` imports it: one JSON line per row
+    /// on stdout, progress on stderr; exit 1 when a row is not accepted.
+    Orders {
+        /// The file.
+        file: PathBuf,
+        /// The partner tenant whose orders they are.
+        #[arg(long)]
+        partner: String,
+        /// Map and check only; create nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The process tier's gRPC address. Default `experience.process_url`.
+        #[arg(long)]
+        process_url: Option<String>,
     },
 }
 
@@ -259,6 +290,13 @@ async fn run(command: Command) -> Result<(), StartError> {
             platform::telemetry::init_logs();
             let config = load(config.as_ref(), data_dir)?;
             keys(action, &config).await
+        }
+        Command::Import { what: ImportWhat::Orders { file, partner, dry_run, process_url }, data_dir, config } => {
+            let config = load(config.as_ref(), data_dir)?;
+            match erp_connect::import::orders(&config, &partner, &file, dry_run, process_url.as_deref()).await? {
+                0 => Ok(()),
+                _ => Err(StartError::RecordsRejected),
+            }
         }
         Command::Mapping { action: MappingAction::Test { partner, file }, config } => {
             let config = load(config.as_ref(), None)?;

@@ -61,8 +61,11 @@ impl Tier {
                     &config.process,
                     &config.data_dir,
                     system,
-                    crate::webhook_settings(config)?,
-                    config.partners()?,
+                    process_apis::Setup {
+                        webhooks: crate::webhook_settings(config)?,
+                        partners: config.partners()?,
+                        files: config.files.clone(),
+                    },
                     tasks.clone(),
                 )
                 .await?;

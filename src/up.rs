@@ -40,8 +40,11 @@ impl App {
             &config.process,
             &config.data_dir,
             channel::in_process_with_deadline(system.routes(), config.process.system_timeout),
-            crate::webhook_settings(&config)?,
-            config.partners()?,
+            process_apis::Setup {
+                webhooks: crate::webhook_settings(&config)?,
+                partners: config.partners()?,
+                files: config.files.clone(),
+            },
             tasks.clone(),
         )
         .await?;

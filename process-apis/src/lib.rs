@@ -110,6 +110,20 @@ impl Config {
     }
 }
 
+/// What the launcher resolves for the tier besides `[process]`: the
+/// webhooks' settings (`[webhooks]` with the run mode's targets and the
+/// sealing key), the partners' mappings and rules (`[partners.*]`,
+/// `[rules]`) and the inbox (`[files]`).
+#[derive(Default)]
+pub struct Setup {
+    /// See [`webhooks::Settings`].
+    pub webhooks: webhooks::Settings,
+    /// See [`partners::Partners`].
+    pub partners: partners::Partners,
+    /// See [`order_batches::inbox::Config`].
+    pub files: order_batches::inbox::Config,
+}
+
 /// Why the process tier could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -139,10 +153,10 @@ impl ProcessTier {
         config: &Config,
         data_dir: &Path,
         system: GrpcChannel,
-        webhooks: webhooks::Settings,
-        partners: partners::Partners,
+        setup: Setup,
         tasks: CancellationToken,
     ) -> Result<Self, StartError> {
+        let Setup { webhooks, partners, files } = setup;
         let prices = catalog::prices::PriceList::with_stock_max_age(
             system.clone(),
             config.system_timeout,
@@ -170,6 +184,7 @@ impl ProcessTier {
             order_to_cash.database(),
             order_to_cash.partners(),
             order_to_cash.orders(),
+            &files,
             tasks,
         );
         Ok(Self { system, prices, order_to_cash, webhooks, order_batches })

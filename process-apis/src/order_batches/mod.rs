@@ -8,6 +8,7 @@
 //! # Layout
 //! - [`service`]: the gRPC API: import, batch status, row results, quarantine.
 //! - [`import`]: importing a batch, one order at a time.
+//! - [`inbox`]: the inbox folder, for partners that drop files.
 //! - [`store`]: batches, rows and the quarantine in the process tier's store.
 //! - [`metrics`]: records per outcome, the quarantine's size and age.
 
@@ -20,6 +21,7 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 pub mod import;
+pub mod inbox;
 pub mod metrics;
 pub mod service;
 pub mod store;
@@ -51,6 +53,7 @@ impl OrderBatches {
         db: Database,
         partners: Arc<crate::partners::Partners>,
         orders: crate::order_to_cash::service::Service,
+        files: &inbox::Config,
         tasks: CancellationToken,
     ) -> Self {
         metrics::describe();
@@ -63,6 +66,9 @@ impl OrderBatches {
             max_file_bytes: MAX_FILE_BYTES,
         });
         tokio::spawn(import::run(shared.clone(), tasks.clone()));
+        if let Some(dir) = &files.inbox_dir {
+            tokio::spawn(inbox::run(shared.clone(), dir.clone(), files.inbox_poll_interval, tasks.clone()));
+        }
         tokio::spawn(metrics::run_gauges(shared.store.clone(), tasks));
         Self { shared }
     }

@@ -6,6 +6,7 @@ use std::{io::Read, sync::Arc};
 
 use bytes::Bytes;
 use erp_connect_proto::order_batches::v1::{self as pb, import_batch_chunk::Part};
+use futures_util::StreamExt;
 use sha2::Digest;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -97,80 +98,117 @@ impl Read for ChunkReader {
     }
 }
 
-impl Service {
-    /// Receives the file into `batch`'s rows; returns its SHA-256.
-    async fn receive(
-        &self,
-        batch: &BatchRow,
-        format: Format,
-        mut stream: Streaming<pb::ImportBatchChunk>,
-    ) -> Result<String, Error> {
-        let mapping = self.shared.partners.mapping(&batch.tenant).cloned().unwrap_or_default();
-        let (bytes_tx, bytes_rx) = tokio::sync::mpsc::channel::<Bytes>(8);
-        let (rows_tx, mut rows_rx) = tokio::sync::mpsc::channel::<PendingRow>(ROWS_PER_WRITE * 2);
-        // CSV parsing is blocking work: on a thread of its own, fed chunk by chunk.
-        let parser = tokio::task::spawn_blocking(move || {
-            let reader = ChunkReader { chunks: bytes_rx, current: Bytes::new() };
-            for (n, record) in records::read(reader, format).enumerate() {
-                let external_ref =
-                    record.as_ref().map(|r| mapping.field(r, "external_ref").to_owned()).unwrap_or_default();
-                let record = record.map(|r| serde_json::to_string(&r).unwrap_or_default());
-                let row = PendingRow { row: n as i64 + 1, external_ref, record };
-                if rows_tx.blocking_send(row).is_err() {
-                    return;
-                }
-            }
-        });
-        let max = self.shared.max_file_bytes;
-        let pump = async move {
-            let mut sha = sha2::Sha256::new();
-            let mut size: u64 = 0;
-            let mut ended = false;
-            while let Some(message) =
-                stream.message().await.map_err(|s| invalid("file", format!("the upload broke off: {}", s.message())))?
-            {
-                match message.part {
-                    Some(Part::Chunk(chunk)) => {
-                        size += chunk.len() as u64;
-                        if size > max {
-                            return Err(invalid("file", format!("is over {max} bytes")));
-                        }
-                        sha.update(&chunk);
-                        if bytes_tx.send(Bytes::from(chunk)).await.is_err() {
-                            break; // the rows could not be stored; that error is reported
-                        }
-                    }
-                    Some(Part::End(_)) => {
-                        ended = true;
-                        break;
-                    }
-                    _ => return Err(invalid("start", "only the first message starts the file")),
-                }
-            }
-            if !ended {
-                return Err(invalid("file", "the upload broke off before the end of the file"));
-            }
-            Ok(sha.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>())
-        };
-        let store = self.shared.store.clone();
-        let id = batch.id.clone();
-        let stored = async move {
-            let mut rows = Vec::with_capacity(ROWS_PER_WRITE);
-            while let Some(row) = rows_rx.recv().await {
-                rows.push(row);
-                if rows.len() == ROWS_PER_WRITE {
-                    store.add_rows(&id, &rows).await?;
-                    rows.clear();
-                }
-            }
-            store.add_rows(&id, &rows).await?;
-            Ok::<(), Error>(())
-        };
-        let (pumped, stored) = tokio::join!(pump, stored);
-        let _ = parser.await;
-        stored?;
-        pumped
+/// Stores a file arriving as `parts` (chunks, then `end`) as a new batch
+/// for `start`'s tenant, and queues it for import; or, when the tenant
+/// imported the same file (or key) before, answers with that batch.
+pub(super) async fn receive_file(
+    shared: &Shared,
+    start: &pb::BatchStart,
+    format: Format,
+    parts: impl futures_util::Stream<Item = Result<Part, Error>> + Send + Unpin + 'static,
+) -> Result<BatchRow, Error> {
+    let row = BatchRow {
+        id: format!("bat_{}", ulid::Ulid::new()),
+        tenant: start.tenant.clone(),
+        format: start.format.clone(),
+        dry_run: start.dry_run,
+        status: "receiving".into(),
+        created_at: clock::now_ms(),
+        ..BatchRow::default()
+    };
+    shared.store.create(&row).await?;
+    let sha256 = match receive(shared, &row, format, parts).await {
+        Ok(sha) => sha,
+        Err(err) => {
+            let _ = shared.store.drop_batch(&row.id).await;
+            return Err(err);
+        }
+    };
+    // A dry run never stands in the way of the real import of the file.
+    let key = match (start.idempotency_key.as_str(), start.dry_run) {
+        (_, true) => format!("dry-run:{}", row.id),
+        ("", false) => format!("sha256:{sha256}"),
+        (key, false) => format!("key:{key}"),
+    };
+    if let Some(earlier) = shared.store.received(&row, &key, &sha256).await? {
+        tracing::info!(batch = %earlier.id, tenant = %row.tenant, "the same file again: nothing imported");
+        return Ok(earlier);
     }
+    shared.wake.notify_one();
+    let stored = shared.store.batch("", &row.id).await?.ok_or(Error::NotFound("batch"))?;
+    tracing::info!(batch = %stored.id, tenant = %stored.tenant, rows = stored.rows, dry_run = stored.dry_run, "order file received");
+    Ok(stored)
+}
+
+/// Receives the file into `batch`'s rows; returns its SHA-256.
+async fn receive(
+    shared: &Shared,
+    batch: &BatchRow,
+    format: Format,
+    mut parts: impl futures_util::Stream<Item = Result<Part, Error>> + Send + Unpin + 'static,
+) -> Result<String, Error> {
+    let mapping = shared.partners.mapping(&batch.tenant).cloned().unwrap_or_default();
+    let (bytes_tx, bytes_rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+    let (rows_tx, mut rows_rx) = tokio::sync::mpsc::channel::<PendingRow>(ROWS_PER_WRITE * 2);
+    // CSV parsing is blocking work: on a thread of its own, fed chunk by chunk.
+    let parser = tokio::task::spawn_blocking(move || {
+        let reader = ChunkReader { chunks: bytes_rx, current: Bytes::new() };
+        for (n, record) in records::read(reader, format).enumerate() {
+            let external_ref = record.as_ref().map(|r| mapping.field(r, "external_ref").to_owned()).unwrap_or_default();
+            let record = record.map(|r| serde_json::to_string(&r).unwrap_or_default());
+            let row = PendingRow { row: n as i64 + 1, external_ref, record };
+            if rows_tx.blocking_send(row).is_err() {
+                return;
+            }
+        }
+    });
+    let max = shared.max_file_bytes;
+    let pump = async move {
+        let mut sha = sha2::Sha256::new();
+        let mut size: u64 = 0;
+        let mut ended = false;
+        while let Some(part) = parts.next().await {
+            match part? {
+                Part::Chunk(chunk) => {
+                    size += chunk.len() as u64;
+                    if size > max {
+                        return Err(invalid("file", format!("is over {max} bytes")));
+                    }
+                    sha.update(&chunk);
+                    if bytes_tx.send(Bytes::from(chunk)).await.is_err() {
+                        break; // the rows could not be stored; that error is reported
+                    }
+                }
+                Part::End(_) => {
+                    ended = true;
+                    break;
+                }
+                Part::Start(_) => return Err(invalid("start", "only the first message starts the file")),
+            }
+        }
+        if !ended {
+            return Err(invalid("file", "the upload broke off before the end of the file"));
+        }
+        Ok(sha.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>())
+    };
+    let store = shared.store.clone();
+    let id = batch.id.clone();
+    let stored = async move {
+        let mut rows = Vec::with_capacity(ROWS_PER_WRITE);
+        while let Some(row) = rows_rx.recv().await {
+            rows.push(row);
+            if rows.len() == ROWS_PER_WRITE {
+                store.add_rows(&id, &rows).await?;
+                rows.clear();
+            }
+        }
+        store.add_rows(&id, &rows).await?;
+        Ok::<(), Error>(())
+    };
+    let (pumped, stored) = tokio::join!(pump, stored);
+    let _ = parser.await;
+    stored?;
+    pumped
 }
 
 #[tonic::async_trait]
@@ -202,37 +240,12 @@ impl pb::order_batch_service_server::OrderBatchService for Service {
         if !errors.is_empty() {
             return Err(Error::Invalid(errors).into());
         }
-        let row = BatchRow {
-            id: format!("bat_{}", ulid::Ulid::new()),
-            tenant: start.tenant.clone(),
-            format: start.format.clone(),
-            dry_run: start.dry_run,
-            status: "receiving".into(),
-            created_at: clock::now_ms(),
-            ..BatchRow::default()
-        };
-        self.shared.store.create(&row).await.map_err(Error::from)?;
-        let sha256 = match self.receive(&row, format, stream).await {
-            Ok(sha) => sha,
-            Err(err) => {
-                let _ = self.shared.store.drop_batch(&row.id).await;
-                return Err(err.into());
-            }
-        };
-        // A dry run never stands in the way of the real import of the file.
-        let key = match (start.idempotency_key.as_str(), start.dry_run) {
-            (_, true) => format!("dry-run:{}", row.id),
-            ("", false) => format!("sha256:{sha256}"),
-            (key, false) => format!("key:{key}"),
-        };
-        if let Some(earlier) = self.shared.store.received(&row, &key, &sha256).await.map_err(Error::from)? {
-            tracing::info!(batch = %earlier.id, tenant = %row.tenant, "the same file again: nothing imported");
-            return Ok(Response::new(batch(&earlier)));
-        }
-        self.shared.wake.notify_one();
-        let stored =
-            self.shared.store.batch("", &row.id).await.map_err(Error::from)?.ok_or(Error::NotFound("batch"))?;
-        tracing::info!(batch = %stored.id, tenant = %stored.tenant, rows = stored.rows, dry_run = stored.dry_run, "order file received");
+        let parts = stream.map(|message| match message {
+            Ok(pb::ImportBatchChunk { part: Some(part) }) => Ok(part),
+            Ok(_) => Err(invalid("file", "a message without a part")),
+            Err(status) => Err(invalid("file", format!("the upload broke off: {}", status.message()))),
+        });
+        let stored = receive_file(&self.shared, &start, format, parts).await?;
         Ok(Response::new(batch(&stored)))
     }
 

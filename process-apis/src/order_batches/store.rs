@@ -66,6 +66,24 @@ pub struct ResultRow {
     pub errors: Vec<Reason>,
 }
 
+impl ResultRow {
+    /// The row as the partner API's results give it: `{"row",
+    /// "external_ref", "status", "order_id"?, "errors": [{"field",
+    /// "rule"?, "message"}]}`.
+    pub fn to_json_line(&self) -> String {
+        let mut line = serde_json::json!({
+            "row": self.row,
+            "external_ref": self.external_ref,
+            "status": self.status,
+            "errors": self.errors,
+        });
+        if !self.order_id.is_empty() {
+            line["order_id"] = self.order_id.clone().into();
+        }
+        line.to_string()
+    }
+}
+
 /// A row waiting to be imported.
 #[derive(Debug, Clone)]
 pub struct PendingRow {
