@@ -302,6 +302,13 @@ pub fn status_name(status: i32) -> &'static str {
 /// Last second RFC 3339 can write with a four-digit year.
 const MAX_RFC3339_SECONDS: i64 = 253_402_300_799;
 
+/// Unix milliseconds as RFC 3339 UTC with milliseconds, as the webhook,
+/// order-file and quarantine JSON write their times.
+pub fn rfc3339_ms(ms: i64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
 /// A protobuf timestamp as RFC 3339 UTC with whole seconds, as the
 /// contract's examples show; `None` when unset or out of range.
 pub fn rfc3339(at: Option<&prost_types::Timestamp>) -> Option<String> {

@@ -3,6 +3,7 @@
 //! `/ops/v1/webhooks`) and the calls behind it, each confined to a tenant
 //! (empty: any, for operators) by the process tier.
 
+use crate::orders::rfc3339_ms as rfc3339;
 use axum::{
     Json,
     http::StatusCode,
@@ -17,11 +18,6 @@ use crate::{Upstreams, error::Error, page::PageQuery};
 /// The process tier's webhook service.
 pub fn client(upstreams: &Upstreams) -> WebhookServiceClient<GrpcChannel> {
     WebhookServiceClient::new(upstreams.process.clone())
-}
-
-fn rfc3339(ms: i64) -> String {
-    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_millis(at).to_string()
 }
 
 /// A webhook endpoint.

@@ -3,6 +3,7 @@
 //! find entries (by partner, source, reason, status), replay one as it was
 //! or corrected, or discard it with a reason; both are audited.
 
+use crate::orders::rfc3339_ms as rfc3339;
 use axum::{
     Json,
     extract::{RawQuery, State},
@@ -54,11 +55,6 @@ pub struct QuarantinedView {
     /// The order its replay created.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub order_id: Option<String>,
-}
-
-fn rfc3339(ms: i64) -> String {
-    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_millis(at).to_string()
 }
 
 impl From<pb::Quarantined> for QuarantinedView {

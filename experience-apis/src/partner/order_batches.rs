@@ -5,6 +5,7 @@
 //! got, `GET .../{id}/results` gives one result per row (JSON lines, or CSV
 //! when asked for with `Accept: text/csv`).
 
+use crate::orders::rfc3339_ms as rfc3339;
 use axum::{
     Json,
     body::Body,
@@ -28,11 +29,6 @@ pub const MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;
 /// The process tier's batch service.
 pub fn client(upstreams: &Upstreams) -> OrderBatchServiceClient<GrpcChannel> {
     OrderBatchServiceClient::new(upstreams.process.clone())
-}
-
-fn rfc3339(ms: i64) -> String {
-    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_millis(at).to_string()
 }
 
 /// An order file and how far its import got.

@@ -9,6 +9,7 @@
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use erp_connect_proto::order_to_cash::v1 as o2c;
+use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -19,6 +20,8 @@ use crate::{order_to_cash::clock, partners::mapping::Mapped};
 
 /// Rows read at a time.
 const PAGE: i64 = 1000;
+/// Orders of a page being placed at once.
+const IN_FLIGHT: usize = 16;
 /// How long a replica holds a batch between progress reports.
 const LEASE: Duration = Duration::from_secs(60);
 
@@ -90,15 +93,25 @@ async fn import(shared: &Shared, owner: &str, batch: &BatchRow, shutdown: &Cance
             shared.store.finish(&batch.id, clock::now_ms()).await?;
             return Ok(());
         }
+        // Orders are placed a few at a time (each waits mostly on the
+        // store), and their results recorded in file order.
+        let source = format!("batch:{}", batch.id);
+        let mut placing = Vec::with_capacity(groups.len());
         for group in &groups {
-            let source = format!("batch:{}", batch.id);
             let records: Vec<Result<BTreeMap<String, String>, String>> = group
                 .iter()
                 .map(|r| r.record.clone().and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string())))
                 .collect();
+            let external_ref = group[0].external_ref.clone();
+            let source = source.clone();
+            placing.push(async move {
+                decide(shared, &batch.tenant, &source, &external_ref, &records, batch.dry_run).await
+            });
+        }
+        let decisions: Vec<_> = futures_util::stream::iter(placing).buffered(IN_FLIGHT).collect().await;
+        for (group, decided) in groups.iter().zip(decisions) {
+            let decided = decided?;
             let rows: Vec<i64> = group.iter().map(|r| r.row).collect();
-            let decided =
-                decide(shared, &batch.tenant, &source, &group[0].external_ref, &records, batch.dry_run).await?;
             let outcome = Outcome {
                 rows: &rows,
                 status: decided.status,
