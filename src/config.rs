@@ -265,6 +265,8 @@ mod tests {
             ("units = { BOX10 = 0 }", "partners.acme.units.BOX10"),
             ("sku_xref_file = \"missing.csv\"", "partners.acme.sku_xref_file"),
             ("[partners.acme.rules]\nallowed_countries = [\"Deutschland\"]", "partners.acme.rules.allowed_countries"),
+            ("transform = '{sku: .Artikel'", "partners.acme.transform: does not parse"),
+            ("transform = 'env.HOME'", "partners.acme.transform: does not compile: unknown env"),
         ] {
             let err = config(partner).expect_err(partner).to_string();
             assert!(err.starts_with(key), "{err}");

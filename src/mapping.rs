@@ -1,7 +1,8 @@
 //! `erp-connect mapping test --partner ID FILE`: what a partner's mapping
 //! and rules make of a sample file, record by record, as JSON lines on
 //! stdout: `{"row", "status": "mapped" | "rejected", "record"?, "errors"}`.
-//! The order value rule needs prices and is not checked here.
+//! A partner's transform runs first, as in an import. The order value rule
+//! needs prices and is not checked here.
 
 use std::path::Path;
 
@@ -33,20 +34,24 @@ pub fn test(config: &Config, partner: &str, file: &Path) -> Result<usize, StartE
         let row = n + 1;
         let result = match record {
             Err(why) => Err(vec![FieldError { field: String::new(), rule: None, message: why }]),
-            Ok(record) => mapping.map(&record).and_then(|mapped| {
-                let facts = OrderFacts {
-                    external_ref: &mapped.external_ref,
-                    quantities: vec![mapped.quantity],
-                    ship_to: (!mapped.ship_to_country.is_empty())
-                        .then_some((mapped.ship_to_country.as_str(), mapped.ship_to_postal_code.as_str())),
-                };
-                let broken: Vec<FieldError> = rules
-                    .check(&facts)
-                    .into_iter()
-                    .map(|v| FieldError { field: record_field(&v.field), rule: Some(v.rule), message: v.message })
-                    .collect();
-                if broken.is_empty() { Ok(mapped) } else { Err(broken) }
-            }),
+            Ok(record) => mapping
+                .transform(&record)
+                .map_err(|e| vec![e])
+                .and_then(|record| mapping.map(&record))
+                .and_then(|mapped| {
+                    let facts = OrderFacts {
+                        external_ref: &mapped.external_ref,
+                        quantities: vec![mapped.quantity],
+                        ship_to: (!mapped.ship_to_country.is_empty())
+                            .then_some((mapped.ship_to_country.as_str(), mapped.ship_to_postal_code.as_str())),
+                    };
+                    let broken: Vec<FieldError> = rules
+                        .check(&facts)
+                        .into_iter()
+                        .map(|v| FieldError { field: record_field(&v.field), rule: Some(v.rule), message: v.message })
+                        .collect();
+                    if broken.is_empty() { Ok(mapped) } else { Err(broken) }
+                }),
         };
         let line = match result {
             Ok(mapped) => json!({"row": row, "status": "mapped", "record": mapped, "errors": []}),

@@ -160,8 +160,36 @@ fn mapping_test_shows_what_a_partners_mapping_makes_of_each_record() {
         .map(|e| (e["field"].as_str().unwrap_or(""), e["rule"].as_str().unwrap_or("")))
         .collect();
     assert_eq!(broken, [("quantity", "max_quantity_per_line"), ("ship_to_country", "allowed_countries")]);
+    // A transform reshapes a partner's own record first: German names, a
+    // date it does not need, a country written out.
+    let config = config_file(
+        &dir,
+        "[partners.globex]\nsku_xref = { \"G-1\" = \"WIDGET-1\" }\n\
+         transform = '{external_ref: .Bestellung, sku: .Artikel, quantity: .Menge, \
+         ship_to_country: ({Deutschland: \"DE\"}[.Land] // error(\"no country \" + .Land))}'\n",
+    );
+    let sample = dir.path().join("globex.jsonl");
+    std::fs::write(
+        &sample,
+        "{\"Bestellung\": \"B-1\", \"Artikel\": \"G-1\", \"Menge\": \"3\", \"Land\": \"Deutschland\", \"Datum\": \"06.12.2026\"}\n\
+         {\"Bestellung\": \"B-2\", \"Artikel\": \"G-1\", \"Menge\": \"1\", \"Land\": \"Narnia\"}\n",
+    )
+    .expect("sample");
+    let globex = sample.display().to_string();
+    let out = run(&["mapping", "test", "--partner", "globex", "--config", &config, &globex], &[]);
+    let rows: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    assert_eq!(rows[0]["status"], "mapped", "{rows:?}");
+    assert_eq!(
+        (&rows[0]["record"]["external_ref"], &rows[0]["record"]["sku"], &rows[0]["record"]["ship_to_country"]),
+        (&"B-1".into(), &"WIDGET-1".into(), &"DE".into())
+    );
+    assert_eq!(
+        (&rows[1]["errors"][0]["field"], &rows[1]["errors"][0]["rule"], &rows[1]["errors"][0]["message"]),
+        (&"record".into(), &"transform".into(), &"failed: no country Narnia".into())
+    );
     assert_usage_error(
-        &run(&["mapping", "test", "--partner", "nope", "--config", &config, &sample], &[]),
+        &run(&["mapping", "test", "--partner", "nope", "--config", &config, &globex], &[]),
         "partners.nope",
     );
 }

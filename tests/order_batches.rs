@@ -286,3 +286,64 @@ async fn the_command_line_and_the_inbox_folder_give_the_same_row_results_as_each
     assert_eq!(from_inbox, from_cli, "the same rows, statuses and reasons");
     app.stop_all().await;
 }
+
+#[tokio::test]
+async fn a_partners_transform_reshapes_each_record_before_its_mapping_and_what_it_refuses_is_quarantined() {
+    let app = spawn_up_with(|config| {
+        let globex: PartnerConfig = serde_json::from_value(json!({
+            "sku_xref": {"G-1": "WIDGET-1", "G-2": "GADGET-2"},
+            "transform": r#"{external_ref: .Bestellung, sku: .Artikel, quantity: .Menge, ship_to_street: .Strasse,
+                ship_to_city: .Ort, ship_to_postal_code: .PLZ, ship_to_country: ({Deutschland: "DE", Frankreich: "FR"}[.Land] // error("no country " + .Land))}"#,
+        }))
+        .expect("globex's mapping");
+        config.partners = BTreeMap::from([("globex".to_owned(), globex)]);
+    })
+    .await;
+    let dir = app.data_dir.path();
+    let globex = token_for(dir, "globex-erp", Some("globex"), None, "orders:read orders:write");
+    let ops = token_for(dir, "operator", None, None, "ops");
+    let file = r#"{"Bestellung": "B-1", "Artikel": "G-1", "Menge": 2, "Strasse": "Kai 7", "Ort": "Bremen", "PLZ": "28195", "Land": "Deutschland"}
+{"Bestellung": "B-1", "Artikel": "G-2", "Menge": 1, "Strasse": "Kai 7", "Ort": "Bremen", "PLZ": "28195", "Land": "Deutschland"}
+{"Bestellung": "B-2", "Artikel": "G-1", "Menge": 1, "Strasse": "Rue 1", "Ort": "Paris", "PLZ": "75001", "Land": "Narnia"}
+"#;
+    let reply = upload(&app, &globex, file, "", "application/x-ndjson").await;
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    let id = reply.body["id"].as_str().expect("id").to_owned();
+    let batch = done(&app, &globex, &id).await;
+    assert_eq!((batch["orders_accepted"].as_i64(), batch["rows_quarantined"].as_i64()), (Some(1), Some(1)), "{batch}");
+    let rows = results(&app, &globex, &id).await;
+    assert_eq!(
+        summary(&rows),
+        vec![
+            (1, "accepted".into(), String::new(), String::new()),
+            (2, "accepted".into(), String::new(), String::new()),
+            (3, "quarantined".into(), "record".into(), "transform".into()),
+        ]
+    );
+    assert_eq!(rows[0]["order_id"], rows[1]["order_id"], "grouped by the reference the transform made");
+    assert_eq!(rows[2]["errors"][0]["message"], "failed: no country Narnia");
+    let order =
+        get(&app.url(&format!("/partner/v1/orders/{}", rows[0]["order_id"].as_str().unwrap_or(""))), Some(&globex))
+            .await;
+    assert_eq!(order.body["external_ref"], "B-1", "{}", order.text);
+    // The quarantine keeps the record as the partner sent it; replayed
+    // with the country fixed, the transform runs again and the order is made.
+    let entries = get(&app.url("/ops/v1/quarantine?partner=globex"), Some(&ops)).await;
+    let entry = &entries.body["entries"][0];
+    assert_eq!(entry["records"][0]["Land"], "Narnia", "{}", entries.text);
+    let replay = post_json(
+        &app.url(&format!("/ops/v1/quarantine/{}/replay", entry["id"].as_str().unwrap_or(""))),
+        &ops,
+        &json!({"record": {"Bestellung": "B-2", "Artikel": "G-1", "Menge": "1", "Strasse": "Rue 1", "Ort": "Paris",
+            "PLZ": "75001", "Land": "Frankreich"}}),
+        None,
+    )
+    .await;
+    assert_eq!((replay.status, replay.body["status"].as_str()), (200, Some("replayed")), "{}", replay.text);
+    let listed = get(&app.url("/partner/v1/orders"), Some(&globex)).await;
+    let mut refs: Vec<&str> =
+        listed.body["orders"].as_array().expect("orders").iter().filter_map(|o| o["external_ref"].as_str()).collect();
+    refs.sort_unstable();
+    assert_eq!(refs, ["B-1", "B-2"], "{}", listed.text);
+    app.stop_all().await;
+}

@@ -16,7 +16,10 @@ use super::{
     Shared, metrics,
     store::{BatchRow, Outcome, PendingRow, Quarantined, Reason},
 };
-use crate::{order_to_cash::clock, partners::mapping::Mapped};
+use crate::{
+    order_to_cash::clock,
+    partners::mapping::{FieldError, Mapped},
+};
 
 /// Rows read at a time.
 const PAGE: i64 = 1000;
@@ -152,17 +155,32 @@ pub async fn decide(
     records: &[Result<BTreeMap<String, String>, String>],
     dry_run: bool,
 ) -> Result<Decided, Error> {
-    let mapping = shared.partners.mapping(tenant).cloned().unwrap_or_default();
+    let mapping = shared.partners.mapping_or_identity(tenant);
+    // A transform runs on a thread of its own and may block up to its deadline.
+    let transformed: Vec<Option<Result<BTreeMap<String, String>, FieldError>>> = if mapping.has_transform() {
+        let (partners, tenant, records) = (shared.partners.clone(), tenant.to_owned(), records.to_vec());
+        tokio::task::spawn_blocking(move || {
+            let mapping = partners.mapping_or_identity(&tenant);
+            records.iter().map(|r| r.as_ref().ok().map(|r| mapping.transform(r).map(|t| t.into_owned()))).collect()
+        })
+        .await
+        .map_err(|e| Error::Unavailable(format!("the transform's task failed: {e}")))?
+    } else {
+        vec![None; records.len()]
+    };
+    let reasons_of = |errs: Vec<FieldError>| -> Vec<Reason> {
+        errs.into_iter()
+            .map(|e| Reason { field: e.field, rule: e.rule.unwrap_or_default().to_owned(), message: e.message })
+            .collect()
+    };
     let mut mapped = Vec::with_capacity(records.len());
     let mut errors: Vec<Vec<Reason>> = Vec::with_capacity(records.len());
-    for record in records {
-        let result = match record {
-            Err(why) => Err(vec![Reason { message: format!("is not a record: {why}"), ..Reason::default() }]),
-            Ok(record) => mapping.map(record).map_err(|errs| {
-                errs.into_iter()
-                    .map(|e| Reason { field: e.field, rule: e.rule.unwrap_or_default().to_owned(), message: e.message })
-                    .collect()
-            }),
+    for (record, transformed) in records.iter().zip(transformed) {
+        let result = match (record, transformed) {
+            (Err(why), _) => Err(vec![Reason { message: format!("is not a record: {why}"), ..Reason::default() }]),
+            (Ok(_), Some(Err(error))) => Err(reasons_of(vec![error])),
+            (Ok(_), Some(Ok(record))) => mapping.map(&record).map_err(reasons_of),
+            (Ok(record), None) => mapping.map(record).map_err(reasons_of),
         };
         match result {
             Ok(m) => {
@@ -172,8 +190,14 @@ pub async fn decide(
             Err(reasons) => errors.push(reasons),
         }
     }
+    // A replayed record names its order itself, through the transform if any.
+    let external_ref = match mapped.first() {
+        Some(first) if external_ref.trim().is_empty() => first.external_ref.as_str(),
+        _ => external_ref,
+    };
     if external_ref.trim().is_empty() {
-        for row in &mut errors {
+        // A record the transform refused has no reference to miss.
+        for row in errors.iter_mut().filter(|row| !row.iter().any(|r| r.rule == "transform")) {
             row.push(Reason {
                 field: "external_ref".into(),
                 message: "is required: it names the order".into(),

@@ -154,7 +154,14 @@ async fn receive(
     let parser = tokio::task::spawn_blocking(move || {
         let reader = ChunkReader { chunks: bytes_rx, current: Bytes::new() };
         for (n, record) in records::read(reader, format).enumerate() {
-            let external_ref = record.as_ref().map(|r| mapping.field(r, "external_ref").to_owned()).unwrap_or_default();
+            // Rows group by the reference as the transform, if any, makes it.
+            let external_ref = record
+                .as_ref()
+                .map(|r| match mapping.transform(r) {
+                    Ok(t) => mapping.field(&t, "external_ref").to_owned(),
+                    Err(_) => mapping.field(r, "external_ref").to_owned(),
+                })
+                .unwrap_or_default();
             let record = record.map(|r| serde_json::to_string(&r).unwrap_or_default());
             let row = PendingRow { row: n as i64 + 1, external_ref, record };
             if rows_tx.blocking_send(row).is_err() {
@@ -356,13 +363,16 @@ impl pb::order_batch_service_server::OrderBatchService for Service {
                 Err(_) => return Err(invalid(&format!("records[{i}]"), "is not a JSON object").into()),
             }
         }
-        let mapping = self.shared.partners.mapping(&entry.tenant).cloned().unwrap_or_default();
-        let external_ref = records
-            .first()
-            .and_then(|r: &Result<_, String>| r.as_ref().ok())
-            .map(|r| mapping.field(r, "external_ref").to_owned())
-            .filter(|r| !r.is_empty())
-            .unwrap_or_else(|| entry.external_ref.clone());
+        // Empty when the corrected record does not name its order under our
+        // name: the import then takes it from the mapped record.
+        let mapping = self.shared.partners.mapping_or_identity(&entry.tenant);
+        let external_ref = match records.first().and_then(|r: &Result<_, String>| r.as_ref().ok()) {
+            Some(r) if !mapping.has_transform() => {
+                Some(mapping.field(r, "external_ref").to_owned()).filter(|r| !r.is_empty())
+            }
+            _ => None,
+        }
+        .unwrap_or_else(|| if mapping.has_transform() { String::new() } else { entry.external_ref.clone() });
         let source = format!("quarantine:{}", entry.id);
         let decided = import::decide(&self.shared, &entry.tenant, &source, &external_ref, &records, false)
             .await

@@ -7,11 +7,15 @@
 //! order-level fields beside it, or every reason it could not be mapped.
 
 use std::{
+    borrow::Cow,
     collections::{BTreeMap, HashMap},
     path::Path,
+    sync::Arc,
 };
 
 use serde::{Deserialize, Serialize};
+
+use super::transform::Transform;
 
 /// `[partners.<tenant>]` as configured.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -29,6 +33,9 @@ pub struct PartnerConfig {
     pub date_format: Option<String>,
     /// The partner's field names → ours, e.g. `{ Artikel = "sku", Menge = "quantity" }`.
     pub field_names: BTreeMap<String, String>,
+    /// A jq program run on each file record before everything else
+    /// (see [`super::transform`]).
+    pub transform: Option<String>,
     /// Validation rules for this partner over the global `[rules]`.
     pub rules: super::rules::RulesConfig,
 }
@@ -54,6 +61,7 @@ pub struct Mapping {
     decimal_comma: bool,
     field_names: HashMap<String, String>,
     date_format: Option<String>,
+    transform: Option<Arc<Transform>>,
 }
 
 /// One record mapped: a line of an order and the order's fields.
@@ -129,13 +137,39 @@ impl Mapping {
         if let Some((theirs, ours)) = config.field_names.iter().find(|(_, ours)| !FIELDS.contains(&ours.as_str())) {
             return Err(format!("{at}.field_names.{theirs}: {ours:?} is not one of {FIELDS:?}"));
         }
+        let transform = match &config.transform {
+            Some(code) => Some(Arc::new(Transform::compile(code).map_err(|e| format!("{at}.transform: {e}"))?)),
+            None => None,
+        };
         Ok(Self {
+            transform,
             skus,
             units: config.units.clone().into_iter().collect(),
             decimal_comma,
             field_names: config.field_names.clone().into_iter().collect(),
             date_format: config.date_format.clone(),
         })
+    }
+
+    /// `record` after the partner's transform, if it has one. Blocks for
+    /// up to [`super::transform::DEADLINE`]: call it off the async runtime.
+    pub fn transform<'a>(
+        &self,
+        record: &'a BTreeMap<String, String>,
+    ) -> Result<Cow<'a, BTreeMap<String, String>>, FieldError> {
+        match &self.transform {
+            None => Ok(Cow::Borrowed(record)),
+            Some(t) => t.apply(record).map(Cow::Owned).map_err(|message| FieldError {
+                field: "record".into(),
+                rule: Some("transform"),
+                message,
+            }),
+        }
+    }
+
+    /// Whether the partner has a transform (whose runs block).
+    pub fn has_transform(&self) -> bool {
+        self.transform.is_some()
     }
 
     /// Our SKU for the partner's `sku` (itself when not cross-referenced).

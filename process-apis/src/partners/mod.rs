@@ -8,12 +8,14 @@
 //! - [`mapping`]: partner SKUs, units, number and date formats, field names.
 //! - [`records`]: records as files bring them (CSV, JSON lines), streamed.
 //! - [`rules`]: the rules beyond the schema and their violations.
+//! - [`transform`]: a partner's jq program, run on each file record first.
 
 use std::{collections::BTreeMap, path::Path};
 
 pub mod mapping;
 pub mod records;
 pub mod rules;
+pub mod transform;
 
 use mapping::{Mapping, PartnerConfig};
 use rules::{Rules, RulesConfig};
@@ -23,6 +25,8 @@ use rules::{Rules, RulesConfig};
 pub struct Partners {
     partners: BTreeMap<String, (Mapping, Rules)>,
     global: Rules,
+    /// For tenants without a mapping: ours as they are.
+    identity: Mapping,
 }
 
 impl Partners {
@@ -41,12 +45,17 @@ impl Partners {
             compiled.insert(tenant.clone(), (mapping, rules));
         }
         let global = Rules::compile(global, &RulesConfig::default(), "rules")?;
-        Ok(Self { partners: compiled, global })
+        Ok(Self { partners: compiled, global, identity: Mapping::default() })
     }
 
     /// The mapping of `tenant`, if it has one.
     pub fn mapping(&self, tenant: &str) -> Option<&Mapping> {
         self.partners.get(tenant).map(|(m, _)| m)
+    }
+
+    /// The mapping of `tenant`, or none (our names, SKUs and units as they are).
+    pub fn mapping_or_identity(&self, tenant: &str) -> &Mapping {
+        self.mapping(tenant).unwrap_or(&self.identity)
     }
 
     /// The rules `tenant`'s orders meet: its own over the global ones.
