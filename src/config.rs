@@ -70,8 +70,8 @@ pub struct Config {
     pub partners: std::collections::BTreeMap<String, process_apis::partners::mapping::PartnerConfig>,
     /// Validation rules every partner's orders meet (`[rules]`).
     pub rules: process_apis::partners::rules::RulesConfig,
-    /// Files in: the inbox folder (`[files]`).
-    pub files: process_apis::order_batches::inbox::Config,
+    /// Files in and out: the inbox and the exports (`[files]`).
+    pub files: process_apis::FilesConfig,
     /// The config file's folder, which relative file names in it start
     /// from; the working directory without a file.
     #[serde(skip)]

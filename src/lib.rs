@@ -15,6 +15,7 @@
 //! keys) before it binds a port, so a bad setup never half-starts.
 
 pub mod config;
+pub mod export;
 pub mod import;
 pub mod mapping;
 pub mod reconcile;
@@ -65,6 +66,9 @@ pub enum StartError {
     /// `reconcile` found broken invariants (its report says which).
     #[error("order-to-cash invariants are broken")]
     InvariantsBroken,
+    /// An export could not be written.
+    #[error("export: {0}")]
+    Export(String),
     /// An order file could not be imported.
     #[error("import: {0}")]
     Import(String),

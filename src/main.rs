@@ -89,6 +89,30 @@ enum Command {
         #[arg(long, global = true, env = "ERP_CONNECT_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Invoices or orders as CSV or JSON lines, from the saga store's
+    /// events, as the scheduled exports to `files.outbox_dir` write them.
+    Export {
+        /// `invoices` (issued, credited, paid) or `orders` (every status change).
+        what: ExportWhat,
+        /// From this date (2026-12-01, midnight UTC) or time (RFC 3339).
+        #[arg(long)]
+        since: String,
+        /// Up to this date or time. Default: now.
+        #[arg(long)]
+        until: Option<String>,
+        /// csv or jsonl.
+        #[arg(long, default_value = "csv")]
+        format: ExportFormat,
+        /// Write this file (complete or absent) instead of stdout.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// The data directory (its SQLite saga store). Default ./data.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Configuration file (TOML); `process.database_url` names the store.
+        #[arg(long, env = "ERP_CONNECT_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Partner mappings: `test` shows what one makes of a sample file.
     Mapping {
         #[command(subcommand)]
@@ -124,6 +148,18 @@ enum Command {
         #[arg(long, env = "ERP_CONNECT_CONFIG")]
         config: Option<PathBuf>,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExportWhat {
+    Invoices,
+    Orders,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExportFormat {
+    Csv,
+    Jsonl,
 }
 
 #[derive(Subcommand)]
@@ -297,6 +333,31 @@ async fn run(command: Command) -> Result<(), StartError> {
                 0 => Ok(()),
                 _ => Err(StartError::RecordsRejected),
             }
+        }
+        Command::Export { what, since, until, format, output, data_dir, config } => {
+            platform::telemetry::init_logs();
+            let config = load(config.as_ref(), data_dir)?;
+            let time = |text: &str, key: &'static str| {
+                erp_connect::export::parse_time(text)
+                    .map_err(|reason| StartError::Config(erp_connect::config::Error::Invalid { key, reason }))
+            };
+            let from = time(&since, "--since")?;
+            let to = match until {
+                Some(until) => time(&until, "--until")?,
+                None => i64::MAX,
+            };
+            let kind = match what {
+                ExportWhat::Invoices => process_apis::exports::Kind::Invoices,
+                ExportWhat::Orders => process_apis::exports::Kind::Orders,
+            };
+            let format = match format {
+                ExportFormat::Csv => process_apis::exports::Format::Csv,
+                ExportFormat::Jsonl => process_apis::exports::Format::JsonLines,
+            };
+            let span = process_apis::exports::Span { after: 0, from, to };
+            let rows = erp_connect::export::run(&config, kind, format, span, output.as_deref()).await?;
+            eprintln!("{rows} rows");
+            Ok(())
         }
         Command::Mapping { action: MappingAction::Test { partner, file }, config } => {
             let config = load(config.as_ref(), None)?;

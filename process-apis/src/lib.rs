@@ -5,6 +5,7 @@
 //! - [`catalog`]: `catalog.v1`, products with price and availability.
 //! - [`order_to_cash`]: `order_to_cash.v1`, orders as durable sagas.
 //! - [`order_batches`]: `order_batches.v1`, order files and the quarantine.
+//! - [`exports`]: invoices and orders out as files.
 //! - [`partners`]: each partner's mapping and the validation rules.
 //! - [`webhooks`]: `webhooks.v1`, partners' webhook endpoints and the
 //!   delivery of business events to them.
@@ -17,6 +18,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 pub mod catalog;
+pub mod exports;
 pub mod order_batches;
 pub mod order_to_cash;
 pub mod partners;
@@ -113,15 +115,53 @@ impl Config {
 /// What the launcher resolves for the tier besides `[process]`: the
 /// webhooks' settings (`[webhooks]` with the run mode's targets and the
 /// sealing key), the partners' mappings and rules (`[partners.*]`,
-/// `[rules]`) and the inbox (`[files]`).
+/// `[rules]`) and the folders (`[files]`).
 #[derive(Default)]
 pub struct Setup {
     /// See [`webhooks::Settings`].
     pub webhooks: webhooks::Settings,
     /// See [`partners::Partners`].
     pub partners: partners::Partners,
-    /// See [`order_batches::inbox::Config`].
-    pub files: order_batches::inbox::Config,
+    /// See [`FilesConfig`].
+    pub files: FilesConfig,
+}
+
+/// `[files]` in the config file: files in (the inbox) and out (exports).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilesConfig {
+    /// The inbox folder (see [`order_batches::inbox`]); none: no inbox.
+    pub inbox_dir: Option<std::path::PathBuf>,
+    /// How often it is looked at. Default 5 s.
+    #[serde(with = "humantime_serde")]
+    pub inbox_poll_interval: Duration,
+    /// Where exports are written (see [`exports`]); none: no exports.
+    pub outbox_dir: Option<std::path::PathBuf>,
+    /// What is exported there. Default both.
+    pub exports: Vec<exports::Kind>,
+    /// `csv` (default) or `jsonl`.
+    pub export_format: exports::Format,
+    /// How often. Default 1 h.
+    #[serde(with = "humantime_serde")]
+    pub export_interval: Duration,
+    /// Events younger than this wait for the next export, so that one whose
+    /// transaction committed late is not passed over. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub export_settle: Duration,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        Self {
+            inbox_dir: None,
+            inbox_poll_interval: Duration::from_secs(5),
+            outbox_dir: None,
+            exports: vec![exports::Kind::Invoices, exports::Kind::Orders],
+            export_format: exports::Format::Csv,
+            export_interval: Duration::from_secs(3600),
+            export_settle: exports::SETTLE,
+        }
+    }
 }
 
 /// Why the process tier could not start.
@@ -185,8 +225,18 @@ impl ProcessTier {
             order_to_cash.partners(),
             order_to_cash.orders(),
             &files,
-            tasks,
+            tasks.clone(),
         );
+        if let Some(dir) = &files.outbox_dir {
+            let schedule = exports::Schedule {
+                kinds: files.exports.clone(),
+                format: files.export_format,
+                dir: dir.clone(),
+                interval: files.export_interval,
+                settle: files.export_settle,
+            };
+            tokio::spawn(exports::run(order_to_cash.store(), schedule, tasks));
+        }
         Ok(Self { system, prices, order_to_cash, webhooks, order_batches })
     }
 

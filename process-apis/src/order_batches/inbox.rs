@@ -15,29 +15,11 @@ use std::{
 };
 
 use erp_connect_proto::order_batches::v1::{self as pb, import_batch_chunk::Part};
-use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
 use super::{Error, Shared, service::receive_file, store::ResultRow};
 use crate::partners::records::Format;
-
-/// `[files]` in the config file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Config {
-    /// The inbox folder; none: no inbox.
-    pub inbox_dir: Option<PathBuf>,
-    /// How often it is looked at. Default 5 s.
-    #[serde(with = "humantime_serde")]
-    pub inbox_poll_interval: Duration,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self { inbox_dir: None, inbox_poll_interval: Duration::from_secs(5) }
-    }
-}
 
 /// How long a file must stay unchanged before it is taken.
 const SETTLED: Duration = Duration::from_secs(2);

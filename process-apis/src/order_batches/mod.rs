@@ -53,7 +53,7 @@ impl OrderBatches {
         db: Database,
         partners: Arc<crate::partners::Partners>,
         orders: crate::order_to_cash::service::Service,
-        files: &inbox::Config,
+        files: &crate::FilesConfig,
         tasks: CancellationToken,
     ) -> Self {
         metrics::describe();

@@ -298,6 +298,11 @@ impl OrderToCash {
         &self.bus
     }
 
+    /// The saga store (its outbox feeds the exports).
+    pub fn store(&self) -> store::Store {
+        self.engine.store.clone()
+    }
+
     /// The saga store's database, which also keeps the webhooks'.
     pub fn database(&self) -> platform::database::Database {
         self.engine.store.database()

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     clock,
     order::Order,
-    store::{OutboxEvent, PublisherLock, Store},
+    store::{OutboxEvent, ReplicaLock, Store},
 };
 
 /// Version of the event JSON; bumped on an incompatible change.
@@ -252,7 +252,7 @@ pub async fn run_publisher(
     shutdown: CancellationToken,
 ) {
     let mut failures: u32 = 0;
-    let mut lock: Option<PublisherLock> = None;
+    let mut lock: Option<ReplicaLock> = None;
     loop {
         let held = match &mut lock {
             Some(held) => held.is_held().await,

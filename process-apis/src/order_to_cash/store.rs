@@ -516,15 +516,50 @@ impl Store {
     /// when the holder dies and its connection drops), so one replica
     /// publishes and events keep their order; on SQLite always granted
     /// (one process owns the file).
-    pub async fn try_publisher_lock(&self) -> Result<Option<PublisherLock>, Error> {
+    pub async fn try_publisher_lock(&self) -> Result<Option<ReplicaLock>, Error> {
+        self.try_lock(PUBLISHER_LOCK).await
+    }
+
+    /// The right to write export files, held by one replica at a time in
+    /// the same way, so two replicas never export overlapping ranges.
+    pub async fn try_exporter_lock(&self) -> Result<Option<ReplicaLock>, Error> {
+        self.try_lock(EXPORTER_LOCK).await
+    }
+
+    async fn try_lock(&self, key: i64) -> Result<Option<ReplicaLock>, Error> {
         if self.db.dialect() == Dialect::Sqlite {
-            return Ok(Some(PublisherLock { conn: None }));
+            return Ok(Some(ReplicaLock { conn: None }));
         }
         let mut conn = self.db.pool().acquire().await?;
-        let held: bool =
-            sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(PUBLISHER_LOCK).fetch_one(&mut *conn).await?;
+        let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(key).fetch_one(&mut *conn).await?;
         // Out of the pool: the lock lives exactly as long as this connection.
-        Ok(held.then(|| PublisherLock { conn: Some(conn.detach()) }))
+        Ok(held.then(|| ReplicaLock { conn: Some(conn.detach()) }))
+    }
+
+    /// Up to `limit` events of `types` after the outbox position `after`,
+    /// written in `[from, to]` (unix ms), in the order they were written,
+    /// each with its position.
+    pub async fn events_after(
+        &self,
+        types: &[&str],
+        after: i64,
+        from: i64,
+        to: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, OutboxEvent)>, Error> {
+        // The types are ours (a fixed list), bound as parameters all the same.
+        let placeholders = (5..types.len() + 5).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ");
+        let sql = format!(
+            "SELECT id, order_id, event_type, payload, created_at, traceparent, tenant, aggregate, seq FROM outbox \
+             WHERE seq > $1 AND created_at >= $2 AND created_at <= $3 AND event_type IN ({placeholders}) \
+             ORDER BY seq LIMIT $4"
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(after).bind(from).bind(to).bind(limit);
+        for t in types {
+            query = query.bind(*t);
+        }
+        let rows = query.fetch_all(self.db.pool()).await?;
+        rows.iter().map(|r| Ok((r.try_get::<i64, _>(8)?, event(r)?))).collect()
     }
 
     /// Where the feed `name` has got to.
@@ -552,14 +587,16 @@ impl Store {
 
 /// The advisory lock key of the outbox publisher ("o2c-pub" in ASCII).
 const PUBLISHER_LOCK: i64 = 0x006f_3263_2d70_7562;
+/// The advisory lock key of the exporter ("o2c-exp" in ASCII).
+const EXPORTER_LOCK: i64 = 0x006f_3263_2d65_7870;
 
-/// Held by the replica that publishes the outbox; dropping it gives the
-/// right up.
-pub struct PublisherLock {
+/// Held by the one replica that does a job (publishing the outbox,
+/// exporting); dropping it gives the right up.
+pub struct ReplicaLock {
     conn: Option<sqlx::AnyConnection>,
 }
 
-impl PublisherLock {
+impl ReplicaLock {
     /// Whether the lock is still held (its connection still answers).
     pub async fn is_held(&mut self) -> bool {
         match &mut self.conn {
@@ -613,6 +650,47 @@ mod tests {
     use platform::database::ScratchPostgres;
 
     use super::*;
+
+    #[tokio::test]
+    async fn exports_read_events_of_their_types_after_a_position_within_a_time_range_one_exporter_at_a_time() {
+        let scratch = ScratchPostgres::create("o2c_exports").await;
+        let store = Store::open(&scratch.url()).await.expect("open");
+        let event = |id: &str, event_type: &str, created_at: i64| OutboxEvent {
+            id: id.into(),
+            order_id: "ord_1".into(),
+            event_type: event_type.into(),
+            payload: "{}".into(),
+            created_at,
+            traceparent: None,
+            tenant: Some("acme".into()),
+            aggregate: "order:ord_1".into(),
+        };
+        store
+            .write_events(&[
+                event("evt_1", "order.accepted", 1_000),
+                event("evt_2", "invoice.issued", 2_000),
+                event("evt_3", "order.paid", 3_000),
+                event("evt_4", "invoice.issued", 9_000),
+            ])
+            .await
+            .expect("written");
+        let ids = |found: Vec<(i64, OutboxEvent)>| found.into_iter().map(|(_, e)| e.id).collect::<Vec<_>>();
+        let invoices = ["invoice.issued", "order.paid"];
+        let all = store.events_after(&invoices, 0, 0, i64::MAX, 10).await.expect("read");
+        let positions: Vec<i64> = all.iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(ids(all), ["evt_2", "evt_3", "evt_4"]);
+        assert_eq!(
+            ids(store.events_after(&invoices, positions[0], 0, i64::MAX, 10).await.expect("read")),
+            ["evt_3", "evt_4"]
+        );
+        assert_eq!(ids(store.events_after(&invoices, 0, 2_500, 8_000, 10).await.expect("read")), ["evt_3"]);
+        assert_eq!(ids(store.events_after(&invoices, 0, 0, i64::MAX, 1).await.expect("read")), ["evt_2"]);
+        let other = Store::open(&scratch.url()).await.expect("open");
+        let held = store.try_exporter_lock().await.expect("try").expect("the first exporter");
+        assert!(other.try_exporter_lock().await.expect("try").is_none(), "one exporter at a time");
+        assert!(other.try_publisher_lock().await.expect("try").is_some(), "a lock of its own");
+        drop(held);
+    }
 
     #[tokio::test]
     async fn one_replica_at_a_time_holds_the_publisher_lock_and_a_dead_ones_passes_on() {
