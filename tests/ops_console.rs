@@ -162,6 +162,18 @@ async fn an_operator_signs_in_sees_the_charts_and_opens_an_orders_timeline_in_ch
     let test = post_json(&app.url(&format!("/partner/v1/webhooks/{endpoint}/test")), &partner, &json!({}), None).await;
     assert_eq!(test.status, 202, "{}", test.text);
 
+    // A partner's order file with a row that cannot be an order: quarantined.
+    let importer = harness::token_for(app.data_dir.path(), "acme-files", Some("acme"), None, "orders:write");
+    let file = "external_ref,sku,quantity,ship_to_street,ship_to_city,ship_to_postal_code,ship_to_country\n\
+                PO-QUARANTINE-1,DRILL-10,zwei,Kai 7,Bremen,28195,DE\n";
+    let upload = http::Request::post(app.url("/partner/v1/order-batches"))
+        .header("authorization", format!("Bearer {importer}"))
+        .header("content-type", "text/csv")
+        .body(http_body_util::Full::new(bytes::Bytes::from(file)))
+        .expect("request");
+    let uploaded = harness::send(upload).await;
+    assert_eq!(uploaded.status, 202, "{}", uploaded.text);
+
     let browser = Browser::start().await;
     browser.open(&app.url("/ops")).await;
     browser.wait_for("the sign-in form", "!document.getElementById('signin').hidden").await;
@@ -180,7 +192,7 @@ async fn an_operator_signs_in_sees_the_charts_and_opens_an_orders_timeline_in_ch
              const traffic = [...document.querySelectorAll('#tiers [data-tier=gateway] path.series.requests')];
              return charts.length === 8 && traffic.some(p => Number(p.dataset.total) > 0 && p.getAttribute('d').includes('L'))
                  && document.querySelectorAll('#orders-by-status rect.bar').length > 0
-                 && document.querySelectorAll('#tiles .tile').length === 6
+                 && document.querySelectorAll('#tiles .tile').length === 7
                  && /waiting for a system\\s+none/i.test(document.querySelector('#tiles').innerText)
                  && /webhooks\\s+\\d+ pending/i.test(document.querySelector('#tiles').innerText);",
         )
@@ -238,6 +250,36 @@ async fn an_operator_signs_in_sees_the_charts_and_opens_an_orders_timeline_in_ch
             &format!("return /disabled by its owner/.test(document.querySelector(\"{row}\").innerText);"),
         )
         .await;
+
+    // The quarantine: the row with its reason, corrected and replayed.
+    browser.click("#nav-quarantine").await;
+    let entry = "#quarantine-rows tr[data-entry-id]";
+    browser
+        .wait_for(
+            "the quarantined row",
+            &format!("const row = document.querySelector(\"{entry}\"); return !!row && /PO-QUARANTINE-1/.test(row.innerText) && /quantity/.test(row.innerText);"),
+        )
+        .await;
+    browser.click(entry).await;
+    browser
+        .wait_for("the entry's records", "return /zwei/.test(document.getElementById('quarantine-records').value);")
+        .await;
+    browser.type_into("#discard-reason", "").await;
+    browser.click("#quarantine-discard").await;
+    browser
+        .wait_for("a reason asked for", "return /why/i.test(document.getElementById('quarantine-outcome').innerText);")
+        .await;
+    let corrected = r#"[{"external_ref": "PO-QUARANTINE-1", "sku": "DRILL-10", "quantity": "2", "ship_to_street": "Kai 7",
+        "ship_to_city": "Bremen", "ship_to_postal_code": "28195", "ship_to_country": "DE"}]"#;
+    browser.type_into("#quarantine-records", corrected).await;
+    browser.click("#quarantine-replay").await;
+    browser
+        .wait_for(
+            "the entry replayed into an order",
+            "const d = document.getElementById('quarantine-detail'); return /replayed/.test(d.innerText) && /ord_/.test(d.innerText);",
+        )
+        .await;
+    browser.screenshot("ops-console-quarantine.png").await;
 
     // Signing out forgets the token.
     browser.click("#sign-out").await;

@@ -189,6 +189,27 @@ async fn a_partners_order_file_is_imported_row_by_row_with_what_fails_quarantine
     assert_eq!((discarded.status, discarded.body["status"].as_str()), (200, Some("discarded")), "{}", discarded.text);
     let open = get(&app.url("/ops/v1/quarantine"), Some(&ops)).await;
     assert_eq!(open.body["entries"].as_array().map(Vec::len), Some(1), "one left open: {}", open.text);
+    // Data quality in /metrics (the recorder is shared by this binary's
+    // tests; only this one fixes and discards acme's records).
+    let metrics = get(&app.url("/metrics"), None).await.text;
+    let value = |family: &str, labels: &[&str]| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(family) && labels.iter().all(|label| l.contains(label)))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    let acme_records = |outcome: &str| {
+        value(
+            "erp_connect_records_total{",
+            &["partner=\"acme\"", "source=\"batch\"", &format!("outcome=\"{outcome}\"")],
+        )
+    };
+    assert_eq!((acme_records("fixed"), acme_records("discarded")), (Some(1.0), Some(1.0)), "{metrics}");
+    let ratio = value("erp_connect_records_error_ratio{", &["partner=\"acme\""]).expect("the error ratio");
+    assert!(ratio > 0.0 && ratio < 1.0, "{ratio}");
+    let overview = get(&app.url("/ops/v1/overview"), Some(&ops)).await;
+    assert!(overview.body["data_quality"]["fixed"].as_u64() >= Some(1), "{}", overview.text);
 
     // The same file again: the same batch, nothing new.
     let again = upload(&app, &acme, FILE, "", "text/csv").await;

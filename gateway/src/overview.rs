@@ -67,6 +67,28 @@ struct Overview {
     erp: Option<ErpInfo>,
     rate_limit: RateLimit,
     webhooks: Webhooks,
+    data_quality: DataQuality,
+}
+
+/// Records of partners' order files and the quarantine.
+#[derive(Debug, Serialize)]
+struct DataQuality {
+    /// Open quarantine entries; `null` without a process tier here.
+    quarantined: Option<u64>,
+    /// Age of the oldest of them (0 when none).
+    oldest_age_seconds: Option<f64>,
+    /// Records imported since the process started (dry runs included),
+    /// and of them rejected and quarantined.
+    records: u64,
+    rejected: u64,
+    quarantined_records: u64,
+    /// Quarantined records later replayed with a correction, as they were,
+    /// or discarded.
+    fixed: u64,
+    replayed: u64,
+    discarded: u64,
+    /// (rejected + quarantined) / records; `null` before the first record.
+    error_rate: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -188,6 +210,30 @@ fn overview(samples: &[Sample], tiers: Vec<TierHistory>) -> Overview {
             rejections: sum("erp_connect_rate_limit_rejections_total"),
             redis_fallbacks: sum("erp_connect_rate_limit_redis_fallbacks_total"),
         },
+        data_quality: {
+            let outcome = |outcome: &str| {
+                named("erp_connect_records_total")
+                    .filter(|s| s.label("outcome") == Some(outcome))
+                    .map(|s| s.value)
+                    .sum::<f64>() as u64
+            };
+            let (rejected, quarantined) = (outcome("rejected"), outcome("quarantined"));
+            let records = outcome("accepted") + outcome("valid") + rejected + quarantined;
+            let open = named("erp_connect_quarantine_records").map(|s| s.value).reduce(|a, b| a + b);
+            DataQuality {
+                quarantined: open.map(|v| v as u64),
+                oldest_age_seconds: named("erp_connect_quarantine_oldest_age_seconds")
+                    .map(|s| s.value)
+                    .reduce(f64::max),
+                records,
+                rejected,
+                quarantined_records: quarantined,
+                fixed: outcome("fixed"),
+                replayed: outcome("replayed"),
+                discarded: outcome("discarded"),
+                error_rate: (records > 0).then(|| (rejected + quarantined) as f64 / records as f64),
+            }
+        },
         webhooks: {
             let outcome = |outcome: &str| {
                 named("erp_connect_webhook_deliveries_total")
@@ -231,6 +277,12 @@ erp_connect_webhook_pending_oldest_age_seconds 310.5
 erp_connect_webhook_deliveries_total{outcome=\"delivered\"} 120
 erp_connect_webhook_deliveries_total{outcome=\"retry\"} 9
 erp_connect_webhook_deliveries_total{outcome=\"failed\"} 1
+erp_connect_records_total{partner=\"acme\",source=\"batch\",outcome=\"accepted\"} 6
+erp_connect_records_total{partner=\"acme\",source=\"batch\",outcome=\"quarantined\"} 3
+erp_connect_records_total{partner=\"globex\",source=\"batch\",outcome=\"rejected\"} 1
+erp_connect_records_total{partner=\"acme\",source=\"batch\",outcome=\"fixed\"} 1
+erp_connect_quarantine_records{source=\"batch\"} 2
+erp_connect_quarantine_oldest_age_seconds{source=\"batch\"} 60
 ";
         let body = serde_json::to_value(overview(&metrics::parse(text), Vec::new())).expect("json");
         assert_eq!(body["window_seconds"], 900);
@@ -251,6 +303,11 @@ erp_connect_webhook_deliveries_total{outcome=\"failed\"} 1
             body["webhooks"],
             serde_json::json!({"pending": 4, "oldest_age_seconds": 310.5, "delivered": 120, "retried": 9,
                                "failed": 1, "disabled": 0})
+        );
+        assert_eq!(
+            body["data_quality"],
+            serde_json::json!({"quarantined": 2, "oldest_age_seconds": 60.0, "records": 10, "rejected": 1,
+                               "quarantined_records": 3, "fixed": 1, "replayed": 0, "discarded": 0, "error_rate": 0.4})
         );
     }
 }

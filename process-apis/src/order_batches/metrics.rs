@@ -2,11 +2,17 @@
 //!
 //! - `erp_connect_records_total{partner, source, outcome}`: records
 //!   processed, by outcome: `accepted`, `valid` (dry run), `rejected`,
-//!   `quarantined`, and for quarantined ones later `replayed`, `discarded`.
+//!   `quarantined`, and for quarantined ones later `fixed` (replayed with an
+//!   operator's correction), `replayed` (as they were), `discarded`.
+//! - `erp_connect_records_error_ratio{partner, source}`: of the records this
+//!   process imported, the share rejected or quarantined (0 to 1), for a
+//!   glance; over time, Prometheus computes it from the counter.
 //! - `erp_connect_quarantine_records{source}` and
 //!   `erp_connect_quarantine_oldest_age_seconds{source}`: open quarantine
 //!   entries per source (`batch`) and the oldest's age, refreshed every few
 //!   seconds from the store (replicas share it: aggregate with `max`).
+
+use std::{collections::HashMap, sync::Mutex};
 
 use platform::metrics::facade::{Unit, counter, describe_counter, describe_gauge, gauge};
 use tokio_util::sync::CancellationToken;
@@ -22,7 +28,11 @@ pub fn describe() {
     platform::metrics::install();
     describe_counter!(
         "erp_connect_records_total",
-        "Records processed per partner and source (batch), by outcome: accepted, valid, rejected, quarantined, replayed, discarded."
+        "Records processed per partner and source (batch), by outcome: accepted, valid, rejected, quarantined, fixed, replayed, discarded."
+    );
+    describe_gauge!(
+        "erp_connect_records_error_ratio",
+        "Share of the records imported by this process that were rejected or quarantined, per partner and source."
     );
     describe_gauge!("erp_connect_quarantine_records", "Open quarantine entries per source.");
     describe_gauge!(
@@ -32,10 +42,26 @@ pub fn describe() {
     );
 }
 
+/// Records imported and of them failed, per (partner, source), for the ratio.
+static IMPORTED: Mutex<Option<HashMap<(String, &'static str), (u64, u64)>>> = Mutex::new(None);
+
 /// `n` records of `partner` from `source` ended as `outcome`.
 pub fn records(partner: &str, source: &'static str, outcome: &'static str, n: usize) {
     counter!("erp_connect_records_total", "partner" => partner.to_owned(), "source" => source, "outcome" => outcome)
         .increment(n as u64);
+    let failed = match outcome {
+        "rejected" | "quarantined" => n as u64,
+        "accepted" | "valid" => 0,
+        _ => return, // what becomes of quarantined records later is not an import
+    };
+    let mut imported = IMPORTED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (total, bad) = imported.get_or_insert_default().entry((partner.to_owned(), source)).or_default();
+    *total += n as u64;
+    *bad += failed;
+    if *total > 0 {
+        gauge!("erp_connect_records_error_ratio", "partner" => partner.to_owned(), "source" => source)
+            .set(*bad as f64 / *total as f64);
+    }
 }
 
 /// Refreshes the quarantine gauges until `shutdown`.

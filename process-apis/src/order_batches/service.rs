@@ -400,7 +400,9 @@ impl pb::order_batch_service_server::OrderBatchService for Service {
         if !self.shared.store.resolve(&entry).await.map_err(Error::from)? {
             return Err(Error::Conflict("the entry was resolved meanwhile".into()).into());
         }
-        metrics::records(&entry.tenant, "batch", "replayed", entry.records.len());
+        // "fixed": replayed with an operator's correction; "replayed": as it was.
+        let outcome = if req.records.is_empty() { "replayed" } else { "fixed" };
+        metrics::records(&entry.tenant, "batch", outcome, entry.records.len());
         tracing::info!(target: "audit", subject = %req.operator, action = "quarantine.replay", entry = %entry.id, order = %entry.order_id, outcome = "ok", "quarantine");
         Ok(Response::new(quarantined(&entry)))
     }
