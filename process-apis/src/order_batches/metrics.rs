@@ -42,8 +42,9 @@ pub fn describe() {
     );
 }
 
-/// Records imported and of them failed, per (partner, source), for the ratio.
-static IMPORTED: Mutex<Option<HashMap<(String, &'static str), (u64, u64)>>> = Mutex::new(None);
+/// (partner, source) → records imported and of them failed, for the ratio.
+type Imported = HashMap<(String, &'static str), (u64, u64)>;
+static IMPORTED: Mutex<Option<Imported>> = Mutex::new(None);
 
 /// `n` records of `partner` from `source` ended as `outcome`.
 pub fn records(partner: &str, source: &'static str, outcome: &'static str, n: usize) {
