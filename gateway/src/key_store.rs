@@ -29,9 +29,13 @@ static MIGRATIONS: Migrations = Migrations { sqlite: &SQLITE, postgres: &POSTGRE
 
 /// How long a cached verification is trusted (see the module doc).
 pub const CACHE_TTL: Duration = Duration::from_secs(4);
-/// Cached entries beyond this are dropped wholesale: a flood of random keys
-/// must not grow memory without bound.
-const CACHE_MAX: usize = 10_000;
+/// Known keys cached at most: only keys the store holds get in, so a flood
+/// of made-up keys cannot fill it; beyond this (a store of more keys than
+/// that) it starts over.
+const KNOWN_MAX: usize = 10_000;
+/// "No such key" answers cached at most, apart from the known keys: a
+/// flood of made-up keys starts this one over, never evicting a known key.
+const UNKNOWN_MAX: usize = 10_000;
 
 /// The built-in plans a key can carry (their limits, and plans added by
 /// the configuration, are [`crate::limits`]'s business).
@@ -121,12 +125,48 @@ pub struct KeyStore {
     url: Option<String>,
     data_dir: PathBuf,
     cache: Arc<Mutex<Cache>>,
+    /// Lookups in the store (verifications the cache did not answer).
+    lookups: Arc<std::sync::atomic::AtomicU64>,
     /// Plans a new key may have: [`PLANS`] unless configured otherwise.
     plans: Arc<[String]>,
 }
 
-/// Key hash → (when it was looked up, in ms; what the store said).
-type Cache = HashMap<[u8; 32], (i64, Option<KeyRecord>)>;
+/// Key hash → when it was looked up (ms) and, for a known key, its record.
+/// Unknown keys are kept apart so that they cannot push known ones out.
+#[derive(Debug, Default)]
+struct Cache {
+    known: HashMap<[u8; 32], (i64, KeyRecord)>,
+    unknown: HashMap<[u8; 32], i64>,
+}
+
+impl Cache {
+    fn get(&self, hash: &[u8; 32], now_ms: i64, ttl: i64) -> Option<Option<KeyRecord>> {
+        let fresh = |at: i64| (0..ttl).contains(&(now_ms - at));
+        if let Some((at, record)) = self.known.get(hash) {
+            return fresh(*at).then(|| Some(record.clone()));
+        }
+        self.unknown.get(hash).filter(|at| fresh(**at)).map(|_| None)
+    }
+
+    fn put(&mut self, hash: [u8; 32], now_ms: i64, found: Option<KeyRecord>) {
+        match found {
+            Some(record) => {
+                if self.known.len() >= KNOWN_MAX {
+                    self.known.clear();
+                }
+                self.unknown.remove(&hash);
+                self.known.insert(hash, (now_ms, record));
+            }
+            None => {
+                if self.unknown.len() >= UNKNOWN_MAX {
+                    self.unknown.clear();
+                }
+                self.known.remove(&hash);
+                self.unknown.insert(hash, now_ms);
+            }
+        }
+    }
+}
 
 const COLUMNS: &str = "id, partner, scopes, plan, created_at, expires_at, revoked_at, replaced_by";
 
@@ -146,6 +186,7 @@ impl KeyStore {
             url,
             data_dir,
             cache: Arc::default(),
+            lookups: Arc::default(),
             plans: PLANS.iter().map(|p| (*p).to_owned()).collect(),
         }
     }
@@ -275,19 +316,13 @@ impl KeyStore {
     pub async fn verify(&self, key: &ApiKey, now_ms: i64) -> Result<Option<KeyRecord>, Error> {
         let ttl = i64::try_from(CACHE_TTL.as_millis()).unwrap_or(i64::MAX);
         let hash = key.hash();
-        let cached = {
-            let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            cache.get(&hash).filter(|(at, _)| (0..ttl).contains(&(now_ms - at))).map(|(_, r)| r.clone())
-        };
+        let cached = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&hash, now_ms, ttl);
         let found = match cached {
             Some(found) => found,
             None => {
+                self.lookups.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let found = self.lookup(&hash).await?;
-                let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-                if cache.len() >= CACHE_MAX {
-                    cache.clear();
-                }
-                cache.insert(hash, (now_ms, found.clone()));
+                self.cache.lock().unwrap_or_else(|e| e.into_inner()).put(hash, now_ms, found.clone());
                 found
             }
         };
@@ -298,7 +333,12 @@ impl KeyStore {
     /// made here takes effect here at once (other replicas: within the TTL).
     fn forget(&self, id: &str) {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        cache.retain(|_, (_, record)| record.as_ref().is_none_or(|r| r.id != id));
+        cache.known.retain(|_, (_, record)| record.id != id);
+    }
+
+    /// How many verifications went to the store (the cache did not answer).
+    pub fn lookups(&self) -> u64 {
+        self.lookups.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     async fn lookup(&self, hash: &[u8; 32]) -> Result<Option<KeyRecord>, Error> {
@@ -418,6 +458,34 @@ mod tests {
         let no_scopes = NewKey { scopes: vec![], ..new_key("acme") };
         assert!(matches!(s.create(no_scopes, 0).await, Err(Error::Invalid(_))));
         assert!(matches!(s.revoke("key_nope", 0).await, Err(Error::NotFound)));
+    }
+
+    /// A flood of made-up keys, more than the cache holds, each looked up
+    /// once; the known key's requests meanwhile are all answered from the
+    /// cache: one store lookup for it, however long the flood.
+    #[tokio::test]
+    async fn a_flood_of_unknown_keys_never_pushes_a_known_key_out_of_the_cache() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = store(&dir).await;
+        let (_, known) = s.create(new_key("acme"), 1_000).await.expect("create");
+        let now = 1_001_000;
+        assert!(s.verify(&known, now).await.expect("verify").is_some());
+        let before = s.lookups();
+        let flood = UNKNOWN_MAX + UNKNOWN_MAX / 2;
+        for n in 0..flood {
+            let unknown = ApiKey::generate().expect("random");
+            assert!(s.verify(&unknown, now).await.expect("verify").is_none());
+            if n % 1_000 == 0 {
+                assert!(s.verify(&known, now).await.expect("verify").is_some());
+            }
+        }
+        assert!(s.verify(&known, now).await.expect("verify").is_some());
+        assert_eq!(s.lookups() - before, flood as u64, "the store saw each unknown key once and the known key never");
+        // An unknown key tried again within the TTL is answered by the cache too.
+        let unknown = ApiKey::generate().expect("random");
+        assert!(s.verify(&unknown, now).await.expect("verify").is_none());
+        assert!(s.verify(&unknown, now + 1).await.expect("verify").is_none());
+        assert_eq!(s.lookups() - before, flood as u64 + 1);
     }
 
     #[tokio::test]

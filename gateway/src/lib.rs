@@ -401,12 +401,20 @@ impl Gateway {
             return usage::answer(&self.limits, &caller, rate).await;
         }
         let counts_order = *request.method() == ORDER_ROUTE.0 && route == ORDER_ROUTE.1;
+        let idempotency_key = request
+            .headers()
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .filter(|k| !k.is_empty())
+            .map(str::to_owned);
         let quota = match (&caller.plan, counts_order) {
-            (Some(plan), true) => self.limits.reserve_order(&caller.principal.subject, plan).await,
+            (Some(plan), true) => {
+                self.limits.reserve_order(&caller.principal.subject, plan, idempotency_key.as_deref()).await
+            }
             _ => None,
         };
         // The key to give an order back to, should it not be placed.
-        let metered_key = quota.is_some().then(|| caller.principal.subject.clone());
+        let metered_key = quota.filter(|q| q.counted).map(|_| caller.principal.subject.clone());
         match quota {
             Some(quota) if !quota.allowed => {
                 tracing::info!(key = %caller.principal.subject, "daily order quota reached");
@@ -430,7 +438,7 @@ impl Gateway {
                 };
                 // Only placed orders count; a refused or failed one is given back.
                 if let Some(key) = metered_key.filter(|_| !response.status().is_success()) {
-                    self.limits.release_order(&key).await;
+                    self.limits.release_order(&key, idempotency_key.as_deref()).await;
                 }
                 response
             }

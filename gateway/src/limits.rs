@@ -2,7 +2,11 @@
 //!
 //! Two limits per key: requests per second with a burst (GCRA: a key may
 //! send `burst` requests at once, then one per `1/rate` seconds), and orders
-//! per UTC day, a business quota counted on `POST /partner/v1/orders`.
+//! per UTC day, a business quota counted on `POST /partner/v1/orders`. An
+//! order counts once: a retry with the same `Idempotency-Key` (which
+//! replays the first answer) is let through without counting again, even
+//! when the quota is used up meanwhile, and an order refused or failed
+//! gives its place back.
 //!
 //! In memory by default (governor's GCRA, lock-free per key). With
 //! `gateway.redis_url` the same GCRA runs inside Redis (one Lua script, on
@@ -107,6 +111,19 @@ pub struct QuotaDecision {
     pub used: u64,
     /// Until the quota starts over (next UTC midnight).
     pub reset: Duration,
+    /// Whether this request was counted (false for a refusal and for a
+    /// retry of an order counted already): only then is there a place to
+    /// give back with [`Limits::release_order`].
+    pub counted: bool,
+}
+
+/// Orders of one key on this replica today.
+#[derive(Debug, Default)]
+struct LocalOrders {
+    day: u64,
+    count: u64,
+    /// Digests of the idempotency keys counted today.
+    keys: std::collections::HashSet<String>,
 }
 
 type LocalLimiter = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
@@ -115,8 +132,8 @@ type LocalLimiter = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultC
 pub struct Limits {
     plans: HashMap<String, PlanLimits>,
     redis: Option<SharedCounters>,
-    /// Orders per key on this replica today: `(day, count)`.
-    local_orders: Mutex<HashMap<String, (u64, u64)>>,
+    /// Orders per key on this replica today.
+    local_orders: Mutex<HashMap<String, LocalOrders>>,
     fallbacks: AtomicU64,
     /// [`Limits::fallbacks`] as a Prometheus counter.
     fallback_counter: Counter,
@@ -228,41 +245,53 @@ impl Limits {
     }
 
     /// Counts one order of `key` against its plan's daily quota; `None`
-    /// when the plan has none. A refused order is not counted; call
-    /// [`Limits::release_order`] when an allowed one was not placed after all.
-    pub async fn reserve_order(&self, key: &str, plan: &str) -> Option<QuotaDecision> {
+    /// when the plan has none. A refused order is not counted, nor is a
+    /// retry with an `idempotency_key` counted today already; call
+    /// [`Limits::release_order`] when a counted one was not placed after all.
+    pub async fn reserve_order(&self, key: &str, plan: &str, idempotency_key: Option<&str>) -> Option<QuotaDecision> {
         let limit = self.plan_limits(plan)?.plan.orders_per_day?;
         let (day, reset) = utc_day();
+        let digest = idempotency_key.map(digest);
         if let Some(redis) = self.redis.as_ref().filter(|r| r.usable())
-            && let Some(used) = redis.reserve_order(key, day, limit).await
+            && let Some((used, counted)) = redis.reserve_order(key, day, limit, digest.as_deref()).await
         {
-            return Some(QuotaDecision { allowed: used <= limit, limit, used: used.min(limit), reset });
+            let allowed = counted || used <= limit;
+            return Some(QuotaDecision { allowed, limit, used: used.min(limit), reset, counted });
         }
         self.note_fallback();
         let mut orders = self.local_orders.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = orders.entry(key.to_owned()).or_insert((day, 0));
-        if entry.0 != day {
-            *entry = (day, 0);
+        let entry = orders.entry(key.to_owned()).or_default();
+        if entry.day != day {
+            *entry = LocalOrders { day, ..LocalOrders::default() };
         }
-        let allowed = entry.1 < limit;
+        if digest.as_ref().is_some_and(|d| entry.keys.contains(d)) {
+            return Some(QuotaDecision { allowed: true, limit, used: entry.count, reset, counted: false });
+        }
+        let allowed = entry.count < limit;
         if allowed {
-            entry.1 += 1;
+            entry.count += 1;
+            entry.keys.extend(digest);
         }
-        Some(QuotaDecision { allowed, limit, used: entry.1, reset })
+        Some(QuotaDecision { allowed, limit, used: entry.count, reset, counted: allowed })
     }
 
     /// Gives back an order [`Limits::reserve_order`] counted but that was
-    /// not placed (refused, invalid, failed).
-    pub async fn release_order(&self, key: &str) {
+    /// not placed (refused, invalid, failed), and forgets its idempotency
+    /// key, so a retry that then succeeds counts.
+    pub async fn release_order(&self, key: &str, idempotency_key: Option<&str>) {
         let (day, _) = utc_day();
+        let digest = idempotency_key.map(digest);
         if let Some(redis) = self.redis.as_ref().filter(|r| r.usable())
-            && redis.release_order(key, day).await
+            && redis.release_order(key, day, digest.as_deref()).await
         {
             return;
         }
         let mut orders = self.local_orders.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(entry) = orders.get_mut(key).filter(|e| e.0 == day) {
-            entry.1 = entry.1.saturating_sub(1);
+        if let Some(entry) = orders.get_mut(key).filter(|e| e.day == day) {
+            entry.count = entry.count.saturating_sub(1);
+            if let Some(d) = digest {
+                entry.keys.remove(&d);
+            }
         }
     }
 
@@ -275,7 +304,7 @@ impl Limits {
             return used;
         }
         let orders = self.local_orders.lock().unwrap_or_else(|e| e.into_inner());
-        orders.get(key).filter(|e| e.0 == day).map_or(0, |e| e.1)
+        orders.get(key).filter(|e| e.day == day).map_or(0, |e| e.count)
     }
 
     /// Requests decided by the local limiter because Redis, configured,
@@ -352,15 +381,22 @@ redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_ta
 return {1, math.floor((now + tolerance - new_tat) / interval), new_tat - now, 0}
 ";
 
-/// Counts one order unless the quota is used up; returns the count, or
-/// `limit + 1` when refused. The counter expires a day after its day ends.
+/// Counts one order unless the quota is used up or the idempotency key's
+/// marker (KEYS[2], when given) says it was counted today already; returns
+/// `{count, counted}` (count `limit + 1` when refused). Counter and marker
+/// expire a day after their day ends.
 const RESERVE: &str = r"
+if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1 then
+  return {tonumber(redis.call('GET', KEYS[1]) or 0), 0}
+end
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('EXPIRE', KEYS[1], 172800) end
 if n > tonumber(ARGV[1]) then
   redis.call('DECR', KEYS[1])
+  return {n, 0}
 end
-return n
+if KEYS[2] then redis.call('SET', KEYS[2], '1', 'EX', 172800) end
+return {n, 1}
 ";
 
 impl SharedCounters {
@@ -438,17 +474,30 @@ impl SharedCounters {
         })
     }
 
-    async fn reserve_order(&self, key: &str, day: u64, limit: u64) -> Option<u64> {
+    async fn reserve_order(&self, key: &str, day: u64, limit: u64, digest: Option<&str>) -> Option<(u64, bool)> {
         let mut invocation = self.reserve.key(orders_key(key, day));
+        if let Some(digest) = digest {
+            invocation.key(format!("{}:idem:{digest}", orders_key(key, day)));
+        }
         invocation.arg(limit);
-        self.run(move |mut c| async move { invocation.invoke_async(&mut c).await }).await
+        let (used, counted): (u64, u8) =
+            self.run(move |mut c| async move { invocation.invoke_async(&mut c).await }).await?;
+        Some((used, counted == 1))
     }
 
-    async fn release_order(&self, key: &str, day: u64) -> bool {
+    async fn release_order(&self, key: &str, day: u64, digest: Option<&str>) -> bool {
         let counter = orders_key(key, day);
-        self.run(move |mut c| async move { redis::cmd("DECR").arg(counter).query_async::<i64>(&mut c).await })
-            .await
-            .is_some()
+        let marker = digest.map(|d| format!("{counter}:idem:{d}"));
+        self.run(move |mut c| async move {
+            let mut pipe = redis::pipe();
+            pipe.cmd("DECR").arg(&counter).ignore();
+            if let Some(marker) = &marker {
+                pipe.cmd("DEL").arg(marker).ignore();
+            }
+            pipe.query_async::<()>(&mut c).await
+        })
+        .await
+        .is_some()
     }
 
     async fn orders_today(&self, key: &str, day: u64) -> Option<u64> {
@@ -457,6 +506,13 @@ impl SharedCounters {
             .await
             .map(Option::unwrap_or_default)
     }
+}
+
+/// An idempotency key as kept beside the quota: a digest, so a client's
+/// long or odd key never shapes a Redis key.
+fn digest(idempotency_key: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(idempotency_key.as_bytes()).iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
 fn orders_key(key: &str, day: u64) -> String {

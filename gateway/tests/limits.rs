@@ -74,13 +74,26 @@ struct Reply {
 }
 
 async fn call(app: &Router, method: Method, path: &str, key: &ApiKey, body: &'static str) -> Reply {
-    let request = Request::builder()
+    call_with(app, method, path, key, body, None).await
+}
+
+async fn call_with(
+    app: &Router,
+    method: Method,
+    path: &str,
+    key: &ApiKey,
+    body: &'static str,
+    idempotency_key: Option<&str>,
+) -> Reply {
+    let mut request = Request::builder()
         .method(method)
         .uri(path)
         .header("x-api-key", key.expose())
-        .header("content-type", "application/json")
-        .body(Body::from(body))
-        .expect("request");
+        .header("content-type", "application/json");
+    if let Some(idempotency_key) = idempotency_key {
+        request = request.header("idempotency-key", idempotency_key);
+    }
+    let request = request.body(Body::from(body)).expect("request");
     let response = app.clone().oneshot(request).await.expect("response");
     let (parts, body) = response.into_parts();
     let bytes = axum::body::to_bytes(body, 64 * 1024).await.expect("body");
@@ -159,6 +172,61 @@ async fn orders_beyond_the_daily_quota_are_refused_and_refused_orders_do_not_cou
     assert_eq!(usage.body["requests_per_second"], 1000);
     assert_eq!(usage.body["burst"], 1000);
     assert!(usage.body["requests_remaining"].as_u64().is_some_and(|r| r < 1000), "{}", usage.body);
+}
+
+/// Retries of one order with its `Idempotency-Key` count once, and are let
+/// through after the quota is used up; a refused order's key counts when
+/// its retry succeeds. `redis`: two replicas sharing it, taken in turn.
+async fn an_order_counts_once_however_often_it_is_retried(redis: Option<&str>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = KeyStore::open(None, dir.path()).await.expect("store");
+    let mut plans = small_plans();
+    plans.get_mut("bronze").expect("bronze").requests_per_second = NonZeroU32::new(1000);
+    plans.get_mut("bronze").expect("bronze").burst = NonZeroU32::new(1000);
+    let replicas = [
+        gateway(&store, Limits::new(&plans, redis).expect("limits a")),
+        gateway(&store, Limits::new(&plans, redis).expect("limits b")),
+    ];
+    // Without Redis, one replica: its own count is the whole count.
+    let turns = if redis.is_some() { 2 } else { 1 };
+    let (_, key) = new_key(&store, "bronze").await;
+    let mut n = 0;
+    let mut order = |body: &'static str, idempotency_key: &'static str| {
+        n += 1;
+        call_with(&replicas[n % turns], Method::POST, "/partner/v1/orders", &key, body, Some(idempotency_key))
+    };
+    let placed = [
+        order("{}", "order-1").await.status,
+        order("{}", "order-1").await.status,
+        order("{}", "order-1").await.status,
+        order("{}", "order-1").await.status,
+        order("{}", "order-2").await.status,
+        order("{}", "order-1").await.status,
+    ];
+    assert_eq!(placed, [StatusCode::CREATED; 6], "two orders, each retried, within a quota of two");
+    assert_limited(&order("{}", "order-3").await, "quota-exceeded");
+    let usage = call(&replicas[0], Method::GET, "/partner/v1/usage", &key, "").await;
+    assert_eq!(usage.body["orders_today"].as_u64(), Some(2), "{}", usage.body);
+
+    let (_, other) = new_key(&store, "bronze").await;
+    let mut order = |body: &'static str, idempotency_key: &'static str| {
+        n += 1;
+        call_with(&replicas[n % turns], Method::POST, "/partner/v1/orders", &other, body, Some(idempotency_key))
+    };
+    assert_eq!(order("refuse", "order-9").await.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(order("{}", "order-9").await.status, StatusCode::CREATED, "its retry, corrected");
+    assert_eq!(order("{}", "order-10").await.status, StatusCode::CREATED);
+    assert_limited(&order("{}", "order-11").await, "quota-exceeded");
+}
+
+#[tokio::test]
+async fn an_order_retried_with_its_idempotency_key_counts_once_against_the_quota() {
+    an_order_counts_once_however_often_it_is_retried(None).await;
+}
+
+#[tokio::test]
+async fn an_order_retried_on_two_replicas_sharing_redis_counts_once_against_the_quota() {
+    an_order_counts_once_however_often_it_is_retried(Some(REDIS)).await;
 }
 
 #[tokio::test]

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod catalog;
 pub mod exports;
+mod grpc_status;
 pub mod order_batches;
 pub mod order_to_cash;
 pub mod partners;

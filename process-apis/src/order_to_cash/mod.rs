@@ -131,14 +131,7 @@ pub enum Error {
 impl From<Error> for Status {
     fn from(err: Error) -> Self {
         match err {
-            Error::Invalid(errors) => {
-                let mut details = ErrorDetails::new();
-                for (field, message) in &errors {
-                    details.add_bad_request_violation(field.clone(), message.clone());
-                }
-                let summary = errors.iter().map(|(f, m)| format!("{f}: {m}")).collect::<Vec<_>>().join("; ");
-                Status::with_error_details(Code::InvalidArgument, summary, details)
-            }
+            Error::Invalid(errors) => crate::grpc_status::invalid_argument(&errors),
             Error::KeyReused => {
                 let mut details = ErrorDetails::new();
                 details.add_bad_request_violation("idempotency_key", "already used for a different request");
@@ -150,9 +143,7 @@ impl From<Error> for Status {
             }
             Error::NotFound(what) => Status::not_found(format!("no such {what}")),
             Error::Precondition { kind, subject, description } => {
-                let mut details = ErrorDetails::new();
-                details.add_precondition_failure_violation(kind, subject, description.clone());
-                Status::with_error_details(Code::FailedPrecondition, description, details)
+                crate::grpc_status::failed_precondition(kind, &subject, description)
             }
             Error::Unavailable(reason) => {
                 tracing::warn!(%reason, "unavailable");

@@ -27,8 +27,7 @@ use platform::database::Database;
 use serde::Deserialize;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic::Status;
 
 pub mod delivery;
 pub mod metrics;
@@ -218,20 +217,9 @@ pub enum Error {
 impl From<Error> for Status {
     fn from(err: Error) -> Self {
         match err {
-            Error::Invalid(errors) => {
-                let mut details = ErrorDetails::new();
-                for (field, message) in &errors {
-                    details.add_bad_request_violation(field.clone(), message.clone());
-                }
-                let summary = errors.iter().map(|(f, m)| format!("{f}: {m}")).collect::<Vec<_>>().join("; ");
-                Status::with_error_details(Code::InvalidArgument, summary, details)
-            }
+            Error::Invalid(errors) => crate::grpc_status::invalid_argument(&errors),
             Error::NotFound(what) => Status::not_found(format!("no such {what}")),
-            Error::Limit(what) => {
-                let mut details = ErrorDetails::new();
-                details.add_precondition_failure_violation("LIMIT", "webhooks", what.clone());
-                Status::with_error_details(Code::FailedPrecondition, what, details)
-            }
+            Error::Limit(what) => crate::grpc_status::failed_precondition("LIMIT", "webhooks", what),
             Error::Store(err) => {
                 tracing::warn!(error = %err, "webhook store unavailable");
                 Status::unavailable("the webhook store is unavailable; retry later")
