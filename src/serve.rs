@@ -39,6 +39,8 @@ enum Server {
 /// One tier, built and ready to serve.
 pub struct Tier {
     grace: std::time::Duration,
+    /// For HTTP tiers (the gateway, the experience tier).
+    limits: platform::shutdown::HttpLimits,
     server: Server,
     /// Stops background work (the process tier's sagas) when dropped.
     _tasks: DropGuard,
@@ -106,13 +108,20 @@ impl Tier {
                 ))
             }
         };
-        Ok(Self { grace: config.shutdown_grace, server, _tasks: tasks.drop_guard() })
+        Ok(Self {
+            grace: config.shutdown_grace,
+            limits: config.gateway.http_limits(),
+            server,
+            _tasks: tasks.drop_guard(),
+        })
     }
 
     /// Serves on `listener` until `shutdown`, then drains.
     pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> Result<(), StartError> {
         match self.server {
-            Server::Http(router) => platform::shutdown::serve_http(listener, router, shutdown, self.grace).await?,
+            Server::Http(router) => {
+                platform::shutdown::serve_http(listener, router, shutdown, self.grace, self.limits).await?
+            }
             Server::Grpc(routes) => platform::shutdown::serve_grpc(listener, routes, shutdown, self.grace).await?,
         }
         Ok(())

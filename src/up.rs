@@ -80,7 +80,8 @@ impl App {
     /// `shutdown`, then drains both.
     pub async fn serve(self, http: TcpListener, grpc: TcpListener, shutdown: Shutdown) -> Result<(), StartError> {
         let grace = self.config.shutdown_grace;
-        let http = platform::shutdown::serve_http(http, self.gateway, shutdown.clone(), grace);
+        let limits = self.config.gateway.http_limits();
+        let http = platform::shutdown::serve_http(http, self.gateway, shutdown.clone(), grace, limits);
         let grpc = platform::shutdown::serve_grpc(grpc, self.process_grpc, shutdown, grace);
         let (http, grpc) = tokio::join!(http, grpc);
         http?;

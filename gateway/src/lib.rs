@@ -53,6 +53,12 @@ pub struct Config {
     /// Deadline of one forwarded request. Default 30 s.
     #[serde(with = "humantime_serde")]
     pub upstream_timeout: Duration,
+    /// A request head not complete within this (or a keep-alive connection
+    /// idle this long) closes the connection. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub request_head_timeout: Duration,
+    /// Open connections per client address. Default 256.
+    pub max_connections_per_client: usize,
     /// Clock skew tolerated on `exp`/`nbf`, at most 60 s. Default 30 s.
     #[serde(with = "humantime_serde")]
     pub jwt_leeway: Duration,
@@ -88,12 +94,24 @@ impl Config {
     }
 }
 
+impl Config {
+    /// What one HTTP client may hold of a listener (gateway and experience tier).
+    pub fn http_limits(&self) -> platform::shutdown::HttpLimits {
+        platform::shutdown::HttpLimits {
+            head_timeout: self.request_head_timeout,
+            max_connections_per_client: self.max_connections_per_client,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
             experience_url: "http://127.0.0.1:8090".into(),
             upstream_timeout: Duration::from_secs(30),
+            request_head_timeout: platform::shutdown::HttpLimits::default().head_timeout,
+            max_connections_per_client: platform::shutdown::HttpLimits::default().max_connections_per_client,
             jwt_leeway: Duration::from_secs(30),
             issuers: Vec::new(),
             cors_origins: Vec::new(),

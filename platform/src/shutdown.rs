@@ -62,22 +62,124 @@ where
     }
 }
 
-/// Serves an axum router on `listener` until `shutdown`, then drains.
+/// What an HTTP listener allows one client (`gateway.request_head_timeout`,
+/// `gateway.max_connections_per_client`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// A request head (request line and headers) not complete within this
+    /// closes the connection, and so does a keep-alive connection idle for
+    /// this long: slow clients cannot hold sockets (slowloris). Like
+    /// HAProxy's `timeout http-request`.
+    pub head_timeout: Duration,
+    /// Open connections per client address; one more is closed at once.
+    pub max_connections_per_client: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self { head_timeout: Duration::from_secs(10), max_connections_per_client: 256 }
+    }
+}
+
+/// Open connections per client address.
+type PerClient = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>;
+
+/// A client's connection slot, given back when the connection ends.
+struct Slot(PerClient, std::net::IpAddr);
+
+impl Slot {
+    fn take(clients: &PerClient, ip: std::net::IpAddr, max: usize) -> Option<Self> {
+        let mut open = clients.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = open.entry(ip).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Self(clients.clone(), ip))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.1);
+            }
+        }
+    }
+}
+
+/// Serves an axum router on `listener` until `shutdown`, then drains, with
+/// `limits` on each client. Handlers can read the peer's address as
+/// `axum::extract::ConnectInfo<SocketAddr>`.
 pub async fn serve_http(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     shutdown: Shutdown,
     grace: Duration,
+    limits: HttpLimits,
 ) -> io::Result<()> {
-    use axum::serve::ListenerExt;
+    use hyper_util::{
+        rt::{TokioExecutor, TokioIo, TokioTimer},
+        server::{conn::auto, graceful::GracefulShutdown},
+        service::TowerToHyperService,
+    };
+    use tower::ServiceExt;
+
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.head_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = GracefulShutdown::new();
+    let clients = PerClient::default();
     let signal = shutdown.clone();
-    // Answers go out as soon as they are written, not after the peer's
-    // delayed ACK (Nagle's algorithm holds back a small second write).
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move { signal.cancelled().await });
-    drain(server.into_future(), shutdown, grace).await
+    let server = async move {
+        loop {
+            let (tcp, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        // Out of file descriptors, say: wait rather than spin.
+                        tracing::warn!(error = %err, "cannot accept a connection");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = signal.cancelled() => break,
+            };
+            let Some(slot) = Slot::take(&clients, peer.ip(), limits.max_connections_per_client) else {
+                tracing::debug!(client = %peer.ip(), "connection refused: too many open from this address");
+                continue;
+            };
+            // Answers go out as soon as they are written, not after the
+            // peer's delayed ACK (Nagle's algorithm holds back a small second write).
+            let _ = tcp.set_nodelay(true);
+            let service = app.clone().map_request(move |mut request: axum::extract::Request<_>| {
+                request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                request
+            });
+            let (builder, watcher) = (builder.clone(), graceful.watcher());
+            tokio::spawn(async move {
+                // The protocol is told by the first bytes, which hyper waits
+                // for without a timer: a client that sends none gets the
+                // head's time to start.
+                let mut first = [0u8; 1];
+                if !matches!(tokio::time::timeout(limits.head_timeout, tcp.peek(&mut first)).await, Ok(Ok(1..))) {
+                    return;
+                }
+                let connection =
+                    builder.serve_connection_with_upgrades(TokioIo::new(tcp), TowerToHyperService::new(service));
+                let _ = watcher.watch(connection.into_owned()).await;
+                drop(slot);
+            });
+        }
+        // Stop listening, then let open connections finish their requests.
+        drop(listener);
+        graceful.shutdown().await;
+        Ok(())
+    };
+    drain(server, shutdown, grace).await
 }
 
 /// Serves gRPC `routes` on `listener` until `shutdown`, then drains.
