@@ -12,6 +12,8 @@
 //!   `key_admin` answers `/ops/v1/keys` with it.
 //! - [`limits`]: rate limits and daily order quotas per key and plan, in
 //!   memory or in Redis; `usage` answers `/partner/v1/usage` with them.
+//! - [`lockout`]: failed authentications per client address (credential
+//!   stuffing), locked out past a threshold.
 //! - [`upstream`]: the experience tier, in-process or over HTTP.
 //! - `overview`: `/ops/v1/overview`, the ops console's charts, from this
 //!   process's metrics; `GET /metrics` serves them to Prometheus.
@@ -38,6 +40,7 @@ mod key_admin;
 pub mod key_store;
 pub mod keys;
 pub mod limits;
+pub mod lockout;
 mod overview;
 pub mod upstream;
 mod usage;
@@ -59,6 +62,14 @@ pub struct Config {
     pub request_head_timeout: Duration,
     /// Open connections per client address. Default 256.
     pub max_connections_per_client: usize,
+    /// Failed authentications from one client address within a minute
+    /// before it is locked out (see [`lockout`]); 0 turns it off. Default 50.
+    pub auth_failures_per_minute: u32,
+    /// How long a locked-out address gets 429. Default 60 s.
+    #[serde(with = "humantime_serde")]
+    pub auth_lockout: Duration,
+    /// Load balancers whose `X-Forwarded-For` names the client. Default none.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Clock skew tolerated on `exp`/`nbf`, at most 60 s. Default 30 s.
     #[serde(with = "humantime_serde")]
     pub jwt_leeway: Duration,
@@ -90,7 +101,9 @@ impl Config {
 
     /// The rate limits and quotas this configuration asks for.
     pub fn limits(&self) -> Result<limits::Limits, limits::Error> {
-        limits::Limits::new(&self.plans(), self.redis_url.as_deref())
+        let lockout =
+            lockout::Lockout::new(self.auth_failures_per_minute, self.auth_lockout, self.trusted_proxies.clone());
+        Ok(limits::Limits::new(&self.plans(), self.redis_url.as_deref())?.with_lockout(lockout))
     }
 }
 
@@ -113,6 +126,9 @@ impl Default for Config {
             request_head_timeout: platform::shutdown::HttpLimits::default().head_timeout,
             max_connections_per_client: platform::shutdown::HttpLimits::default().max_connections_per_client,
             jwt_leeway: Duration::from_secs(30),
+            auth_failures_per_minute: 50,
+            auth_lockout: Duration::from_secs(60),
+            trusted_proxies: Vec::new(),
             issuers: Vec::new(),
             cors_origins: Vec::new(),
             database_url: None,
@@ -361,9 +377,27 @@ pub fn with_cors(router: Router, origins: &[String]) -> Router {
 
 impl Gateway {
     async fn authorize_and_forward(&self, route: &'static str, scope: &str, request: Request) -> Response {
+        let lockout = self.limits.lockout();
+        let peer = request.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0);
+        let client = lockout.client(peer, request.headers());
+        if let Some(left) = client.and_then(|ip| lockout.locked(ip, std::time::Instant::now())) {
+            let mut problem = Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-failed-authentications",
+                "Too many failed authentications",
+                "too many requests from this address presented a wrong credential; try again later",
+            );
+            problem.retry_after = Some(whole_seconds(left).max(1));
+            return problem.into_response();
+        }
         let caller = match self.authenticate(request.headers()).await {
             Ok(caller) => caller,
-            Err(response) => return response,
+            Err(response) => {
+                if let Some(ip) = client {
+                    lockout.failed(ip, std::time::Instant::now());
+                }
+                return response;
+            }
         };
         // Every request of a metered key counts, refused ones included: a
         // key cannot probe for free.

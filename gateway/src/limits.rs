@@ -139,6 +139,8 @@ pub struct Limits {
     fallback_counter: Counter,
     /// Whether a key's unknown plan was logged already.
     unknown_plan_logged: AtomicBool,
+    /// Failed authentications per client address.
+    lockout: crate::lockout::Lockout,
 }
 
 fn describe() {
@@ -211,6 +213,7 @@ impl Limits {
             fallbacks: AtomicU64::new(0),
             fallback_counter: counter!("erp_connect_rate_limit_redis_fallbacks_total"),
             unknown_plan_logged: AtomicBool::new(false),
+            lockout: crate::lockout::Lockout::default(),
         })
     }
 
@@ -305,6 +308,17 @@ impl Limits {
         }
         let orders = self.local_orders.lock().unwrap_or_else(|e| e.into_inner());
         orders.get(key).filter(|e| e.day == day).map_or(0, |e| e.count)
+    }
+
+    /// Counts failed authentications with `lockout`'s settings.
+    pub fn with_lockout(mut self, lockout: crate::lockout::Lockout) -> Self {
+        self.lockout = lockout;
+        self
+    }
+
+    /// Failed authentications per client address.
+    pub fn lockout(&self) -> &crate::lockout::Lockout {
+        &self.lockout
     }
 
     /// Requests decided by the local limiter because Redis, configured,

@@ -312,3 +312,38 @@ async fn with_redis_down_each_replica_keeps_its_own_limit() {
     assert!((4..=6).contains(&admitted), "the local limit stands in: {statuses:?}");
     assert_eq!(statuses[0], StatusCode::OK, "Redis being down refuses nobody");
 }
+
+/// A request with a key from a client address, as the listener marks it.
+async fn call_from(app: &Router, client: &str, key: &str) -> Reply {
+    let peer: std::net::SocketAddr = format!("{client}:40000").parse().expect("address");
+    let mut request =
+        Request::builder().uri("/partner/v1/orders").header("x-api-key", key).body(Body::empty()).expect("request");
+    request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+    let response = app.clone().oneshot(request).await.expect("response");
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, 64 * 1024).await.expect("body");
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    }
+}
+
+#[tokio::test]
+async fn an_address_that_keeps_presenting_wrong_keys_is_locked_out_and_others_are_not() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = KeyStore::open(None, dir.path()).await.expect("store");
+    let lockout = gateway::lockout::Lockout::new(5, Duration::from_secs(60), Vec::new());
+    let app =
+        gateway(&store, Limits::new(&gateway::limits::builtin_plans(), None).expect("limits").with_lockout(lockout));
+    let (_, key) = new_key(&store, "unmetered").await;
+    for _ in 0..5 {
+        let unknown = ApiKey::generate().expect("random");
+        assert_eq!(call_from(&app, "10.0.0.1", unknown.expose()).await.status, StatusCode::UNAUTHORIZED);
+    }
+    // Locked now, even for a key that works: a stuffing run learns nothing.
+    let locked = call_from(&app, "10.0.0.1", key.expose()).await;
+    assert_limited(&locked, "too-many-failed-authentications");
+    assert!(header(&locked, "retry-after").is_some_and(|s| s <= 60), "{:?}", locked.headers);
+    assert_eq!(call_from(&app, "10.0.0.2", key.expose()).await.status, StatusCode::OK, "another address");
+}
