@@ -264,7 +264,9 @@ impl Store {
         row.as_ref().map(batch).transpose()
     }
 
-    /// Leases a batch to import to `owner` until `lease_until`.
+    /// Leases a batch to import to `owner` until `lease_until`: one whose
+    /// lease ran out, or one `owner` holds already (its import paused on an
+    /// error resumes after the pause, not after the lease).
     pub async fn claim(&self, owner: &str, now: i64, lease_until: i64) -> Result<Option<BatchRow>, Error> {
         let lock = match self.db.dialect() {
             Dialect::Sqlite => "",
@@ -272,7 +274,8 @@ impl Store {
         };
         let sql = format!(
             "UPDATE order_batches SET lease_owner = $1, lease_until = $2 WHERE id IN (SELECT id FROM order_batches \
-             WHERE status = 'importing' AND lease_until < $3 ORDER BY created_at LIMIT 1{lock}) RETURNING {BATCH_COLUMNS}"
+             WHERE status = 'importing' AND (lease_until < $3 OR lease_owner = $1) ORDER BY created_at LIMIT 1{lock}) \
+             RETURNING {BATCH_COLUMNS}"
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(owner)
@@ -295,11 +298,13 @@ impl Store {
     }
 
     /// Pending rows of a batch, in order of their order's reference, after
-    /// (`external_ref`, row) `after`.
+    /// (`external_ref`, row) `after`. The row-value comparison is what lets
+    /// SQLite and PostgreSQL seek the index instead of scanning the batch
+    /// from its start for every page.
     pub async fn pending(&self, id: &str, after: (&str, i64), limit: i64) -> Result<Vec<PendingRow>, Error> {
         let rows = sqlx::query(
             "SELECT row_no, external_ref, record FROM order_batch_rows WHERE batch_id = $1 AND status = 'pending' \
-             AND (external_ref > $2 OR (external_ref = $2 AND row_no > $3)) ORDER BY external_ref, row_no LIMIT $4",
+             AND (external_ref, row_no) > ($2, $3) ORDER BY external_ref, row_no LIMIT $4",
         )
         .bind(id)
         .bind(after.0)
