@@ -100,8 +100,8 @@ impl EmbeddedErp {
         }
         let id = new_id("cus");
         sqlx::query(
-            "INSERT INTO customers (id, external_id, name, email, currency, credit_limit, created_at, custom_fields) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO customers (id, external_id, name, email, currency, credit_limit, created_at, custom_fields, open_amount) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, '0.00')",
         )
         .bind(&id)
         .bind(&new.external_id)

@@ -10,8 +10,11 @@ use erp_connect_proto::erp::v1::{Invoice, InvoiceState};
 use sqlx::{AnyConnection, Row, any::AnyRow};
 
 use super::{
-    EmbeddedErp, log_change, money, next_number, now, remember, replayed,
+    EmbeddedErp, log_change, money, next_number, now,
+    receivables::move_open_amount,
+    remember, replayed,
     sales_orders::{complete_order_if_settled, read_order},
+    stored_decimal,
 };
 use crate::erp::{Error, InvoicePayment};
 
@@ -79,6 +82,7 @@ impl EmbeddedErp {
                     .execute(&mut *tx)
                     .await?;
                 log_change(&mut tx, "invoice", id, "posted").await?;
+                move_open_amount(&mut tx, &invoice.customer_id, stored_decimal(&invoice.amount_due)?).await?;
                 // As written, without reading it back (a statement less
                 // while the write lock is held).
                 invoice.number = number;
@@ -112,6 +116,7 @@ impl EmbeddedErp {
             .await?;
         remember(&mut tx, "invoice_payment", &payment.idempotency_key, &fingerprint, id).await?;
         log_change(&mut tx, "invoice", id, state).await?;
+        move_open_amount(&mut tx, &invoice.customer_id, -payment.amount).await?;
         complete_order_if_settled(&mut tx, &invoice.sales_order_id).await?;
         tx.commit().await?;
         // As written, without reading it back.
@@ -138,6 +143,8 @@ impl EmbeddedErp {
                 .execute(&mut *tx)
                 .await?;
                 log_change(&mut tx, "invoice", id, "cancelled").await?;
+                // A paid invoice has nothing due: only a posted one moves it.
+                move_open_amount(&mut tx, &invoice.customer_id, -stored_decimal(&invoice.amount_due)?).await?;
             }
             Ok(InvoiceState::Draft) => {
                 return Err(Error::precondition(

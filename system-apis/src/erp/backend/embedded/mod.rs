@@ -345,4 +345,60 @@ mod tests {
         let joined: Vec<_> = first.items.iter().chain(&second.items).map(|p| &p.sku).collect();
         assert_eq!(joined, all.items.iter().map(|p| &p.sku).collect::<Vec<_>>());
     }
+
+    /// A seeded customer (as one whose invoices predate the column) is
+    /// summed invoice by invoice on its first read, and from then on moved
+    /// by each invoice, without summing again.
+    #[tokio::test]
+    async fn a_customers_open_amount_is_summed_once_then_moved_by_each_invoice() {
+        let (_dir, erp) = open_fresh().await;
+        let customer = "cus_01JDEMO0000000000000000003";
+        let mut invoices = Vec::new();
+        for (n, quantity) in [(1, 2), (2, 1)] {
+            let order = erp
+                .create_sales_order(&NewSalesOrder {
+                    idempotency_key: format!("open-{n}"),
+                    fingerprint: format!("open-{n}"),
+                    customer_id: customer.into(),
+                    reference: format!("OPEN-{n}"),
+                    currency: None,
+                    lines: vec![crate::erp::NewLine {
+                        sku: "WIDGET-1".into(),
+                        quantity,
+                        unit_price: Some(Decimal::new(1050, 2)),
+                        custom_fields: Default::default(),
+                    }],
+                    custom_fields: Default::default(),
+                })
+                .await
+                .expect("order");
+            erp.quote_sales_order(&order.id).await.expect("quote");
+            let confirmed = erp.confirm_sales_order(&order.id).await.expect("confirm");
+            let invoice = erp.list_invoices(&confirmed.id).await.expect("invoices").remove(0);
+            invoices.push(erp.post_invoice(&invoice.id).await.expect("post"));
+        }
+        let stored = || async {
+            sqlx::query_scalar::<_, Option<String>>("SELECT open_amount FROM customers WHERE id = $1")
+                .bind(customer)
+                .fetch_one(erp.pool())
+                .await
+                .expect("column")
+        };
+        assert_eq!(stored().await, None, "not summed before its first read");
+        assert_eq!(erp.open_amount(customer).await.expect("open").open_amount, "31.50");
+        assert_eq!(stored().await.as_deref(), Some("31.50"), "kept after the first read");
+
+        let payment = crate::erp::InvoicePayment {
+            idempotency_key: "open-pay".into(),
+            invoice_id: invoices[0].id.clone(),
+            currency: "EUR".into(),
+            amount: Decimal::new(500, 2),
+        };
+        erp.record_invoice_payment(&payment).await.expect("pay part");
+        erp.record_invoice_payment(&payment).await.expect("a replay moves nothing");
+        erp.credit_invoice(&invoices[1].id).await.expect("credit");
+        erp.credit_invoice(&invoices[1].id).await.expect("a second credit moves nothing");
+        assert_eq!(stored().await.as_deref(), Some("16.00"), "21.00 - 5.00 paid; 10.50 credited");
+        assert_eq!(erp.open_amount(customer).await.expect("open").open_amount, "16.00");
+    }
 }
