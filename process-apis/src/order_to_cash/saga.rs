@@ -193,13 +193,22 @@ impl Engine {
         order.progress.events = 1;
         let order = &order;
         let events = [outbox::event(order, "order.accepted", now)];
-        let lease_until = self.lease_until(now);
+        // Started here only while a saga slot is free. Under a burst (an
+        // order file, a flash sale) the order is stored unleased instead and
+        // the worker claims it when a slot frees up: a task parked per
+        // waiting order held ~6 KB each (100,000-row import: 613 MiB peak).
+        let starts_now = self.running.available_permits() > 0;
+        let lease_until = if starts_now { self.lease_until(now) } else { 0 };
         if !self.store.insert(order, idempotency_key, fingerprint, &events, &self.owner, lease_until).await? {
             return Ok(false);
         }
         super::metrics::committed(&events);
         self.committed(&order.id, true);
-        self.clone().spawn(order.id.clone(), shutdown);
+        if starts_now {
+            self.clone().spawn(order.id.clone(), shutdown);
+        } else {
+            self.wake_worker.notify_one();
+        }
         Ok(true)
     }
 
@@ -242,10 +251,14 @@ impl Engine {
     /// Runs the saga of `id`, leased to this replica, in the background.
     pub fn spawn(self: Arc<Self>, id: String, shutdown: CancellationToken) {
         tokio::spawn(async move {
-            let Ok(_permit) = self.running.acquire().await else { return };
+            let Ok(permit) = self.running.acquire().await else { return };
             if let Err(err) = self.run(&id, &shutdown).await {
                 tracing::warn!(order_id = %id, error = %err, "saga paused; it resumes when its lease expires");
             }
+            // A slot is free: orders accepted while none was are claimed now,
+            // not at the worker's next poll.
+            drop(permit);
+            self.wake_worker.notify_one();
         });
     }
 
