@@ -42,6 +42,11 @@ fn peak_rss_mib() -> f64 {
 
 #[tokio::main]
 async fn main() {
+    // RUST_LOG=warn,sqlx::query=debug shows each statement and its time.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let (mut rows, mut dry_run) = (100_000_usize, false);
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {

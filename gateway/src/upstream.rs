@@ -142,9 +142,27 @@ impl Upstream {
         response
     }
 
-    async fn send(&self, mut request: Request<Body>, principal: Option<Principal>) -> Result<Response, Error> {
+    async fn send(&self, request: Request<Body>, principal: Option<Principal>) -> Result<Response, Error> {
+        // The deadline runs from the request's last byte, as Envoy's route
+        // timeout does: an order file arriving for minutes is not a slow
+        // upstream (a body that stalls is cut off by the listener).
+        let (request, sent) = notify_when_sent(request);
+        let call = self.call(request, principal);
+        tokio::pin!(call);
+        tokio::select! {
+            answer = &mut call => return answer,
+            _ = sent => {}
+        }
+        let timeout = match self {
+            Upstream::InProcess(_, timeout) => *timeout,
+            Upstream::Http(http) => http.timeout,
+        };
+        tokio::time::timeout(timeout, call).await.map_err(|_| Error::Timeout)?
+    }
+
+    async fn call(&self, mut request: Request<Body>, principal: Option<Principal>) -> Result<Response, Error> {
         match self {
-            Upstream::InProcess(router, timeout) => {
+            Upstream::InProcess(router, _) => {
                 // The in-process hop must look like the HTTP one: a fresh
                 // request. The gateway's own router left its path parameters
                 // in the extensions, and axum appends the experience
@@ -153,11 +171,10 @@ impl Upstream {
                 if let Some(principal) = principal {
                     request.extensions_mut().insert(principal);
                 }
-                let answer = tokio::time::timeout(*timeout, router.clone().oneshot(request));
-                Ok(answer.await.map_err(|_| Error::Timeout)?.unwrap_or_else(|never| match never {}))
+                Ok(router.clone().oneshot(request).await.unwrap_or_else(|never| match never {}))
             }
             Upstream::Http(http) => {
-                let HttpUpstream { client, base, signer, timeout } = http.as_ref();
+                let HttpUpstream { client, base, signer, .. } = http.as_ref();
                 if let Some(principal) = principal {
                     request.headers_mut().insert(principal::HEADER, signer.sign(&principal)?);
                 }
@@ -165,10 +182,58 @@ impl Upstream {
                 let mut parts = base.clone().into_parts();
                 parts.path_and_query = path.parse().ok();
                 *request.uri_mut() = Uri::from_parts(parts).map_err(|_| Error::InvalidUrl(base.to_string()))?;
-                let response =
-                    tokio::time::timeout(*timeout, client.request(request)).await.map_err(|_| Error::Timeout)??;
-                Ok(response.map(Body::new))
+                Ok(client.request(request).await?.map(Body::new))
             }
         }
+    }
+}
+
+/// `request`, and a signal that its body has been read to the end (or
+/// failed, or was dropped): at once for a request without a body.
+fn notify_when_sent(request: Request<Body>) -> (Request<Body>, tokio::sync::oneshot::Receiver<()>) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if http_body::Body::is_end_stream(request.body()) {
+        let _ = tx.send(());
+        return (request, rx);
+    }
+    (request.map(|inner| Body::new(NotifyEnd { inner, sent: Some(tx) })), rx)
+}
+
+/// A request body that tells when it has been read to the end.
+struct NotifyEnd {
+    inner: Body,
+    sent: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl NotifyEnd {
+    fn done(&mut self) {
+        if let Some(sent) = self.sent.take() {
+            let _ = sent.send(());
+        }
+    }
+}
+
+impl http_body::Body for NotifyEnd {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, axum::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        // The end, or an error: either way nothing more is coming.
+        if matches!(polled, std::task::Poll::Ready(None | Some(Err(_)))) || self.inner.is_end_stream() {
+            self.done();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -51,16 +51,55 @@ pub fn connect_lazy(url: &str, timeout: Duration) -> Result<GrpcChannel, Error> 
     let endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(|source| Error::InvalidUrl { url: url.to_owned(), source })?
         .connect_timeout(Duration::from_secs(2))
-        .timeout(timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30));
     let server = endpoint.uri().authority().cloned();
-    let channel = endpoint.connect_lazy().map_request(move |mut request: http::Request<Body>| {
-        // The callee learns the deadline too, and bounds its own calls by it.
-        crate::deadline::with_grpc_timeout(request.headers_mut(), timeout);
-        request
-    });
-    Ok(crate::telemetry::grpc_client(BoxCloneSyncService::new(channel.map_err(|e| TransportError(e.into()))), server))
+    let channel = endpoint.connect_lazy().map_err(|e| TransportError(e.into()));
+    Ok(crate::telemetry::grpc_client(BoxCloneSyncService::new(with_deadline(channel, timeout)), server))
+}
+
+/// Bounds each call by its deadline: the `grpc-timeout` its caller set
+/// (`tonic::Request::set_timeout`: an order file's upload takes longer than
+/// any other call), else `default`. The callee learns the deadline from the
+/// same header and bounds its own calls by it. Past it the caller gets
+/// `DEADLINE_EXCEEDED` and the call is dropped.
+fn with_deadline<S>(
+    inner: S,
+    default: Duration,
+) -> impl tower::Service<
+    http::Request<Body>,
+    Response = http::Response<Body>,
+    Error = TransportError,
+    Future = impl Send + 'static,
+> + Clone
++ Send
++ Sync
++ 'static
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = TransportError>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    tower::service_fn(move |mut request: http::Request<Body>| {
+        let inner = inner.clone();
+        async move {
+            crate::deadline::with_grpc_timeout(request.headers_mut(), default);
+            let deadline = request
+                .headers()
+                .get(crate::deadline::GRPC_TIMEOUT)
+                .and_then(crate::deadline::parse_grpc_timeout)
+                .unwrap_or(default);
+            match tokio::time::timeout(deadline, inner.oneshot(request)).await {
+                Ok(answer) => answer,
+                Err(_) => {
+                    Ok(tonic::Status::deadline_exceeded("the tier did not answer within its deadline").into_http())
+                }
+            }
+        }
+    })
 }
 
 /// A channel that calls `routes` in this process, each call bounded by
@@ -69,20 +108,10 @@ pub fn connect_lazy(url: &str, timeout: Duration) -> Result<GrpcChannel, Error> 
 /// wires its tiers with these, so a slow tier costs a caller no more time
 /// there than in `serve` mode.
 pub fn in_process_with_deadline(routes: Routes, deadline: Duration) -> GrpcChannel {
-    let bounded = tower::ServiceExt::<http::Request<Body>>::map_future(routes, move |call| async move {
-        match tokio::time::timeout(deadline, call).await {
-            Ok(answer) => answer,
-            Err(_) => Ok(tonic::Status::deadline_exceeded("the tier did not answer within its deadline").into_http()),
-        }
-    })
-    .map_request(move |mut request: http::Request<Body>| {
-        crate::deadline::with_grpc_timeout(request.headers_mut(), deadline);
-        request
-    });
-    let svc = tower::ServiceExt::<http::Request<Body>>::map_err(bounded, |never: Infallible| -> TransportError {
+    let svc = tower::ServiceExt::<http::Request<Body>>::map_err(routes, |never: Infallible| -> TransportError {
         match never {}
     });
-    crate::telemetry::grpc_client(BoxCloneSyncService::new(svc), None)
+    crate::telemetry::grpc_client(BoxCloneSyncService::new(with_deadline(svc, deadline)), None)
 }
 
 /// A channel that calls `routes` in this process.

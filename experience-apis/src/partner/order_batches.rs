@@ -26,6 +26,9 @@ use crate::{Upstreams, error::Error, extract::ObjectId};
 /// The largest file a partner may send (the process tier's limit).
 pub const MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;
 
+/// How long an order file may take to arrive: the largest at 150 KB/s.
+const UPLOAD_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
 /// The process tier's batch service.
 pub fn client(upstreams: &Upstreams) -> OrderBatchServiceClient<GrpcChannel> {
     OrderBatchServiceClient::new(upstreams.process.clone())
@@ -174,12 +177,14 @@ pub async fn import(
     // The file goes on as it arrives; a body that breaks off sends no
     // `end`, and the process tier keeps nothing of it.
     let broke_off = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let seen = broke_off.clone();
+    let stalled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (seen, seen_stall) = (broke_off.clone(), stalled.clone());
     let chunks = body
         .into_data_stream()
         .take_while(move |chunk| {
-            if chunk.is_err() {
+            if let Err(err) = chunk {
                 seen.store(true, std::sync::atomic::Ordering::Relaxed);
+                seen_stall.store(crate::body::stalled(err), std::sync::atomic::Ordering::Relaxed);
             }
             std::future::ready(chunk.is_ok())
         })
@@ -192,8 +197,15 @@ pub async fn import(
     })
     .filter_map(std::future::ready);
     let stream = futures_util::stream::once(std::future::ready(start)).chain(chunks).chain(end);
-    let batch = client(&upstreams).import_batch(stream).await.map_err(|status| {
-        if status.code() == tonic::Code::InvalidArgument && status.message().starts_with("file: is over") {
+    // The file arrives at the client's pace: its own deadline, not a
+    // call's. A client that stops sending is cut off by the listener's
+    // `request_body_timeout` instead.
+    let mut request = tonic::Request::new(stream);
+    request.set_timeout(UPLOAD_DEADLINE);
+    let batch = client(&upstreams).import_batch(request).await.map_err(|status| {
+        if stalled.load(std::sync::atomic::Ordering::Relaxed) {
+            Error::BodyTimeout
+        } else if status.code() == tonic::Code::InvalidArgument && status.message().starts_with("file: is over") {
             Error::PayloadTooLarge { limit: MAX_FILE_BYTES as usize }
         } else {
             Error::Process(status)
