@@ -191,6 +191,9 @@ impl Config {
             };
             return Err(Error::Invalid { key, reason: err.to_string() });
         }
+        if let Some(tls) = &self.gateway.tls {
+            tls.client_certificates().map_err(|reason| Error::Invalid { key: "gateway.tls", reason })?;
+        }
         self.telemetry.validate().map_err(|e| Error::Invalid { key: "telemetry", reason: e.to_string() })?;
         if self.shutdown_grace.is_zero() {
             return Err(Error::Invalid { key: "shutdown_grace", reason: "must be more than 0s".into() });

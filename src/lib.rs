@@ -60,6 +60,10 @@ pub enum StartError {
     /// A partner API key operation failed.
     #[error("{0}")]
     Keys(#[from] gateway::key_store::Error),
+    /// The gateway's TLS certificate, key or client CA cannot be used
+    /// (exit status 64).
+    #[error("gateway.tls: {0}")]
+    Tls(#[from] platform::tls::Error),
     /// The rate limits are misconfigured.
     #[error("{0}")]
     Limits(#[from] gateway::limits::Error),
@@ -102,7 +106,28 @@ pub fn authenticator(config: &Config) -> Result<(gateway::auth::Authenticator, O
     // JWKS files are read here; JWKS URLs are fetched by background tasks
     // (an identity provider that is down does not stop the start).
     let auth = gateway::auth::Authenticator::configured(&config.gateway.issuers, &fixed, leeway)?;
-    Ok((auth.with_api_keys(api_keys), dev_jwks))
+    let bound = match &config.gateway.tls {
+        Some(tls) => {
+            tls.client_certificates().map_err(|reason| config::Error::Invalid { key: "gateway.tls", reason })?
+        }
+        None => Default::default(),
+    };
+    Ok((auth.with_api_keys(api_keys).with_client_certificates(bound), dev_jwks))
+}
+
+/// The gateway's router and listener TLS as `[gateway.tls]` asks: without
+/// it, plain HTTP; with it, the certificate loaded (and watched until
+/// `stop`) and HSTS on every answer.
+pub async fn gateway_tls(
+    config: &Config,
+    router: axum::Router,
+    stop: tokio_util::sync::CancellationToken,
+) -> Result<(axum::Router, Option<platform::tls::ServerTls>), StartError> {
+    let Some(tls) = &config.gateway.tls else {
+        return Ok((router, None));
+    };
+    let server = platform::tls::ServerTls::load(&tls.files(&config.config_dir), stop).await?;
+    Ok((gateway::tls::with_hsts(router, tls.hsts()), Some(server)))
 }
 
 /// The webhooks' settings: the run mode's targets and the key that seals

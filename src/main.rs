@@ -260,6 +260,7 @@ fn fail(err: &StartError) -> ExitCode {
     eprintln!("erp-connect: {err}");
     match err {
         StartError::Config(_)
+        | StartError::Tls(_)
         | StartError::Keys(gateway::key_store::Error::Invalid(_))
         | StartError::System(system_apis::StartError::Erp(system_apis::erp::Error::Misconfigured(_))) => {
             ExitCode::from(EXIT_USAGE)

@@ -32,7 +32,8 @@ pub enum Target {
 }
 
 enum Server {
-    Http(axum::Router),
+    /// With TLS on the gateway (`[gateway.tls]`).
+    Http(axum::Router, Option<platform::tls::ServerTls>),
     Grpc(tonic::service::Routes),
 }
 
@@ -90,10 +91,13 @@ impl Tier {
                         .with_custom_fields(config.custom_fields())
                         .with_event_subject_prefix(&config.process.events.subject_prefix),
                 );
-                Server::Http(platform::metrics::with_endpoint(experience_apis::require_signed_principal(
-                    router,
-                    crate::principal_signer(config)?,
-                )))
+                Server::Http(
+                    platform::metrics::with_endpoint(experience_apis::require_signed_principal(
+                        router,
+                        crate::principal_signer(config)?,
+                    )),
+                    None,
+                )
             }
             Target::Gateway => {
                 let (auth, dev_jwks) = crate::authenticator(config)?;
@@ -102,10 +106,12 @@ impl Tier {
                     crate::principal_signer(config)?,
                     config.gateway.upstream_timeout,
                 )?;
-                Server::Http(gateway::with_cors(
+                let router = gateway::with_cors(
                     gateway::router_with_limits(auth, upstream, dev_jwks, config.gateway.limits()?),
                     &config.gateway.cors_origins,
-                ))
+                );
+                let (router, tls) = crate::gateway_tls(config, router, tasks.clone()).await?;
+                Server::Http(router, tls)
             }
         };
         Ok(Self {
@@ -119,8 +125,8 @@ impl Tier {
     /// Serves on `listener` until `shutdown`, then drains.
     pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> Result<(), StartError> {
         match self.server {
-            Server::Http(router) => {
-                platform::shutdown::serve_http(listener, router, shutdown, self.grace, self.limits).await?
+            Server::Http(router, tls) => {
+                platform::shutdown::serve_http(listener, router, shutdown, self.grace, self.limits, tls).await?
             }
             Server::Grpc(routes) => platform::shutdown::serve_grpc(listener, routes, shutdown, self.grace).await?,
         }

@@ -22,6 +22,8 @@ use crate::{StartError, config::Config};
 pub struct App {
     config: Config,
     gateway: axum::Router,
+    /// `[gateway.tls]`: HTTPS on the HTTP port.
+    tls: Option<platform::tls::ServerTls>,
     process_grpc: tonic::service::Routes,
     process: process_apis::ProcessTier,
     /// Stops the process tier's background work (sagas, outbox, feed)
@@ -59,7 +61,7 @@ impl App {
             .with_event_subject_prefix(&config.process.events.subject_prefix),
         );
         let (auth, dev_jwks) = crate::authenticator(&config)?;
-        let gateway = gateway::with_cors(
+        let router = gateway::with_cors(
             gateway::router_with_limits(
                 auth,
                 gateway::upstream::Upstream::InProcess(experience, config.gateway.upstream_timeout),
@@ -68,7 +70,8 @@ impl App {
             ),
             &config.gateway.cors_origins,
         );
-        Ok(Self { config, gateway, process_grpc, process, _tasks: tasks.drop_guard() })
+        let (gateway, tls) = crate::gateway_tls(&config, router, tasks.clone()).await?;
+        Ok(Self { config, gateway, tls, process_grpc, process, _tasks: tasks.drop_guard() })
     }
 
     /// The process tier, e.g. to subscribe to order events.
@@ -81,7 +84,7 @@ impl App {
     pub async fn serve(self, http: TcpListener, grpc: TcpListener, shutdown: Shutdown) -> Result<(), StartError> {
         let grace = self.config.shutdown_grace;
         let limits = self.config.gateway.http_limits();
-        let http = platform::shutdown::serve_http(http, self.gateway, shutdown.clone(), grace, limits);
+        let http = platform::shutdown::serve_http(http, self.gateway, shutdown.clone(), grace, limits, self.tls);
         let grpc = platform::shutdown::serve_grpc(grpc, self.process_grpc, shutdown, grace);
         let (http, grpc) = tokio::join!(http, grpc);
         http?;
@@ -93,16 +96,17 @@ impl App {
 /// What `up` prints on start: where it listens and how to get a dev token.
 pub fn banner(config: &Config, http: SocketAddr, grpc: SocketAddr) -> String {
     let data_dir = config.data_dir.display();
+    let scheme = if config.gateway.tls.is_some() { "https" } else { "http" };
     let mut text = format!(
         "erp-connect is up ({mode} mode, data in {data_dir})\n\
-         \x20 HTTP API           http://{http}   (GET /healthz, /readyz)\n\
+         \x20 HTTP API           {scheme}://{http}   (GET /healthz, /readyz)\n\
          \x20 process APIs gRPC  {grpc}   (reflection and grpc.health.v1 on)\n",
         mode = if config.mode == crate::config::Mode::Dev { "dev" } else { "production" },
     );
     if config.mode == crate::config::Mode::Dev {
         text.push_str(&format!(
             "  dev token          TOKEN=$(cargo run -q --release -- token --sub alice --scope catalog:read --data-dir {data_dir})\n\
-             \x20 try                curl -H \"Authorization: Bearer $TOKEN\" http://{http}/web/v1/products\n"
+             \x20 try                curl -H \"Authorization: Bearer $TOKEN\" {scheme}://{http}/web/v1/products\n"
         ));
     }
     text

@@ -42,7 +42,7 @@ async fn graceful_shutdown_finishes_an_in_flight_request_with_a_held_fake_experi
     let addr = listener.local_addr().expect("addr");
     let shutdown = Shutdown::new();
     let server =
-        tokio::spawn(serve_http(listener, router, shutdown.clone(), Duration::from_secs(30), Default::default()));
+        tokio::spawn(serve_http(listener, router, shutdown.clone(), Duration::from_secs(30), Default::default(), None));
 
     let token = harness::token(dir.path(), "catalog:read");
     let url = format!("http://{addr}/web/v1/products");

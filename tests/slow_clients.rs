@@ -100,3 +100,53 @@ async fn slow_idle_and_greedy_clients_are_cut_off_while_others_are_served() {
     drop(held);
     app.stop_all().await;
 }
+
+/// Sends `head` and half of a body, then nothing: what the server answered
+/// before closing.
+async fn stall_body(addr: std::net::SocketAddr, head: &str, half: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(head.as_bytes()).await.expect("head");
+    stream.write_all(half).await.expect("half a body");
+    String::from_utf8_lossy(&until_closed(&mut stream).await).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_body_that_stalls_is_answered_408_and_creates_nothing() {
+    let app = spawn_up_with(|c| c.gateway.request_body_timeout = Duration::from_secs(1)).await;
+    let token = harness::token_for(app.data_dir.path(), "shop", Some("acme"), None, "orders:read orders:write");
+
+    // A JSON order: 200 bytes announced, 20 sent.
+    let answer = stall_body(
+        app.http,
+        &format!(
+            "POST /partner/v1/orders HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nIdempotency-Key: stall-1\r\nContent-Length: 200\r\n\r\n"
+        ),
+        br#"{"customer": {"ext"#,
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("application/problem+json") && answer.contains("request-timeout"), "{answer}");
+
+    // An order file sent chunked, broken off after its first rows.
+    let answer = stall_body(
+        app.http,
+        &format!(
+            "POST /partner/v1/order-batches HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: text/csv\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ),
+        {
+            let rows = "external_ref,sku,quantity\nPO-1,WIDGET-1,1\nPO-";
+            format!("{:x}\r\n{rows}\r\n", rows.len())
+        }
+        .as_bytes(),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+
+    // Nothing of either was kept.
+    let orders = get(&app.url("/partner/v1/orders"), Some(&token)).await;
+    assert_eq!(orders.status, 200, "{}", orders.text);
+    assert_eq!(orders.body["orders"].as_array().map(Vec::len), Some(0), "{}", orders.text);
+    app.stop_all().await;
+}

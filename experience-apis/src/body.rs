@@ -80,11 +80,18 @@ async fn read_limited(body: Body) -> Result<Vec<u8>, Error> {
     match Limited::new(body, MAX_BODY).collect().await {
         Ok(collected) => Ok(collected.to_bytes().to_vec()),
         Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => Err(Error::PayloadTooLarge { limit: MAX_BODY }),
+        Err(err) if stalled(err.as_ref()) => Err(Error::BodyTimeout),
         Err(err) => {
             tracing::info!(error = %err, "request body could not be read");
             Err(Error::UnreadableBody)
         }
     }
+}
+
+/// Whether a body's error is the listener cutting off a stalled body
+/// (`platform::shutdown::serve_http`), wrapped as it may be.
+pub(crate) fn stalled(err: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(err), |e| e.source()).any(|e| e.is::<tower_http::timeout::TimeoutError>())
 }
 
 /// Parses `bytes` as one JSON value of type `T`.

@@ -65,6 +65,10 @@ pub enum Error {
     /// went away or sent a broken stream.
     #[error("the body could not be read")]
     UnreadableBody,
+    /// The body stalled longer than the listener allows
+    /// (`gateway.request_body_timeout`) and was cut off (408).
+    #[error("the body stalled")]
+    BodyTimeout,
     /// The principal may not use this audience's API: a partner route
     /// without a tenant (403).
     #[error("forbidden: {0}")]
@@ -135,6 +139,12 @@ impl IntoResponse for Error {
                 format!("the body must not exceed {limit} bytes"),
             ),
             Error::UnreadableBody => Problem::bad_request("the body could not be read", Vec::new()),
+            Error::BodyTimeout => Problem::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request-timeout",
+                "Request timeout",
+                "the request body stopped arriving; send it again without pauses",
+            ),
             Error::Forbidden(detail) => Problem::forbidden(detail),
             Error::NotFound(detail) => Problem::not_found(detail),
             Error::NoPrincipal => {

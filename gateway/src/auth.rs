@@ -303,6 +303,8 @@ pub struct Authenticator {
     verified: Arc<VerifiedTokens>,
     /// Partner API keys, when the gateway has a key store.
     api_keys: Option<crate::key_store::KeyStore>,
+    /// Partner tenants bound to client certificates (`[gateway.tls]`).
+    client_certificates: crate::tls::ClientCertificates,
     /// The refresh tasks of issuers with a `jwks_url`; they stop when the
     /// last clone of the authenticator is dropped.
     remotes: Arc<[jwks::Remote]>,
@@ -436,13 +438,30 @@ impl Authenticator {
                 remotes.push(remote);
             }
         }
-        Ok(Self { keys: ring, verified: Arc::default(), api_keys: None, remotes: remotes.into() })
+        Ok(Self {
+            keys: ring,
+            verified: Arc::default(),
+            api_keys: None,
+            client_certificates: Default::default(),
+            remotes: remotes.into(),
+        })
     }
 
     /// Also accepts the partner API keys of `store`.
     pub fn with_api_keys(mut self, store: crate::key_store::KeyStore) -> Self {
         self.api_keys = Some(store);
         self
+    }
+
+    /// Also requires the client certificates bound to partner tenants.
+    pub fn with_client_certificates(mut self, bound: crate::tls::ClientCertificates) -> Self {
+        self.client_certificates = bound;
+        self
+    }
+
+    /// The client certificates partner tenants are bound to.
+    pub fn client_certificates(&self) -> &crate::tls::ClientCertificates {
+        &self.client_certificates
     }
 
     /// The partner API key store, if any.

@@ -12,6 +12,8 @@
 //!   `key_admin` answers `/ops/v1/keys` with it.
 //! - [`limits`]: rate limits and daily order quotas per key and plan, in
 //!   memory or in Redis; `usage` answers `/partner/v1/usage` with them.
+//! - [`tls`]: `[gateway.tls]`: client certificates bound to partner
+//!   tenants, HSTS (the handshakes are `platform::tls`'s).
 //! - [`lockout`]: failed authentications per client address (credential
 //!   stuffing), locked out past a threshold.
 //! - [`upstream`]: the experience tier, in-process or over HTTP.
@@ -42,6 +44,7 @@ pub mod keys;
 pub mod limits;
 pub mod lockout;
 mod overview;
+pub mod tls;
 pub mod upstream;
 mod usage;
 
@@ -62,6 +65,10 @@ pub struct Config {
     pub request_head_timeout: Duration,
     /// Open connections per client address. Default 256.
     pub max_connections_per_client: usize,
+    /// The longest pause within a request body before the request fails
+    /// with 408. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub request_body_timeout: Duration,
     /// Failed authentications from one client address within a minute
     /// before it is locked out (see [`lockout`]); 0 turns it off. Default 50.
     pub auth_failures_per_minute: u32,
@@ -89,6 +96,10 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// Plans by name, over the built-in ones ([`limits::builtin_plans`]).
     pub plans: std::collections::BTreeMap<String, limits::Plan>,
+    /// TLS on the listener, and partners' client certificates
+    /// (`[gateway.tls]`). Default none: plain HTTP, for a TLS-terminating
+    /// load balancer or a laptop.
+    pub tls: Option<tls::Config>,
 }
 
 impl Config {
@@ -113,6 +124,7 @@ impl Config {
         platform::shutdown::HttpLimits {
             head_timeout: self.request_head_timeout,
             max_connections_per_client: self.max_connections_per_client,
+            body_timeout: self.request_body_timeout,
         }
     }
 }
@@ -125,6 +137,7 @@ impl Default for Config {
             upstream_timeout: Duration::from_secs(30),
             request_head_timeout: platform::shutdown::HttpLimits::default().head_timeout,
             max_connections_per_client: platform::shutdown::HttpLimits::default().max_connections_per_client,
+            request_body_timeout: platform::shutdown::HttpLimits::default().body_timeout,
             jwt_leeway: Duration::from_secs(30),
             auth_failures_per_minute: 50,
             auth_lockout: Duration::from_secs(60),
@@ -134,6 +147,7 @@ impl Default for Config {
             database_url: None,
             redis_url: None,
             plans: std::collections::BTreeMap::new(),
+            tls: None,
         }
     }
 }
@@ -390,7 +404,13 @@ impl Gateway {
             problem.retry_after = Some(whole_seconds(left).max(1));
             return problem.into_response();
         }
-        let caller = match self.authenticate(request.headers()).await {
+        let mut authenticated = self.authenticate(request.headers()).await;
+        if let Ok(caller) = &authenticated
+            && let Some(refusal) = self.certificate_refusal(caller, request.extensions().get())
+        {
+            authenticated = Err(refusal);
+        }
+        let caller = match authenticated {
             Ok(caller) => caller,
             Err(response) => {
                 if let Some(ip) = client {
@@ -533,6 +553,18 @@ impl Gateway {
             }),
             None => Err(Problem::unauthorized(auth::Error::Missing.to_string()).into_response()),
         }
+    }
+
+    /// The 401 for a caller whose tenant is bound to client certificates
+    /// and that came without one of them.
+    fn certificate_refusal(
+        &self,
+        caller: &Caller,
+        presented: Option<&platform::tls::PeerCertificate>,
+    ) -> Option<Response> {
+        let reason = self.auth.client_certificates().check(caller.principal.tenant.as_deref(), presented).err()?;
+        tracing::info!(key = %caller.principal.subject, reason, "client certificate refused");
+        Some(Problem::unauthorized(reason).into_response())
     }
 
     async fn verify_key(&self, text: &str) -> Result<Caller, Response> {
@@ -843,6 +875,51 @@ mod tests {
         assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(response.headers()[header::CONTENT_TYPE], "application/problem+json");
         held.abort();
+    }
+
+    /// The upstream deadline runs from the request's last byte: an upload
+    /// that takes longer than it is answered, an answer that does not come
+    /// in time after it is a 504.
+    #[tokio::test]
+    async fn the_upstream_deadline_starts_once_the_body_has_been_sent() {
+        use futures_util::StreamExt;
+        let experience = Router::new().route(
+            "/partner/v1/order-batches",
+            axum::routing::post(|body: axum::body::Bytes| async move {
+                if body.starts_with(b"slow") {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+                body.len().to_string()
+            }),
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let idp = DevIdp::load_or_create(dir.path()).expect("idp");
+        let jwks = serde_json::from_value(idp.jwks()).expect("jwks");
+        let auth = auth::Authenticator::new(&[(dev_idp::ISSUER.to_owned(), vec!["erp-connect".to_owned()], jwks)], 30)
+            .expect("auth");
+        let upstream = upstream::Upstream::InProcess(experience, Duration::from_millis(200));
+        let app = router(auth, upstream, None);
+        // Five pieces 100 ms apart: 400 ms of upload against a 200 ms deadline.
+        let upload = |first: &'static [u8]| {
+            let pieces = futures_util::stream::iter(0..5).then(move |n| async move {
+                if n > 0 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Ok::<_, std::io::Error>(bytes::Bytes::from_static(if n == 0 { first } else { b"-row" }))
+            });
+            Request::builder()
+                .method(Method::POST)
+                .uri("/partner/v1/order-batches")
+                .header(header::AUTHORIZATION, format!("Bearer {}", token(&idp, "orders:write")))
+                .body(Body::from_stream(pieces))
+                .expect("request")
+        };
+        let response = app.clone().oneshot(upload(b"fast")).await.expect("response");
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(response.into_body(), 1024).await.expect("body");
+        assert_eq!(&body[..], b"20", "the whole upload arrived");
+        let response = app.oneshot(upload(b"slow")).await.expect("response");
+        assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
     }
 
     #[tokio::test]

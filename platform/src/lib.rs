@@ -14,7 +14,10 @@
 //! - [`channel`]: [`channel::GrpcChannel`], how one tier reaches the next.
 //! - [`principal`]: who is calling, as verified by the gateway.
 //! - [`health`]: `grpc.health.v1` answered by probing what a tier depends on.
-//! - [`shutdown`]: SIGTERM/Ctrl-C handling and draining servers.
+//! - [`shutdown`]: SIGTERM/Ctrl-C handling and draining servers, and the
+//!   HTTP server loop with its per-client limits.
+//! - [`tls`]: TLS (and mTLS) on an HTTP listener, certificates reloaded
+//!   when their files change.
 //! - [`request_id`]: `x-request-id` on every HTTP response.
 //! - [`telemetry`]: logs, OpenTelemetry spans and W3C trace context
 //!   across tiers.
@@ -38,3 +41,4 @@ pub mod request_id;
 pub mod secret_file;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;

@@ -73,11 +73,18 @@ pub struct HttpLimits {
     pub head_timeout: Duration,
     /// Open connections per client address; one more is closed at once.
     pub max_connections_per_client: usize,
+    /// The longest pause within a request body: a body that stalls longer
+    /// fails its request (408), and a slow but steady upload goes on.
+    pub body_timeout: Duration,
 }
 
 impl Default for HttpLimits {
     fn default() -> Self {
-        Self { head_timeout: Duration::from_secs(10), max_connections_per_client: 256 }
+        Self {
+            head_timeout: Duration::from_secs(10),
+            max_connections_per_client: 256,
+            body_timeout: Duration::from_secs(30),
+        }
     }
 }
 
@@ -112,25 +119,22 @@ impl Drop for Slot {
 }
 
 /// Serves an axum router on `listener` until `shutdown`, then drains, with
-/// `limits` on each client. Handlers can read the peer's address as
-/// `axum::extract::ConnectInfo<SocketAddr>`.
+/// `limits` on each client, over TLS when `tls` is given. Handlers can read
+/// the peer's address as `axum::extract::ConnectInfo<SocketAddr>`, and the
+/// client certificate of a TLS connection as [`crate::tls::PeerCertificate`].
 pub async fn serve_http(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     shutdown: Shutdown,
     grace: Duration,
     limits: HttpLimits,
+    tls: Option<crate::tls::ServerTls>,
 ) -> io::Result<()> {
-    use hyper_util::{
-        rt::{TokioExecutor, TokioIo, TokioTimer},
-        server::{conn::auto, graceful::GracefulShutdown},
-        service::TowerToHyperService,
-    };
-    use tower::ServiceExt;
+    use hyper_util::server::graceful::GracefulShutdown;
 
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.head_timeout);
-    builder.http2().timer(TokioTimer::new());
+    let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(limits.head_timeout);
+    builder.http2().timer(hyper_util::rt::TokioTimer::new());
     let graceful = GracefulShutdown::new();
     let clients = PerClient::default();
     let signal = shutdown.clone();
@@ -155,11 +159,7 @@ pub async fn serve_http(
             // Answers go out as soon as they are written, not after the
             // peer's delayed ACK (Nagle's algorithm holds back a small second write).
             let _ = tcp.set_nodelay(true);
-            let service = app.clone().map_request(move |mut request: axum::extract::Request<_>| {
-                request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-                request
-            });
-            let (builder, watcher) = (builder.clone(), graceful.watcher());
+            let (app, builder, watcher, tls) = (app.clone(), builder.clone(), graceful.watcher(), tls.clone());
             tokio::spawn(async move {
                 // The protocol is told by the first bytes, which hyper waits
                 // for without a timer: a client that sends none gets the
@@ -168,9 +168,17 @@ pub async fn serve_http(
                 if !matches!(tokio::time::timeout(limits.head_timeout, tcp.peek(&mut first)).await, Ok(Ok(1..))) {
                     return;
                 }
-                let connection =
-                    builder.serve_connection_with_upgrades(TokioIo::new(tcp), TowerToHyperService::new(service));
-                let _ = watcher.watch(connection.into_owned()).await;
+                match tls {
+                    None => serve_connection(&builder, watcher, tcp, app, peer, None, limits.body_timeout).await,
+                    Some(tls) => {
+                        // The handshake is part of the head: the same time.
+                        let Ok(Ok((stream, cert))) = tokio::time::timeout(limits.head_timeout, tls.accept(tcp)).await
+                        else {
+                            return;
+                        };
+                        serve_connection(&builder, watcher, stream, app, peer, cert, limits.body_timeout).await;
+                    }
+                }
                 drop(slot);
             });
         }
@@ -180,6 +188,35 @@ pub async fn serve_http(
         Ok(())
     };
     drain(server, shutdown, grace).await
+}
+
+/// One connection's requests, each told its peer's address and client
+/// certificate, its body cut off when it stalls for `body_timeout`.
+async fn serve_connection<IO>(
+    builder: &hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+    io: IO,
+    app: axum::Router,
+    peer: std::net::SocketAddr,
+    cert: Option<crate::tls::PeerCertificate>,
+    body_timeout: Duration,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use tower::ServiceExt;
+    let service = app.map_request(move |request: http::Request<hyper::body::Incoming>| {
+        let mut request = request.map(|body| tower_http::timeout::TimeoutBody::new(body_timeout, body));
+        request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+        if let Some(cert) = cert {
+            request.extensions_mut().insert(cert);
+        }
+        request
+    });
+    let connection = builder.serve_connection_with_upgrades(
+        hyper_util::rt::TokioIo::new(io),
+        hyper_util::service::TowerToHyperService::new(service),
+    );
+    let _ = watcher.watch(connection.into_owned()).await;
 }
 
 /// Serves gRPC `routes` on `listener` until `shutdown`, then drains.

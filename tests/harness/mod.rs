@@ -150,6 +150,20 @@ impl Running {
     }
 }
 
+/// A partner API key made by `erp-connect keys create` in the app's data
+/// directory, with `scopes` (comma-separated) and `plan`.
+pub fn create_key(app: &Running, partner: &str, scopes: &str, plan: &str) -> String {
+    let out = std::process::Command::new(BIN)
+        .args(["keys", "create", "--partner", partner, "--scopes", scopes, "--plan", plan])
+        .arg("--data-dir")
+        .arg(app.data_dir.path())
+        .env_remove("ERP_CONNECT_CONFIG")
+        .output()
+        .expect("keys create");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf-8").trim().to_owned()
+}
+
 /// `erp-connect up` in this process.
 pub async fn spawn_up() -> Running {
     spawn_up_with(|_| {}).await
