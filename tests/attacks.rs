@@ -173,3 +173,24 @@ async fn bodies_too_large_or_with_unknown_fields_and_other_tenants_objects_are_r
     assert_problem(&post_json(&url, &reader, &order, Some("attack-3")).await, 403);
     app.stop_all().await;
 }
+
+/// The leak scanner every in-process suite runs (`harness::leaks`) finds
+/// what it must, so its silence means something.
+#[test]
+fn the_scanner_finds_each_kind_of_secret_and_nothing_else() {
+    let key = format!("erpk_live_{}", "A2".repeat(16));
+    let jwt = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl";
+    assert_eq!(harness::leaks::secret_in(&format!("x-api-key: {key}")), Some("a partner API key"));
+    assert_eq!(harness::leaks::secret_in(&format!("token {jwt} refused")), Some("a JWT"));
+    assert_eq!(
+        harness::leaks::secret_in("secret whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        Some("a webhook signing secret")
+    );
+    for fine in ["key key_01JDEMO refused", "erpk_live_ (a prefix)", "whsec_ is the prefix", "eyJ alone"] {
+        assert_eq!(harness::leaks::secret_in(fine), None, "{fine}");
+    }
+    assert!(
+        harness::leaks::issues_secret("POST", "/partner/v1/webhooks")
+            && !harness::leaks::issues_secret("GET", "/partner/v1/webhooks")
+    );
+}

@@ -84,7 +84,7 @@ async fn proxy(listener: TcpListener, upstream: String, held: Arc<Notify>, holdi
 
 #[tokio::test]
 async fn a_new_customer_is_created_once_when_the_process_tier_dies_between_create_and_record() {
-    let _ = tracing_subscriber::fmt().with_env_filter("warn").with_test_writer().try_init();
+    harness::leaks::watch_logs();
     let server = tokio::task::spawn_blocking(|| tryton::test_server::config("erp_once")).await.expect("tryton set up");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy port");
     let proxy_url = format!("http://{}", listener.local_addr().expect("addr"));

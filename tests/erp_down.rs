@@ -76,7 +76,7 @@ async fn count(tryton: &tryton::rpc::Client, model: &str, domain: Value) -> usiz
 
 #[tokio::test]
 async fn orders_are_accepted_while_tryton_is_frozen_and_reach_it_once_when_it_runs_again() {
-    let _ = tracing_subscriber::fmt().with_env_filter("warn").with_test_writer().try_init();
+    harness::leaks::watch_logs();
     let mut server =
         tokio::task::spawn_blocking(|| tryton::test_server::config("erp_down")).await.expect("tryton set up");
     let pid = tryton::test_server::pid(&server).expect("this test freezes the run's own Tryton: unset TRYTON_URL");

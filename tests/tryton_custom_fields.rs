@@ -21,7 +21,7 @@ use system_apis::erp::{BackendKind, backend::tryton};
 
 /// The run's Tryton, set up once per test process.
 async fn server() -> tryton::Config {
-    let _ = tracing_subscriber::fmt().with_env_filter("warn").with_test_writer().try_init();
+    harness::leaks::watch_logs();
     tokio::task::spawn_blocking(|| tryton::test_server::config("erp_custom")).await.expect("tryton set up")
 }
 

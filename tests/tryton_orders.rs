@@ -20,7 +20,7 @@ use system_apis::erp::{BackendKind, backend::tryton};
 async fn start() -> Running {
     // The tiers run in this process: their warnings and errors are shown
     // with a failing test's output (libtest keeps them otherwise).
-    let _ = tracing_subscriber::fmt().with_env_filter("warn").with_test_writer().try_init();
+    harness::leaks::watch_logs();
     let server =
         tokio::task::spawn_blocking(|| tryton::test_server::config("erp_orders")).await.expect("tryton set up");
     spawn_serve_with(|config| {

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use system_apis::erp::{BackendKind, backend::tryton};
 
 async fn start() -> (Running, tryton::Config) {
-    let _ = tracing_subscriber::fmt().with_env_filter("warn").with_test_writer().try_init();
+    harness::leaks::watch_logs();
     let server = tokio::task::spawn_blocking(|| tryton::test_server::sale_only_config("erp_sale_only"))
         .await
         .expect("tryton set up");

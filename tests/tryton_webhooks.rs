@@ -96,7 +96,7 @@ async fn pay_in_tryton(rpc: &tryton::rpc::Client, id: i64) {
 
 #[tokio::test]
 async fn an_invoice_paid_a_price_changed_and_a_party_renamed_in_tryton_arrive_as_webhooks() {
-    let _ = tracing_subscriber::fmt().with_env_filter("warn").with_test_writer().try_init();
+    harness::leaks::watch_logs();
     let server = tokio::task::spawn_blocking(|| tryton::test_server::config("erp_hooks")).await.expect("tryton set up");
     let rpc = tryton::test_server::rpc_client(&server);
     let receiver = Receiver::default();

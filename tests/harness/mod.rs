@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part of it
 
+pub mod leaks;
+
 use std::{net::SocketAddr, path::Path, time::Duration};
 
 use erp_connect::{
@@ -180,6 +182,7 @@ pub fn quick_sagas(config: &mut Config) {
 
 /// `erp-connect up` in this process, with `adjust` applied to the config.
 pub async fn spawn_up_with(adjust: impl FnOnce(&mut Config)) -> Running {
+    leaks::watch_logs();
     let data_dir = tempfile::tempdir().expect("tempdir");
     let mut config = test_config(data_dir.path());
     adjust(&mut config);
@@ -209,6 +212,7 @@ pub async fn spawn_serve() -> Running {
 
 /// [`spawn_serve`] with `adjust` applied to the config.
 pub async fn spawn_serve_with(adjust: impl FnOnce(&mut Config)) -> Running {
+    leaks::watch_logs();
     let data_dir = tempfile::tempdir().expect("tempdir");
     let mut config = test_config(data_dir.path());
     adjust(&mut config);
@@ -254,12 +258,19 @@ pub async fn get(url: &str, bearer: Option<&str>) -> Reply {
 
 pub async fn send(request: http::Request<Full<bytes::Bytes>>) -> Reply {
     let client: Client<HttpConnector, Full<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let (method, path) = (request.method().to_string(), request.uri().path().to_owned());
     let response = client.request(request).await.expect("response");
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let bytes = response.into_body().collect().await.expect("body").to_bytes();
     let text = String::from_utf8_lossy(&bytes).into_owned();
     let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    if !leaks::issues_secret(&method, &path)
+        && let Some(kind) = leaks::secret_in(&text)
+    {
+        panic!("{method} {path} answered with {kind}: {text}");
+    }
+    leaks::assert_none_logged();
     Reply { status, headers, body, text }
 }
 
