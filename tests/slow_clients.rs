@@ -1,9 +1,10 @@
 //! Slow and greedy clients at the gateway's listener (`up` mode): a
-//! request head trickled in a line at a time, a connection that never
-//! sends anything, a keep-alive connection left idle: each is closed once
-//! `gateway.request_head_timeout` has passed, while other clients are
-//! served; and one address cannot open more than
-//! `gateway.max_connections_per_client` connections.
+//! request head trickled in a line at a time (answered 408), a connection
+//! that never sends anything, a keep-alive connection left idle: each is
+//! closed once `gateway.request_head_timeout` has passed, while other
+//! clients are served; one address cannot open more than
+//! `gateway.max_connections_per_client` connections; a request body that
+//! stalls is answered 408.
 //!
 //! The clients pace themselves with sleeps (that is what slow clients do);
 //! nothing here waits for the server with one.
@@ -79,11 +80,20 @@ async fn slow_idle_and_greedy_clients_are_cut_off_while_others_are_served() {
     }
     assert!(until_closed(&mut silent).await.is_empty(), "a silent connection is closed, unanswered");
 
+    // A head left unfinished is answered 408 problem+json, then closed.
+    let mut unfinished = TcpStream::connect(addr).await.expect("connect");
+    unfinished.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.expect("half a head");
+    let answer = String::from_utf8_lossy(&until_closed(&mut unfinished).await).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("application/problem+json") && answer.contains("request-timeout"), "{answer}");
+
     // A keep-alive connection: answered, then closed when left idle.
     let mut idle = TcpStream::connect(addr).await.expect("connect");
     idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("request");
     let answered = until_closed(&mut idle).await;
     assert!(answered.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answered));
+    let answered = String::from_utf8_lossy(&answered);
+    assert_eq!(answered.matches("HTTP/1.1 ").count(), 1, "no 408 for an idle connection: {answered}");
 
     // One address: PER_CLIENT connections, then the next is closed at once
     // while the first ones still work.

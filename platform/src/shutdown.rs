@@ -1,7 +1,15 @@
 //! Graceful shutdown: stop accepting on SIGTERM or Ctrl-C, let in-flight
 //! requests finish, and give up on them after a deadline.
 
-use std::{future::Future, io, time::Duration};
+use std::{
+    future::Future,
+    io,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use tokio_util::sync::CancellationToken;
 
@@ -169,14 +177,28 @@ pub async fn serve_http(
                     return;
                 }
                 match tls {
-                    None => serve_connection(&builder, watcher, tcp, app, peer, None, limits.body_timeout).await,
+                    None => {
+                        // A second handle on the socket, to answer 408 once
+                        // hyper has given up on a request head and dropped its own.
+                        let answer = tcp_handle(&tcp);
+                        let pending = Arc::new(AtomicBool::new(false));
+                        let io = Watched { io: tcp, pending: pending.clone() };
+                        let served =
+                            serve_connection(&builder, watcher, io, app, peer, None, limits.body_timeout).await;
+                        if let (Err(err), Some(answer)) = (served, answer)
+                            && pending.load(Ordering::Relaxed)
+                            && err.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout)
+                        {
+                            request_timeout(answer).await;
+                        }
+                    }
                     Some(tls) => {
                         // The handshake is part of the head: the same time.
                         let Ok(Ok((stream, cert))) = tokio::time::timeout(limits.head_timeout, tls.accept(tcp)).await
                         else {
                             return;
                         };
-                        serve_connection(&builder, watcher, stream, app, peer, cert, limits.body_timeout).await;
+                        let _ = serve_connection(&builder, watcher, stream, app, peer, cert, limits.body_timeout).await;
                     }
                 }
                 drop(slot);
@@ -200,7 +222,8 @@ async fn serve_connection<IO>(
     peer: std::net::SocketAddr,
     cert: Option<crate::tls::PeerCertificate>,
     body_timeout: Duration,
-) where
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     use tower::ServiceExt;
@@ -216,7 +239,106 @@ async fn serve_connection<IO>(
         hyper_util::rt::TokioIo::new(io),
         hyper_util::service::TowerToHyperService::new(service),
     );
-    let _ = watcher.watch(connection.into_owned()).await;
+    watcher.watch(connection.into_owned()).await
+}
+
+/// A connection's socket that notes whether bytes of a request arrived
+/// since the last answer was written: a request head that times out then
+/// is answered 408 (HAProxy's `timeout http-request`), an idle keep-alive
+/// connection is closed without a word.
+struct Watched<IO> {
+    io: IO,
+    pending: Arc<AtomicBool>,
+}
+
+impl<IO: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<IO> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.pending.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<IO> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.io).poll_write(cx, data);
+        if matches!(polled, std::task::Poll::Ready(Ok(1..))) {
+            self.pending.store(false, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> std::task::Poll<io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        if matches!(polled, std::task::Poll::Ready(Ok(1..))) {
+            self.pending.store(false, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Another handle on `tcp`'s socket (`None` if the system refuses one),
+/// registered with the runtime only if it is used.
+fn tcp_handle(tcp: &tokio::net::TcpStream) -> Option<std::net::TcpStream> {
+    use std::os::fd::AsFd;
+    tcp.as_fd().try_clone_to_owned().ok().map(std::net::TcpStream::from)
+}
+
+/// Answers 408 problem+json on a connection whose request head took too
+/// long, then closes it; a client that does not read gets a second at most.
+async fn request_timeout(socket: std::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    // The duplicate shares the original's non-blocking mode.
+    let Ok(mut socket) = tokio::net::TcpStream::from_std(socket) else { return };
+    let problem = crate::problem::Problem::new(
+        http::StatusCode::REQUEST_TIMEOUT,
+        "request-timeout",
+        "Request timeout",
+        "the request head did not arrive in time",
+    );
+    let body = serde_json::to_string(&problem).unwrap_or_default();
+    let answer = format!(
+        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/problem+json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        socket.write_all(answer.as_bytes()).await?;
+        socket.shutdown().await
+    })
+    .await;
 }
 
 /// Serves gRPC `routes` on `listener` until `shutdown`, then drains.
