@@ -94,6 +94,11 @@ async fn call_with(
         request = request.header("idempotency-key", idempotency_key);
     }
     let request = request.body(Body::from(body)).expect("request");
+    send(app, request).await
+}
+
+/// `request` through `app`, and what came back.
+async fn send(app: &Router, request: Request<Body>) -> Reply {
     let response = app.clone().oneshot(request).await.expect("response");
     let (parts, body) = response.into_parts();
     let bytes = axum::body::to_bytes(body, 64 * 1024).await.expect("body");
@@ -319,14 +324,7 @@ async fn call_from(app: &Router, client: &str, key: &str) -> Reply {
     let mut request =
         Request::builder().uri("/partner/v1/orders").header("x-api-key", key).body(Body::empty()).expect("request");
     request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-    let response = app.clone().oneshot(request).await.expect("response");
-    let (parts, body) = response.into_parts();
-    let bytes = axum::body::to_bytes(body, 64 * 1024).await.expect("body");
-    Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
-    }
+    send(app, request).await
 }
 
 #[tokio::test]
