@@ -26,10 +26,14 @@ pub enum Mode {
     Production,
 }
 
-/// Secrets shared between tiers (`[internal]`).
+/// What the tiers share in `serve` mode (`[internal]`): the principal's
+/// signing secret and TLS between them.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Internal {
+    /// TLS between the tiers (`[internal.tls]`); none: plain HTTP/2 and
+    /// HTTP, for one host or a mesh that encrypts for us.
+    pub tls: Option<InternalTls>,
     /// File holding the secret (at least 32 bytes) with which the gateway
     /// signs the principal it hands to the experience tier in `serve` mode.
     /// Dev mode creates `<data dir>/internal/principal.key` when neither
@@ -37,6 +41,51 @@ pub struct Internal {
     pub principal_secret_file: Option<PathBuf>,
     /// The same secret inline; meant for `ERP_CONNECT__INTERNAL__PRINCIPAL_SECRET`.
     pub principal_secret: Option<String>,
+}
+
+/// `[internal.tls]`: in `serve` mode the experience, process and system
+/// tiers serve TLS only, and each caller (gateway, experience, process,
+/// and `import`/`reconcile`) trusts `ca_file` alone for the next tier and
+/// reaches it at an `https://` address whose host its certificate names.
+/// File names are relative to the config file's folder; certificate and
+/// key are read again when they change. `up` mode has no hop to encrypt.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct InternalTls {
+    /// PEM: the CA (or CAs) that issued the tiers' certificates.
+    pub ca_file: PathBuf,
+    /// PEM: this tier's certificate chain, served to callers and presented
+    /// to the next tier when it asks (mTLS). For both, its extended key
+    /// usage names server and client authentication.
+    pub cert_file: PathBuf,
+    /// PEM: its private key.
+    pub key_file: PathBuf,
+    /// mTLS: a tier refuses a connection without a certificate `ca_file`
+    /// issued, so only tiers reach each other (besides the service JWT the
+    /// process tier checks). Scrapers of `/metrics` then need one too.
+    #[serde(default)]
+    pub require_client_certificate: bool,
+    /// How often the certificate and key files are checked for a change.
+    /// Default 10 s.
+    #[serde(default = "ten_seconds", with = "humantime_serde")]
+    pub reload_interval: Duration,
+}
+
+fn ten_seconds() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl InternalTls {
+    /// A tier's listener and its certificate, file names resolved from `base`.
+    pub fn files(&self, base: &Path) -> platform::tls::Files {
+        platform::tls::Files {
+            cert_file: base.join(&self.cert_file),
+            key_file: base.join(&self.key_file),
+            client_ca_file: Some(base.join(&self.ca_file)),
+            client_certificate_required: self.require_client_certificate,
+            reload_interval: self.reload_interval,
+        }
+    }
 }
 
 /// The whole configuration.
@@ -155,12 +204,36 @@ impl Config {
             .map_err(Error::Partners)
     }
 
+    /// The tiers' addresses of each other, by their keys.
+    fn upstream_urls(&self) -> [(&'static str, &str); 3] {
+        [
+            ("gateway.experience_url", &self.gateway.experience_url),
+            ("experience.process_url", &self.experience.process_url),
+            ("process.system_url", &self.process.system_url),
+        ]
+    }
+
+    /// For `serve` mode: with `[internal.tls]` every tier's address is
+    /// `https://` (the next tier serves TLS only), else none is.
+    pub fn validate_serve(&self) -> Result<(), Error> {
+        let tls = self.internal.tls.is_some();
+        for (key, url) in self.upstream_urls() {
+            if tls && !url.starts_with("https://") {
+                return Err(Error::Invalid {
+                    key,
+                    reason: format!("{url:?} must be https:// with [internal.tls]: the next tier speaks TLS only"),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Checks what types alone cannot.
     pub fn validate(&self) -> Result<(), Error> {
         self.partners()?;
-        upstream_url("gateway.experience_url", &self.gateway.experience_url)?;
-        upstream_url("experience.process_url", &self.experience.process_url)?;
-        upstream_url("process.system_url", &self.process.system_url)?;
+        for (key, url) in self.upstream_urls() {
+            upstream_url(key, url, self.internal.tls.is_some())?;
+        }
         if self.gateway.jwt_leeway > Duration::from_secs(gateway::auth::MAX_LEEWAY_SECS) {
             return Err(Error::Invalid { key: "gateway.jwt_leeway", reason: "must be at most 60s".into() });
         }
@@ -233,10 +306,15 @@ impl Config {
     }
 }
 
-fn upstream_url(key: &'static str, url: &str) -> Result<(), Error> {
+/// `url` is a tier's address: `http://host:port`, or `https://` with TLS.
+fn upstream_url(key: &'static str, url: &str, tls: bool) -> Result<(), Error> {
     let uri: http::Uri = url.parse().map_err(|_| Error::Invalid { key, reason: format!("{url:?} is not a URL") })?;
-    if uri.scheme_str() != Some("http") || uri.authority().is_none() || uri.path() != "/" {
-        return Err(Error::Invalid { key, reason: format!("{url:?} must look like http://host:port") });
+    let scheme = if tls { "https" } else { "http" };
+    if uri.scheme_str() == Some("https") && !tls {
+        return Err(Error::Invalid { key, reason: format!("{url:?} needs [internal.tls]: the CA to trust") });
+    }
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() || uri.path() != "/" {
+        return Err(Error::Invalid { key, reason: format!("{url:?} must look like {scheme}://host:port") });
     }
     Ok(())
 }

@@ -28,8 +28,13 @@ pub async fn orders(
 ) -> Result<usize, StartError> {
     let url = process_url.unwrap_or(&config.experience.process_url);
     let token = crate::service_auth::service_token(config)?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    let tls = crate::internal_client_tls(config, stop).await?;
     let channel =
-        channel::with_authorization(channel::connect_lazy(url, Duration::from_secs(600))?, move || token.header());
+        channel::with_authorization(channel::connect_lazy(url, Duration::from_secs(600), tls.as_ref())?, move || {
+            token.header()
+        });
     let mut client = OrderBatchServiceClient::new(channel);
     let io = |e: std::io::Error| StartError::Io(std::io::Error::new(e.kind(), format!("{}: {e}", file.display())));
     let mut input = tokio::fs::File::open(file).await.map_err(io)?;

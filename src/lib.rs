@@ -130,6 +130,27 @@ pub async fn gateway_tls(
     Ok((gateway::tls::with_hsts(router, tls.hsts()), Some(server)))
 }
 
+/// `[internal.tls]`, the listener's side: an inner tier in `serve` mode
+/// serves TLS only, its certificate watched until `stop`.
+pub async fn internal_server_tls(
+    config: &Config,
+    stop: tokio_util::sync::CancellationToken,
+) -> Result<Option<platform::tls::ServerTls>, StartError> {
+    let Some(tls) = &config.internal.tls else { return Ok(None) };
+    Ok(Some(platform::tls::ServerTls::load(&tls.files(&config.config_dir), stop).await?))
+}
+
+/// `[internal.tls]`, the caller's side: the CA trusted for the next tier,
+/// and this tier's certificate for when it asks for one.
+pub async fn internal_client_tls(
+    config: &Config,
+    stop: tokio_util::sync::CancellationToken,
+) -> Result<Option<platform::tls::ClientTls>, StartError> {
+    let Some(tls) = &config.internal.tls else { return Ok(None) };
+    let files = tls.files(&config.config_dir);
+    Ok(Some(platform::tls::ClientTls::load(&config.config_dir.join(&tls.ca_file), Some(&files), stop).await?))
+}
+
 /// The webhooks' settings: the run mode's targets and the key that seals
 /// endpoint secrets (`webhooks.secret_key`, created in the data directory
 /// in dev mode).

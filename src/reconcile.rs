@@ -21,8 +21,13 @@ const PUBLISH_WITHIN: Duration = Duration::from_secs(30);
 /// Runs the checks, prints the report on stdout; `Ok(true)` when every
 /// invariant holds.
 pub async fn run(config: &Config, system_url: Option<&str>) -> Result<bool, StartError> {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
     let system = match system_url {
-        Some(url) => channel::connect_lazy(url, config.process.system_timeout)?,
+        Some(url) => {
+            let tls = crate::internal_client_tls(config, stop).await?;
+            channel::connect_lazy(url, config.process.system_timeout, tls.as_ref())?
+        }
         None => {
             let tier = system_apis::SystemTier::start(&config.erp, &config.payments, &config.data_dir).await?;
             channel::in_process(tier.routes())

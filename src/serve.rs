@@ -3,6 +3,9 @@
 //! experience over HTTP, experience → process and process → system over
 //! gRPC (HTTP/2, connections reused).
 //!
+//! With `[internal.tls]` each of these hops is TLS (HTTPS, gRPC over TLS)
+//! with the configured CA, mutual if asked.
+//!
 //! The process tier admits only calls with a service JWT (reflection and
 //! health excepted), and the experience tier sends its own on every call;
 //! see [`crate::service_auth`].
@@ -34,7 +37,8 @@ pub enum Target {
 enum Server {
     /// With TLS on the gateway (`[gateway.tls]`).
     Http(axum::Router, Option<platform::tls::ServerTls>),
-    Grpc(tonic::service::Routes),
+    /// With TLS between tiers (`[internal.tls]`).
+    Grpc(tonic::service::Routes, Option<platform::tls::ServerTls>),
 }
 
 /// One tier, built and ready to serve.
@@ -51,14 +55,24 @@ impl Tier {
     /// Builds `target` from `config`. Binds nothing.
     pub async fn build(target: Target, config: &Config) -> Result<Self, StartError> {
         config.validate()?;
+        config.validate_serve()?;
         let tasks = CancellationToken::new();
+        let client_tls = crate::internal_client_tls(config, tasks.clone()).await?;
+        let server_tls = match target {
+            Target::Gateway => None,
+            _ => crate::internal_server_tls(config, tasks.clone()).await?,
+        };
         let server = match target {
             Target::System => {
                 let system = system_apis::SystemTier::start(&config.erp, &config.payments, &config.data_dir).await?;
-                Server::Grpc(platform::metrics::grpc_with_endpoint(system.routes()))
+                Server::Grpc(platform::metrics::grpc_with_endpoint(system.routes()), server_tls)
             }
             Target::Process => {
-                let system = channel::connect_lazy(&config.process.system_url, config.process.system_timeout)?;
+                let system = channel::connect_lazy(
+                    &config.process.system_url,
+                    config.process.system_timeout,
+                    client_tls.as_ref(),
+                )?;
                 let auth = crate::service_auth::authenticator(config)?;
                 let process = process_apis::ProcessTier::start(
                     &config.process,
@@ -73,16 +87,23 @@ impl Tier {
                 )
                 .await?;
                 // `/metrics` outside the service-token check: scrapers have none.
-                Server::Grpc(platform::metrics::grpc_with_endpoint(crate::service_auth::require_service_token(
-                    process.routes(),
-                    auth,
-                    &config.process.service_subjects,
-                )))
+                Server::Grpc(
+                    platform::metrics::grpc_with_endpoint(crate::service_auth::require_service_token(
+                        process.routes(),
+                        auth,
+                        &config.process.service_subjects,
+                    )),
+                    server_tls,
+                )
             }
             Target::Experience => {
                 let token = crate::service_auth::service_token(config)?;
                 let process = channel::with_authorization(
-                    channel::connect_lazy(&config.experience.process_url, config.experience.process_timeout)?,
+                    channel::connect_lazy(
+                        &config.experience.process_url,
+                        config.experience.process_timeout,
+                        client_tls.as_ref(),
+                    )?,
                     move || token.header(),
                 );
                 let router = experience_apis::router(
@@ -96,7 +117,7 @@ impl Tier {
                         router,
                         crate::principal_signer(config)?,
                     )),
-                    None,
+                    server_tls,
                 )
             }
             Target::Gateway => {
@@ -105,6 +126,7 @@ impl Tier {
                     &config.gateway.experience_url,
                     crate::principal_signer(config)?,
                     config.gateway.upstream_timeout,
+                    client_tls.as_ref(),
                 )?;
                 let router = gateway::with_cors(
                     gateway::router_with_limits(auth, upstream, dev_jwks, config.gateway.limits()?),
@@ -128,7 +150,9 @@ impl Tier {
             Server::Http(router, tls) => {
                 platform::shutdown::serve_http(listener, router, shutdown, self.grace, self.limits, tls).await?
             }
-            Server::Grpc(routes) => platform::shutdown::serve_grpc(listener, routes, shutdown, self.grace).await?,
+            Server::Grpc(routes, tls) => {
+                platform::shutdown::serve_grpc(listener, routes, shutdown, self.grace, tls).await?
+            }
         }
         Ok(())
     }

@@ -85,7 +85,7 @@ impl App {
         let grace = self.config.shutdown_grace;
         let limits = self.config.gateway.http_limits();
         let http = platform::shutdown::serve_http(http, self.gateway, shutdown.clone(), grace, limits, self.tls);
-        let grpc = platform::shutdown::serve_grpc(grpc, self.process_grpc, shutdown, grace);
+        let grpc = platform::shutdown::serve_grpc(grpc, self.process_grpc, shutdown, grace, None);
         let (http, grpc) = tokio::join!(http, grpc);
         http?;
         grpc?;

@@ -193,3 +193,152 @@ fn mapping_test_shows_what_a_partners_mapping_makes_of_each_record() {
         "partners.nope",
     );
 }
+
+/// `up` started with `config`, its whole output (stdout and stderr) kept,
+/// and the gateway's address once its banner names it.
+struct Up {
+    child: std::process::Child,
+    output: std::sync::Arc<std::sync::Mutex<String>>,
+    drains: [std::thread::JoinHandle<()>; 2],
+}
+
+impl Up {
+    fn start(config: &str, data_dir: &std::path::Path) -> (Self, Option<std::net::SocketAddr>) {
+        use std::io::BufRead;
+        let mut child = Command::new(BIN)
+            .args(["up", "--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0", "--config", config, "--data-dir"])
+            .arg(data_dir)
+            .env_remove("ERP_CONNECT_CONFIG")
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("erp-connect starts");
+        let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let drain = |pipe: Box<dyn std::io::Read + Send>, tx: std::sync::mpsc::Sender<Option<std::net::SocketAddr>>| {
+            let output = output.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                    if line.contains("HTTP API")
+                        && let Some(addr) =
+                            line.split_whitespace().find_map(|w| w.strip_prefix("http://")?.parse().ok())
+                    {
+                        let _ = tx.send(Some(addr));
+                    }
+                    let mut all = output.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    all.push_str(&line);
+                    all.push('\n');
+                }
+                // The pipe closed: the process ended.
+                let _ = tx.send(None);
+            })
+        };
+        let drains = [
+            drain(Box::new(child.stdout.take().expect("stdout")), tx.clone()),
+            drain(Box::new(child.stderr.take().expect("stderr")), tx),
+        ];
+        let addr = rx.recv_timeout(std::time::Duration::from_secs(60)).ok().flatten();
+        (Self { child, output, drains }, addr)
+    }
+
+    /// Stops it and returns all it wrote.
+    fn stop(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // The pipes close with the process: the drains then hold everything.
+        for drain in self.drains {
+            drain.join().expect("drain thread");
+        }
+        self.output.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+}
+
+/// Passwords in the configuration never reach a log line, an error or an
+/// answer: `up` runs with a marked password in the database URL (real
+/// PostgreSQL; trust authentication ignores it), in the Redis URL (a
+/// Redis that is down), in the Tryton password file (a Tryton that is
+/// down) and as the internal principal secret, serves requests that use
+/// each, and its whole output at `info` is searched for the marks. A
+/// start that fails on such a URL is searched too.
+#[tokio::test]
+async fn configured_passwords_never_reach_a_log_line_an_error_or_an_answer() {
+    let marks = ["pg-Pa55-7c1e", "redis-Pa55-41d2", "tryton-Pa55-0b7e", "principal-secret-9f3a-0123456789abcdef"];
+    let [pg, redis, tryton, principal] = marks;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A database each: the gateway's and the process tier's migrations are kept apart.
+    let databases = [
+        platform::database::ScratchPostgres::create("secrets_gateway").await,
+        platform::database::ScratchPostgres::create("secrets_process").await,
+    ];
+    let [gateway_url, process_url] =
+        databases.each_ref().map(|db| db.url().replacen("postgres@", &format!("postgres:{pg}@"), 1));
+    let password_file = dir.path().join("tryton.password");
+    std::fs::write(&password_file, format!("{tryton}\n")).expect("password file");
+    let config = config_file(
+        &dir,
+        &format!(
+            "[internal]\nprincipal_secret = \"{principal}\"\n\
+             [gateway]\ndatabase_url = \"{gateway_url}\"\nredis_url = \"redis://:{redis}@127.0.0.1:1\"\n\
+             [process]\ndatabase_url = \"{process_url}\"\n\
+             [erp]\nbackend = \"tryton\"\n\
+             [erp.tryton]\nurl = \"http://127.0.0.1:1\"\ndatabase = \"erp\"\npassword_file = {password_file:?}\n"
+        ),
+    );
+    let data_dir = dir.path().join("data");
+    let (up, addr) = Up::start(&config, &data_dir);
+    let Some(addr) = addr else { panic!("up did not start: {}", up.stop()) };
+    let url = |path: &str| format!("http://{addr}{path}");
+    let mut answers = String::new();
+    let ops = harness::token(&data_dir, "ops");
+    let web = harness::token(&data_dir, "catalog:read orders:read orders:write");
+    for reply in [
+        harness::get(&url("/readyz"), None).await,
+        harness::get(&url("/web/v1/products"), Some(&web)).await,
+        harness::post_json(
+            &url("/web/v1/orders"),
+            &web,
+            &serde_json::json!({"lines": [{"sku": "GADGET-1", "quantity": 1}], "payment": {"method": "on_account"}}),
+            Some("secrets-1"),
+        )
+        .await,
+        harness::get(&url("/ops/v1/keys"), Some(&ops)).await,
+    ] {
+        answers.push_str(&reply.text);
+    }
+    // A key from the PostgreSQL key store, used where the limits need Redis.
+    let created = harness::post_json(
+        &url("/ops/v1/keys"),
+        &ops,
+        &serde_json::json!({"partner": "acme", "scopes": ["orders:read"], "plan": "bronze"}),
+        None,
+    )
+    .await;
+    assert_eq!(created.status, 201, "the key store on PostgreSQL works: {}", created.text);
+    let key = created.body["key"].as_str().expect("key").to_owned();
+    let mut usage = http::Request::get(url("/partner/v1/usage")).header("x-api-key", &key);
+    usage = usage.header("accept", "application/json");
+    answers.push_str(&harness::send(usage.body(Default::default()).expect("request")).await.text);
+    let output = up.stop();
+    assert!(output.contains("erp-connect is up") && output.contains("\"level\":\"WARN\""), "{output}");
+    for mark in marks {
+        assert!(!output.contains(mark), "{mark} in the output: {output}");
+        assert!(!answers.contains(mark), "{mark} in an answer: {answers}");
+    }
+    assert_eq!(harness::leaks::secret_in(&output), None, "{output}");
+    eprintln!(
+        "{} output lines and {} answer bytes searched for {} passwords",
+        output.lines().count(),
+        answers.len(),
+        marks.len()
+    );
+
+    // A start that fails on the database URL names it without its password.
+    let config =
+        config_file(&dir, &format!("[process]\ndatabase_url = \"postgres://postgres:{pg}@127.0.0.1:1/nowhere\"\n"));
+    let (up, addr) = Up::start(&config, &dir.path().join("failed"));
+    let output = up.stop();
+    assert_eq!(addr, None, "no database, no start: {output}");
+    assert!(!output.contains(pg), "{output}");
+}

@@ -144,43 +144,7 @@ async fn sigkilled_process_tier_loses_no_order_and_charges_nobody_twice() {
 
     // Finish every order: pay the on-account ones, ship whatever waits.
     let mut orders = client(tier.addr, &system.service_token).await;
-    let mut finished: HashMap<String, o2c::Order> = HashMap::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while finished.len() < ORDERS {
-        assert!(tokio::time::Instant::now() < deadline, "orders still running: {:?}", ids.len() - finished.len());
-        let running: Vec<String> = ids.iter().filter(|id| !finished.contains_key(*id)).cloned().collect();
-        for id in &running {
-            let order = orders
-                .get_order(o2c::GetOrderRequest { tenant: String::new(), order_id: id.clone() })
-                .await
-                .expect("order")
-                .into_inner();
-            match order.status() {
-                OrderStatus::Completed | OrderStatus::Rejected | OrderStatus::Cancelled => {
-                    finished.insert(id.clone(), order);
-                }
-                OrderStatus::Invoiced if order.payment_method() == PaymentMethod::OnAccount => {
-                    let payment = o2c::RecordPaymentRequest {
-                        idempotency_key: "cash".into(),
-                        tenant: String::new(),
-                        order_id: id.clone(),
-                        currency: order.currency.clone(),
-                        amount: order.total.clone(),
-                    };
-                    orders.record_payment(payment).await.expect("cash applied");
-                }
-                OrderStatus::Paid => {
-                    for shipment_id in &order.erp.as_ref().expect("refs").shipment_ids {
-                        let request = o2c::CompleteShipmentRequest { shipment_id: shipment_id.clone() };
-                        orders.complete_shipment(request).await.expect("shipped");
-                    }
-                }
-                _ => {}
-            }
-        }
-        // Give the sagas and the feed a moment between sweeps.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let finished = harness::settle_orders(&mut orders, &ids, Duration::from_secs(120)).await;
     let by_status = finished.values().fold(HashMap::<i32, usize>::new(), |mut m, o| {
         *m.entry(o.status).or_default() += 1;
         m

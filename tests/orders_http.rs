@@ -161,6 +161,16 @@ async fn serve_mode_a_card_order_reaches_paid_and_replays_are_the_same_order() {
 }
 
 #[tokio::test]
+async fn serve_mode_over_mutual_tls_between_tiers_a_card_order_reaches_paid() {
+    let app = harness::spawn_serve_with(|config| {
+        config.internal.tls = Some(harness::internal_tls(&config.data_dir.join("tls"), true));
+    })
+    .await;
+    a_card_order_is_paid(&app).await;
+    app.stop_all().await;
+}
+
+#[tokio::test]
 async fn bad_order_input_gets_a_problem_naming_the_field() {
     let app = spawn_up().await;
     let alice = token(&app, "alice", WEB_SCOPES, None);

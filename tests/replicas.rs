@@ -16,37 +16,7 @@ use erp_connect_proto::{
     payments::v1::{self as pay, payment_service_client::PaymentServiceClient},
 };
 use harness::{ChildrensSystem, ProcessChannel, ProcessTier, with_token};
-use sqlx::{Connection, PgConnection};
 use tonic::transport::Channel;
-
-const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-
-/// A database of its own for this run, dropped when the test ends.
-struct Database {
-    name: String,
-}
-
-impl Database {
-    async fn create() -> Self {
-        let name = format!("o2c_replicas_{}", ulid::Ulid::new().to_string().to_lowercase());
-        let mut admin = PgConnection::connect(ADMIN_URL).await.expect("PostgreSQL at 127.0.0.1:5432");
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await
-            .expect("create");
-        Self { name }
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
-    }
-
-    async fn drop_now(self) {
-        let mut admin = PgConnection::connect(ADMIN_URL).await.expect("PostgreSQL");
-        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await.expect("drop");
-    }
-}
 
 fn client(addr: std::net::SocketAddr, token: &str) -> OrderToCashServiceClient<ProcessChannel> {
     OrderToCashServiceClient::new(with_token(
@@ -57,7 +27,7 @@ fn client(addr: std::net::SocketAddr, token: &str) -> OrderToCashServiceClient<P
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_replicas_sagas_are_finished_by_another_acting_once_per_step() {
-    let database = Database::create().await;
+    let database = platform::database::ScratchPostgres::create("o2c_replicas").await;
     let system = ChildrensSystem::start(&format!("database_url = \"{}\"", database.url()), "").await;
     let (system_addr, config_file) = (system.addr, system.config_file.clone());
     let (first, second) = (ProcessTier::start(&config_file), ProcessTier::start(&config_file));
@@ -118,5 +88,5 @@ async fn a_dead_replicas_sagas_are_finished_by_another_acting_once_per_step() {
 
     second.kill();
     system.stop().await;
-    database.drop_now().await;
+    drop(database);
 }

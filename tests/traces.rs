@@ -185,6 +185,7 @@ impl Child {
             move || {
                 // Keeps draining, so the child never blocks on a full pipe.
                 for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                    harness::leaks::scan(&line);
                     if let Ok(entry) = serde_json::from_str::<Value>(&line)
                         && entry["message"] == "serving"
                         && let Some(addr) = entry["addr"].as_str().and_then(|a| a.parse::<SocketAddr>().ok())
@@ -198,6 +199,7 @@ impl Child {
         let stdout = process.stdout.take().expect("stdout");
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                harness::leaks::scan(&line);
                 if line.contains("HTTP API")
                     && let Some(addr) = line.split_whitespace().find_map(|w| w.strip_prefix("http://")?.parse().ok())
                 {

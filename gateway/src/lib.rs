@@ -75,8 +75,12 @@ pub struct Config {
     /// How long a locked-out address gets 429. Default 60 s.
     #[serde(with = "humantime_serde")]
     pub auth_lockout: Duration,
-    /// Load balancers whose `X-Forwarded-For` names the client. Default none.
+    /// Load balancers that name the client (see `client_address_header`).
+    /// Default none.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Where a trusted proxy names the client: `x-forwarded-for` (default)
+    /// or `forwarded` (RFC 7239). Only the entry the proxy added is read.
+    pub client_address_header: lockout::ClientAddressHeader,
     /// Clock skew tolerated on `exp`/`nbf`, at most 60 s. Default 30 s.
     #[serde(with = "humantime_serde")]
     pub jwt_leeway: Duration,
@@ -113,7 +117,8 @@ impl Config {
     /// The rate limits and quotas this configuration asks for.
     pub fn limits(&self) -> Result<limits::Limits, limits::Error> {
         let lockout =
-            lockout::Lockout::new(self.auth_failures_per_minute, self.auth_lockout, self.trusted_proxies.clone());
+            lockout::Lockout::new(self.auth_failures_per_minute, self.auth_lockout, self.trusted_proxies.clone())
+                .with_client_address_header(self.client_address_header);
         Ok(limits::Limits::new(&self.plans(), self.redis_url.as_deref())?.with_lockout(lockout))
     }
 }
@@ -142,6 +147,7 @@ impl Default for Config {
             auth_failures_per_minute: 50,
             auth_lockout: Duration::from_secs(60),
             trusted_proxies: Vec::new(),
+            client_address_header: lockout::ClientAddressHeader::default(),
             issuers: Vec::new(),
             cors_origins: Vec::new(),
             database_url: None,
@@ -864,7 +870,7 @@ mod tests {
         let auth = auth::Authenticator::new(&[(dev_idp::ISSUER.to_owned(), vec!["erp-connect".to_owned()], jwks)], 30)
             .expect("auth");
         let signer = platform::principal::PrincipalSigner::new(&[7; 32]).expect("signer");
-        let upstream = upstream::Upstream::http(&url, signer, Duration::from_millis(200)).expect("upstream");
+        let upstream = upstream::Upstream::http(&url, signer, Duration::from_millis(200), None).expect("upstream");
         let app = router(auth, upstream, None);
         let request = Request::builder()
             .uri("/partner/v1/orders")

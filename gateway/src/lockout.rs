@@ -7,15 +7,24 @@
 //!
 //! The client address is the TCP peer's, or, when the peer is one of
 //! `gateway.trusted_proxies` (a load balancer), the address that proxy
-//! put last in `X-Forwarded-For`: only a proxy we trust may name the
-//! client, else anyone could rotate the header to dodge the count.
-//! Per replica: an attacker spread over N replicas gets N times the
-//! threshold before each locks, which still ends the run.
+//! put last in `X-Forwarded-For` (or, with `gateway.client_address_header
+//! = "forwarded"`, the `for=` of the last `Forwarded` element, RFC 7239):
+//! only a proxy we trust may name the client, else anyone could rotate the
+//! header to dodge the count. Only the entry the proxy added counts: the
+//! ones before it are the client's word. Per replica: an attacker spread
+//! over N replicas gets N times the threshold before each locks, which
+//! still ends the run.
+//!
+//! Failures are not counted per API key prefix: every key starts with the
+//! same `erpk_live_`, so such a count would lock out every partner at once.
 
 use std::{
     collections::HashMap,
     net::{IpAddr, SocketAddr},
-    sync::Mutex,
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -26,6 +35,17 @@ const TRACKED_MAX: usize = 100_000;
 /// The counting window.
 const WINDOW: Duration = Duration::from_secs(60);
 
+/// Which header a trusted proxy names the client in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientAddressHeader {
+    /// `X-Forwarded-For: client, proxy1`: what most load balancers send.
+    #[default]
+    XForwardedFor,
+    /// `Forwarded: for=client;proto=https` (RFC 7239).
+    Forwarded,
+}
+
 /// The lockout settings and each address's failures.
 #[derive(Debug)]
 pub struct Lockout {
@@ -33,7 +53,13 @@ pub struct Lockout {
     threshold: u32,
     cooldown: Duration,
     trusted_proxies: Vec<IpAddr>,
+    header: ClientAddressHeader,
     addresses: Mutex<HashMap<IpAddr, Failures>>,
+    /// When the last lockout ends, in milliseconds since `epoch`: before
+    /// then [`Lockout::locked`] looks an address up, after it answers
+    /// without taking the lock (the usual case: nobody locked out).
+    locks_end: AtomicU64,
+    epoch: Instant,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -53,7 +79,25 @@ impl Lockout {
     /// `threshold` failures a minute (0: off), locked for `cooldown`; the
     /// client of a `trusted_proxies` peer is read from `X-Forwarded-For`.
     pub fn new(threshold: u32, cooldown: Duration, trusted_proxies: Vec<IpAddr>) -> Self {
-        Self { threshold, cooldown, trusted_proxies, addresses: Mutex::default() }
+        Self {
+            threshold,
+            cooldown,
+            trusted_proxies,
+            header: ClientAddressHeader::default(),
+            addresses: Mutex::default(),
+            locks_end: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Reads the client of a trusted proxy from `header`.
+    pub fn with_client_address_header(mut self, header: ClientAddressHeader) -> Self {
+        self.header = header;
+        self
+    }
+
+    fn millis(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
     }
 
     /// The client address of a request from `peer` with `headers`.
@@ -62,19 +106,23 @@ impl Lockout {
         if !self.trusted_proxies.contains(&peer) {
             return Some(peer);
         }
-        // The proxy appends the address it saw: the last entry is its word.
-        let forwarded = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|a| a.trim().parse::<IpAddr>().ok())
-            .next_back();
-        Some(forwarded.unwrap_or(peer))
+        // The proxy appends the address it saw: the last entry is its word,
+        // and if that is no address the peer counts, never an earlier entry.
+        let last = |name: &str| {
+            headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).next_back()
+        };
+        let named = match self.header {
+            ClientAddressHeader::XForwardedFor => last("x-forwarded-for").and_then(|a| a.trim().parse().ok()),
+            ClientAddressHeader::Forwarded => last("forwarded").and_then(forwarded_for),
+        };
+        Some(named.unwrap_or(peer))
     }
 
     /// How long `client` stays locked, if it is.
     pub fn locked(&self, client: IpAddr, now: Instant) -> Option<Duration> {
+        if self.millis(now) >= self.locks_end.load(Ordering::Relaxed) {
+            return None;
+        }
         let addresses = self.addresses.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let until = addresses.get(&client)?.locked_until?;
         (until > now).then(|| until - now)
@@ -106,6 +154,7 @@ impl Lockout {
             return false;
         }
         *failures = Failures { since: now, count: 0, locked_until: Some(now + self.cooldown) };
+        self.locks_end.fetch_max(self.millis(now + self.cooldown) + 1, Ordering::Relaxed);
         counter!("erp_connect_auth_lockouts_total").increment(1);
         tracing::warn!(
             client = %client,
@@ -115,6 +164,20 @@ impl Lockout {
         );
         true
     }
+}
+
+/// The client address in one `Forwarded` element: `for=192.0.2.60`,
+/// `for="192.0.2.60:4711"`, `for="[2001:db8::17]:4711"`; none for an
+/// obfuscated one (`for=unknown`, `for=_hidden`).
+fn forwarded_for(element: &str) -> Option<IpAddr> {
+    let value = element.split(';').find_map(|pair| {
+        let (name, value) = pair.trim().split_once('=')?;
+        name.trim().eq_ignore_ascii_case("for").then(|| value.trim().trim_matches('"'))
+    })?;
+    if let Some(bracketed) = value.strip_prefix('[') {
+        return bracketed.split(']').next()?.parse().ok();
+    }
+    value.parse().ok().or_else(|| value.rsplit_once(':')?.0.parse().ok())
 }
 
 #[cfg(test)]
@@ -146,5 +209,26 @@ mod tests {
         let stranger: SocketAddr = "203.0.113.99:5000".parse().expect("addr");
         assert_eq!(lockout.client(Some(stranger), &headers), Some(stranger.ip()), "a forged header is ignored");
         assert_eq!(lockout.client(None, &headers), None);
+        // The proxy's entry is no address: the proxy counts, not the client's entries.
+        headers.insert("x-forwarded-for", "203.0.113.7, garbage".parse().expect("header"));
+        assert_eq!(lockout.client(Some(proxy), &headers), Some(proxy.ip()));
+    }
+
+    #[test]
+    fn a_trusted_proxy_may_name_the_client_in_forwarded_instead() {
+        let proxy: SocketAddr = "192.0.2.10:4000".parse().expect("addr");
+        let lockout = Lockout::new(3, Duration::from_secs(60), vec![proxy.ip()])
+            .with_client_address_header(ClientAddressHeader::Forwarded);
+        let client = |value: &str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert("forwarded", value.parse().expect("header"));
+            // Ignored in this mode: the client could have written it.
+            headers.insert("x-forwarded-for", "203.0.113.99".parse().expect("header"));
+            lockout.client(Some(proxy), &headers)
+        };
+        assert_eq!(client("for=203.0.113.7, for=198.51.100.4;proto=https"), "198.51.100.4".parse().ok());
+        assert_eq!(client("for=\"198.51.100.4:4711\""), "198.51.100.4".parse().ok());
+        assert_eq!(client("proto=https;For=\"[2001:db8::17]:4711\""), "2001:db8::17".parse().ok());
+        assert_eq!(client("for=203.0.113.7, for=unknown"), Some(proxy.ip()), "obfuscated: the proxy counts");
     }
 }

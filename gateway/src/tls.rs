@@ -59,6 +59,8 @@ impl Config {
             cert_file: base.join(&self.cert_file),
             key_file: base.join(&self.key_file),
             client_ca_file: self.client_ca_file.as_ref().map(|f| base.join(f)),
+            // The gateway decides per tenant (`client_certificates`).
+            client_certificate_required: false,
             reload_interval: self.reload_interval,
         }
     }

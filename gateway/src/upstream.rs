@@ -1,5 +1,6 @@
 //! Where the gateway sends a request once it is authorized: the experience
-//! tier, either as a router in this process (`up`) or over HTTP (`serve`).
+//! tier, either as a router in this process (`up`) or over HTTP or HTTPS
+//! (`serve`, HTTPS with `[internal.tls]`).
 //!
 //! Either way the raw credential is removed and the verified principal is
 //! attached: as a request extension in-process, as a gateway-signed header
@@ -31,7 +32,8 @@ use tracing::Instrument;
 /// Errors reaching the experience tier.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The configured address is not an absolute `http://host:port` URI.
+    /// The configured address is not an absolute `http://host:port` URI
+    /// (`https://` with TLS settings).
     #[error("invalid experience tier address {0:?}")]
     InvalidUrl(String),
     /// The principal could not be signed.
@@ -54,13 +56,15 @@ impl IntoResponse for Error {
             }
             Error::Timeout => {
                 tracing::warn!(error = %self, "experience tier too slow");
-                Problem::new(
+                let mut problem = Problem::new(
                     StatusCode::GATEWAY_TIMEOUT,
                     "timeout",
                     "Gateway timeout",
                     "the service did not answer in time; a retry with the same Idempotency-Key is safe",
-                )
-                .into_response()
+                );
+                // As for a 503: the contract tells clients when to come back.
+                problem.retry_after = Some(1);
+                problem.into_response()
             }
             err => {
                 tracing::error!(error = %err, "forwarding failed");
@@ -76,14 +80,14 @@ pub enum Upstream {
     /// The experience router in this process, and the deadline of one
     /// forwarded request (as over HTTP: `gateway.upstream_timeout`).
     InProcess(Router, Duration),
-    /// The experience tier over HTTP.
+    /// The experience tier over HTTP or HTTPS.
     Http(Box<HttpUpstream>),
 }
 
 /// The experience tier at `base`, with pooled keep-alive connections.
 #[derive(Clone)]
 pub struct HttpUpstream {
-    client: Client<HttpConnector, Body>,
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>,
     /// Scheme and authority of the experience tier.
     base: Uri,
     signer: PrincipalSigner,
@@ -105,15 +109,39 @@ const STRIPPED: &[HeaderName] = &[
 ];
 
 impl Upstream {
-    /// An HTTP upstream at `url` (e.g. `http://127.0.0.1:8090`).
-    pub fn http(url: &str, signer: PrincipalSigner, timeout: Duration) -> Result<Self, Error> {
+    /// An HTTP upstream at `url` (e.g. `http://127.0.0.1:8090`), or with
+    /// `tls` an HTTPS one (`https://experience.internal:8090`).
+    pub fn http(
+        url: &str,
+        signer: PrincipalSigner,
+        timeout: Duration,
+        tls: Option<&platform::tls::ClientTls>,
+    ) -> Result<Self, Error> {
         let base: Uri = url.parse().map_err(|_| Error::InvalidUrl(url.to_owned()))?;
-        if base.scheme_str() != Some("http") || base.authority().is_none() {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        if base.scheme_str() != Some(scheme) || base.authority().is_none() {
             return Err(Error::InvalidUrl(url.to_owned()));
         }
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        connector.enforce_http(false);
+        let tls_config = match tls {
+            Some(tls) => tls.config(),
+            // Never used: the address is http://.
+            None => rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .map_err(|_| Error::InvalidUrl(url.to_owned()))?
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
+        };
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector);
         Ok(Upstream::Http(Box::new(HttpUpstream { client, base, signer, timeout })))
     }

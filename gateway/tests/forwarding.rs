@@ -65,7 +65,7 @@ async fn the_experience_tier_gets_a_signed_principal_and_never_the_callers_crede
         .expect("auth")
         .with_api_keys(store);
     let signer = PrincipalSigner::new(&[9u8; 32]).expect("signer");
-    let upstream = Upstream::http(&echo_tier().await, signer.clone(), Duration::from_secs(5)).expect("upstream");
+    let upstream = Upstream::http(&echo_tier().await, signer.clone(), Duration::from_secs(5), None).expect("upstream");
     let app = router(auth, upstream, None);
 
     let token = idp

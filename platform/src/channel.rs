@@ -41,20 +41,48 @@ pub enum Error {
         /// Why it was rejected.
         source: tonic::transport::Error,
     },
+    /// An `https://` address without TLS settings, or an `http://` one
+    /// with them (the next tier would not understand the other).
+    #[error("upstream address {url:?}: {reason}")]
+    Scheme {
+        /// The address as configured.
+        url: String,
+        /// What does not fit.
+        reason: &'static str,
+    },
 }
 
-/// A lazily connecting HTTP/2 channel to `url` (e.g. `http://10.0.0.5:8082`).
+/// A lazily connecting HTTP/2 channel to `url`: `http://10.0.0.5:8082`, or
+/// with `tls`, `https://process.internal:8082`.
 ///
 /// Lazy, so a tier starts even while the next one is down; calls then fail
 /// with `UNAVAILABLE` until it is back, and the connection is reused.
-pub fn connect_lazy(url: &str, timeout: Duration) -> Result<GrpcChannel, Error> {
+pub fn connect_lazy(url: &str, timeout: Duration, tls: Option<&crate::tls::ClientTls>) -> Result<GrpcChannel, Error> {
     let endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(|source| Error::InvalidUrl { url: url.to_owned(), source })?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30));
     let server = endpoint.uri().authority().cloned();
-    let channel = endpoint.connect_lazy().map_err(|e| TransportError(e.into()));
+    let https = endpoint.uri().scheme_str() == Some("https");
+    let scheme = |reason| Error::Scheme { url: url.to_owned(), reason };
+    let channel = match tls {
+        None if https => return Err(scheme("https:// needs [internal.tls]: the CA to trust")),
+        None => endpoint.connect_lazy(),
+        Some(_) if !https => return Err(scheme("must be https:// with [internal.tls]: the next tier speaks TLS")),
+        Some(tls) => {
+            let mut tcp = hyper_util::client::legacy::connect::HttpConnector::new();
+            tcp.enforce_http(false);
+            tcp.set_nodelay(true);
+            let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls.config())
+                .https_only()
+                .enable_http2()
+                .wrap_connector(tcp);
+            endpoint.connect_with_connector_lazy(connector)
+        }
+    }
+    .map_err(|e| TransportError(e.into()));
     Ok(crate::telemetry::grpc_client(BoxCloneSyncService::new(with_deadline(channel, timeout)), server))
 }
 
@@ -93,7 +121,14 @@ where
                 .and_then(crate::deadline::parse_grpc_timeout)
                 .unwrap_or(default);
             match tokio::time::timeout(deadline, inner.oneshot(request)).await {
-                Ok(answer) => answer,
+                Ok(Ok(answer)) => Ok(answer),
+                // Not reached, or the connection broke mid-call: UNAVAILABLE,
+                // as the gRPC spec has it for transport failures (tonic says
+                // UNKNOWN), so callers retry rather than fail the request (an
+                // order's idempotency key makes the retry safe).
+                Ok(Err(err)) => {
+                    Ok(tonic::Status::unavailable(format!("the tier could not be reached: {err}")).into_http())
+                }
                 Err(_) => {
                     Ok(tonic::Status::deadline_exceeded("the tier did not answer within its deadline").into_http())
                 }

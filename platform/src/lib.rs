@@ -16,8 +16,8 @@
 //! - [`health`]: `grpc.health.v1` answered by probing what a tier depends on.
 //! - [`shutdown`]: SIGTERM/Ctrl-C handling and draining servers, and the
 //!   HTTP server loop with its per-client limits.
-//! - [`tls`]: TLS (and mTLS) on an HTTP listener, certificates reloaded
-//!   when their files change.
+//! - [`tls`]: TLS (and mTLS) on a listener and to the next tier,
+//!   certificates reloaded when their files change.
 //! - [`request_id`]: `x-request-id` on every HTTP response.
 //! - [`telemetry`]: logs, OpenTelemetry spans and W3C trace context
 //!   across tiers.

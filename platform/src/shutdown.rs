@@ -5,7 +5,7 @@ use std::{
     future::Future,
     io,
     sync::{
-        Arc,
+        Arc, Mutex, PoisonError,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -177,28 +177,14 @@ pub async fn serve_http(
                     return;
                 }
                 match tls {
-                    None => {
-                        // A second handle on the socket, to answer 408 once
-                        // hyper has given up on a request head and dropped its own.
-                        let answer = tcp_handle(&tcp);
-                        let pending = Arc::new(AtomicBool::new(false));
-                        let io = Watched { io: tcp, pending: pending.clone() };
-                        let served =
-                            serve_connection(&builder, watcher, io, app, peer, None, limits.body_timeout).await;
-                        if let (Err(err), Some(answer)) = (served, answer)
-                            && pending.load(Ordering::Relaxed)
-                            && err.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout)
-                        {
-                            request_timeout(answer).await;
-                        }
-                    }
+                    None => serve_watched(&builder, watcher, tcp, app, peer, None, limits.body_timeout).await,
                     Some(tls) => {
                         // The handshake is part of the head: the same time.
                         let Ok(Ok((stream, cert))) = tokio::time::timeout(limits.head_timeout, tls.accept(tcp)).await
                         else {
                             return;
                         };
-                        let _ = serve_connection(&builder, watcher, stream, app, peer, cert, limits.body_timeout).await;
+                        serve_watched(&builder, watcher, stream, app, peer, cert, limits.body_timeout).await;
                     }
                 }
                 drop(slot);
@@ -210,6 +196,35 @@ pub async fn serve_http(
         Ok(())
     };
     drain(server, shutdown, grace).await
+}
+
+/// One connection's requests ([`serve_connection`]); a request head that
+/// timed out once some of it had arrived is answered 408 problem+json
+/// (HAProxy's `timeout http-request`), an idle keep-alive connection is
+/// closed without a word.
+async fn serve_watched<IO>(
+    builder: &hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+    io: IO,
+    app: axum::Router,
+    peer: std::net::SocketAddr,
+    cert: Option<crate::tls::PeerCertificate>,
+    body_timeout: Duration,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let watched = Watched { io: Arc::new(Mutex::new(io)), pending: Arc::new(AtomicBool::new(false)) };
+    let (io, pending) = (watched.io.clone(), watched.pending.clone());
+    let served = serve_connection(builder, watcher, watched, app, peer, cert, body_timeout).await;
+    // hyper has dropped its handle on the connection by now (an upgraded
+    // one keeps it, and gets no 408).
+    if let Err(err) = served
+        && pending.load(Ordering::Relaxed)
+        && err.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout)
+        && let Ok(io) = Arc::try_unwrap(io)
+    {
+        request_timeout(io.into_inner().unwrap_or_else(PoisonError::into_inner)).await;
+    }
 }
 
 /// One connection's requests, each told its peer's address and client
@@ -242,23 +257,29 @@ where
     watcher.watch(connection.into_owned()).await
 }
 
-/// A connection's socket that notes whether bytes of a request arrived
-/// since the last answer was written: a request head that times out then
-/// is answered 408 (HAProxy's `timeout http-request`), an idle keep-alive
-/// connection is closed without a word.
+/// A connection (TCP or TLS) that notes whether bytes of a request arrived
+/// since the last answer was written, and is shared so that it can still
+/// be answered once hyper gives up on it. The lock is never contended:
+/// hyper drives the connection, and the 408 is written after hyper is done.
 struct Watched<IO> {
-    io: IO,
+    io: Arc<Mutex<IO>>,
     pending: Arc<AtomicBool>,
+}
+
+impl<IO> Watched<IO> {
+    fn io(&self) -> std::sync::MutexGuard<'_, IO> {
+        self.io.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl<IO: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<IO> {
     fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
+        self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<io::Result<()>> {
         let before = buf.filled().len();
-        let polled = std::pin::Pin::new(&mut self.io).poll_read(cx, buf);
+        let polled = std::pin::Pin::new(&mut *self.io()).poll_read(cx, buf);
         if buf.filled().len() > before {
             self.pending.store(true, Ordering::Relaxed);
         }
@@ -268,11 +289,11 @@ impl<IO: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<IO> {
 
 impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<IO> {
     fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
+        self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
         data: &[u8],
     ) -> std::task::Poll<io::Result<usize>> {
-        let polled = std::pin::Pin::new(&mut self.io).poll_write(cx, data);
+        let polled = std::pin::Pin::new(&mut *self.io()).poll_write(cx, data);
         if matches!(polled, std::task::Poll::Ready(Ok(1..))) {
             self.pending.store(false, Ordering::Relaxed);
         }
@@ -280,11 +301,11 @@ impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<IO> {
     }
 
     fn poll_write_vectored(
-        mut self: std::pin::Pin<&mut Self>,
+        self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> std::task::Poll<io::Result<usize>> {
-        let polled = std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        let polled = std::pin::Pin::new(&mut *self.io()).poll_write_vectored(cx, bufs);
         if matches!(polled, std::task::Poll::Ready(Ok(1..))) {
             self.pending.store(false, Ordering::Relaxed);
         }
@@ -292,37 +313,25 @@ impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<IO> {
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
+        self.io().is_write_vectored()
     }
 
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    fn poll_flush(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut *self.io()).poll_flush(cx)
     }
 
     fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
+        self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+        std::pin::Pin::new(&mut *self.io()).poll_shutdown(cx)
     }
-}
-
-/// Another handle on `tcp`'s socket (`None` if the system refuses one),
-/// registered with the runtime only if it is used.
-fn tcp_handle(tcp: &tokio::net::TcpStream) -> Option<std::net::TcpStream> {
-    use std::os::fd::AsFd;
-    tcp.as_fd().try_clone_to_owned().ok().map(std::net::TcpStream::from)
 }
 
 /// Answers 408 problem+json on a connection whose request head took too
 /// long, then closes it; a client that does not read gets a second at most.
-async fn request_timeout(socket: std::net::TcpStream) {
+async fn request_timeout<IO: tokio::io::AsyncWrite + Unpin>(mut socket: IO) {
     use tokio::io::AsyncWriteExt;
-    // The duplicate shares the original's non-blocking mode.
-    let Ok(mut socket) = tokio::net::TcpStream::from_std(socket) else { return };
     let problem = crate::problem::Problem::new(
         http::StatusCode::REQUEST_TIMEOUT,
         "request-timeout",
@@ -341,23 +350,133 @@ async fn request_timeout(socket: std::net::TcpStream) {
     .await;
 }
 
-/// Serves gRPC `routes` on `listener` until `shutdown`, then drains.
+/// Serves gRPC `routes` on `listener` until `shutdown`, then drains; over
+/// TLS when `tls` is given (`[internal.tls]`).
 pub async fn serve_grpc(
     listener: tokio::net::TcpListener,
     routes: tonic::service::Routes,
     shutdown: Shutdown,
     grace: Duration,
+    tls: Option<crate::tls::ServerTls>,
 ) -> io::Result<()> {
     let signal = shutdown.clone();
-    // An HTTP/2 answer is several frames written one after the other
-    // (headers, data, trailers): without TCP_NODELAY the later ones wait for
-    // the peer's delayed ACK, milliseconds per call (measured: four tiers on
-    // one core served 600 catalogue pages/s, the core mostly idle).
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let stopped = async move { signal.cancelled().await };
     // HTTP/1.1 too, for Prometheus scraping `GET /metrics` on a gRPC port.
-    let server = tonic::transport::Server::builder()
-        .accept_http1(true)
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming, async move { signal.cancelled().await });
-    drain(async move { server.await.map_err(io::Error::other) }, shutdown, grace).await
+    let server = tonic::transport::Server::builder().accept_http1(true).add_routes(routes);
+    match tls {
+        None => {
+            // An HTTP/2 answer is several frames written one after the other
+            // (headers, data, trailers): without TCP_NODELAY the later ones wait for
+            // the peer's delayed ACK, milliseconds per call (measured: four tiers on
+            // one core served 600 catalogue pages/s, the core mostly idle).
+            let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            let server = server.serve_with_incoming_shutdown(incoming, stopped);
+            drain(async move { server.await.map_err(io::Error::other) }, shutdown, grace).await
+        }
+        Some(tls) => {
+            let incoming = tls_incoming(listener, tls, shutdown.clone());
+            let server = server.serve_with_incoming_shutdown(incoming, stopped);
+            drain(async move { server.await.map_err(io::Error::other) }, shutdown, grace).await
+        }
+    }
+}
+
+/// How long a TLS handshake between tiers may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The connections accepted on `listener` once their TLS handshake is done.
+/// Each handshake runs in its own task, so a slow or failing client holds
+/// up no other; a failed one is logged (a tier without the right
+/// certificate is a deployment error an operator must see).
+fn tls_incoming(
+    listener: tokio::net::TcpListener,
+    tls: crate::tls::ServerTls,
+    stop: Shutdown,
+) -> impl futures_util::Stream<Item = io::Result<TlsConnection>> {
+    let (connections, incoming) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "cannot accept a connection");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = stop.cancelled() => return,
+                () = connections.closed() => return,
+            };
+            let _ = tcp.set_nodelay(true);
+            let (tls, connections) = (tls.clone(), connections.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
+                    Ok(Ok((stream, _))) => {
+                        let _ = connections.send(Ok(TlsConnection(stream))).await;
+                    }
+                    Ok(Err(err)) => tracing::warn!(client = %peer, error = %err, "TLS handshake failed"),
+                    Err(_) => tracing::warn!(client = %peer, "TLS handshake did not finish in time"),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(incoming)
+}
+
+/// A gRPC connection over TLS, as tonic's server takes it.
+struct TlsConnection(tokio_rustls::server::TlsStream<tokio::net::TcpStream>);
+
+impl tonic::transport::server::Connected for TlsConnection {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        tonic::transport::server::Connected::connect_info(self.0.get_ref().0)
+    }
+}
+
+impl tokio::io::AsyncRead for TlsConnection {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for TlsConnection {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
 }

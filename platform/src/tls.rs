@@ -1,10 +1,15 @@
-//! TLS on an HTTP listener (the gateway's): rustls with TLS 1.2 and 1.3
-//! only, a certificate and key read from PEM files and read again when
-//! either file changes (a renewed certificate is served without a restart),
-//! and, with a client CA, client certificates (mTLS) verified and handed to
-//! each request as its [`PeerCertificate`] fingerprint. Whether a caller
-//! must present one is the gateway's business, not this module's: a client
-//! without a certificate completes the handshake.
+//! TLS with rustls, TLS 1.2 and 1.3 only, certificates and keys read from
+//! PEM files and read again when either file changes (a renewed
+//! certificate is served, or presented, without a restart).
+//!
+//! - [`ServerTls`]: a listener's side (the gateway's, and in `serve` mode
+//!   each tier's with `[internal.tls]`). With a client CA, client
+//!   certificates (mTLS) are verified and handed to each request as its
+//!   [`PeerCertificate`] fingerprint; whether one is required is the
+//!   listener's choice ([`Files::client_certificate_required`]).
+//! - [`ClientTls`]: a tier calling the next one: it trusts only the
+//!   configured CA (not the system's roots: an internal hop has no business
+//!   with a public certificate) and presents its own certificate when asked.
 
 use std::{
     path::{Path, PathBuf},
@@ -24,12 +29,17 @@ use sha2::Digest;
 /// What a TLS listener is built from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Files {
-    /// PEM: the server's certificate chain, leaf first.
+    /// PEM: the certificate chain, leaf first (served, or presented to a
+    /// server as a client certificate).
     pub cert_file: PathBuf,
     /// PEM: its private key (PKCS#8, PKCS#1 or SEC1).
     pub key_file: PathBuf,
     /// PEM: the CAs whose client certificates are verified; none: no mTLS.
     pub client_ca_file: Option<PathBuf>,
+    /// With a client CA: a connection without a client certificate fails
+    /// its handshake (between tiers). Without: it completes, and the
+    /// gateway decides per tenant.
+    pub client_certificate_required: bool,
     /// How often the certificate and key files are checked for a change.
     pub reload_interval: Duration,
 }
@@ -89,28 +99,21 @@ impl ServerTls {
     /// certificate and key until `stop`.
     pub async fn load(files: &Files, stop: tokio_util::sync::CancellationToken) -> Result<Self, Error> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let (key, stamp) = read_pair(files, &provider).await?;
-        let current = Arc::new(Current(RwLock::new(Arc::new(key))));
+        let current = Current::load(files, &provider, stop).await?;
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| Error::Config(e.to_string()))?;
         let builder = match &files.client_ca_file {
             Some(path) => {
-                let mut roots = RootCertStore::empty();
-                for cert in certificates(path, &read(path).await?)? {
-                    roots.add(cert).map_err(|e| invalid(path, e))?;
-                }
-                let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                    .allow_unauthenticated()
-                    .build()
-                    .map_err(|e| invalid(path, e))?;
-                builder.with_client_cert_verifier(verifier)
+                let verifier = WebPkiClientVerifier::builder_with_provider(roots(path).await?, provider.clone());
+                let verifier =
+                    if files.client_certificate_required { verifier } else { verifier.allow_unauthenticated() };
+                builder.with_client_cert_verifier(verifier.build().map_err(|e| invalid(path, e))?)
             }
             None => builder.with_no_client_auth(),
         };
-        let mut config = builder.with_cert_resolver(current.clone());
+        let mut config = builder.with_cert_resolver(current);
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        tokio::spawn(watch(files.clone(), provider, current, stamp, stop));
         Ok(Self { acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)) })
     }
 
@@ -134,13 +137,89 @@ impl ServerTls {
     }
 }
 
-/// The certificate being served, swapped when its files change.
+/// The client side of TLS to the next tier.
+#[derive(Clone)]
+pub struct ClientTls {
+    config: Arc<rustls::ClientConfig>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientTls")
+    }
+}
+
+impl ClientTls {
+    /// Trusts the CAs in `ca_file` only, and presents `identity`'s
+    /// certificate (watched until `stop`) to a server that asks for one.
+    pub async fn load(
+        ca_file: &Path,
+        identity: Option<&Files>,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Result<Self, Error> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| Error::Config(e.to_string()))?
+            .with_root_certificates(roots(ca_file).await?);
+        let config = match identity {
+            Some(files) => builder.with_client_cert_resolver(Current::load(files, &provider, stop).await?),
+            None => builder.with_no_client_auth(),
+        };
+        Ok(Self { config: Arc::new(config) })
+    }
+
+    /// The rustls configuration, for a connector (ALPN is the connector's
+    /// to set: HTTP/2 for gRPC, HTTP/1.1 for the experience hop).
+    pub fn config(&self) -> rustls::ClientConfig {
+        (*self.config).clone()
+    }
+}
+
+/// The certificates of `path` as a trust store.
+async fn roots(path: &Path) -> Result<Arc<RootCertStore>, Error> {
+    let mut roots = RootCertStore::empty();
+    for cert in certificates(path, &read(path).await?)? {
+        roots.add(cert).map_err(|e| invalid(path, e))?;
+    }
+    Ok(Arc::new(roots))
+}
+
+/// The certificate being served or presented, swapped when its files change.
 #[derive(Debug)]
 struct Current(RwLock<Arc<CertifiedKey>>);
 
+impl Current {
+    /// Reads `files`' pair and watches it until `stop`.
+    async fn load(
+        files: &Files,
+        provider: &Arc<CryptoProvider>,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Result<Arc<Self>, Error> {
+        let (key, stamp) = read_pair(files, provider).await?;
+        let current = Arc::new(Current(RwLock::new(Arc::new(key))));
+        tokio::spawn(watch(files.clone(), provider.clone(), current.clone(), stamp, stop));
+        Ok(current)
+    }
+
+    fn get(&self) -> Arc<CertifiedKey> {
+        self.0.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
 impl ResolvesServerCert for Current {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.read().unwrap_or_else(PoisonError::into_inner).clone())
+        Some(self.get())
+    }
+}
+
+impl rustls::client::ResolvesClientCert for Current {
+    fn resolve(&self, _issuers: &[&[u8]], _schemes: &[rustls::SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.get())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
     }
 }
 

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part of it
 
+pub mod faults;
 pub mod leaks;
 
 use std::{net::SocketAddr, path::Path, time::Duration};
@@ -186,6 +187,7 @@ pub async fn spawn_up_with(adjust: impl FnOnce(&mut Config)) -> Running {
     let data_dir = tempfile::tempdir().expect("tempdir");
     let mut config = test_config(data_dir.path());
     adjust(&mut config);
+    leaks::forbid_passwords_of(&config);
     let app = App::build(config).await.expect("up builds");
     let (http, grpc) = (listener().await, listener().await);
     let addr = http.local_addr().expect("addr");
@@ -212,15 +214,27 @@ pub async fn spawn_serve() -> Running {
 
 /// [`spawn_serve`] with `adjust` applied to the config.
 pub async fn spawn_serve_with(adjust: impl FnOnce(&mut Config)) -> Running {
+    spawn_serve_routed(adjust, |_, addr| addr).await
+}
+
+/// [`spawn_serve_with`], each tier reached by its caller at the address
+/// `route` gives for the tier's own (a fault proxy in front of it, say).
+pub async fn spawn_serve_routed(
+    adjust: impl FnOnce(&mut Config),
+    mut route: impl FnMut(Target, SocketAddr) -> SocketAddr,
+) -> Running {
     leaks::watch_logs();
     let data_dir = tempfile::tempdir().expect("tempdir");
     let mut config = test_config(data_dir.path());
     adjust(&mut config);
+    leaks::forbid_passwords_of(&config);
     let listeners = [listener().await, listener().await, listener().await, listener().await];
     let [gw, exp, proc_, sys] = listeners.each_ref().map(|l| l.local_addr().expect("addr"));
-    config.gateway.experience_url = format!("http://{exp}");
-    config.experience.process_url = format!("http://{proc_}");
-    config.process.system_url = format!("http://{sys}");
+    // The tiers' certificates name 127.0.0.1 when `[internal.tls]` is set.
+    let scheme = if config.internal.tls.is_some() { "https" } else { "http" };
+    config.gateway.experience_url = format!("{scheme}://{}", route(Target::Experience, exp));
+    config.experience.process_url = format!("{scheme}://{}", route(Target::Process, proc_));
+    config.process.system_url = format!("{scheme}://{}", route(Target::System, sys));
     let all = Shutdown::new();
     let mut tasks = Vec::new();
     for (target, listener) in [Target::System, Target::Process, Target::Experience, Target::Gateway].into_iter().zip({
@@ -236,6 +250,100 @@ pub async fn spawn_serve_with(adjust: impl FnOnce(&mut Config)) -> Running {
         tasks.push((target, shutdown, task));
     }
     Running { http: gw, grpc: vec![(Target::Process, proc_), (Target::System, sys)], data_dir, shutdown: all, tasks }
+}
+
+/// `[internal.tls]` for [`spawn_serve_with`], with files written to `dir`
+/// at test time: `ca.pem`, and `tier.pem`/`tier.key` for 127.0.0.1, fit
+/// to serve and to present as a client (mTLS between tiers).
+pub fn internal_tls(dir: &Path, require_client_certificate: bool) -> erp_connect::config::InternalTls {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+    std::fs::create_dir_all(dir).expect("tls dir");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "erp-connect test internal CA");
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("key")).expect("CA");
+    let mut tier = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).expect("params");
+    tier.distinguished_name.push(DnType::CommonName, "erp-connect tier");
+    tier.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    let key = KeyPair::generate().expect("key");
+    let cert = tier.signed_by(&key, &ca).expect("signed");
+    std::fs::write(dir.join("ca.pem"), ca.pem()).expect("ca");
+    std::fs::write(dir.join("tier.pem"), cert.pem()).expect("cert");
+    std::fs::write(dir.join("tier.key"), key.serialize_pem()).expect("key");
+    erp_connect::config::InternalTls {
+        ca_file: dir.join("ca.pem"),
+        cert_file: dir.join("tier.pem"),
+        key_file: dir.join("tier.key"),
+        require_client_certificate,
+        reload_interval: Duration::from_secs(10),
+    }
+}
+
+/// Polls `done` until it holds, failing after `within` with `what`.
+pub async fn until<F, Fut>(within: Duration, what: &str, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    let mut pause = Duration::from_millis(10);
+    while !done().await {
+        assert!(tokio::time::Instant::now() < deadline, "not in {within:?}: {what}");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// Drives every order in `ids` to a terminal status through the process
+/// tier, as the other systems would: cash recorded for an invoiced
+/// on-account order, shipments completed for a paid one. Returns the
+/// orders as they ended; fails after `within`.
+pub async fn settle_orders(
+    orders: &mut erp_connect_proto::order_to_cash::v1::order_to_cash_service_client::OrderToCashServiceClient<
+        ProcessChannel,
+    >,
+    ids: &std::collections::HashSet<String>,
+    within: Duration,
+) -> std::collections::HashMap<String, erp_connect_proto::order_to_cash::v1::Order> {
+    use erp_connect_proto::order_to_cash::v1::{self as o2c, OrderStatus, PaymentMethod};
+    let mut finished = std::collections::HashMap::new();
+    let deadline = tokio::time::Instant::now() + within;
+    while finished.len() < ids.len() {
+        assert!(tokio::time::Instant::now() < deadline, "orders still running: {}", ids.len() - finished.len());
+        let running: Vec<&String> = ids.iter().filter(|id| !finished.contains_key(*id)).collect();
+        for id in running {
+            let order = orders
+                .get_order(o2c::GetOrderRequest { tenant: String::new(), order_id: id.clone() })
+                .await
+                .expect("order")
+                .into_inner();
+            match order.status() {
+                OrderStatus::Completed | OrderStatus::Rejected | OrderStatus::Cancelled => {
+                    finished.insert(id.clone(), order);
+                }
+                OrderStatus::Invoiced if order.payment_method() == PaymentMethod::OnAccount => {
+                    let payment = o2c::RecordPaymentRequest {
+                        idempotency_key: "cash".into(),
+                        tenant: String::new(),
+                        order_id: id.clone(),
+                        currency: order.currency.clone(),
+                        amount: order.total.clone(),
+                    };
+                    orders.record_payment(payment).await.expect("cash applied");
+                }
+                OrderStatus::Paid => {
+                    for shipment_id in &order.erp.as_ref().expect("refs").shipment_ids {
+                        let request = o2c::CompleteShipmentRequest { shipment_id: shipment_id.clone() };
+                        orders.complete_shipment(request).await.expect("shipped");
+                    }
+                }
+                _ => {}
+            }
+        }
+        // Give the sagas and the feed a moment between sweeps.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    finished
 }
 
 /// A parsed HTTP response.
@@ -340,6 +448,7 @@ impl ProcessTier {
             // Keep draining after the address is known, so the child never
             // blocks on a full pipe.
             for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+                leaks::scan(&line);
                 let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
                 if entry["message"] == "serving"
                     && let Some(addr) = entry["addr"].as_str().and_then(|a| a.parse::<SocketAddr>().ok())
@@ -356,6 +465,7 @@ impl ProcessTier {
         // SIGKILL: no drain, no cleanup.
         self.child.kill().expect("kill");
         self.child.wait().expect("reaped");
+        leaks::assert_none_logged();
     }
 }
 
@@ -393,6 +503,7 @@ impl ChildrensSystem {
         let data_dir = tempfile::tempdir().expect("tempdir");
         let mut config = test_config(data_dir.path());
         adjust(&mut config);
+        leaks::forbid_passwords_of(&config);
         let listener = listener().await;
         let addr = listener.local_addr().expect("addr");
         let tier = Tier::build(Target::System, &config).await.expect("system tier");

@@ -71,6 +71,11 @@ pub fn config(db_prefix: &str) -> Config {
     server(db_prefix, "erp_contract", None, LTS)
 }
 
+/// The test servers' admin password: distinctive, so that the secrets scan
+/// of the test suites (`tests/harness/leaks.rs`) can look for it in every
+/// log line and answer.
+pub const PASSWORD: &str = "erp-connect-test-Pa55w0rd";
+
 /// The Tryton series the project is built against first: 8.0, the LTS.
 pub const LTS: &str = "8.0";
 
@@ -132,6 +137,7 @@ fn set_up(db_prefix: &str, snapshot: &str, modules: Option<&str>, series: &str) 
         .env("SNAPSHOT", snapshot)
         .env("MODULES", modules.unwrap_or_default())
         .env("SERIES", series)
+        .env("ADMIN_PASSWORD", PASSWORD)
         .env("OWNER_PID", std::process::id().to_string())
         .stderr(std::process::Stdio::inherit())
         .output()
