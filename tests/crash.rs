@@ -15,12 +15,8 @@ use std::{
     time::Duration,
 };
 
-use erp_connect_proto::{
-    order_to_cash::v1::{
-        self as o2c, OrderStatus, PaymentMethod, order_to_cash_service_client::OrderToCashServiceClient,
-        place_order_request::Payment,
-    },
-    payments::v1::{self as pay, payment_service_client::PaymentServiceClient},
+use erp_connect_proto::order_to_cash::v1::{
+    self as o2c, OrderStatus, order_to_cash_service_client::OrderToCashServiceClient, place_order_request::Payment,
 };
 use futures_util::StreamExt;
 use harness::{BIN, ChildrensSystem, ProcessChannel, ProcessTier, with_token};
@@ -88,15 +84,47 @@ async fn sigkilled_process_tier_loses_no_order_and_charges_nobody_twice() {
     .await;
     let (system_addr, config_file) = (system.addr, system.config_file.clone());
 
-    // Place the orders while a killer restarts the tier at random moments.
+    // Place the orders while a killer restarts the tier at random moments,
+    // each once a saga holds its lease (a step under way): the kill lands
+    // mid-step, which the count of leases just before it shows.
     let tier = ProcessTier::start(&config_file);
     let (addr_tx, addr_rx) = tokio::sync::watch::channel(tier.addr);
+    let sagas = sqlx::SqlitePool::connect(&format!("sqlite://{}", system.data_dir.path().join("process.db").display()))
+        .await
+        .expect("saga store");
     let killer = tokio::spawn({
         let config_file = config_file.clone();
         async move {
             let mut tier = tier;
+            let mut mid_step = Vec::new();
             for _ in 0..KILLS {
                 tokio::time::sleep(Duration::from_millis(150 + random_below(400))).await;
+                let leased = std::sync::atomic::AtomicI64::new(0);
+                harness::until(Duration::from_secs(20), "a saga in a step to kill", || {
+                    let sagas = &sagas;
+                    let leased = &leased;
+                    async move {
+                        let now = i64::try_from(
+                            std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .expect("clock")
+                                .as_millis(),
+                        )
+                        .expect("ms");
+                        let n = sqlx::query_scalar::<_, i64>(
+                            "SELECT COUNT(*) FROM orders WHERE lease_until > ? \
+                             AND status NOT IN ('completed', 'rejected', 'cancelled')",
+                        )
+                        .bind(now)
+                        .fetch_one(sagas)
+                        .await
+                        .expect("leases");
+                        leased.store(n, std::sync::atomic::Ordering::Relaxed);
+                        n > 0
+                    }
+                })
+                .await;
+                mid_step.push(leased.into_inner());
                 tier.kill();
                 tier = tokio::task::spawn_blocking({
                     let config_file = config_file.clone();
@@ -106,7 +134,7 @@ async fn sigkilled_process_tier_loses_no_order_and_charges_nobody_twice() {
                 .expect("restart");
                 addr_tx.send(tier.addr).expect("address watched");
             }
-            tier
+            (tier, mid_step)
         }
     });
     let placing = (0..ORDERS).map(|i| {
@@ -138,7 +166,7 @@ async fn sigkilled_process_tier_loses_no_order_and_charges_nobody_twice() {
         }
     });
     let accepted = futures_util::future::join_all(placing).await;
-    let tier = killer.await.expect("killer");
+    let (tier, mid_step) = killer.await.expect("killer");
     let ids: HashSet<String> = accepted.iter().map(|o| o.id.clone()).collect();
     assert_eq!(ids.len(), ORDERS, "one order per idempotency key");
 
@@ -150,7 +178,8 @@ async fn sigkilled_process_tier_loses_no_order_and_charges_nobody_twice() {
         m
     });
     eprintln!(
-        "{ORDERS} orders, {KILLS} SIGKILLs, {} PlaceOrder calls found the tier down; outcomes {by_status:?}",
+        "{ORDERS} orders, {KILLS} SIGKILLs with {mid_step:?} sagas mid-step, {} PlaceOrder calls found the tier \
+         down; outcomes {by_status:?}",
         REFUSED.load(std::sync::atomic::Ordering::Relaxed)
     );
     let declined = finished.values().filter(|o| o.status() == OrderStatus::Rejected).count();
@@ -165,18 +194,10 @@ async fn sigkilled_process_tier_loses_no_order_and_charges_nobody_twice() {
     assert_eq!(customers.keys().copied().collect::<HashSet<_>>(), placed, "every order's customer");
     assert!(customers.values().all(|ids| ids.len() == 1 && !ids.contains("")), "{customers:?}");
 
-    // No payment captured twice (or for more than the order).
-    let mut payments =
-        PaymentServiceClient::new(Channel::from_shared(format!("http://{system_addr}")).expect("uri").connect_lazy());
-    for order in finished.values().filter(|o| o.payment_method() == PaymentMethod::Card) {
-        let payment = payments
-            .get_payment(pay::GetPaymentRequest { payment_id: order.payment_id.clone() })
-            .await
-            .expect("payment")
-            .into_inner();
-        let expected = if order.status() == OrderStatus::Completed { order.total.as_str() } else { "0.00" };
-        assert_eq!(payment.captured_amount, expected, "order {}: {payment:?}", order.id);
-    }
+    // No payment captured twice (or for more than the order), counting
+    // every payment in the ledger, not only the one each order names.
+    let ledger = harness::payments_ledger(system.data_dir.path()).await;
+    harness::assert_charged_once(&ledger, &finished);
 
     // Let the outbox drain, then compare it with the stream.
     let store =

@@ -24,9 +24,7 @@ use std::{
 use erp_connect::serve::Target;
 use erp_connect_proto::order_to_cash::v1::{self as o2c, OrderStatus};
 use harness::faults::{Fault, FaultProxy};
-use rust_decimal::Decimal;
 use serde_json::json;
-use sqlx::Row;
 
 /// Shoppers and partners placing orders at once.
 const CLIENTS: usize = 4;
@@ -204,29 +202,9 @@ async fn orders_survive_latency_resets_and_blackholes_on_every_hop_and_backend()
     assert!(finished.values().all(|o| o.status() == OrderStatus::Completed), "{by_status:?}");
 
     // The ledger: one live authorization per order, and captured what completed orders cost.
-    let ledger = sqlx::SqlitePool::connect(&format!("sqlite://{}", app.data_dir.path().join("payments.db").display()))
-        .await
-        .expect("payments ledger");
-    let rows = sqlx::query("SELECT reference, status, captured_amount FROM payments")
-        .fetch_all(&ledger)
-        .await
-        .expect("payments");
-    let mut live: HashMap<String, (usize, Decimal)> = HashMap::new();
-    for row in &rows {
-        let (reference, status): (String, String) = (row.get("reference"), row.get("status"));
-        let captured: Decimal = row.get::<String, _>("captured_amount").parse().expect("amount");
-        if status != "declined" && status != "voided" {
-            let entry = live.entry(reference).or_default();
-            entry.0 += 1;
-            entry.1 += captured;
-        }
-    }
-    for order in finished.values().filter(|o| o.payment_method() == o2c::PaymentMethod::Card) {
-        let (count, captured) = live.get(&order.id).copied().unwrap_or_default();
-        assert_eq!(count, 1, "order {}: {count} live authorizations", order.id);
-        assert_eq!(captured, order.total.parse::<Decimal>().expect("total"), "order {}", order.id);
-    }
-    eprintln!("payments ledger: {} rows, {} orders with a live authorization", rows.len(), live.len());
+    let ledger = harness::payments_ledger(app.data_dir.path()).await;
+    harness::assert_charged_once(&ledger, &finished);
+    eprintln!("payments ledger: {} payments for {} orders", ledger.values().map(Vec::len).sum::<usize>(), ledger.len());
 
     // The outbox drains onto the stream, and reconcile agrees.
     let store = process_apis::order_to_cash::store::Store::open(&database.url()).await.expect("store");

@@ -346,6 +346,55 @@ pub async fn settle_orders(
     finished
 }
 
+/// The payments ledger of a system tier's data directory, by the caller's
+/// reference (our order id): each payment's status and captured amount.
+/// Read from its SQLite file, so that every authorization and capture is
+/// counted, not only the one an order points at.
+pub async fn payments_ledger(data_dir: &Path) -> std::collections::HashMap<String, Vec<(String, String)>> {
+    use sqlx::Row;
+    let url = format!("sqlite://{}", data_dir.join("payments.db").display());
+    let ledger = sqlx::SqlitePool::connect(&url).await.expect("payments ledger");
+    let rows = sqlx::query("SELECT reference, status, captured_amount FROM payments")
+        .fetch_all(&ledger)
+        .await
+        .expect("payments");
+    let mut by_order: std::collections::HashMap<String, Vec<(String, String)>> = Default::default();
+    for row in rows {
+        by_order.entry(row.get("reference")).or_default().push((row.get("status"), row.get("captured_amount")));
+    }
+    ledger.close().await;
+    by_order
+}
+
+/// Checks the ledger against the orders as they ended: at most one live
+/// (authorized or captured) payment per order, and captured in all exactly
+/// the completed card orders' totals, nothing for any other order.
+pub fn assert_charged_once(
+    ledger: &std::collections::HashMap<String, Vec<(String, String)>>,
+    orders: &std::collections::HashMap<String, erp_connect_proto::order_to_cash::v1::Order>,
+) {
+    use erp_connect_proto::order_to_cash::v1::{OrderStatus, PaymentMethod};
+    use rust_decimal::Decimal;
+    let amount = |text: &str| text.parse::<Decimal>().expect("an amount");
+    for (reference, payments) in ledger {
+        let order = orders.get(reference).unwrap_or_else(|| panic!("a payment for no order of ours: {reference}"));
+        let live = payments.iter().filter(|(status, _)| status == "authorized" || status == "captured").count();
+        assert!(live <= 1, "order {reference}: {live} live payments: {payments:?}");
+        let captured: Decimal = payments.iter().map(|(_, c)| amount(c)).sum();
+        let owed = if order.status() == OrderStatus::Completed && order.payment_method() == PaymentMethod::Card {
+            amount(&order.total)
+        } else {
+            Decimal::ZERO
+        };
+        assert_eq!(captured, owed, "order {reference} ({:?}): {payments:?}", order.status());
+    }
+    for order in orders.values() {
+        if order.status() == OrderStatus::Completed && order.payment_method() == PaymentMethod::Card {
+            assert!(ledger.contains_key(&order.id), "completed card order {} has no payment", order.id);
+        }
+    }
+}
+
 /// A parsed HTTP response.
 #[derive(Debug)]
 pub struct Reply {

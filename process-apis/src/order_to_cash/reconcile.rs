@@ -162,3 +162,223 @@ async fn check(
     }
     Ok(())
 }
+
+/// Each invariant made to break, one at a time, against a scripted system
+/// API (a fake: the real ERP and payments API do not break on demand; the
+/// workspace's `tests/reconcile.rs` breaks one behind a real saga's back),
+/// and a sound order beside them that raises nothing.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::order_to_cash::{
+        order::TimelineEntry,
+        steps::fake::{Fake, card_order},
+    };
+
+    /// Now, for the stuck check: an hour after the orders' `updated_at` of 0.
+    const NOW: i64 = 3_600_000;
+
+    fn sales_order(state: erp::SalesOrderState) -> erp::SalesOrder {
+        erp::SalesOrder { id: "so_1".into(), state: state as i32, ..Default::default() }
+    }
+
+    fn payment(status: pay::PaymentStatus, captured: &str) -> pay::Payment {
+        pay::Payment {
+            id: "pay_1".into(),
+            status: status as i32,
+            amount: "37.50".into(),
+            captured_amount: captured.into(),
+            refunded_amount: "0.00".into(),
+            ..Default::default()
+        }
+    }
+
+    /// A card order at `status` with an ERP order and a payment, moved just now.
+    fn order_at(status: Status) -> Order {
+        let mut order = card_order();
+        order.status = status;
+        order.updated_at = NOW;
+        order.progress.sales_order_id = Some("so_1".into());
+        order.progress.payment_id = Some("pay_1".into());
+        order.progress.shipped = true;
+        order.progress.invoice_paid = true;
+        order
+    }
+
+    /// What `check` flags for `order` when the ERP order and the payment
+    /// are as scripted (`None`: not asked for, or not found).
+    async fn violations(
+        order: &Order,
+        so: Option<erp::SalesOrder>,
+        pay: Result<pay::Payment, tonic::Status>,
+    ) -> Vec<String> {
+        let fake = Fake::new();
+        if let Some(so) = so {
+            fake.answer("GetSalesOrder", so);
+        }
+        match pay {
+            Ok(payment) => fake.answer("GetPayment", payment),
+            Err(status) => fake.fail("GetPayment", status),
+        };
+        let (systems, _) = fake.systems();
+        let mut found = Vec::new();
+        check(order, &systems, NOW, Duration::from_secs(300), &mut found).await.expect("checked");
+        found
+    }
+
+    fn flags(found: &[String], what: &str) -> bool {
+        found.len() == 1 && found[0].starts_with("ord_1: ") && found[0].contains(what)
+    }
+
+    #[tokio::test]
+    async fn a_sound_completed_order_raises_nothing() {
+        let order = order_at(Status::Completed);
+        let found = violations(
+            &order,
+            Some(sales_order(erp::SalesOrderState::Done)),
+            Ok(payment(pay::PaymentStatus::Captured, "37.50")),
+        )
+        .await;
+        assert!(found.is_empty(), "{found:?}");
+    }
+
+    #[tokio::test]
+    async fn invariant_1_a_saga_that_has_not_moved_is_stuck() {
+        let mut order = card_order();
+        order.updated_at = 0;
+        let fake = Fake::new();
+        let (systems, _) = fake.systems();
+        let mut found = Vec::new();
+        check(&order, &systems, NOW, Duration::from_secs(300), &mut found).await.expect("checked");
+        assert!(flags(&found, "saga stuck in accepted"), "{found:?}");
+        // Within the bound it is only running.
+        found.clear();
+        check(&order, &systems, 1000, Duration::from_secs(300), &mut found).await.expect("checked");
+        assert!(found.is_empty(), "{found:?}");
+    }
+
+    #[tokio::test]
+    async fn a_compensation_that_failed_is_named() {
+        let mut order = order_at(Status::Rejected);
+        order.timeline.push(TimelineEntry { step: "compensation_failed:void".into(), at: 0, detail: String::new() });
+        let found = violations(
+            &order,
+            Some(sales_order(erp::SalesOrderState::Cancelled)),
+            Ok(payment(pay::PaymentStatus::Voided, "0.00")),
+        )
+        .await;
+        assert!(flags(&found, "a compensation could not be done"), "{found:?}");
+    }
+
+    #[tokio::test]
+    async fn invariant_2_a_capture_without_a_live_erp_order_is_named() {
+        let order = order_at(Status::Paid);
+        let found = violations(
+            &order,
+            Some(sales_order(erp::SalesOrderState::Cancelled)),
+            Ok(payment(pay::PaymentStatus::Captured, "37.50")),
+        )
+        .await;
+        assert!(flags(&found, "captured 37.50 without a live ERP sales order"), "{found:?}");
+    }
+
+    #[tokio::test]
+    async fn invariant_3_a_confirmed_erp_order_for_a_declined_card_is_named() {
+        let order = order_at(Status::Confirmed);
+        let found = violations(
+            &order,
+            Some(sales_order(erp::SalesOrderState::Processing)),
+            Ok(payment(pay::PaymentStatus::Declined, "0.00")),
+        )
+        .await;
+        assert!(flags(&found, "confirmed although the card was declined"), "{found:?}");
+    }
+
+    #[tokio::test]
+    async fn invariant_4_a_capture_above_the_total_is_named_and_so_is_an_amount_that_is_none() {
+        let order = order_at(Status::Paid);
+        let too_much = violations(
+            &order,
+            Some(sales_order(erp::SalesOrderState::Processing)),
+            Ok(payment(pay::PaymentStatus::Captured, "75.00")),
+        )
+        .await;
+        assert!(flags(&too_much, "captured 75.00 for a total of 37.50"), "{too_much:?}");
+        let garbled = violations(
+            &order,
+            Some(sales_order(erp::SalesOrderState::Processing)),
+            Ok(payment(pay::PaymentStatus::Captured, "37,50")),
+        )
+        .await;
+        assert!(garbled.iter().any(|v| v.contains("an amount that is not one")), "{garbled:?}");
+    }
+
+    #[tokio::test]
+    async fn a_payment_the_payments_api_does_not_know_is_named() {
+        let order = order_at(Status::Paid);
+        let found = violations(
+            &order,
+            Some(sales_order(erp::SalesOrderState::Processing)),
+            Err(tonic::Status::not_found("no such payment")),
+        )
+        .await;
+        assert!(flags(&found, "payment pay_1 is unknown to the payments API"), "{found:?}");
+    }
+
+    #[tokio::test]
+    async fn invariant_5_a_terminal_order_that_disagrees_with_the_erp_is_named() {
+        // Completed, but never shipped.
+        let mut order = order_at(Status::Completed);
+        order.progress.shipped = false;
+        let found = violations(
+            &order,
+            Some(sales_order(erp::SalesOrderState::Done)),
+            Ok(payment(pay::PaymentStatus::Captured, "37.50")),
+        )
+        .await;
+        assert!(flags(&found, "completed before shipped and paid"), "{found:?}");
+        // Completed, the card never charged.
+        let order = order_at(Status::Completed);
+        let found = violations(
+            &order,
+            Some(sales_order(erp::SalesOrderState::Done)),
+            Ok(payment(pay::PaymentStatus::Authorized, "0.00")),
+        )
+        .await;
+        assert!(flags(&found, "completed card order without a captured payment"), "{found:?}");
+        // Rejected, its ERP order still live.
+        let order = order_at(Status::Rejected);
+        let found = violations(
+            &order,
+            Some(sales_order(erp::SalesOrderState::Processing)),
+            Ok(payment(pay::PaymentStatus::Voided, "0.00")),
+        )
+        .await;
+        assert!(flags(&found, "rejected but its ERP sales order is not cancelled"), "{found:?}");
+    }
+
+    #[tokio::test]
+    async fn invariant_6_an_event_left_unpublished_too_long_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&format!("sqlite://{}", dir.path().join("process.db").display())).await.expect("store");
+        store
+            .write_events(&[crate::order_to_cash::store::OutboxEvent {
+                id: "evt_1".into(),
+                order_id: String::new(),
+                event_type: "product.updated".into(),
+                payload: "{}".into(),
+                created_at: clock::now_ms() - 60_000,
+                traceparent: None,
+                tenant: None,
+                aggregate: "product:WIDGET-1".into(),
+            }])
+            .await
+            .expect("event written");
+        let (systems, _) = Fake::new().systems();
+        let late = run(&store, &systems, Duration::from_secs(300), Duration::from_secs(30)).await.expect("ran");
+        assert_eq!(late.violations.len(), 1, "{:?}", late.violations);
+        assert!(late.violations[0].starts_with("outbox: an event has waited"), "{:?}", late.violations);
+        let patient = run(&store, &systems, Duration::from_secs(300), Duration::from_secs(120)).await.expect("ran");
+        assert!(patient.violations.is_empty(), "{:?}", patient.violations);
+    }
+}
