@@ -7,6 +7,12 @@
 //!
 //! The experience tier is a stand-in that answers 201 to an order (422 when
 //! its body says so) and 200 otherwise: these tests are about the gateway.
+//! Redis is reached through the workspace's fault proxy where a test makes
+//! it refuse or hang.
+
+#[path = "../../tests/harness/faults.rs"]
+#[allow(dead_code)] // only part of it is used here
+mod faults;
 
 use std::{
     collections::BTreeMap,
@@ -302,11 +308,12 @@ async fn two_replicas_sharing_redis_hold_one_limit_and_both_see_a_revocation() {
 
 #[tokio::test]
 async fn with_redis_down_each_replica_keeps_its_own_limit() {
-    // A port nothing listens on: bound, then released.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    // Every connection to "Redis" is reset at once.
+    let redis = faults::FaultProxy::start("127.0.0.1:6379".parse().expect("addr"));
+    redis.set(faults::Fault::Reset);
     let dir = tempfile::tempdir().expect("tempdir");
     let store = KeyStore::open(None, dir.path()).await.expect("store");
-    let limits = Limits::new(&small_plans(), Some(&format!("redis://127.0.0.1:{port}"))).expect("limits");
+    let limits = Limits::new(&small_plans(), Some(&format!("redis://{}", redis.addr()))).expect("limits");
     let app = gateway(&store, limits);
     let (_, key) = new_key(&store, "bronze").await;
     let mut statuses = Vec::new();
@@ -316,6 +323,64 @@ async fn with_redis_down_each_replica_keeps_its_own_limit() {
     let admitted = statuses.iter().filter(|s| **s == StatusCode::OK).count();
     assert!((4..=6).contains(&admitted), "the local limit stands in: {statuses:?}");
     assert_eq!(statuses[0], StatusCode::OK, "Redis being down refuses nobody");
+}
+
+/// The log lines written on this thread while `guard` lives (a
+/// current-thread runtime runs every task of the test on it).
+struct Logged(std::sync::Arc<std::sync::Mutex<String>>);
+
+impl std::io::Write for Logged {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("not poisoned").push_str(&String::from_utf8_lossy(buf));
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_logs() -> (std::sync::Arc<std::sync::Mutex<String>>, tracing::subscriber::DefaultGuard) {
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || Logged(writer.clone()))
+        .finish();
+    (lines, tracing::subscriber::set_default(subscriber))
+}
+
+#[tokio::test]
+async fn a_redis_that_hangs_is_given_up_on_and_reported_once_per_outage() {
+    let (logs, _guard) = capture_logs();
+    let count = |what: &str| logs.lock().expect("not poisoned").matches(what).count();
+    let redis = faults::FaultProxy::start("127.0.0.1:6379".parse().expect("addr"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = KeyStore::open(None, dir.path()).await.expect("store");
+    let limits =
+        Limits::new(&gateway::limits::builtin_plans(), Some(&format!("redis://{}", redis.addr()))).expect("limits");
+    let app = gateway(&store, limits);
+    let (_, key) = new_key(&store, "gold").await;
+    let get = || call(&app, Method::GET, "/partner/v1/orders", &key, "");
+    assert_eq!(get().await.status, StatusCode::OK, "Redis answers");
+
+    for outage in 1..=2 {
+        // Redis hangs: connected, never answering. Each request is still
+        // answered (decided on this replica), and the outage logged once.
+        redis.set(faults::Fault::Blackhole);
+        for _ in 0..20 {
+            assert_eq!(get().await.status, StatusCode::OK, "outage {outage}: served");
+        }
+        assert_eq!(count("Redis unavailable"), outage, "one warning per outage: {}", logs.lock().expect("logs"));
+        // It answers again: the next request after the pause goes to it.
+        redis.set(faults::Fault::Pass);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while count("Redis answers again") < outage {
+            assert!(Instant::now() < deadline, "Redis never used again: {}", logs.lock().expect("logs"));
+            assert_eq!(get().await.status, StatusCode::OK);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 /// A request with a key from a client address, as the listener marks it.

@@ -7,6 +7,11 @@
 //! creates its own customers and orders, uses its own SKUs, and asserts
 //! changes relative to what it read first.
 
+// The workspace's fault proxy: a Tryton that refuses, then comes back.
+#[path = "../../tests/harness/faults.rs"]
+#[allow(dead_code)] // only part of it is used here
+mod faults;
+
 use erp_connect_proto::erp::v1::{
     self as erp, Address, CreateCustomerRequest, CreateSalesOrderRequest, FindCustomerRequest, GetOpenAmountRequest,
     GetProductRequest, GetStockLevelsRequest, InvoiceRequest, ListChangesRequest, ListInvoicesRequest,
@@ -1101,18 +1106,6 @@ mod backend_tryton {
         );
     }
 
-    /// Forwards every connection on `listener` to `target`, as long as it runs.
-    async fn forward(listener: tokio::net::TcpListener, target: String) {
-        while let Ok((mut inbound, _)) = listener.accept().await {
-            let target = target.clone();
-            tokio::spawn(async move {
-                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                }
-            });
-        }
-    }
-
     #[tokio::test]
     async fn a_down_erp_is_unavailable_then_the_breaker_opens_and_recovers() {
         use system_apis::erp::{
@@ -1121,11 +1114,10 @@ mod backend_tryton {
         };
         let real = tokio::task::spawn_blocking(|| config(None)).await.expect("setup");
         let real_addr = real.tryton.as_ref().expect("tryton").url.trim_start_matches("http://").to_owned();
-        // A port with nothing behind it: connections are refused.
-        let port = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = port.local_addr().expect("addr");
-        drop(port);
-        let down = config(Some(&format!("http://{addr}")));
+        // Tryton down: the fault proxy in front of it resets every connection.
+        let proxy = crate::faults::FaultProxy::start(real_addr.parse().expect("host:port"));
+        proxy.set(crate::faults::Fault::Reset);
+        let down = config(Some(&format!("http://{}", proxy.addr())));
 
         // Through the gRPC service, a caller sees UNAVAILABLE.
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1154,8 +1146,7 @@ mod backend_tryton {
         assert!(erp.get_product("WIDGET-1").await.expect_err("open breaker").is_retryable());
 
         // Tryton comes back on that address.
-        let listener = tokio::net::TcpListener::bind(addr).await.expect("rebind");
-        tokio::spawn(forward(listener, real_addr));
+        proxy.set(crate::faults::Fault::Pass);
         // The breaker's own cool-down (open_for, jittered up to twice
         // that), not a wait for a server.
         tokio::time::sleep(open_for * 2).await;
