@@ -34,9 +34,7 @@ use std::{
 };
 
 use governor::{
-    Quota, RateLimiter,
-    clock::{Clock, DefaultClock},
-    middleware::StateInformationMiddleware,
+    Quota, RateLimiter, clock::Clock, middleware::StateInformationMiddleware, nanos::Nanos,
     state::keyed::DefaultKeyedStateStore,
 };
 use platform::metrics::facade::{Counter, counter, gauge};
@@ -126,7 +124,67 @@ struct LocalOrders {
     keys: std::collections::HashSet<String>,
 }
 
-type LocalLimiter = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
+type LocalLimiter = RateLimiter<String, DefaultKeyedStateStore<String>, LimitsClock, StateInformationMiddleware>;
+
+/// The limits' time: the system's, or a clock a test sets by hand, so that
+/// rates and the UTC day's quota are checked without waiting for either.
+/// (Redis's own rate limit runs on the Redis server's clock.)
+#[derive(Debug, Clone)]
+pub enum LimitsClock {
+    /// Monotonic time since the limits were made, and the wall clock's day.
+    System(std::time::Instant),
+    /// Unix milliseconds, moved by the test.
+    Manual(ManualClock),
+}
+
+/// A clock at a Unix time in milliseconds, moved by hand.
+#[derive(Debug, Clone, Default)]
+pub struct ManualClock(std::sync::Arc<AtomicU64>);
+
+impl ManualClock {
+    /// A clock at `unix_ms`.
+    pub fn at(unix_ms: u64) -> Self {
+        Self(std::sync::Arc::new(AtomicU64::new(unix_ms)))
+    }
+
+    /// Moves it on by `by`.
+    pub fn advance(&self, by: Duration) {
+        self.0.fetch_add(u64::try_from(by.as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    fn unix_ms(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl Default for LimitsClock {
+    fn default() -> Self {
+        Self::System(std::time::Instant::now())
+    }
+}
+
+impl Clock for LimitsClock {
+    type Instant = Nanos;
+
+    fn now(&self) -> Nanos {
+        match self {
+            Self::System(start) => Nanos::from(start.elapsed()),
+            Self::Manual(clock) => Nanos::from(Duration::from_millis(clock.unix_ms())),
+        }
+    }
+}
+
+impl LimitsClock {
+    /// Days since the Unix epoch (UTC), and the time left in this one.
+    fn utc_day(&self) -> (u64, Duration) {
+        let now = match self {
+            Self::System(_) => SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default(),
+            Self::Manual(clock) => Duration::from_millis(clock.unix_ms()),
+        };
+        let day = now.as_secs() / 86_400;
+        (day, Duration::from_secs((day + 1) * 86_400).saturating_sub(now))
+    }
+}
 
 /// Every plan's limiters; shared by all requests of one gateway.
 pub struct Limits {
@@ -141,6 +199,8 @@ pub struct Limits {
     unknown_plan_logged: AtomicBool,
     /// Failed authentications per client address.
     lockout: crate::lockout::Lockout,
+    /// Time for the local limits and the quota's day.
+    clock: LimitsClock,
 }
 
 fn describe() {
@@ -186,6 +246,15 @@ impl Limits {
     /// Limits for `plans`, in Redis at `redis_url` when given (connected on
     /// first use, so a gateway starts while Redis is down).
     pub fn new(plans: &BTreeMap<String, Plan>, redis_url: Option<&str>) -> Result<Self, Error> {
+        Self::with_clock(plans, redis_url, LimitsClock::default())
+    }
+
+    /// [`Limits::new`] on `clock` (a test's).
+    pub fn with_clock(
+        plans: &BTreeMap<String, Plan>,
+        redis_url: Option<&str>,
+        clock: LimitsClock,
+    ) -> Result<Self, Error> {
         if let Some((name, _)) = plans.iter().find(|(_, p)| p.burst.is_some() && p.requests_per_second.is_none()) {
             return Err(Error::BurstWithoutRate(name.clone()));
         }
@@ -193,8 +262,11 @@ impl Limits {
             .iter()
             .map(|(name, plan)| {
                 let local = plan.rate().map(|(rate, burst)| {
-                    RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
-                        .with_middleware::<StateInformationMiddleware>()
+                    LocalLimiter::new(
+                        Quota::per_second(rate).allow_burst(burst),
+                        DefaultKeyedStateStore::default(),
+                        clock.clone(),
+                    )
                 });
                 (name.clone(), PlanLimits { plan: *plan, local })
             })
@@ -214,6 +286,7 @@ impl Limits {
             fallback_counter: counter!("erp_connect_rate_limit_redis_fallbacks_total"),
             unknown_plan_logged: AtomicBool::new(false),
             lockout: crate::lockout::Lockout::default(),
+            clock,
         })
     }
 
@@ -253,7 +326,7 @@ impl Limits {
     /// [`Limits::release_order`] when a counted one was not placed after all.
     pub async fn reserve_order(&self, key: &str, plan: &str, idempotency_key: Option<&str>) -> Option<QuotaDecision> {
         let limit = self.plan_limits(plan)?.plan.orders_per_day?;
-        let (day, reset) = utc_day();
+        let (day, reset) = self.clock.utc_day();
         let digest = idempotency_key.map(digest);
         if let Some(redis) = self.redis.as_ref().filter(|r| r.usable())
             && let Some((used, counted)) = redis.reserve_order(key, day, limit, digest.as_deref()).await
@@ -282,7 +355,7 @@ impl Limits {
     /// not placed (refused, invalid, failed), and forgets its idempotency
     /// key, so a retry that then succeeds counts.
     pub async fn release_order(&self, key: &str, idempotency_key: Option<&str>) {
-        let (day, _) = utc_day();
+        let (day, _) = self.clock.utc_day();
         let digest = idempotency_key.map(digest);
         if let Some(redis) = self.redis.as_ref().filter(|r| r.usable())
             && redis.release_order(key, day, digest.as_deref()).await
@@ -300,7 +373,7 @@ impl Limits {
 
     /// Orders `key` placed today, without counting one.
     pub async fn orders_today(&self, key: &str) -> u64 {
-        let (day, _) = utc_day();
+        let (day, _) = self.clock.utc_day();
         if let Some(redis) = self.redis.as_ref().filter(|r| r.usable())
             && let Some(used) = redis.orders_today(key, day).await
         {
@@ -355,13 +428,6 @@ fn check_local(limiter: &LocalLimiter, key: &str, rate: NonZeroU32, burst: NonZe
             RateDecision { allowed: false, limit, remaining: 0, reset: interval * limit, retry_after }
         }
     }
-}
-
-/// Days since the Unix epoch (UTC), and the time left in this one.
-fn utc_day() -> (u64, Duration) {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    let day = now.as_secs() / 86_400;
-    (day, Duration::from_secs((day + 1) * 86_400).saturating_sub(now))
 }
 
 /// The counters in Redis, shared by every replica.

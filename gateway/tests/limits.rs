@@ -25,7 +25,7 @@ use gateway::{
     auth::Authenticator,
     key_store::{KeyStore, NewKey},
     keys::ApiKey,
-    limits::{Limits, Plan},
+    limits::{Limits, LimitsClock, ManualClock, Plan},
     router_with_limits,
     upstream::Upstream,
 };
@@ -126,14 +126,20 @@ fn assert_limited(reply: &Reply, kind: &str) {
     assert!(header(reply, "retry-after").is_some_and(|s| s >= 1), "{:?}", reply.headers);
 }
 
+/// 2026-12-06T23:59:00Z, a minute before a UTC day ends, in Unix ms.
+const LATE_EVENING: u64 = 1_796_601_540_000;
+
 #[tokio::test]
 async fn a_key_gets_its_burst_then_429_with_retry_after_and_every_answer_says_what_is_left() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = KeyStore::open(None, dir.path()).await.expect("store");
-    let app = gateway(&store, Limits::new(&small_plans(), None).expect("limits"));
+    // Time stands still unless the test moves it: no slow machine adds a token.
+    let clock = ManualClock::at(LATE_EVENING);
+    let limits = Limits::with_clock(&small_plans(), None, LimitsClock::Manual(clock.clone())).expect("limits");
+    let app = gateway(&store, limits);
     let (_, key) = new_key(&store, "bronze").await;
 
-    // A burst of 4 at once; the clock may give back one more in between.
+    // A burst of 4 at once, then 429.
     let mut remaining = Vec::new();
     let mut refused = None;
     for _ in 0..8 {
@@ -146,12 +152,15 @@ async fn a_key_gets_its_burst_then_429_with_retry_after_and_every_answer_says_wh
             break;
         }
     }
-    assert!((4..=5).contains(&remaining.len()), "admitted {remaining:?}");
-    assert_eq!(&remaining[..3], &[3, 2, 1]);
+    assert_eq!(remaining, [3, 2, 1, 0]);
     let refused = refused.expect("the burst ends in a 429");
     assert_limited(&refused, "rate-limited");
     assert_eq!(header(&refused, "ratelimit-remaining"), Some(0));
-    assert!(header(&refused, "ratelimit-reset").is_some_and(|s| (1..=2).contains(&s)));
+    assert_eq!(header(&refused, "ratelimit-reset"), Some(2));
+    // 2 a second: one more after half a second, and only one.
+    clock.advance(Duration::from_millis(500));
+    assert_eq!(call(&app, Method::GET, "/partner/v1/orders", &key, "").await.status, StatusCode::OK);
+    assert_limited(&call(&app, Method::GET, "/partner/v1/orders", &key, "").await, "rate-limited");
 
     // Another key of the same plan has its own budget.
     let (_, other) = new_key(&store, "bronze").await;
@@ -240,6 +249,44 @@ async fn an_order_retried_on_two_replicas_sharing_redis_counts_once_against_the_
     an_order_counts_once_however_often_it_is_retried(Some(REDIS)).await;
 }
 
+/// The daily quota ends with the UTC day: used up a minute before
+/// midnight, it is whole again a minute after, on one replica or on two
+/// sharing Redis (each of which counts the day by its own clock).
+async fn the_quota_is_whole_again_after_utc_midnight(redis: Option<&str>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = KeyStore::open(None, dir.path()).await.expect("store");
+    let mut plans = small_plans();
+    plans.get_mut("bronze").expect("bronze").requests_per_second = NonZeroU32::new(1000);
+    plans.get_mut("bronze").expect("bronze").burst = NonZeroU32::new(1000);
+    let clock = ManualClock::at(LATE_EVENING);
+    let replica =
+        || gateway(&store, Limits::with_clock(&plans, redis, LimitsClock::Manual(clock.clone())).expect("limits"));
+    let replicas = [replica(), replica()];
+    let (_, key) = new_key(&store, "bronze").await;
+    let order = |replica: usize| call(&replicas[replica], Method::POST, "/partner/v1/orders", &key, "{}");
+    let last = if redis.is_some() { 1 } else { 0 };
+    assert_eq!(order(0).await.status, StatusCode::CREATED);
+    assert_eq!(order(last).await.status, StatusCode::CREATED);
+    let refused = order(0).await;
+    assert_limited(&refused, "quota-exceeded");
+    // The quota's Retry-After is the time to midnight: a minute.
+    assert_eq!(header(&refused, "retry-after"), Some(60), "{:?}", refused.headers);
+    clock.advance(Duration::from_secs(120));
+    assert_eq!(order(last).await.status, StatusCode::CREATED, "a new UTC day");
+    let usage = call(&replicas[0], Method::GET, "/partner/v1/usage", &key, "").await;
+    assert_eq!(usage.body["orders_today"].as_u64(), Some(1), "{}", usage.body);
+}
+
+#[tokio::test]
+async fn the_daily_quota_resets_at_utc_midnight() {
+    the_quota_is_whole_again_after_utc_midnight(None).await;
+}
+
+#[tokio::test]
+async fn the_daily_quota_shared_in_redis_resets_at_utc_midnight_on_every_replica() {
+    the_quota_is_whole_again_after_utc_midnight(Some(REDIS)).await;
+}
+
 #[tokio::test]
 async fn an_unmetered_key_gets_no_limit_and_no_headers() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -313,7 +360,8 @@ async fn with_redis_down_each_replica_keeps_its_own_limit() {
     redis.set(faults::Fault::Reset);
     let dir = tempfile::tempdir().expect("tempdir");
     let store = KeyStore::open(None, dir.path()).await.expect("store");
-    let limits = Limits::new(&small_plans(), Some(&format!("redis://{}", redis.addr()))).expect("limits");
+    let clock = LimitsClock::Manual(ManualClock::at(LATE_EVENING));
+    let limits = Limits::with_clock(&small_plans(), Some(&format!("redis://{}", redis.addr())), clock).expect("limits");
     let app = gateway(&store, limits);
     let (_, key) = new_key(&store, "bronze").await;
     let mut statuses = Vec::new();
@@ -321,7 +369,7 @@ async fn with_redis_down_each_replica_keeps_its_own_limit() {
         statuses.push(call(&app, Method::GET, "/partner/v1/orders", &key, "").await.status);
     }
     let admitted = statuses.iter().filter(|s| **s == StatusCode::OK).count();
-    assert!((4..=6).contains(&admitted), "the local limit stands in: {statuses:?}");
+    assert_eq!(admitted, 4, "the local limit stands in, its burst of 4: {statuses:?}");
     assert_eq!(statuses[0], StatusCode::OK, "Redis being down refuses nobody");
 }
 
