@@ -147,7 +147,11 @@ pub async fn serve_http(
     let clients = PerClient::default();
     let signal = shutdown.clone();
     let server = async move {
+        // Owned by this future: when the drain deadline drops it, every
+        // connection still running is aborted with it, not left behind.
+        let mut connections = tokio::task::JoinSet::new();
         loop {
+            while connections.try_join_next().is_some() {}
             let (tcp, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(accepted) => accepted,
@@ -168,7 +172,7 @@ pub async fn serve_http(
             // peer's delayed ACK (Nagle's algorithm holds back a small second write).
             let _ = tcp.set_nodelay(true);
             let (app, builder, watcher, tls) = (app.clone(), builder.clone(), graceful.watcher(), tls.clone());
-            tokio::spawn(async move {
+            connections.spawn(async move {
                 // The protocol is told by the first bytes, which hyper waits
                 // for without a timer: a client that sends none gets the
                 // head's time to start.
