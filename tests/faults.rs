@@ -54,18 +54,19 @@ async fn place(url: &str, auth: (&str, &str), body: &serde_json::Value, key: &st
             .body(http_body_util::Full::from(body.to_string()))
             .expect("request");
         let reply = harness::send(request).await;
-        let mut seen_now = seen.lock().expect("not poisoned");
-        *seen_now.statuses.entry(reply.status).or_default() += 1;
-        match reply.status {
-            200 | 201 => return reply.body["id"].as_str().expect("id").to_owned(),
-            503 | 504 => {
-                if !reply.headers.contains_key("retry-after") {
-                    seen_now.broken.push(format!("{} without Retry-After: {}", reply.status, reply.text));
+        {
+            let mut seen_now = seen.lock().expect("not poisoned");
+            *seen_now.statuses.entry(reply.status).or_default() += 1;
+            match reply.status {
+                200 | 201 => return reply.body["id"].as_str().expect("id").to_owned(),
+                503 | 504 => {
+                    if !reply.headers.contains_key("retry-after") {
+                        seen_now.broken.push(format!("{} without Retry-After: {}", reply.status, reply.text));
+                    }
                 }
+                _ => seen_now.broken.push(format!("{}: {}", reply.status, reply.text)),
             }
-            _ => seen_now.broken.push(format!("{}: {}", reply.status, reply.text)),
         }
-        drop(seen_now);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("order {key} was never accepted");
