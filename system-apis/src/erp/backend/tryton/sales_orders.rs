@@ -298,12 +298,26 @@ impl TrytonErp {
         let order = self.sales_order(sale_id).await?;
         match SalesOrderState::try_from(order.state) {
             Ok(SalesOrderState::Draft) => {
-                self.button("sale.sale", "quote", sale_id).await?;
+                if let Err(err) = self.button("sale.sale", "quote", sale_id).await
+                    && !self.already(sale_id, &["quotation", "confirmed", "processing", "done"]).await?
+                {
+                    return Err(err);
+                }
                 self.sales_order(sale_id).await
             }
             Ok(SalesOrderState::Cancelled) => Err(Error::precondition("CANCELLED", id, "the sales order is cancelled")),
             _ => Ok(order),
         }
+    }
+
+    /// After a workflow call failed: whether the sale already stands in one
+    /// of `reached`. An earlier attempt whose answer was lost (a reset, a
+    /// deadline) may have gone through, even while this one waited for the
+    /// row's lock, and Tryton then refuses to repeat the transition ("You
+    /// can not call confirm..."): the call's purpose is met all the same.
+    async fn already(&self, sale_id: i64, reached: &[&str]) -> Result<bool, Error> {
+        let now: Vec<State> = self.read("sale.sale", &[sale_id], &["state"]).await?;
+        Ok(now.first().is_some_and(|s| reached.contains(&s.state.as_str())))
     }
 
     pub(super) async fn confirm_sales_order(&self, id: &str) -> Result<SalesOrder, Error> {
@@ -352,6 +366,9 @@ impl TrytonErp {
                     .await?;
                 self.button("sale.sale", "confirm", sale_id).await?;
             }
+            Err(err) if self.already(sale_id, &["confirmed", "processing", "done"]).await? => {
+                tracing::info!(error = %err, sale_id, "a confirm whose answer was lost had gone through");
+            }
             Err(err) => return Err(err.into()),
         }
         // Confirm queues `process`; when it fails the call still succeeds and
@@ -371,7 +388,11 @@ impl TrytonErp {
                 if order.state == SalesOrderState::Quotation as i32 {
                     self.button("sale.sale", "draft", sale_id).await?;
                 }
-                self.button("sale.sale", "cancel", sale_id).await?;
+                if let Err(err) = self.button("sale.sale", "cancel", sale_id).await
+                    && !self.already(sale_id, &["cancelled"]).await?
+                {
+                    return Err(err);
+                }
             }
             Ok(SalesOrderState::Processing) => {
                 let shipments: Vec<State> = self
