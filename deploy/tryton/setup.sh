@@ -9,7 +9,7 @@
 #   WORK=$HOME/.cache/erp-connect/tryton-$SERIES   venv, config, DB files, log, pid
 #   BACKEND=sqlite        or postgresql
 #   PG_URI=postgresql://postgres@127.0.0.1:5432/   (BACKEND=postgresql)
-#   DB=erp  PORT=8765  ADMIN_PASSWORD=admin
+#   DB=erp  PORT=8765  ADMIN_PASSWORD=admin   (PORT=0: any free port, as printed)
 #   MODULES="sale sale_credit_limit"   modules to activate (their dependencies
 #                         too); default: sale and product_attribute, plus
 #                         sale_credit_limit when it installs. MODULES=sale
@@ -275,7 +275,13 @@ echo "$PID" > "$PIDFILE"
 echo "$PORT" > "$WORK/trytond-$DB.port"
 ready=0
 for _ in $(seq 1 300); do           # at most about 30 s
-  if version >/dev/null 2>&1; then ready=1; break; fi
+  if [ "$PORT" = 0 ]; then
+    # PORT=0: the server binds a free port and names it in its log (the
+    # tests ask for this, so no port is chosen, released and bound again).
+    seen=$(grep -oE 'Running on http://127\.0\.0\.1:[0-9]+' "$LOGFILE" 2>/dev/null | head -1 | grep -oE '[0-9]+$' || true)
+    if [ -n "$seen" ]; then PORT=$seen; echo "$PORT" > "$WORK/trytond-$DB.port"; fi
+  fi
+  if [ "$PORT" != 0 ] && version >/dev/null 2>&1; then ready=1; break; fi
   kill -0 "$PID" 2>/dev/null || break
   sleep 0.1
 done

@@ -129,10 +129,10 @@ fn set_up(db_prefix: &str, snapshot: &str, modules: Option<&str>, series: &str) 
         return own;
     }
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/tryton/setup.sh");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
     let out = std::process::Command::new("bash")
         .arg(&script)
-        .env("PORT", port.to_string())
+        // Any free port, bound by trytond itself and printed back by setup.sh.
+        .env("PORT", "0")
         .env("DB", format!("{db_prefix}_{}", std::process::id()))
         .env("SNAPSHOT", snapshot)
         .env("MODULES", modules.unwrap_or_default())
