@@ -221,17 +221,31 @@ impl Mapping {
                 }
             },
         };
+        // Checked: a partner's quantity times its unit may pass what a
+        // Decimal holds (`*` would panic) or what an i64 holds (which read
+        // as 0 before); both are refused like any other bad quantity.
+        let too_large = || format!("comes to more than {} of our units", i64::MAX);
         let quantity = match self.quantity(get("quantity")) {
-            Ok(q) => per_unit.map(|n| q * rust_decimal::Decimal::from(n)),
+            Ok(q) => per_unit.map(|n| q.checked_mul(rust_decimal::Decimal::from(n))),
             Err(message) => {
                 errors.push(error("quantity", None, message));
                 None
             }
         };
         let quantity = match quantity {
-            Some(q) if q.fract().is_zero() && q >= rust_decimal::Decimal::ONE => i64::try_from(q).ok(),
-            Some(_) => {
+            Some(Some(q)) if q.fract().is_zero() && q >= rust_decimal::Decimal::ONE => match i64::try_from(q) {
+                Ok(q) => Some(q),
+                Err(_) => {
+                    errors.push(error("quantity", None, too_large()));
+                    None
+                }
+            },
+            Some(Some(_)) => {
                 errors.push(error("quantity", None, "must come to a whole number of units, at least 1".into()));
+                None
+            }
+            Some(None) => {
+                errors.push(error("quantity", None, too_large()));
                 None
             }
             None => None,
@@ -372,6 +386,29 @@ mod tests {
         assert_eq!(half[0].message, "must come to a whole number of units, at least 1");
         let dot = m.map(&record(&[("sku", "X"), ("quantity", "2.5")])).expect_err("a dot where a comma is used");
         assert!(dot[0].message.contains("2 or 2,5"), "{}", dot[0].message);
+    }
+
+    #[test]
+    fn a_quantity_too_large_for_our_units_is_refused_rather_than_panicking_or_reading_as_zero() {
+        let m = acme();
+        // Found by fuzz/fuzz_targets/mapping.rs (26 nines of a unit of
+        // 1200): the largest Decimal times BOX10 passes what a Decimal
+        // holds, and the multiplication panicked.
+        let max_decimal = rust_decimal::Decimal::MAX.to_string();
+        // Above i64::MAX yet a Decimal, as given or times BOX10: these
+        // mapped to a quantity of 0.
+        let over_i64 = (i128::from(i64::MAX) + 1).to_string();
+        let nines = "9".repeat(26);
+        for (quantity, unit) in [(max_decimal.as_str(), "BOX10"), (over_i64.as_str(), ""), (nines.as_str(), "BOX10")] {
+            let errors = m.map(&record(&[("sku", "X"), ("quantity", quantity), ("unit", unit)])).expect_err(quantity);
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            assert_eq!(errors[0].field, "quantity");
+            assert!(errors[0].message.contains("more than"), "{}", errors[0].message);
+        }
+        assert_eq!(
+            m.map(&record(&[("sku", "X"), ("quantity", &i64::MAX.to_string())])).expect("fits").quantity,
+            i64::MAX
+        );
     }
 
     #[test]

@@ -297,14 +297,13 @@ impl InvoicePayment {
 }
 
 /// The stock of `sku` in `warehouses`, with the totals `erp.v1` defines:
-/// sums over all warehouses. The same rule for every backend.
+/// sums over all warehouses. The same rule for every backend. The sums
+/// saturate: a backend's absurd quantities (Tryton's are floats, read as
+/// up to `i64::MAX` each) must neither panic nor wrap into a negative stock.
 pub(crate) fn stock_level(sku: &str, warehouses: Vec<WarehouseStock>) -> StockLevel {
-    StockLevel {
-        sku: sku.to_owned(),
-        on_hand: warehouses.iter().map(|w| w.on_hand).sum(),
-        available: warehouses.iter().map(|w| w.available).sum(),
-        warehouses,
-    }
+    let on_hand = warehouses.iter().map(|w| w.on_hand).fold(0, i64::saturating_add);
+    let available = warehouses.iter().map(|w| w.available).fold(0, i64::saturating_add);
+    StockLevel { sku: sku.to_owned(), on_hand, available, warehouses }
 }
 
 /// What an ERP backend can do, in `erp.v1` terms. Inputs are validated by
@@ -473,3 +472,19 @@ pub const SERVICE_NAMES: &[&str] = &[
     "erp.v1.ChangeFeedService",
     "erp.v1.CapabilitiesService",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stock_totals_add_up_the_warehouses_and_saturate() {
+        let at = |on_hand, available| WarehouseStock { warehouse: "WH".into(), on_hand, available };
+        let level = stock_level("W", vec![at(2, 1), at(3, 3)]);
+        assert_eq!((level.on_hand, level.available), (5, 4));
+        // Found with fuzz/fuzz_targets/tryton_answer.rs: two warehouses of
+        // 9e18 units each overflowed the sum.
+        let level = stock_level("W", vec![at(i64::MAX - 1, 9), at(i64::MAX - 1, 9)]);
+        assert_eq!((level.on_hand, level.available), (i64::MAX, 18));
+    }
+}

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use super::{
     TrytonErp,
-    invoices::{INVOICE_TOTALS, InvoiceTotals},
+    invoices::{INVOICE_TOTALS, InvoiceTotals, credited_in_full_by},
     records::{Stamp, State, decode, flag, reference_to},
     rpc,
 };
@@ -132,13 +132,12 @@ impl TrytonErp {
                 let mut note_ids = notes_of[&r.id].clone();
                 note_ids.sort_unstable();
                 note_ids.dedup();
-                let credited: Decimal = note_ids
+                let paid = note_ids
                     .iter()
                     .filter_map(|n| notes.get(n))
                     .filter(|n| n.state == "paid")
-                    .map(|n| n.total_amount.0)
-                    .sum();
-                if !credited.is_zero() && credited + r.total_amount.0 == Decimal::ZERO {
+                    .map(|n| n.total_amount.0);
+                if credited_in_full_by(r.total_amount.0, paid) {
                     view.insert(r.id, Some((r.id, "cancelled")));
                 }
             }

@@ -105,6 +105,15 @@ struct MoveLineReconciliation {
     reconciliation: Option<i64>,
 }
 
+/// Whether settled credit notes of these `paid` totals credit an invoice
+/// of `total` in full: they add up to its negative. The sums are checked:
+/// amounts near what a Decimal holds, as Tryton may answer them, must not
+/// panic the call (`+` does); a sum past that range credits nothing.
+pub(super) fn credited_in_full_by(total: Decimal, paid: impl IntoIterator<Item = Decimal>) -> bool {
+    let credited = paid.into_iter().try_fold(Decimal::ZERO, Decimal::checked_add);
+    credited.is_some_and(|c| !c.is_zero() && c.checked_add(total) == Some(Decimal::ZERO))
+}
+
 impl TrytonErp {
     /// The credit notes Tryton made of an invoice (of its `lines`), whatever
     /// their state: a credit note's lines have the credited lines as origin.
@@ -130,14 +139,9 @@ impl TrytonErp {
         if invoice.state != "paid" {
             return Ok(false);
         }
-        let credited: Decimal = self
-            .credit_notes_of(&invoice.lines)
-            .await?
-            .iter()
-            .filter(|n| n.state == "paid")
-            .map(|n| n.total_amount.0)
-            .sum();
-        Ok(!credited.is_zero() && credited + invoice.total_amount.0 == Decimal::ZERO)
+        let notes = self.credit_notes_of(&invoice.lines).await?;
+        let paid = notes.iter().filter(|n| n.state == "paid").map(|n| n.total_amount.0);
+        Ok(credited_in_full_by(invoice.total_amount.0, paid))
     }
 
     /// Credits an invoice that money was paid on, in full. Tryton refuses
@@ -458,4 +462,21 @@ fn today() -> Value {
 
 async fn ctx_company(rpc: &Client) -> Value {
     rpc.company().await.map_or(Value::Null, |c| json!(c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_invoice_is_credited_in_full_by_paid_notes_that_add_up_to_its_negative() {
+        let d = |s: &str| s.parse::<Decimal>().expect("decimal");
+        assert!(credited_in_full_by(d("37.50"), [d("-30"), d("-7.50")]));
+        assert!(!credited_in_full_by(d("37.50"), [d("-30")]));
+        assert!(!credited_in_full_by(Decimal::ZERO, []));
+        // Found with fuzz/fuzz_targets/tryton_answer.rs: both panicked
+        // ("Addition overflowed") on amounts Tryton answered.
+        assert!(!credited_in_full_by(d("1"), [Decimal::MAX, Decimal::MAX]));
+        assert!(!credited_in_full_by(Decimal::MAX, [Decimal::MAX]));
+    }
 }
