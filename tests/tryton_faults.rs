@@ -37,12 +37,11 @@ async fn orders_through_a_tryton_link_that_lags_resets_and_hangs_reach_it_once()
     let mut behind_proxy = server.clone();
     behind_proxy.url = format!("http://{}", proxy.addr());
     let app = spawn_up_with(move |config| {
-        // Retries paced as in production, not as other tests' quick ones:
-        // Tryton on SQLite takes one write at a time, and a storm of
-        // retries every 200 ms keeps its database locked (its own logins
-        // then fail) long after the link has healed.
-        config.process.saga.backoff_base = Duration::from_millis(250);
-        config.process.saga.backoff_cap = Duration::from_secs(2);
+        // Retries paced as in production (the default backoff, 200 ms
+        // doubling up to 30 s), not as other tests' quick ones: Tryton on
+        // SQLite takes one write at a time, and a storm of retries every
+        // 200 ms keeps its database locked (its own logins then fail) long
+        // after the link has healed.
         config.process.saga.poll_interval = Duration::from_millis(100);
         config.erp.backend = BackendKind::Tryton;
         config.erp.tryton = Some(behind_proxy);

@@ -359,7 +359,21 @@ impl TrytonErp {
     }
 
     pub(super) async fn list_invoices(&self, sales_order_id: &str) -> Result<Vec<Invoice>, Error> {
-        let order = self.get_sales_order(sales_order_id).await?;
+        let mut order = self.get_sales_order(sales_order_id).await?;
+        if order.invoice_ids.is_empty() {
+            let sale_id = parse_id("sales order", "sale-", sales_order_id)?;
+            // Confirmed but never processed: the processing that makes the
+            // invoice failed after the confirm committed (its database
+            // locked, its answer lost), and nothing runs it again. The caller
+            // waits for the invoice, so do what a Tryton user would: press
+            // Process. Harmless if it fails; the caller asks again.
+            if self.already(sale_id, &["confirmed"]).await? {
+                if let Err(err) = self.button("sale.sale", "process", sale_id).await {
+                    tracing::info!(error = %err, sale_id, "a confirmed sale could not be processed yet");
+                }
+                order = self.get_sales_order(sales_order_id).await?;
+            }
+        }
         let mut invoices = Vec::new();
         for id in &order.invoice_ids {
             invoices.push(self.invoice(parse_id("invoice", "invoice-", id)?).await?);

@@ -322,7 +322,7 @@ impl TrytonErp {
     /// deadline) may have gone through, even while this one waited for the
     /// row's lock, and Tryton then refuses to repeat the transition ("You
     /// can not call confirm..."): the call's purpose is met all the same.
-    async fn already(&self, sale_id: i64, reached: &[&str]) -> Result<bool, Error> {
+    pub(super) async fn already(&self, sale_id: i64, reached: &[&str]) -> Result<bool, Error> {
         let now: Vec<State> = self.read("sale.sale", &[sale_id], &["state"]).await?;
         Ok(now.first().is_some_and(|s| reached.contains(&s.state.as_str())))
     }
