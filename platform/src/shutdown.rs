@@ -153,15 +153,7 @@ pub async fn serve_http(
         loop {
             while connections.try_join_next().is_some() {}
             let (tcp, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(err) => {
-                        // Out of file descriptors, say: wait rather than spin.
-                        tracing::warn!(error = %err, "cannot accept a connection");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
+                accepted = accept(&listener) => accepted,
                 () = signal.cancelled() => break,
             };
             let Some(slot) = Slot::take(&clients, peer.ip(), limits.max_connections_per_client) else {
@@ -200,6 +192,21 @@ pub async fn serve_http(
         Ok(())
     };
     drain(server, shutdown, grace).await
+}
+
+/// The next connection on `listener`. A failed accept (out of file
+/// descriptors, say) is logged and tried again after a pause rather than
+/// in a spin.
+async fn accept(listener: &tokio::net::TcpListener) -> (tokio::net::TcpStream, std::net::SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
 }
 
 /// One connection's requests ([`serve_connection`]); a request head that
@@ -401,14 +408,7 @@ fn tls_incoming(
     tokio::spawn(async move {
         loop {
             let (tcp, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(err) => {
-                        tracing::warn!(error = %err, "cannot accept a connection");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
+                accepted = accept(&listener) => accepted,
                 () = stop.cancelled() => return,
                 () = connections.closed() => return,
             };
