@@ -264,6 +264,9 @@ impl Config {
             };
             return Err(Error::Invalid { key, reason: err.to_string() });
         }
+        if let Err(err) = self.gateway.deprecations() {
+            return Err(Error::Invalid { key: "gateway.deprecations", reason: err.to_string() });
+        }
         if let Some(tls) = &self.gateway.tls {
             tls.client_certificates().map_err(|reason| Error::Invalid { key: "gateway.tls", reason })?;
         }

@@ -67,6 +67,9 @@ pub enum StartError {
     /// The rate limits are misconfigured.
     #[error("{0}")]
     Limits(#[from] gateway::limits::Error),
+    /// A deprecated operation is misconfigured.
+    #[error("{0}")]
+    Deprecations(#[from] gateway::deprecation::Error),
     /// `reconcile` found broken invariants (its report says which).
     #[error("order-to-cash invariants are broken")]
     InvariantsBroken,

@@ -129,7 +129,13 @@ impl Tier {
                     client_tls.as_ref(),
                 )?;
                 let router = gateway::with_cors(
-                    gateway::router_with_limits(auth, upstream, dev_jwks, config.gateway.limits()?),
+                    gateway::router_with_limits(
+                        auth,
+                        upstream,
+                        dev_jwks,
+                        config.gateway.limits()?,
+                        config.gateway.deprecations()?,
+                    ),
                     &config.gateway.cors_origins,
                 );
                 let (router, tls) = crate::gateway_tls(config, router, tasks.clone()).await?;

@@ -67,6 +67,7 @@ impl App {
                 gateway::upstream::Upstream::InProcess(experience, config.gateway.upstream_timeout),
                 dev_jwks,
                 config.gateway.limits()?,
+                config.gateway.deprecations()?,
             ),
             &config.gateway.cors_origins,
         );

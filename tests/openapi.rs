@@ -65,8 +65,13 @@ async fn the_document_and_the_reference_page_are_public_and_every_answer_has_sec
         for reply in [&doc, &page, &get(&app.url("/web/v1/orders"), None).await] {
             assert_eq!(reply.headers["x-content-type-options"], "nosniff", "{}", reply.text);
             assert_eq!(reply.headers["x-frame-options"], "DENY");
-            assert_eq!(reply.headers["cache-control"], "no-store");
         }
+        // Nothing is stored but what a client can revalidate by its ETag:
+        // the document (public), successful reads (per user, tests/mobile.rs).
+        assert_eq!(page.headers["cache-control"], "no-store");
+        assert_eq!(get(&app.url("/web/v1/orders"), None).await.headers["cache-control"], "no-store");
+        assert_eq!(doc.headers["cache-control"], "no-cache");
+        assert!(doc.headers["etag"].to_str().is_ok_and(|t| t.starts_with("W/\"")), "{:?}", doc.headers);
         // Everything the page needs is in it: no script or style from elsewhere.
         assert!(page.text.contains("fetch(\"/openapi.json\")") && !page.text.contains("src=\"http"), "{}", page.text);
         // The events' contract is linked, and public like the API's.

@@ -5,6 +5,8 @@
 //! One module per audience:
 //! - [`web`]: `/web/v1/...` for the web shop: products, the customer's orders.
 //! - [`partner`]: `/partner/v1/...` for partners, confined to their tenant.
+//! - [`mobile`]: `/mobile/v1/...` for the web shop's customers in the
+//!   mobile app: compact answers, order status as server-sent events.
 //! - [`ops`]: `/ops/v1/...` for operators: orders of every tenant, cash
 //!   application, shipments; and the ops console at `/ops`.
 //!
@@ -17,9 +19,8 @@
 //! - [`extract`]: the caller, path ids and the `Idempotency-Key` header.
 //! - [`error`]: the tier's error enum and its one conversion to problem+json.
 //! - [`openapi`]: the OpenAPI 3.1 document of the public API.
+//! - [`caching`]: `ETag`, `304 Not Modified` and `Cache-Control` on reads.
 //! - [`router`]: the tier's HTTP routes, including `/healthz` and `/readyz`.
-//!
-//! A mobile audience joins as a sibling of `web`.
 //!
 //! The caller is always a [`platform::principal::Principal`] verified by the
 //! gateway: put into the request's extensions in `up` mode, or carried in a
@@ -43,8 +44,10 @@ use platform::{
 use serde::Deserialize;
 
 pub mod body;
+pub mod caching;
 pub mod error;
 pub mod extract;
+pub mod mobile;
 pub mod openapi;
 pub mod ops;
 pub mod orders;
@@ -136,6 +139,7 @@ impl Upstreams {
 pub fn router(upstreams: Upstreams) -> Router {
     Router::new()
         .nest("/web/v1", web::router())
+        .nest("/mobile/v1", mobile::router())
         .nest("/partner/v1", partner::router())
         .nest("/ops/v1", ops::router())
         .route("/openapi.json", get(|| async { ([(http::header::CONTENT_TYPE, "application/json")], openapi::json()) }))
@@ -153,7 +157,13 @@ pub fn router(upstreams: Upstreams) -> Router {
                 .layer(platform::metrics::http_layer(platform::metrics::Tier::Experience))
                 // The span covers the tier's own layers.
                 .layer(platform::telemetry::HttpTier { name: "experience", edge: false })
-                .layer(platform::request_id::Layer),
+                .layer(platform::request_id::Layer)
+                // gzip or brotli as the client accepts; never server-sent
+                // events or bodies under 32 bytes (tower-http's default
+                // predicate). Outside the ETag, which names the JSON itself.
+                .map_response(|response: http::Response<_>| response.map(axum::body::Body::new))
+                .layer(tower_http::compression::CompressionLayer::new())
+                .layer(middleware::from_fn(caching::etag)),
         )
 }
 

@@ -13,6 +13,11 @@ use utoipa::{
 };
 
 use crate::{
+    mobile::{
+        events::StatusEvent,
+        orders::{MobileLine, MobileOrder, MobileOrderPage, MobileOrderSummary},
+        products::{MobileProduct, MobileProductPage},
+    },
     ops::quarantine::{DiscardBody, QuarantinePage, QuarantinedView, ReplayBody},
     ops::{
         orders::{OpsOrderPage, OpsOrderView, SagaStepView},
@@ -310,6 +315,11 @@ struct OverviewRateLimit {
         place_web_order,
         list_web_orders,
         get_web_order,
+        list_mobile_products,
+        place_mobile_order,
+        list_mobile_orders,
+        get_mobile_order,
+        watch_mobile_order,
         place_partner_order,
         list_partner_orders,
         get_partner_order,
@@ -406,11 +416,20 @@ struct OverviewRateLimit {
         QuarantinedView,
         QuarantinePage,
         ReplayBody,
-        DiscardBody
+        DiscardBody,
+        MobileProductPage,
+        MobileProduct,
+        MobileOrderPage,
+        MobileOrderSummary,
+        MobileOrder,
+        MobileLine,
+        StatusEvent
     )),
     modifiers(&Security),
     tags(
         (name = "web", description = "The web shop: the signed-in customer's catalogue and orders."),
+        (name = "mobile", description = "The web shop's customers in the mobile app: compact answers, small pages, \
+            the order's status as server-sent events."),
         (name = "partner", description = "Partners: their own tenant's orders, invoices and webhooks \
             (events described in /asyncapi.json)."),
         (name = "ops", description = "Operators: orders of every tenant, cash application and the warehouse's stand-in.")
@@ -483,6 +502,53 @@ fn list_products() {}
 #[allow(dead_code)]
 fn list_partner_products() {}
 
+/// The catalogue for small screens: a few fields per product, small pages.
+#[utoipa::path(get, path = "/mobile/v1/products", tag = "mobile",
+    params(
+        ("fields" = Option<String>, Query, description = "Comma-separated selection out of sku, name, price, currency, \
+            in_stock; default all", example = "sku,price,in_stock"),
+        ("page_size" = Option<u32>, Query, description = "1 to 100, default 10", minimum = 1, maximum = 100),
+        ("page_token" = Option<String>, Query, description = "next_page_token of the previous page", max_length = 512)
+    ),
+    responses(
+        (status = 200, description = "One page of products", body = MobileProductPage),
+        (status = 400, description = "Bad query parameters, e.g. an unknown field", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No or invalid credential", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Without scope catalog:read", body = Problem, content_type = "application/problem+json"),
+        (status = 414, description = "Path and query longer than 4 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 431, description = "More than 64 headers, or 16 KiB of them", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A backend is down", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "The service did not answer in time", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = ["catalog:read"]))
+)]
+#[allow(dead_code)]
+fn list_mobile_products() {}
+
+/// The order's status as server-sent events: one `status` event per status reached, `id:` its place
+/// (1 for accepted, ...); reconnect with `Last-Event-ID` to get only later ones. A comment at least every
+/// 15 s; the stream ends after completed, cancelled or rejected.
+#[utoipa::path(get, path = "/mobile/v1/orders/{id}/events", tag = "mobile",
+    params(
+        ("id" = String, Path, description = "Order id, ord_..."),
+        ("Last-Event-ID" = Option<String>, Header, description = "The id of the last event received", pattern = "^[0-9]+$")
+    ),
+    responses(
+        (status = 200, description = "text/event-stream; each event's data is a StatusEvent", body = StatusEvent, content_type = "text/event-stream"),
+        (status = 400, description = "A Last-Event-ID this stream did not send", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No or invalid credential", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Without scope orders:read", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order of this customer", body = Problem, content_type = "application/problem+json"),
+        (status = 414, description = "Path and query longer than 4 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 431, description = "More than 64 headers, or 16 KiB of them", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A backend is down", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "The service did not answer in time", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = ["orders:read"]))
+)]
+#[allow(dead_code)]
+fn watch_mobile_order() {}
+
 macro_rules! order_operations {
     ($($name:ident: $method:ident $path:literal, $tag:literal, $scope:literal, $summary:literal,
        [$($param:tt)*], [$($body:tt)*], $ok:literal => $ok_body:ty, [$($status:literal: $why:literal),*];)*) => {$(
@@ -522,6 +588,17 @@ order_operations! {
     get_web_order: get "/web/v1/orders/{id}", "web", "orders:read", "One of the signed-in customer's orders.",
         [("id" = String, Path, description = "Order id, ord_...")],
         [], 200 => OrderView, [404: "No such order of this customer"];
+    place_mobile_order: post "/mobile/v1/orders", "mobile", "orders:write",
+        "Places an order for the signed-in customer (the web shop's body); a retried tap with the same key places nothing new.",
+        [("Idempotency-Key" = Option<String>, Header, description = "The same key and body return the same order", pattern = "^[!-~]{1,255}$")],
+        [request_body = OrderRequest,], 201 => MobileOrder,
+        [413: "Body too large", 415: "Not JSON", 422: "Unknown SKU, bad quantity, or the key reused with another body"];
+    list_mobile_orders: get "/mobile/v1/orders", "mobile", "orders:read", "The signed-in customer's orders, newest first, compact.",
+        [("page_size" = Option<u32>, Query, description = "1 to 100, default 10", minimum = 1, maximum = 100), ("page_token" = Option<String>, Query)],
+        [], 200 => MobileOrderPage, [];
+    get_mobile_order: get "/mobile/v1/orders/{id}", "mobile", "orders:read", "One of the signed-in customer's orders, compact.",
+        [("id" = String, Path, description = "Order id, ord_...")],
+        [], 200 => MobileOrder, [404: "No such order of this customer"];
     place_partner_order: post "/partner/v1/orders", "partner", "orders:write",
         "Places an order for the partner's tenant; the partner's own SKUs are mapped to ours.",
         [("Idempotency-Key" = Option<String>, Header, description = "The same key and body return the same order", pattern = "^[!-~]{1,255}$")],

@@ -378,7 +378,7 @@ impl OrderView {
 ///
 /// A replay of the same `Idempotency-Key` answers the same way, so a client
 /// that lost the first answer cannot tell the two apart, which is the point.
-pub fn created(location: &str, order: OrderView) -> Response {
+pub fn created(location: &str, order: impl Serialize) -> Response {
     let mut response = (StatusCode::CREATED, Json(order)).into_response();
     match HeaderValue::try_from(location) {
         Ok(value) => {

@@ -36,6 +36,7 @@ use serde::Deserialize;
 use tower_http::set_header::SetResponseHeaderLayer as SetHeader;
 
 pub mod auth;
+pub mod deprecation;
 pub mod dev_idp;
 pub mod jwks;
 mod key_admin;
@@ -104,6 +105,10 @@ pub struct Config {
     /// (`[gateway.tls]`). Default none: plain HTTP, for a TLS-terminating
     /// load balancer or a laptop.
     pub tls: Option<tls::Config>,
+    /// Deprecated operations (`[[gateway.deprecations]]`): their answers
+    /// carry `Deprecation`, `Sunset` and `Link`, and their calls are counted
+    /// per consumer. Default none.
+    pub deprecations: Vec<deprecation::Config>,
 }
 
 impl Config {
@@ -112,6 +117,11 @@ impl Config {
         let mut plans = limits::builtin_plans();
         plans.extend(self.plans.clone());
         plans
+    }
+
+    /// The deprecated operations this configuration names.
+    pub fn deprecations(&self) -> Result<deprecation::Deprecations, deprecation::Error> {
+        deprecation::Deprecations::new(&self.deprecations, ROUTES)
     }
 
     /// The rate limits and quotas this configuration asks for.
@@ -154,6 +164,7 @@ impl Default for Config {
             redis_url: None,
             plans: std::collections::BTreeMap::new(),
             tls: None,
+            deprecations: Vec::new(),
         }
     }
 }
@@ -167,6 +178,11 @@ pub const ROUTES: &[(Method, &str, &str)] = &[
     (Method::POST, "/web/v1/orders", "orders:write"),
     (Method::GET, "/web/v1/orders", "orders:read"),
     (Method::GET, "/web/v1/orders/{id}", "orders:read"),
+    (Method::GET, "/mobile/v1/products", "catalog:read"),
+    (Method::POST, "/mobile/v1/orders", "orders:write"),
+    (Method::GET, "/mobile/v1/orders", "orders:read"),
+    (Method::GET, "/mobile/v1/orders/{id}", "orders:read"),
+    (Method::GET, "/mobile/v1/orders/{id}/events", "orders:read"),
     (Method::POST, "/partner/v1/orders", "orders:write"),
     (Method::GET, "/partner/v1/orders", "orders:read"),
     (Method::GET, "/partner/v1/orders/{id}", "orders:read"),
@@ -237,6 +253,7 @@ pub(crate) struct Gateway {
     /// The dev identity provider's JWKS, served in dev mode only.
     dev_jwks: Option<serde_json::Value>,
     limits: limits::Limits,
+    deprecations: deprecation::Deprecations,
 }
 
 /// Builds the gateway's router.
@@ -244,18 +261,19 @@ pub(crate) struct Gateway {
 /// `dev_jwks` is served at `/dev-idp/jwks.json` when given (dev mode).
 pub fn router(auth: auth::Authenticator, upstream: upstream::Upstream, dev_jwks: Option<serde_json::Value>) -> Router {
     let limits = Config::default().limits().unwrap_or_else(|_| unreachable!("no Redis URL to parse"));
-    router_with_limits(auth, upstream, dev_jwks, limits)
+    router_with_limits(auth, upstream, dev_jwks, limits, deprecation::Deprecations::default())
 }
 
 /// [`router`] with the configured rate limits and quotas (the built-in
-/// plans in memory are [`router`]'s).
+/// plans in memory are [`router`]'s) and deprecated operations.
 pub fn router_with_limits(
     auth: auth::Authenticator,
     upstream: upstream::Upstream,
     dev_jwks: Option<serde_json::Value>,
     limits: limits::Limits,
+    deprecations: deprecation::Deprecations,
 ) -> Router {
-    let gateway = Arc::new(Gateway { auth, upstream, dev_jwks, limits });
+    let gateway = Arc::new(Gateway { auth, upstream, dev_jwks, limits, deprecations });
     let mut router = key_admin::routes()
         .merge(overview::routes())
         .route("/metrics", get(platform::metrics::endpoint))
@@ -389,8 +407,18 @@ pub fn with_cors(router: Router, origins: &[String]) -> Router {
         CorsLayer::new()
             .allow_origin(allow)
             .allow_methods([Method::GET, Method::POST])
-            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("idempotency-key")])
-            .expose_headers([HeaderName::from_static("x-request-id"), header::LOCATION, header::RETRY_AFTER])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::IF_NONE_MATCH,
+                HeaderName::from_static("idempotency-key"),
+            ])
+            .expose_headers([
+                HeaderName::from_static("x-request-id"),
+                header::LOCATION,
+                header::RETRY_AFTER,
+                header::ETAG,
+            ])
             .max_age(Duration::from_secs(600)),
     )
 }
@@ -440,9 +468,16 @@ impl Gateway {
             path: request.uri().path().to_owned(),
             request_id: request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned(),
         });
+        let deprecated = self.deprecations.find(request.method(), route).map(|notice| {
+            // End users' subjects are too many for a metric label.
+            (notice, caller.principal.tenant.clone().unwrap_or_else(|| "users".to_owned()))
+        });
         let mut response = self.serve(route, scope, request, caller, rate).await;
         if let Some(rate) = rate {
             rate_headers(response.headers_mut(), &rate);
+        }
+        if let Some((notice, consumer)) = deprecated {
+            notice.apply(&consumer, response.headers_mut());
         }
         if let Some(audited) = audited {
             audit(route, &audited, &response);
@@ -763,7 +798,7 @@ mod tests {
     fn every_route_needs_a_known_scope() {
         for (method, path, scope) in ROUTES {
             assert!(SCOPES.contains(scope), "{method} {path} needs unknown scope {scope}");
-            assert!(path.starts_with("/web/v1/") || path.starts_with("/partner/v1/") || path.starts_with("/ops/v1/"));
+            assert!(["/web/v1/", "/mobile/v1/", "/partner/v1/", "/ops/v1/"].iter().any(|p| path.starts_with(p)));
         }
     }
 

@@ -49,7 +49,8 @@ fn experience() -> Router {
 
 fn gateway(store: &KeyStore, limits: Limits) -> Router {
     let auth = Authenticator::new(&[], 30).expect("auth").with_api_keys(store.clone());
-    router_with_limits(auth, Upstream::InProcess(experience(), std::time::Duration::from_secs(30)), None, limits)
+    let upstream = Upstream::InProcess(experience(), std::time::Duration::from_secs(30));
+    router_with_limits(auth, upstream, None, limits, Default::default())
 }
 
 /// `bronze`'s limits, smaller: 2 requests/s, a burst of 4, 2 orders a day.
