@@ -24,7 +24,16 @@
 "use strict";
 
 const fs = require("node:fs");
-const { apiCompare } = require("api-smart-diff");
+
+// A crash is "could not run" (2), never "breaking" (1).
+process.on("uncaughtException", (e) => fail2(e.stack || String(e)));
+
+let apiCompare;
+try {
+  ({ apiCompare } = require("api-smart-diff"));
+} catch (e) {
+  fail2(`api-smart-diff is not installed where NODE_PATH points (.ci/contracts.sh sets it): ${e.message}`);
+}
 
 const METHODS = new Set(["get", "put", "post", "delete", "options", "head", "patch", "trace"]);
 const VERSIONED = /^\/[^/]+\/v(\d+)(\/|$)/;
@@ -133,7 +142,11 @@ function parameterName(doc, path) {
 // Where a client meets the change, and what changed.
 function describe(diff, base, head) {
   const p = diff.path;
-  if (p[0] !== "paths") return { op: p.slice(0, 3).join("."), what: `${p.slice(3).join(".")} ${diff.action}` };
+  if (p[0] === "components" && p[1] === "securitySchemes") {
+    const what = p.slice(3).join(" ") || "scheme";
+    return { op: `security scheme ${p[2]}`, what: `${what}: ${diff.action === "replace" ? `${short(diff.before)} -> ${short(diff.after)}` : `${diff.action === "add" ? "added" : "removed"}`}` };
+  }
+  if (p[0] !== "paths") return { op: p.join(" "), what: `${diff.action}: ${short(diff.before)} -> ${short(diff.after)}` };
   if (p.length === 2) return { op: p[1], what: `path ${diff.action === "remove" ? "removed" : diff.action}` };
   const op = METHODS.has(p[2]) ? `${p[2].toUpperCase()} ${p[1]}` : `${p[1]} (every operation)`;
   if (METHODS.has(p[2]) && p.length === 3) {
@@ -229,8 +242,11 @@ function main() {
   if (breaking.size) {
     failed = true;
     const count = [...breaking.values()].reduce((n, s) => n + s.size, 0);
-    const majors = new Set([...breaking.keys()].map((op) => versionOf(op) || "unversioned"));
-    console.log(`   BREAKING CHANGES (${count}, in ${breaking.size} operations; contracts: ${[...majors].sort().join(", ")}):`);
+    const majors = new Set(
+      [...breaking.keys()].map((op) => (METHODS.has(op.split(" ")[0].toLowerCase()) ? versionOf(op) || "unversioned" : "every version")),
+    );
+    const places = `${breaking.size} ${breaking.size === 1 ? "place" : "places"}`;
+    console.log(`   BREAKING CHANGES (${count}, in ${places}; contracts: ${[...majors].sort().join(", ")}):`);
     for (const [op, whats] of [...breaking].sort((a, b) => a[0].localeCompare(b[0]))) {
       console.log(`     ${op}`);
       for (const what of [...whats].sort()) console.log(`       - ${what}`);
