@@ -35,6 +35,7 @@ export NODE_PATH="$tools/node_modules"
 
 # buf's JSON findings, one a line, as `  file:line:col [RULE] message`.
 format_buf() {
+  # shellcheck disable=SC2016 # JavaScript template literals, not shell.
   node -e '
     const text = require("fs").readFileSync(0, "utf8");
     for (const line of text.split("\n").filter(Boolean)) {
@@ -110,7 +111,7 @@ EOF
 
 # The gate on this commit.
 gate() {
-  local base=$1 why=$2 proto_against="" openapi_base="" status=0 rc
+  local base=$1 why=$2 proto_against="" status=0 rc
   echo "== contracts: HEAD ($(git rev-parse --short HEAD)) against $base ($(git rev-parse --short "$base^{commit}")), $why"
   local path
   for path in proto contracts/openapi.json; do

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the CI scripts that run tools from npm. `npm_tools DIR NAME`
 # installs the packages locked in DIR/package-lock.json with `npm ci` into
 # ~/.cache/erp-connect/node-tools/NAME, once per lock file: a warm run finds
