@@ -1106,6 +1106,51 @@ mod backend_tryton {
         );
     }
 
+    /// A create whose answer was lost and whose request landed after the
+    /// retry had made the sale again (held up by a partition, say) leaves a
+    /// twin: a draft with the same marker. Quoting the order's sale deletes
+    /// it, and the key still answers the order's sale.
+    #[tokio::test]
+    async fn a_create_that_lands_late_leaves_the_order_one_sale() {
+        let config = tokio::task::spawn_blocking(|| config(None)).await.expect("setup");
+        let t = config.tryton.clone().expect("tryton");
+        let mut erp = setup().await;
+        let customer = erp.new_customer("twin").await;
+        let key = format!("so-{}", ulid::Ulid::new());
+        let request = super::order_request(&key, &customer.id, &[("GADGET-1", 1)]);
+        let order = erp.orders.create_sales_order(request.clone()).await.expect("create").into_inner();
+        let sale: i64 = order.id.strip_prefix("sale-").and_then(|id| id.parse().ok()).expect("sale id");
+        let user = tryton::rpc::Client::new(tryton::rpc::Settings {
+            url: t.url,
+            database: t.database,
+            username: t.username,
+            password: std::fs::read_to_string(&t.password_file).expect("password").trim().to_owned(),
+            timeout: std::time::Duration::from_secs(30),
+        })
+        .expect("client");
+        // The late request: the same sale, marker and all, made again.
+        let read = user
+            .call("model.sale.sale.read", vec![serde_json::json!([sale]), serde_json::json!(["description"])])
+            .await
+            .expect("read");
+        let marker = read[0]["description"].as_str().expect("marker").to_owned();
+        user.call("model.sale.sale.copy", vec![serde_json::json!([sale]), serde_json::json!({"description": marker})])
+            .await
+            .expect("copy");
+        let marked = || async {
+            let found = user
+                .call("model.sale.sale.search", vec![serde_json::json!([["description", "=", marker.clone()]])])
+                .await
+                .expect("search");
+            found.as_array().map_or(0, Vec::len)
+        };
+        assert_eq!(marked().await, 2, "the twin is there");
+        erp.orders.quote_sales_order(super::SalesOrderRequest { id: order.id.clone() }).await.expect("quote");
+        assert_eq!(marked().await, 1, "the order has one sale in Tryton");
+        let replay = erp.orders.create_sales_order(request).await.expect("replay").into_inner();
+        assert_eq!(replay.id, order.id);
+    }
+
     #[tokio::test]
     async fn a_down_erp_is_unavailable_then_the_breaker_opens_and_recovers() {
         use system_apis::erp::{

@@ -71,6 +71,7 @@ struct LineRecord {
 struct MarkedSale {
     id: i64,
     description: Option<String>,
+    state: String,
 }
 
 /// `sale.sale`: `warehouse`.
@@ -194,15 +195,7 @@ impl TrytonErp {
         let digest: String =
             Sha256::digest(new.fingerprint.as_bytes())[..16].iter().map(|b| format!("{b:02x}")).collect();
         // `like` may match more (`%` or `_` in a key): the prefix is compared exactly below.
-        let found: Vec<MarkedSale> = self
-            .search_read(
-                "sale.sale",
-                json!([["description", "like", format!("{prefix}%")]]),
-                None,
-                None,
-                &["description"],
-            )
-            .await?;
+        let found = self.marked(&prefix).await?;
         if let Some((sale, description)) =
             found.iter().find_map(|s| s.description.as_deref().filter(|d| d.starts_with(&prefix)).map(|d| (s.id, d)))
         {
@@ -297,7 +290,71 @@ impl TrytonErp {
             setup.custom.write(Entity::SalesOrder, &new.custom_fields, record);
         }
         let id = self.create("sale.sale", sale).await?;
-        self.sales_order(id).await
+        // The oldest sale with this marker is the order's, whichever
+        // request created it; the others go.
+        let twins: Vec<MarkedSale> =
+            self.marked(&prefix).await?.into_iter().filter(|s| s.description.as_deref() == Some(&marker)).collect();
+        let keep = twins.first().map_or(id, |s| s.id.min(id));
+        self.drop_twins(&twins, keep).await?;
+        self.sales_order(keep).await
+    }
+
+    /// Sales whose marker starts with `prefix` (`erp-connect:<key>#`), oldest first.
+    async fn marked(&self, prefix: &str) -> Result<Vec<MarkedSale>, Error> {
+        // `like` may match more (`%` or `_` in a key): the prefix is compared exactly.
+        let mut found: Vec<MarkedSale> = self
+            .search_read(
+                "sale.sale",
+                json!([["description", "like", format!("{prefix}%")]]),
+                None,
+                None,
+                &["description", "state"],
+            )
+            .await?;
+        found.retain(|s| s.description.as_deref().is_some_and(|d| d.starts_with(prefix)));
+        found.sort_by_key(|s| s.id);
+        Ok(found)
+    }
+
+    /// A create whose answer was lost can still land after the retry has
+    /// searched for it and created the sale again: a request held up by the
+    /// network (TCP delivers it once a partition heals) or still running in
+    /// Tryton when the deadline cut it. The sale then has a twin, a draft
+    /// with the same marker that nobody holds. Every twin but `keep` that is
+    /// still a draft is deleted; the order keeps one sale in the ERP.
+    async fn drop_twins(&self, twins: &[MarkedSale], keep: i64) -> Result<(), Error> {
+        let extra: Vec<i64> = twins.iter().filter(|s| s.id != keep && s.state == "draft").map(|s| s.id).collect();
+        if extra.is_empty() {
+            return Ok(());
+        }
+        tracing::warn!(kept = keep, deleted = ?extra, "a lost create landed late: its twin sales were deleted");
+        self.rpc.call("model.sale.sale.delete", vec![json!(extra)]).await?;
+        Ok(())
+    }
+
+    /// [`Self::drop_twins`] for the sale `sale_id`: the twins of a late
+    /// create are looked for again at quote and confirm, since the late
+    /// request may land after the create step's own look. Best effort: the
+    /// step itself does not fail for it.
+    async fn drop_twins_of(&self, sale_id: i64) {
+        if let Err(err) = self.try_drop_twins_of(sale_id).await {
+            tracing::warn!(error = %err, sale_id, "could not look for twin sales");
+        }
+    }
+
+    async fn try_drop_twins_of(&self, sale_id: i64) -> Result<(), Error> {
+        let marked: Vec<MarkedSale> = self.read("sale.sale", &[sale_id], &["description", "state"]).await?;
+        let Some(marker) = marked.first().and_then(|s| s.description.clone()) else { return Ok(()) };
+        let Some(prefix) = marker.strip_prefix("erp-connect:").and(marker.find('#')).map(|end| &marker[..=end]) else {
+            return Ok(());
+        };
+        let twins: Vec<MarkedSale> = self
+            .marked(prefix)
+            .await?
+            .into_iter()
+            .filter(|s| s.description.as_deref() == Some(marker.as_str()))
+            .collect();
+        self.drop_twins(&twins, sale_id).await
     }
 
     pub(super) async fn quote_sales_order(&self, id: &str) -> Result<SalesOrder, Error> {
@@ -305,6 +362,7 @@ impl TrytonErp {
         let order = self.sales_order(sale_id).await?;
         match SalesOrderState::try_from(order.state) {
             Ok(SalesOrderState::Draft) => {
+                self.drop_twins_of(sale_id).await;
                 if let Err(err) = self.button("sale.sale", "quote", sale_id).await
                     && !self.already(sale_id, &["quotation", "confirmed", "processing", "done"]).await?
                 {
@@ -384,6 +442,7 @@ impl TrytonErp {
         if after.first().is_some_and(|s| s.state == "confirmed") {
             self.button("sale.sale", "process", sale_id).await?;
         }
+        self.drop_twins_of(sale_id).await;
         self.sales_order(sale_id).await
     }
 
