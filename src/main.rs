@@ -287,7 +287,7 @@ async fn run(command: Command) -> Result<(), StartError> {
     match command {
         Command::Up { listen, grpc_listen, data_dir, config } => {
             let mut config = load(config.as_ref(), data_dir)?;
-            let _telemetry = telemetry(&config, platform::telemetry::DEFAULT_SERVICE_NAME)?;
+            let telemetry = telemetry(&config, platform::telemetry::DEFAULT_SERVICE_NAME)?;
             if let Some(addr) = listen {
                 config.gateway.listen = addr;
             }
@@ -298,7 +298,9 @@ async fn run(command: Command) -> Result<(), StartError> {
             let http = bind(config.gateway.listen).await?;
             let grpc = bind(config.process.listen).await?;
             print!("{}", up::banner(&config, http.local_addr()?, grpc.local_addr()?));
-            app.serve(http, grpc, platform::shutdown::on_signals()).await
+            let served = app.serve(http, grpc, platform::shutdown::on_signals()).await;
+            telemetry.shutdown().await;
+            served
         }
         Command::Serve { target, listen, data_dir, config } => {
             let config = load(config.as_ref(), data_dir)?;
@@ -308,11 +310,13 @@ async fn run(command: Command) -> Result<(), StartError> {
                 Target::Process => "process",
                 Target::System => "system",
             };
-            let _telemetry = telemetry(&config, &format!("erp-connect-{tier_name}"))?;
+            let telemetry = telemetry(&config, &format!("erp-connect-{tier_name}"))?;
             let tier = serve::Tier::build(target, &config).await?;
             let listener = bind(listen.unwrap_or_else(|| serve::listen_addr(target, &config))).await?;
             tracing::info!(tier = ?target, addr = %listener.local_addr()?, "serving");
-            tier.serve(listener, platform::shutdown::on_signals()).await
+            let served = tier.serve(listener, platform::shutdown::on_signals()).await;
+            telemetry.shutdown().await;
+            served
         }
         Command::Reconcile { data_dir, config, system_url } => {
             platform::telemetry::init_logs();

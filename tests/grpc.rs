@@ -1,5 +1,5 @@
 //! Every gRPC tier answers `grpc.health.v1` and lists its services through
-//! gRPC reflection, and the process APIs are callable directly by internal
+//! gRPC reflection (`v1` and `v1alpha` alike), and the process APIs are callable directly by internal
 //! teams, in both run modes.
 
 mod harness;
@@ -35,6 +35,29 @@ async fn listed_services(ch: Channel) -> Vec<String> {
     }
 }
 
+/// The services listed by reflection `v1alpha`, which older grpcurl,
+/// Python's grpcio-reflection and GUI clients speak.
+async fn listed_services_v1alpha(ch: Channel) -> Vec<String> {
+    use tonic_reflection::pb::v1alpha::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut replies = ServerReflectionClient::new(ch)
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("reflection v1alpha")
+        .into_inner();
+    let reply = replies.next().await.expect("one reply").expect("ok");
+    match reply.message_response.expect("response") {
+        MessageResponse::ListServicesResponse(list) => list.service.into_iter().map(|s| s.name).collect(),
+        other => panic!("unexpected reflection reply {other:?}"),
+    }
+}
+
 async fn check_tiers(app: &Running) {
     for (target, addr) in &app.grpc {
         let ch = channel(*addr).await;
@@ -44,14 +67,16 @@ async fn check_tiers(app: &Running) {
             .expect("health check")
             .into_inner();
         assert_eq!(health.status, ServingStatus::Serving as i32, "{target:?}");
-        let services = listed_services(ch).await;
+        let services = listed_services(ch.clone()).await;
         let expected: &[&str] = match target {
             erp_connect::serve::Target::Process => &["catalog.v1.CatalogService", "grpc.health.v1.Health"],
             _ => &["erp.v1.ProductService", "erp.v1.InventoryService", "grpc.health.v1.Health"],
         };
-        for name in expected {
+        for name in expected.iter().chain(&["grpc.reflection.v1.ServerReflection"]) {
             assert!(services.iter().any(|s| s == name), "{target:?} lists {services:?}");
         }
+        let alpha = listed_services_v1alpha(ch).await;
+        assert_eq!(alpha, services, "{target:?}: both reflection versions list the same services");
     }
 }
 

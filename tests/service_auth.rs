@@ -108,6 +108,26 @@ async fn reflection_and_health_need_no_token() {
         panic!("unexpected reflection reply {reply:?}")
     };
     assert!(list.service.iter().any(|s| s.name == "order_to_cash.v1.OrderToCashService"), "{list:?}");
+    // v1alpha too (Python's grpcio-reflection, older grpcurl): also open.
+    use tonic_reflection::pb::v1alpha;
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
+            "order_to_cash.v1.OrderToCashService".into(),
+        )),
+    };
+    let mut replies = v1alpha::server_reflection_client::ServerReflectionClient::new(channel(process_addr(&app)))
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("reflection v1alpha without a token")
+        .into_inner();
+    let reply = replies.next().await.expect("one reply").expect("ok");
+    let Some(v1alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(files)) =
+        reply.message_response
+    else {
+        panic!("unexpected reflection reply {reply:?}")
+    };
+    assert!(!files.file_descriptor_proto.is_empty(), "the file describing the service");
     app.stop_all().await;
 }
 

@@ -2,7 +2,9 @@
 //! OTLP/gRPC to a test receiver on loopback. One order placed over HTTP is
 //! one trace, holding the spans of all four tiers and the ERP calls of its
 //! saga, each linked to a parent in the same trace; an error answer and the
-//! edge's log line name the trace they belong to.
+//! edge's log line name the trace they belong to. The same spans reach a
+//! collector over OTLP/HTTP (`http/protobuf`, POST `/v1/traces`) when that
+//! protocol is asked for.
 
 mod harness;
 
@@ -23,14 +25,17 @@ use opentelemetry_proto::tonic::{
         trace_service_server::{TraceService, TraceServiceServer},
     },
     common::v1::any_value::Value as AnyValue,
+    resource::v1::Resource,
     trace::v1::Span,
 };
 use serde_json::{Value, json};
 
-/// Every span the receiver got, by trace id (hex).
+/// Every span the receiver got, by trace id (hex), and the `service.name`
+/// of every resource they came from.
 #[derive(Clone, Default)]
 struct Receiver {
     spans: Arc<Mutex<HashMap<String, Vec<Span>>>>,
+    services: Arc<Mutex<Vec<String>>>,
 }
 
 #[tonic::async_trait]
@@ -39,19 +44,47 @@ impl TraceService for Receiver {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.keep(request.into_inner());
+        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
+    }
+}
+
+impl Receiver {
+    fn keep(&self, request: ExportTraceServiceRequest) {
         let mut spans = self.spans.lock().expect("not poisoned");
-        for resource in request.into_inner().resource_spans {
+        for resource in request.resource_spans {
+            if let Some(name) = service_name(resource.resource.as_ref()) {
+                self.services.lock().expect("not poisoned").push(name);
+            }
             for scope in resource.scope_spans {
                 for span in scope.spans {
                     spans.entry(hex(&span.trace_id)).or_default().push(span);
                 }
             }
         }
-        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
     }
-}
 
-impl Receiver {
+    /// Polls until some span satisfies `found`, under a deadline; returns it.
+    async fn wait_for_span(&self, what: &str, found: impl Fn(&Span) -> bool) -> Span {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let names: Vec<String> = {
+                let spans = self.spans.lock().expect("not poisoned");
+                if let Some(span) = spans.values().flatten().find(|s| found(s)) {
+                    return span.clone();
+                }
+                spans.values().flatten().map(|s| s.name.clone()).collect()
+            };
+            assert!(Instant::now() < deadline, "no {what} in time; the receiver has {names:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The `service.name`s spans came from so far.
+    fn services(&self) -> Vec<String> {
+        self.services.lock().expect("not poisoned").clone()
+    }
+
     /// Starts the receiver on a port of its own; returns its address.
     async fn start(&self) -> SocketAddr {
         let listener = harness::listener().await;
@@ -77,6 +110,63 @@ impl Receiver {
             assert!(Instant::now() < deadline, "no {what} in trace {trace_id} in time; it has {names:?}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+}
+
+/// A collector's OTLP/HTTP endpoint: takes protobuf `ExportTraceServiceRequest`
+/// bodies POSTed to any path, keeps their spans in a [`Receiver`], and
+/// notes the paths and content types it was sent.
+#[derive(Clone, Default)]
+struct HttpReceiver {
+    received: Receiver,
+    requests: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+impl HttpReceiver {
+    /// Starts the endpoint on a port of its own; returns its address.
+    async fn start(&self) -> SocketAddr {
+        use axum::{
+            body::Bytes,
+            extract::State,
+            http::{HeaderMap, StatusCode, Uri, header},
+            response::IntoResponse,
+        };
+        use prost::Message;
+        async fn export(
+            State(this): State<HttpReceiver>,
+            uri: Uri,
+            headers: HeaderMap,
+            body: Bytes,
+        ) -> impl IntoResponse {
+            let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+            this.requests.lock().expect("not poisoned").push((uri.path().to_owned(), content_type.to_owned()));
+            match ExportTraceServiceRequest::decode(body) {
+                Ok(request) => {
+                    this.received.keep(request);
+                    let answer = ExportTraceServiceResponse { partial_success: None }.encode_to_vec();
+                    (StatusCode::OK, [(header::CONTENT_TYPE, "application/x-protobuf")], answer)
+                }
+                Err(_) => (StatusCode::BAD_REQUEST, [(header::CONTENT_TYPE, "text/plain")], b"not OTLP".to_vec()),
+            }
+        }
+        let listener = harness::listener().await;
+        let addr = listener.local_addr().expect("addr");
+        let app = axum::Router::new().route("/{*path}", axum::routing::post(export)).with_state(self.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    }
+
+    /// The (path, content type) of every request so far.
+    fn requests(&self) -> Vec<(String, String)> {
+        self.requests.lock().expect("not poisoned").clone()
+    }
+}
+
+fn service_name(resource: Option<&Resource>) -> Option<String> {
+    let value = resource?.attributes.iter().find(|kv| kv.key == "service.name")?.value.as_ref()?.value.as_ref()?;
+    match value {
+        AnyValue::StringValue(name) => Some(name.clone()),
+        _ => None,
     }
 }
 
@@ -437,4 +527,103 @@ async fn in_serve_mode_the_trace_crosses_four_processes() {
     let erp = spans.iter().find(|s| is_erp_call(s)).expect("an ERP call");
     let client = ancestors(erp, &spans).into_iter().find(|s| s.kind == CLIENT).expect("the process tier's call");
     assert_eq!(attr_int(client, "server.port"), Some(i64::from(system_addr.port())));
+}
+
+/// `erp-connect up` exporting with `env` set (over the one `Child::start`
+/// sets, `OTEL_EXPORTER_OTLP_ENDPOINT=http://{otlp}`); one catalogue
+/// request through the gateway; the span the gateway made of it.
+async fn export_one_request(otlp: SocketAddr, env: &[(&str, String)], receiver: &Receiver) -> (Child, Span) {
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let args = ["up", "--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"];
+    let (child, http) = Child::start(&args, data_dir.path(), otlp, env);
+    let token = harness::token(data_dir.path(), "catalog:read");
+    let reply = get(&format!("http://{http}/web/v1/products?page_size=1"), Some(&token)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let span = receiver
+        .wait_for_span("gateway span of GET /web/v1/products", |s| {
+            is_tier(s, "gateway") && s.name == "GET /web/v1/products"
+        })
+        .await;
+    (child, span)
+}
+
+#[tokio::test]
+async fn spans_reach_an_otlp_http_collector_at_v1_traces_with_http_protobuf() {
+    let receiver = HttpReceiver::default();
+    let otlp = receiver.start().await;
+    let env = [("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf".to_owned())];
+    let (_up, span) = export_one_request(otlp, &env, &receiver.received).await;
+    assert_eq!(attr_int(&span, "http.response.status_code"), Some(200), "{:?}", span.attributes);
+    assert!(receiver.received.services().iter().all(|s| s == "erp-connect"), "{:?}", receiver.received.services());
+    let requests = receiver.requests();
+    assert!(!requests.is_empty());
+    for (path, content_type) in requests {
+        // The base endpoint gets the signal's path appended.
+        assert_eq!(path, "/v1/traces");
+        assert_eq!(content_type, "application/x-protobuf");
+    }
+}
+
+#[tokio::test]
+async fn an_otlp_traces_endpoint_is_used_as_it_is_over_http_protobuf() {
+    let receiver = HttpReceiver::default();
+    let otlp = receiver.start().await;
+    let env = [
+        // The general variables name gRPC and another collector: the
+        // traces' own win.
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".to_owned()),
+        ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf".to_owned()),
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", format!("http://{otlp}/collector/traces")),
+        ("OTEL_SERVICE_NAME", "shop-edge".to_owned()),
+    ];
+    let unused = "127.0.0.1:9".parse().expect("addr");
+    let (_up, _span) = export_one_request(unused, &env, &receiver.received).await;
+    assert!(receiver.received.services().iter().all(|s| s == "shop-edge"), "{:?}", receiver.received.services());
+    let paths: Vec<String> = receiver.requests().into_iter().map(|(path, _)| path).collect();
+    assert!(!paths.is_empty() && paths.iter().all(|p| p == "/collector/traces"), "{paths:?}");
+}
+
+#[tokio::test]
+async fn spans_reach_an_otlp_grpc_collector_when_grpc_is_named() {
+    let receiver = Receiver::default();
+    let otlp = receiver.start().await;
+    let env =
+        [("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc".to_owned()), ("OTEL_SERVICE_NAME", "shop-grpc".to_owned())];
+    let (_up, span) = export_one_request(otlp, &env, &receiver).await;
+    assert_eq!(attr_str(&span, "http.route"), Some("/web/v1/products"));
+    assert!(receiver.services().iter().all(|s| s == "shop-grpc"), "{:?}", receiver.services());
+    assert!(!receiver.services().is_empty());
+}
+
+#[tokio::test]
+async fn spans_still_buffered_reach_the_http_collector_when_the_process_stops() {
+    let receiver = HttpReceiver::default();
+    let otlp = receiver.start().await;
+    // A batch delay no test waits out: the spans can only leave with the
+    // flush at shutdown, which runs while the runtime the HTTP client needs
+    // is still up.
+    let env =
+        [("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf".to_owned()), ("OTEL_BSP_SCHEDULE_DELAY", "600000".to_owned())];
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let args = ["up", "--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"];
+    let (mut up, http) = Child::start(&args, data_dir.path(), otlp, &env);
+    let token = harness::token(data_dir.path(), "catalog:read");
+    let reply = get(&format!("http://{http}/web/v1/products?page_size=1"), Some(&token)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+
+    let terminated = Command::new("kill").args(["-TERM", &up.process.id().to_string()]).status().expect("kill runs");
+    assert!(terminated.success());
+    let (up, status) = tokio::task::spawn_blocking(move || {
+        let status = up.process.wait();
+        (up, status)
+    })
+    .await
+    .expect("waited");
+    assert!(status.expect("exit status").success(), "a clean stop; logs: {:?}", up.log_lines());
+    let spans: Vec<Span> = receiver.received.spans.lock().expect("not poisoned").values().flatten().cloned().collect();
+    assert!(
+        spans.iter().any(|s| is_tier(s, "gateway") && s.name == "GET /web/v1/products"),
+        "the request's spans were flushed: {:?}",
+        spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+    );
 }

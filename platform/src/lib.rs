@@ -14,6 +14,7 @@
 //! - [`channel`]: [`channel::GrpcChannel`], how one tier reaches the next.
 //! - [`principal`]: who is calling, as verified by the gateway.
 //! - [`health`]: `grpc.health.v1` answered by probing what a tier depends on.
+//! - [`reflection`]: gRPC server reflection, `v1` and `v1alpha`.
 //! - [`shutdown`]: SIGTERM/Ctrl-C handling and draining servers, and the
 //!   HTTP server loop with its per-client limits.
 //! - [`tls`]: TLS (and mTLS) on a listener and to the next tier,
@@ -37,6 +38,7 @@ pub mod health;
 pub mod metrics;
 pub mod principal;
 pub mod problem;
+pub mod reflection;
 pub mod request_id;
 pub mod secret_file;
 pub mod shutdown;

@@ -4,7 +4,8 @@
 //! - [`init`] installs the process's `tracing` subscriber: log lines on
 //!   stderr (JSON lines, or human-readable when stderr is a terminal; levels
 //!   from `RUST_LOG`), and, when an OTLP endpoint is configured, an
-//!   OpenTelemetry layer exporting spans over OTLP/gRPC ([`Config`]).
+//!   OpenTelemetry layer exporting spans over OTLP, `grpc` or
+//!   `http/protobuf` ([`Config`], [`Export`]).
 //! - Every log line written inside a traced span carries its `trace_id` and
 //!   `span_id`, and so does every problem+json body ([`current_trace_id`]),
 //!   so that a support ticket quoting either leads to the trace.
@@ -86,31 +87,82 @@ pub fn enabled() -> bool {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// OTLP/gRPC endpoint spans are exported to, e.g.
-    /// `http://otel-collector:4317`. Default none: no export.
-    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT`
-    /// override it; `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none`
-    /// turn export off.
+    /// OTLP endpoint spans are exported to: a collector's base URL, e.g.
+    /// `http://otel-collector:4317` (gRPC) or `http://otel-collector:4318`
+    /// (HTTP, where `/v1/traces` is appended). Default none: no export.
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (a full URL, used as it is) or
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` (a base URL) override it;
+    /// `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none` turn export
+    /// off.
     pub otlp_endpoint: Option<String>,
+    /// How spans travel: `grpc` or `http/protobuf`. Default: `http/protobuf`
+    /// when the endpoint's port is 4318 (OTLP/HTTP's), else `grpc` (what
+    /// earlier releases spoke to any endpoint).
+    /// `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, then
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL`, override it.
+    pub otlp_protocol: Option<Protocol>,
     /// `service.name` of the exported spans. Default `erp-connect` (`up`)
     /// or `erp-connect-<tier>` (`serve`); `OTEL_SERVICE_NAME` overrides it.
     pub service_name: Option<String>,
 }
 
+/// The OTLP transports spans can be exported over (`http/json` is not
+/// offered: collectors that take it take `http/protobuf` as well).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Protocol {
+    /// OTLP/gRPC, by default on port 4317.
+    #[serde(rename = "grpc")]
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies, by default on port 4318, traces
+    /// POSTed to `/v1/traces`.
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
+impl Protocol {
+    /// The protocol an `OTEL_EXPORTER_OTLP_*PROTOCOL` value names.
+    fn parse(value: &str) -> Option<Self> {
+        match value.trim() {
+            "grpc" => Some(Self::Grpc),
+            "http/protobuf" => Some(Self::HttpProtobuf),
+            _ => None,
+        }
+    }
+}
+
+/// OTLP/HTTP's port: an endpoint on it, with no protocol named, is spoken
+/// to in `http/protobuf`.
+const OTLP_HTTP_PORT: u16 = 4318;
+
+/// Where and how spans are exported, as resolved from the environment and
+/// the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Export {
+    /// The transport.
+    pub protocol: Protocol,
+    /// The URL the exporter sends to: the collector's for `grpc`, the traces
+    /// endpoint's (e.g. `http://collector:4318/v1/traces`) for
+    /// `http/protobuf`.
+    pub url: String,
+}
+
 /// A telemetry setup that cannot work.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// An OTLP protocol other than gRPC was asked for.
-    #[error("{var}={value:?}: only OTLP over gRPC (`grpc`) is supported")]
+    /// An OTLP protocol other than `grpc` and `http/protobuf` was asked for.
+    #[error("{var}={value:?}: the OTLP protocols spoken are `grpc` and `http/protobuf`")]
     Protocol {
         /// The variable that asked for it.
         var: &'static str,
         /// What it asked for.
         value: String,
     },
-    /// The endpoint is not an `http://host:port` URL.
+    /// The endpoint is not an `http://host:port[/path]` URL.
     #[error("OTLP endpoint {0:?} must look like http://host:port")]
     Endpoint(String),
+    /// Spans over OTLP/HTTP need a Tokio runtime for their client.
+    #[error("OTLP/HTTP export must be set up inside a Tokio runtime")]
+    NoRuntime,
     /// The exporter could not be built.
     #[error("OTLP exporter: {0}")]
     Exporter(String),
@@ -124,22 +176,54 @@ fn env(var: &str) -> Option<String> {
 }
 
 impl Config {
-    /// Where spans go, if anywhere: the environment over the file.
-    pub fn endpoint(&self) -> Option<String> {
-        self.endpoint_in(env)
+    /// Where spans go and how, if anywhere: the environment over the file.
+    pub fn export(&self) -> Result<Option<Export>, Error> {
+        self.export_in(env)
     }
 
-    /// [`Config::endpoint`] with the environment read through `env`.
-    fn endpoint_in(&self, env: impl Fn(&str) -> Option<String>) -> Option<String> {
+    /// [`Config::export`] with the environment read through `env`.
+    ///
+    /// The OTLP exporter specification's rules: the signal's own variables
+    /// win over the general ones; `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is
+    /// used as it is, while to a base URL (`OTEL_EXPORTER_OTLP_ENDPOINT`,
+    /// `telemetry.otlp_endpoint`) `http/protobuf` appends `v1/traces`.
+    fn export_in(&self, env: impl Fn(&str) -> Option<String>) -> Result<Option<Export>, Error> {
         let env = |var: &str| env(var).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
         let off = env("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
             || env("OTEL_TRACES_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none"));
         if off {
-            return None;
+            return Ok(None);
         }
-        env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-            .or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT"))
-            .or_else(|| self.otlp_endpoint.clone().filter(|e| !e.trim().is_empty()))
+        let file = self.otlp_endpoint.as_deref().map(str::trim).filter(|e| !e.is_empty()).map(str::to_owned);
+        let (endpoint, is_base) = match env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+            Some(signal) => (signal, false),
+            None => match env("OTEL_EXPORTER_OTLP_ENDPOINT").or(file) {
+                Some(base) => (base, true),
+                None => return Ok(None),
+            },
+        };
+        // Plain HTTP: the collector is a sidecar or in the cluster (no TLS
+        // stack is built in for this).
+        let uri: http::Uri = endpoint.parse().map_err(|_| Error::Endpoint(endpoint.clone()))?;
+        if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+            return Err(Error::Endpoint(endpoint));
+        }
+        let mut protocol = None;
+        for var in ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"] {
+            if let Some(value) = env(var) {
+                protocol = Some(Protocol::parse(&value).ok_or(Error::Protocol { var, value })?);
+                break; // the signal's own variable wins
+            }
+        }
+        let protocol = protocol.or(self.otlp_protocol).unwrap_or(match uri.port_u16() {
+            Some(OTLP_HTTP_PORT) => Protocol::HttpProtobuf,
+            _ => Protocol::Grpc,
+        });
+        let url = match protocol {
+            Protocol::HttpProtobuf if is_base => format!("{}/v1/traces", endpoint.trim_end_matches('/')),
+            _ => endpoint,
+        };
+        Ok(Some(Export { protocol, url }))
     }
 
     /// `service.name`: `OTEL_SERVICE_NAME`, the file, or `default`.
@@ -152,27 +236,7 @@ impl Config {
 
     /// Checks the endpoint and protocol, before anything starts.
     pub fn validate(&self) -> Result<(), Error> {
-        self.validate_in(env)
-    }
-
-    fn validate_in(&self, env: impl Fn(&str) -> Option<String> + Copy) -> Result<(), Error> {
-        for var in ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"] {
-            if let Some(value) = env(var).filter(|v| !v.trim().is_empty()) {
-                if value.trim() != "grpc" {
-                    return Err(Error::Protocol { var, value });
-                }
-                break; // the signal's own variable wins
-            }
-        }
-        if let Some(endpoint) = self.endpoint_in(env) {
-            // Plain HTTP/2: the collector is a sidecar or in the cluster
-            // (no TLS stack is built in for this).
-            let uri: http::Uri = endpoint.parse().map_err(|_| Error::Endpoint(endpoint.clone()))?;
-            if uri.scheme_str() != Some("http") || uri.authority().is_none() {
-                return Err(Error::Endpoint(endpoint));
-            }
-        }
-        Ok(())
+        self.export().map(drop)
     }
 }
 
@@ -180,6 +244,20 @@ impl Config {
 #[must_use = "dropping it stops the export"]
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Exports the spans not yet exported and stops, without holding up the
+    /// runtime the exporters' connections run on (a one-thread runtime
+    /// included), which dropping it from async code would.
+    pub async fn shutdown(mut self) {
+        let Some(provider) = self.provider.take() else { return };
+        match tokio::task::spawn_blocking(move || provider.shutdown()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "not every span could be exported"),
+            Err(err) => tracing::warn!(error = %err, "the span export did not finish"),
+        }
+    }
 }
 
 impl Drop for Telemetry {
@@ -200,18 +278,24 @@ pub fn init_logs() {
 
 /// Logs, and spans exported to the endpoint `config` names (if any) with
 /// `service.name` `default_service` unless configured. Call once, inside a
-/// Tokio runtime: the exporter's gRPC channel runs on it.
+/// Tokio runtime: the exporter's gRPC channel or HTTP client runs on it.
 pub fn init(config: &Config, default_service: &str) -> Result<Telemetry, Error> {
-    config.validate()?;
-    let provider = match config.endpoint() {
+    let provider = match config.export()? {
         None => None,
-        Some(endpoint) => {
-            use opentelemetry_otlp::WithExportConfig;
-            let exporter = opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(endpoint)
-                .build()
-                .map_err(|e| Error::Exporter(e.to_string()))?;
+        Some(export) => {
+            use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+            let exporter = match export.protocol {
+                Protocol::Grpc => {
+                    opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(export.url).build()
+                }
+                Protocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+                    .with_http()
+                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                    .with_endpoint(export.url)
+                    .with_http_client(OnRuntime::current()?)
+                    .build(),
+            }
+            .map_err(|e| Error::Exporter(e.to_string()))?;
             let resource = Resource::builder().with_service_name(config.service_name(default_service)).build();
             Some(
                 SdkTracerProvider::builder()
@@ -224,6 +308,57 @@ pub fn init(config: &Config, default_service: &str) -> Result<Telemetry, Error> 
     };
     install(provider.as_ref())?;
     Ok(Telemetry { provider })
+}
+
+/// The OTLP/HTTP exporter's client: hyper, its requests run as tasks of the
+/// runtime [`init`] was called in. The batch exporter calls it from a
+/// thread of its own, outside any runtime, where hyper's connections and
+/// timers could not run; this hands each request to the runtime and waits.
+#[derive(Debug, Clone)]
+struct OnRuntime {
+    runtime: tokio::runtime::Handle,
+    client: opentelemetry_http::hyper::HyperClient,
+}
+
+impl OnRuntime {
+    fn current() -> Result<Self, Error> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+        Ok(Self { runtime, client: opentelemetry_http::hyper::HyperClient::with_default_connector(timeout(), None) })
+    }
+}
+
+/// Each request's time limit: `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, then
+/// `OTEL_EXPORTER_OTLP_TIMEOUT` (milliseconds), else the specification's
+/// default of 10 s. (The exporter applies the same limit to an export with
+/// its retries.)
+fn timeout() -> std::time::Duration {
+    ["OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"]
+        .into_iter()
+        .find_map(|var| env(var)?.trim().parse().ok())
+        .map_or(std::time::Duration::from_secs(10), std::time::Duration::from_millis)
+}
+
+// The trait is declared with `#[async_trait]`; this is the signature it
+// expands to, spelled out rather than taking the macro crate for one impl.
+impl opentelemetry_http::HttpClient for OnRuntime {
+    fn send_bytes<'life0, 'async_trait>(
+        &'life0 self,
+        request: http::Request<bytes::Bytes>,
+    ) -> Pin<
+        Box<
+            dyn Future<Output = Result<http::Response<bytes::Bytes>, opentelemetry_http::HttpError>>
+                + Send
+                + 'async_trait,
+        >,
+    >
+    where
+        'life0: 'async_trait,
+        Self: 'async_trait,
+    {
+        let client = self.client.clone();
+        let sent = self.runtime.spawn(async move { client.send_bytes(request).await });
+        Box::pin(async move { sent.await.map_err(|e| Box::new(e) as opentelemetry_http::HttpError)? })
+    }
 }
 
 fn install(provider: Option<&SdkTracerProvider>) -> Result<(), Error> {
@@ -779,27 +914,96 @@ mod tests {
         assert!(!extract(&HeaderMap::new()).span().span_context().is_valid());
     }
 
+    /// An environment of `vars` only.
+    fn env(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |var: &str| vars.iter().find(|(k, _)| *k == var).map(|(_, v)| (*v).to_owned())
+    }
+
+    fn export(config: &Config, vars: &'static [(&'static str, &'static str)]) -> Option<(Protocol, String)> {
+        config.export_in(env(vars)).expect("a valid setup").map(|e| (e.protocol, e.url))
+    }
+
+    fn file(endpoint: &str, protocol: Option<Protocol>) -> Config {
+        Config { otlp_endpoint: Some(endpoint.into()), otlp_protocol: protocol, service_name: None }
+    }
+
     #[test]
-    fn the_environment_wins_over_the_file_and_only_grpc_is_spoken() {
-        let env = |vars: &'static [(&'static str, &'static str)]| {
-            move |var: &str| vars.iter().find(|(k, _)| *k == var).map(|(_, v)| (*v).to_owned())
-        };
-        let config = Config { otlp_endpoint: Some("http://file:4317".into()), service_name: None };
-        assert_eq!(config.endpoint_in(env(&[])).as_deref(), Some("http://file:4317"));
-        let general = env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env:4317")]);
-        assert_eq!(config.endpoint_in(general).as_deref(), Some("http://env:4317"));
-        let both = env(&[
+    fn the_environment_wins_over_the_file() {
+        use Protocol::Grpc;
+        let config = file("http://file:4317", None);
+        assert_eq!(export(&config, &[]), Some((Grpc, "http://file:4317".into())));
+        let general = &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env:4317")];
+        assert_eq!(export(&config, general), Some((Grpc, "http://env:4317".into())));
+        let both = &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env:4317"),
             ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://traces:4317"),
-        ]);
-        assert_eq!(config.endpoint_in(both).as_deref(), Some("http://traces:4317"));
-        assert_eq!(config.endpoint_in(env(&[("OTEL_SDK_DISABLED", "true")])), None);
-        assert_eq!(config.endpoint_in(env(&[("OTEL_TRACES_EXPORTER", "none")])), None);
-        assert_eq!(Config::default().endpoint_in(env(&[])), None, "off by default");
-        assert!(config.validate_in(env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")])).is_ok());
-        let http = env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")]);
-        assert!(matches!(config.validate_in(http), Err(Error::Protocol { .. })));
-        let bad = Config { otlp_endpoint: Some("collector:4317".into()), service_name: None };
-        assert!(matches!(bad.validate_in(env(&[])), Err(Error::Endpoint(_))));
+        ];
+        assert_eq!(export(&config, both), Some((Grpc, "http://traces:4317".into())));
+        assert_eq!(export(&config, &[("OTEL_SDK_DISABLED", "true")]), None);
+        assert_eq!(export(&config, &[("OTEL_TRACES_EXPORTER", "none")]), None);
+        assert_eq!(export(&Config::default(), &[]), None, "off by default");
+        assert_eq!(export(&Config::default(), &[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]), None, "no endpoint");
+        let bad = file("collector:4317", None);
+        assert!(matches!(bad.export_in(env(&[])), Err(Error::Endpoint(_))));
+        let tls = file("https://collector:4317", None);
+        assert!(matches!(tls.export_in(env(&[])), Err(Error::Endpoint(_))));
+    }
+
+    #[test]
+    fn a_named_protocol_wins_else_the_port_decides_and_grpc_stays_the_default() {
+        use Protocol::{Grpc, HttpProtobuf};
+        // Nothing named: OTLP/HTTP's port means HTTP; any other port gRPC,
+        // as before http/protobuf was spoken.
+        assert_eq!(export(&file("http://c:4318", None), &[]), Some((HttpProtobuf, "http://c:4318/v1/traces".into())));
+        assert_eq!(export(&file("http://c:14317", None), &[]), Some((Grpc, "http://c:14317".into())));
+        // The signal's own variable over the general one over the file.
+        let http = &[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")];
+        assert_eq!(export(&file("http://c:4317", None), http), Some((HttpProtobuf, "http://c:4317/v1/traces".into())));
+        let grpc_for_traces =
+            &[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"), ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc")];
+        assert_eq!(export(&file("http://c:4318", None), grpc_for_traces), Some((Grpc, "http://c:4318".into())));
+        assert_eq!(
+            export(&file("http://c:9000", Some(HttpProtobuf)), &[]),
+            Some((HttpProtobuf, "http://c:9000/v1/traces".into()))
+        );
+        let grpc = &[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")];
+        assert_eq!(export(&file("http://c:4318", Some(HttpProtobuf)), grpc), Some((Grpc, "http://c:4318".into())));
+        // Unknown or unsupported protocols are refused, naming the variable.
+        let json = &[("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json")];
+        assert!(matches!(
+            file("http://c:4318", None).export_in(env(json)),
+            Err(Error::Protocol { var: "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", .. })
+        ));
+    }
+
+    #[test]
+    fn http_appends_the_traces_path_to_a_base_url_only() {
+        use Protocol::HttpProtobuf;
+        let http = |vars: &'static [(&'static str, &'static str)]| export(&file("http://file:4318/", None), vars);
+        assert_eq!(http(&[]), Some((HttpProtobuf, "http://file:4318/v1/traces".into())), "one slash");
+        let base = &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://gw:4318/otlp")];
+        assert_eq!(http(base), Some((HttpProtobuf, "http://gw:4318/otlp/v1/traces".into())), "under the base path");
+        // The signal's endpoint is the whole URL, whatever its path.
+        let signal = &[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://gw:4318/custom/traces")];
+        assert_eq!(http(signal), Some((HttpProtobuf, "http://gw:4318/custom/traces".into())));
+    }
+
+    #[test]
+    fn the_file_names_a_protocol_by_its_otlp_name() {
+        let config: Config = serde_json::from_value(serde_json::json!({"otlp_protocol": "http/protobuf"})).expect("ok");
+        assert_eq!(config.otlp_protocol, Some(Protocol::HttpProtobuf));
+        let config: Config = serde_json::from_value(serde_json::json!({"otlp_protocol": "grpc"})).expect("ok");
+        assert_eq!(config.otlp_protocol, Some(Protocol::Grpc));
+        assert!(serde_json::from_value::<Config>(serde_json::json!({"otlp_protocol": "http/json"})).is_err());
+    }
+
+    #[test]
+    fn health_and_both_reflection_versions_are_plumbing() {
+        for service in
+            ["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"]
+        {
+            assert!(is_plumbing(service), "{service}");
+        }
+        assert!(!is_plumbing("order_to_cash.v1.OrderToCashService"));
     }
 }

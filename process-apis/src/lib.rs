@@ -246,18 +246,9 @@ impl ProcessTier {
         &self.order_to_cash
     }
 
-    /// The tier's gRPC routes: `catalog.v1`, `grpc.health.v1`, reflection.
+    /// The tier's gRPC routes: `catalog.v1`, `order_to_cash.v1`, `webhooks.v1`,
+    /// `order_batches.v1`, `grpc.health.v1`, reflection (`v1` and `v1alpha`).
     pub fn routes(&self) -> tonic::service::Routes {
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(erp_connect_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .with_service_name("catalog.v1.CatalogService")
-            .with_service_name("order_to_cash.v1.OrderToCashService")
-            .with_service_name("webhooks.v1.WebhookService")
-            .with_service_name("order_batches.v1.OrderBatchService")
-            .with_service_name("grpc.health.v1.Health")
-            .build_v1()
-            .expect("the embedded descriptor sets are valid"); // checked by the tier tests
         let (system, flows) = (self.system.clone(), self.order_to_cash.clone());
         let probe: platform::health::Probe = Arc::new(move || {
             let (system, flows) = (system.clone(), flows.clone());
@@ -267,8 +258,19 @@ impl ProcessTier {
             .add_service(self.order_to_cash.service())
             .add_service(self.webhooks.service())
             .add_service(self.order_batches.service())
-            .add_service(platform::health::service(probe))
-            .add_service(reflection);
+            .add_service(platform::health::service(probe));
+        let routes = platform::reflection::add(
+            routes,
+            &[erp_connect_proto::FILE_DESCRIPTOR_SET, tonic_health::pb::FILE_DESCRIPTOR_SET],
+            &[
+                "catalog.v1.CatalogService",
+                "order_to_cash.v1.OrderToCashService",
+                "webhooks.v1.WebhookService",
+                "order_batches.v1.OrderBatchService",
+                "grpc.health.v1.Health",
+            ],
+        )
+        .expect("the embedded descriptor sets are valid"); // checked by the tier tests
         // A server span per call, in the caller's trace (when traced).
         // The caller's deadline bounds the system API calls made for it.
         let routes = platform::deadline::grpc_server(platform::telemetry::grpc_server(routes));

@@ -58,23 +58,27 @@ impl SystemTier {
         Ok(Self { erp, payments })
     }
 
-    /// The tier's gRPC routes: `erp.v1`, `payments.v1`, `grpc.health.v1` and reflection.
+    /// The tier's gRPC routes: `erp.v1`, `payments.v1`, `grpc.health.v1` and
+    /// reflection (`v1` and `v1alpha`).
     pub fn routes(&self) -> tonic::service::Routes {
-        let mut reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(erp_connect_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .with_service_name("grpc.health.v1.Health");
-        for name in erp::SERVICE_NAMES.iter().chain(payments::SERVICE_NAMES) {
-            reflection = reflection.with_service_name(*name);
-        }
-        let reflection = reflection.build_v1().expect("the embedded descriptor sets are valid"); // checked by the tier tests
         let (erp, pay) = (self.erp.clone(), self.payments.clone());
         let probe: platform::health::Probe = std::sync::Arc::new(move || {
             let (erp, pay) = (erp.clone(), pay.clone());
             Box::pin(async move { erp.is_ready().await && pay.is_ready().await })
         });
-        let mut routes = self.payments.add_routes(self.erp.routes());
-        routes = routes.add_service(platform::health::service(probe)).add_service(reflection);
+        let routes = self.payments.add_routes(self.erp.routes()).add_service(platform::health::service(probe));
+        let services: Vec<&str> = erp::SERVICE_NAMES
+            .iter()
+            .chain(payments::SERVICE_NAMES)
+            .copied()
+            .chain(["grpc.health.v1.Health"])
+            .collect();
+        let routes = platform::reflection::add(
+            routes,
+            &[erp_connect_proto::FILE_DESCRIPTOR_SET, tonic_health::pb::FILE_DESCRIPTOR_SET],
+            &services,
+        )
+        .expect("the embedded descriptor sets are valid"); // checked by the tier tests
         // A server span per call, in the caller's trace (when traced); the
         // caller's deadline bounds the ERP calls made for it.
         let routes = platform::deadline::grpc_server(platform::telemetry::grpc_server(routes));
