@@ -4,18 +4,20 @@
 //!
 //! Each experience route is declared once, on its handler: a
 //! `#[utoipa::path]` with its path (relative to its audience's `/web/v1`,
-//! `/partner/v1`, ...), its scope in `security(...)`, and its summary, the
-//! handler's doc comment (one paragraph, in the API's own words). The
+//! `/partner/v1`, ...), its scope in `security(...)`, its answers, and as
+//! its summary the handler's doc comment, written for API users (one
+//! paragraph: a second one would become the operation's description). The
 //! audience routers are built from those declarations
 //! ([`utoipa_axum::router::OpenApiRouter`]), and so is the gateway's route
 //! table ([`crate::routes`]): a route cannot be served without being
 //! documented, nor documented with another scope than the gateway checks.
 //!
-//! This module holds what the handlers share: the [`Problem`] schema, the
-//! refusals most operations answer ([`Refusals`], [`BodyRefusals`],
-//! [`ReadRefusals`]), and [`ApiDoc`]: the API's description, tags,
-//! security schemes and schemas, and the operations the gateway answers on
-//! its own, whose handlers live there.
+//! This module holds what the handlers share: the `Problem` schema, the
+//! refusals most operations answer (`Refusals`, `BodyRefusals`,
+//! `ReadRefusals`), every 4xx and 5xx made a problem+json body in one
+//! place; and [`ApiDoc`]: the API's description, tags, security schemes
+//! and schemas, and the operations the gateway answers on its own, whose
+//! handlers live there.
 
 use std::sync::LazyLock;
 
