@@ -115,7 +115,8 @@ fn seen(headers: &HeaderMap) -> Result<usize, Error> {
 #[utoipa::path(get, path = "/orders/{id}/events", tag = "mobile", operation_id = "watch_mobile_order",
     params(
         ("id" = String, Path, description = "Order id, ord_..."),
-        ("Last-Event-ID" = Option<String>, Header, description = "The id of the last event received", pattern = "^[0-9]+$")
+        ("Last-Event-ID" = Option<String>, Header, description = "The id of the last event received",
+            pattern = "^[0-9]+$")
     ),
     responses(
         (status = 200, description = "text/event-stream; each event's data is a StatusEvent", body = StatusEvent,

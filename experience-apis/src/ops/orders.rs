@@ -191,7 +191,11 @@ pub async fn list(
 /// An order of any tenant, with its tenant and everything its saga recorded.
 #[utoipa::path(get, path = "/orders/{id}", tag = "ops", operation_id = "get_ops_order",
     params(("id" = String, Path, description = "Order id, ord_...")),
-    responses((status = 200, description = "Done", body = OpsOrderView), (status = 404, description = "No such order"), Refusals),
+    responses(
+        (status = 200, description = "Done", body = OpsOrderView),
+        (status = 404, description = "No such order"),
+        Refusals
+    ),
     security(("bearer" = ["ops"]), ("api_key" = ["ops"]))
 )]
 #[tracing::instrument(skip_all, fields(order_id = %id))]

@@ -159,7 +159,11 @@ pub async fn list(
 /// One quarantine entry.
 #[utoipa::path(get, path = "/quarantine/{id}", tag = "ops", operation_id = "get_quarantined",
     params(("id" = String, Path, description = "Entry id, qua_...")),
-    responses((status = 200, description = "Done", body = QuarantinedView), (status = 404, description = "No such entry"), Refusals),
+    responses(
+        (status = 200, description = "Done", body = QuarantinedView),
+        (status = 404, description = "No such entry"),
+        Refusals
+    ),
     security(("bearer" = ["ops"]), ("api_key" = ["ops"]))
 )]
 pub async fn get(State(upstreams): State<Upstreams>, ObjectId(id): ObjectId) -> Result<Json<QuarantinedView>, Error> {

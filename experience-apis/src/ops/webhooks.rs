@@ -49,7 +49,11 @@ pub async fn all_deliveries(
 /// A webhook endpoint of any tenant.
 #[utoipa::path(get, path = "/webhooks/{id}", tag = "ops", operation_id = "get_ops_webhook",
     params(("id" = String, Path, description = "Endpoint id, whe_...")),
-    responses((status = 200, description = "Done", body = WebhookView), (status = 404, description = "No such endpoint"), Refusals),
+    responses(
+        (status = 200, description = "Done", body = WebhookView),
+        (status = 404, description = "No such endpoint"),
+        Refusals
+    ),
     security(("bearer" = ["ops"]), ("api_key" = ["ops"]))
 )]
 pub async fn get(State(upstreams): State<Upstreams>, ObjectId(id): ObjectId) -> Result<Json<WebhookView>, Error> {
@@ -79,7 +83,11 @@ pub async fn update(
 /// Removes an endpoint of any tenant and its delivery log.
 #[utoipa::path(delete, path = "/webhooks/{id}", tag = "ops", operation_id = "delete_ops_webhook",
     params(("id" = String, Path, description = "Endpoint id, whe_...")),
-    responses((status = 204, description = "Done", body = ()), (status = 404, description = "No such endpoint"), Refusals),
+    responses(
+        (status = 204, description = "Done", body = ()),
+        (status = 404, description = "No such endpoint"),
+        Refusals
+    ),
     security(("bearer" = ["ops"]), ("api_key" = ["ops"]))
 )]
 pub async fn delete(State(upstreams): State<Upstreams>, ObjectId(id): ObjectId) -> Result<StatusCode, Error> {
@@ -95,7 +103,11 @@ pub async fn delete(State(upstreams): State<Upstreams>, ObjectId(id): ObjectId) 
         ("page_size" = Option<u32>, Query, minimum = 1, maximum = 100),
         ("page_token" = Option<String>, Query, max_length = 512)
     ),
-    responses((status = 200, description = "Done", body = DeliveryPage), (status = 404, description = "No such endpoint"), Refusals),
+    responses(
+        (status = 200, description = "Done", body = DeliveryPage),
+        (status = 404, description = "No such endpoint"),
+        Refusals
+    ),
     security(("bearer" = ["ops"]), ("api_key" = ["ops"]))
 )]
 pub async fn deliveries(

@@ -41,8 +41,8 @@ pub struct CancelBody {
     request_body = OrderRequest,
     responses(
         (status = 201, description = "Done", body = OrderView),
-        (status = 422, description = "Unknown SKU, bad quantity, a broken validation rule (its name starts the message), \
-            or the key reused with another body"),
+        (status = 422, description = "Unknown SKU, bad quantity, a broken validation rule (its name starts the \
+            message), or the key reused with another body"),
         BodyRefusals, Refusals
     ),
     security(("bearer" = ["orders:write"]), ("api_key" = ["orders:write"]))
