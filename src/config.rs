@@ -264,7 +264,7 @@ impl Config {
             };
             return Err(Error::Invalid { key, reason: err.to_string() });
         }
-        if let Err(err) = self.gateway.deprecations() {
+        if let Err(err) = self.gateway.deprecations(crate::forwarded_routes()) {
             return Err(Error::Invalid { key: "gateway.deprecations", reason: err.to_string() });
         }
         if let Some(tls) = &self.gateway.tls {

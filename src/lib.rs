@@ -13,6 +13,10 @@
 //!
 //! Each mode builds everything that can fail (configuration, databases,
 //! keys) before it binds a port, so a bad setup never half-starts.
+//!
+//! The gateway does not link the experience tier, yet must know which of
+//! its routes to forward and with which scope: [`forwarded_routes`] hands
+//! it the table the experience tier declares (`experience_apis::routes()`).
 
 pub mod config;
 pub mod export;
@@ -85,6 +89,19 @@ pub enum StartError {
     /// Serving failed.
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// The routes the gateway forwards, with the scope each needs: the
+/// experience tier's, as its handlers declare them (and as `/openapi.json`
+/// documents them). Read once; every gateway built shares the table.
+pub fn forwarded_routes() -> &'static [gateway::Route] {
+    static ROUTES: std::sync::LazyLock<Vec<gateway::Route>> = std::sync::LazyLock::new(|| {
+        experience_apis::routes()
+            .into_iter()
+            .map(|route| gateway::Route::new(route.method, &route.path, &route.scope))
+            .collect()
+    });
+    &ROUTES
 }
 
 /// The gateway's authenticator: configured issuers, plus the dev identity

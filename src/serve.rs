@@ -134,7 +134,8 @@ impl Tier {
                         upstream,
                         dev_jwks,
                         config.gateway.limits()?,
-                        config.gateway.deprecations()?,
+                        config.gateway.deprecations(crate::forwarded_routes())?,
+                        crate::forwarded_routes(),
                     ),
                     &config.gateway.cors_origins,
                 );

@@ -67,7 +67,8 @@ impl App {
                 gateway::upstream::Upstream::InProcess(experience, config.gateway.upstream_timeout),
                 dev_jwks,
                 config.gateway.limits()?,
-                config.gateway.deprecations()?,
+                config.gateway.deprecations(crate::forwarded_routes())?,
+                crate::forwarded_routes(),
             ),
             &config.gateway.cors_origins,
         );

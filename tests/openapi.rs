@@ -1,15 +1,22 @@
-//! The OpenAPI document describes exactly the routes the gateway forwards,
-//! each with the scope the gateway enforces, and every error as
-//! problem+json.
+//! The OpenAPI document and the gateway's route table come from one
+//! declaration per route (the experience tier's handlers, and the
+//! gateway's own routes): the gateway answers exactly the documented
+//! operations, each with the documented scope, every one of them reaches a
+//! handler, nothing else is routed, and every error is problem+json.
 
 mod harness;
 
 use std::collections::BTreeSet;
 
-use harness::{get, spawn_serve, spawn_up};
+use harness::{Reply, get, send, spawn_serve, spawn_up, token_for};
+use http_body_util::Full;
 
-#[test]
-fn every_gateway_route_is_documented_with_its_scope_and_nothing_else_is() {
+/// An operation: method, path template and the one scope it needs.
+type Operation = (String, String, String);
+
+/// The document's operations, each checked to name one scope (whatever the
+/// credential) and to answer every error as a problem.
+fn documented() -> BTreeSet<Operation> {
     let doc: serde_json::Value = serde_json::from_str(&experience_apis::openapi::json()).expect("JSON");
     let mut documented = BTreeSet::new();
     for (path, item) in doc["paths"].as_object().expect("paths") {
@@ -24,7 +31,9 @@ fn every_gateway_route_is_documented_with_its_scope_and_nothing_else_is() {
                 })
                 .collect();
             assert_eq!(scopes.len(), 1, "{method} {path}: one scope, whatever the credential: {scopes:?}");
-            documented.insert((method.to_uppercase(), path.clone(), scopes.into_iter().next().expect("scope")));
+            let scope = scopes.into_iter().next().expect("scope");
+            assert!(gateway::SCOPES.contains(&scope.as_str()), "{method} {path}: unknown scope {scope}");
+            documented.insert((method.to_uppercase(), path.clone(), scope));
             for (status, response) in operation["responses"].as_object().expect("responses") {
                 if !status.starts_with('2') {
                     assert!(
@@ -36,13 +45,74 @@ fn every_gateway_route_is_documented_with_its_scope_and_nothing_else_is() {
             }
         }
     }
-    let routed: BTreeSet<(String, String, String)> = gateway::ROUTES
-        .iter()
-        .chain(gateway::KEY_ADMIN_ROUTES)
-        .chain(gateway::OVERVIEW_ROUTES)
-        .map(|(method, path, scope)| (method.as_str().to_owned(), (*path).to_owned(), (*scope).to_owned()))
-        .collect();
-    assert_eq!(documented, routed);
+    documented
+}
+
+/// Every route the gateway of `up` and `serve` answers with a scope.
+fn gateway_table() -> Vec<Operation> {
+    gateway::routes(erp_connect::forwarded_routes())
+        .into_iter()
+        .map(|route| (route.method.as_str().to_owned(), route.path.to_string(), route.scope.to_string()))
+        .collect()
+}
+
+#[test]
+fn the_gateways_route_table_is_the_documents_operations() {
+    let table = gateway_table();
+    let routed: BTreeSet<Operation> = table.iter().cloned().collect();
+    assert_eq!(routed.len(), table.len(), "a route twice in the table: {table:?}");
+    assert_eq!(routed, documented());
+}
+
+/// `path` with its `{id}` filled in as a client would.
+fn concrete(path: &str) -> String {
+    path.replace("{id}", "x_1")
+}
+
+async fn call(method: &str, url: &str, bearer: Option<&str>) -> Reply {
+    let mut request = http::Request::builder().method(method).uri(url);
+    if let Some(token) = bearer {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    send(request.body(Full::default()).expect("request")).await
+}
+
+/// Through `up`, every documented operation is routed: without a
+/// credential it is the gateway's 401, with one that has every scope it is
+/// its handler's answer (to an empty request and an unknown id), never the
+/// router's 404 or 405. What the document does not list is not routed.
+#[tokio::test]
+async fn every_documented_operation_and_nothing_else_is_routed() {
+    let app = spawn_up().await;
+    let every_scope = gateway::SCOPES.join(" ");
+    let token = token_for(app.data_dir.path(), "alice", Some("acme"), Some("alice@example.com"), &every_scope);
+    for (method, path, _) in documented() {
+        let url = app.url(&concrete(&path));
+        let anonymous = call(&method, &url, None).await;
+        harness::assert_problem(&anonymous, 401);
+        assert!(anonymous.headers.contains_key("www-authenticate"), "{method} {path}");
+        let reply = call(&method, &url, Some(&token)).await;
+        assert!(
+            reply.status != 405 && reply.body["detail"] != "no such route" && reply.status < 500,
+            "{method} {path}: {} {}",
+            reply.status,
+            reply.text
+        );
+    }
+    let documented_paths: BTreeSet<String> = documented().into_iter().map(|(_, path, _)| path).collect();
+    for (method, path, status) in [
+        ("GET", "/web/v1/orders/x_1/lines", 404),
+        ("GET", "/ops/v1/reports", 404),
+        ("GET", "/partner/v2/orders", 404),
+        ("DELETE", "/web/v1/orders/x_1", 405),
+        ("GET", "/partner/v1/orders/x_1/cancel", 405),
+    ] {
+        let template = path.replace("x_1", "{id}");
+        assert_eq!(documented_paths.contains(&template), status == 405, "{path}: the case is what it says");
+        let reply = call(method, &app.url(path), Some(&token)).await;
+        harness::assert_problem(&reply, status);
+    }
+    app.stop_all().await;
 }
 
 #[tokio::test]
@@ -51,12 +121,7 @@ async fn the_document_and_the_reference_page_are_public_and_every_answer_has_sec
         let doc = get(&app.url("/openapi.json"), None).await;
         assert_eq!(doc.status, 200, "{}", doc.text);
         assert_eq!(doc.headers["content-type"], "application/json");
-        let paths: BTreeSet<&str> = gateway::ROUTES
-            .iter()
-            .chain(gateway::KEY_ADMIN_ROUTES)
-            .chain(gateway::OVERVIEW_ROUTES)
-            .map(|(_, path, _)| *path)
-            .collect();
+        let paths: BTreeSet<String> = gateway_table().into_iter().map(|(_, path, _)| path).collect();
         assert_eq!(doc.body["paths"].as_object().map(|p| p.len()), Some(paths.len()), "{}", doc.text);
         let page = get(&app.url("/docs"), None).await;
         assert_eq!(page.status, 200);

@@ -49,7 +49,8 @@ async fn held_gateway(grace: Duration) -> Held {
             }
         }),
     );
-    let router = gateway::router(auth, Upstream::InProcess(held, std::time::Duration::from_secs(30)), None);
+    let held = Upstream::InProcess(held, std::time::Duration::from_secs(30));
+    let router = gateway::router(auth, held, None, erp_connect::forwarded_routes());
     let listener = harness::listener().await;
     let addr = listener.local_addr().expect("addr");
     let shutdown = Shutdown::new();

@@ -21,12 +21,15 @@
 //! - [`openapi`]: the OpenAPI 3.1 document of the public API.
 //! - [`caching`]: `ETag`, `304 Not Modified` and `Cache-Control` on reads.
 //! - [`router`]: the tier's HTTP routes, including `/healthz` and `/readyz`.
+//! - [`routes`]: the audiences' routes with the scope each needs, as the
+//!   gateway's route table, read off the same declarations as the router
+//!   and the OpenAPI document.
 //!
 //! The caller is always a [`platform::principal::Principal`] verified by the
 //! gateway: put into the request's extensions in `up` mode, or carried in a
 //! gateway-signed header in `serve` mode ([`require_signed_principal`]).
 
-use std::time::Duration;
+use std::{sync::LazyLock, time::Duration};
 
 use axum::{
     Router,
@@ -42,6 +45,7 @@ use platform::{
     problem::Problem,
 };
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
 
 pub mod body;
 pub mod caching;
@@ -137,11 +141,8 @@ impl Upstreams {
 /// The tier's routes. Every audience route expects a verified principal in
 /// the request's extensions.
 pub fn router(upstreams: Upstreams) -> Router {
-    Router::new()
-        .nest("/web/v1", web::router())
-        .nest("/mobile/v1", mobile::router())
-        .nest("/partner/v1", partner::router())
-        .nest("/ops/v1", ops::router())
+    let (audiences, _) = audiences().split_for_parts();
+    audiences
         .route("/openapi.json", get(|| async { ([(http::header::CONTENT_TYPE, "application/json")], openapi::json()) }))
         .route("/asyncapi.json", get(asyncapi))
         .route("/docs", get(docs))
@@ -165,6 +166,40 @@ pub fn router(upstreams: Upstreams) -> Router {
                 .layer(tower_http::compression::CompressionLayer::new())
                 .layer(middleware::from_fn(caching::etag)),
         )
+}
+
+/// Every audience's routes, each with its operation in the API document.
+fn audiences() -> OpenApiRouter<Upstreams> {
+    OpenApiRouter::default()
+        .nest("/web/v1", web::router())
+        .nest("/mobile/v1", mobile::router())
+        .nest("/partner/v1", partner::router())
+        .nest("/ops/v1", ops::router())
+}
+
+/// The operations of [`audiences`], collected once.
+pub(crate) fn audiences_document() -> &'static utoipa::openapi::OpenApi {
+    static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(|| audiences().into_openapi());
+    &DOCUMENT
+}
+
+/// A route of this tier as the gateway must know it to forward it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Route {
+    /// The method, e.g. `POST`.
+    pub method: http::Method,
+    /// The path template, e.g. `/web/v1/orders/{id}`.
+    pub path: String,
+    /// The one scope a caller needs, e.g. `orders:read`.
+    pub scope: String,
+}
+
+/// Every audience route with the scope it needs: the table the gateway
+/// forwards by. Read off the handlers' `#[utoipa::path]`, like [`router`]'s
+/// routes and the operations of [`openapi::json`], so the three cannot
+/// disagree.
+pub fn routes() -> Vec<Route> {
+    openapi::routes(audiences_document())
 }
 
 async fn readyz(State(upstreams): State<Upstreams>) -> Response {
@@ -225,5 +260,73 @@ async fn verify_principal(State(signer): State<PrincipalSigner>, mut request: Re
             Problem::unauthorized("the request did not come through the gateway").into_response()
         }
         None => Problem::unauthorized("the request did not come through the gateway").into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use axum::body::Body;
+    use platform::principal::Principal;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// Every operation of the audiences, as (method, path).
+    fn operations() -> BTreeSet<(String, String)> {
+        let paths = serde_json::to_value(&audiences_document().paths).unwrap_or_default();
+        let mut operations = BTreeSet::new();
+        for (path, item) in paths.as_object().into_iter().flatten() {
+            for method in item.as_object().into_iter().flatten().map(|(method, _)| method) {
+                operations.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+        operations
+    }
+
+    #[test]
+    fn every_operation_is_a_route_with_one_known_scope() {
+        let routes = routes();
+        let routed: BTreeSet<(String, String)> =
+            routes.iter().map(|r| (r.method.as_str().to_owned(), r.path.clone())).collect();
+        assert_eq!(routed.len(), routes.len(), "each route once");
+        assert_eq!(routed, operations(), "an operation without exactly one scope is no route");
+        for route in &routes {
+            let known = ["catalog:read", "orders:read", "orders:write", "invoices:read", "webhooks:manage", "ops"];
+            assert!(known.contains(&route.scope.as_str()), "{route:?}");
+            let audience = route.path.split('/').nth(1).unwrap_or_default();
+            assert!(["web", "mobile", "partner", "ops"].contains(&audience), "{route:?}");
+        }
+    }
+
+    /// Each route reaches its handler: with the process tier down, the
+    /// answer is the handler's (503, or a refusal of the empty request),
+    /// never the router's 404 or 405.
+    #[tokio::test]
+    async fn the_router_answers_every_route() {
+        let process = platform::channel::connect_lazy("http://127.0.0.1:1", Duration::from_secs(1), None)
+            .expect("a channel to nowhere");
+        let app = router(Upstreams::new(process));
+        let principal =
+            Principal { subject: "someone".into(), tenant: Some("acme".into()), scopes: Vec::new(), email: None };
+        for route in routes() {
+            let request = http::Request::builder()
+                .method(route.method.clone())
+                .uri(route.path.replace("{id}", "x_1"))
+                .extension(principal.clone())
+                .body(Body::empty())
+                .expect("request");
+            let response = app.clone().oneshot(request).await.expect("response");
+            let status = response.status();
+            let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap_or_default();
+            let problem: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            assert!(
+                status != http::StatusCode::METHOD_NOT_ALLOWED && problem["detail"] != "no such route",
+                "{} {}: {status} {problem}",
+                route.method,
+                route.path
+            );
+        }
     }
 }

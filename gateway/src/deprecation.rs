@@ -10,10 +10,15 @@
 //! subjects are too many for a label), so an operator knows whom to chase
 //! before the sunset.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde::Deserialize;
+
+use crate::Route;
 
 /// One `[[gateway.deprecations]]` entry.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -60,7 +65,7 @@ pub enum Error {
 #[derive(Debug, Clone)]
 pub struct Notice {
     method: Method,
-    route: &'static str,
+    route: Arc<str>,
     /// `GET /web/v1/orders`, the metric's `route` label.
     label: String,
     headers: Vec<(HeaderName, HeaderValue)>,
@@ -71,9 +76,8 @@ pub struct Notice {
 pub struct Deprecations(Vec<Notice>);
 
 impl Deprecations {
-    /// Checks `configured` against `routes` (method, path, scope) and makes
-    /// each entry's headers.
-    pub fn new(configured: &[Config], routes: &[(Method, &'static str, &'static str)]) -> Result<Self, Error> {
+    /// Checks `configured` against `routes` and makes each entry's headers.
+    pub fn new(configured: &[Config], routes: &[Route]) -> Result<Self, Error> {
         platform::metrics::facade::describe_counter!(
             "erp_connect_deprecated_calls_total",
             "Calls of deprecated operations ([[gateway.deprecations]]), by operation and consumer \
@@ -87,7 +91,7 @@ impl Deprecations {
         if self.0.is_empty() {
             return None;
         }
-        self.0.iter().find(|n| n.route == route && n.method == method)
+        self.0.iter().find(|n| *n.route == *route && n.method == method)
     }
 }
 
@@ -107,13 +111,13 @@ impl Notice {
 }
 
 impl Notice {
-    fn new(config: &Config, routes: &[(Method, &'static str, &'static str)]) -> Result<Self, Error> {
+    fn new(config: &Config, routes: &[Route]) -> Result<Self, Error> {
         let unknown = || Error::UnknownOperation(config.operation.clone());
         let (method, path) = config.operation.trim().split_once(' ').ok_or_else(unknown)?;
         let (method, route) = routes
             .iter()
-            .find(|(m, p, _)| m.as_str() == method && *p == path.trim())
-            .map(|(m, p, _)| (m.clone(), *p))
+            .find(|r| r.method.as_str() == method && *r.path == *path.trim())
+            .map(|r| (r.method.clone(), Arc::clone(&r.path)))
             .ok_or_else(unknown)?;
         let time = |field: &'static str, value: &str| {
             humantime::parse_rfc3339_weak(value).map_err(|_| Error::BadTime {
@@ -160,7 +164,9 @@ impl WithAt for HeaderValue {
 mod tests {
     use super::*;
 
-    const ROUTES: &[(Method, &str, &str)] = &[(Method::GET, "/web/v1/orders/{id}", "orders:read")];
+    fn routes() -> Vec<Route> {
+        vec![Route::new(Method::GET, "/web/v1/orders/{id}", "orders:read")]
+    }
 
     fn entry(operation: &str, sunset: Option<&str>, link: &str) -> Config {
         Config {
@@ -174,7 +180,7 @@ mod tests {
     #[test]
     fn a_deprecated_operation_answers_with_rfc_9745_and_8594_headers() {
         let config = entry("GET /web/v1/orders/{id}", Some("2027-06-30T00:00:00Z"), "https://docs.example/migrate-v2");
-        let deprecations = Deprecations::new(&[config], ROUTES).expect("valid");
+        let deprecations = Deprecations::new(&[config], &routes()).expect("valid");
         assert!(deprecations.find(&Method::POST, "/web/v1/orders/{id}").is_none(), "another method is not deprecated");
         let mut headers = HeaderMap::new();
         let notice = deprecations.find(&Method::GET, "/web/v1/orders/{id}").expect("deprecated");
@@ -186,7 +192,7 @@ mod tests {
 
     #[test]
     fn entries_naming_no_operation_a_bad_time_or_a_bad_link_are_refused() {
-        let refused = |c: Config| Deprecations::new(&[c], ROUTES).expect_err("refused");
+        let refused = |c: Config| Deprecations::new(&[c], &routes()).expect_err("refused");
         assert!(matches!(refused(entry("GET /web/v1/nothing", None, "https://x.example")), Error::UnknownOperation(_)));
         assert!(matches!(refused(entry("/web/v1/orders/{id}", None, "https://x.example")), Error::UnknownOperation(_)));
         assert!(matches!(

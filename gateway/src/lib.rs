@@ -19,7 +19,12 @@
 //! - [`upstream`]: the experience tier, in-process or over HTTP.
 //! - `overview`: `/ops/v1/overview`, the ops console's charts, from this
 //!   process's metrics; `GET /metrics` serves them to Prometheus.
-//! - [`ROUTES`]: the public routes and the scope each requires ([`SCOPES`]).
+//! - [`Route`]: a route the gateway forwards and the scope it requires
+//!   ([`SCOPES`]). The table of them is an input, not a list kept here:
+//!   the experience tier declares its routes, and the launcher hands them
+//!   to [`router_with_limits`]. The routes the gateway answers itself
+//!   ([`USAGE_ROUTES`], [`KEY_ADMIN_ROUTES`], [`OVERVIEW_ROUTES`]) are
+//!   its own; [`routes`] lists them all.
 
 use std::{sync::Arc, time::Duration};
 
@@ -119,9 +124,10 @@ impl Config {
         plans
     }
 
-    /// The deprecated operations this configuration names.
-    pub fn deprecations(&self) -> Result<deprecation::Deprecations, deprecation::Error> {
-        deprecation::Deprecations::new(&self.deprecations, ROUTES)
+    /// The deprecated operations this configuration names, out of the
+    /// `forwarded` routes and `/partner/v1/usage`.
+    pub fn deprecations(&self, forwarded: &[Route]) -> Result<deprecation::Deprecations, deprecation::Error> {
+        deprecation::Deprecations::new(&self.deprecations, &checked_routes(forwarded))
     }
 
     /// The rate limits and quotas this configuration asks for.
@@ -169,54 +175,45 @@ impl Default for Config {
     }
 }
 
-/// Public routes: method, path and the scope a caller needs. A route not
-/// listed here never reaches the experience tier (404), so an audience's new
-/// endpoint is closed until it is added with its scope.
-pub const ROUTES: &[(Method, &str, &str)] = &[
-    (Method::GET, "/web/v1/products", "catalog:read"),
-    (Method::GET, "/partner/v1/products", "catalog:read"),
-    (Method::POST, "/web/v1/orders", "orders:write"),
-    (Method::GET, "/web/v1/orders", "orders:read"),
-    (Method::GET, "/web/v1/orders/{id}", "orders:read"),
-    (Method::GET, "/mobile/v1/products", "catalog:read"),
-    (Method::POST, "/mobile/v1/orders", "orders:write"),
-    (Method::GET, "/mobile/v1/orders", "orders:read"),
-    (Method::GET, "/mobile/v1/orders/{id}", "orders:read"),
-    (Method::GET, "/mobile/v1/orders/{id}/events", "orders:read"),
-    (Method::POST, "/partner/v1/orders", "orders:write"),
-    (Method::GET, "/partner/v1/orders", "orders:read"),
-    (Method::GET, "/partner/v1/orders/{id}", "orders:read"),
-    (Method::POST, "/partner/v1/orders/{id}/cancel", "orders:write"),
-    (Method::GET, "/partner/v1/invoices/{id}", "invoices:read"),
-    (Method::GET, USAGE_ROUTE, "orders:read"),
-    (Method::GET, "/ops/v1/orders", "ops"),
-    (Method::GET, "/ops/v1/orders/{id}", "ops"),
-    (Method::POST, "/ops/v1/payments", "ops"),
-    (Method::POST, "/ops/v1/shipments/{id}/complete", "ops"),
-    (Method::POST, "/partner/v1/webhooks", "webhooks:manage"),
-    (Method::GET, "/partner/v1/webhooks", "webhooks:manage"),
-    (Method::GET, "/partner/v1/webhooks/{id}", "webhooks:manage"),
-    (Method::PATCH, "/partner/v1/webhooks/{id}", "webhooks:manage"),
-    (Method::DELETE, "/partner/v1/webhooks/{id}", "webhooks:manage"),
-    (Method::POST, "/partner/v1/webhooks/{id}/rotate-secret", "webhooks:manage"),
-    (Method::POST, "/partner/v1/webhooks/{id}/test", "webhooks:manage"),
-    (Method::GET, "/partner/v1/webhooks/{id}/deliveries", "webhooks:manage"),
-    (Method::POST, "/partner/v1/webhooks/{id}/replay", "webhooks:manage"),
-    (Method::POST, "/partner/v1/order-batches", "orders:write"),
-    (Method::GET, "/partner/v1/order-batches/{id}", "orders:read"),
-    (Method::GET, "/partner/v1/order-batches/{id}/results", "orders:read"),
-    (Method::GET, "/ops/v1/quarantine", "ops"),
-    (Method::GET, "/ops/v1/quarantine/{id}", "ops"),
-    (Method::POST, "/ops/v1/quarantine/{id}/replay", "ops"),
-    (Method::POST, "/ops/v1/quarantine/{id}/discard", "ops"),
-    (Method::GET, "/ops/v1/webhooks", "ops"),
-    (Method::GET, "/ops/v1/webhooks/deliveries", "ops"),
-    (Method::GET, "/ops/v1/webhooks/{id}", "ops"),
-    (Method::PATCH, "/ops/v1/webhooks/{id}", "ops"),
-    (Method::DELETE, "/ops/v1/webhooks/{id}", "ops"),
-    (Method::GET, "/ops/v1/webhooks/{id}/deliveries", "ops"),
-    (Method::POST, "/ops/v1/webhooks/{id}/replay", "ops"),
-];
+/// A route the gateway forwards to the experience tier: method, path
+/// template and the scope a caller needs. A route not in the table the
+/// gateway is built with never reaches the experience tier (404), so an
+/// audience's new endpoint is closed until it is declared with its scope.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Route {
+    /// The method, e.g. `POST`.
+    pub method: Method,
+    /// The path template, e.g. `/web/v1/orders/{id}`: what the router
+    /// matches, and the `route` of metrics, audit records and deprecations.
+    pub path: Arc<str>,
+    /// The one scope a caller needs, e.g. `orders:write`.
+    pub scope: Arc<str>,
+}
+
+impl Route {
+    /// `method` `path`, open to callers with `scope`.
+    pub fn new(method: Method, path: &str, scope: &str) -> Self {
+        Self { method, path: path.into(), scope: scope.into() }
+    }
+}
+
+/// Every route the gateway answers with a scope: the `forwarded` ones and
+/// its own ([`USAGE_ROUTES`], [`KEY_ADMIN_ROUTES`], [`OVERVIEW_ROUTES`]).
+pub fn routes(forwarded: &[Route]) -> Vec<Route> {
+    let own = USAGE_ROUTES.iter().chain(KEY_ADMIN_ROUTES).chain(OVERVIEW_ROUTES);
+    forwarded.iter().cloned().chain(own.map(|(method, path, scope)| Route::new(method.clone(), path, scope))).collect()
+}
+
+/// The routes whose scope [`Gateway::authorize_and_forward`] checks: the
+/// `forwarded` ones and the partners' usage, which it answers itself.
+fn checked_routes(forwarded: &[Route]) -> Vec<Route> {
+    let usage = USAGE_ROUTES.iter().map(|(method, path, scope)| Route::new(method.clone(), path, scope));
+    forwarded.iter().cloned().chain(usage).collect()
+}
+
+/// Routes the gateway answers itself, with their scope: a partner's own
+/// limits and usage (`usage`), after the same checks as a forwarded route.
+pub const USAGE_ROUTES: &[(Method, &str, &str)] = &[(Method::GET, USAGE_ROUTE, "orders:read")];
 
 /// Routes the gateway answers itself, with their scope: the partner API
 /// keys' admin API (`key_admin`).
@@ -256,12 +253,17 @@ pub(crate) struct Gateway {
     deprecations: deprecation::Deprecations,
 }
 
-/// Builds the gateway's router.
+/// Builds the gateway's router, forwarding the `forwarded` routes.
 ///
 /// `dev_jwks` is served at `/dev-idp/jwks.json` when given (dev mode).
-pub fn router(auth: auth::Authenticator, upstream: upstream::Upstream, dev_jwks: Option<serde_json::Value>) -> Router {
+pub fn router(
+    auth: auth::Authenticator,
+    upstream: upstream::Upstream,
+    dev_jwks: Option<serde_json::Value>,
+    forwarded: &[Route],
+) -> Router {
     let limits = Config::default().limits().unwrap_or_else(|_| unreachable!("no Redis URL to parse"));
-    router_with_limits(auth, upstream, dev_jwks, limits, deprecation::Deprecations::default())
+    router_with_limits(auth, upstream, dev_jwks, limits, deprecation::Deprecations::default(), forwarded)
 }
 
 /// [`router`] with the configured rate limits and quotas (the built-in
@@ -272,6 +274,7 @@ pub fn router_with_limits(
     dev_jwks: Option<serde_json::Value>,
     limits: limits::Limits,
     deprecations: deprecation::Deprecations,
+    forwarded: &[Route],
 ) -> Router {
     let gateway = Arc::new(Gateway { auth, upstream, dev_jwks, limits, deprecations });
     let mut router = key_admin::routes()
@@ -289,13 +292,17 @@ pub fn router_with_limits(
             }),
         );
     }
-    for (method, path, scope) in ROUTES {
-        let filter = MethodFilter::try_from(method.clone()).unwrap_or(MethodFilter::GET);
-        let scope: &'static str = scope;
+    for route in checked_routes(forwarded) {
+        let filter = MethodFilter::try_from(route.method.clone()).unwrap_or(MethodFilter::GET);
+        let path = route.path.clone();
+        // One allocation per route, when the router is built: a request
+        // only bumps its count.
+        let route = Arc::new(route);
         router = router.route(
-            path,
-            on(filter, move |State(gw): State<Arc<Gateway>>, request: Request| async move {
-                gw.authorize_and_forward(path, scope, request).await
+            &path,
+            on(filter, move |State(gw): State<Arc<Gateway>>, request: Request| {
+                let route = Arc::clone(&route);
+                async move { gw.authorize_and_forward(&route.path, &route.scope, request).await }
             }),
         );
     }
@@ -424,7 +431,7 @@ pub fn with_cors(router: Router, origins: &[String]) -> Router {
 }
 
 impl Gateway {
-    async fn authorize_and_forward(&self, route: &'static str, scope: &str, request: Request) -> Response {
+    async fn authorize_and_forward(&self, route: &str, scope: &str, request: Request) -> Response {
         let lockout = self.limits.lockout();
         let peer = request.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0);
         let client = lockout.client(peer, request.headers());
@@ -489,7 +496,7 @@ impl Gateway {
     /// limit headers.
     async fn serve(
         &self,
-        route: &'static str,
+        route: &str,
         scope: &str,
         request: Request,
         caller: Caller,
@@ -730,6 +737,33 @@ mod tests {
     use super::*;
     use crate::dev_idp::{DevIdp, TokenRequest};
 
+    /// A forwarded route table like the experience tier's (the real one is
+    /// the launcher's to hand over; `tests/openapi.rs` holds it to the API
+    /// document): each scope, methods beside each other on one path, `{id}`s.
+    fn table() -> Vec<Route> {
+        [
+            (Method::GET, "/web/v1/products", "catalog:read"),
+            (Method::POST, "/web/v1/orders", "orders:write"),
+            (Method::GET, "/web/v1/orders", "orders:read"),
+            (Method::GET, "/web/v1/orders/{id}", "orders:read"),
+            (Method::POST, "/partner/v1/orders", "orders:write"),
+            (Method::GET, "/partner/v1/orders", "orders:read"),
+            (Method::POST, "/partner/v1/orders/{id}/cancel", "orders:write"),
+            (Method::GET, "/partner/v1/invoices/{id}", "invoices:read"),
+            (Method::GET, "/partner/v1/webhooks/{id}", "webhooks:manage"),
+            (Method::PATCH, "/partner/v1/webhooks/{id}", "webhooks:manage"),
+            (Method::DELETE, "/partner/v1/webhooks/{id}", "webhooks:manage"),
+            (Method::POST, "/partner/v1/order-batches", "orders:write"),
+            (Method::POST, "/ops/v1/payments", "ops"),
+            (Method::POST, "/ops/v1/shipments/{id}/complete", "ops"),
+            (Method::GET, "/ops/v1/webhooks/deliveries", "ops"),
+            (Method::GET, "/ops/v1/webhooks/{id}", "ops"),
+        ]
+        .into_iter()
+        .map(|(method, path, scope)| Route::new(method, path, scope))
+        .collect()
+    }
+
     /// A gateway in front of a stand-in experience tier that answers every
     /// request 200 with the subject it was handed.
     fn gateway() -> (tempfile::TempDir, DevIdp, Router) {
@@ -740,7 +774,7 @@ mod tests {
             .expect("auth");
         let experience =
             Router::new().fallback(any(|Extension(p): Extension<Principal>| async move { p.subject.clone() }));
-        (dir, idp, router(auth, upstream::Upstream::InProcess(experience, Duration::from_secs(30)), None))
+        (dir, idp, router(auth, upstream::Upstream::InProcess(experience, Duration::from_secs(30)), None, &table()))
     }
 
     fn token(idp: &DevIdp, scope: &str) -> String {
@@ -795,23 +829,23 @@ mod tests {
     }
 
     #[test]
-    fn every_route_needs_a_known_scope() {
-        for (method, path, scope) in ROUTES {
-            assert!(SCOPES.contains(scope), "{method} {path} needs unknown scope {scope}");
-            assert!(["/web/v1/", "/mobile/v1/", "/partner/v1/", "/ops/v1/"].iter().any(|p| path.starts_with(p)));
+    fn the_gateways_own_routes_need_a_known_scope() {
+        for route in routes(&[]) {
+            assert!(SCOPES.contains(&&*route.scope), "{route:?} needs an unknown scope");
+            assert!(["/partner/v1/", "/ops/v1/"].iter().any(|p| route.path.starts_with(p)), "{route:?}");
         }
     }
 
     #[tokio::test]
     async fn each_route_is_forwarded_with_its_scope_and_refused_without_it() {
         let (_dir, idp, app) = gateway();
-        for (method, path, scope) in ROUTES {
-            let path = concrete(path);
-            assert_eq!(status(&app, method, &path, &token(&idp, scope)).await, StatusCode::OK, "{method} {path}");
+        for Route { method, path, scope } in checked_routes(&table()) {
+            let path = concrete(&path);
+            assert_eq!(status(&app, &method, &path, &token(&idp, &scope)).await, StatusCode::OK, "{method} {path}");
             // Every other scope together is still not enough.
-            let others: Vec<&str> = SCOPES.iter().copied().filter(|s| s != scope).collect();
+            let others: Vec<&str> = SCOPES.iter().copied().filter(|s| **s != *scope).collect();
             let without = token(&idp, &others.join(" "));
-            assert_eq!(status(&app, method, &path, &without).await, StatusCode::FORBIDDEN, "{method} {path}");
+            assert_eq!(status(&app, &method, &path, &without).await, StatusCode::FORBIDDEN, "{method} {path}");
         }
     }
 
@@ -846,7 +880,7 @@ mod tests {
             Router::new()
                 .route("/orders/{id}", get(|axum::extract::Path(id): axum::extract::Path<String>| async move { id })),
         );
-        let app = router(auth, upstream::Upstream::InProcess(experience, Duration::from_secs(30)), None);
+        let app = router(auth, upstream::Upstream::InProcess(experience, Duration::from_secs(30)), None, &table());
         let request = Request::builder()
             .uri("/web/v1/orders/ord_42")
             .header(header::AUTHORIZATION, format!("Bearer {}", token(&idp, "orders:read")))
@@ -906,7 +940,7 @@ mod tests {
             .expect("auth");
         let signer = platform::principal::PrincipalSigner::new(&[7; 32]).expect("signer");
         let upstream = upstream::Upstream::http(&url, signer, Duration::from_millis(200), None).expect("upstream");
-        let app = router(auth, upstream, None);
+        let app = router(auth, upstream, None, &table());
         let request = Request::builder()
             .uri("/partner/v1/orders")
             .header(header::AUTHORIZATION, format!("Bearer {}", token(&idp, "orders:read")))
@@ -939,7 +973,7 @@ mod tests {
         let auth = auth::Authenticator::new(&[(dev_idp::ISSUER.to_owned(), vec!["erp-connect".to_owned()], jwks)], 30)
             .expect("auth");
         let upstream = upstream::Upstream::InProcess(experience, Duration::from_millis(200));
-        let app = router(auth, upstream, None);
+        let app = router(auth, upstream, None, &table());
         // Five pieces 100 ms apart: 400 ms of upload against a 200 ms deadline.
         let upload = |first: &'static [u8]| {
             let pieces = futures_util::stream::iter(0..5).then(move |n| async move {

@@ -9,6 +9,7 @@ use std::{
 
 use axum::{Extension, Router, body::Body, extract::Request, routing::any};
 use gateway::{
+    Route,
     auth::Authenticator,
     dev_idp::{self, DevIdp, TokenRequest},
     router,
@@ -68,7 +69,13 @@ async fn state_changes_leave_an_audit_record_without_secrets_and_reads_none() {
         Authenticator::new(&[(dev_idp::ISSUER.to_owned(), vec!["erp-connect".to_owned()], jwks)], 30).expect("auth");
     // A stand-in experience tier that answers every request 200.
     let experience = Router::new().fallback(any(|Extension(p): Extension<Principal>| async move { p.subject.clone() }));
-    let app = router(auth, Upstream::InProcess(experience, std::time::Duration::from_secs(30)), None);
+    // The routes this test calls; the real table is the experience tier's.
+    let routes = [
+        Route::new(Method::POST, "/partner/v1/orders", "orders:write"),
+        Route::new(Method::GET, "/partner/v1/orders/{id}", "orders:read"),
+        Route::new(Method::POST, "/partner/v1/orders/{id}/cancel", "orders:write"),
+    ];
+    let app = router(auth, Upstream::InProcess(experience, std::time::Duration::from_secs(30)), None, &routes);
 
     let writer_token = token(&idp, "orders:write orders:read");
     assert_eq!(status(&app, Method::POST, "/partner/v1/orders/ord_01JDX/cancel", &writer_token).await, StatusCode::OK);

@@ -9,13 +9,14 @@ use std::time::Duration;
 
 use axum::{Json, Router, body::Body, extract::Request, routing::any};
 use gateway::{
+    Route,
     auth::Authenticator,
     dev_idp::{self, DevIdp, TokenRequest},
     key_store::{KeyStore, NewKey},
     router,
     upstream::Upstream,
 };
-use http::{StatusCode, header};
+use http::{Method, StatusCode, header};
 use platform::principal::{self, Principal, PrincipalSigner};
 use tower::ServiceExt;
 
@@ -66,7 +67,9 @@ async fn the_experience_tier_gets_a_signed_principal_and_never_the_callers_crede
         .with_api_keys(store);
     let signer = PrincipalSigner::new(&[9u8; 32]).expect("signer");
     let upstream = Upstream::http(&echo_tier().await, signer.clone(), Duration::from_secs(5), None).expect("upstream");
-    let app = router(auth, upstream, None);
+    // The route this test calls; the real table is the experience tier's.
+    let routes = [Route::new(Method::GET, "/partner/v1/orders/{id}", "orders:read")];
+    let app = router(auth, upstream, None, &routes);
 
     let token = idp
         .mint(&TokenRequest {

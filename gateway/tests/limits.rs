@@ -22,6 +22,7 @@ use std::{
 
 use axum::{Extension, Router, body::Body, extract::Request, routing::any};
 use gateway::{
+    Route,
     auth::Authenticator,
     key_store::{KeyStore, NewKey},
     keys::ApiKey,
@@ -50,7 +51,12 @@ fn experience() -> Router {
 fn gateway(store: &KeyStore, limits: Limits) -> Router {
     let auth = Authenticator::new(&[], 30).expect("auth").with_api_keys(store.clone());
     let upstream = Upstream::InProcess(experience(), std::time::Duration::from_secs(30));
-    router_with_limits(auth, upstream, None, limits, Default::default())
+    // The routes these tests call; the real table is the experience tier's.
+    let routes = [
+        Route::new(Method::POST, "/partner/v1/orders", "orders:write"),
+        Route::new(Method::GET, "/partner/v1/orders", "orders:read"),
+    ];
+    router_with_limits(auth, upstream, None, limits, Default::default(), &routes)
 }
 
 /// `bronze`'s limits, smaller: 2 requests/s, a burst of 4, 2 orders a day.

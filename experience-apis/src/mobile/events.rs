@@ -35,6 +35,7 @@ use crate::{
     Upstreams,
     error::Error,
     extract::{Caller, ObjectId},
+    openapi::ReadRefusals,
     orders::{self, rfc3339},
     web::{self, orders::TENANT},
 };
@@ -108,7 +109,25 @@ fn seen(headers: &HeaderMap) -> Result<usize, Error> {
         .ok_or(Error::InvalidHeader { header: "Last-Event-ID", message: "must be the id of an event this stream sent" })
 }
 
-/// `GET /mobile/v1/orders/{id}/events`
+/// The order's status as server-sent events: one `status` event per status reached, `id:` its place
+/// (1 for accepted, ...); reconnect with `Last-Event-ID` to get only later ones. A comment at least every
+/// 15 s; the stream ends after completed, cancelled or rejected.
+#[utoipa::path(get, path = "/orders/{id}/events", tag = "mobile", operation_id = "watch_mobile_order",
+    params(
+        ("id" = String, Path, description = "Order id, ord_..."),
+        ("Last-Event-ID" = Option<String>, Header, description = "The id of the last event received",
+            pattern = "^[0-9]+$")
+    ),
+    responses(
+        (status = 200, description = "text/event-stream; each event's data is a StatusEvent", body = StatusEvent,
+            content_type = "text/event-stream"),
+        (status = 400, description = "A Last-Event-ID this stream did not send"),
+        (status = 403, description = "Without scope orders:read"),
+        (status = 404, description = "No such order of this customer"),
+        ReadRefusals
+    ),
+    security(("bearer" = ["orders:read"]))
+)]
 #[tracing::instrument(skip_all, fields(order_id = %id))]
 pub async fn stream(
     State(upstreams): State<Upstreams>,

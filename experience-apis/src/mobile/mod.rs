@@ -11,7 +11,7 @@
 //! - [`orders`]: the customer's orders, compact; placing one.
 //! - [`events`]: `GET /mobile/v1/orders/{id}/events`, the order's status as SSE.
 
-use axum::{Router, routing::get};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::Upstreams;
 
@@ -22,11 +22,11 @@ pub mod products;
 /// Default page size of the mobile lists: a phone screen's worth.
 pub const DEFAULT_PAGE_SIZE: u32 = 10;
 
-/// Routes under `/mobile/v1`.
-pub fn router() -> Router<Upstreams> {
-    Router::new()
-        .route("/products", get(products::list))
-        .route("/orders", get(orders::list).post(orders::place))
-        .route("/orders/{id}", get(orders::get))
-        .route("/orders/{id}/events", get(events::stream))
+/// Routes under `/mobile/v1`, each with its operation.
+pub fn router() -> OpenApiRouter<Upstreams> {
+    OpenApiRouter::default()
+        .routes(routes!(products::list))
+        .routes(routes!(orders::list, orders::place))
+        .routes(routes!(orders::get))
+        .routes(routes!(events::stream))
 }

@@ -19,6 +19,7 @@ use crate::{
     body::JsonBody,
     error::Error,
     extract::{Caller, IdempotencyKey, ObjectId},
+    openapi::{BodyRefusals, Refusals},
     orders::{self, OrderRequest, rfc3339, status_name},
     page::PageQuery,
     web::{self, orders::TENANT},
@@ -129,7 +130,19 @@ impl From<Order> for MobileOrder {
     }
 }
 
-/// `POST /mobile/v1/orders`
+#[doc = "Places an order for the signed-in customer (the web shop's body); a retried tap with the same key places \
+         nothing new."]
+#[utoipa::path(post, path = "/orders", tag = "mobile", operation_id = "place_mobile_order",
+    params(("Idempotency-Key" = Option<String>, Header, description = "The same key and body return the same order",
+        pattern = "^[!-~]{1,255}$")),
+    request_body = OrderRequest,
+    responses(
+        (status = 201, description = "Done", body = MobileOrder),
+        (status = 422, description = "Unknown SKU, bad quantity, or the key reused with another body"),
+        BodyRefusals, Refusals
+    ),
+    security(("bearer" = ["orders:write"]), ("api_key" = ["orders:write"]))
+)]
 #[tracing::instrument(skip_all)]
 pub async fn place(
     State(upstreams): State<Upstreams>,
@@ -148,7 +161,15 @@ pub async fn place(
     Ok(orders::created(&location, MobileOrder::from(order)))
 }
 
-/// `GET /mobile/v1/orders?page_size=&page_token=`
+/// The signed-in customer's orders, newest first, compact.
+#[utoipa::path(get, path = "/orders", tag = "mobile", operation_id = "list_mobile_orders",
+    params(
+        ("page_size" = Option<u32>, Query, description = "1 to 100, default 10", minimum = 1, maximum = 100),
+        ("page_token" = Option<String>, Query)
+    ),
+    responses((status = 200, description = "Done", body = MobileOrderPage), Refusals),
+    security(("bearer" = ["orders:read"]), ("api_key" = ["orders:read"]))
+)]
 #[tracing::instrument(skip_all)]
 pub async fn list(
     State(upstreams): State<Upstreams>,
@@ -173,7 +194,16 @@ pub async fn list(
     }))
 }
 
-/// `GET /mobile/v1/orders/{id}`
+/// One of the signed-in customer's orders, compact.
+#[utoipa::path(get, path = "/orders/{id}", tag = "mobile", operation_id = "get_mobile_order",
+    params(("id" = String, Path, description = "Order id, ord_...")),
+    responses(
+        (status = 200, description = "Done", body = MobileOrder),
+        (status = 404, description = "No such order of this customer"),
+        Refusals
+    ),
+    security(("bearer" = ["orders:read"]), ("api_key" = ["orders:read"]))
+)]
 #[tracing::instrument(skip_all, fields(order_id = %id))]
 pub async fn get(
     State(upstreams): State<Upstreams>,

@@ -9,7 +9,7 @@ use axum::{
 use erp_connect_proto::catalog::v1::{ListCatalogItemsRequest, catalog_service_client::CatalogServiceClient};
 use serde::Serialize;
 
-use crate::{Upstreams, error::Error, extract::Caller, page::PageQuery};
+use crate::{Upstreams, error::Error, extract::Caller, openapi::ReadRefusals, page::PageQuery};
 
 /// The fields a mobile product has, in the order they are written.
 pub const FIELDS: &[&str] = &["sku", "name", "price", "currency", "in_stock"];
@@ -59,7 +59,22 @@ fn parse_fields(value: &str) -> Result<Vec<&'static str>, String> {
         .collect()
 }
 
-/// `GET /mobile/v1/products?fields=&page_size=&page_token=`
+/// The catalogue for small screens: a few fields per product, small pages.
+#[utoipa::path(get, path = "/products", tag = "mobile", operation_id = "list_mobile_products",
+    params(
+        ("fields" = Option<String>, Query, description = "Comma-separated selection out of sku, name, price, currency, \
+            in_stock; default all", example = "sku,price,in_stock"),
+        ("page_size" = Option<u32>, Query, description = "1 to 100, default 10", minimum = 1, maximum = 100),
+        ("page_token" = Option<String>, Query, description = "next_page_token of the previous page", max_length = 512)
+    ),
+    responses(
+        (status = 200, description = "One page of products", body = MobileProductPage),
+        (status = 400, description = "Bad query parameters, e.g. an unknown field"),
+        (status = 403, description = "Without scope catalog:read"),
+        ReadRefusals
+    ),
+    security(("bearer" = ["catalog:read"]))
+)]
 #[tracing::instrument(skip_all)]
 pub async fn list(
     State(upstreams): State<Upstreams>,

@@ -12,10 +12,7 @@
 //! - [`webhooks`]: every tenant's webhook endpoints and failed deliveries.
 //! - [`quarantine`]: what failed in order files, to replay or discard.
 
-use axum::{
-    Router,
-    routing::{get, post},
-};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::Upstreams;
 
@@ -29,20 +26,20 @@ pub mod webhooks;
 /// The tenant of operators' calls: any.
 pub const ANY_TENANT: &str = "";
 
-/// Routes under `/ops/v1`.
-pub fn router() -> Router<Upstreams> {
-    Router::new()
-        .route("/orders", get(orders::list))
-        .route("/orders/{id}", get(orders::get))
-        .route("/payments", post(payments::record))
-        .route("/shipments/{id}/complete", post(shipments::complete))
-        .route("/webhooks", get(webhooks::list))
-        .route("/webhooks/deliveries", get(webhooks::all_deliveries))
-        .route("/webhooks/{id}", get(webhooks::get).patch(webhooks::update).delete(webhooks::delete))
-        .route("/webhooks/{id}/deliveries", get(webhooks::deliveries))
-        .route("/webhooks/{id}/replay", post(webhooks::replay))
-        .route("/quarantine", get(quarantine::list))
-        .route("/quarantine/{id}", get(quarantine::get))
-        .route("/quarantine/{id}/replay", post(quarantine::replay))
-        .route("/quarantine/{id}/discard", post(quarantine::discard))
+/// Routes under `/ops/v1`, each with its operation.
+pub fn router() -> OpenApiRouter<Upstreams> {
+    OpenApiRouter::default()
+        .routes(routes!(orders::list))
+        .routes(routes!(orders::get))
+        .routes(routes!(payments::record))
+        .routes(routes!(shipments::complete))
+        .routes(routes!(webhooks::list))
+        .routes(routes!(webhooks::all_deliveries))
+        .routes(routes!(webhooks::get, webhooks::update, webhooks::delete))
+        .routes(routes!(webhooks::deliveries))
+        .routes(routes!(webhooks::replay))
+        .routes(routes!(quarantine::list))
+        .routes(routes!(quarantine::get))
+        .routes(routes!(quarantine::replay))
+        .routes(routes!(quarantine::discard))
 }

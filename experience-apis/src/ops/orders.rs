@@ -18,6 +18,7 @@ use crate::{
     Upstreams,
     error::Error,
     extract::{Caller, ObjectId},
+    openapi::{OrderStatusName, Refusals},
     orders::{self, OrderView},
     page::PageQuery,
 };
@@ -157,8 +158,18 @@ fn status_named(name: &str) -> Option<OrderStatus> {
     })
 }
 
-/// `GET /ops/v1/orders?q=&status=&page_size=&page_token=`: orders of every
-/// tenant, newest first.
+/// Orders of every tenant, newest first: all, or found by id or the start of an external reference, and by status.
+#[utoipa::path(get, path = "/orders", tag = "ops", operation_id = "list_ops_orders",
+    params(
+        ("q" = Option<String>, Query, description = "An order id (whole), or the start of an external reference \
+            (case-sensitive); empty: every order", max_length = 200),
+        ("status" = Option<OrderStatusName>, Query, description = "Only orders in this status"),
+        ("page_size" = Option<u32>, Query, minimum = 1, maximum = 100),
+        ("page_token" = Option<String>, Query)
+    ),
+    responses((status = 200, description = "Done", body = OpsOrderPage), Refusals),
+    security(("bearer" = ["ops"]), ("api_key" = ["ops"]))
+)]
 #[tracing::instrument(skip_all)]
 pub async fn list(
     State(upstreams): State<Upstreams>,
@@ -177,7 +188,16 @@ pub async fn list(
     }))
 }
 
-/// `GET /ops/v1/orders/{id}`: an order of any tenant.
+/// An order of any tenant, with its tenant and everything its saga recorded.
+#[utoipa::path(get, path = "/orders/{id}", tag = "ops", operation_id = "get_ops_order",
+    params(("id" = String, Path, description = "Order id, ord_...")),
+    responses(
+        (status = 200, description = "Done", body = OpsOrderView),
+        (status = 404, description = "No such order"),
+        Refusals
+    ),
+    security(("bearer" = ["ops"]), ("api_key" = ["ops"]))
+)]
 #[tracing::instrument(skip_all, fields(order_id = %id))]
 pub async fn get(
     State(upstreams): State<Upstreams>,

@@ -11,6 +11,7 @@ use crate::{
     body::JsonBody,
     error::Error,
     extract::{Caller, IdempotencyKey},
+    openapi::{BodyRefusals, Refusals},
     orders::{self, OrderView},
 };
 
@@ -42,7 +43,20 @@ impl PaymentBody {
     }
 }
 
-/// `POST /ops/v1/payments` → the order after the payment.
+/// Cash application: records a payment against an on-account order's invoice.
+#[utoipa::path(post, path = "/payments", tag = "ops", operation_id = "record_payment",
+    params(("Idempotency-Key" = Option<String>, Header, description = "The same key records the payment once",
+        pattern = "^[!-~]{1,255}$")),
+    request_body = PaymentBody,
+    responses(
+        (status = 200, description = "Done", body = OrderView),
+        (status = 404, description = "No such order"),
+        (status = 409, description = "Not invoiced yet, paid by card, or ended"),
+        (status = 422, description = "Bad amount or currency"),
+        BodyRefusals, Refusals
+    ),
+    security(("bearer" = ["ops"]), ("api_key" = ["ops"]))
+)]
 #[tracing::instrument(skip_all, fields(order_id = %body.order_id))]
 pub async fn record(
     State(upstreams): State<Upstreams>,

@@ -17,6 +17,7 @@ use crate::{
     body::{JsonBody, OptionalJsonBody},
     error::Error,
     extract::{Caller, ObjectId},
+    openapi::{BodyRefusals, Refusals},
     page::PageQuery,
     partner::order_batches::{RowErrorView, client},
 };
@@ -110,7 +111,20 @@ pub struct DiscardBody {
     pub reason: String,
 }
 
-/// `GET /ops/v1/quarantine?partner&source&reason&status&page_size&page_token`
+/// Quarantined orders of every partner, newest first: the original records and every reason.
+#[utoipa::path(get, path = "/quarantine", tag = "ops", operation_id = "list_quarantine",
+    params(
+        ("partner" = Option<String>, Query, max_length = 200),
+        ("source" = Option<String>, Query, description = "e.g. batch:bat_...", max_length = 200),
+        ("reason" = Option<String>, Query, description = "A rule or field among the reasons", max_length = 200),
+        ("status" = Option<String>, Query, description = "open (default), replayed, discarded or any",
+            pattern = "^(open|replayed|discarded|any)$"),
+        ("page_size" = Option<u32>, Query, minimum = 1, maximum = 100),
+        ("page_token" = Option<String>, Query, max_length = 200)
+    ),
+    responses((status = 200, description = "Done", body = QuarantinePage), Refusals),
+    security(("bearer" = ["ops"]), ("api_key" = ["ops"]))
+)]
 pub async fn list(
     State(upstreams): State<Upstreams>,
     RawQuery(query): RawQuery,
@@ -142,7 +156,16 @@ pub async fn list(
     }))
 }
 
-/// `GET /ops/v1/quarantine/{id}`
+/// One quarantine entry.
+#[utoipa::path(get, path = "/quarantine/{id}", tag = "ops", operation_id = "get_quarantined",
+    params(("id" = String, Path, description = "Entry id, qua_...")),
+    responses(
+        (status = 200, description = "Done", body = QuarantinedView),
+        (status = 404, description = "No such entry"),
+        Refusals
+    ),
+    security(("bearer" = ["ops"]), ("api_key" = ["ops"]))
+)]
 pub async fn get(State(upstreams): State<Upstreams>, ObjectId(id): ObjectId) -> Result<Json<QuarantinedView>, Error> {
     let found = client(&upstreams)
         .get_quarantined(pb::GetQuarantinedRequest { tenant: ANY_TENANT.into(), id })
@@ -151,8 +174,19 @@ pub async fn get(State(upstreams): State<Upstreams>, ObjectId(id): ObjectId) -> 
     Ok(Json(found.into_inner().into()))
 }
 
-/// `POST /ops/v1/quarantine/{id}/replay`: imports the order again; 422
-/// with the reasons when it is still refused (the entry stays open).
+/// Imports a quarantined order again, as it was or corrected (in the original's field names); audited.
+#[utoipa::path(post, path = "/quarantine/{id}/replay", tag = "ops", operation_id = "replay_quarantined",
+    params(("id" = String, Path, description = "Entry id, qua_...")),
+    request_body = Option<ReplayBody>,
+    responses(
+        (status = 200, description = "Done", body = QuarantinedView),
+        (status = 404, description = "No such entry"),
+        (status = 409, description = "Replayed or discarded already"),
+        (status = 422, description = "Still refused: the reasons, the entry stays open"),
+        BodyRefusals, Refusals
+    ),
+    security(("bearer" = ["ops"]), ("api_key" = ["ops"]))
+)]
 pub async fn replay(
     State(upstreams): State<Upstreams>,
     Caller(principal): Caller,
@@ -184,7 +218,19 @@ pub async fn replay(
     Ok(Json(replayed.into_inner().into()))
 }
 
-/// `POST /ops/v1/quarantine/{id}/discard`
+/// Discards a quarantined order, with the reason; audited.
+#[utoipa::path(post, path = "/quarantine/{id}/discard", tag = "ops", operation_id = "discard_quarantined",
+    params(("id" = String, Path, description = "Entry id, qua_...")),
+    request_body = DiscardBody,
+    responses(
+        (status = 200, description = "Done", body = QuarantinedView),
+        (status = 404, description = "No such entry"),
+        (status = 409, description = "Replayed or discarded already"),
+        (status = 422, description = "No reason"),
+        BodyRefusals, Refusals
+    ),
+    security(("bearer" = ["ops"]), ("api_key" = ["ops"]))
+)]
 pub async fn discard(
     State(upstreams): State<Upstreams>,
     Caller(principal): Caller,

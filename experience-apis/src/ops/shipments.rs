@@ -12,6 +12,7 @@ use crate::{
     Upstreams,
     error::Error,
     extract::{Caller, ObjectId},
+    openapi::Refusals,
     orders,
 };
 
@@ -32,7 +33,17 @@ impl From<CompleteShipmentResponse> for ShipmentView {
     }
 }
 
-/// `POST /ops/v1/shipments/{id}/complete`
+/// Marks a shipment done in the ERP, standing in for the warehouse.
+#[utoipa::path(post, path = "/shipments/{id}/complete", tag = "ops", operation_id = "complete_shipment",
+    params(("id" = String, Path, description = "ERP shipment id, from an order's erp.shipments")),
+    responses(
+        (status = 200, description = "Done", body = ShipmentView),
+        (status = 404, description = "No such shipment"),
+        (status = 409, description = "The shipment cannot be completed"),
+        Refusals
+    ),
+    security(("bearer" = ["ops"]), ("api_key" = ["ops"]))
+)]
 #[tracing::instrument(skip_all, fields(shipment_id = %id))]
 pub async fn complete(
     State(upstreams): State<Upstreams>,

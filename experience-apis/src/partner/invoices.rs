@@ -6,7 +6,7 @@ use erp_connect_proto::order_to_cash::v1::{GetInvoiceRequest, Invoice};
 use serde::Serialize;
 
 use super::Partner;
-use crate::{Upstreams, error::Error, extract::ObjectId, orders};
+use crate::{Upstreams, error::Error, extract::ObjectId, openapi::Refusals, orders};
 
 /// An invoice as partners see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -41,7 +41,16 @@ impl From<Invoice> for InvoiceView {
     }
 }
 
-/// `GET /partner/v1/invoices/{id}`
+/// The invoice of one of the tenant's orders.
+#[utoipa::path(get, path = "/invoices/{id}", tag = "partner", operation_id = "get_partner_invoice",
+    params(("id" = String, Path, description = "ERP invoice id, from an order's erp.invoice_id")),
+    responses(
+        (status = 200, description = "Done", body = InvoiceView),
+        (status = 404, description = "No such invoice of this tenant"),
+        Refusals
+    ),
+    security(("bearer" = ["invoices:read"]), ("api_key" = ["invoices:read"]))
+)]
 #[tracing::instrument(skip_all, fields(tenant = %partner.tenant, invoice_id = %id))]
 pub async fn get(
     State(upstreams): State<Upstreams>,

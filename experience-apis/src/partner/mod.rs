@@ -12,13 +12,10 @@
 //! - [`webhooks`]: the tenant's webhook endpoints and their delivery log.
 //! - [`order_batches`]: order files (CSV, JSON lines) and their row results.
 
-use axum::{
-    Router,
-    extract::FromRequestParts,
-    routing::{get, post},
-};
+use axum::extract::FromRequestParts;
 use erp_connect_proto::order_to_cash::v1::CustomerRef;
 use http::request::Parts;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{Upstreams, error::Error, extract::Caller};
 
@@ -28,23 +25,23 @@ pub mod orders;
 pub mod products;
 pub mod webhooks;
 
-/// Routes under `/partner/v1`.
-pub fn router() -> Router<Upstreams> {
-    Router::new()
-        .route("/products", get(products::list))
-        .route("/orders", get(orders::list).post(orders::place))
-        .route("/orders/{id}", get(orders::get))
-        .route("/orders/{id}/cancel", post(orders::cancel))
-        .route("/invoices/{id}", get(invoices::get))
-        .route("/webhooks", get(webhooks::list).post(webhooks::create))
-        .route("/webhooks/{id}", get(webhooks::get).patch(webhooks::update).delete(webhooks::delete))
-        .route("/webhooks/{id}/rotate-secret", post(webhooks::rotate_secret))
-        .route("/webhooks/{id}/test", post(webhooks::test))
-        .route("/webhooks/{id}/deliveries", get(webhooks::deliveries))
-        .route("/webhooks/{id}/replay", post(webhooks::replay))
-        .route("/order-batches", post(order_batches::import))
-        .route("/order-batches/{id}", get(order_batches::get))
-        .route("/order-batches/{id}/results", get(order_batches::results))
+/// Routes under `/partner/v1`, each with its operation.
+pub fn router() -> OpenApiRouter<Upstreams> {
+    OpenApiRouter::default()
+        .routes(routes!(products::list))
+        .routes(routes!(orders::list, orders::place))
+        .routes(routes!(orders::get))
+        .routes(routes!(orders::cancel))
+        .routes(routes!(invoices::get))
+        .routes(routes!(webhooks::list, webhooks::create))
+        .routes(routes!(webhooks::get, webhooks::update, webhooks::delete))
+        .routes(routes!(webhooks::rotate_secret))
+        .routes(routes!(webhooks::test))
+        .routes(routes!(webhooks::deliveries))
+        .routes(routes!(webhooks::replay))
+        .routes(routes!(order_batches::import))
+        .routes(routes!(order_batches::get))
+        .routes(routes!(order_batches::results))
 }
 
 /// A caller acting for a partner tenant.

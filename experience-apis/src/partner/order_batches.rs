@@ -21,7 +21,7 @@ use platform::{channel::GrpcChannel, problem::FieldError};
 use serde::Serialize;
 
 use super::Partner;
-use crate::{Upstreams, error::Error, extract::ObjectId};
+use crate::{Upstreams, error::Error, extract::ObjectId, openapi::Refusals};
 
 /// The largest file a partner may send (the process tier's limit).
 pub const MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;
@@ -123,7 +123,32 @@ impl From<pb::RowResult> for RowResultView {
     }
 }
 
-/// `POST /partner/v1/order-batches[?dry_run=true]` → 202 with the batch.
+/// Imports an order file: CSV (`text/csv`) or JSON lines
+/// (`application/x-ndjson`), one row per order line, header
+/// `external_ref,sku,quantity,unit,payment,ship_to_street,ship_to_city,ship_to_postal_code,ship_to_country`;
+/// rows sharing an `external_ref` form one order. The same file (by SHA-256,
+/// or the same Idempotency-Key) is imported once.
+#[utoipa::path(post, path = "/order-batches", tag = "partner", operation_id = "import_order_batch",
+    params(
+        ("dry_run" = Option<bool>, Query, description = "Validate and map only: nothing is created"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Instead of the file's SHA-256",
+            pattern = "^[!-~]{1,255}$")
+    ),
+    request_body(content = String, description = "The file", content_type = "text/csv"),
+    responses(
+        (status = 202, description = "Stored; the rows are imported in the background", body = BatchView),
+        (status = 400, description = "Bad query parameters or header"),
+        (status = 401, description = "No or invalid credential"),
+        (status = 403, description = "Without the scope"),
+        (status = 413, description = "Over 256 MiB"),
+        (status = 415, description = "Neither text/csv nor application/x-ndjson"),
+        (status = 422, description = "The upload broke off"),
+        (status = 429, description = "The API key's rate limit is reached"),
+        (status = 503, description = "A backend is down; retry later"),
+        (status = 504, description = "The service did not answer in time")
+    ),
+    security(("bearer" = ["orders:write"]), ("api_key" = ["orders:write"]))
+)]
 #[tracing::instrument(skip_all, fields(tenant = %partner.tenant))]
 pub async fn import(
     State(upstreams): State<Upstreams>,
@@ -218,7 +243,16 @@ fn field(name: &str, message: &str) -> FieldError {
     FieldError { field: name.to_owned(), message: message.to_owned() }
 }
 
-/// `GET /partner/v1/order-batches/{id}`
+/// An order file and how far its import got: rows, orders accepted, rows rejected and quarantined.
+#[utoipa::path(get, path = "/order-batches/{id}", tag = "partner", operation_id = "get_order_batch",
+    params(("id" = String, Path, description = "Batch id, bat_...")),
+    responses(
+        (status = 200, description = "Done", body = BatchView),
+        (status = 404, description = "No such batch of this tenant"),
+        Refusals
+    ),
+    security(("bearer" = ["orders:read"]), ("api_key" = ["orders:read"]))
+)]
 pub async fn get(
     State(upstreams): State<Upstreams>,
     partner: Partner,
@@ -231,8 +265,21 @@ pub async fn get(
     Ok(Json(found.into_inner().into()))
 }
 
-/// `GET /partner/v1/order-batches/{id}/results`: every row, in order, as
-/// JSON lines (default) or CSV (`Accept: text/csv`), streamed page by page.
+/// One result per row of an order file, in row order: JSON lines, or CSV
+/// with `Accept: text/csv` (`row,external_ref,status,order_id,errors`).
+#[utoipa::path(get, path = "/order-batches/{id}/results", tag = "partner", operation_id = "list_order_batch_results",
+    params(("id" = String, Path, description = "Batch id, bat_...")),
+    responses(
+        (status = 200, description = "Every row's result", body = RowResultView, content_type = "application/x-ndjson"),
+        (status = 401, description = "No or invalid credential"),
+        (status = 403, description = "Without the scope"),
+        (status = 404, description = "No such batch of this tenant"),
+        (status = 429, description = "The API key's rate limit is reached"),
+        (status = 503, description = "A backend is down; retry later"),
+        (status = 504, description = "The service did not answer in time")
+    ),
+    security(("bearer" = ["orders:read"]), ("api_key" = ["orders:read"]))
+)]
 pub async fn results(
     State(upstreams): State<Upstreams>,
     partner: Partner,
@@ -240,6 +287,7 @@ pub async fn results(
     headers: HeaderMap,
 ) -> Result<Response, Error> {
     let csv = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/csv"));
+    // Streamed page by page: a file's results need not fit in memory.
     let mut client = client(&upstreams);
     let request = |after_row| pb::ListBatchResultsRequest {
         tenant: partner.tenant.clone(),

@@ -14,6 +14,7 @@ use crate::{
     body::{JsonBody, OptionalJsonBody},
     error::Error,
     extract::{IdempotencyKey, ObjectId},
+    openapi::{BodyRefusals, Refusals},
     orders::{self, OrderPage, OrderRequest, OrderView},
     page::PageQuery,
 };
@@ -33,7 +34,19 @@ pub struct CancelBody {
     pub reason: Option<String>,
 }
 
-/// `POST /partner/v1/orders`
+/// Places an order for the partner's tenant; the partner's own SKUs are mapped to ours.
+#[utoipa::path(post, path = "/orders", tag = "partner", operation_id = "place_partner_order",
+    params(("Idempotency-Key" = Option<String>, Header, description = "The same key and body return the same order",
+        pattern = "^[!-~]{1,255}$")),
+    request_body = OrderRequest,
+    responses(
+        (status = 201, description = "Done", body = OrderView),
+        (status = 422, description = "Unknown SKU, bad quantity, a broken validation rule (its name starts the \
+            message), or the key reused with another body"),
+        BodyRefusals, Refusals
+    ),
+    security(("bearer" = ["orders:write"]), ("api_key" = ["orders:write"]))
+)]
 #[tracing::instrument(skip_all, fields(tenant = %partner.tenant))]
 pub async fn place(
     State(upstreams): State<Upstreams>,
@@ -50,7 +63,12 @@ pub async fn place(
     Ok(orders::created(&location, OrderView::shown_to(order, &upstreams.custom_fields, AUDIENCE)))
 }
 
-/// `GET /partner/v1/orders?page_size=&page_token=`: the whole tenant's orders.
+/// The tenant's orders, newest first.
+#[utoipa::path(get, path = "/orders", tag = "partner", operation_id = "list_partner_orders",
+    params(("page_size" = Option<u32>, Query, minimum = 1, maximum = 100), ("page_token" = Option<String>, Query)),
+    responses((status = 200, description = "Done", body = OrderPage), Refusals),
+    security(("bearer" = ["orders:read"]), ("api_key" = ["orders:read"]))
+)]
 #[tracing::instrument(skip_all, fields(tenant = %partner.tenant))]
 pub async fn list(
     State(upstreams): State<Upstreams>,
@@ -77,7 +95,16 @@ pub async fn list(
     Ok(Json(OrderPage { orders, next_page_token: Some(page.next_page_token).filter(|t| !t.is_empty()) }))
 }
 
-/// `GET /partner/v1/orders/{id}`
+/// One of the tenant's orders.
+#[utoipa::path(get, path = "/orders/{id}", tag = "partner", operation_id = "get_partner_order",
+    params(("id" = String, Path, description = "Order id, ord_...")),
+    responses(
+        (status = 200, description = "Done", body = OrderView),
+        (status = 404, description = "No such order of this tenant"),
+        Refusals
+    ),
+    security(("bearer" = ["orders:read"]), ("api_key" = ["orders:read"]))
+)]
 #[tracing::instrument(skip_all, fields(tenant = %partner.tenant, order_id = %id))]
 pub async fn get(
     State(upstreams): State<Upstreams>,
@@ -95,7 +122,19 @@ pub async fn get(
     Ok(Json(OrderView::shown_to(order, &upstreams.custom_fields, AUDIENCE)))
 }
 
-/// `POST /partner/v1/orders/{id}/cancel` with an optional `{"reason": "..."}`.
+/// Cancels an order before it ships; every step done is compensated.
+#[utoipa::path(post, path = "/orders/{id}/cancel", tag = "partner", operation_id = "cancel_partner_order",
+    params(("id" = String, Path, description = "Order id, ord_...")),
+    request_body = Option<CancelBody>,
+    responses(
+        (status = 200, description = "Done", body = OrderView),
+        (status = 404, description = "No such order of this tenant"),
+        (status = 409, description = "Shipped or ended: too late to cancel"),
+        (status = 413, description = "Body too large"),
+        Refusals
+    ),
+    security(("bearer" = ["orders:write"]), ("api_key" = ["orders:write"]))
+)]
 #[tracing::instrument(skip_all, fields(tenant = %partner.tenant, order_id = %id))]
 pub async fn cancel(
     State(upstreams): State<Upstreams>,

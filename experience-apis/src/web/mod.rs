@@ -4,17 +4,17 @@
 //! - [`products`]: the catalogue with price and availability.
 //! - [`orders`]: the signed-in customer's orders.
 
-use axum::{Router, routing::get};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::Upstreams;
 
 pub mod orders;
 pub mod products;
 
-/// Routes under `/web/v1`.
-pub fn router() -> Router<Upstreams> {
-    Router::new()
-        .route("/products", get(products::list))
-        .route("/orders", get(orders::list).post(orders::place))
-        .route("/orders/{id}", get(orders::get))
+/// Routes under `/web/v1`, each with its operation.
+pub fn router() -> OpenApiRouter<Upstreams> {
+    OpenApiRouter::default()
+        .routes(routes!(products::list))
+        .routes(routes!(orders::list, orders::place))
+        .routes(routes!(orders::get))
 }

@@ -19,6 +19,7 @@ use crate::{
     body::JsonBody,
     error::Error,
     extract::{Caller, IdempotencyKey, ObjectId},
+    openapi::{BodyRefusals, Refusals},
     orders::{self, OrderPage, OrderRequest, OrderView},
     page::PageQuery,
 };
@@ -41,7 +42,18 @@ pub fn customer(principal: &Principal) -> CustomerRef {
     }
 }
 
-/// `POST /web/v1/orders`
+/// Places an order for the signed-in customer.
+#[utoipa::path(post, path = "/orders", tag = "web", operation_id = "place_web_order",
+    params(("Idempotency-Key" = Option<String>, Header, description = "The same key and body return the same order",
+        pattern = "^[!-~]{1,255}$")),
+    request_body = OrderRequest,
+    responses(
+        (status = 201, description = "Done", body = OrderView),
+        (status = 422, description = "Unknown SKU, bad quantity, or the key reused with another body"),
+        BodyRefusals, Refusals
+    ),
+    security(("bearer" = ["orders:write"]), ("api_key" = ["orders:write"]))
+)]
 #[tracing::instrument(skip_all)]
 pub async fn place(
     State(upstreams): State<Upstreams>,
@@ -58,7 +70,12 @@ pub async fn place(
     Ok(orders::created(&location, OrderView::shown_to(order, &upstreams.custom_fields, AUDIENCE)))
 }
 
-/// `GET /web/v1/orders?page_size=&page_token=`
+/// The signed-in customer's orders, newest first.
+#[utoipa::path(get, path = "/orders", tag = "web", operation_id = "list_web_orders",
+    params(("page_size" = Option<u32>, Query, minimum = 1, maximum = 100), ("page_token" = Option<String>, Query)),
+    responses((status = 200, description = "Done", body = OrderPage), Refusals),
+    security(("bearer" = ["orders:read"]), ("api_key" = ["orders:read"]))
+)]
 #[tracing::instrument(skip_all)]
 pub async fn list(
     State(upstreams): State<Upstreams>,
@@ -83,7 +100,16 @@ pub async fn list(
     }))
 }
 
-/// `GET /web/v1/orders/{id}`
+/// One of the signed-in customer's orders.
+#[utoipa::path(get, path = "/orders/{id}", tag = "web", operation_id = "get_web_order",
+    params(("id" = String, Path, description = "Order id, ord_...")),
+    responses(
+        (status = 200, description = "Done", body = OrderView),
+        (status = 404, description = "No such order of this customer"),
+        Refusals
+    ),
+    security(("bearer" = ["orders:read"]), ("api_key" = ["orders:read"]))
+)]
 #[tracing::instrument(skip_all, fields(order_id = %id))]
 pub async fn get(
     State(upstreams): State<Upstreams>,
