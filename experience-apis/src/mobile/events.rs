@@ -148,11 +148,16 @@ pub async fn stream(
         Ok(None) => return Err(Error::Process(tonic::Status::unavailable("the order's watch ended at once"))),
         Err(status) => return Err(Error::lookup("no such order")(status)),
     };
-    if first.customer_external_id != web::orders::customer(&principal).external_id {
+    if !web::orders::owns(&principal, &first) {
         return Err(Error::NotFound("no such order"));
     }
-    let events = status_events(first, watch, seen);
-    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat")).into_response())
+    Ok(event_stream(status_events(first, watch, seen)))
+}
+
+/// `events` as `text/event-stream`, with a heartbeat comment whenever
+/// [`HEARTBEAT`] passes without an event.
+fn event_stream(events: impl Stream<Item = Result<Event, Infallible>> + Send + 'static) -> Response {
+    Sse::new(events).keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat")).into_response()
 }
 
 /// Where a stream is: the order not yet turned into events, the watch for
@@ -230,6 +235,19 @@ mod tests {
         );
         let names: Vec<_> = reached(&shipped).into_iter().map(|(s, _)| s).collect();
         assert_eq!(names, ["accepted", "confirmed", "shipped"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_stream_sends_a_heartbeat_comment_within_15_seconds() {
+        use http_body_util::BodyExt;
+        let start = tokio::time::Instant::now();
+        let mut body = event_stream(stream::pending()).into_body();
+        for _ in 0..2 {
+            let frame = body.frame().await.expect("a frame").expect("readable");
+            assert_eq!(frame.into_data().expect("data"), ": heartbeat\n\n");
+        }
+        // Paused time: what the stream waited, not what the test did.
+        assert_eq!(start.elapsed(), 2 * HEARTBEAT);
     }
 
     async fn ids_and_statuses(events: impl Stream<Item = Result<Event, Infallible>>) -> usize {

@@ -11,7 +11,7 @@ use axum::{
     extract::{RawQuery, State},
     response::Response,
 };
-use erp_connect_proto::order_to_cash::v1::{GetOrderRequest, ListOrdersRequest, Order, OrderStatus, PaymentMethod};
+use erp_connect_proto::order_to_cash::v1::{ListOrdersRequest, Order, OrderStatus, PaymentMethod};
 use serde::Serialize;
 
 use crate::{
@@ -210,13 +210,5 @@ pub async fn get(
     Caller(principal): Caller,
     ObjectId(id): ObjectId,
 ) -> Result<Json<MobileOrder>, Error> {
-    let order = orders::client(&upstreams)
-        .get_order(GetOrderRequest { tenant: TENANT.to_owned(), order_id: id })
-        .await
-        .map_err(Error::lookup("no such order"))?
-        .into_inner();
-    if order.customer_external_id != web::orders::customer(&principal).external_id {
-        return Err(Error::NotFound("no such order"));
-    }
-    Ok(Json(MobileOrder::from(order)))
+    Ok(Json(MobileOrder::from(web::orders::own_order(&upstreams, &principal, id).await?)))
 }

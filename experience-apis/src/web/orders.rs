@@ -11,7 +11,7 @@ use axum::{
     extract::{RawQuery, State},
     response::Response,
 };
-use erp_connect_proto::order_to_cash::v1::{CustomerRef, GetOrderRequest, ListOrdersRequest};
+use erp_connect_proto::order_to_cash::v1::{CustomerRef, GetOrderRequest, ListOrdersRequest, Order};
 use platform::principal::Principal;
 
 use crate::{
@@ -116,16 +116,25 @@ pub async fn get(
     Caller(principal): Caller,
     ObjectId(id): ObjectId,
 ) -> Result<Json<OrderView>, Error> {
-    let order = orders::client(&upstreams)
+    let order = own_order(&upstreams, &principal, id).await?;
+    Ok(Json(OrderView::shown_to(order, &upstreams.custom_fields, AUDIENCE)))
+}
+
+/// The order `id` if it is `principal`'s (on the web or in the mobile app).
+pub async fn own_order(upstreams: &Upstreams, principal: &Principal, id: String) -> Result<Order, Error> {
+    let order = orders::client(upstreams)
         .get_order(GetOrderRequest { tenant: TENANT.to_owned(), order_id: id })
         .await
         .map_err(Error::lookup("no such order"))?
         .into_inner();
-    // The tenant is shared by every web customer; ownership is the customer.
-    if order.customer_external_id != customer(&principal).external_id {
-        return Err(Error::NotFound("no such order"));
-    }
-    Ok(Json(OrderView::shown_to(order, &upstreams.custom_fields, AUDIENCE)))
+    if owns(principal, &order) { Ok(order) } else { Err(Error::NotFound("no such order")) }
+}
+
+/// Whether `order` is `principal`'s. The tenant is shared by every web
+/// customer; ownership is the customer, and someone else's order is
+/// answered 404 like one that does not exist.
+pub fn owns(principal: &Principal, order: &Order) -> bool {
+    order.customer_external_id == customer(principal).external_id
 }
 
 #[cfg(test)]
