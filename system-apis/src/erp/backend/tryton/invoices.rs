@@ -359,6 +359,11 @@ impl TrytonErp {
     }
 
     pub(super) async fn list_invoices(&self, sales_order_id: &str) -> Result<Vec<Invoice>, Error> {
+        // The saga asks for the invoice after the confirm: the last look for
+        // a twin a late create may have left.
+        if let Ok(sale_id) = parse_id("sales order", "sale-", sales_order_id) {
+            self.drop_twins_of(sale_id).await;
+        }
         let mut order = self.get_sales_order(sales_order_id).await?;
         if order.invoice_ids.is_empty() {
             let sale_id = parse_id("sales order", "sale-", sales_order_id)?;

@@ -200,6 +200,11 @@ impl TrytonErp {
             found.iter().find_map(|s| s.description.as_deref().filter(|d| d.starts_with(&prefix)).map(|d| (s.id, d)))
         {
             return if description[prefix.len()..] == digest {
+                // A retry finding its sale may find a twin beside it too.
+                let marker = description.to_owned();
+                let twins: Vec<MarkedSale> =
+                    found.into_iter().filter(|s| s.description.as_deref() == Some(marker.as_str())).collect();
+                self.drop_twins(&twins, sale).await?;
                 self.sales_order(sale).await
             } else {
                 Err(Error::IdempotencyConflict { key: new.idempotency_key.clone() })
@@ -333,10 +338,11 @@ impl TrytonErp {
     }
 
     /// [`Self::drop_twins`] for the sale `sale_id`: the twins of a late
-    /// create are looked for again at quote and confirm, since the late
-    /// request may land after the create step's own look. Best effort: the
-    /// step itself does not fail for it.
-    async fn drop_twins_of(&self, sale_id: i64) {
+    /// create are looked for again on every quote and confirm call (retries
+    /// of a call whose answer was lost included), after a confirm, and when
+    /// the invoice is asked for, since the late request may land after the
+    /// create step's own look. Best effort: the step does not fail for it.
+    pub(super) async fn drop_twins_of(&self, sale_id: i64) {
         if let Err(err) = self.try_drop_twins_of(sale_id).await {
             tracing::warn!(error = %err, sale_id, "could not look for twin sales");
         }
@@ -359,10 +365,10 @@ impl TrytonErp {
 
     pub(super) async fn quote_sales_order(&self, id: &str) -> Result<SalesOrder, Error> {
         let sale_id = parse_id("sales order", "sale-", id)?;
+        self.drop_twins_of(sale_id).await;
         let order = self.sales_order(sale_id).await?;
         match SalesOrderState::try_from(order.state) {
             Ok(SalesOrderState::Draft) => {
-                self.drop_twins_of(sale_id).await;
                 if let Err(err) = self.button("sale.sale", "quote", sale_id).await
                     && !self.already(sale_id, &["quotation", "confirmed", "processing", "done"]).await?
                 {
@@ -387,6 +393,7 @@ impl TrytonErp {
 
     pub(super) async fn confirm_sales_order(&self, id: &str) -> Result<SalesOrder, Error> {
         let sale_id = parse_id("sales order", "sale-", id)?;
+        self.drop_twins_of(sale_id).await;
         let order = self.sales_order(sale_id).await?;
         match SalesOrderState::try_from(order.state) {
             Ok(SalesOrderState::Quotation) => {}
