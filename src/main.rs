@@ -54,6 +54,17 @@ enum Command {
         #[arg(long, env = "ERP_CONNECT_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Create or migrate every store the configuration names (API keys,
+    /// sagas and outbox, the embedded ERP, the payments ledger), then exit:
+    /// run once before an upgrade's tiers start (a Kubernetes Job).
+    Migrate {
+        /// Where embedded state lives. Default ./data.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Configuration file (TOML).
+        #[arg(long, env = "ERP_CONNECT_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Check the order-to-cash invariants; exit 0 when all hold, 1 otherwise.
     Reconcile {
         /// Where embedded state lives. Default ./data.
@@ -318,6 +329,10 @@ async fn run(command: Command) -> Result<(), StartError> {
             telemetry.shutdown().await;
             served
         }
+        Command::Migrate { data_dir, config } => {
+            platform::telemetry::init_logs();
+            migrate(&load(config.as_ref(), data_dir)?).await
+        }
         Command::Reconcile { data_dir, config, system_url } => {
             platform::telemetry::init_logs();
             let config = load(config.as_ref(), data_dir)?;
@@ -379,6 +394,22 @@ async fn run(command: Command) -> Result<(), StartError> {
             Ok(())
         }
     }
+}
+
+/// Opens each store once, which migrates it; on PostgreSQL the migrations
+/// hold an advisory lock, so a Job racing a starting replica is safe too.
+async fn migrate(config: &Config) -> Result<(), StartError> {
+    gateway::key_store::KeyStore::open(config.gateway.database_url.as_deref(), &config.data_dir).await?;
+    tracing::info!(store = "gateway", "migrated");
+    process_apis::order_to_cash::store::Store::open(&config.process.database_url(&config.data_dir))
+        .await
+        .map_err(|e| StartError::Process(process_apis::order_to_cash::StartError::Store(e).into()))?;
+    tracing::info!(store = "process", "migrated");
+    // The system tier's stores (the embedded ERP's, the payments ledger);
+    // a Tryton backend keeps its own and is not called here.
+    system_apis::SystemTier::start(&config.erp, &config.payments, &config.data_dir).await?;
+    tracing::info!(store = "system", "migrated");
+    Ok(())
 }
 
 async fn keys(action: KeysAction, config: &Config) -> Result<(), StartError> {

@@ -19,7 +19,7 @@ use erp_connect_proto::order_to_cash::v1::{
     self as o2c, OrderStatus, order_to_cash_service_client::OrderToCashServiceClient, place_order_request::Payment,
 };
 use futures_util::StreamExt;
-use harness::{BIN, ChildrensSystem, ProcessChannel, ProcessTier, with_token};
+use harness::{BIN, ChildTier, ChildrensSystem, ProcessChannel, with_token};
 use process_apis::order_to_cash::store::Store;
 use tonic::transport::Channel;
 
@@ -87,7 +87,7 @@ async fn sigkilled_process_tier_loses_no_order_and_charges_nobody_twice() {
     // Place the orders while a killer restarts the tier at random moments,
     // each once a saga holds its lease (a step under way): the kill lands
     // mid-step, which the count of leases just before it shows.
-    let tier = ProcessTier::start(&config_file);
+    let tier = ChildTier::process(&config_file);
     let (addr_tx, addr_rx) = tokio::sync::watch::channel(tier.addr);
     let sagas = sqlx::SqlitePool::connect(&format!("sqlite://{}", system.data_dir.path().join("process.db").display()))
         .await
@@ -128,7 +128,7 @@ async fn sigkilled_process_tier_loses_no_order_and_charges_nobody_twice() {
                 tier.kill();
                 tier = tokio::task::spawn_blocking({
                     let config_file = config_file.clone();
-                    move || ProcessTier::start(&config_file)
+                    move || ChildTier::process(&config_file)
                 })
                 .await
                 .expect("restart");

@@ -23,7 +23,7 @@ use std::{
 use erp_connect_proto::order_to_cash::v1::{
     self as o2c, OrderStatus, order_to_cash_service_client::OrderToCashServiceClient, place_order_request::Payment,
 };
-use harness::{ChildrensSystem, ProcessTier, with_token};
+use harness::{ChildTier, ChildrensSystem, with_token};
 use serde_json::{Value, json};
 use system_apis::erp::{BackendKind, backend::tryton};
 use tokio::{
@@ -123,7 +123,7 @@ async fn a_new_customer_is_created_once_when_the_process_tier_dies_between_creat
         ..Default::default()
     };
     let config_file = system.config_file.clone();
-    let tier = tokio::task::spawn_blocking(move || ProcessTier::start(&config_file)).await.expect("started");
+    let tier = tokio::task::spawn_blocking(move || ChildTier::process(&config_file)).await.expect("started");
     let client = |addr: std::net::SocketAddr| {
         let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).expect("uri").connect_lazy();
         OrderToCashServiceClient::new(with_token(channel, &system.service_token))
@@ -135,7 +135,7 @@ async fn a_new_customer_is_created_once_when_the_process_tier_dies_between_creat
     tokio::time::timeout(Duration::from_secs(120), held.notified()).await.expect("the create reached Tryton");
     tokio::task::spawn_blocking(move || tier.kill()).await.expect("killed");
     let config_file = system.config_file.clone();
-    let tier = tokio::task::spawn_blocking(move || ProcessTier::start(&config_file)).await.expect("restarted");
+    let tier = tokio::task::spawn_blocking(move || ChildTier::process(&config_file)).await.expect("restarted");
     // The dead tier's lease on the saga runs out before the new one resumes it.
 
     let mut orders = client(tier.addr);

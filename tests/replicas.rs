@@ -15,7 +15,7 @@ use erp_connect_proto::{
     },
     payments::v1::{self as pay, payment_service_client::PaymentServiceClient},
 };
-use harness::{ChildrensSystem, ProcessChannel, ProcessTier, with_token};
+use harness::{ChildTier, ChildrensSystem, ProcessChannel, with_token};
 use tonic::transport::Channel;
 
 fn client(addr: std::net::SocketAddr, token: &str) -> OrderToCashServiceClient<ProcessChannel> {
@@ -30,7 +30,7 @@ async fn a_dead_replicas_sagas_are_finished_by_another_acting_once_per_step() {
     let database = platform::database::ScratchPostgres::create("o2c_replicas").await;
     let system = ChildrensSystem::start(&format!("database_url = \"{}\"", database.url()), "").await;
     let (system_addr, config_file) = (system.addr, system.config_file.clone());
-    let (first, second) = (ProcessTier::start(&config_file), ProcessTier::start(&config_file));
+    let (first, second) = (ChildTier::process(&config_file), ChildTier::process(&config_file));
 
     // Orders go to the first replica, which dies with its sagas in flight.
     let mut orders = client(first.addr, &system.service_token);

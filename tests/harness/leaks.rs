@@ -9,7 +9,7 @@
 //! the test that sees it.
 //!
 //! Suites that start the binary as a child feed its output to [`scan`]
-//! (`super::ProcessTier`, `tests/traces.rs`); `tests/cli.rs` searches a
+//! (`super::ChildTier`, `tests/traces.rs`); `tests/cli.rs` searches a
 //! child's whole output for the marked passwords of its configuration.
 
 use std::sync::{Mutex, Once};
