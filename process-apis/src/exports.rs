@@ -297,6 +297,10 @@ pub async fn run(store: Store, schedule: Schedule, shutdown: CancellationToken) 
         "erp_connect_export_failures_total",
         "Scheduled exports that failed (tried again next time), per kind."
     );
+    // From 0, so that the first failure after a start is an increase.
+    for kind in &schedule.kinds {
+        counter!("erp_connect_export_failures_total", "kind" => kind.name()).increment(0);
+    }
     loop {
         match store.try_exporter_lock().await {
             Ok(Some(_lock)) => {

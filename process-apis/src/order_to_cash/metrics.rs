@@ -77,6 +77,11 @@ pub fn describe() {
         "erp_connect_idempotent_replays_total",
         "Requests answered as a replay of an earlier one with the same Idempotency-Key."
     );
+    // Every outcome from 0, so that the first failure after a start is an
+    // increase an alert's `increase()` sees, not a new series it cannot.
+    for outcome in ["accepted", "confirmed", "completed", "rejected", "cancelled", "failed"] {
+        counter!(OUTCOMES, "outcome" => outcome).increment(0);
+    }
     describe_gauge!("erp_connect_outbox_depth", "Events in the outbox not yet published.");
     describe_gauge!(
         "erp_connect_outbox_oldest_age_seconds",

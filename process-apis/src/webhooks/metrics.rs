@@ -36,6 +36,11 @@ pub fn describe() {
         "erp_connect_webhook_deliveries_total",
         "Webhook attempts by outcome: delivered, retry, failed (attempts exhausted), disabled (410 or failing too long)."
     );
+    // Every outcome from 0: the first dead letter after a start is then an
+    // increase an alert sees.
+    for outcome in ["delivered", "retry", "failed", "disabled"] {
+        counter!("erp_connect_webhook_deliveries_total", "outcome" => outcome).increment(0);
+    }
     describe_histogram!(
         "erp_connect_webhook_attempt_duration_seconds",
         Unit::Seconds,
