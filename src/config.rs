@@ -381,6 +381,9 @@ mod tests {
         assert!(kubernetes.process.events.bus == process_apis::order_to_cash::outbox::BusKind::Nats);
         assert_eq!(kubernetes.process.service_issuers.len(), 1, "service tokens are verified in production");
         assert!(kubernetes.experience.service_token_file.is_some(), "the experience tier has a service token");
+        let compose = parse(include_str!("../deploy/compose/erp-connect.toml"));
+        assert_eq!(compose.mode, Mode::Dev, "the Compose tiers share the dev identity provider");
+        assert!(compose.process.events.bus == process_apis::order_to_cash::outbox::BusKind::Nats);
     }
 
     #[test]
