@@ -163,7 +163,8 @@ if [[ "$overlays" -eq 0 ]]; then
   exit 1
 fi
 versions="${K8S_VERSIONS[*]}"
-echo "kubernetes: $overlays overlays ($(IFS=,; echo "${counts[*]}" | sed 's/,/, /g') objects), $objects objects valid against ${versions// / and } schemas (strict)"
+per_overlay=$(printf '%s, ' "${counts[@]}")
+echo "kubernetes: $overlays overlays (${per_overlay%, } objects), $objects objects valid against ${versions// / and } schemas (strict)"
 echo "kubernetes policy: $overlays overlays, $policy checks held (.ci/deploy-policy.py)"
 
 # --- YAML ------------------------------------------------------------------
