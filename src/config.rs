@@ -372,20 +372,18 @@ mod tests {
     }
 
     #[test]
-    fn the_kubernetes_config_map_holds_a_config_with_known_keys_only() {
-        let manifest = include_str!("../deploy/kubernetes/erp-connect.yaml");
-        let start = manifest.find("erp-connect.toml: |").expect("the config map's file") + "erp-connect.toml: |".len();
-        let toml: String = manifest[start..]
-            .lines()
-            .skip(1)
-            .take_while(|l| l.is_empty() || l.starts_with("    "))
-            .map(|l| format!("{}\n", l.get(4..).unwrap_or("")))
-            .collect();
-        let config: Config = Figment::new().merge(Toml::string(&toml)).extract().expect("known keys, right types");
-        assert_eq!(config.mode, Mode::Production);
-        assert!(config.process.events.bus == process_apis::order_to_cash::outbox::BusKind::Nats);
-        assert_eq!(config.process.service_issuers.len(), 1, "service tokens are verified in production");
-        assert!(config.experience.service_token_file.is_some(), "the experience tier has a service token");
+    fn the_deployment_configs_hold_known_keys_only() {
+        let parse = |toml: &str| -> Config {
+            Figment::new().merge(Toml::string(toml)).extract().expect("known keys, right types")
+        };
+        let kubernetes = parse(include_str!("../deploy/kubernetes/base/erp-connect.toml"));
+        assert_eq!(kubernetes.mode, Mode::Production);
+        assert!(kubernetes.process.events.bus == process_apis::order_to_cash::outbox::BusKind::Nats);
+        assert_eq!(kubernetes.process.service_issuers.len(), 1, "service tokens are verified in production");
+        assert!(kubernetes.experience.service_token_file.is_some(), "the experience tier has a service token");
+        let compose = parse(include_str!("../deploy/compose/erp-connect.toml"));
+        assert_eq!(compose.mode, Mode::Dev, "the Compose tiers share the dev identity provider");
+        assert!(compose.process.events.bus == process_apis::order_to_cash::outbox::BusKind::Nats);
     }
 
     #[test]
