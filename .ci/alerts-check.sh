@@ -8,9 +8,8 @@
 #
 #   bash .ci/alerts-check.sh        (from anywhere; exit 0 when all hold)
 #
-# Runbook sections are looked for in deploy/README.md once it holds
-# "## Alerts and runbooks", else in deploy/monitoring/RUNBOOK.md (the text
-# to splice there); RUNBOOK=FILE overrides.
+# Runbook sections are looked for in deploy/README.md, under "## Alerts and
+# runbooks"; RUNBOOK=FILE overrides.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,13 +18,7 @@ rules="$monitoring/alerts.yaml"
 tests="$monitoring/alerts.test.yaml"
 dashboard="$monitoring/dashboard.json"
 config="$monitoring/prometheus.yaml"
-if [ -z "${RUNBOOK:-}" ]; then
-  if grep -qx '## Alerts and runbooks' deploy/README.md 2>/dev/null; then
-    RUNBOOK=deploy/README.md
-  else
-    RUNBOOK="$monitoring/RUNBOOK.md"
-  fi
-fi
+RUNBOOK="${RUNBOOK:-deploy/README.md}"
 
 work=$(mktemp -d)
 made_policy=""
