@@ -35,7 +35,6 @@ use std::{
 
 use erp_connect::serve::Target;
 use erp_connect_proto::order_to_cash::v1::{self as o2c, OrderStatus, PaymentMethod};
-use futures_util::StreamExt;
 use harness::{BIN, ChildTier, with_token};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
@@ -448,7 +447,7 @@ async fn two_replicas_of_every_tier_lose_nothing_while_one_of_each_is_killed_twi
     let committed: HashSet<String> =
         sqlx::query_scalar("SELECT id FROM outbox").fetch_all(&outbox).await.expect("outbox ids").into_iter().collect();
     outbox.close().await;
-    let on_stream = stream_message_ids(&stream).await;
+    let on_stream = harness::stream_message_ids("nats://127.0.0.1:4222", &stream).await;
     let duplicates = on_stream.len() - on_stream.iter().collect::<HashSet<_>>().len();
     let missing = committed.iter().filter(|id| !on_stream.contains(id)).count();
     let foreign = on_stream.iter().filter(|id| !committed.contains(*id)).count();
@@ -529,27 +528,4 @@ async fn payments_ledger(url: &str) -> HashMap<String, Vec<(String, String)>> {
         by_order.entry(reference).or_default().push((status, captured));
     }
     by_order
-}
-
-/// The `Nats-Msg-Id` of every message on `stream`, in stream order.
-async fn stream_message_ids(stream: &str) -> Vec<String> {
-    let jetstream = async_nats::jetstream::new(async_nats::connect("nats://127.0.0.1:4222").await.expect("nats"));
-    let mut stream = jetstream.get_stream(stream).await.expect("stream");
-    let count = usize::try_from(stream.info().await.expect("stream info").state.messages).expect("count");
-    let consumer = stream
-        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
-        .await
-        .expect("consumer");
-    let mut messages = consumer.messages().await.expect("messages");
-    let mut ids = Vec::with_capacity(count);
-    while ids.len() < count {
-        let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
-            .await
-            .expect("the stream's messages arrive")
-            .expect("stream open")
-            .expect("message");
-        let id = message.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")).map(|v| v.as_str().to_owned());
-        ids.push(id.expect("every event carries its id"));
-    }
-    ids
 }

@@ -589,3 +589,28 @@ impl ChildrensSystem {
         self.task.await.expect("system task").expect("system tier");
     }
 }
+
+/// The `Nats-Msg-Id` (the outbox event's id) of every message on JetStream
+/// `stream` at `nats_url`, in stream order.
+pub async fn stream_message_ids(nats_url: &str, stream: &str) -> Vec<String> {
+    use futures_util::StreamExt;
+    let jetstream = async_nats::jetstream::new(async_nats::connect(nats_url).await.expect("nats"));
+    let mut stream = jetstream.get_stream(stream).await.expect("stream");
+    let count = usize::try_from(stream.info().await.expect("stream info").state.messages).expect("count");
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+        .await
+        .expect("consumer");
+    let mut messages = consumer.messages().await.expect("messages");
+    let mut ids = Vec::with_capacity(count);
+    while ids.len() < count {
+        let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            .await
+            .expect("the stream's messages arrive")
+            .expect("stream open")
+            .expect("message");
+        let id = message.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")).map(|v| v.as_str().to_owned());
+        ids.push(id.expect("every event carries its id"));
+    }
+    ids
+}
