@@ -13,6 +13,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+pub mod crm;
 pub mod erp;
 pub mod payments;
 
