@@ -9,9 +9,9 @@
 //! VAT ids, and reads the change feed relative to where it stood first.
 
 use erp_connect_proto::crm::v1::{
-    Address, ChangeKind, Contact, CreateCustomerRequest, Customer, CustomerChange, FindCustomersRequest,
-    GetCustomerRequest, ListChangesRequest, UpdateCustomerRequest, crm_service_client::CrmServiceClient,
-    find_customers_request::Key,
+    Address, ChangeKind, Contact, CreateCustomerRequest, Customer, CustomerChange, EraseCustomerRequest,
+    FindCustomersRequest, GetCustomerRequest, ListChangesRequest, UpdateCustomerRequest,
+    crm_service_client::CrmServiceClient, find_customers_request::Key,
 };
 use platform::channel::GrpcChannel;
 use tonic::Code;
@@ -518,6 +518,64 @@ async fn the_change_feed_lists_changes_in_order_and_resumes_after_a_cursor(mut c
     assert_eq!(all.iter().map(|c| c.cursor.clone()).collect::<Vec<_>>(), cursors, "the same pages, the same order");
 }
 
+async fn erasing_keeps_the_id_and_nothing_personal(mut crm: Crm) {
+    let request = new_request("erase");
+    let created = crm.create(request.clone()).await.expect("create");
+    let cursor = crm.feed_end().await;
+    let erase = EraseCustomerRequest { id: created.id.clone(), origin: "dsr-4711".into() };
+    let erased =
+        crm.client.erase_customer(erase.clone()).await.expect("erase").into_inner().customer.expect("customer");
+    assert_eq!(erased.id, created.id, "the id stays");
+    assert_eq!(erased.version, created.version + 1);
+    assert!(erased.erased_at.is_some());
+    let personal = (
+        erased.name.as_str(),
+        erased.email.as_str(),
+        erased.phone.as_str(),
+        erased.vat_id.as_str(),
+        erased.contacts.len(),
+        erased.addresses.len(),
+    );
+    assert_eq!(personal, ("", "", "", "", 0, 0), "{erased:?}");
+    assert_eq!(crm.get(&created.id).await.expect("get"), erased, "read back as erased");
+    assert!(crm.find(Key::Email(request.email.clone())).await.expect("find").is_empty());
+    assert!(crm.find(Key::VatId(request.vat_id.clone())).await.expect("find").is_empty());
+
+    // Again: nothing more to do, and no second change.
+    let again = crm.client.erase_customer(erase).await.expect("erase again").into_inner().customer;
+    assert_eq!(again.as_ref(), Some(&erased));
+    let changes = crm.changes_of(&cursor, &created.id).await;
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!((changes[0].kind, changes[0].version), (ChangeKind::Erased as i32, erased.version));
+    assert_eq!(changes[0].origin, "dsr-4711");
+    assert_eq!(changes[0].changed_fields, ["name", "email", "phone", "vat_id", "contacts", "addresses"]);
+
+    // An erased customer is not written again, not even by replaying the
+    // request that created it.
+    let status = crm
+        .update(UpdateCustomerRequest {
+            id: created.id.clone(),
+            idempotency_key: format!("upd-{}", unique()),
+            update_mask: mask(&["name"]),
+            name: "Back again".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("erased");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    let details = status.get_error_details();
+    assert_eq!(details.precondition_failure().expect("PreconditionFailure").violations[0].r#type, "ERASED");
+    let status = crm.create(request).await.expect_err("a replay of the creation");
+    assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+
+    let status = crm
+        .client
+        .erase_customer(EraseCustomerRequest { id: "crm_NO_SUCH_CUSTOMER".into(), origin: String::new() })
+        .await
+        .expect_err("unknown");
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+}
+
 /// Defines one `#[tokio::test]` per contract test for a backend.
 macro_rules! contract_suite {
     ($setup:path) => {
@@ -532,6 +590,7 @@ macro_rules! contract_suite {
             updates_are_idempotent_per_key_and_no_op_updates_change_nothing,
             bad_input_is_refused_with_field_violations,
             the_change_feed_lists_changes_in_order_and_resumes_after_a_cursor,
+            erasing_keeps_the_id_and_nothing_personal,
         );
     };
     (@tests $setup:path; $($name:ident),* $(,)?) => {

@@ -12,7 +12,8 @@
 //! conflict; each change raises the customer's `version` by one, and an
 //! update that names a stale `expected_version` is refused; every change
 //! appears once in the change feed, in commit order, with the fields it
-//! changed and the writer's `origin`.
+//! changed and the writer's `origin`; an erased customer keeps its id and
+//! no personal data, and the feed never holds any.
 
 use std::{collections::BTreeSet, future::Future, path::Path, sync::Arc};
 
@@ -89,6 +90,12 @@ pub enum Error {
         expected: i64,
         /// The version it is at.
         actual: i64,
+    },
+    /// The customer was erased: it keeps its id and nothing else.
+    #[error("customer {id:?} is erased")]
+    Erased {
+        /// The customer.
+        id: String,
     },
     /// An idempotency key was reused with a different request.
     #[error("idempotency key {key:?} was used for a different request")]
@@ -248,6 +255,9 @@ pub trait Connector: Send + Sync + 'static {
     /// nothing, so a synchronisation that writes back what it read does not
     /// echo forever.
     fn update_customer(&self, update: &CustomerUpdate) -> impl Future<Output = Result<Customer, Error>> + Send;
+    /// Erases the customer's personal data, keeping its id; erasing an
+    /// erased customer changes nothing.
+    fn erase_customer(&self, id: &str, origin: &str) -> impl Future<Output = Result<Customer, Error>> + Send;
     /// Changes after `after` (a cursor this backend returned), oldest
     /// first, and the cursor to resume from.
     fn list_changes(

@@ -10,9 +10,9 @@
 use std::{collections::BTreeSet, sync::Arc};
 
 use erp_connect_proto::crm::v1::{
-    Address, Contact, CreateCustomerRequest, CreateCustomerResponse, FindCustomersRequest, FindCustomersResponse,
-    GetCustomerRequest, GetCustomerResponse, ListChangesRequest, ListChangesResponse, UpdateCustomerRequest,
-    UpdateCustomerResponse,
+    Address, Contact, CreateCustomerRequest, CreateCustomerResponse, EraseCustomerRequest, EraseCustomerResponse,
+    FindCustomersRequest, FindCustomersResponse, GetCustomerRequest, GetCustomerResponse, ListChangesRequest,
+    ListChangesResponse, UpdateCustomerRequest, UpdateCustomerResponse,
     crm_service_server::{CrmService, CrmServiceServer},
     find_customers_request::Key,
 };
@@ -265,6 +265,16 @@ impl<C: Connector> CrmService for CrmApi<C> {
         Ok(Response::new(UpdateCustomerResponse { customer: Some(customer) }))
     }
 
+    async fn erase_customer(
+        &self,
+        request: Request<EraseCustomerRequest>,
+    ) -> Result<Response<EraseCustomerResponse>, Status> {
+        let req = request.into_inner();
+        let id = required("id", &req.id)?;
+        let customer = self.connector.erase_customer(&id, &origin(&req.origin)?).await?;
+        Ok(Response::new(EraseCustomerResponse { customer: Some(customer) }))
+    }
+
     async fn list_changes(
         &self,
         request: Request<ListChangesRequest>,
@@ -304,6 +314,11 @@ impl From<Error> for Status {
                     id,
                     format!("the customer is at version {actual}"),
                 ),
+            ),
+            Error::Erased { id } => Status::with_error_details(
+                Code::FailedPrecondition,
+                "the customer is erased",
+                ErrorDetails::with_precondition_failure_violation("ERASED", id, "the customer is erased"),
             ),
             // As erp.v1 answers the same misuse.
             Error::IdempotencyConflict { key } => Status::with_error_details(

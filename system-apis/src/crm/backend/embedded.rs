@@ -64,7 +64,8 @@ impl EmbeddedCrm {
 
 async fn read_customer(conn: &mut AnyConnection, id: &str) -> Result<Customer, Error> {
     let row = sqlx::query(
-        "SELECT id, name, email, phone, vat_id, version, created_at, updated_at FROM customers WHERE id = $1",
+        "SELECT id, name, email, phone, vat_id, version, created_at, updated_at, erased_at FROM customers \
+         WHERE id = $1",
     )
     .bind(id)
     .fetch_optional(&mut *conn)
@@ -115,6 +116,7 @@ async fn read_customer(conn: &mut AnyConnection, id: &str) -> Result<Customer, E
         version: row.try_get("version")?,
         created_at: timestamp(&row.try_get::<String, _>("created_at")?),
         updated_at: timestamp(&row.try_get::<String, _>("updated_at")?),
+        erased_at: row.try_get::<Option<String>, _>("erased_at")?.as_deref().and_then(timestamp),
     })
 }
 
@@ -313,6 +315,9 @@ impl EmbeddedCrm {
             return read_customer(&mut tx, &id).await;
         }
         let current = read_customer(&mut tx, &update.id).await?;
+        if current.erased_at.is_some() {
+            return Err(Error::Erased { id: update.id.clone() });
+        }
         if let Some(expected) = update.expected_version
             && expected != current.version
         {
@@ -363,6 +368,50 @@ impl EmbeddedCrm {
         Ok(customer)
     }
 
+    async fn erase(&self, id: &str, origin: &str) -> Result<Customer, Error> {
+        let mut tx = self.db.begin_write().await?;
+        let current = read_customer(&mut tx, id).await?;
+        if current.erased_at.is_some() {
+            return Ok(current);
+        }
+        // The fields that held something: what the feed says was erased.
+        let held: BTreeSet<Field> = Field::ALL
+            .into_iter()
+            .filter(|field| match field {
+                Field::Name => !current.name.is_empty(),
+                Field::Email => !current.email.is_empty(),
+                Field::Phone => !current.phone.is_empty(),
+                Field::VatId => !current.vat_id.is_empty(),
+                Field::Contacts => !current.contacts.is_empty(),
+                Field::Addresses => !current.addresses.is_empty(),
+            })
+            .collect();
+        let version = current.version + 1;
+        let at = now();
+        sqlx::query(
+            "UPDATE customers SET name = '', email = NULL, email_key = NULL, phone = NULL, vat_id = NULL, \
+             version = $1, updated_at = $2, erased_at = $2 WHERE id = $3",
+        )
+        .bind(version)
+        .bind(&at)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM contacts WHERE customer_id = $1").bind(id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM addresses WHERE customer_id = $1").bind(id).execute(&mut *tx).await?;
+        // A request's digest could confirm a guess at what it held. Without
+        // it, a replay of the customer's creation is a conflicting reuse of
+        // its key, never the erased person made again.
+        sqlx::query("UPDATE idempotency SET fingerprint = 'erased' WHERE result_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        log_change(&mut tx, id, "erased", &held, version, origin, &at).await?;
+        let customer = read_customer(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(customer)
+    }
+
     async fn changes(&self, after: Option<&str>, limit: usize) -> Result<(Vec<CustomerChange>, String), Error> {
         let after_seq: i64 = match after {
             None => 0,
@@ -387,6 +436,7 @@ impl EmbeddedCrm {
             let kind = match row.try_get::<String, _>("kind")?.as_str() {
                 "created" => ChangeKind::Created,
                 "updated" => ChangeKind::Updated,
+                "erased" => ChangeKind::Erased,
                 _ => ChangeKind::Unspecified,
             };
             let fields: String = row.try_get("changed_fields")?;
@@ -423,6 +473,11 @@ impl Connector for EmbeddedCrm {
     #[tracing::instrument(skip_all, fields(otel.kind = "client", db.system.name = self.db_system(), db.operation.name = "update_customer"))]
     async fn update_customer(&self, update: &CustomerUpdate) -> Result<Customer, Error> {
         self.update(update).await
+    }
+
+    #[tracing::instrument(skip_all, fields(otel.kind = "client", db.system.name = self.db_system(), db.operation.name = "erase_customer"))]
+    async fn erase_customer(&self, id: &str, origin: &str) -> Result<Customer, Error> {
+        self.erase(id, origin).await
     }
 
     #[tracing::instrument(skip_all, fields(otel.kind = "client", db.system.name = self.db_system(), db.operation.name = "list_changes"))]
