@@ -20,12 +20,17 @@ TIERS = ("gateway", "experience", "process", "system")
 DATABASE_ENV = {
     "gateway": {"ERP_CONNECT__GATEWAY__DATABASE_URL"},
     "process": {"ERP_CONNECT__PROCESS__DATABASE_URL"},
-    "system": {"ERP_CONNECT__ERP__DATABASE_URL", "ERP_CONNECT__PAYMENTS__DATABASE_URL"},
+    "system": {
+        "ERP_CONNECT__ERP__DATABASE_URL",
+        "ERP_CONNECT__PAYMENTS__DATABASE_URL",
+        "ERP_CONNECT__CRM__DATABASE_URL",
+    },
     "migrate": {
         "ERP_CONNECT__GATEWAY__DATABASE_URL",
         "ERP_CONNECT__PROCESS__DATABASE_URL",
         "ERP_CONNECT__ERP__DATABASE_URL",
         "ERP_CONNECT__PAYMENTS__DATABASE_URL",
+        "ERP_CONNECT__CRM__DATABASE_URL",
     },
 }
 

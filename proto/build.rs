@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "order_to_cash/v1/order_to_cash.proto",
     "webhooks/v1/webhooks.proto",
     "order_batches/v1/order_batches.proto",
+    "crm/v1/crm.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -113,6 +113,8 @@ pub struct Config {
     pub erp: system_apis::erp::Config,
     /// The payment provider behind the system tier's `payments.v1`.
     pub payments: system_apis::payments::Config,
+    /// The CRM behind the system tier's `crm.v1`.
+    pub crm: system_apis::crm::Config,
     /// Partner webhooks (delivered by the process tier).
     pub webhooks: process_apis::webhooks::Config,
     /// Each partner tenant's mapping and rules (`[partners.<tenant>]`).
@@ -142,6 +144,7 @@ impl Default for Config {
             system: system_apis::Config::default(),
             erp: system_apis::erp::Config::default(),
             payments: system_apis::payments::Config::default(),
+            crm: system_apis::crm::Config::default(),
             webhooks: process_apis::webhooks::Config::default(),
             partners: Default::default(),
             rules: Default::default(),
@@ -239,6 +242,7 @@ impl Config {
         }
         self.erp.validate().map_err(|reason| Error::Invalid { key: "erp", reason })?;
         self.payments.validate().map_err(|reason| Error::Invalid { key: "payments", reason })?;
+        self.crm.validate().map_err(|reason| Error::Invalid { key: "crm", reason })?;
         if let Some(url) = &self.gateway.database_url
             && platform::database::Dialect::of(url).is_none()
         {
@@ -395,6 +399,20 @@ mod tests {
         config.gateway.database_url = Some("mysql://u:secret@h/db".into());
         assert!(matches!(config.validate(), Err(Error::Invalid { key: "gateway.database_url", .. })));
         config.gateway.database_url = None;
+        config.validate().expect("postgres is fine");
+    }
+
+    #[test]
+    fn a_crm_store_url_of_another_kind_is_refused() {
+        let mut config = Config::default();
+        config.crm.database_url = Some("mysql://u:secret@h/db".into());
+        match config.validate() {
+            Err(err @ Error::Invalid { key: "crm", .. }) => {
+                assert!(!err.to_string().contains("secret"), "the URL is not echoed: {err}");
+            }
+            other => panic!("{other:?}"),
+        }
+        config.crm.database_url = Some("postgres://u@h/crm".into());
         config.validate().expect("postgres is fine");
     }
 

@@ -405,9 +405,10 @@ async fn migrate(config: &Config) -> Result<(), StartError> {
         .await
         .map_err(|e| StartError::Process(process_apis::order_to_cash::StartError::Store(e).into()))?;
     tracing::info!(store = "process", "migrated");
-    // The system tier's stores (the embedded ERP's, the payments ledger);
-    // a Tryton backend keeps its own and is not called here.
-    system_apis::SystemTier::start(&config.erp, &config.payments, &config.data_dir).await?;
+    // The system tier's stores (the embedded ERP's, the payments ledger,
+    // the embedded CRM's); a Tryton backend keeps its own and is not called
+    // here.
+    system_apis::SystemTier::start(&config.erp, &config.payments, &config.crm, &config.data_dir).await?;
     tracing::info!(store = "system", "migrated");
     Ok(())
 }

@@ -29,7 +29,8 @@ pub async fn run(config: &Config, system_url: Option<&str>) -> Result<bool, Star
             channel::connect_lazy(url, config.process.system_timeout, tls.as_ref())?
         }
         None => {
-            let tier = system_apis::SystemTier::start(&config.erp, &config.payments, &config.data_dir).await?;
+            let tier =
+                system_apis::SystemTier::start(&config.erp, &config.payments, &config.crm, &config.data_dir).await?;
             channel::in_process(tier.routes())
         }
     };

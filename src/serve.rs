@@ -64,7 +64,9 @@ impl Tier {
         };
         let server = match target {
             Target::System => {
-                let system = system_apis::SystemTier::start(&config.erp, &config.payments, &config.data_dir).await?;
+                let system =
+                    system_apis::SystemTier::start(&config.erp, &config.payments, &config.crm, &config.data_dir)
+                        .await?;
                 Server::Grpc(platform::metrics::grpc_with_endpoint(system.routes()), server_tls)
             }
             Target::Process => {

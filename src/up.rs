@@ -36,7 +36,8 @@ impl App {
     /// identity provider and wires the tiers together. Binds nothing.
     pub async fn build(config: Config) -> Result<Self, StartError> {
         config.validate()?;
-        let system = system_apis::SystemTier::start(&config.erp, &config.payments, &config.data_dir).await?;
+        let system =
+            system_apis::SystemTier::start(&config.erp, &config.payments, &config.crm, &config.data_dir).await?;
         let tasks = CancellationToken::new();
         let process = process_apis::ProcessTier::start(
             &config.process,

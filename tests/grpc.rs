@@ -1,6 +1,7 @@
 //! Every gRPC tier answers `grpc.health.v1` and lists its services through
 //! gRPC reflection (`v1` and `v1alpha` alike), and the process APIs are callable directly by internal
-//! teams, in both run modes.
+//! teams, in both run modes; the system tier's `crm.v1` answers over the
+//! network in `serve` mode.
 
 mod harness;
 
@@ -70,7 +71,7 @@ async fn check_tiers(app: &Running) {
         let services = listed_services(ch.clone()).await;
         let expected: &[&str] = match target {
             erp_connect::serve::Target::Process => &["catalog.v1.CatalogService", "grpc.health.v1.Health"],
-            _ => &["erp.v1.ProductService", "erp.v1.InventoryService", "grpc.health.v1.Health"],
+            _ => &["erp.v1.ProductService", "erp.v1.InventoryService", "crm.v1.CrmService", "grpc.health.v1.Health"],
         };
         for name in expected.iter().chain(&["grpc.reflection.v1.ServerReflection"]) {
             assert!(services.iter().any(|s| s == name), "{target:?} lists {services:?}");
@@ -99,6 +100,42 @@ async fn up_mode_process_apis_answer_health_reflection_and_calls() {
 async fn serve_mode_grpc_tiers_answer_health_and_reflection() {
     let app = spawn_serve().await;
     check_tiers(&app).await;
+    app.stop_all().await;
+}
+
+#[tokio::test]
+async fn serve_mode_system_tier_serves_crm_v1() {
+    use erp_connect_proto::crm::v1::{
+        CreateCustomerRequest, FindCustomersRequest, ListChangesRequest, crm_service_client::CrmServiceClient,
+        find_customers_request::Key,
+    };
+    let app = spawn_serve().await;
+    let (_, addr) = app.grpc.iter().find(|(t, _)| *t == erp_connect::serve::Target::System).expect("system tier");
+    let mut crm = CrmServiceClient::new(channel(*addr).await);
+    let created = crm
+        .create_customer(CreateCustomerRequest {
+            idempotency_key: "grpc-crm-1".into(),
+            name: "Over the wire".into(),
+            email: "Wire@Example.com".into(),
+            vat_id: "de 999 888 777".into(),
+            origin: "tests/grpc.rs".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("create over gRPC")
+        .into_inner()
+        .customer
+        .expect("a customer");
+    assert_eq!((created.vat_id.as_str(), created.version), ("DE999888777", 1));
+    let found = crm
+        .find_customers(FindCustomersRequest { key: Some(Key::Email("wire@example.com".into())) })
+        .await
+        .expect("find")
+        .into_inner()
+        .customers;
+    assert_eq!(found.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), [created.id.as_str()]);
+    let feed = crm.list_changes(ListChangesRequest::default()).await.expect("changes").into_inner();
+    assert!(feed.changes.iter().any(|c| c.customer_id == created.id && c.origin == "tests/grpc.rs"), "{feed:?}");
     app.stop_all().await;
 }
 

@@ -2,8 +2,8 @@
 //! binary (`erp-connect serve`), each tier behind an HAProxy of its own
 //! (Debian's), as a Kubernetes Service or a load balancer puts it, and all
 //! share PostgreSQL (a database per store: API keys, sagas and outbox, the
-//! embedded ERP, the payments ledger), NATS JetStream and Redis. The system
-//! tier runs its two replicas on PostgreSQL too.
+//! embedded ERP, the payments ledger, the embedded CRM), NATS JetStream and
+//! Redis. The system tier runs its two replicas on PostgreSQL too.
 //!
 //! Partner clients place orders with `Idempotency-Key`s, retrying a failed
 //! request with the same key, while one replica of each tier after the
@@ -236,11 +236,12 @@ fn cli(config: &Path, args: &[&str]) -> (bool, String, String) {
 async fn two_replicas_of_every_tier_lose_nothing_while_one_of_each_is_killed_twice() {
     let run = ulid::Ulid::new().to_string().to_lowercase();
     let (stream, prefix) = (format!("SCALE_OUT_{run}"), format!("scale_{run}.erp.events"));
-    let [gateway_db, process_db, erp_db, payments_db] = [
+    let [gateway_db, process_db, erp_db, payments_db, crm_db] = [
         ScratchPostgres::create("scale_gateway").await,
         ScratchPostgres::create("scale_process").await,
         ScratchPostgres::create("scale_erp").await,
         ScratchPostgres::create("scale_payments").await,
+        ScratchPostgres::create("scale_crm").await,
     ];
     let dir = tempfile::tempdir().expect("tempdir");
     let listeners: Vec<std::net::TcpListener> =
@@ -261,12 +262,14 @@ async fn two_replicas_of_every_tier_lose_nothing_while_one_of_each_is_killed_twi
              [process.saga]\nlease = \"2s\"\nbackoff_base = \"20ms\"\nbackoff_cap = \"500ms\"\npoll_interval = \"50ms\"\n\
              feed_poll_interval = \"100ms\"\npartner_credit_limit = \"1000000.00\"\n\
              [process.events]\nbus = \"nats\"\nstream = \"{stream}\"\nsubject_prefix = \"{prefix}\"\npoll_interval = \"50ms\"\n\
-             [erp]\ndatabase_url = \"{erp}\"\n[payments]\ndatabase_url = \"{payments}\"\n",
+             [erp]\ndatabase_url = \"{erp}\"\n[payments]\ndatabase_url = \"{payments}\"\n\
+             [crm]\ndatabase_url = \"{crm}\"\n",
             data = dir.path().join("data").display().to_string(),
             gateway = gateway_db.url(),
             process = process_db.url(),
             erp = erp_db.url(),
             payments = payments_db.url(),
+            crm = crm_db.url(),
         ),
     )
     .expect("config written");

@@ -4,3 +4,4 @@ CREATE DATABASE erp_connect_gateway OWNER erp_connect;
 CREATE DATABASE erp_connect_process OWNER erp_connect;
 CREATE DATABASE erp_connect_erp OWNER erp_connect;
 CREATE DATABASE erp_connect_payments OWNER erp_connect;
+CREATE DATABASE erp_connect_crm OWNER erp_connect;

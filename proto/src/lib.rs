@@ -10,6 +10,7 @@
 //! - `order_to_cash/v1`: the order-to-cash process API.
 //! - `webhooks/v1`: partners' webhook endpoints and their deliveries.
 //! - `order_batches/v1`: order files from partners and the quarantine.
+//! - `crm/v1`: the CRM system API (customers, contacts, addresses, changes).
 //!
 //! [`FILE_DESCRIPTOR_SET`] holds all of them for gRPC reflection,
 //! [`money`] the one rule by which every tier writes and rounds the
@@ -70,5 +71,13 @@ pub mod order_batches {
     /// Version 1.
     pub mod v1 {
         tonic::include_proto!("order_batches.v1");
+    }
+}
+
+/// `crm.v1`: what a CRM can do.
+pub mod crm {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("crm.v1");
     }
 }

@@ -79,7 +79,9 @@ async fn main() {
     let connector = tryton::TrytonErp::open(&config, Default::default()).expect("connector");
     let erp_config = Config { backend: BackendKind::Tryton, tryton: Some(config), ..Config::default() };
     let dir = tempfile::tempdir().expect("tempdir");
-    let tier = system_apis::SystemTier::start(&erp_config, &Default::default(), dir.path()).await.expect("tier");
+    let tier = system_apis::SystemTier::start(&erp_config, &Default::default(), &Default::default(), dir.path())
+        .await
+        .expect("tier");
     let mut grpc = ProductServiceClient::new(platform::channel::in_process(tier.routes()));
 
     // Warm up every path (logins, caches, connections).

@@ -6,6 +6,7 @@
 //! - [`erp`]: `erp.v1` over an ERP backend (the embedded reference ERP, or
 //!   a Tryton server).
 //! - [`payments`]: `payments.v1` over a payment provider (the `sandbox`).
+//! - [`crm`]: `crm.v1` over a CRM backend (the embedded reference CRM).
 //! - [`SystemTier`]: builds the tier's gRPC routes (services, health,
 //!   reflection) from its [`Config`].
 
@@ -13,11 +14,13 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+pub mod crm;
 pub mod erp;
 pub mod payments;
 
 /// Configuration of the system tier (`[system]` in the config file). The
-/// backends it wraps have sections of their own (`[erp]`).
+/// backends it wraps have sections of their own (`[erp]`, `[payments]`,
+/// `[crm]`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -36,6 +39,7 @@ impl Default for Config {
 pub struct SystemTier {
     erp: erp::Erp,
     payments: payments::Payments,
+    crm: crm::Crm,
 }
 
 /// Why the system tier could not start.
@@ -47,29 +51,42 @@ pub enum StartError {
     /// The payment provider or its ledger.
     #[error("payments: {0}")]
     Payments(#[from] payments::Error),
+    /// The CRM backend.
+    #[error("CRM backend: {0}")]
+    Crm(#[from] crm::Error),
 }
 
 impl SystemTier {
-    /// Opens every backend (creating and seeding the embedded ERP under
-    /// `data_dir` when it is used).
-    pub async fn start(erp: &erp::Config, payments: &payments::Config, data_dir: &Path) -> Result<Self, StartError> {
+    /// Opens every backend (creating and seeding the embedded ERP, and
+    /// creating the embedded CRM, under `data_dir` when they are used).
+    pub async fn start(
+        erp: &erp::Config,
+        payments: &payments::Config,
+        crm: &crm::Config,
+        data_dir: &Path,
+    ) -> Result<Self, StartError> {
         let erp = erp::Erp::open(erp, data_dir).await?;
         let payments = payments::Payments::open(payments, data_dir).await?;
-        Ok(Self { erp, payments })
+        let crm = crm::Crm::open(crm, data_dir).await?;
+        Ok(Self { erp, payments, crm })
     }
 
-    /// The tier's gRPC routes: `erp.v1`, `payments.v1`, `grpc.health.v1` and
-    /// reflection (`v1` and `v1alpha`).
+    /// The tier's gRPC routes: `erp.v1`, `payments.v1`, `crm.v1`,
+    /// `grpc.health.v1` and reflection (`v1` and `v1alpha`).
     pub fn routes(&self) -> tonic::service::Routes {
-        let (erp, pay) = (self.erp.clone(), self.payments.clone());
+        let (erp, pay, crm) = (self.erp.clone(), self.payments.clone(), self.crm.clone());
         let probe: platform::health::Probe = std::sync::Arc::new(move || {
-            let (erp, pay) = (erp.clone(), pay.clone());
-            Box::pin(async move { erp.is_ready().await && pay.is_ready().await })
+            let (erp, pay, crm) = (erp.clone(), pay.clone(), crm.clone());
+            Box::pin(async move { erp.is_ready().await && pay.is_ready().await && crm.is_ready().await })
         });
-        let routes = self.payments.add_routes(self.erp.routes()).add_service(platform::health::service(probe));
+        let routes = self
+            .crm
+            .add_routes(self.payments.add_routes(self.erp.routes()))
+            .add_service(platform::health::service(probe));
         let services: Vec<&str> = erp::SERVICE_NAMES
             .iter()
             .chain(payments::SERVICE_NAMES)
+            .chain(crm::SERVICE_NAMES)
             .copied()
             .chain(["grpc.health.v1.Health"])
             .collect();

@@ -931,7 +931,9 @@ mod backend_embedded {
     async fn setup() -> Erp {
         let dir = tempfile::tempdir().expect("tempdir");
         let tier =
-            system_apis::SystemTier::start(&super::config(), &Default::default(), dir.path()).await.expect("start");
+            system_apis::SystemTier::start(&super::config(), &Default::default(), &Default::default(), dir.path())
+                .await
+                .expect("start");
         Erp::new(platform::channel::in_process(tier.routes()), Box::new(dir))
     }
 
@@ -984,7 +986,9 @@ mod backend_embedded_postgres {
         let scratch = Scratch(name.clone());
         let config = system_apis::erp::Config { database_url: Some(format!("{SERVER}/{name}")), ..super::config() };
         let dir = tempfile::tempdir().expect("tempdir");
-        let tier = system_apis::SystemTier::start(&config, &Default::default(), dir.path()).await.expect("start");
+        let tier = system_apis::SystemTier::start(&config, &Default::default(), &Default::default(), dir.path())
+            .await
+            .expect("start");
         Erp::new(platform::channel::in_process(tier.routes()), Box::new((dir, scratch)))
     }
 
@@ -1005,7 +1009,9 @@ async fn tryton_erp(server: fn() -> system_apis::erp::backend::tryton::Config) -
     let server = tokio::task::spawn_blocking(server).await.expect("setup");
     let config = Config { backend: BackendKind::Tryton, tryton: Some(server), ..config() };
     let dir = tempfile::tempdir().expect("tempdir");
-    let tier = system_apis::SystemTier::start(&config, &Default::default(), dir.path()).await.expect("start");
+    let tier = system_apis::SystemTier::start(&config, &Default::default(), &Default::default(), dir.path())
+        .await
+        .expect("start");
     Erp::new(platform::channel::in_process(tier.routes()), Box::new(dir))
 }
 
@@ -1166,7 +1172,9 @@ mod backend_tryton {
 
         // Through the gRPC service, a caller sees UNAVAILABLE.
         let dir = tempfile::tempdir().expect("tempdir");
-        let tier = system_apis::SystemTier::start(&down, &Default::default(), dir.path()).await.expect("start");
+        let tier = system_apis::SystemTier::start(&down, &Default::default(), &Default::default(), dir.path())
+            .await
+            .expect("start");
         let status = erp_connect_proto::erp::v1::product_service_client::ProductServiceClient::new(
             platform::channel::in_process(tier.routes()),
         )

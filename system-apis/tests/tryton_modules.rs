@@ -19,7 +19,7 @@ async fn a_tryton_without_sale_is_refused_at_start_naming_the_module() {
         tokio::task::spawn_blocking(|| test_server::without_sale_config("erp_no_sale")).await.expect("tryton set up");
     let config = Config { backend: BackendKind::Tryton, tryton: Some(server), ..Config::default() };
     let dir = tempfile::tempdir().expect("tempdir");
-    let refused = system_apis::SystemTier::start(&config, &Default::default(), dir.path())
+    let refused = system_apis::SystemTier::start(&config, &Default::default(), &Default::default(), dir.path())
         .await
         .err()
         .expect("the tier does not start");
@@ -37,7 +37,9 @@ async fn a_module_activated_in_tryton_is_used_after_the_next_login() {
         tokio::task::spawn_blocking(|| test_server::sale_only_config("erp_rediscover")).await.expect("tryton set up");
     let config = Config { backend: BackendKind::Tryton, tryton: Some(server.clone()), ..Config::default() };
     let dir = tempfile::tempdir().expect("tempdir");
-    let tier = system_apis::SystemTier::start(&config, &Default::default(), dir.path()).await.expect("start");
+    let tier = system_apis::SystemTier::start(&config, &Default::default(), &Default::default(), dir.path())
+        .await
+        .expect("start");
     let channel = platform::channel::in_process(tier.routes());
     let mut capabilities = CapabilitiesServiceClient::new(channel.clone());
     let mut products = ProductServiceClient::new(channel);

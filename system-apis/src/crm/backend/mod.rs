@@ -1,0 +1,3 @@
+//! CRM backends behind [`super::Connector`]: one module per CRM.
+
+pub mod embedded;
