@@ -176,6 +176,8 @@ struct Seen {
     attempts: usize,
     failed: usize,
     by_status: HashMap<String, usize>,
+    /// What the failed answers said (problem `detail`), by status.
+    failures: Vec<String>,
 }
 
 type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<bytes::Bytes>>;
@@ -205,8 +207,12 @@ async fn place(client: &HttpClient, url: &str, api_key: &str, key: &str, body: &
         {
             let mut seen_now = seen.lock().expect("not poisoned");
             seen_now.attempts += 1;
-            *seen_now.by_status.entry(outcome.0).or_default() += 1;
+            *seen_now.by_status.entry(outcome.0.clone()).or_default() += 1;
             seen_now.failed += usize::from(id.is_none());
+            if id.is_none() {
+                let detail = outcome.1.as_ref().map(|p| p["detail"].to_string()).unwrap_or_default();
+                seen_now.failures.push(format!("{} {detail}", outcome.0));
+            }
         }
         if let Some(id) = id {
             return id;
@@ -464,7 +470,7 @@ async fn two_replicas_of_every_tier_lose_nothing_while_one_of_each_is_killed_twi
     let report = format!(
         "multi-replica proof: 2 replicas each of gateway, experience, process and system (on PostgreSQL), one HAProxy per tier\n\
          kills (SIGKILL, then a new process): {}\n\
-         load: {CLIENTS} partner clients, {} orders accepted in {:.1} s; {} requests, {} failed ({error_rate:.2} %); answers: {statuses:?}\n\
+         load: {CLIENTS} partner clients, {} orders accepted in {:.1} s; {} requests, {} failed ({error_rate:.2} %); answers: {statuses:?}; the failed ones said {:?}\n\
          sent again to the other replica by the balancers: {}\n\
          terminal: {}/{} orders {by_status:?}\n\
          side effects: {} payments for {} card orders, each at most one live and capturing its order's total; \
@@ -478,6 +484,7 @@ async fn two_replicas_of_every_tier_lose_nothing_while_one_of_each_is_killed_twi
         load_for.as_secs_f64(),
         seen.attempts,
         seen.failed,
+        seen.failures,
         retried.join(", "),
         finished.len(),
         ids.len(),
