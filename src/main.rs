@@ -425,7 +425,7 @@ async fn keys(action: KeysAction, config: &Config) -> Result<(), StartError> {
     match action {
         KeysAction::Create { partner, scopes, plan, expires } => {
             let expires_at = expires.map(|d| now.saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)));
-            let result = store.create(NewKey { partner, scopes, plan, expires_at }, now).await;
+            let result = store.create(NewKey { partner, scopes, plan, expires_at }, now, "cli").await;
             let id = result.as_ref().map(|(r, _)| r.id.as_str()).unwrap_or("");
             audit("cli", "keys.create", id, outcome(&result));
             let (record, key) = result?;
@@ -438,12 +438,12 @@ async fn keys(action: KeysAction, config: &Config) -> Result<(), StartError> {
             }
         }
         KeysAction::Revoke { id } => {
-            let result = store.revoke(&id, now).await;
+            let result = store.revoke(&id, now, "cli").await;
             audit("cli", "keys.revoke", &id, outcome(&result));
             eprintln!("{}", serde_json::to_string(&result?).unwrap_or_default());
         }
         KeysAction::Rotate { id, grace } => {
-            let result = store.rotate(&id, grace, now).await;
+            let result = store.rotate(&id, grace, now, "cli").await;
             audit("cli", "keys.rotate", &id, outcome(&result));
             let (record, key) = result?;
             eprintln!("{}", serde_json::to_string(&record).unwrap_or_default());
