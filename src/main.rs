@@ -89,6 +89,18 @@ enum Command {
         #[arg(long, global = true, env = "ERP_CONNECT_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// The audit trails of state-changing actions.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+        /// The data directory whose stores to use. Default ./data.
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+        /// Configuration file (TOML); `gateway.database_url` and
+        /// `process.database_url` name the stores.
+        #[arg(long, global = true, env = "ERP_CONNECT_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Import files through a running process tier.
     Import {
         #[command(subcommand)]
@@ -204,6 +216,13 @@ enum MappingAction {
         /// The sample: CSV, or JSON lines when named `.jsonl` or `.ndjson`.
         file: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum AuditAction {
+    /// Check every trail's hash chain: exit 0 when all hold, 1 with the
+    /// first broken row otherwise.
+    Verify,
 }
 
 #[derive(Subcommand)]
@@ -346,6 +365,11 @@ async fn run(command: Command) -> Result<(), StartError> {
             platform::telemetry::init_logs();
             let config = load(config.as_ref(), data_dir)?;
             keys(action, &config).await
+        }
+        Command::Audit { action: AuditAction::Verify, data_dir, config } => {
+            platform::telemetry::init_logs();
+            let config = load(config.as_ref(), data_dir)?;
+            if erp_connect::audit::verify(&config).await? { Ok(()) } else { Err(StartError::AuditBroken) }
         }
         Command::Import { what: ImportWhat::Orders { file, partner, dry_run, process_url }, data_dir, config } => {
             let config = load(config.as_ref(), data_dir)?;
