@@ -517,7 +517,11 @@ mod tests {
         let seen: Vec<_> = rows.iter().map(|r| (r.actor.as_str(), r.action.as_str(), r.object.as_str())).collect();
         assert_eq!(
             seen,
-            [("cli", "keys.revoke", new.id.as_str()), ("bob", "keys.rotate", rec.id.as_str()), ("alice", "keys.create", rec.id.as_str())]
+            [
+                ("cli", "keys.revoke", new.id.as_str()),
+                ("bob", "keys.rotate", rec.id.as_str()),
+                ("alice", "keys.create", rec.id.as_str())
+            ]
         );
         assert_eq!(rows[2].at, 1_000_000);
         assert_eq!(rows[1].detail["replaced_by"], new.id.as_str());
@@ -556,7 +560,8 @@ mod tests {
     async fn expiry_is_exact_even_when_cached() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = store(&dir).await;
-        let (_, key) = s.create(NewKey { expires_at: Some(2_000), ..new_key("acme") }, 1_000, "test").await.expect("create");
+        let (_, key) =
+            s.create(NewKey { expires_at: Some(2_000), ..new_key("acme") }, 1_000, "test").await.expect("create");
         assert!(s.verify(&key, 1_999_000).await.expect("verify").is_some());
         assert!(s.verify(&key, 2_000_000).await.expect("verify").is_none());
     }
@@ -594,7 +599,8 @@ mod tests {
             KeyStore::open(Some(&pg.url()), dir.path()).await.expect("open again"),
         );
         assert!(!dir.path().join("gateway.db").exists());
-        let (rec, key) = a.create(NewKey { expires_at: Some(2_000), ..new_key("acme") }, 1_000, "test").await.expect("create");
+        let (rec, key) =
+            a.create(NewKey { expires_at: Some(2_000), ..new_key("acme") }, 1_000, "test").await.expect("create");
         assert_eq!(b.verify(&key, 1_500_000).await.expect("verify"), Some(rec.clone()));
         assert_eq!(b.verify(&key, 2_000_000).await.expect("verify"), None, "expired");
         let (_, rotated) = b.rotate(&rec.id, Duration::from_secs(10), 1_001, "test").await.expect("rotate");

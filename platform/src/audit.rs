@@ -100,7 +100,8 @@ pub async fn append(
     if dialect == Dialect::Postgres {
         sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(lock_key("audit")).execute(&mut **tx).await?;
     }
-    let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetch_optional(&mut **tx).await?;
+    let head =
+        sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetch_optional(&mut **tx).await?;
     let (seq, prev_hash) = match head {
         Some(row) => (row.try_get::<i64, _>(0)? + 1, row.try_get::<String, _>(1)?),
         None => (1, GENESIS.to_owned()),
@@ -167,16 +168,23 @@ pub enum Verdict {
 /// Walks the whole chain in `seq` order and reports the first row whose
 /// `seq`, `prev_hash` or own hash does not hold.
 pub async fn verify(db: &Database) -> Result<Verdict, Error> {
-    let mut rows = sqlx::query(
-        "SELECT seq, at, actor, action, object, detail, prev_hash, hash FROM audit_log ORDER BY seq",
-    )
-    .fetch(db.pool());
+    let mut rows =
+        sqlx::query("SELECT seq, at, actor, action, object, detail, prev_hash, hash FROM audit_log ORDER BY seq")
+            .fetch(db.pool());
     let mut expected_seq = 1_i64;
     let mut prev = GENESIS.to_owned();
     let mut ok = 0_u64;
     while let Some(row) = rows.try_next().await? {
         let seq: i64 = row.try_get(0)?;
-        let (at, actor, action, object, detail, prev_hash, hash): (i64, String, String, String, String, String, String) = (
+        let (at, actor, action, object, detail, prev_hash, hash): (
+            i64,
+            String,
+            String,
+            String,
+            String,
+            String,
+            String,
+        ) = (
             row.try_get(1)?,
             row.try_get(2)?,
             row.try_get(3)?,
