@@ -10,6 +10,7 @@
 //! - [`reconcile`]: `erp-connect reconcile`, the order-to-cash invariants.
 //! - [`mapping`]: `erp-connect mapping test`, a partner mapping tried on a sample.
 //! - [`import`]: `erp-connect import orders`, an order file through a running process tier.
+//! - [`audit`]: `erp-connect audit verify`, the audit trails' hash chains.
 //!
 //! Each mode builds everything that can fail (configuration, databases,
 //! keys) before it binds a port, so a bad setup never half-starts.
@@ -18,6 +19,7 @@
 //! its routes to forward and with which scope: [`forwarded_routes`] hands
 //! it the table the experience tier declares (`experience_apis::routes()`).
 
+pub mod audit;
 pub mod config;
 pub mod export;
 pub mod import;
@@ -77,6 +79,12 @@ pub enum StartError {
     /// `reconcile` found broken invariants (its report says which).
     #[error("order-to-cash invariants are broken")]
     InvariantsBroken,
+    /// The audit trail could not be read.
+    #[error("audit trail: {0}")]
+    Audit(#[from] platform::audit::Error),
+    /// `audit verify` found a broken chain (its report says where).
+    #[error("the audit trail is broken")]
+    AuditBroken,
     /// An export could not be written.
     #[error("export: {0}")]
     Export(String),

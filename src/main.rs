@@ -89,6 +89,18 @@ enum Command {
         #[arg(long, global = true, env = "ERP_CONNECT_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// The audit trails of state-changing actions.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+        /// The data directory whose stores to use. Default ./data.
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+        /// Configuration file (TOML); `gateway.database_url` and
+        /// `process.database_url` name the stores.
+        #[arg(long, global = true, env = "ERP_CONNECT_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Import files through a running process tier.
     Import {
         #[command(subcommand)]
@@ -204,6 +216,13 @@ enum MappingAction {
         /// The sample: CSV, or JSON lines when named `.jsonl` or `.ndjson`.
         file: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum AuditAction {
+    /// Check every trail's hash chain: exit 0 when all hold, 1 with the
+    /// first broken row otherwise.
+    Verify,
 }
 
 #[derive(Subcommand)]
@@ -347,6 +366,11 @@ async fn run(command: Command) -> Result<(), StartError> {
             let config = load(config.as_ref(), data_dir)?;
             keys(action, &config).await
         }
+        Command::Audit { action: AuditAction::Verify, data_dir, config } => {
+            platform::telemetry::init_logs();
+            let config = load(config.as_ref(), data_dir)?;
+            if erp_connect::audit::verify(&config).await? { Ok(()) } else { Err(StartError::AuditBroken) }
+        }
         Command::Import { what: ImportWhat::Orders { file, partner, dry_run, process_url }, data_dir, config } => {
             let config = load(config.as_ref(), data_dir)?;
             match erp_connect::import::orders(&config, &partner, &file, dry_run, process_url.as_deref()).await? {
@@ -426,7 +450,7 @@ async fn keys(action: KeysAction, config: &Config) -> Result<(), StartError> {
     match action {
         KeysAction::Create { partner, scopes, plan, expires } => {
             let expires_at = expires.map(|d| now.saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)));
-            let result = store.create(NewKey { partner, scopes, plan, expires_at }, now).await;
+            let result = store.create(NewKey { partner, scopes, plan, expires_at }, now, "cli").await;
             let id = result.as_ref().map(|(r, _)| r.id.as_str()).unwrap_or("");
             audit("cli", "keys.create", id, outcome(&result));
             let (record, key) = result?;
@@ -439,12 +463,12 @@ async fn keys(action: KeysAction, config: &Config) -> Result<(), StartError> {
             }
         }
         KeysAction::Revoke { id } => {
-            let result = store.revoke(&id, now).await;
+            let result = store.revoke(&id, now, "cli").await;
             audit("cli", "keys.revoke", &id, outcome(&result));
             eprintln!("{}", serde_json::to_string(&result?).unwrap_or_default());
         }
         KeysAction::Rotate { id, grace } => {
-            let result = store.rotate(&id, grace, now).await;
+            let result = store.rotate(&id, grace, now, "cli").await;
             audit("cli", "keys.rotate", &id, outcome(&result));
             let (record, key) = result?;
             eprintln!("{}", serde_json::to_string(&record).unwrap_or_default());

@@ -189,6 +189,23 @@ async fn a_partners_order_file_is_imported_row_by_row_with_what_fails_quarantine
     assert_eq!((discarded.status, discarded.body["status"].as_str()), (200, Some("discarded")), "{}", discarded.text);
     let open = get(&app.url("/ops/v1/quarantine"), Some(&ops)).await;
     assert_eq!(open.body["entries"].as_array().map(Vec::len), Some(1), "one left open: {}", open.text);
+    // Both decisions are on the process tier's audit trail, with the operator.
+    let store = format!("sqlite://{}", app.data_dir.path().join("process.db").display());
+    let db = sqlx::SqlitePool::connect(&store).await.expect("process.db");
+    let decisions: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT actor, action, object FROM audit_log WHERE action LIKE 'quarantine.%' ORDER BY seq")
+            .fetch_all(&db)
+            .await
+            .expect("audit rows");
+    db.close().await;
+    let id_of = |entry: &Value| entry["id"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(
+        decisions,
+        [
+            ("operator".to_owned(), "quarantine.fix".to_owned(), id_of(&unreadable)),
+            ("operator".to_owned(), "quarantine.discard".to_owned(), id_of(&unknown)),
+        ]
+    );
     // Data quality in /metrics (the recorder is shared by this binary's
     // tests; only this one fixes and discards acme's records).
     let metrics = get(&app.url("/metrics"), None).await.text;

@@ -364,3 +364,45 @@ async fn a_partner_receives_every_event_of_an_order_in_order_signed_retried_and_
     harness::assert_problem(&get(&app.url(&format!("/ops/v1/webhooks/{endpoint}")), Some(&ops)).await, 404);
     app.stop_all().await;
 }
+
+/// With the tiers apart (a real gRPC hop between experience and process),
+/// each change to an endpoint lands on the process tier's audit trail with
+/// the caller who made it: the partner's subject for its own changes, the
+/// operator's for a removal from the ops API; `audit verify` holds.
+#[tokio::test]
+async fn endpoint_changes_reach_the_process_tiers_audit_trail_with_their_caller() {
+    let (_receiver, url) = Receiver::start(0).await;
+    let app = harness::spawn_serve().await;
+    let dir = app.data_dir.path();
+    let acme = token_for(dir, "acme-erp", Some("acme"), None, "webhooks:manage");
+    let ops = token_for(dir, "operator", None, None, "ops");
+    let created =
+        post_json(&app.url("/partner/v1/webhooks"), &acme, &json!({"url": url, "events": ["order.*"]}), None).await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let id = created.body["id"].as_str().expect("id").to_owned();
+    let rotated = request("POST", &app.url(&format!("/partner/v1/webhooks/{id}/rotate-secret")), &acme, None).await;
+    assert_eq!(rotated.status, 200, "{}", rotated.text);
+    let deleted = request("DELETE", &app.url(&format!("/ops/v1/webhooks/{id}")), &ops, None).await;
+    assert_eq!(deleted.status, 204, "{}", deleted.text);
+
+    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.join("process.db").display())).await.expect("db");
+    let rows: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT actor, action, object FROM audit_log ORDER BY seq").fetch_all(&db).await.expect("rows");
+    db.close().await;
+    let expected =
+        [("acme-erp", "webhooks.create"), ("acme-erp", "webhooks.rotate_secret"), ("operator", "webhooks.delete")];
+    assert_eq!(rows.iter().map(|(a, b, _)| (a.as_str(), b.as_str())).collect::<Vec<_>>(), expected);
+    assert!(rows.iter().all(|(_, _, object)| *object == id), "{rows:?}");
+
+    let verified = std::process::Command::new(harness::BIN)
+        .args(["audit", "verify", "--data-dir"])
+        .arg(dir)
+        .env_remove("ERP_CONNECT_CONFIG")
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("audit verify");
+    let stdout = String::from_utf8_lossy(&verified.stdout);
+    assert!(verified.status.success(), "{stdout}");
+    assert!(stdout.contains("process: 3 rows checked, chain intact"), "{stdout}");
+    app.stop_all().await;
+}

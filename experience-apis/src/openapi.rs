@@ -179,6 +179,36 @@ pub(crate) enum OrderStatusName {
     Rejected,
 }
 
+/// A row of the audit trail.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documentation only: the body is written by the gateway
+struct AuditRecord {
+    /// Position in the chain, from 1.
+    seq: i64,
+    /// Unix milliseconds.
+    at: i64,
+    /// Who acted: an operator's subject, or `cli` for the command line.
+    actor: String,
+    /// What was done: `keys.create`, `keys.revoke`, `keys.rotate`.
+    action: String,
+    /// To what: a key id.
+    object: String,
+    /// What else the action recorded (never a key or a secret).
+    detail: serde_json::Value,
+    /// SHA-256 (hex) of this row and the previous row's hash.
+    hash: String,
+}
+
+/// `GET /ops/v1/audit`.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documentation only
+struct AuditList {
+    /// Newest first.
+    records: Vec<AuditRecord>,
+    /// Pass as `page_token` for the next page; absent on the last page.
+    next_page_token: Option<String>,
+}
+
 /// `POST /ops/v1/keys/{id}/rotate`, optional.
 #[derive(ToSchema)]
 #[allow(dead_code)] // documentation only
@@ -330,7 +360,7 @@ struct OverviewRateLimit {
         description = "API-led connectivity for ERP systems: the catalogue, orders from acceptance to cash, \
                        invoices and operations, for web shops, partners and operators."
     ),
-    paths(get_partner_usage, list_keys, create_key, revoke_key, rotate_key, get_overview),
+    paths(get_partner_usage, list_keys, create_key, revoke_key, rotate_key, list_audit, get_overview),
     components(schemas(
         Problem,
         FieldError,
@@ -340,6 +370,8 @@ struct OverviewRateLimit {
         KeyCreated,
         KeyRequest,
         RotateRequest,
+        AuditRecord,
+        AuditList,
         Overview,
         OverviewTier,
         OverviewPoint,
@@ -636,6 +668,24 @@ fn revoke_key() {}
 )]
 #[allow(dead_code)]
 fn rotate_key() {}
+
+#[doc = "The audit trail of partner API keys (created, revoked, rotated; by the ops API or the command line), \
+         newest first; `erp-connect audit verify` checks that no row was altered or removed."]
+#[utoipa::path(get, path = "/ops/v1/audit", tag = "ops",
+    params(
+        ("actor" = Option<String>, Query, description = "Only this actor", max_length = 256),
+        ("action" = Option<String>, Query, description = "Only this action, e.g. keys.create", max_length = 256),
+        ("object" = Option<String>, Query, description = "Only this object, e.g. a key id", max_length = 256),
+        ("since" = Option<String>, Query, description = "At or after: RFC 3339, or a date (midnight UTC)"),
+        ("until" = Option<String>, Query, description = "Before: RFC 3339, or a date (midnight UTC)"),
+        ("page_size" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Default 50"),
+        ("page_token" = Option<String>, Query, description = "The previous page's next_page_token")
+    ),
+    responses((status = 200, description = "Done", body = AuditList), Refusals),
+    security(("bearer" = ["ops"]), ("api_key" = ["ops"]))
+)]
+#[allow(dead_code)]
+fn list_audit() {}
 
 #[doc = "The ops console's charts: each tier's requests, errors and latency per 10 s over the last 15 minutes, \
          orders per status, the outbox, the ERP change feed's lag, circuit breakers and rate limits."]

@@ -1,7 +1,9 @@
 //! The webhook JSON both audiences share (partners manage their own
 //! endpoints under `/partner/v1/webhooks`, operators every tenant's under
 //! `/ops/v1/webhooks`) and the calls behind it, each confined to a tenant
-//! (empty: any, for operators) by the process tier.
+//! (empty: any, for operators) by the process tier. The calls that change
+//! an endpoint name the caller (`actor`: the principal's subject), which
+//! the process tier writes on its audit trail.
 
 use crate::orders::rfc3339_ms as rfc3339;
 use axum::{
@@ -9,7 +11,10 @@ use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
 };
-use erp_connect_proto::webhooks::v1::{self as pb, webhook_service_client::WebhookServiceClient};
+use erp_connect_proto::{
+    acting,
+    webhooks::v1::{self as pb, webhook_service_client::WebhookServiceClient},
+};
 use platform::channel::GrpcChannel;
 use serde::{Deserialize, Serialize};
 
@@ -224,17 +229,16 @@ pub struct ReplayView {
     pub replayed: i32,
 }
 
-/// Creates an endpoint for `tenant`.
-pub async fn create(upstreams: &Upstreams, tenant: String, body: WebhookRequest) -> Result<Response, Error> {
-    let created = client(upstreams)
-        .create_endpoint(pb::CreateEndpointRequest {
-            tenant,
-            url: body.url,
-            events: body.events,
-            description: body.description,
-        })
-        .await?
-        .into_inner();
+/// Creates an endpoint for `tenant`, by `actor`.
+pub async fn create(
+    upstreams: &Upstreams,
+    tenant: String,
+    body: WebhookRequest,
+    actor: &str,
+) -> Result<Response, Error> {
+    let request =
+        pb::CreateEndpointRequest { tenant, url: body.url, events: body.events, description: body.description };
+    let created = client(upstreams).create_endpoint(acting::request(request, actor)).await?.into_inner();
     Ok((StatusCode::CREATED, Json(WebhookCreated::from(created))).into_response())
 }
 
@@ -252,12 +256,13 @@ pub async fn get(upstreams: &Upstreams, tenant: String, id: String) -> Result<Js
     Ok(Json(found.into_inner().into()))
 }
 
-/// Changes an endpoint of `tenant`.
+/// Changes an endpoint of `tenant`, by `actor`.
 pub async fn update(
     upstreams: &Upstreams,
     tenant: String,
     id: String,
     patch: WebhookPatch,
+    actor: &str,
 ) -> Result<Json<WebhookView>, Error> {
     let request = pb::UpdateEndpointRequest {
         tenant,
@@ -270,20 +275,27 @@ pub async fn update(
             WebhookStatus::Disabled => "disabled".to_owned(),
         }),
     };
-    let updated = client(upstreams).update_endpoint(request).await.map_err(Error::lookup(NO_SUCH))?;
+    let updated =
+        client(upstreams).update_endpoint(acting::request(request, actor)).await.map_err(Error::lookup(NO_SUCH))?;
     Ok(Json(updated.into_inner().into()))
 }
 
-/// Removes an endpoint of `tenant` with its delivery log.
-pub async fn delete(upstreams: &Upstreams, tenant: String, id: String) -> Result<StatusCode, Error> {
-    client(upstreams).delete_endpoint(pb::EndpointRef { tenant, id }).await.map_err(Error::lookup(NO_SUCH))?;
+/// Removes an endpoint of `tenant` with its delivery log, by `actor`.
+pub async fn delete(upstreams: &Upstreams, tenant: String, id: String, actor: &str) -> Result<StatusCode, Error> {
+    let request = acting::request(pb::EndpointRef { tenant, id }, actor);
+    client(upstreams).delete_endpoint(request).await.map_err(Error::lookup(NO_SUCH))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// A new secret for an endpoint of `tenant`.
-pub async fn rotate_secret(upstreams: &Upstreams, tenant: String, id: String) -> Result<Json<WebhookCreated>, Error> {
-    let rotated =
-        client(upstreams).rotate_secret(pb::EndpointRef { tenant, id }).await.map_err(Error::lookup(NO_SUCH))?;
+/// A new secret for an endpoint of `tenant`, by `actor`.
+pub async fn rotate_secret(
+    upstreams: &Upstreams,
+    tenant: String,
+    id: String,
+    actor: &str,
+) -> Result<Json<WebhookCreated>, Error> {
+    let request = acting::request(pb::EndpointRef { tenant, id }, actor);
+    let rotated = client(upstreams).rotate_secret(request).await.map_err(Error::lookup(NO_SUCH))?;
     Ok(Json(rotated.into_inner().into()))
 }
 

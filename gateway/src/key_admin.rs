@@ -1,6 +1,8 @@
 //! The admin API of partner API keys, answered by the gateway itself (it
 //! owns the keys) under `/ops/v1/keys`, for callers with the scope `ops`.
-//! Each operation leaves one audit line (who, what, which key, outcome).
+//! Each operation leaves one audit line (who, what, which key, outcome),
+//! and each change a row on the audit trail (see [`crate::key_store`]),
+//! which `GET /ops/v1/audit` reads back.
 
 use std::time::Duration;
 
@@ -122,7 +124,7 @@ async fn create(State(gw): Gw, request: Request) -> Response {
     let now = key_store::now_ms().div_euclid(1000);
     let expires_at = body.expires_in.map(|d| now.saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)));
     let new = NewKey { partner: body.partner, scopes: body.scopes, plan: body.plan, expires_at };
-    let result = store.create(new, now).await;
+    let result = store.create(new, now, &who).await;
     audit(&who, "keys.create", result.as_ref().map_or("", |(r, _)| r.id.as_str()), outcome(&result));
     match result {
         Ok((record, key)) => created(&record, &key),
@@ -146,7 +148,7 @@ async fn revoke(State(gw): Gw, Path(id): Path<String>, request: Request) -> Resp
         Ok(ok) => ok,
         Err(response) => return response,
     };
-    let result = store.revoke(&id, key_store::now_ms().div_euclid(1000)).await;
+    let result = store.revoke(&id, key_store::now_ms().div_euclid(1000), &who).await;
     audit(&who, "keys.revoke", &id, outcome(&result));
     match result {
         Ok(record) => Json(record).into_response(),
@@ -164,7 +166,7 @@ async fn rotate(State(gw): Gw, Path(id): Path<String>, request: Request) -> Resp
         Err(response) => return response,
     };
     let grace = body.grace.unwrap_or_default();
-    let result = store.rotate(&id, grace, key_store::now_ms().div_euclid(1000)).await;
+    let result = store.rotate(&id, grace, key_store::now_ms().div_euclid(1000), &who).await;
     audit(&who, "keys.rotate", &id, outcome(&result));
     match result {
         Ok((record, key)) => created(&record, &key),

@@ -2,6 +2,14 @@
 //! (`<data_dir>/gateway.db`, or `gateway.database_url` for PostgreSQL),
 //! and a short-lived cache in front of it for the request path.
 //!
+//! # Audit
+//! Every change (create, revoke, rotate) appends a row to the gateway's
+//! audit trail ([`platform::audit`]) in the same transaction, with the
+//! actor the caller names: an operator's subject, or `cli` for the
+//! command line. The trail lives here, beside the keys, because the
+//! gateway owns them and the command line changes them without any tier
+//! running.
+//!
 //! # Freshness
 //! A verification result (a key's record, or "no such key") is cached for at
 //! most [`CACHE_TTL`] (4 s) on the replica that looked it up, then read
@@ -20,7 +28,10 @@ use std::{
 };
 
 use crate::keys::{self, ApiKey};
-use platform::database::{self, Database, Migrations};
+use platform::{
+    audit,
+    database::{self, Database, Migrations},
+};
 use sqlx::{Row, migrate::Migrator};
 
 static SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -91,6 +102,9 @@ pub enum Error {
     /// A query failed.
     #[error("key store query failed")]
     Query(#[from] sqlx::Error),
+    /// The audit trail could not be written or read.
+    #[error(transparent)]
+    Audit(#[from] audit::Error),
     /// No key with this id.
     #[error("no API key with this id")]
     NotFound,
@@ -110,7 +124,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Open(e) => e.is_retryable(),
-            Error::Query(_) | Error::Random(_) => true,
+            Error::Query(_) | Error::Random(_) | Error::Audit(_) => true,
             _ => false,
         }
     }
@@ -206,8 +220,9 @@ impl KeyStore {
             .map_err(Error::Open)
     }
 
-    /// Issues a key; the returned [`ApiKey`] is the only copy of its text.
-    pub async fn create(&self, new: NewKey, now: i64) -> Result<(KeyRecord, ApiKey), Error> {
+    /// Issues a key for `actor`; the returned [`ApiKey`] is the only copy
+    /// of its text.
+    pub async fn create(&self, new: NewKey, now: i64, actor: &str) -> Result<(KeyRecord, ApiKey), Error> {
         if new.partner.trim().is_empty() {
             return Err(Error::Invalid("partner must not be empty"));
         }
@@ -236,8 +251,14 @@ impl KeyStore {
             revoked_at: None,
             replaced_by: None,
         };
-        let mut tx = self.db().await?.begin_concurrent().await?;
+        let db = self.db().await?;
+        let mut tx = db.begin_concurrent().await?;
         insert(&mut tx, &record, &key).await?;
+        let detail = serde_json::json!({
+            "partner": record.partner, "scopes": record.scopes, "plan": record.plan, "expires_at": record.expires_at,
+        });
+        let entry = audit::Entry { actor, action: "keys.create", object: &record.id, detail };
+        audit::append(&mut tx, db.dialect(), &entry, now.saturating_mul(1000)).await?;
         tx.commit().await?;
         Ok((record, key))
     }
@@ -260,13 +281,20 @@ impl KeyStore {
         record(&row)
     }
 
-    /// Revokes a key at `now`.
-    pub async fn revoke(&self, id: &str, now: i64) -> Result<KeyRecord, Error> {
+    /// Revokes a key at `now`, for `actor`.
+    pub async fn revoke(&self, id: &str, now: i64, actor: &str) -> Result<KeyRecord, Error> {
+        let db = self.db().await?;
+        let mut tx = db.begin_concurrent().await?;
         let done = sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
             .bind(now)
             .bind(id)
-            .execute(self.db().await?.writer())
+            .execute(&mut *tx)
             .await?;
+        if done.rows_affected() > 0 {
+            let entry = audit::Entry { actor, action: "keys.revoke", object: id, detail: serde_json::json!({}) };
+            audit::append(&mut tx, db.dialect(), &entry, now.saturating_mul(1000)).await?;
+        }
+        tx.commit().await?;
         self.forget(id);
         let record = self.get(id).await?;
         if done.rows_affected() == 0 {
@@ -277,9 +305,10 @@ impl KeyStore {
 
     /// Issues a key with the same partner, scopes and plan (and expiry), and
     /// lets the old one work until `now + grace` (or its own expiry, if
-    /// sooner).
-    pub async fn rotate(&self, id: &str, grace: Duration, now: i64) -> Result<(KeyRecord, ApiKey), Error> {
-        let mut tx = self.db().await?.begin_write().await?;
+    /// sooner); for `actor`.
+    pub async fn rotate(&self, id: &str, grace: Duration, now: i64, actor: &str) -> Result<(KeyRecord, ApiKey), Error> {
+        let db = self.db().await?;
+        let mut tx = db.begin_write().await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM api_keys WHERE id = $1")))
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -305,6 +334,9 @@ impl KeyStore {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        let detail = serde_json::json!({ "replaced_by": new.id, "old_key_until": until });
+        let entry = audit::Entry { actor, action: "keys.rotate", object: id, detail };
+        audit::append(&mut tx, db.dialect(), &entry, now.saturating_mul(1000)).await?;
         tx.commit().await?;
         self.forget(id);
         Ok((new, key))
@@ -334,6 +366,17 @@ impl KeyStore {
     fn forget(&self, id: &str) {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         cache.known.retain(|_, (_, record)| record.id != id);
+    }
+
+    /// The audit trail's rows matching `filter`, newest first, and the
+    /// next page's cursor.
+    pub async fn audit_list(&self, filter: &audit::Filter) -> Result<(Vec<audit::Record>, Option<i64>), Error> {
+        Ok(audit::list(self.db().await?, filter).await?)
+    }
+
+    /// Walks the audit trail (see [`audit::verify`]).
+    pub async fn audit_verify(&self) -> Result<audit::Verdict, Error> {
+        Ok(audit::verify(self.db().await?).await?)
     }
 
     /// How many verifications went to the store (the cache did not answer).
@@ -437,7 +480,7 @@ mod tests {
     async fn a_created_key_verifies_and_only_its_hash_is_stored() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = store(&dir).await;
-        let (rec, key) = s.create(new_key("acme"), 1_000).await.expect("create");
+        let (rec, key) = s.create(new_key("acme"), 1_000, "test").await.expect("create");
         let found = s.verify(&key, 1_001_000).await.expect("verify").expect("usable");
         assert_eq!(found, rec);
         assert_eq!(found.plan, "silver");
@@ -454,10 +497,35 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = store(&dir).await;
         let bad_plan = NewKey { plan: "platinum".into(), ..new_key("acme") };
-        assert!(matches!(s.create(bad_plan, 0).await, Err(Error::Invalid(_))));
+        assert!(matches!(s.create(bad_plan, 0, "test").await, Err(Error::Invalid(_))));
         let no_scopes = NewKey { scopes: vec![], ..new_key("acme") };
-        assert!(matches!(s.create(no_scopes, 0).await, Err(Error::Invalid(_))));
-        assert!(matches!(s.revoke("key_nope", 0).await, Err(Error::NotFound)));
+        assert!(matches!(s.create(no_scopes, 0, "test").await, Err(Error::Invalid(_))));
+        assert!(matches!(s.revoke("key_nope", 0, "test").await, Err(Error::NotFound)));
+    }
+
+    /// Each change leaves one row in the trail, with the actor named, and
+    /// the chain holds; a refused change leaves none.
+    #[tokio::test]
+    async fn every_change_is_on_the_audit_trail() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = store(&dir).await;
+        let (rec, _) = s.create(new_key("acme"), 1_000, "alice").await.expect("create");
+        let (new, _) = s.rotate(&rec.id, Duration::ZERO, 1_001, "bob").await.expect("rotate");
+        s.revoke(&new.id, 1_002, "cli").await.expect("revoke");
+        assert!(s.revoke(&new.id, 1_003, "cli").await.is_err());
+        let (rows, _) = s.audit_list(&audit::Filter { limit: 10, ..Default::default() }).await.expect("list");
+        let seen: Vec<_> = rows.iter().map(|r| (r.actor.as_str(), r.action.as_str(), r.object.as_str())).collect();
+        assert_eq!(
+            seen,
+            [
+                ("cli", "keys.revoke", new.id.as_str()),
+                ("bob", "keys.rotate", rec.id.as_str()),
+                ("alice", "keys.create", rec.id.as_str())
+            ]
+        );
+        assert_eq!(rows[2].at, 1_000_000);
+        assert_eq!(rows[1].detail["replaced_by"], new.id.as_str());
+        assert_eq!(s.audit_verify().await.expect("verify"), audit::Verdict::Intact { rows: 3 });
     }
 
     /// A flood of made-up keys, more than the cache holds, each looked up
@@ -467,7 +535,7 @@ mod tests {
     async fn a_flood_of_unknown_keys_never_pushes_a_known_key_out_of_the_cache() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = store(&dir).await;
-        let (_, known) = s.create(new_key("acme"), 1_000).await.expect("create");
+        let (_, known) = s.create(new_key("acme"), 1_000, "test").await.expect("create");
         let now = 1_001_000;
         assert!(s.verify(&known, now).await.expect("verify").is_some());
         let before = s.lookups();
@@ -492,7 +560,8 @@ mod tests {
     async fn expiry_is_exact_even_when_cached() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = store(&dir).await;
-        let (_, key) = s.create(NewKey { expires_at: Some(2_000), ..new_key("acme") }, 1_000).await.expect("create");
+        let (_, key) =
+            s.create(NewKey { expires_at: Some(2_000), ..new_key("acme") }, 1_000, "test").await.expect("create");
         assert!(s.verify(&key, 1_999_000).await.expect("verify").is_some());
         assert!(s.verify(&key, 2_000_000).await.expect("verify").is_none());
     }
@@ -504,17 +573,17 @@ mod tests {
     async fn a_revocation_on_another_replica_is_seen_within_the_cache_ttl() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (a, b) = (store(&dir).await, store(&dir).await);
-        let (rec, key) = a.create(new_key("acme"), 1_000).await.expect("create");
+        let (rec, key) = a.create(new_key("acme"), 1_000, "test").await.expect("create");
         assert!(a.verify(&key, 1_000_000).await.expect("verify").is_some());
-        b.revoke(&rec.id, 1_001).await.expect("revoke");
-        assert!(matches!(b.revoke(&rec.id, 1_001).await, Err(Error::Revoked)));
+        b.revoke(&rec.id, 1_001, "test").await.expect("revoke");
+        assert!(matches!(b.revoke(&rec.id, 1_001, "test").await, Err(Error::Revoked)));
         assert!(a.verify(&key, 1_003_999).await.expect("verify").is_some(), "still cached");
         assert!(a.verify(&key, 1_004_000).await.expect("verify").is_none(), "revoked within the TTL");
         // A clock stepped back does not keep a stale entry alive.
-        let (other_record, other) = a.create(new_key("acme"), 1_000).await.expect("create");
+        let (other_record, other) = a.create(new_key("acme"), 1_000, "test").await.expect("create");
         assert!(a.verify(&other, 1_010_000).await.expect("verify").is_some());
         // By its id: two keys made in one millisecond list in either order.
-        b.revoke(&other_record.id, 1_010).await.expect("revoke");
+        b.revoke(&other_record.id, 1_010, "test").await.expect("revoke");
         assert!(a.verify(&other, 1_009_000).await.expect("verify").is_none());
         assert!(CACHE_TTL < Duration::from_secs(5));
     }
@@ -530,12 +599,13 @@ mod tests {
             KeyStore::open(Some(&pg.url()), dir.path()).await.expect("open again"),
         );
         assert!(!dir.path().join("gateway.db").exists());
-        let (rec, key) = a.create(NewKey { expires_at: Some(2_000), ..new_key("acme") }, 1_000).await.expect("create");
+        let (rec, key) =
+            a.create(NewKey { expires_at: Some(2_000), ..new_key("acme") }, 1_000, "test").await.expect("create");
         assert_eq!(b.verify(&key, 1_500_000).await.expect("verify"), Some(rec.clone()));
         assert_eq!(b.verify(&key, 2_000_000).await.expect("verify"), None, "expired");
-        let (_, rotated) = b.rotate(&rec.id, Duration::from_secs(10), 1_001).await.expect("rotate");
+        let (_, rotated) = b.rotate(&rec.id, Duration::from_secs(10), 1_001, "test").await.expect("rotate");
         assert!(a.verify(&rotated, 1_001_000).await.expect("verify").is_some());
-        a.revoke(&rec.id, 1_002).await.expect("revoke");
+        a.revoke(&rec.id, 1_002, "test").await.expect("revoke");
         assert!(b.verify(&key, 1_004_500).await.expect("verify").is_none(), "revoked, seen after the TTL");
         assert_eq!(b.list().await.expect("list").len(), 2);
     }
@@ -544,8 +614,8 @@ mod tests {
     async fn rotation_keeps_the_old_key_for_the_grace_period_only() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = store(&dir).await;
-        let (old, old_key) = s.create(new_key("acme"), 1_000).await.expect("create");
-        let (new, new_key_) = s.rotate(&old.id, Duration::from_secs(60), 1_000).await.expect("rotate");
+        let (old, old_key) = s.create(new_key("acme"), 1_000, "test").await.expect("create");
+        let (new, new_key_) = s.rotate(&old.id, Duration::from_secs(60), 1_000, "test").await.expect("rotate");
         assert_ne!(new.id, old.id);
         assert_eq!((new.partner.as_str(), &new.scopes, new.plan.as_str()), ("acme", &old.scopes, "silver"));
         let fresh = KeyStore::open(None, dir.path()).await.expect("open");
@@ -554,7 +624,7 @@ mod tests {
         assert!(fresh.verify(&old_key, 1_060_000).await.expect("verify").is_none());
         assert!(fresh.verify(&new_key_, 1_060_000).await.expect("verify").is_some());
         assert_eq!(fresh.get(&old.id).await.expect("get").replaced_by, Some(new.id.clone()));
-        assert!(matches!(s.rotate(&old.id, Duration::ZERO, 1_000).await, Err(Error::Revoked)));
+        assert!(matches!(s.rotate(&old.id, Duration::ZERO, 1_000, "test").await, Err(Error::Revoked)));
         assert_eq!(s.list().await.expect("list").len(), 2);
     }
 }

@@ -9,7 +9,8 @@
 //! - [`jwks`]: issuers' JWKS fetched from their URL and kept fresh.
 //! - [`keys`]: partner API keys: format, checksum, stored hash.
 //! - [`key_store`]: the keys' store and the request path's cache of it;
-//!   `key_admin` answers `/ops/v1/keys` with it.
+//!   `key_admin` answers `/ops/v1/keys` with it, and `audit_admin`
+//!   `/ops/v1/audit` with the audit trail kept beside the keys.
 //! - [`limits`]: rate limits and daily order quotas per key and plan, in
 //!   memory or in Redis; `usage` answers `/partner/v1/usage` with them.
 //! - [`tls`]: `[gateway.tls]`: client certificates bound to partner
@@ -23,7 +24,8 @@
 //!   ([`SCOPES`]). The table of them is an input, not a list kept here:
 //!   the experience tier declares its routes, and the launcher hands them
 //!   to [`router_with_limits`]. The routes the gateway answers itself
-//!   ([`USAGE_ROUTES`], [`KEY_ADMIN_ROUTES`], [`OVERVIEW_ROUTES`]) are
+//!   ([`USAGE_ROUTES`], [`KEY_ADMIN_ROUTES`], [`AUDIT_ROUTES`],
+//!   [`OVERVIEW_ROUTES`]) are
 //!   its own; [`routes`] lists them all.
 
 use std::{sync::Arc, time::Duration};
@@ -40,6 +42,7 @@ use platform::{principal::Principal, problem::Problem};
 use serde::Deserialize;
 use tower_http::set_header::SetResponseHeaderLayer as SetHeader;
 
+mod audit_admin;
 pub mod auth;
 pub mod deprecation;
 pub mod dev_idp;
@@ -198,9 +201,10 @@ impl Route {
 }
 
 /// Every route the gateway answers with a scope: the `forwarded` ones and
-/// its own ([`USAGE_ROUTES`], [`KEY_ADMIN_ROUTES`], [`OVERVIEW_ROUTES`]).
+/// its own ([`USAGE_ROUTES`], [`KEY_ADMIN_ROUTES`], [`AUDIT_ROUTES`],
+/// [`OVERVIEW_ROUTES`]).
 pub fn routes(forwarded: &[Route]) -> Vec<Route> {
-    let own = USAGE_ROUTES.iter().chain(KEY_ADMIN_ROUTES).chain(OVERVIEW_ROUTES);
+    let own = USAGE_ROUTES.iter().chain(KEY_ADMIN_ROUTES).chain(AUDIT_ROUTES).chain(OVERVIEW_ROUTES);
     forwarded.iter().cloned().chain(own.map(|(method, path, scope)| Route::new(method.clone(), path, scope))).collect()
 }
 
@@ -223,6 +227,10 @@ pub const KEY_ADMIN_ROUTES: &[(Method, &str, &str)] = &[
     (Method::POST, "/ops/v1/keys/{id}/revoke", "ops"),
     (Method::POST, "/ops/v1/keys/{id}/rotate", "ops"),
 ];
+
+/// Routes the gateway answers itself, with their scope: the audit trail
+/// kept beside the keys (`audit_admin`).
+pub const AUDIT_ROUTES: &[(Method, &str, &str)] = &[(Method::GET, audit_admin::ROUTE, "ops")];
 
 /// Routes the gateway answers itself, with their scope: the ops console's
 /// overview of this process's metrics (`overview`).
@@ -278,6 +286,7 @@ pub fn router_with_limits(
 ) -> Router {
     let gateway = Arc::new(Gateway { auth, upstream, dev_jwks, limits, deprecations });
     let mut router = key_admin::routes()
+        .merge(audit_admin::routes())
         .merge(overview::routes())
         .route("/metrics", get(platform::metrics::endpoint))
         .route("/healthz", get(|| async { "ok" }))

@@ -61,7 +61,7 @@ async fn the_experience_tier_gets_a_signed_principal_and_never_the_callers_crede
         plan: "unmetered".into(),
         expires_at: None,
     };
-    let (record, key) = store.create(new, gateway::key_store::now_ms() / 1000).await.expect("key");
+    let (record, key) = store.create(new, gateway::key_store::now_ms() / 1000, "test").await.expect("key");
     let auth = Authenticator::new(&[(dev_idp::ISSUER.to_owned(), vec!["erp-connect".to_owned()], jwks)], 30)
         .expect("auth")
         .with_api_keys(store);

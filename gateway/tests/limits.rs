@@ -76,7 +76,7 @@ async fn new_key(store: &KeyStore, plan: &str) -> (String, ApiKey) {
         plan: plan.into(),
         expires_at: None,
     };
-    let (record, key) = store.create(new, gateway::key_store::now_ms() / 1000).await.expect("create key");
+    let (record, key) = store.create(new, gateway::key_store::now_ms() / 1000, "test").await.expect("create key");
     (record.id, key)
 }
 
@@ -345,7 +345,7 @@ async fn two_replicas_sharing_redis_hold_one_limit_and_both_see_a_revocation() {
     }
 
     // Revoked through replica A's store; both refuse it within 5 s.
-    let admin = stores[0].revoke(&id, gateway::key_store::now_ms() / 1000).await.expect("revoke");
+    let admin = stores[0].revoke(&id, gateway::key_store::now_ms() / 1000, "test").await.expect("revoke");
     assert!(admin.revoked_at.is_some());
     let revoked = Instant::now();
     for replica in &replicas {

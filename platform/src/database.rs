@@ -297,7 +297,7 @@ fn sqlite_url(options: SqliteConnectOptions) -> AnyConnectOptions {
 
 /// A stable 64-bit advisory lock key for a store name (FNV-1a), so every
 /// replica of the system tier picks the same lock.
-fn lock_key(store: &str) -> i64 {
+pub(crate) fn lock_key(store: &str) -> i64 {
     let hash = format!("erp-connect.{store}")
         .bytes()
         .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));

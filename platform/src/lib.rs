@@ -27,9 +27,12 @@
 //!   calls a tier makes on its behalf.
 //! - [`database`]: opening, migrating and writing to a tier's own SQL
 //!   database (SQLite or PostgreSQL).
+//! - [`audit`]: the append-only, hash-chained audit trail in a tier's
+//!   database, and its verification.
 //! - [`metrics`]: the Prometheus recorder, `/metrics`, request metrics of
 //!   the HTTP and gRPC tiers, and their short history for the overview.
 
+pub mod audit;
 pub mod backoff;
 pub mod channel;
 pub mod database;

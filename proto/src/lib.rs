@@ -14,11 +14,13 @@
 //!
 //! [`FILE_DESCRIPTOR_SET`] holds all of them for gRPC reflection,
 //! [`money`] the one rule by which every tier writes and rounds the
-//! decimal amounts the contracts carry, and [`custom_fields`] the rules of
-//! the deployment's custom fields that every tier applies.
+//! decimal amounts the contracts carry, [`custom_fields`] the rules of
+//! the deployment's custom fields that every tier applies, and [`acting`]
+//! who a state-changing call acts for (for the audit trail).
 
 #![allow(missing_docs)] // generated code; the documentation is in the .proto files
 
+pub mod acting;
 pub mod custom_fields;
 pub mod events;
 pub mod money;

@@ -14,7 +14,7 @@ use crate::{
     Upstreams,
     body::JsonBody,
     error::Error,
-    extract::ObjectId,
+    extract::{Caller, ObjectId},
     openapi::{BodyRefusals, Refusals},
     webhooks::{self, DeliveryPage, ReplayRequest, ReplayView, WebhookList, WebhookPatch, WebhookView},
 };
@@ -74,10 +74,11 @@ pub async fn get(State(upstreams): State<Upstreams>, ObjectId(id): ObjectId) -> 
 )]
 pub async fn update(
     State(upstreams): State<Upstreams>,
+    Caller(caller): Caller,
     ObjectId(id): ObjectId,
     JsonBody(patch): JsonBody<WebhookPatch>,
 ) -> Result<Json<WebhookView>, Error> {
-    webhooks::update(&upstreams, ANY_TENANT.into(), id, patch).await
+    webhooks::update(&upstreams, ANY_TENANT.into(), id, patch, &caller.subject).await
 }
 
 /// Removes an endpoint of any tenant and its delivery log.
@@ -90,8 +91,12 @@ pub async fn update(
     ),
     security(("bearer" = ["ops"]), ("api_key" = ["ops"]))
 )]
-pub async fn delete(State(upstreams): State<Upstreams>, ObjectId(id): ObjectId) -> Result<StatusCode, Error> {
-    webhooks::delete(&upstreams, ANY_TENANT.into(), id).await
+pub async fn delete(
+    State(upstreams): State<Upstreams>,
+    Caller(caller): Caller,
+    ObjectId(id): ObjectId,
+) -> Result<StatusCode, Error> {
+    webhooks::delete(&upstreams, ANY_TENANT.into(), id, &caller.subject).await
 }
 
 /// An endpoint's delivery log, newest first.

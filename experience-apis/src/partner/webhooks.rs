@@ -15,7 +15,7 @@ use crate::{
     Upstreams,
     body::{JsonBody, OptionalJsonBody},
     error::Error,
-    extract::ObjectId,
+    extract::{Caller, ObjectId},
     openapi::{BodyRefusals, Refusals},
     webhooks::{
         self, DeliveryPage, DeliveryView, ReplayRequest, ReplayView, WebhookCreated, WebhookList, WebhookPatch,
@@ -39,9 +39,10 @@ use crate::{
 pub async fn create(
     State(upstreams): State<Upstreams>,
     partner: Partner,
+    Caller(caller): Caller,
     JsonBody(body): JsonBody<WebhookRequest>,
 ) -> Result<Response, Error> {
-    webhooks::create(&upstreams, partner.tenant, body).await
+    webhooks::create(&upstreams, partner.tenant, body, &caller.subject).await
 }
 
 /// The tenant's webhook endpoints.
@@ -86,10 +87,11 @@ pub async fn get(
 pub async fn update(
     State(upstreams): State<Upstreams>,
     partner: Partner,
+    Caller(caller): Caller,
     ObjectId(id): ObjectId,
     JsonBody(patch): JsonBody<WebhookPatch>,
 ) -> Result<Json<WebhookView>, Error> {
-    webhooks::update(&upstreams, partner.tenant, id, patch).await
+    webhooks::update(&upstreams, partner.tenant, id, patch, &caller.subject).await
 }
 
 /// Removes an endpoint and its delivery log.
@@ -105,9 +107,10 @@ pub async fn update(
 pub async fn delete(
     State(upstreams): State<Upstreams>,
     partner: Partner,
+    Caller(caller): Caller,
     ObjectId(id): ObjectId,
 ) -> Result<StatusCode, Error> {
-    webhooks::delete(&upstreams, partner.tenant, id).await
+    webhooks::delete(&upstreams, partner.tenant, id, &caller.subject).await
 }
 
 /// Issues a new signing secret; the old one keeps signing beside it for 24 hours.
@@ -124,10 +127,11 @@ pub async fn delete(
 pub async fn rotate_secret(
     State(upstreams): State<Upstreams>,
     partner: Partner,
+    Caller(caller): Caller,
     ObjectId(id): ObjectId,
     OptionalJsonBody(_): OptionalJsonBody<serde_json::Map<String, serde_json::Value>>,
 ) -> Result<Json<WebhookCreated>, Error> {
-    webhooks::rotate_secret(&upstreams, partner.tenant, id).await
+    webhooks::rotate_secret(&upstreams, partner.tenant, id, &caller.subject).await
 }
 
 /// Queues a webhook.test event for the endpoint.

@@ -5,8 +5,12 @@
 use std::{io::Read, sync::Arc};
 
 use bytes::Bytes;
-use erp_connect_proto::order_batches::v1::{self as pb, import_batch_chunk::Part};
+use erp_connect_proto::{
+    acting,
+    order_batches::v1::{self as pb, import_batch_chunk::Part},
+};
 use futures_util::StreamExt;
+use platform::audit;
 use sha2::Digest;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -340,6 +344,7 @@ impl pb::order_batch_service_server::OrderBatchService for Service {
         &self,
         request: Request<pb::ReplayQuarantinedRequest>,
     ) -> Result<Response<pb::Quarantined>, Status> {
+        let caller = acting::of(&request);
         let req = request.into_inner();
         let mut entry = self
             .shared
@@ -397,11 +402,17 @@ impl pb::order_batch_service_server::OrderBatchService for Service {
         entry.order_id = decided.order_id;
         entry.resolved_at = clock::now_ms();
         entry.resolved_by = req.operator.clone();
-        if !self.shared.store.resolve(&entry).await.map_err(Error::from)? {
-            return Err(Error::Conflict("the entry was resolved meanwhile".into()).into());
-        }
         // "fixed": replayed with an operator's correction; "replayed": as it was.
         let outcome = if req.records.is_empty() { "replayed" } else { "fixed" };
+        let audited = audit::Entry {
+            actor: if req.operator.is_empty() { &caller } else { &req.operator },
+            action: if req.records.is_empty() { "quarantine.replay" } else { "quarantine.fix" },
+            object: &entry.id,
+            detail: serde_json::json!({ "tenant": entry.tenant, "order_id": entry.order_id }),
+        };
+        if !self.shared.store.resolve(&entry, &audited).await.map_err(Error::from)? {
+            return Err(Error::Conflict("the entry was resolved meanwhile".into()).into());
+        }
         metrics::records(&entry.tenant, "batch", outcome, entry.records.len());
         tracing::info!(target: "audit", subject = %req.operator, action = "quarantine.replay", entry = %entry.id, order = %entry.order_id, outcome = "ok", "quarantine");
         Ok(Response::new(quarantined(&entry)))
@@ -411,6 +422,7 @@ impl pb::order_batch_service_server::OrderBatchService for Service {
         &self,
         request: Request<pb::DiscardQuarantinedRequest>,
     ) -> Result<Response<pb::Quarantined>, Status> {
+        let caller = acting::of(&request);
         let req = request.into_inner();
         if req.reason.trim().is_empty() || req.reason.chars().count() > 500 {
             return Err(invalid("reason", "say why, in at most 500 characters").into());
@@ -429,7 +441,13 @@ impl pb::order_batch_service_server::OrderBatchService for Service {
         entry.resolution = req.reason.clone();
         entry.resolved_at = clock::now_ms();
         entry.resolved_by = req.operator.clone();
-        if !self.shared.store.resolve(&entry).await.map_err(Error::from)? {
+        let audited = audit::Entry {
+            actor: if req.operator.is_empty() { &caller } else { &req.operator },
+            action: "quarantine.discard",
+            object: &entry.id,
+            detail: serde_json::json!({ "tenant": entry.tenant, "reason": req.reason }),
+        };
+        if !self.shared.store.resolve(&entry, &audited).await.map_err(Error::from)? {
             return Err(Error::Conflict("the entry was resolved meanwhile".into()).into());
         }
         metrics::records(&entry.tenant, "batch", "discarded", entry.records.len());

@@ -2,7 +2,10 @@
 //! A batch being imported is leased to one replica; a dead replica's batch
 //! is taken over when the lease runs out, and rows already done stay done.
 
-use platform::database::{Database, Dialect};
+use platform::{
+    audit,
+    database::{Database, Dialect},
+};
 use serde::{Deserialize, Serialize};
 use sqlx::{Row, any::AnyRow};
 
@@ -433,8 +436,11 @@ impl Store {
     }
 
     /// Resolves an open entry: `replayed` (with its order) or `discarded`
-    /// (with the reason). `Ok(false)` when it is not open any more.
-    pub async fn resolve(&self, q: &Quarantined) -> Result<bool, Error> {
+    /// (with the reason), with `entry` on the audit trail in the same
+    /// transaction. `Ok(false)` (and no audit row) when it is not open any
+    /// more.
+    pub async fn resolve(&self, q: &Quarantined, entry: &audit::Entry<'_>) -> Result<bool, Error> {
+        let mut tx = self.db.begin_concurrent().await?;
         let done = sqlx::query(
             "UPDATE quarantine SET status = $2, resolved_at = $3, resolved_by = $4, resolution = $5, order_id = $6 \
              WHERE id = $1 AND status = 'open'",
@@ -445,9 +451,14 @@ impl Store {
         .bind(&q.resolved_by)
         .bind(&q.resolution)
         .bind(&q.order_id)
-        .execute(self.db.writer())
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        audit::append(&mut tx, self.db.dialect(), entry, q.resolved_at).await.map_err(|audit::Error::Query(e)| e)?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Open entries per source kind (`batch`) and the oldest's time (unix ms).

@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use erp_connect_proto::{events, webhooks::v1 as pb};
+use erp_connect_proto::{acting, events, webhooks::v1 as pb};
+use platform::audit;
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 
@@ -122,6 +123,7 @@ impl pb::webhook_service_server::WebhookService for Service {
         &self,
         request: Request<pb::CreateEndpointRequest>,
     ) -> Result<Response<pb::EndpointWithSecret>, Status> {
+        let actor = acting::of(&request);
         let req = request.into_inner();
         let mut errors = Vec::new();
         if req.tenant.trim().is_empty() || req.tenant.len() > 200 {
@@ -152,7 +154,9 @@ impl pb::webhook_service_server::WebhookService for Service {
             created_at: now,
             updated_at: now,
         };
-        self.shared.store.create_endpoint(&row).await.map_err(Error::from)?;
+        let detail = serde_json::json!({ "tenant": row.tenant, "url": row.url, "events": row.events });
+        let entry = audit::Entry { actor: &actor, action: "webhooks.create", object: &row.id, detail };
+        self.shared.store.create_endpoint(&row, &entry).await.map_err(Error::from)?;
         tracing::info!(endpoint = %row.id, tenant = %row.tenant, "webhook endpoint created");
         Ok(Response::new(pb::EndpointWithSecret { endpoint: Some(self.view(&row)), secret: secret.to_text() }))
     }
@@ -176,6 +180,7 @@ impl pb::webhook_service_server::WebhookService for Service {
         &self,
         request: Request<pb::UpdateEndpointRequest>,
     ) -> Result<Response<pb::Endpoint>, Status> {
+        let actor = acting::of(&request);
         let req = request.into_inner();
         let mut row = self.endpoint(&req.tenant, &req.id).await?;
         let mut errors = Vec::new();
@@ -208,7 +213,11 @@ impl pb::webhook_service_server::WebhookService for Service {
         }
         invalid(errors)?;
         row.updated_at = clock::now_ms();
-        self.shared.store.update_endpoint(&row).await.map_err(Error::from)?;
+        let detail = serde_json::json!({
+            "tenant": row.tenant, "url": row.url, "events": row.events, "enabled": row.enabled,
+        });
+        let entry = audit::Entry { actor: &actor, action: "webhooks.update", object: &row.id, detail };
+        self.shared.store.update_endpoint(&row, &entry).await.map_err(Error::from)?;
         self.wake.notify_one();
         Ok(Response::new(self.view(&row)))
     }
@@ -217,9 +226,12 @@ impl pb::webhook_service_server::WebhookService for Service {
         &self,
         request: Request<pb::EndpointRef>,
     ) -> Result<Response<pb::DeleteEndpointResponse>, Status> {
+        let actor = acting::of(&request);
         let req = request.into_inner();
         let row = self.endpoint(&req.tenant, &req.id).await?;
-        self.shared.store.delete_endpoint(&row.id).await.map_err(Error::from)?;
+        let detail = serde_json::json!({ "tenant": row.tenant, "url": row.url });
+        let entry = audit::Entry { actor: &actor, action: "webhooks.delete", object: &row.id, detail };
+        self.shared.store.delete_endpoint(&row.id, &entry, clock::now_ms()).await.map_err(Error::from)?;
         tracing::info!(endpoint = %row.id, tenant = %row.tenant, "webhook endpoint deleted");
         Ok(Response::new(pb::DeleteEndpointResponse {}))
     }
@@ -228,6 +240,7 @@ impl pb::webhook_service_server::WebhookService for Service {
         &self,
         request: Request<pb::EndpointRef>,
     ) -> Result<Response<pb::EndpointWithSecret>, Status> {
+        let actor = acting::of(&request);
         let req = request.into_inner();
         let mut row = self.endpoint(&req.tenant, &req.id).await?;
         let secret = Secret::generate().map_err(|_| Error::Vault(super::vault::Error::Random))?;
@@ -236,7 +249,9 @@ impl pb::webhook_service_server::WebhookService for Service {
             Some(std::mem::replace(&mut row.secret, self.shared.vault.seal(&row.id, &secret).map_err(Error::from)?));
         row.previous_secret_until = now + self.shared.settings.secret_grace.as_millis() as i64;
         row.updated_at = now;
-        self.shared.store.update_endpoint(&row).await.map_err(Error::from)?;
+        let detail = serde_json::json!({ "tenant": row.tenant, "previous_secret_until": row.previous_secret_until });
+        let entry = audit::Entry { actor: &actor, action: "webhooks.rotate_secret", object: &row.id, detail };
+        self.shared.store.update_endpoint(&row, &entry).await.map_err(Error::from)?;
         tracing::info!(endpoint = %row.id, "webhook secret rotated");
         Ok(Response::new(pb::EndpointWithSecret { endpoint: Some(self.view(&row)), secret: secret.to_text() }))
     }
@@ -348,6 +363,33 @@ mod tests {
             events: vec!["order.*".into()],
             description: String::new(),
         })
+    }
+
+    /// Each change to an endpoint is on the process tier's audit trail, with
+    /// the actor the experience tier named; a refused one is not.
+    #[tokio::test]
+    async fn endpoint_changes_are_on_the_audit_trail_with_their_actor() {
+        let (service, _dir) = service(Policy::Dev).await;
+        let mut create = subscribe("http://127.0.0.1:9/hook");
+        *create.metadata_mut() = acting::request((), "key_1").metadata().clone();
+        let id = service.create_endpoint(create).await.expect("create").into_inner().endpoint.expect("endpoint").id;
+        let at = |actor| acting::request(pb::EndpointRef { tenant: "acme".into(), id: id.clone() }, actor);
+        service.rotate_secret(at("key_1")).await.expect("rotate");
+        service.delete_endpoint(at("alice")).await.expect("delete");
+        assert!(service.delete_endpoint(at("alice")).await.is_err(), "gone");
+        let db = &service.shared.store.database();
+        let (rows, _) = audit::list(db, &audit::Filter { limit: 10, ..Default::default() }).await.expect("list");
+        let seen: Vec<_> = rows.iter().map(|r| (r.actor.as_str(), r.action.as_str(), r.object == id)).collect();
+        assert_eq!(
+            seen,
+            [
+                ("alice", "webhooks.delete", true),
+                ("key_1", "webhooks.rotate_secret", true),
+                ("key_1", "webhooks.create", true)
+            ]
+        );
+        assert!(!rows.iter().any(|r| r.detail.to_string().contains("whsec_")), "never a secret");
+        assert_eq!(audit::verify(db).await.expect("verify"), audit::Verdict::Intact { rows: 3 });
     }
 
     #[tokio::test]

@@ -9,7 +9,10 @@
 //! delivery of its aggregate waits at the same endpoint: each order's
 //! events arrive in order.
 
-use platform::database::{Database, Dialect};
+use platform::{
+    audit,
+    database::{Database, Dialect},
+};
 use sqlx::{Row, any::AnyRow};
 
 use erp_connect_proto::events::{self, Envelope, WebhookBody};
@@ -140,8 +143,24 @@ impl Store {
         Self { db }
     }
 
-    /// Stores a new endpoint.
-    pub async fn create_endpoint(&self, e: &EndpointRow) -> Result<(), Error> {
+    /// The database (for the audit trail's readers).
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// Appends `entry` to the audit trail inside `tx`, at `at` (unix ms).
+    async fn audit(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        entry: &audit::Entry<'_>,
+        at: i64,
+    ) -> Result<(), Error> {
+        audit::append(tx, self.db.dialect(), entry, at).await.map(drop).map_err(|audit::Error::Query(e)| e)
+    }
+
+    /// Stores a new endpoint, and `entry` on the audit trail with it.
+    pub async fn create_endpoint(&self, e: &EndpointRow, entry: &audit::Entry<'_>) -> Result<(), Error> {
+        let mut tx = self.db.begin_concurrent().await?;
         sqlx::query(
             "INSERT INTO webhook_endpoints (id, tenant, url, events, description, enabled, disabled_reason, secret, \
              previous_secret, previous_secret_until, failing_since, created_at, updated_at) \
@@ -160,8 +179,10 @@ impl Store {
         .bind(e.failing_since)
         .bind(e.created_at)
         .bind(e.updated_at)
-        .execute(self.db.writer())
+        .execute(&mut *tx)
         .await?;
+        self.audit(&mut tx, entry, e.updated_at).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -183,8 +204,10 @@ impl Store {
     }
 
     /// Writes back what an update changed: url, events, description,
-    /// enabled (re-enabling forgets the failures), secrets.
-    pub async fn update_endpoint(&self, e: &EndpointRow) -> Result<(), Error> {
+    /// enabled (re-enabling forgets the failures), secrets; and `entry` on
+    /// the audit trail with it.
+    pub async fn update_endpoint(&self, e: &EndpointRow, entry: &audit::Entry<'_>) -> Result<(), Error> {
+        let mut tx = self.db.begin_concurrent().await?;
         sqlx::query(
             "UPDATE webhook_endpoints SET url = $2, events = $3, description = $4, enabled = $5, \
              disabled_reason = $6, secret = $7, previous_secret = $8, previous_secret_until = $9, \
@@ -201,13 +224,16 @@ impl Store {
         .bind(e.previous_secret_until)
         .bind(e.failing_since)
         .bind(e.updated_at)
-        .execute(self.db.writer())
+        .execute(&mut *tx)
         .await?;
+        self.audit(&mut tx, entry, e.updated_at).await?;
+        tx.commit().await?;
         Ok(())
     }
 
-    /// Removes an endpoint with its deliveries and their attempts.
-    pub async fn delete_endpoint(&self, id: &str) -> Result<(), Error> {
+    /// Removes an endpoint with its deliveries and their attempts, and
+    /// puts `entry` on the audit trail at `at` (unix ms).
+    pub async fn delete_endpoint(&self, id: &str, entry: &audit::Entry<'_>, at: i64) -> Result<(), Error> {
         let mut tx = self.db.begin_concurrent().await?;
         sqlx::query(
             "DELETE FROM webhook_attempts WHERE delivery_id IN (SELECT id FROM webhook_deliveries WHERE endpoint_id = $1)",
@@ -217,6 +243,7 @@ impl Store {
         .await?;
         sqlx::query("DELETE FROM webhook_deliveries WHERE endpoint_id = $1").bind(id).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM webhook_endpoints WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        self.audit(&mut tx, entry, at).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -672,8 +699,13 @@ mod tests {
 
     async fn replicas_share_deliveries_and_each_aggregate_keeps_its_order(saga: SagaStore) {
         let store = Store::new(saga.database());
-        store.create_endpoint(&endpoint("whe_a", "acme", &["order.*", "product.updated"])).await.expect("endpoint");
-        store.create_endpoint(&endpoint("whe_g", "globex", &["order.*"])).await.expect("endpoint");
+        let entry =
+            audit::Entry { actor: "test", action: "webhooks.create", object: "", detail: serde_json::json!({}) };
+        store
+            .create_endpoint(&endpoint("whe_a", "acme", &["order.*", "product.updated"]), &entry)
+            .await
+            .expect("endpoint");
+        store.create_endpoint(&endpoint("whe_g", "globex", &["order.*"]), &entry).await.expect("endpoint");
         saga.write_events(&[
             event("evt_1", "order.accepted", Some("acme"), "order:1"),
             event("evt_2", "order.confirmed", Some("acme"), "order:1"),
