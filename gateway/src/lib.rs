@@ -285,6 +285,13 @@ pub fn router_with_limits(
     forwarded: &[Route],
 ) -> Router {
     let gateway = Arc::new(Gateway { auth, upstream, dev_jwks, limits, deprecations });
+    // Off the request path: a Redis connection ready before the first
+    // metered request (built outside a runtime, e.g. in a unit test, the
+    // first request connects instead).
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let gateway = Arc::clone(&gateway);
+        runtime.spawn(async move { gateway.limits.warm_up().await });
+    }
     let mut router = key_admin::routes()
         .merge(audit_admin::routes())
         .merge(overview::routes())

@@ -44,6 +44,10 @@ use serde::Deserialize;
 pub const REDIS_TIMEOUT: Duration = Duration::from_millis(100);
 /// How long Redis is left alone after it failed to answer.
 pub const REDIS_PAUSE: Duration = Duration::from_secs(1);
+/// Longest wait for a connection to Redis: one is made at start
+/// ([`Limits::warm_up`]) off the request path, and again after Redis went
+/// away; a request still never waits longer than [`REDIS_TIMEOUT`].
+pub const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `[gateway.plans.NAME]`: one plan's limits. A limit left out is unlimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -290,6 +294,18 @@ impl Limits {
         })
     }
 
+    /// Connects to Redis and loads the scripts before the first request
+    /// needs them: a replica just started (or restarted under load) then
+    /// shares its limits from its first request, instead of deciding
+    /// locally while a connection and two script loads outlast
+    /// [`REDIS_TIMEOUT`]. Without Redis, or when it does not answer, does
+    /// nothing but log: the request path copes as ever.
+    pub async fn warm_up(&self) {
+        if let Some(redis) = &self.redis {
+            redis.warm_up().await;
+        }
+    }
+
     /// The limits of `plan`. A plan the configuration no longer knows gets
     /// the default plan's limits: a key never gains by a configuration slip.
     pub fn plan(&self, plan: &str) -> Option<Plan> {
@@ -495,6 +511,38 @@ impl SharedCounters {
         self.paused_until.load(Ordering::Relaxed) <= now_ms()
     }
 
+    /// The shared connection, made on first use.
+    async fn connection(&self) -> redis::RedisResult<redis::aio::ConnectionManager> {
+        let connection = self
+            .connection
+            .get_or_try_init(|| {
+                let config = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(REDIS_CONNECT_TIMEOUT))
+                    .set_response_timeout(Some(REDIS_TIMEOUT))
+                    .set_number_of_retries(1);
+                redis::aio::ConnectionManager::new_with_config(self.client.clone(), config)
+            })
+            .await?;
+        Ok(connection.clone())
+    }
+
+    /// See [`Limits::warm_up`].
+    async fn warm_up(&self) {
+        let ready = async {
+            let mut connection = self.connection().await?;
+            self.gcra.prepare_invoke().load_async(&mut connection).await?;
+            self.reserve.prepare_invoke().load_async(&mut connection).await?;
+            Ok::<_, redis::RedisError>(())
+        };
+        match tokio::time::timeout(REDIS_CONNECT_TIMEOUT, ready).await {
+            Ok(Ok(())) => tracing::debug!("connected to Redis: rate limits are shared across replicas"),
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "Redis unavailable at start; rate limits are per replica until it answers")
+            }
+            Err(_) => tracing::warn!("Redis did not answer at start; rate limits are per replica until it answers"),
+        }
+    }
+
     /// Runs `call` on the shared connection within [`REDIS_TIMEOUT`];
     /// `None` (and a pause) when Redis does not answer.
     async fn run<T, F, Fut>(&self, call: F) -> Option<T>
@@ -502,20 +550,7 @@ impl SharedCounters {
         F: FnOnce(redis::aio::ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let attempt = async {
-            let connection = self
-                .connection
-                .get_or_try_init(|| {
-                    let config = redis::aio::ConnectionManagerConfig::new()
-                        .set_connection_timeout(Some(REDIS_TIMEOUT))
-                        .set_response_timeout(Some(REDIS_TIMEOUT))
-                        .set_number_of_retries(1);
-                    redis::aio::ConnectionManager::new_with_config(self.client.clone(), config)
-                })
-                .await?
-                .clone();
-            call(connection).await
-        };
+        let attempt = async { call(self.connection().await?).await };
         match tokio::time::timeout(REDIS_TIMEOUT, attempt).await {
             Ok(Ok(value)) => {
                 if self.down.swap(false, Ordering::Relaxed) {
