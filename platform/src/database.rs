@@ -23,6 +23,8 @@
 //! pages and two `fsync`s) held the only writer, and every write waiting
 //! behind it, for a quarter of `order_bench`'s time.
 
+pub mod idempotency;
+
 use std::{path::Path, str::FromStr, sync::Arc, time::Duration};
 
 use sqlx::{

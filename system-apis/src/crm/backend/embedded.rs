@@ -19,7 +19,7 @@ use std::{collections::BTreeSet, path::Path};
 use erp_connect_proto::crm::v1::{Address, ChangeKind, Contact, Customer, CustomerChange};
 use sqlx::{Any, AnyConnection, Row, Transaction};
 
-use platform::database::{Database, Migrations};
+use platform::database::{Database, Migrations, idempotency};
 
 use crate::crm::{Connector, CustomerKey, CustomerUpdate, Error, Field, NewCustomer, Values};
 
@@ -123,28 +123,15 @@ async fn read_customer(conn: &mut AnyConnection, id: &str) -> Result<Customer, E
 /// The stored result of an earlier call with this key, if any; a
 /// different request under the same key is a conflict.
 async fn replayed(tx: &mut Tx, scope: &str, key: &str, fingerprint: &str) -> Result<Option<String>, Error> {
-    let row = sqlx::query("SELECT fingerprint, result_id FROM idempotency WHERE scope = $1 AND key = $2")
-        .bind(scope)
-        .bind(key)
-        .fetch_optional(&mut **tx)
-        .await?;
-    match row {
-        None => Ok(None),
-        Some(row) if row.try_get::<String, _>("fingerprint")? == fingerprint => Ok(Some(row.try_get("result_id")?)),
-        Some(_) => Err(Error::IdempotencyConflict { key: key.to_owned() }),
+    match idempotency::recorded(tx, scope, key, fingerprint).await? {
+        idempotency::Recorded::Nothing => Ok(None),
+        idempotency::Recorded::Same(result_id) => Ok(Some(result_id)),
+        idempotency::Recorded::Different => Err(Error::IdempotencyConflict { key: key.to_owned() }),
     }
 }
 
 async fn remember(tx: &mut Tx, scope: &str, key: &str, fingerprint: &str, result_id: &str) -> Result<(), Error> {
-    sqlx::query("INSERT INTO idempotency (scope, key, fingerprint, result_id, created_at) VALUES ($1, $2, $3, $4, $5)")
-        .bind(scope)
-        .bind(key)
-        .bind(fingerprint)
-        .bind(result_id)
-        .bind(now())
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+    Ok(idempotency::record(tx, scope, key, fingerprint, result_id, &now()).await?)
 }
 
 async fn log_change(
