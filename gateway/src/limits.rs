@@ -534,12 +534,14 @@ impl SharedCounters {
             self.reserve.prepare_invoke().load_async(&mut connection).await?;
             Ok::<_, redis::RedisError>(())
         };
+        // Debug only: an outage is warned about once, by the request path
+        // that meets it ([`SharedCounters::run`]), not again from here.
         match tokio::time::timeout(REDIS_CONNECT_TIMEOUT, ready).await {
             Ok(Ok(())) => tracing::debug!("connected to Redis: rate limits are shared across replicas"),
             Ok(Err(err)) => {
-                tracing::warn!(error = %err, "Redis unavailable at start; rate limits are per replica until it answers")
+                tracing::debug!(error = %err, "no Redis connection at start; the first request tries again")
             }
-            Err(_) => tracing::warn!("Redis did not answer at start; rate limits are per replica until it answers"),
+            Err(_) => tracing::debug!("Redis did not answer at start; the first request tries again"),
         }
     }
 
