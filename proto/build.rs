@@ -12,6 +12,7 @@ const PROTOS: &[&str] = &[
     "webhooks/v1/webhooks.proto",
     "order_batches/v1/order_batches.proto",
     "crm/v1/crm.proto",
+    "master_data/v1/master_data.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -11,6 +11,8 @@
 //! - `webhooks/v1`: partners' webhook endpoints and their deliveries.
 //! - `order_batches/v1`: order files from partners and the quarantine.
 //! - `crm/v1`: the CRM system API (customers, contacts, addresses, changes).
+//! - `master_data/v1`: customer master data across CRM and ERP (golden
+//!   records, quarantine, data-subject requests).
 //!
 //! [`FILE_DESCRIPTOR_SET`] holds all of them for gRPC reflection,
 //! [`money`] the one rule by which every tier writes and rounds the
@@ -81,5 +83,12 @@ pub mod crm {
     /// Version 1.
     pub mod v1 {
         tonic::include_proto!("crm.v1");
+    }
+}
+
+pub mod master_data {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("master_data.v1");
     }
 }
