@@ -123,6 +123,10 @@ pub struct Config {
     pub rules: process_apis::partners::rules::RulesConfig,
     /// Files in and out: the inbox and the exports (`[files]`).
     pub files: process_apis::FilesConfig,
+    /// Customer master data across the CRM and the ERP, run by the process
+    /// tier: on when the file has a `[master_data]` section (or
+    /// `[master_data.customer]`), off without one.
+    pub master_data: Option<process_apis::master_data::Config>,
     /// The config file's folder, which relative file names in it start
     /// from; the working directory without a file.
     #[serde(skip)]
@@ -149,6 +153,7 @@ impl Default for Config {
             partners: Default::default(),
             rules: Default::default(),
             files: Default::default(),
+            master_data: Default::default(),
             config_dir: PathBuf::from("."),
             telemetry: platform::telemetry::Config::default(),
         }
@@ -243,6 +248,9 @@ impl Config {
         self.erp.validate().map_err(|reason| Error::Invalid { key: "erp", reason })?;
         self.payments.validate().map_err(|reason| Error::Invalid { key: "payments", reason })?;
         self.crm.validate().map_err(|reason| Error::Invalid { key: "crm", reason })?;
+        if let Some(master_data) = &self.master_data {
+            master_data.validate().map_err(|reason| Error::Invalid { key: "master_data", reason })?;
+        }
         if let Some(url) = &self.gateway.database_url
             && platform::database::Dialect::of(url).is_none()
         {

@@ -11,6 +11,7 @@
 //! - [`mapping`]: `erp-connect mapping test`, a partner mapping tried on a sample.
 //! - [`import`]: `erp-connect import orders`, an order file through a running process tier.
 //! - [`audit`]: `erp-connect audit verify`, the audit trails' hash chains.
+//! - [`master_data`]: `erp-connect master-data resync`, through a running process tier.
 //!
 //! Each mode builds everything that can fail (configuration, databases,
 //! keys) before it binds a port, so a bad setup never half-starts.
@@ -24,6 +25,7 @@ pub mod config;
 pub mod export;
 pub mod import;
 pub mod mapping;
+pub mod master_data;
 pub mod reconcile;
 pub mod serve;
 pub mod service_auth;
@@ -88,6 +90,9 @@ pub enum StartError {
     /// An export could not be written.
     #[error("export: {0}")]
     Export(String),
+    /// A master data command failed (the process tier's answer).
+    #[error("master data: {0}")]
+    MasterData(String),
     /// An order file could not be imported.
     #[error("import: {0}")]
     Import(String),

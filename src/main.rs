@@ -101,6 +101,17 @@ enum Command {
         #[arg(long, global = true, env = "ERP_CONNECT_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Customer master data across the CRM and the ERP.
+    MasterData {
+        #[command(subcommand)]
+        action: MasterDataAction,
+        /// The data directory (dev mode mints the service token with its identity provider).
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+        /// Configuration file (TOML).
+        #[arg(long, global = true, env = "ERP_CONNECT_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Import files through a running process tier.
     Import {
         #[command(subcommand)]
@@ -223,6 +234,19 @@ enum AuditAction {
     /// Check every trail's hash chain: exit 0 when all hold, 1 with the
     /// first broken row otherwise.
     Verify,
+}
+
+#[derive(Subcommand)]
+enum MasterDataAction {
+    /// Rebuild the cross-reference of customer ids from both systems
+    /// through a running process tier: every customer read again from the
+    /// CRM's and the ERP's change feeds and matched, owned fields aligned
+    /// and compared. Prints the golden records and links after it.
+    Resync {
+        /// The process tier. Default `experience.process_url`.
+        #[arg(long)]
+        process_url: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -370,6 +394,11 @@ async fn run(command: Command) -> Result<(), StartError> {
             platform::telemetry::init_logs();
             let config = load(config.as_ref(), data_dir)?;
             if erp_connect::audit::verify(&config).await? { Ok(()) } else { Err(StartError::AuditBroken) }
+        }
+        Command::MasterData { action: MasterDataAction::Resync { process_url }, data_dir, config } => {
+            platform::telemetry::init_logs();
+            let config = load(config.as_ref(), data_dir)?;
+            erp_connect::master_data::resync(&config, process_url.as_deref()).await
         }
         Command::Import { what: ImportWhat::Orders { file, partner, dry_run, process_url }, data_dir, config } => {
             let config = load(config.as_ref(), data_dir)?;

@@ -84,6 +84,7 @@ impl Tier {
                         webhooks: crate::webhook_settings(config)?,
                         partners: config.partners()?,
                         files: config.files.clone(),
+                        master_data: config.master_data.clone(),
                     },
                     tasks.clone(),
                 )

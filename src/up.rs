@@ -47,6 +47,7 @@ impl App {
                 webhooks: crate::webhook_settings(&config)?,
                 partners: config.partners()?,
                 files: config.files.clone(),
+                master_data: config.master_data.clone(),
             },
             tasks.clone(),
         )

@@ -282,10 +282,42 @@ impl Database {
         &self.writer
     }
 
+    /// The right to do the job `key` names, if no other replica holds it:
+    /// on PostgreSQL a session advisory lock on a connection of its own
+    /// (freed when the holder dies and its connection drops), so that one
+    /// replica does the job; on SQLite always granted (one process owns
+    /// the file).
+    pub async fn try_replica_lock(&self, key: i64) -> Result<Option<ReplicaLock>, sqlx::Error> {
+        if self.dialect == Dialect::Sqlite {
+            return Ok(Some(ReplicaLock { conn: None }));
+        }
+        let mut conn = self.pool.acquire().await?;
+        let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(key).fetch_one(&mut *conn).await?;
+        // Out of the pool: the lock lives exactly as long as this connection.
+        Ok(held.then(|| ReplicaLock { conn: Some(conn.detach()) }))
+    }
+
     /// Closes every connection (for a clean shutdown).
     pub async fn close(&self) {
         self.writer.close().await;
         self.pool.close().await;
+    }
+}
+
+/// Held by the one replica that does a job (publishing the outbox,
+/// exporting, following the master data feeds); dropping it gives the
+/// right up.
+pub struct ReplicaLock {
+    conn: Option<sqlx::AnyConnection>,
+}
+
+impl ReplicaLock {
+    /// Whether the lock is still held (its connection still answers).
+    pub async fn is_held(&mut self) -> bool {
+        match &mut self.conn {
+            None => true,
+            Some(conn) => sqlx::query("SELECT 1").execute(&mut *conn).await.is_ok(),
+        }
     }
 }
 

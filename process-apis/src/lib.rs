@@ -9,6 +9,8 @@
 //! - [`partners`]: each partner's mapping and the validation rules.
 //! - [`webhooks`]: `webhooks.v1`, partners' webhook endpoints and the
 //!   delivery of business events to them.
+//! - [`master_data`]: `master_data.v1`, customers across the CRM and the
+//!   ERP (ownership, golden records, data-subject requests).
 //! - [`ProcessTier`]: the tier's gRPC routes (flows, health, reflection).
 
 use std::{path::Path, sync::Arc, time::Duration};
@@ -20,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 pub mod catalog;
 pub mod exports;
 mod grpc_status;
+pub mod master_data;
 pub mod order_batches;
 pub mod order_to_cash;
 pub mod partners;
@@ -116,7 +119,8 @@ impl Config {
 /// What the launcher resolves for the tier besides `[process]`: the
 /// webhooks' settings (`[webhooks]` with the run mode's targets and the
 /// sealing key), the partners' mappings and rules (`[partners.*]`,
-/// `[rules]`) and the folders (`[files]`).
+/// `[rules]`), the folders (`[files]`) and customer master data
+/// (`[master_data]`).
 #[derive(Default)]
 pub struct Setup {
     /// See [`webhooks::Settings`].
@@ -125,6 +129,8 @@ pub struct Setup {
     pub partners: partners::Partners,
     /// See [`FilesConfig`].
     pub files: FilesConfig,
+    /// Customer master data (`[master_data]`); none: off.
+    pub master_data: Option<master_data::Config>,
 }
 
 /// `[files]` in the config file: files in (the inbox) and out (exports).
@@ -174,6 +180,9 @@ pub enum StartError {
     /// Webhooks: the HTTPS client.
     #[error(transparent)]
     Webhooks(#[from] webhooks::StartError),
+    /// Master data: its configuration.
+    #[error("{0}")]
+    MasterData(String),
 }
 
 /// The process tier over a channel to the system tier.
@@ -184,6 +193,7 @@ pub struct ProcessTier {
     order_to_cash: order_to_cash::OrderToCash,
     webhooks: webhooks::Webhooks,
     order_batches: order_batches::OrderBatches,
+    master_data: master_data::MasterData,
 }
 
 impl ProcessTier {
@@ -197,7 +207,7 @@ impl ProcessTier {
         setup: Setup,
         tasks: CancellationToken,
     ) -> Result<Self, StartError> {
-        let Setup { webhooks, partners, files } = setup;
+        let Setup { webhooks, partners, files, master_data } = setup;
         let prices = catalog::prices::PriceList::with_stock_max_age(
             system.clone(),
             config.system_timeout,
@@ -221,6 +231,17 @@ impl ProcessTier {
             order_to_cash.events_committed(),
             tasks.clone(),
         )?;
+        let master_data = master_data::MasterData::start(
+            &master_data.unwrap_or_else(master_data::Config::off),
+            order_to_cash.store(),
+            system.clone(),
+            config.system_timeout,
+            tasks.clone(),
+        )
+        .map_err(StartError::MasterData)?;
+        if master_data.is_enabled() {
+            order_to_cash.use_master_data(master_data.clone());
+        }
         let order_batches = order_batches::OrderBatches::start(
             order_to_cash.database(),
             order_to_cash.partners(),
@@ -238,7 +259,7 @@ impl ProcessTier {
             };
             tokio::spawn(exports::run(order_to_cash.store(), schedule, tasks));
         }
-        Ok(Self { system, prices, order_to_cash, webhooks, order_batches })
+        Ok(Self { system, prices, order_to_cash, webhooks, order_batches, master_data })
     }
 
     /// Order-to-cash, e.g. to subscribe to its in-process event bus.
@@ -247,7 +268,7 @@ impl ProcessTier {
     }
 
     /// The tier's gRPC routes: `catalog.v1`, `order_to_cash.v1`, `webhooks.v1`,
-    /// `order_batches.v1`, `grpc.health.v1`, reflection (`v1` and `v1alpha`).
+    /// `order_batches.v1`, `master_data.v1`, `grpc.health.v1`, reflection (`v1` and `v1alpha`).
     pub fn routes(&self) -> tonic::service::Routes {
         let (system, flows) = (self.system.clone(), self.order_to_cash.clone());
         let probe: platform::health::Probe = Arc::new(move || {
@@ -258,6 +279,7 @@ impl ProcessTier {
             .add_service(self.order_to_cash.service())
             .add_service(self.webhooks.service())
             .add_service(self.order_batches.service())
+            .add_service(self.master_data.service())
             .add_service(platform::health::service(probe));
         let routes = platform::reflection::add(
             routes,
@@ -267,6 +289,7 @@ impl ProcessTier {
                 "order_to_cash.v1.OrderToCashService",
                 "webhooks.v1.WebhookService",
                 "order_batches.v1.OrderBatchService",
+                "master_data.v1.MasterDataService",
                 "grpc.health.v1.Health",
             ],
         )

@@ -284,6 +284,11 @@ impl OrderToCash {
         self
     }
 
+    /// Orders find their customers through `master` from now on.
+    pub fn use_master_data(&self, master: crate::master_data::MasterData) {
+        let _ = self.engine.master.set(master);
+    }
+
     /// The event bus (subscribe to the in-process one).
     pub fn bus(&self) -> &outbox::Bus {
         &self.bus

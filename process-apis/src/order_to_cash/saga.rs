@@ -89,6 +89,7 @@ impl Systems {
     client!(receivables, erp::receivables_service_client::ReceivablesServiceClient<GrpcChannel>);
     client!(changes, erp::change_feed_service_client::ChangeFeedServiceClient<GrpcChannel>);
     client!(payments, pay::payment_service_client::PaymentServiceClient<GrpcChannel>);
+    client!(crm, erp_connect_proto::crm::v1::crm_service_client::CrmServiceClient<GrpcChannel>);
 
     /// `request` with the call deadline set: the system timeout, cut to
     /// what is left of the deadline of the caller it is made for.
@@ -135,6 +136,9 @@ pub struct Engine {
     pub changed: broadcast::Sender<String>,
     /// Bounds sagas running at once.
     running: Semaphore,
+    /// Customer master data, when the tier has it: orders find their
+    /// customer through it.
+    pub master: std::sync::OnceLock<crate::master_data::MasterData>,
 }
 
 /// What a step did, to be saved in one transaction with the order.
@@ -170,6 +174,7 @@ impl Engine {
             wake_webhooks: Arc::new(Notify::new()),
             changed: broadcast::channel(1024).0,
             running,
+            master: std::sync::OnceLock::new(),
         }
     }
 
@@ -504,7 +509,8 @@ impl Engine {
     /// Runs one step against the system APIs and records its result in
     /// `order` and `effects`; nothing is written unless it succeeds.
     async fn execute(&self, step: Action, order: &mut Order, effects: &mut Effects) -> Result<(), StepError> {
-        let cx = steps::Context::new(&self.systems, &self.prices, &self.settings, step, order);
+        let mut cx = steps::Context::new(&self.systems, &self.prices, &self.settings, step, order);
+        cx.master = self.master.get();
         steps::run(step, &cx, order, effects).await
     }
 

@@ -23,6 +23,7 @@ use std::{
 
 use tokio::time::Instant;
 
+pub use platform::database::ReplicaLock;
 use platform::database::{Database, Dialect, Migrations};
 use sqlx::{Row, any::AnyRow, migrate::Migrator};
 
@@ -259,6 +260,49 @@ impl Store {
             self.reads.put(&v.order, v.version, Instant::now());
         }
         Ok(loaded.map(|v| v.order))
+    }
+
+    /// The ids of the orders of the ERP customer `customer_id`, oldest first.
+    pub async fn orders_of_customer(&self, customer_id: &str) -> Result<Vec<String>, Error> {
+        let rows = sqlx::query("SELECT id FROM orders WHERE customer_id = $1 ORDER BY id")
+            .bind(customer_id)
+            .fetch_all(self.db.pool())
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+
+    /// Removes the person from order `id` (a data-subject erasure): the
+    /// customer's name, e-mail and shipping address go, and the caller's
+    /// customer id becomes `pseudonym`; amounts, lines and the timeline
+    /// stay for the books. A saga writing the order meanwhile wins the
+    /// race and the erasure is tried again on its version. Returns whether
+    /// the order exists.
+    pub async fn erase_customer_data(&self, id: &str, pseudonym: &str) -> Result<bool, Error> {
+        loop {
+            let Some(Versioned { mut order, version }) = self.load(id).await? else { return Ok(false) };
+            if let Some(customer) = order.customer.as_mut() {
+                customer.name.clear();
+                customer.email.clear();
+                customer.ship_to = None;
+                customer.external_id = pseudonym.to_owned();
+            }
+            order.customer_external_id = pseudonym.to_owned();
+            let done = sqlx::query(
+                "UPDATE orders SET doc = $1, customer_external_id = $2, version = version + 1 \
+                 WHERE id = $3 AND version = $4",
+            )
+            .bind(serde_json::to_string(&order)?)
+            .bind(pseudonym)
+            .bind(id)
+            .bind(version)
+            .execute(self.db.writer())
+            .await?
+            .rows_affected();
+            if done == 1 {
+                self.reads.put(&order, version + 1, Instant::now());
+                return Ok(true);
+            }
+        }
     }
 
     /// Newest first, after the order id `before` when given. Empty filters
@@ -527,13 +571,7 @@ impl Store {
     }
 
     async fn try_lock(&self, key: i64) -> Result<Option<ReplicaLock>, Error> {
-        if self.db.dialect() == Dialect::Sqlite {
-            return Ok(Some(ReplicaLock { conn: None }));
-        }
-        let mut conn = self.db.pool().acquire().await?;
-        let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(key).fetch_one(&mut *conn).await?;
-        // Out of the pool: the lock lives exactly as long as this connection.
-        Ok(held.then(|| ReplicaLock { conn: Some(conn.detach()) }))
+        Ok(self.db.try_replica_lock(key).await?)
     }
 
     /// Up to `limit` events of `types` after the outbox position `after`,
@@ -589,22 +627,6 @@ impl Store {
 const PUBLISHER_LOCK: i64 = 0x006f_3263_2d70_7562;
 /// The advisory lock key of the exporter ("o2c-exp" in ASCII).
 const EXPORTER_LOCK: i64 = 0x006f_3263_2d65_7870;
-
-/// Held by the one replica that does a job (publishing the outbox,
-/// exporting); dropping it gives the right up.
-pub struct ReplicaLock {
-    conn: Option<sqlx::AnyConnection>,
-}
-
-impl ReplicaLock {
-    /// Whether the lock is still held (its connection still answers).
-    pub async fn is_held(&mut self) -> bool {
-        match &mut self.conn {
-            None => true,
-            Some(conn) => sqlx::query("SELECT 1").execute(&mut *conn).await.is_ok(),
-        }
-    }
-}
 
 async fn insert_events(tx: &mut sqlx::Transaction<'static, sqlx::Any>, events: &[OutboxEvent]) -> Result<(), Error> {
     for e in events {

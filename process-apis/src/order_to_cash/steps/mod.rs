@@ -121,6 +121,8 @@ pub struct Context<'a> {
     pub key: String,
     /// The step's name, for errors.
     pub name: &'static str,
+    /// Customer master data, when on.
+    pub master: Option<&'a crate::master_data::MasterData>,
 }
 
 impl<'a> Context<'a> {
@@ -132,7 +134,14 @@ impl<'a> Context<'a> {
         step: Action,
         order: &Order,
     ) -> Self {
-        Self { systems, prices, settings, key: format!("{}:{}", order.id, step.name()), name: step.name() }
+        Self {
+            systems,
+            prices,
+            settings,
+            key: format!("{}:{}", order.id, step.name()),
+            name: step.name(),
+            master: None,
+        }
     }
 
     /// A system API's failure, sorted for the engine.

@@ -1,7 +1,10 @@
 //! Finds the order's ERP customer, by the id the caller named, else by
-//! external id, then by verified e-mail, else creates it with the
-//! customer's own idempotency key (`customer:<external id>`, so that two
-//! orders of one new customer create it once). Then the order has its
+//! external id, then through customer master data when the CRM owns
+//! identity (the CRM's one customer with the verified e-mail: its linked
+//! ERP customer, else one created under the CRM's name and linked), then
+//! by verified e-mail in the ERP, else creates it with the customer's own
+//! idempotency key (`customer:<external id>`, so that two orders of one
+//! new customer create it once). Then the order has its
 //! `customer_id`, and needs [`super::add_address`] if the customer has no
 //! address and the order brings one.
 //!
@@ -28,6 +31,66 @@ async fn find(cx: &Context<'_>, key: Key) -> Result<Option<erp::Customer>, StepE
     }
 }
 
+/// The ERP customer master data gives a shopper the CRM knows by e-mail:
+/// the linked one, else one created now from the golden record and linked.
+/// `None` without master data or a single CRM match.
+async fn through_master_data(
+    cx: &Context<'_>,
+    order: &Order,
+    wanted: &crate::order_to_cash::order::CustomerRef,
+) -> Result<Option<(erp::Customer, bool)>, StepError> {
+    let s = cx.systems;
+    let Some(master) = cx.master else { return Ok(None) };
+    let known = match master.known_by_email(&wanted.email).await {
+        Ok(Some(known)) => known,
+        Ok(None) => return Ok(None),
+        Err(crate::master_data::Error::System { status, .. }) => return Err(cx.fail(status)),
+        Err(err) => return Err(StepError::Retry(format!("{}: master data: {err}", cx.name))),
+    };
+    if let Some(id) = &known.erp_id {
+        return match s.call(s.customers().get_customer(s.request(erp::GetCustomerRequest { id: id.clone() }))).await {
+            Ok(customer) => Ok(Some((customer, false))),
+            // Linked but gone from the ERP: found or created as without.
+            Err(status) if status.code() == Code::NotFound => Ok(None),
+            Err(status) => Err(cx.fail(status)),
+        };
+    }
+    let create = erp::CreateCustomerRequest {
+        idempotency_key: format!("customer:{}", known.golden),
+        external_id: wanted.external_id.clone(),
+        name: [&known.name, &wanted.name, &wanted.email]
+            .into_iter()
+            .find(|n| !n.is_empty())
+            .cloned()
+            .unwrap_or_default(),
+        email: wanted.email.clone(),
+        currency: order.currency.clone(),
+        credit_limit: if wanted.credit_limit.is_empty() {
+            cx.settings.partner_credit_limit.clone()
+        } else {
+            wanted.credit_limit.clone()
+        },
+        addresses: vec![],
+        custom_fields: Default::default(),
+    };
+    let customer = match s.call(s.customers().create_customer(s.request(create))).await {
+        Ok(customer) => customer,
+        // Refused (a duplicate code a moment ago, say): the ERP lookups
+        // that follow decide, as without master data.
+        Err(status)
+            if matches!(status.code(), Code::InvalidArgument | Code::FailedPrecondition | Code::AlreadyExists) =>
+        {
+            return Ok(None);
+        }
+        Err(status) => return Err(cx.fail(status)),
+    };
+    if let Err(err) = master.link_erp_customer(&known.golden, &customer.id).await {
+        // The feed links it by e-mail later; the order need not wait.
+        tracing::warn!(golden = %known.golden, customer = %customer.id, error = %err, "linking the new ERP customer failed");
+    }
+    Ok(Some((customer, true)))
+}
+
 /// See the module documentation.
 pub async fn run(cx: &Context<'_>, order: &mut Order) -> Result<(), StepError> {
     let s = cx.systems;
@@ -43,6 +106,8 @@ pub async fn run(cx: &Context<'_>, order: &mut Order) -> Result<(), StepError> {
         }
     } else if let Some(found) = find(cx, Key::ExternalId(wanted.external_id.clone())).await? {
         (found, false)
+    } else if let Some(found) = through_master_data(cx, order, &wanted).await? {
+        found
     } else if let Some(found) = match wanted.email.is_empty() {
         // A shopper the ERP already knows by (verified) e-mail is that
         // customer, not a new one.
