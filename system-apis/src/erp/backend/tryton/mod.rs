@@ -39,7 +39,8 @@ use custom_fields::Mapping;
 use erp_connect_proto::{
     custom_fields::Definitions,
     erp::v1::{
-        Address, Capabilities, Change, Customer, Invoice, OpenAmount, Product, SalesOrder, Shipment, StockLevel,
+        Address, Capabilities, Change, Customer, ErasureAction, Invoice, OpenAmount, Product, SalesOrder, Shipment,
+        StockLevel,
     },
 };
 use records::{Code, Id, decode};
@@ -49,7 +50,7 @@ use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 use std::sync::RwLock as SyncRwLock;
 
-use crate::erp::{Connector, CustomerKey, Error, InvoicePayment, NewCustomer, NewSalesOrder, Page};
+use crate::erp::{Connector, CustomerChange, CustomerKey, Error, InvoicePayment, NewCustomer, NewSalesOrder, Page};
 
 /// `[erp.tryton]` in the config file.
 #[derive(Debug, Clone, Deserialize)]
@@ -370,6 +371,14 @@ impl Connector for TrytonErp {
 
     async fn add_address(&self, id: &str, address: &Address) -> Result<Customer, Error> {
         self.add_address(id, address).await
+    }
+
+    async fn update_customer(&self, id: &str, change: &CustomerChange) -> Result<Customer, Error> {
+        self.update_customer(id, change).await
+    }
+
+    async fn erase_customer(&self, id: &str) -> Result<(Customer, Vec<ErasureAction>), Error> {
+        self.erase_customer(id).await
     }
 
     async fn create_sales_order(&self, new: &NewSalesOrder) -> Result<SalesOrder, Error> {
