@@ -208,28 +208,19 @@ impl TrytonErp {
             Some(at) => json!(["OR", [["write_date", ">", at]], [["write_date", "=", null], ["create_date", ">", at]]]),
             None => json!([]),
         };
-        // An erased customer is an inactive party, which Tryton's search
-        // hides unless the domain names `active`: its erasure is a change.
-        let domain = match aggregate {
-            Aggregate::Customer => json!([domain, ["active", "in", [true, false]]]),
-            _ => domain,
+        let order = Some(json!([["write_date", "ASC"], ["create_date", "ASC"], ["id", "ASC"]]));
+        let fields: &[&str] = match aggregate {
+            Aggregate::Customer => &["write_date", "create_date", "active", "name"],
+            Aggregate::Invoice => &["state", "write_date", "create_date", "total_amount", "lines"],
+            Aggregate::SalesOrder => &["state", "write_date", "create_date", "shipment_state", "shipments", "invoices"],
+            _ => &["state", "write_date", "create_date"],
         };
-        let records: Vec<Value> = self
-            .search_read(
-                model,
-                domain,
-                Some(limit),
-                Some(json!([["write_date", "ASC"], ["create_date", "ASC"], ["id", "ASC"]])),
-                match aggregate {
-                    Aggregate::Customer => &["write_date", "create_date", "active", "name"],
-                    Aggregate::Invoice => &["state", "write_date", "create_date", "total_amount", "lines"],
-                    Aggregate::SalesOrder => {
-                        &["state", "write_date", "create_date", "shipment_state", "shipments", "invoices"]
-                    }
-                    _ => &["state", "write_date", "create_date"],
-                },
-            )
-            .await?;
+        let records: Vec<Value> = match aggregate {
+            // An erased customer is an inactive party, which Tryton's search
+            // hides: its erasure is a change all the same.
+            Aggregate::Customer => self.search_read_inactive_too(model, domain, Some(limit), order, fields).await?,
+            _ => self.search_read(model, domain, Some(limit), order, fields).await?,
+        };
         // Where the feed reports another state than Tryton's (see the methods).
         let overrides = match aggregate {
             Aggregate::Invoice => self.invoice_changes(&decode_all(model, &records)?).await?,

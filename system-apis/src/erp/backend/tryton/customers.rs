@@ -319,16 +319,19 @@ impl TrytonErp {
         let party: PartyRecord =
             self.read_party(party_id, &["name", "code", "active", "addresses", "contact_mechanisms"]).await?;
         // Inactive records too: what a Tryton user archived is personal data all the same.
-        let all_of_party = json!([["party", "=", party_id], ["active", "in", [true, false]]]);
+        let all_of_party = json!([["party", "=", party_id]]);
         let (mut addresses, mut mechanisms, mut identifiers) = (Vec::new(), Vec::new(), Vec::new());
         // A repeat finds the party erased and writes nothing, so it is no
         // new change in the feed; a first erase that failed half-way wrote
         // nothing (it is one write) and runs again in full.
         if !party.is_erased() {
-            addresses = self.search_read::<Id>("party.address", all_of_party.clone(), None, None, &["id"]).await?;
-            mechanisms =
-                self.search_read::<Id>("party.contact_mechanism", all_of_party.clone(), None, None, &["id"]).await?;
-            identifiers = self.search_read::<Id>("party.identifier", all_of_party, None, None, &["id"]).await?;
+            addresses =
+                self.search_read_inactive_too::<Id>("party.address", all_of_party.clone(), None, None, &["id"]).await?;
+            mechanisms = self
+                .search_read_inactive_too::<Id>("party.contact_mechanism", all_of_party.clone(), None, None, &["id"])
+                .await?;
+            identifiers =
+                self.search_read_inactive_too::<Id>("party.identifier", all_of_party, None, None, &["id"]).await?;
             let ids = |records: &[Id]| records.iter().map(|r| r.id).collect::<Vec<_>>();
             let mut values = json!({
                 "name": ERASED_NAME,

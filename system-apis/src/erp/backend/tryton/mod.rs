@@ -295,6 +295,37 @@ impl TrytonErp {
         Ok(decode(model, &result)?)
     }
 
+    /// Like [`Self::search_read`], inactive records included. Through the
+    /// context (`active_test` false), not the domain: Tryton 8 still hides
+    /// inactive records from a domain that names `active` beside an `OR`
+    /// clause.
+    async fn search_read_inactive_too<T: DeserializeOwned>(
+        &self,
+        model: &str,
+        domain: Value,
+        limit: Option<usize>,
+        order: Option<Value>,
+        fields: &[&str],
+    ) -> Result<Vec<T>, Error> {
+        let mut context = serde_json::Map::new();
+        context.insert("active_test".into(), json!(false));
+        let result = self
+            .rpc
+            .call_with_context(
+                &format!("model.{model}.search_read"),
+                vec![
+                    domain,
+                    json!(0),
+                    limit.map_or(Value::Null, |l| json!(l)),
+                    order.unwrap_or(Value::Null),
+                    json!(fields),
+                ],
+                Some(&context),
+            )
+            .await?;
+        Ok(decode(model, &result)?)
+    }
+
     /// `read` of `ids` on `model`, each record decoded as `T`.
     async fn read<T: DeserializeOwned>(&self, model: &str, ids: &[i64], fields: &[&str]) -> Result<Vec<T>, Error> {
         if ids.is_empty() {
