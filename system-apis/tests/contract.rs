@@ -16,11 +16,12 @@ use erp_connect_proto::erp::v1::{
     self as erp, Address, CreateCustomerRequest, CreateSalesOrderRequest, FindCustomerRequest, GetOpenAmountRequest,
     GetProductRequest, GetStockLevelsRequest, InvoiceRequest, ListChangesRequest, ListInvoicesRequest,
     ListProductsRequest, ListSalesOrdersRequest, ListShipmentsRequest, RecordInvoicePaymentRequest, SalesOrderLine,
-    SalesOrderRequest, ShipmentRequest, UpdateCreditLimitRequest, change_feed_service_client::ChangeFeedServiceClient,
-    customer_service_client::CustomerServiceClient, find_customer_request::Key,
-    inventory_service_client::InventoryServiceClient, invoice_service_client::InvoiceServiceClient,
-    product_service_client::ProductServiceClient, receivables_service_client::ReceivablesServiceClient,
-    sales_order_service_client::SalesOrderServiceClient, shipment_service_client::ShipmentServiceClient,
+    SalesOrderRequest, ShipmentRequest, UpdateCreditLimitRequest, UpdateCustomerRequest,
+    change_feed_service_client::ChangeFeedServiceClient, customer_service_client::CustomerServiceClient,
+    find_customer_request::Key, inventory_service_client::InventoryServiceClient,
+    invoice_service_client::InvoiceServiceClient, product_service_client::ProductServiceClient,
+    receivables_service_client::ReceivablesServiceClient, sales_order_service_client::SalesOrderServiceClient,
+    shipment_service_client::ShipmentServiceClient,
 };
 use erp_connect_proto::{
     custom_fields::{Definition, Entity, FieldType},
@@ -374,6 +375,148 @@ async fn customers_are_created_once_found_and_updated(mut erp: Erp) {
     assert_field_violation(&bad_email, "email");
     let missing = erp.customers.get_customer(erp::GetCustomerRequest { id: "cus_nope".into() }).await;
     assert_eq!(missing.expect_err("404").code(), Code::NotFound);
+}
+
+/// An `UpdateCustomer` of the fields in `paths`.
+fn customer_update(id: &str, paths: &[&str], name: &str, email: &str) -> UpdateCustomerRequest {
+    UpdateCustomerRequest {
+        id: id.into(),
+        update_mask: Some(prost_types::FieldMask { paths: paths.iter().map(|p| (*p).to_owned()).collect() }),
+        name: name.into(),
+        email: email.into(),
+    }
+}
+
+/// The end of the change feed as it is now.
+async fn feed_end(erp: &mut Erp) -> String {
+    let mut cursor = String::new();
+    loop {
+        let page = erp
+            .changes
+            .list_changes(ListChangesRequest { since_cursor: cursor.clone(), limit: 1000 })
+            .await
+            .expect("changes")
+            .into_inner();
+        cursor = page.next_cursor;
+        if page.changes.is_empty() {
+            return cursor;
+        }
+    }
+}
+
+/// Whether the feed after `cursor` reports a change of customer `id`.
+async fn feed_shows_customer(erp: &mut Erp, cursor: &str, id: &str) -> bool {
+    let page = erp
+        .changes
+        .list_changes(ListChangesRequest { since_cursor: cursor.to_owned(), limit: 1000 })
+        .await
+        .expect("changes")
+        .into_inner();
+    page.changes.iter().any(|c| c.aggregate == erp::Aggregate::Customer as i32 && c.id == id)
+}
+
+async fn customers_name_and_email_are_updated(mut erp: Erp) {
+    let customer = erp.new_customer("update").await;
+    let email = format!("renamed-{}@example.com", ulid::Ulid::new().to_string().to_lowercase());
+    let cursor = feed_end(&mut erp).await;
+    let updated = erp
+        .customers
+        .update_customer(customer_update(&customer.id, &["name", "email"], "Renamed GmbH", &email))
+        .await
+        .expect("update")
+        .into_inner();
+    assert_eq!((updated.name.as_str(), updated.email.as_str()), ("Renamed GmbH", email.as_str()));
+    let read = erp.customers.get_customer(erp::GetCustomerRequest { id: customer.id.clone() }).await.expect("get");
+    let read = read.into_inner();
+    assert_eq!((read.name.as_str(), read.email.as_str()), ("Renamed GmbH", email.as_str()));
+    assert_eq!(read.external_id, customer.external_id, "fields outside the mask stay");
+    assert_eq!(read.addresses.len(), customer.addresses.len());
+    assert!(feed_shows_customer(&mut erp, &cursor, &customer.id).await, "the update is a change in the feed");
+    let found = erp
+        .customers
+        .find_customer(FindCustomerRequest { key: Some(Key::Email(email.to_uppercase())) })
+        .await
+        .expect("found by the new e-mail")
+        .into_inner();
+    assert_eq!(found.id, customer.id);
+
+    // Only the masked field is read: an empty name beside it is ignored.
+    let cursor = feed_end(&mut erp).await;
+    let without_email =
+        erp.customers.update_customer(customer_update(&customer.id, &["email"], "", "")).await.expect("remove e-mail");
+    let without_email = without_email.into_inner();
+    assert_eq!((without_email.name.as_str(), without_email.email.as_str()), ("Renamed GmbH", ""));
+    assert!(feed_shows_customer(&mut erp, &cursor, &customer.id).await, "an e-mail change is a change too");
+
+    for (paths, name, email, field) in [
+        (&["phone"][..], "X", "", "update_mask"),
+        (&[][..], "X", "", "update_mask"),
+        (&["name"][..], " ", "", "name"),
+        (&["email"][..], "", "not-an-email", "email"),
+    ] {
+        let bad = erp.customers.update_customer(customer_update(&customer.id, paths, name, email)).await;
+        assert_field_violation(&bad.expect_err("invalid"), field);
+    }
+    let missing = erp.customers.update_customer(customer_update("cus_nope", &["name"], "X", "")).await;
+    assert_eq!(missing.expect_err("unknown id").code(), Code::NotFound);
+}
+
+async fn an_erased_customer_is_anonymised_and_its_orders_and_invoices_kept(mut erp: Erp) {
+    let customer = erp.new_customer("erase").await;
+    let order = erp.confirmed_order(&customer, &[("BOX-S", 1)]).await;
+    let invoice_id = order.invoice_ids.first().expect("an invoice").clone();
+    let cursor = feed_end(&mut erp).await;
+    let erased = erp
+        .customers
+        .erase_customer(erp::EraseCustomerRequest { id: customer.id.clone() })
+        .await
+        .expect("erase")
+        .into_inner();
+    let anonymised = |c: &erp::Customer| {
+        assert_eq!(c.id, customer.id);
+        assert_eq!(c.name, "Erased customer");
+        assert_eq!((c.email.as_str(), c.external_id.as_str()), ("", ""), "{c:?}");
+        assert!(c.addresses.is_empty(), "{c:?}");
+    };
+    anonymised(erased.customer.as_ref().expect("customer"));
+    let kept = |subject: &str| {
+        erased.actions.iter().find(|a| a.subject == subject && a.outcome == "kept").map(|a| (a.count, a.reason.clone()))
+    };
+    let (invoices, reason) = kept("invoices").unwrap_or_else(|| panic!("invoices kept: {:?}", erased.actions));
+    assert!(invoices >= 1, "{:?}", erased.actions);
+    assert_eq!(reason, "retained for bookkeeping (tax law)");
+    assert!(kept("sales_orders").is_some_and(|(n, _)| n >= 1), "{:?}", erased.actions);
+    assert!(feed_shows_customer(&mut erp, &cursor, &customer.id).await, "the erasure is a change in the feed");
+
+    let read = erp.customers.get_customer(erp::GetCustomerRequest { id: customer.id.clone() }).await.expect("get");
+    anonymised(&read.into_inner());
+    let kept_order = erp.orders.get_sales_order(SalesOrderRequest { id: order.id.clone() }).await.expect("order");
+    assert_eq!(kept_order.into_inner().customer_id, customer.id);
+    let kept_invoice = erp.invoices.get_invoice(InvoiceRequest { id: invoice_id }).await.expect("invoice");
+    assert_eq!(kept_invoice.into_inner().customer_id, customer.id);
+
+    let again = erp
+        .customers
+        .erase_customer(erp::EraseCustomerRequest { id: customer.id.clone() })
+        .await
+        .expect("erasing again is no error")
+        .into_inner();
+    anonymised(again.customer.as_ref().expect("customer"));
+    let refused = erp
+        .customers
+        .update_customer(customer_update(&customer.id, &["name"], "Back again", ""))
+        .await
+        .expect_err("an erased customer is not updated");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    let details = refused.get_error_details();
+    assert_eq!(details.precondition_failure().expect("precondition details").violations[0].r#type, "ERASED");
+    let by_email = erp.customers.find_customer(FindCustomerRequest { key: Some(Key::Email(customer.email.clone())) });
+    assert_eq!(by_email.await.expect_err("not found by e-mail").code(), Code::NotFound);
+    let by_external =
+        erp.customers.find_customer(FindCustomerRequest { key: Some(Key::ExternalId(customer.external_id.clone())) });
+    assert_eq!(by_external.await.expect_err("not found by external id").code(), Code::NotFound);
+    let missing = erp.customers.erase_customer(erp::EraseCustomerRequest { id: "cus_nope".into() }).await;
+    assert_eq!(missing.expect_err("unknown id").code(), Code::NotFound);
 }
 
 async fn sales_orders_validate_their_input(mut erp: Erp) {
@@ -898,6 +1041,8 @@ macro_rules! contract_suite {
             products_are_listed_in_pages_and_found_by_sku,
             stock_is_reported_per_warehouse,
             customers_are_created_once_found_and_updated,
+            customers_name_and_email_are_updated,
+            an_erased_customer_is_anonymised_and_its_orders_and_invoices_kept,
             sales_orders_validate_their_input,
             sales_orders_are_idempotent_priced_and_confirmed,
             cancelling_a_confirmed_order_releases_its_stock,

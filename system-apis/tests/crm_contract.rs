@@ -576,6 +576,52 @@ async fn erasing_keeps_the_id_and_nothing_personal(mut crm: Crm) {
     assert_eq!(status.code(), Code::NotFound, "{status:?}");
 }
 
+async fn the_credit_limit_is_updated_normalised_fed_and_erased(mut crm: Crm) {
+    let created = crm.create(new_request("limit")).await.expect("create");
+    assert_eq!(created.credit_limit, "", "unknown until the ERP's is written");
+    let cursor = crm.feed_end().await;
+    let limit = |value: &str, phone: &str| UpdateCustomerRequest {
+        id: created.id.clone(),
+        idempotency_key: format!("upd-{}", unique()),
+        update_mask: mask(&["credit_limit", "phone"]),
+        credit_limit: value.into(),
+        phone: phone.into(),
+        origin: "master-data".into(),
+        ..Default::default()
+    };
+    let updated = crm.update(limit("5000.5", "+49 40 999999")).await.expect("set the limit");
+    assert_eq!(updated.credit_limit, "5000.50", "normalised to two places");
+    assert_eq!(updated.version, created.version + 1);
+    assert_eq!(crm.get(&created.id).await.expect("get").credit_limit, "5000.50");
+    let changes = crm.changes_of(&cursor, &created.id).await;
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(changes[0].changed_fields, ["phone", "credit_limit"], "in the order of Customer");
+
+    // The same amount written in another form is no change.
+    let same = crm.update(limit("5000.50", "+49 40 999999")).await.expect("same limit");
+    assert_eq!(same.version, updated.version);
+    for bad in ["abc", "1,5", "-1", "12.345", "1e3"] {
+        let status = crm.update(limit(bad, "")).await.expect_err(bad);
+        assert_field_violation(&status, "credit_limit");
+    }
+    let cleared = crm.update(limit("", "+49 40 999999")).await.expect("clear the limit");
+    assert_eq!((cleared.credit_limit.as_str(), cleared.version), ("", updated.version + 1));
+
+    crm.update(limit("100", "+49 40 999999")).await.expect("set again");
+    let cursor = crm.feed_end().await;
+    let erased = crm
+        .client
+        .erase_customer(EraseCustomerRequest { id: created.id.clone(), origin: String::new() })
+        .await
+        .expect("erase")
+        .into_inner()
+        .customer
+        .expect("customer");
+    assert_eq!(erased.credit_limit, "", "an erasure clears it");
+    let changes = crm.changes_of(&cursor, &created.id).await;
+    assert_eq!(changes[0].changed_fields.last().map(String::as_str), Some("credit_limit"), "{changes:?}");
+}
+
 /// Defines one `#[tokio::test]` per contract test for a backend.
 macro_rules! contract_suite {
     ($setup:path) => {
@@ -591,6 +637,7 @@ macro_rules! contract_suite {
             bad_input_is_refused_with_field_violations,
             the_change_feed_lists_changes_in_order_and_resumes_after_a_cursor,
             erasing_keeps_the_id_and_nothing_personal,
+            the_credit_limit_is_updated_normalised_fed_and_erased,
         );
     };
     (@tests $setup:path; $($name:ident),* $(,)?) => {

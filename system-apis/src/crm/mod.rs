@@ -155,12 +155,14 @@ pub enum Field {
     Contacts,
     /// `addresses`, as a whole.
     Addresses,
+    /// `credit_limit`, the ERP's, shown in the CRM.
+    CreditLimit,
 }
 
 impl Field {
     /// Every field, in the order of `crm.v1.Customer`.
-    pub const ALL: [Field; 6] =
-        [Field::Name, Field::Email, Field::Phone, Field::VatId, Field::Contacts, Field::Addresses];
+    pub const ALL: [Field; 7] =
+        [Field::Name, Field::Email, Field::Phone, Field::VatId, Field::Contacts, Field::Addresses, Field::CreditLimit];
 
     /// Its name in `crm.v1` (field masks, the change feed).
     pub fn as_str(self) -> &'static str {
@@ -171,6 +173,7 @@ impl Field {
             Field::VatId => "vat_id",
             Field::Contacts => "contacts",
             Field::Addresses => "addresses",
+            Field::CreditLimit => "credit_limit",
         }
     }
 
@@ -198,6 +201,8 @@ pub struct Values {
     pub contacts: Vec<Contact>,
     /// Postal addresses, in order.
     pub addresses: Vec<Address>,
+    /// Credit limit, normalised to two places (`erp_connect_proto::money`).
+    pub credit_limit: Option<String>,
 }
 
 /// A validated request to create a customer.

@@ -17,6 +17,7 @@ use erp_connect_proto::crm::v1::{
     find_customers_request::Key,
 };
 use prost::Message;
+use rust_decimal::Decimal;
 use sha2::Digest;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -123,6 +124,30 @@ pub fn vat_id(field: &str, value: &str) -> Result<Option<String>, Error> {
     Ok(Some(normalised))
 }
 
+/// A credit limit: a decimal amount, not negative, at most two places
+/// (a limit is not silently rounded), normalised as every amount is
+/// (`12.5` is `12.50`). Empty is `None`, the limit unknown.
+pub fn credit_limit(field: &str, value: &str) -> Result<Option<String>, Error> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    if value.starts_with('-') {
+        return Err(Error::invalid(field, "must not be negative"));
+    }
+    // Digits and a point only: rust_decimal also reads `1e3`, which no
+    // system writes a limit as.
+    let amount: Decimal = value
+        .parse()
+        .ok()
+        .filter(|_| value.bytes().all(|b| b.is_ascii_digit() || b == b'.'))
+        .ok_or_else(|| Error::invalid(field, "must be a decimal amount such as 5000.00"))?;
+    if amount.scale() > erp_connect_proto::money::PLACES {
+        return Err(Error::invalid(field, "must have at most two decimal places"));
+    }
+    Ok(Some(erp_connect_proto::money::format(amount)))
+}
+
 fn contact(field: &str, c: &Contact) -> Result<Contact, Error> {
     Ok(Contact {
         id: c.id.trim().to_owned(),
@@ -175,6 +200,8 @@ fn validate_new_customer(req: CreateCustomerRequest) -> Result<NewCustomer, Erro
         vat_id: vat_id("vat_id", &req.vat_id)?,
         contacts: entries("contacts", &req.contacts, contact)?,
         addresses: entries("addresses", &req.addresses, address)?,
+        // The ERP owns it; it is written here by updates only.
+        credit_limit: None,
     };
     let origin = origin(&req.origin)?;
     let fingerprint = fingerprint(&CreateCustomerRequest { idempotency_key: String::new(), ..req });
@@ -193,7 +220,7 @@ fn validate_update(req: UpdateCustomerRequest) -> Result<CustomerUpdate, Error> 
         let field = Field::parse(path).ok_or_else(|| {
             Error::invalid(
                 "update_mask",
-                format!("{path:?} is not one of name, email, phone, vat_id, contacts, addresses"),
+                format!("{path:?} is not one of name, email, phone, vat_id, contacts, addresses, credit_limit"),
             )
         })?;
         fields.insert(field);
@@ -213,6 +240,7 @@ fn validate_update(req: UpdateCustomerRequest) -> Result<CustomerUpdate, Error> 
         vat_id: if has(Field::VatId) { vat_id("vat_id", &req.vat_id)? } else { None },
         contacts: if has(Field::Contacts) { entries("contacts", &req.contacts, contact)? } else { Vec::new() },
         addresses: if has(Field::Addresses) { entries("addresses", &req.addresses, address)? } else { Vec::new() },
+        credit_limit: if has(Field::CreditLimit) { credit_limit("credit_limit", &req.credit_limit)? } else { None },
     };
     let origin = origin(&req.origin)?;
     let fingerprint = fingerprint(&UpdateCustomerRequest { idempotency_key: String::new(), ..req });

@@ -12,8 +12,8 @@ use std::{collections::HashMap, future::Future, path::Path, sync::Arc};
 
 use erp_connect_proto::custom_fields::{Definition, Definitions};
 use erp_connect_proto::erp::v1::{
-    Address, Capabilities, Change, CustomValue, Customer, Invoice, InvoiceState, OpenAmount, Product, SalesOrder,
-    Shipment, StockLevel, WarehouseStock,
+    Address, Capabilities, Change, CustomValue, Customer, ErasureAction, Invoice, InvoiceState, OpenAmount, Product,
+    SalesOrder, Shipment, StockLevel, WarehouseStock,
 };
 use resilience::{Policy, Resilient};
 use rust_decimal::Decimal;
@@ -218,6 +218,39 @@ pub struct NewCustomer {
     pub custom_fields: HashMap<String, CustomValue>,
 }
 
+/// A validated change to a customer's name or e-mail (`UpdateCustomer`):
+/// `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CustomerChange {
+    /// The new display name, never empty.
+    pub name: Option<String>,
+    /// The new e-mail address; `Some(None)` removes it.
+    pub email: Option<Option<String>>,
+}
+
+/// The name an erased customer keeps: its orders and invoices still point
+/// at it, and they must read as someone, not as a blank.
+pub const ERASED_NAME: &str = "Erased customer";
+
+/// Why an erasure keeps a customer's sales orders and invoices: every
+/// backend reports the same reason.
+pub const RETENTION_REASON: &str = "retained for bookkeeping (tax law)";
+
+/// One [`ErasureAction`], as the backends report them.
+pub(crate) fn erasure_action(subject: &str, outcome: &str, reason: &str, count: usize) -> ErasureAction {
+    ErasureAction {
+        subject: subject.to_owned(),
+        outcome: outcome.to_owned(),
+        reason: reason.to_owned(),
+        count: i64::try_from(count).unwrap_or(i64::MAX),
+    }
+}
+
+/// The refusal of a change to an erased customer, the same from every backend.
+pub(crate) fn erased(id: &str) -> Error {
+    Error::precondition("ERASED", id, "the customer was erased and can no longer be changed")
+}
+
 /// A validated sales order line.
 #[derive(Debug, Clone)]
 pub struct NewLine {
@@ -330,6 +363,17 @@ pub trait Connector: Send + Sync + 'static {
     fn update_credit_limit(&self, id: &str, limit: Decimal) -> impl Future<Output = Result<Customer, Error>> + Send;
     /// Adds a postal address.
     fn add_address(&self, id: &str, address: &Address) -> impl Future<Output = Result<Customer, Error>> + Send;
+    /// Changes the name or e-mail; an erased customer is a failed
+    /// precondition (reason `ERASED`).
+    fn update_customer(
+        &self,
+        id: &str,
+        change: &CustomerChange,
+    ) -> impl Future<Output = Result<Customer, Error>> + Send;
+    /// Anonymises a customer and deactivates it, keeping its sales orders
+    /// and invoices; what was done and kept, in order. Repeating it
+    /// answers the same without changing anything.
+    fn erase_customer(&self, id: &str) -> impl Future<Output = Result<(Customer, Vec<ErasureAction>), Error>> + Send;
 
     /// Creates a draft sales order, once per idempotency key.
     fn create_sales_order(&self, new: &NewSalesOrder) -> impl Future<Output = Result<SalesOrder, Error>> + Send;

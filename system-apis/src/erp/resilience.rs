@@ -48,7 +48,8 @@ use std::{future::Future, num::NonZeroU32, sync::Mutex, time::Duration};
 
 use backon::Retryable;
 use erp_connect_proto::erp::v1::{
-    Address, Capabilities, Change, Customer, Invoice, OpenAmount, Product, SalesOrder, Shipment, StockLevel,
+    Address, Capabilities, Change, Customer, ErasureAction, Invoice, OpenAmount, Product, SalesOrder, Shipment,
+    StockLevel,
 };
 use governor::{
     Quota, RateLimiter,
@@ -65,7 +66,7 @@ use platform::{
     metrics::facade::{Gauge, counter, gauge, histogram},
 };
 
-use super::{Connector, CustomerKey, Error, InvoicePayment, NewCustomer, NewSalesOrder, Page};
+use super::{Connector, CustomerChange, CustomerKey, Error, InvoicePayment, NewCustomer, NewSalesOrder, Page};
 
 /// Tunables of [`Resilient`]: `[erp.resilience]` in the config file.
 #[derive(Debug, Clone, Deserialize)]
@@ -531,6 +532,12 @@ impl<C: Connector> Connector for Resilient<C> {
     async fn add_address(&self, id: &str, address: &Address) -> Result<Customer, Error> {
         self.write("add_address", |c| c.add_address(id, address)).await
     }
+    async fn update_customer(&self, id: &str, change: &CustomerChange) -> Result<Customer, Error> {
+        self.write("update_customer", |c| c.update_customer(id, change)).await
+    }
+    async fn erase_customer(&self, id: &str) -> Result<(Customer, Vec<ErasureAction>), Error> {
+        self.write("erase_customer", |c| c.erase_customer(id)).await
+    }
     async fn create_sales_order(&self, new: &NewSalesOrder) -> Result<SalesOrder, Error> {
         self.write("create_sales_order", |c| c.create_sales_order(new)).await
     }
@@ -685,6 +692,12 @@ mod tests {
             unused()
         }
         async fn add_address(&self, _: &str, _: &Address) -> Result<Customer, Error> {
+            unused()
+        }
+        async fn update_customer(&self, _: &str, _: &CustomerChange) -> Result<Customer, Error> {
+            unused()
+        }
+        async fn erase_customer(&self, _: &str) -> Result<(Customer, Vec<ErasureAction>), Error> {
             unused()
         }
         async fn create_sales_order(&self, _: &NewSalesOrder) -> Result<SalesOrder, Error> {

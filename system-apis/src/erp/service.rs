@@ -7,11 +7,12 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use erp_connect_proto::custom_fields::{Definition, Definitions, Entity};
 use erp_connect_proto::erp::v1::{
     AddAddressRequest, Address, CreateCustomerRequest, CreateSalesOrderRequest, CustomValue, Customer,
-    FindCustomerRequest, GetCustomerRequest, GetOpenAmountRequest, GetProductRequest, GetStockLevelsRequest,
-    GetStockLevelsResponse, Invoice, InvoiceRequest, ListChangesRequest, ListChangesResponse, ListInvoicesRequest,
-    ListInvoicesResponse, ListProductsRequest, ListProductsResponse, ListSalesOrdersRequest, ListSalesOrdersResponse,
-    ListShipmentsRequest, ListShipmentsResponse, OpenAmount, Product, RecordInvoicePaymentRequest, SalesOrder,
-    SalesOrderRequest, Shipment, ShipmentRequest, UpdateCreditLimitRequest,
+    EraseCustomerRequest, EraseCustomerResponse, FindCustomerRequest, GetCustomerRequest, GetOpenAmountRequest,
+    GetProductRequest, GetStockLevelsRequest, GetStockLevelsResponse, Invoice, InvoiceRequest, ListChangesRequest,
+    ListChangesResponse, ListInvoicesRequest, ListInvoicesResponse, ListProductsRequest, ListProductsResponse,
+    ListSalesOrdersRequest, ListSalesOrdersResponse, ListShipmentsRequest, ListShipmentsResponse, OpenAmount, Product,
+    RecordInvoicePaymentRequest, SalesOrder, SalesOrderRequest, Shipment, ShipmentRequest, UpdateCreditLimitRequest,
+    UpdateCustomerRequest,
     capabilities_service_server::{CapabilitiesService, CapabilitiesServiceServer},
     change_feed_service_server::{ChangeFeedService, ChangeFeedServiceServer},
     customer_service_server::{CustomerService, CustomerServiceServer},
@@ -29,8 +30,8 @@ use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use super::{
-    Connector, CustomerKey, DEFAULT_PAGE_SIZE, Error, InvoicePayment, MAX_LINES, MAX_PAGE_SIZE, MAX_SKUS_PER_QUERY,
-    NewCustomer, NewLine, NewSalesOrder,
+    Connector, CustomerChange, CustomerKey, DEFAULT_PAGE_SIZE, Error, InvoicePayment, MAX_LINES, MAX_PAGE_SIZE,
+    MAX_SKUS_PER_QUERY, NewCustomer, NewLine, NewSalesOrder,
 };
 
 /// The `erp.v1` services over `connector`, with the deployment's custom
@@ -222,6 +223,25 @@ fn validate_new_customer(mut req: CreateCustomerRequest, custom: &Definitions) -
     Ok(NewCustomer { fingerprint, ..new })
 }
 
+/// An `UpdateCustomer` request as a [`CustomerChange`]: only the fields in
+/// the mask are checked, so that changing the e-mail does not fail on an
+/// empty name it does not set.
+fn validate_customer_change(req: &UpdateCustomerRequest) -> Result<CustomerChange, Error> {
+    let paths = req.update_mask.as_ref().map(|m| m.paths.as_slice()).unwrap_or_default();
+    if paths.is_empty() {
+        return Err(invalid("update_mask", "name at least one field to change"));
+    }
+    let mut change = CustomerChange::default();
+    for path in paths {
+        match path.as_str() {
+            "name" => change.name = Some(required("name", &req.name)?),
+            "email" => change.email = Some(email("email", &req.email)?),
+            other => return Err(invalid("update_mask", format!("{other:?} is not one of name, email"))),
+        }
+    }
+    Ok(change)
+}
+
 fn validate_new_sales_order(mut req: CreateSalesOrderRequest, custom: &Definitions) -> Result<NewSalesOrder, Error> {
     let idempotency_key = required("idempotency_key", &req.idempotency_key)?;
     if req.lines.is_empty() {
@@ -336,6 +356,22 @@ impl<C: Connector> CustomerService for ErpService<C> {
         let id = required("customer_id", &req.customer_id)?;
         let address = address("address", &req.address.unwrap_or_default())?;
         Ok(Response::new(self.connector.add_address(&id, &address).await?))
+    }
+
+    async fn update_customer(&self, request: Request<UpdateCustomerRequest>) -> Result<Response<Customer>, Status> {
+        let req = request.into_inner();
+        let id = required("id", &req.id)?;
+        let change = validate_customer_change(&req)?;
+        Ok(Response::new(self.connector.update_customer(&id, &change).await?))
+    }
+
+    async fn erase_customer(
+        &self,
+        request: Request<EraseCustomerRequest>,
+    ) -> Result<Response<EraseCustomerResponse>, Status> {
+        let id = required("id", &request.into_inner().id)?;
+        let (customer, actions) = self.connector.erase_customer(&id).await?;
+        Ok(Response::new(EraseCustomerResponse { customer: Some(customer), actions }))
     }
 }
 
@@ -553,5 +589,24 @@ mod tests {
         assert!(email("e", "a@b.de").expect("ok").is_some());
         assert!(email("e", "").expect("empty is none").is_none());
         assert!(email("e", "nope").is_err());
+    }
+
+    #[test]
+    fn customer_changes_check_only_the_masked_fields() {
+        let request = |paths: &[&str], name: &str, email: &str| UpdateCustomerRequest {
+            id: "c".into(),
+            update_mask: Some(prost_types::FieldMask { paths: paths.iter().map(|p| (*p).to_owned()).collect() }),
+            name: name.into(),
+            email: email.into(),
+        };
+        let change = validate_customer_change(&request(&["email"], "", "")).expect("e-mail removed");
+        assert_eq!(change, CustomerChange { name: None, email: Some(None) });
+        let change = validate_customer_change(&request(&["name", "email"], "N", "a@b.de")).expect("both");
+        assert_eq!(change, CustomerChange { name: Some("N".into()), email: Some(Some("a@b.de".into())) });
+        for (paths, name, email) in
+            [(&[][..], "N", ""), (&["name"], "", ""), (&["email"], "", "x"), (&["phone"], "N", "")]
+        {
+            assert!(validate_customer_change(&request(paths, name, email)).is_err(), "{paths:?} {name:?} {email:?}");
+        }
     }
 }

@@ -64,8 +64,8 @@ impl EmbeddedCrm {
 
 async fn read_customer(conn: &mut AnyConnection, id: &str) -> Result<Customer, Error> {
     let row = sqlx::query(
-        "SELECT id, name, email, phone, vat_id, version, created_at, updated_at, erased_at FROM customers \
-         WHERE id = $1",
+        "SELECT id, name, email, phone, vat_id, credit_limit, version, created_at, updated_at, erased_at \
+         FROM customers WHERE id = $1",
     )
     .bind(id)
     .fetch_optional(&mut *conn)
@@ -113,6 +113,7 @@ async fn read_customer(conn: &mut AnyConnection, id: &str) -> Result<Customer, E
         vat_id: text("vat_id")?,
         contacts,
         addresses,
+        credit_limit: text("credit_limit")?,
         version: row.try_get("version")?,
         created_at: timestamp(&row.try_get::<String, _>("created_at")?),
         updated_at: timestamp(&row.try_get::<String, _>("updated_at")?),
@@ -228,6 +229,7 @@ fn changed_fields(current: &Customer, fields: &BTreeSet<Field>, new: &Values) ->
             Field::VatId => current.vat_id != text(&new.vat_id),
             Field::Contacts => contact_values(&current.contacts) != contact_values(&new.contacts),
             Field::Addresses => address_values(&current.addresses) != address_values(&new.addresses),
+            Field::CreditLimit => current.credit_limit != text(&new.credit_limit),
         })
         .collect()
 }
@@ -243,6 +245,7 @@ fn set_fields(values: &Values) -> BTreeSet<Field> {
             Field::VatId => values.vat_id.is_some(),
             Field::Contacts => !values.contacts.is_empty(),
             Field::Addresses => !values.addresses.is_empty(),
+            Field::CreditLimit => values.credit_limit.is_some(),
         })
         .collect()
 }
@@ -257,8 +260,8 @@ impl EmbeddedCrm {
         let at = now();
         let v = &new.values;
         sqlx::query(
-            "INSERT INTO customers (id, name, email, email_key, phone, vat_id, version, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7)",
+            "INSERT INTO customers (id, name, email, email_key, phone, vat_id, credit_limit, version, created_at, \
+             updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $8)",
         )
         .bind(&id)
         .bind(&v.name)
@@ -266,6 +269,7 @@ impl EmbeddedCrm {
         .bind(v.email.as_ref().map(|e| e.to_lowercase()))
         .bind(&v.phone)
         .bind(&v.vat_id)
+        .bind(&v.credit_limit)
         .bind(&at)
         .execute(&mut *tx)
         .await?;
@@ -328,14 +332,15 @@ impl EmbeddedCrm {
         let name = if has(Field::Name) { v.name.clone() } else { current.name.clone() };
         let email = pick(Field::Email, &v.email, &current.email);
         sqlx::query(
-            "UPDATE customers SET name = $1, email = $2, email_key = $3, phone = $4, vat_id = $5, version = $6, \
-             updated_at = $7 WHERE id = $8",
+            "UPDATE customers SET name = $1, email = $2, email_key = $3, phone = $4, vat_id = $5, \
+             credit_limit = $6, version = $7, updated_at = $8 WHERE id = $9",
         )
         .bind(name)
         .bind(&email)
         .bind(email.as_ref().map(|e| e.to_lowercase()))
         .bind(pick(Field::Phone, &v.phone, &current.phone))
         .bind(pick(Field::VatId, &v.vat_id, &current.vat_id))
+        .bind(pick(Field::CreditLimit, &v.credit_limit, &current.credit_limit))
         .bind(version)
         .bind(&at)
         .bind(&update.id)
@@ -371,13 +376,14 @@ impl EmbeddedCrm {
                 Field::VatId => !current.vat_id.is_empty(),
                 Field::Contacts => !current.contacts.is_empty(),
                 Field::Addresses => !current.addresses.is_empty(),
+                Field::CreditLimit => !current.credit_limit.is_empty(),
             })
             .collect();
         let version = current.version + 1;
         let at = now();
         sqlx::query(
             "UPDATE customers SET name = '', email = NULL, email_key = NULL, phone = NULL, vat_id = NULL, \
-             version = $1, updated_at = $2, erased_at = $2 WHERE id = $3",
+             credit_limit = NULL, version = $1, updated_at = $2, erased_at = $2 WHERE id = $3",
         )
         .bind(version)
         .bind(&at)

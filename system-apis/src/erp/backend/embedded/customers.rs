@@ -2,13 +2,17 @@
 //! id and e-mail unique, credit limit as decimal text, custom fields as a
 //! JSON object) and its `addresses`. Creating a customer is idempotent
 //! through the `idempotency` table, as every create of this backend is.
+//! An erased customer keeps its row, anonymised and stamped `erased_at`,
+//! since its sales orders and invoices point at it and must be kept.
 
-use erp_connect_proto::erp::v1::{Address, Customer};
+use erp_connect_proto::erp::v1::{Address, Customer, ErasureAction};
 use rust_decimal::Decimal;
 use sqlx::{AnyConnection, Row};
 
 use super::{EmbeddedErp, Tx, custom_to_store, log_change, money, new_id, now, remember, replayed, stored_custom};
-use crate::erp::{CustomerKey, Error, NewCustomer};
+use crate::erp::{
+    CustomerChange, CustomerKey, ERASED_NAME, Error, NewCustomer, RETENTION_REASON, erased, erasure_action,
+};
 
 pub(super) async fn read_customer(conn: &mut AnyConnection, id: &str) -> Result<Customer, Error> {
     let row = sqlx::query(
@@ -59,6 +63,21 @@ async fn insert_address(tx: &mut Tx, customer_id: &str, address: &Address) -> Re
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// Whether customer `id` was erased; not found if there is no such customer.
+async fn is_erased(tx: &mut Tx, id: &str) -> Result<bool, Error> {
+    let row = sqlx::query("SELECT erased_at FROM customers WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| Error::not_found("customer", id))?;
+    Ok(row.try_get::<Option<String>, _>("erased_at")?.is_some())
+}
+
+async fn count(tx: &mut Tx, sql: &'static str, id: &str) -> Result<usize, Error> {
+    let n: i64 = sqlx::query_scalar(sql).bind(id).fetch_one(&mut **tx).await?;
+    Ok(usize::try_from(n).unwrap_or_default())
 }
 
 impl EmbeddedErp {
@@ -141,11 +160,83 @@ impl EmbeddedErp {
 
     pub(super) async fn add_address(&self, id: &str, address: &Address) -> Result<Customer, Error> {
         let mut tx = self.write_tx().await?;
-        read_customer(&mut tx, id).await?;
+        // An erased customer gets no personal data back.
+        if is_erased(&mut tx, id).await? {
+            return Err(erased(id));
+        }
         insert_address(&mut tx, id, address).await?;
         log_change(&mut tx, "customer", id, "active").await?;
         let customer = read_customer(&mut tx, id).await?;
         tx.commit().await?;
         Ok(customer)
+    }
+
+    pub(super) async fn update_customer(&self, id: &str, change: &CustomerChange) -> Result<Customer, Error> {
+        let mut tx = self.write_tx().await?;
+        if is_erased(&mut tx, id).await? {
+            return Err(erased(id));
+        }
+        if let Some(Some(email)) = &change.email {
+            // Checked, not left to the unique index: a caller learns which
+            // customer has the address, as when creating one.
+            let taken: Option<String> =
+                sqlx::query_scalar("SELECT id FROM customers WHERE lower(email) = lower($1) AND id <> $2")
+                    .bind(email)
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some(existing) = taken {
+                return Err(Error::precondition(
+                    "CUSTOMER_EXISTS",
+                    existing,
+                    "another customer has this e-mail address",
+                ));
+            }
+        }
+        if let Some(name) = &change.name {
+            sqlx::query("UPDATE customers SET name = $1 WHERE id = $2").bind(name).bind(id).execute(&mut *tx).await?;
+        }
+        if let Some(email) = &change.email {
+            sqlx::query("UPDATE customers SET email = $1 WHERE id = $2").bind(email).bind(id).execute(&mut *tx).await?;
+        }
+        log_change(&mut tx, "customer", id, "active").await?;
+        let customer = read_customer(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(customer)
+    }
+
+    pub(super) async fn erase_customer(&self, id: &str) -> Result<(Customer, Vec<ErasureAction>), Error> {
+        let mut tx = self.write_tx().await?;
+        let again = is_erased(&mut tx, id).await?;
+        // Deleted rather than emptied: no order or invoice of this ERP
+        // points at an address.
+        let addresses = sqlx::query("DELETE FROM addresses WHERE customer_id = $1").bind(id).execute(&mut *tx).await?;
+        let addresses = usize::try_from(addresses.rows_affected()).unwrap_or_default();
+        let orders = count(&mut tx, "SELECT count(*) FROM sales_orders WHERE customer_id = $1", id).await?;
+        let invoices = count(&mut tx, "SELECT count(*) FROM invoices WHERE customer_id = $1", id).await?;
+        if !again {
+            // A repeat changes nothing, so it is no change in the feed either.
+            sqlx::query(
+                "UPDATE customers SET name = $1, email = NULL, external_id = NULL, erased_at = $2 WHERE id = $3",
+            )
+            .bind(ERASED_NAME)
+            .bind(now())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            log_change(&mut tx, "customer", id, "erased").await?;
+        }
+        let customer = read_customer(&mut tx, id).await?;
+        tx.commit().await?;
+        let actions = vec![
+            erasure_action("name", "anonymised", "", 0),
+            erasure_action("email", "removed", "", 0),
+            erasure_action("external_id", "removed", "", 0),
+            erasure_action("addresses", "removed", "", addresses),
+            erasure_action("customer", "deactivated", "", 0),
+            erasure_action("sales_orders", "kept", RETENTION_REASON, orders),
+            erasure_action("invoices", "kept", RETENTION_REASON, invoices),
+        ];
+        Ok((customer, actions))
     }
 }

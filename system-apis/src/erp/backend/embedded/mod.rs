@@ -36,15 +36,15 @@ mod shipments;
 use std::{collections::HashMap, path::Path, str::FromStr};
 
 use erp_connect_proto::erp::v1::{
-    Address, Capabilities, Change, CustomValue, Customer, Invoice, OpenAmount, Product, SalesOrder, Shipment,
-    StockLevel,
+    Address, Capabilities, Change, CustomValue, Customer, ErasureAction, Invoice, OpenAmount, Product, SalesOrder,
+    Shipment, StockLevel,
 };
 use rust_decimal::Decimal;
 use sqlx::{Any, Row, Transaction, any::AnyRow};
 
 use platform::database::{Database, Migrations, idempotency};
 
-use crate::erp::{Connector, CustomerKey, Error, InvoicePayment, NewCustomer, NewSalesOrder, Page};
+use crate::erp::{Connector, CustomerChange, CustomerKey, Error, InvoicePayment, NewCustomer, NewSalesOrder, Page};
 
 static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/embedded/sqlite");
 static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/embedded/postgres");
@@ -189,6 +189,16 @@ impl Connector for EmbeddedErp {
     #[tracing::instrument(skip_all, fields(otel.kind = "client", db.system.name = self.db_system(), db.operation.name = "add_address"))]
     async fn add_address(&self, id: &str, address: &Address) -> Result<Customer, Error> {
         self.add_address(id, address).await
+    }
+
+    #[tracing::instrument(skip_all, fields(otel.kind = "client", db.system.name = self.db_system(), db.operation.name = "update_customer"))]
+    async fn update_customer(&self, id: &str, change: &CustomerChange) -> Result<Customer, Error> {
+        self.update_customer(id, change).await
+    }
+
+    #[tracing::instrument(skip_all, fields(otel.kind = "client", db.system.name = self.db_system(), db.operation.name = "erase_customer"))]
+    async fn erase_customer(&self, id: &str) -> Result<(Customer, Vec<ErasureAction>), Error> {
+        self.erase_customer(id).await
     }
 
     #[tracing::instrument(skip_all, fields(otel.kind = "client", db.system.name = self.db_system(), db.operation.name = "create_sales_order"))]

@@ -22,7 +22,7 @@ use super::{
     records::{Stamp, State, decode, flag, reference_to},
     rpc,
 };
-use crate::erp::Error;
+use crate::erp::{ERASED_NAME, Error};
 
 /// Any record in the feed: `write_date`, `create_date`.
 #[derive(Debug, Deserialize)]
@@ -55,6 +55,15 @@ struct SaleProgress {
 struct InvoiceLine {
     origin: Option<String>,
     invoice: i64,
+}
+
+/// `party.party` in the feed: `active`, `name` (what tells an erased customer).
+#[derive(Debug, Deserialize)]
+struct PartyChanged {
+    id: i64,
+    #[serde(deserialize_with = "flag")]
+    active: bool,
+    name: String,
 }
 
 /// `product.template` in the feed: its stamps and `products`.
@@ -199,31 +208,39 @@ impl TrytonErp {
             Some(at) => json!(["OR", [["write_date", ">", at]], [["write_date", "=", null], ["create_date", ">", at]]]),
             None => json!([]),
         };
-        let records: Vec<Value> = self
-            .search_read(
-                model,
-                domain,
-                Some(limit),
-                Some(json!([["write_date", "ASC"], ["create_date", "ASC"], ["id", "ASC"]])),
-                match aggregate {
-                    Aggregate::Customer => &["write_date", "create_date"],
-                    Aggregate::Invoice => &["state", "write_date", "create_date", "total_amount", "lines"],
-                    Aggregate::SalesOrder => {
-                        &["state", "write_date", "create_date", "shipment_state", "shipments", "invoices"]
-                    }
-                    _ => &["state", "write_date", "create_date"],
-                },
-            )
-            .await?;
+        let order = Some(json!([["write_date", "ASC"], ["create_date", "ASC"], ["id", "ASC"]]));
+        let fields: &[&str] = match aggregate {
+            Aggregate::Customer => &["write_date", "create_date", "active", "name"],
+            Aggregate::Invoice => &["state", "write_date", "create_date", "total_amount", "lines"],
+            Aggregate::SalesOrder => &["state", "write_date", "create_date", "shipment_state", "shipments", "invoices"],
+            _ => &["state", "write_date", "create_date"],
+        };
+        let records: Vec<Value> = match aggregate {
+            // An erased customer is an inactive party, which Tryton's search
+            // hides: its erasure is a change all the same.
+            Aggregate::Customer => self.search_read_inactive_too(model, domain, Some(limit), order, fields).await?,
+            _ => self.search_read(model, domain, Some(limit), order, fields).await?,
+        };
         // Where the feed reports another state than Tryton's (see the methods).
         let overrides = match aggregate {
             Aggregate::Invoice => self.invoice_changes(&decode_all(model, &records)?).await?,
             Aggregate::SalesOrder => self.sale_changes(&decode_all(model, &records)?).await?,
             _ => HashMap::new(),
         };
-        // Parties have no state: a customer that changed is `active`.
+        // Parties have no state: a customer that changed is `active`, or
+        // `erased` or `inactive` once deactivated.
         let states: Vec<Option<State>> = match aggregate {
-            Aggregate::Customer => records.iter().map(|_| None).collect(),
+            Aggregate::Customer => decode_all::<PartyChanged>(model, &records)?
+                .into_iter()
+                .map(|p| {
+                    let state = match (p.active, p.name == ERASED_NAME) {
+                        (true, _) => "active",
+                        (false, true) => "erased",
+                        (false, false) => "inactive",
+                    };
+                    Some(State { id: p.id, state: state.to_owned() })
+                })
+                .collect(),
             _ => decode_all(model, &records)?.into_iter().map(Some).collect(),
         };
         let prefix = match aggregate {

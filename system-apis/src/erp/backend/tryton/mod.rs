@@ -39,7 +39,8 @@ use custom_fields::Mapping;
 use erp_connect_proto::{
     custom_fields::Definitions,
     erp::v1::{
-        Address, Capabilities, Change, Customer, Invoice, OpenAmount, Product, SalesOrder, Shipment, StockLevel,
+        Address, Capabilities, Change, Customer, ErasureAction, Invoice, OpenAmount, Product, SalesOrder, Shipment,
+        StockLevel,
     },
 };
 use records::{Code, Id, decode};
@@ -49,7 +50,7 @@ use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 use std::sync::RwLock as SyncRwLock;
 
-use crate::erp::{Connector, CustomerKey, Error, InvoicePayment, NewCustomer, NewSalesOrder, Page};
+use crate::erp::{Connector, CustomerChange, CustomerKey, Error, InvoicePayment, NewCustomer, NewSalesOrder, Page};
 
 /// `[erp.tryton]` in the config file.
 #[derive(Debug, Clone, Deserialize)]
@@ -294,6 +295,37 @@ impl TrytonErp {
         Ok(decode(model, &result)?)
     }
 
+    /// Like [`Self::search_read`], inactive records included. Through the
+    /// context (`active_test` false), not the domain: Tryton 8 still hides
+    /// inactive records from a domain that names `active` beside an `OR`
+    /// clause.
+    async fn search_read_inactive_too<T: DeserializeOwned>(
+        &self,
+        model: &str,
+        domain: Value,
+        limit: Option<usize>,
+        order: Option<Value>,
+        fields: &[&str],
+    ) -> Result<Vec<T>, Error> {
+        let mut context = serde_json::Map::new();
+        context.insert("active_test".into(), json!(false));
+        let result = self
+            .rpc
+            .call_with_context(
+                &format!("model.{model}.search_read"),
+                vec![
+                    domain,
+                    json!(0),
+                    limit.map_or(Value::Null, |l| json!(l)),
+                    order.unwrap_or(Value::Null),
+                    json!(fields),
+                ],
+                Some(&context),
+            )
+            .await?;
+        Ok(decode(model, &result)?)
+    }
+
     /// `read` of `ids` on `model`, each record decoded as `T`.
     async fn read<T: DeserializeOwned>(&self, model: &str, ids: &[i64], fields: &[&str]) -> Result<Vec<T>, Error> {
         if ids.is_empty() {
@@ -370,6 +402,14 @@ impl Connector for TrytonErp {
 
     async fn add_address(&self, id: &str, address: &Address) -> Result<Customer, Error> {
         self.add_address(id, address).await
+    }
+
+    async fn update_customer(&self, id: &str, change: &CustomerChange) -> Result<Customer, Error> {
+        self.update_customer(id, change).await
+    }
+
+    async fn erase_customer(&self, id: &str) -> Result<(Customer, Vec<ErasureAction>), Error> {
+        self.erase_customer(id).await
     }
 
     async fn create_sales_order(&self, new: &NewSalesOrder) -> Result<SalesOrder, Error> {
