@@ -35,6 +35,7 @@ use crate::{
         orders::{MobileLine, MobileOrder, MobileOrderPage, MobileOrderSummary},
         products::{MobileProduct, MobileProductPage},
     },
+    ops::customers::{EraseBody, ErasureView, GoldenCustomerView, GoldenFieldView, SystemErasureView},
     ops::quarantine::{DiscardBody, QuarantinePage, QuarantinedView, ReplayBody},
     ops::{
         orders::{OpsOrderPage, OpsOrderView, SagaStepView},
@@ -421,6 +422,11 @@ struct OverviewRateLimit {
         QuarantinePage,
         ReplayBody,
         DiscardBody,
+        GoldenCustomerView,
+        GoldenFieldView,
+        EraseBody,
+        ErasureView,
+        SystemErasureView,
         MobileProductPage,
         MobileProduct,
         MobileOrderPage,
@@ -436,7 +442,8 @@ struct OverviewRateLimit {
             the order's status as server-sent events."),
         (name = "partner", description = "Partners: their own tenant's orders, invoices and webhooks \
             (events described in /asyncapi.json)."),
-        (name = "ops", description = "Operators: orders of every tenant, cash application and the warehouse's stand-in.")
+        (name = "ops", description = "Operators: orders of every tenant, cash application and the warehouse's stand-in, \
+            customer master data and data-subject requests.")
     )
 )]
 pub struct ApiDoc;
