@@ -14,6 +14,8 @@
 //! - [`quarantine`]: what failed in order files, to replay or discard.
 //! - [`customers`]: a customer's golden record across the CRM and the ERP,
 //!   and the data-subject requests on it (export, erasure).
+//! - [`master_data`]: what the master data synchronisation held for an
+//!   operator (duplicates, conflicts), its accuracy, and a resync.
 
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -21,6 +23,7 @@ use crate::Upstreams;
 
 pub mod console;
 pub mod customers;
+pub mod master_data;
 pub mod orders;
 pub mod payments;
 pub mod quarantine;
@@ -49,4 +52,9 @@ pub fn router() -> OpenApiRouter<Upstreams> {
         .routes(routes!(customers::get))
         .routes(routes!(customers::export))
         .routes(routes!(customers::erase))
+        .routes(routes!(master_data::list))
+        .routes(routes!(master_data::get))
+        .routes(routes!(master_data::resolve))
+        .routes(routes!(master_data::accuracy))
+        .routes(routes!(master_data::resync))
 }
