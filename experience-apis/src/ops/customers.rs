@@ -199,7 +199,7 @@ impl From<pb::ErasureReport> for ErasureView {
     ),
     security(("bearer" = ["ops"]), ("api_key" = ["ops"]))
 )]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(skip_all, fields(customer_id = %id.0))]
 pub async fn get(State(upstreams): State<Upstreams>, id: ObjectId) -> Result<Json<GoldenCustomerView>, Error> {
     let id = customer_id(id)?;
     let found = client(&upstreams).get_customer(pb::GetCustomerRequest { id }).await.map_err(lookup)?;
@@ -219,7 +219,7 @@ pub async fn get(State(upstreams): State<Upstreams>, id: ObjectId) -> Result<Jso
     ),
     security(("bearer" = ["ops"]), ("api_key" = ["ops"]))
 )]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(skip_all, fields(customer_id = %id.0))]
 pub async fn export(
     State(upstreams): State<Upstreams>,
     Caller(operator): Caller,
@@ -262,7 +262,7 @@ pub async fn export(
     ),
     security(("bearer" = ["ops"]), ("api_key" = ["ops"]))
 )]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(skip_all, fields(customer_id = %id.0))]
 pub async fn erase(
     State(upstreams): State<Upstreams>,
     Caller(operator): Caller,

@@ -243,7 +243,7 @@ pub async fn list(
     ),
     security(("bearer" = ["ops"]), ("api_key" = ["ops"]))
 )]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(skip_all, fields(entry_id = %id))]
 pub async fn get(
     State(upstreams): State<Upstreams>,
     ObjectId(id): ObjectId,
@@ -268,7 +268,7 @@ pub async fn get(
     ),
     security(("bearer" = ["ops"]), ("api_key" = ["ops"]))
 )]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(skip_all, fields(entry_id = %id))]
 pub async fn resolve(
     State(upstreams): State<Upstreams>,
     Caller(operator): Caller,
