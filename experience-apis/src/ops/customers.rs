@@ -37,6 +37,11 @@ pub fn client(upstreams: &Upstreams) -> MasterDataServiceClient<GrpcChannel> {
 
 const NO_SUCH: &str = "no such customer";
 
+/// Largest export taken from the process tier. gRPC's default of 4 MiB
+/// is for ordinary messages; a long-standing customer's orders and
+/// invoices can pass it, and a refused export helps no one.
+const MAX_EXPORT_BYTES: usize = 64 << 20;
+
 /// Longest erasure reason accepted, as for other audited decisions.
 pub const MAX_REASON_LEN: usize = 500;
 
@@ -229,7 +234,12 @@ pub async fn export(
     // A read, but of everything about a person: the process tier audits
     // it with the operator's name.
     let request = acting::request(pb::ExportCustomerRequest { id: id.clone() }, &operator.subject);
-    let export = client(&upstreams).export_customer(request).await.map_err(lookup)?.into_inner();
+    let export = client(&upstreams)
+        .max_decoding_message_size(MAX_EXPORT_BYTES)
+        .export_customer(request)
+        .await
+        .map_err(lookup)?
+        .into_inner();
     // Passed through as the process tier wrote it, once known to be the
     // JSON object the contract promises.
     if !serde_json::from_str::<serde_json::Value>(&export.document_json).is_ok_and(|v| v.is_object()) {
@@ -278,10 +288,7 @@ pub async fn erase(
         }]));
     }
     let request = acting::request(pb::EraseCustomerRequest { id, reason }, &operator.subject);
-    let report = client(&upstreams).erase_customer(request).await.map_err(|status| match status.code() {
-        Code::NotFound => Error::NotFound(NO_SUCH),
-        _ => Error::Process(status),
-    })?;
+    let report = client(&upstreams).erase_customer(request).await.map_err(Error::lookup(NO_SUCH))?;
     Ok(Json(report.into_inner().into()))
 }
 
@@ -340,6 +347,11 @@ pub(crate) mod fake_process_tier {
 
     /// The export the fake hands out, with spacing no serializer would choose.
     pub(crate) const DOCUMENT: &str = "{\"golden\": {\"id\": \"mdc_1\"},  \"crm\": {\"name\": \"Ada Lovelace\"}}";
+
+    /// An export over gRPC's default 4 MiB message limit.
+    pub(crate) fn big_document() -> String {
+        format!("{{\"invoices\": \"{}\"}}", "i".repeat(5 << 20))
+    }
 
     pub(crate) fn conflict(id: &str, status: &str) -> pb::QuarantineEntry {
         pb::QuarantineEntry {
@@ -447,6 +459,9 @@ pub(crate) mod fake_process_tier {
             request: Request<pb::ExportCustomerRequest>,
         ) -> Result<Response<pb::CustomerExport>, Status> {
             self.record("ExportCustomer", &request);
+            if request.get_ref().id == "mdc_big" {
+                return Ok(Response::new(pb::CustomerExport { document_json: big_document() }));
+            }
             known(&request.get_ref().id)?;
             Ok(Response::new(pb::CustomerExport { document_json: DOCUMENT.into() }))
         }
@@ -535,7 +550,7 @@ pub(crate) mod fake_process_tier {
         let request = request.body(body.map_or_else(Body::empty, |b| Body::from(b.to_owned()))).expect("request");
         let response = app.clone().oneshot(request).await.expect("an answer");
         let (parts, body) = response.into_parts();
-        let bytes = axum::body::to_bytes(body, 1 << 20).await.expect("body").to_vec();
+        let bytes = axum::body::to_bytes(body, 16 << 20).await.expect("body").to_vec();
         Reply { status: parts.status, headers: parts.headers, bytes }
     }
 }
@@ -544,7 +559,7 @@ pub(crate) mod fake_process_tier {
 mod tests {
     use serde_json::json;
 
-    use super::fake_process_tier::{DOCUMENT, Fake, app, call};
+    use super::fake_process_tier::{DOCUMENT, Fake, app, big_document, call};
 
     #[tokio::test]
     async fn a_golden_record_has_each_field_with_its_owner_in_field_order_against_a_fake_process_tier() {
@@ -636,5 +651,8 @@ mod tests {
         assert_eq!(reply.headers[http::header::CONTENT_DISPOSITION], "attachment; filename=\"customer-crm-7.json\"");
         let calls = fake.calls();
         assert_eq!((calls[0].rpc, calls[0].actor.as_str()), ("ExportCustomer", "alice"));
+        // A long-standing customer's export may pass gRPC's default 4 MiB.
+        let reply = call(&app(&fake), "GET", "/ops/v1/customers/mdc_big/export", None).await;
+        assert_eq!((reply.status.as_u16(), reply.bytes.len()), (200, big_document().len()));
     }
 }
