@@ -8,7 +8,8 @@
 //! - [`mobile`]: `/mobile/v1/...` for the web shop's customers in the
 //!   mobile app: compact answers, order status as server-sent events.
 //! - [`ops`]: `/ops/v1/...` for operators: orders of every tenant, cash
-//!   application, shipments; and the ops console at `/ops`.
+//!   application, shipments, customer master data and data-subject
+//!   requests; and the ops console at `/ops`.
 //!
 //! and what the audiences share:
 //! - [`orders`]: the order JSON of the contract and the body of a new order.

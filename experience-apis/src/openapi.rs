@@ -37,6 +37,13 @@ use crate::{
     },
     ops::quarantine::{DiscardBody, QuarantinePage, QuarantinedView, ReplayBody},
     ops::{
+        customers::{EraseBody, ErasureView, GoldenCustomerView, GoldenFieldView, SystemErasureView},
+        master_data::{
+            AccuracyView, Decision, MasterDataQuarantineEntry, MasterDataQuarantineList, ResolveBody, ResyncView,
+            SystemRefView,
+        },
+    },
+    ops::{
         orders::{OpsOrderPage, OpsOrderView, SagaStepView},
         payments::PaymentBody,
         shipments::ShipmentView,
@@ -421,6 +428,18 @@ struct OverviewRateLimit {
         QuarantinePage,
         ReplayBody,
         DiscardBody,
+        GoldenCustomerView,
+        GoldenFieldView,
+        EraseBody,
+        ErasureView,
+        SystemErasureView,
+        MasterDataQuarantineEntry,
+        MasterDataQuarantineList,
+        SystemRefView,
+        ResolveBody,
+        Decision,
+        AccuracyView,
+        ResyncView,
         MobileProductPage,
         MobileProduct,
         MobileOrderPage,
@@ -436,7 +455,8 @@ struct OverviewRateLimit {
             the order's status as server-sent events."),
         (name = "partner", description = "Partners: their own tenant's orders, invoices and webhooks \
             (events described in /asyncapi.json)."),
-        (name = "ops", description = "Operators: orders of every tenant, cash application and the warehouse's stand-in.")
+        (name = "ops", description = "Operators: orders of every tenant, cash application and the warehouse's stand-in, \
+            customer master data and data-subject requests.")
     )
 )]
 pub struct ApiDoc;

@@ -1,5 +1,6 @@
-//! `/ops/v1`: operators' view of and actions on orders of any tenant
-//! (scope `ops`, checked by the gateway), and the ops console at `/ops`.
+//! `/ops/v1`: operators' view of and actions on orders of any tenant and
+//! on customer master data (scope `ops`, checked by the gateway), and the
+//! ops console at `/ops`.
 //! Calls to the process tier carry an empty tenant, which it reads as "any
 //! tenant".
 //!
@@ -11,12 +12,18 @@
 //! - [`shipments`]: marking a shipment done, standing in for a warehouse.
 //! - [`webhooks`]: every tenant's webhook endpoints and failed deliveries.
 //! - [`quarantine`]: what failed in order files, to replay or discard.
+//! - [`customers`]: a customer's golden record across the CRM and the ERP,
+//!   and the data-subject requests on it (export, erasure).
+//! - [`master_data`]: what the master data synchronisation held for an
+//!   operator (duplicates, conflicts), its accuracy, and a resync.
 
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::Upstreams;
 
 pub mod console;
+pub mod customers;
+pub mod master_data;
 pub mod orders;
 pub mod payments;
 pub mod quarantine;
@@ -42,4 +49,12 @@ pub fn router() -> OpenApiRouter<Upstreams> {
         .routes(routes!(quarantine::get))
         .routes(routes!(quarantine::replay))
         .routes(routes!(quarantine::discard))
+        .routes(routes!(customers::get))
+        .routes(routes!(customers::export))
+        .routes(routes!(customers::erase))
+        .routes(routes!(master_data::list))
+        .routes(routes!(master_data::get))
+        .routes(routes!(master_data::resolve))
+        .routes(routes!(master_data::accuracy))
+        .routes(routes!(master_data::resync))
 }
