@@ -108,7 +108,7 @@ async fn crm_read(c: &mut Clients, id: &str) -> crm::Customer {
 }
 
 async fn golden(c: &mut Clients, id: &str) -> Option<md::GoldenCustomer> {
-    c.master.get_customer(md::GetCustomerRequest { id: id.into() }).await.ok().map(|r| r.into_inner())
+    c.master.get_customer(md::GetCustomerRequest { id: id.into() }).await.ok().and_then(|r| r.into_inner().customer)
 }
 
 fn has_ref(g: &md::GoldenCustomer, system: &str, id: &str) -> bool {
@@ -208,7 +208,7 @@ async fn owners_changes_reach_the_other_system_and_a_non_owners_change_is_writte
     let accuracy = eventually!("a comparison", {
         let resync = c.master.resync(acting::request(md::ResyncRequest {}, "ops-alice")).await.expect("resync");
         assert!(resync.into_inner().links >= 2);
-        let a = c.master.get_accuracy(md::AccuracyRequest {}).await.expect("accuracy").into_inner();
+        let a = c.master.get_accuracy(md::GetAccuracyRequest {}).await.expect("accuracy").into_inner();
         (a.compared_at_ms > 0).then_some(a)
     });
     assert!(accuracy.customers_compared >= 1);
@@ -241,7 +241,7 @@ async fn under_the_quarantine_policy_a_non_owners_change_waits_for_an_operator()
         ..Default::default()
     };
     let decided =
-        c.master.resolve_quarantined(acting::request(accept, "ops-alice")).await.expect("accept").into_inner();
+        c.master.resolve_quarantined(acting::request(accept, "ops-alice")).await.expect("accept").into_inner().entry.expect("entry");
     assert_eq!((decided.status.as_str(), decided.resolved_by.as_str()), ("accepted", "ops-alice"));
     assert_eq!(crm_read(&mut c, &in_crm.id).await.name, "Ada Byron", "accepted into the owner");
     let again = md::ResolveQuarantinedRequest { id: held.id.clone(), decision: "revert".into(), ..Default::default() };
@@ -296,7 +296,7 @@ async fn an_ambiguous_duplicate_waits_in_quarantine_and_an_operators_merge_links
         golden_id: target.clone(),
         reason: "same company, checked by phone".into(),
     };
-    let merged = c.master.resolve_quarantined(acting::request(merge, "ops-bob")).await.expect("merge").into_inner();
+    let merged = c.master.resolve_quarantined(acting::request(merge, "ops-bob")).await.expect("merge").into_inner().entry.expect("entry");
     assert_eq!((merged.status.as_str(), merged.golden_id.as_str()), ("merged", target.as_str()));
     let g = golden(&mut c, &target).await.expect("golden");
     assert!(has_ref(&g, "erp", &party.id) && has_ref(&g, "crm", &first.id) && !has_ref(&g, "crm", &second.id));
@@ -349,7 +349,7 @@ async fn a_shopper_the_crm_knows_orders_as_one_erp_customer_named_by_the_crm_and
 
     // Erase: gone from the CRM, anonymised in the ERP, removed from our orders.
     let erase = md::EraseCustomerRequest { id: g.id.clone(), reason: "ticket 4711".into() };
-    let report = c.master.erase_customer(acting::request(erase, "ops-dpo")).await.expect("erase").into_inner();
+    let report = c.master.erase_customer(acting::request(erase, "ops-dpo")).await.expect("erase").into_inner().report.expect("report");
     let outcome = |system: &str| report.systems.iter().find(|s| s.system == system).map(|s| s.outcome.clone());
     assert_eq!(outcome("crm").as_deref(), Some("erased"));
     assert_eq!(outcome("erp").as_deref(), Some("anonymised"));

@@ -208,7 +208,7 @@ impl From<pb::ErasureReport> for ErasureView {
 pub async fn get(State(upstreams): State<Upstreams>, id: ObjectId) -> Result<Json<GoldenCustomerView>, Error> {
     let id = customer_id(id)?;
     let found = client(&upstreams).get_customer(pb::GetCustomerRequest { id }).await.map_err(lookup)?;
-    Ok(Json(found.into_inner().into()))
+    Ok(Json(found.into_inner().customer.unwrap_or_default().into()))
 }
 
 /// Everything held about the customer, as one JSON document to hand to the person (a data-subject access request); audited.
@@ -289,7 +289,7 @@ pub async fn erase(
     }
     let request = acting::request(pb::EraseCustomerRequest { id, reason }, &operator.subject);
     let report = client(&upstreams).erase_customer(request).await.map_err(Error::lookup(NO_SUCH))?;
-    Ok(Json(report.into_inner().into()))
+    Ok(Json(report.into_inner().report.unwrap_or_default().into()))
 }
 
 /// An in-process fake of the process tier's `MasterDataService`, served
@@ -374,7 +374,7 @@ pub(crate) mod fake_process_tier {
         async fn get_customer(
             &self,
             request: Request<pb::GetCustomerRequest>,
-        ) -> Result<Response<pb::GoldenCustomer>, Status> {
+        ) -> Result<Response<pb::GetCustomerResponse>, Status> {
             self.record("GetCustomer", &request);
             known(&request.get_ref().id)?;
             let field = |field: &str, value_json: &str, owner: &str, changed_at_ms| pb::GoldenField {
@@ -383,22 +383,24 @@ pub(crate) mod fake_process_tier {
                 owner: owner.into(),
                 changed_at_ms,
             };
-            Ok(Response::new(pb::GoldenCustomer {
-                id: "mdc_1".into(),
-                fields: vec![
-                    field("name", "\"Ada Lovelace\"", "crm", 1_764_400_000_000),
-                    field("email", "\"ada@example.com\"", "crm", 0),
-                    field("phone", "", "crm", 0),
-                    field("vat_id", "\"DE123\"", "erp", 0),
-                    field("addresses", r#"[{"street":"Hauptstr. 1","city":"Berlin"}]"#, "erp", 0),
-                    field("credit_limit", "\"5000.00\"", "erp", 0),
-                ],
-                refs: vec![
-                    pb::SystemRef { system: "crm".into(), id: "7".into() },
-                    pb::SystemRef { system: "erp".into(), id: "42".into() },
-                ],
-                created_at_ms: 1_764_300_000_000,
-                erased_at_ms: 0,
+            Ok(Response::new(pb::GetCustomerResponse {
+                customer: Some(pb::GoldenCustomer {
+                    id: "mdc_1".into(),
+                    fields: vec![
+                        field("name", "\"Ada Lovelace\"", "crm", 1_764_400_000_000),
+                        field("email", "\"ada@example.com\"", "crm", 0),
+                        field("phone", "", "crm", 0),
+                        field("vat_id", "\"DE123\"", "erp", 0),
+                        field("addresses", r#"[{"street":"Hauptstr. 1","city":"Berlin"}]"#, "erp", 0),
+                        field("credit_limit", "\"5000.00\"", "erp", 0),
+                    ],
+                    refs: vec![
+                        pb::SystemRef { system: "crm".into(), id: "7".into() },
+                        pb::SystemRef { system: "erp".into(), id: "42".into() },
+                    ],
+                    created_at_ms: 1_764_300_000_000,
+                    erased_at_ms: 0,
+                }),
             }))
         }
 
@@ -423,10 +425,10 @@ pub(crate) mod fake_process_tier {
         async fn get_quarantined(
             &self,
             request: Request<pb::GetQuarantinedRequest>,
-        ) -> Result<Response<pb::QuarantineEntry>, Status> {
+        ) -> Result<Response<pb::GetQuarantinedResponse>, Status> {
             self.record("GetQuarantined", &request);
             match request.get_ref().id.as_str() {
-                "mdq_1" => Ok(Response::new(conflict("mdq_1", "open"))),
+                "mdq_1" => Ok(Response::new(pb::GetQuarantinedResponse { entry: Some(conflict("mdq_1", "open")) })),
                 _ => Err(Status::not_found("no entry")),
             }
         }
@@ -434,13 +436,15 @@ pub(crate) mod fake_process_tier {
         async fn resolve_quarantined(
             &self,
             request: Request<pb::ResolveQuarantinedRequest>,
-        ) -> Result<Response<pb::QuarantineEntry>, Status> {
+        ) -> Result<Response<pb::ResolveQuarantinedResponse>, Status> {
             self.record("ResolveQuarantined", &request);
             match request.get_ref().id.as_str() {
-                "mdq_1" => Ok(Response::new(pb::QuarantineEntry {
-                    resolved_at_ms: 1_764_500_000_000,
-                    resolved_by: acting::of(&request),
-                    ..conflict("mdq_1", "reverted")
+                "mdq_1" => Ok(Response::new(pb::ResolveQuarantinedResponse {
+                    entry: Some(pb::QuarantineEntry {
+                        resolved_at_ms: 1_764_500_000_000,
+                        resolved_by: acting::of(&request),
+                        ..conflict("mdq_1", "reverted")
+                    }),
                 })),
                 "mdq_done" => {
                     let details = ErrorDetails::with_precondition_failure_violation(
@@ -457,38 +461,40 @@ pub(crate) mod fake_process_tier {
         async fn export_customer(
             &self,
             request: Request<pb::ExportCustomerRequest>,
-        ) -> Result<Response<pb::CustomerExport>, Status> {
+        ) -> Result<Response<pb::ExportCustomerResponse>, Status> {
             self.record("ExportCustomer", &request);
             if request.get_ref().id == "mdc_big" {
-                return Ok(Response::new(pb::CustomerExport { document_json: big_document() }));
+                return Ok(Response::new(pb::ExportCustomerResponse { document_json: big_document() }));
             }
             known(&request.get_ref().id)?;
-            Ok(Response::new(pb::CustomerExport { document_json: DOCUMENT.into() }))
+            Ok(Response::new(pb::ExportCustomerResponse { document_json: DOCUMENT.into() }))
         }
 
         async fn erase_customer(
             &self,
             request: Request<pb::EraseCustomerRequest>,
-        ) -> Result<Response<pb::ErasureReport>, Status> {
+        ) -> Result<Response<pb::EraseCustomerResponse>, Status> {
             self.record("EraseCustomer", &request);
             known(&request.get_ref().id)?;
-            Ok(Response::new(pb::ErasureReport {
-                id: "mdc_1".into(),
-                systems: vec![
-                    pb::SystemErasure {
-                        system: "crm".into(),
-                        outcome: "erased".into(),
-                        done: vec!["contact deleted".into()],
-                        kept: Vec::new(),
-                    },
-                    pb::SystemErasure {
-                        system: "erp".into(),
-                        outcome: "anonymised".into(),
-                        done: vec!["name, e-mail and phone replaced".into()],
-                        kept: vec!["2 invoices: kept 10 years for the tax authority".into()],
-                    },
-                ],
-                erased_at_ms: 1_764_500_000_000,
+            Ok(Response::new(pb::EraseCustomerResponse {
+                report: Some(pb::ErasureReport {
+                    id: "mdc_1".into(),
+                    systems: vec![
+                        pb::SystemErasure {
+                            system: "crm".into(),
+                            outcome: "erased".into(),
+                            done: vec!["contact deleted".into()],
+                            kept: Vec::new(),
+                        },
+                        pb::SystemErasure {
+                            system: "erp".into(),
+                            outcome: "anonymised".into(),
+                            done: vec!["name, e-mail and phone replaced".into()],
+                            kept: vec!["2 invoices: kept 10 years for the tax authority".into()],
+                        },
+                    ],
+                    erased_at_ms: 1_764_500_000_000,
+                }),
             }))
         }
 
@@ -499,11 +505,11 @@ pub(crate) mod fake_process_tier {
 
         async fn get_accuracy(
             &self,
-            request: Request<pb::AccuracyRequest>,
-        ) -> Result<Response<pb::AccuracyResponse>, Status> {
+            request: Request<pb::GetAccuracyRequest>,
+        ) -> Result<Response<pb::GetAccuracyResponse>, Status> {
             self.record("GetAccuracy", &request);
             let field = |field: &str, mismatches| pb::FieldMismatches { field: field.into(), mismatches };
-            Ok(Response::new(pb::AccuracyResponse {
+            Ok(Response::new(pb::GetAccuracyResponse {
                 fields: vec![field("name", 0), field("email", 2), field("phone", 1), field("addresses", 0)],
                 compared_at_ms: 1_764_400_000_000,
                 customers_compared: 12,

@@ -250,7 +250,7 @@ pub async fn get(
 ) -> Result<Json<MasterDataQuarantineEntry>, Error> {
     let found =
         client(&upstreams).get_quarantined(pb::GetQuarantinedRequest { id }).await.map_err(Error::lookup(NO_SUCH))?;
-    Ok(Json(found.into_inner().into()))
+    Ok(Json(found.into_inner().entry.unwrap_or_default().into()))
 }
 
 /// Decides a master data quarantine entry: merge or keep apart a duplicate, accept or revert a conflict; audited.
@@ -277,7 +277,7 @@ pub async fn resolve(
 ) -> Result<Json<MasterDataQuarantineEntry>, Error> {
     let request = acting::request(body.into_request(id)?, &operator.subject);
     let resolved = client(&upstreams).resolve_quarantined(request).await.map_err(Error::lookup(NO_SUCH))?;
-    Ok(Json(resolved.into_inner().into()))
+    Ok(Json(resolved.into_inner().entry.unwrap_or_default().into()))
 }
 
 /// Field-level mismatches between the systems at the last comparison of owned fields.
@@ -293,8 +293,8 @@ pub struct AccuracyView {
     pub customers_compared: i64,
 }
 
-impl From<pb::AccuracyResponse> for AccuracyView {
-    fn from(a: pb::AccuracyResponse) -> Self {
+impl From<pb::GetAccuracyResponse> for AccuracyView {
+    fn from(a: pb::GetAccuracyResponse) -> Self {
         Self {
             mismatches: Ordered(a.fields.into_iter().map(|f| (f.field, f.mismatches)).collect()),
             compared_at: (a.compared_at_ms > 0).then(|| rfc3339(a.compared_at_ms)),
@@ -310,7 +310,7 @@ impl From<pb::AccuracyResponse> for AccuracyView {
 )]
 #[tracing::instrument(skip_all)]
 pub async fn accuracy(State(upstreams): State<Upstreams>) -> Result<Json<AccuracyView>, Error> {
-    let found = client(&upstreams).get_accuracy(pb::AccuracyRequest {}).await?.into_inner();
+    let found = client(&upstreams).get_accuracy(pb::GetAccuracyRequest {}).await?.into_inner();
     Ok(Json(found.into()))
 }
 

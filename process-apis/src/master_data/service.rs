@@ -147,9 +147,9 @@ impl pb::master_data_service_server::MasterDataService for Service {
     async fn get_customer(
         &self,
         request: Request<pb::GetCustomerRequest>,
-    ) -> Result<Response<pb::GoldenCustomer>, Status> {
+    ) -> Result<Response<pb::GetCustomerResponse>, Status> {
         let golden = self.master.resolve_id(&request.into_inner().id).await?;
-        Ok(Response::new(self.master.golden_record(&golden).await?))
+        Ok(Response::new(pb::GetCustomerResponse { customer: Some(self.master.golden_record(&golden).await?) }))
     }
 
     async fn list_quarantine(
@@ -174,36 +174,39 @@ impl pb::master_data_service_server::MasterDataService for Service {
     async fn get_quarantined(
         &self,
         request: Request<pb::GetQuarantinedRequest>,
-    ) -> Result<Response<pb::QuarantineEntry>, Status> {
-        Ok(Response::new(entry(&self.open_entry(&request.into_inner().id).await?)))
+    ) -> Result<Response<pb::GetQuarantinedResponse>, Status> {
+        let found = self.open_entry(&request.into_inner().id).await?;
+        Ok(Response::new(pb::GetQuarantinedResponse { entry: Some(entry(&found)) }))
     }
 
     async fn resolve_quarantined(
         &self,
         request: Request<pb::ResolveQuarantinedRequest>,
-    ) -> Result<Response<pb::QuarantineEntry>, Status> {
+    ) -> Result<Response<pb::ResolveQuarantinedResponse>, Status> {
         self.enabled()?;
         let actor = acting::of(&request);
-        Ok(Response::new(self.resolve(request.into_inner(), &actor).await?))
+        let decided = self.resolve(request.into_inner(), &actor).await?;
+        Ok(Response::new(pb::ResolveQuarantinedResponse { entry: Some(decided) }))
     }
 
     async fn export_customer(
         &self,
         request: Request<pb::ExportCustomerRequest>,
-    ) -> Result<Response<pb::CustomerExport>, Status> {
+    ) -> Result<Response<pb::ExportCustomerResponse>, Status> {
         let golden = self.master.resolve_id(&request.into_inner().id).await?;
         let document = self.master.export(&golden).await?;
-        Ok(Response::new(pb::CustomerExport { document_json: document.to_string() }))
+        Ok(Response::new(pb::ExportCustomerResponse { document_json: document.to_string() }))
     }
 
     async fn erase_customer(
         &self,
         request: Request<pb::EraseCustomerRequest>,
-    ) -> Result<Response<pb::ErasureReport>, Status> {
+    ) -> Result<Response<pb::EraseCustomerResponse>, Status> {
         let actor = acting::of(&request);
         let req = request.into_inner();
         let golden = self.master.resolve_id(&req.id).await?;
-        Ok(Response::new(self.master.erase(&golden, &actor, &req.reason).await?))
+        let report = self.master.erase(&golden, &actor, &req.reason).await?;
+        Ok(Response::new(pb::EraseCustomerResponse { report: Some(report) }))
     }
 
     async fn resync(&self, request: Request<pb::ResyncRequest>) -> Result<Response<pb::ResyncResponse>, Status> {
@@ -219,7 +222,10 @@ impl pb::master_data_service_server::MasterDataService for Service {
         Ok(Response::new(pb::ResyncResponse { customers, links }))
     }
 
-    async fn get_accuracy(&self, _: Request<pb::AccuracyRequest>) -> Result<Response<pb::AccuracyResponse>, Status> {
+    async fn get_accuracy(
+        &self,
+        _: Request<pb::GetAccuracyRequest>,
+    ) -> Result<Response<pb::GetAccuracyResponse>, Status> {
         let rows = self.master.inner.store.accuracy().await.map_err(Error::from)?;
         let compared_at_ms = rows.iter().map(|r| r.compared_at).max().unwrap_or_default();
         let customers_compared = rows.first().map(|r| r.customers).unwrap_or_default();
@@ -230,7 +236,7 @@ impl pb::master_data_service_server::MasterDataService for Service {
                 mismatches: rows.iter().find(|r| r.field == f.as_str()).map(|r| r.mismatches).unwrap_or_default(),
             })
             .collect();
-        Ok(Response::new(pb::AccuracyResponse { fields, compared_at_ms, customers_compared }))
+        Ok(Response::new(pb::GetAccuracyResponse { fields, compared_at_ms, customers_compared }))
     }
 }
 
