@@ -321,6 +321,7 @@ impl TrytonErp {
         // Inactive records too: what a Tryton user archived is personal data all the same.
         let all_of_party = json!([["party", "=", party_id]]);
         let (mut addresses, mut mechanisms, mut identifiers) = (Vec::new(), Vec::new(), Vec::new());
+        let mut code_kept = false;
         // A repeat finds the party erased and writes nothing, so it is no
         // new change in the feed; a first erase that failed half-way wrote
         // nothing (it is one write) and runs again in full.
@@ -348,14 +349,39 @@ impl TrytonErp {
             if !addresses.is_empty() {
                 values["addresses"] = json!([["write", ids(&addresses), self.emptied_address().await?]]);
             }
-            self.rpc.call("model.party.party.write", vec![json!([party_id]), values]).await?;
+            let written = self.rpc.call("model.party.party.write", vec![json!([party_id]), values.clone()]).await;
+            if let Err(err) = written {
+                // Tryton 8.2 refuses to change the code of a party that has
+                // documents ("You are not allowed to modify the field Code");
+                // 8.0 allows it. The rest is erased all the same, and the
+                // code is hidden: erp.v1 reads an erased party without it,
+                // and Tryton's searches skip the inactive party.
+                let err = Error::from(err);
+                if !matches!(err, Error::FailedPrecondition { reason: "ERP_REJECTED", .. }) {
+                    return Err(err);
+                }
+                if let Value::Object(record) = &mut values {
+                    record.remove("code");
+                }
+                self.rpc.call("model.party.party.write", vec![json!([party_id]), values]).await?;
+                code_kept = true;
+            }
         }
         let sales = self.count("sale.sale", json!([["party", "=", party_id]])).await?;
         let invoices = self.count("account.invoice", json!([["party", "=", party_id]])).await?;
         let actions = vec![
             erasure_action("name", "anonymised", "", 0),
             erasure_action("email", "removed", "", 0),
-            erasure_action("external_id", "removed", "", 0),
+            if code_kept {
+                erasure_action(
+                    "external_id",
+                    "kept",
+                    "Tryton refuses to change this party's code; it is hidden from reads and searches",
+                    0,
+                )
+            } else {
+                erasure_action("external_id", "removed", "", 0)
+            },
             erasure_action("contact_mechanisms", "removed", "", mechanisms.len()),
             erasure_action("identifiers", "removed", "", identifiers.len()),
             erasure_action(
