@@ -240,8 +240,14 @@ async fn under_the_quarantine_policy_a_non_owners_change_waits_for_an_operator()
         reason: "married name".into(),
         ..Default::default()
     };
-    let decided =
-        c.master.resolve_quarantined(acting::request(accept, "ops-alice")).await.expect("accept").into_inner().entry.expect("entry");
+    let decided = c
+        .master
+        .resolve_quarantined(acting::request(accept, "ops-alice"))
+        .await
+        .expect("accept")
+        .into_inner()
+        .entry
+        .expect("entry");
     assert_eq!((decided.status.as_str(), decided.resolved_by.as_str()), ("accepted", "ops-alice"));
     assert_eq!(crm_read(&mut c, &in_crm.id).await.name, "Ada Byron", "accepted into the owner");
     let again = md::ResolveQuarantinedRequest { id: held.id.clone(), decision: "revert".into(), ..Default::default() };
@@ -265,6 +271,11 @@ async fn an_ambiguous_duplicate_waits_in_quarantine_and_an_operators_merge_links
     let email = format!("twins-{}@example.com", unique());
     let first = crm_customer(&mut c, "Twin One GmbH", &email).await;
     let second = crm_customer(&mut c, "Twin Two GmbH", &email).await;
+    // Each has its golden record (reading one makes it) before the ERP
+    // customer arrives: it then matches two.
+    let target = golden(&mut c, &format!("crm:{}", first.id)).await.expect("first's golden record").id;
+    let other = golden(&mut c, &format!("crm:{}", second.id)).await.expect("second's golden record").id;
+    assert_ne!(target, other);
     let party = erp_customer(&mut c, "TWIN", &email, "0").await;
     let held = eventually!("the duplicate held", {
         let list = c.master.list_quarantine(md::ListQuarantineRequest { status: "open".into(), limit: 200 }).await;
@@ -276,8 +287,7 @@ async fn an_ambiguous_duplicate_waits_in_quarantine_and_an_operators_merge_links
     });
     assert_eq!(held.kind, "duplicate");
     assert_eq!(held.candidates.len(), 2, "{held:?}");
-    let target = golden(&mut c, &format!("crm:{}", first.id)).await.expect("first's golden record").id;
-    assert!(held.candidates.contains(&target));
+    assert!(held.candidates.contains(&target) && held.candidates.contains(&other), "{held:?}");
     assert_eq!(erp_read(&mut c, &party.id).await.name, "TWIN", "nothing is written while it waits");
 
     let not_a_candidate = md::ResolveQuarantinedRequest {
@@ -296,7 +306,14 @@ async fn an_ambiguous_duplicate_waits_in_quarantine_and_an_operators_merge_links
         golden_id: target.clone(),
         reason: "same company, checked by phone".into(),
     };
-    let merged = c.master.resolve_quarantined(acting::request(merge, "ops-bob")).await.expect("merge").into_inner().entry.expect("entry");
+    let merged = c
+        .master
+        .resolve_quarantined(acting::request(merge, "ops-bob"))
+        .await
+        .expect("merge")
+        .into_inner()
+        .entry
+        .expect("entry");
     assert_eq!((merged.status.as_str(), merged.golden_id.as_str()), ("merged", target.as_str()));
     let g = golden(&mut c, &target).await.expect("golden");
     assert!(has_ref(&g, "erp", &party.id) && has_ref(&g, "crm", &first.id) && !has_ref(&g, "crm", &second.id));
@@ -349,7 +366,14 @@ async fn a_shopper_the_crm_knows_orders_as_one_erp_customer_named_by_the_crm_and
 
     // Erase: gone from the CRM, anonymised in the ERP, removed from our orders.
     let erase = md::EraseCustomerRequest { id: g.id.clone(), reason: "ticket 4711".into() };
-    let report = c.master.erase_customer(acting::request(erase, "ops-dpo")).await.expect("erase").into_inner().report.expect("report");
+    let report = c
+        .master
+        .erase_customer(acting::request(erase, "ops-dpo"))
+        .await
+        .expect("erase")
+        .into_inner()
+        .report
+        .expect("report");
     let outcome = |system: &str| report.systems.iter().find(|s| s.system == system).map(|s| s.outcome.clone());
     assert_eq!(outcome("crm").as_deref(), Some("erased"));
     assert_eq!(outcome("erp").as_deref(), Some("anonymised"));

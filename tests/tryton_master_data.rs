@@ -109,7 +109,7 @@ async fn linked(s: &mut Setup, crm_id: &str, party: i64) -> String {
         let found = s.master.get_customer(md::GetCustomerRequest { id: format!("crm:{crm_id}") }).await;
         found
             .ok()
-            .map(|g| g.into_inner())
+            .and_then(|g| g.into_inner().customer)
             .filter(|g| g.refs.iter().any(|r| r.system == "erp" && r.id == erp_id))
             .map(|g| g.id)
     })
@@ -214,7 +214,14 @@ async fn a_shopper_the_crm_knows_orders_as_the_existing_tryton_party_and_is_expo
 
     // Erasure: anonymised in Tryton, read back over its own JSON-RPC.
     let erase = md::EraseCustomerRequest { id: golden.clone(), reason: "data-subject request 17".into() };
-    let report = s.master.erase_customer(acting::request(erase, "ops-dpo")).await.expect("erase").into_inner().report.expect("report");
+    let report = s
+        .master
+        .erase_customer(acting::request(erase, "ops-dpo"))
+        .await
+        .expect("erase")
+        .into_inner()
+        .report
+        .expect("report");
     let erp = report.systems.iter().find(|r| r.system == "erp").expect("erp report");
     assert_eq!(erp.outcome, "anonymised", "{report:?}");
     assert!(erp.kept.iter().any(|k| k.contains("invoices")), "{erp:?}");
