@@ -393,3 +393,40 @@ async fn a_shopper_the_crm_knows_orders_as_one_erp_customer_named_by_the_crm_and
     c.master.erase_customer(erase).await.expect("erase again");
     app.stop_all().await;
 }
+
+#[tokio::test]
+async fn the_cross_reference_is_kept_on_disk_and_master_data_resync_rebuilds_it_from_both_systems() {
+    let (app, mut c) = start(OnConflict::OwnerWins).await;
+    let (in_crm, in_erp, golden_id) = linked_pair(&mut c).await;
+
+    // The links are rows in the process tier's database, which a restart reopens.
+    let url = format!("sqlite://{}", app.data_dir.path().join("process.db").display());
+    let db = sqlx::SqlitePool::connect(&url).await.expect("process.db");
+    let links: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM md_links WHERE customer_id = $1")
+        .bind(&golden_id)
+        .fetch_one(&db)
+        .await
+        .expect("links");
+    assert_eq!(links, 2, "both ids are in the cross-reference on disk");
+
+    // The cross-reference lost (a restore without it, say): `erp-connect
+    // master-data resync` reads both systems again and links the pair.
+    sqlx::query("DELETE FROM md_links").execute(&db).await.expect("links deleted");
+    sqlx::query("DELETE FROM md_customers").execute(&db).await.expect("golden records deleted");
+    db.close().await;
+    let process = app.grpc.iter().find(|(t, _)| *t == Target::Process).map(|(_, a)| *a).expect("process tier");
+    let out = tokio::process::Command::new(harness::BIN)
+        .args(["master-data", "resync", "--process-url", &format!("http://{process}")])
+        .arg("--data-dir")
+        .arg(app.data_dir.path())
+        .env_remove("ERP_CONNECT_CONFIG")
+        .output()
+        .await
+        .expect("master-data resync runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.starts_with("master data resynced: "), "{stdout}");
+    let rebuilt = golden(&mut c, &format!("crm:{}", in_crm.id)).await.expect("golden record again");
+    assert!(has_ref(&rebuilt, "erp", &in_erp.id), "linked again by e-mail: {rebuilt:?}");
+    app.stop_all().await;
+}

@@ -75,7 +75,10 @@ macro_rules! eventually {
 
 /// A party made in Tryton itself, with an e-mail contact mechanism.
 async fn tryton_party(s: &Setup, name: &str, email: &str) -> i64 {
-    let record = json!({"name": name, "contact_mechanisms": [["create", [{"type": "email", "value": email}]]]});
+    // A code of its own: two tests creating parties at once would draw
+    // the same one from Tryton's sequence.
+    let record = json!({"name": name, "code": format!("md-{}", unique()),
+        "contact_mechanisms": [["create", [{"type": "email", "value": email}]]]});
     let ids = s.tryton.call("model.party.party.create", vec![json!([record])]).await.expect("party created");
     ids[0].as_i64().expect("party id")
 }
@@ -227,7 +230,8 @@ async fn a_shopper_the_crm_knows_orders_as_the_existing_tryton_party_and_is_expo
     assert!(erp.kept.iter().any(|k| k.contains("invoices")), "{erp:?}");
     let after = party(&s, party_id).await;
     assert!(!after["name"].as_str().unwrap_or_default().contains("Grace"), "{after}");
-    assert_eq!(after["active"], false, "{after}");
+    // Tryton answers booleans as false or 0, by release.
+    assert!(after["active"] == json!(false) || after["active"] == json!(0), "deactivated: {after}");
     assert_eq!(after["contact_mechanisms"], json!([]), "{after}");
     let mechanisms = s
         .tryton
