@@ -354,9 +354,19 @@ async fn a_shopper_the_crm_knows_orders_as_one_erp_customer_named_by_the_crm_and
     let g = golden(&mut c, &format!("crm:{}", in_crm.id)).await.expect("golden");
     assert!(has_ref(&g, "erp", &party.id), "linked by the order at once: {g:?}");
 
-    // Export: every record, in every system.
-    let export = c.master.export_customer(md::ExportCustomerRequest { id: g.id.clone() }).await.expect("export");
-    let document: serde_json::Value = serde_json::from_str(&export.into_inner().document_json).expect("JSON");
+    // The golden record, as an operator reads it over HTTP.
+    let ops = app.token("ops");
+    let record = harness::get(&app.url(&format!("/ops/v1/customers/crm:{}", in_crm.id)), Some(&ops)).await;
+    assert_eq!(record.status, 200, "{}", record.text);
+    assert_eq!(record.body["id"], g.id.as_str());
+    assert_eq!(record.body["fields"]["name"]["value"], "Grace Hopper");
+    assert_eq!(record.body["fields"]["name"]["owner"], "crm");
+    assert_eq!(record.body["ids"]["erp"], party.id.as_str(), "{}", record.text);
+
+    // Export over HTTP: every record, in every system.
+    let export = harness::get(&app.url(&format!("/ops/v1/customers/{}/export", g.id)), Some(&ops)).await;
+    assert_eq!(export.status, 200, "{}", export.text);
+    let document = export.body.clone();
     assert_eq!(document["crm"]["customers"][0]["email"], email);
     assert_eq!(document["erp"]["customers"][0]["id"], party.id);
     assert_eq!(document["erp"]["sales_orders"].as_array().map(Vec::len), Some(2));
@@ -365,21 +375,22 @@ async fn a_shopper_the_crm_knows_orders_as_one_erp_customer_named_by_the_crm_and
     assert!(document.to_string().contains(&email));
 
     // Erase: gone from the CRM, anonymised in the ERP, removed from our orders.
-    let erase = md::EraseCustomerRequest { id: g.id.clone(), reason: "ticket 4711".into() };
-    let report = c
-        .master
-        .erase_customer(acting::request(erase, "ops-dpo"))
-        .await
-        .expect("erase")
-        .into_inner()
-        .report
-        .expect("report");
-    let outcome = |system: &str| report.systems.iter().find(|s| s.system == system).map(|s| s.outcome.clone());
-    assert_eq!(outcome("crm").as_deref(), Some("erased"));
-    assert_eq!(outcome("erp").as_deref(), Some("anonymised"));
-    assert_eq!(outcome("erp-connect").as_deref(), Some("erased"));
-    let erp_report = report.systems.iter().find(|s| s.system == "erp").expect("erp");
-    assert!(erp_report.kept.iter().any(|k| k.contains("invoices")), "{erp_report:?}");
+    let erase = post_json(
+        &app.url(&format!("/ops/v1/customers/{}/erase", g.id)),
+        &ops,
+        &json!({"reason": "ticket 4711"}),
+        None,
+    )
+    .await;
+    assert_eq!(erase.status, 200, "{}", erase.text);
+    let system = |name: &str| {
+        let all = erase.body["systems"].as_array().cloned().unwrap_or_default();
+        all.into_iter().find(|s| s["system"] == name).unwrap_or_default()
+    };
+    assert_eq!(system("crm")["outcome"], "erased");
+    assert_eq!(system("erp")["outcome"], "anonymised");
+    assert_eq!(system("erp-connect")["outcome"], "erased");
+    assert!(system("erp")["kept"].to_string().contains("invoices"), "{}", erase.text);
     let after = crm_read(&mut c, &in_crm.id).await;
     assert!(after.erased_at.is_some() && after.name.is_empty() && after.email.is_empty());
     let party = erp_read(&mut c, &party.id).await;
