@@ -30,8 +30,7 @@ struct Clients {
 async fn start(on_conflict: OnConflict) -> (Running, Clients) {
     let app = spawn_serve_with(|config| {
         quick_sagas(config);
-        let mut master = MasterDataConfig::default();
-        master.poll_interval = Duration::from_millis(50);
+        let mut master = MasterDataConfig { poll_interval: Duration::from_millis(50), ..Default::default() };
         master.customer.on_conflict = on_conflict;
         config.master_data = Some(master);
     })

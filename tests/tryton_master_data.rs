@@ -41,9 +41,10 @@ async fn start() -> Setup {
         config.erp.backend = BackendKind::Tryton;
         config.erp.tryton = Some(for_app);
         config.process.system_timeout = Duration::from_secs(30);
-        let mut master = process_apis::master_data::Config::default();
-        master.poll_interval = Duration::from_millis(200);
-        config.master_data = Some(master);
+        config.master_data = Some(process_apis::master_data::Config {
+            poll_interval: Duration::from_millis(200),
+            ..Default::default()
+        });
     })
     .await;
     Setup {
