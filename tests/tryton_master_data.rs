@@ -2,7 +2,8 @@
 //! `serve` mode, read back over Tryton's own JSON-RPC: a name changed in
 //! the CRM reaches the Tryton party; a credit limit changed in Tryton
 //! reaches the CRM; a name changed in Tryton is written back (the CRM owns
-//! names); a web shopper the CRM knows by e-mail orders as the existing
+//! names), or under the quarantine policy held until an operator reverts
+//! it; a web shopper the CRM knows by e-mail orders as the existing
 //! Tryton party; and the person's export and erasure, after which Tryton
 //! keeps the invoice of an anonymised, deactivated party.
 //!
@@ -21,6 +22,7 @@ use erp_connect_proto::{
     order_to_cash::v1::{self as o2c, order_to_cash_service_client::OrderToCashServiceClient},
 };
 use harness::{ProcessChannel, Running, post_json, quick_sagas, spawn_serve_with};
+use process_apis::master_data::OnConflict;
 use serde_json::{Value, json};
 use system_apis::erp::{BackendKind, backend::tryton};
 
@@ -31,7 +33,7 @@ struct Setup {
     master: MasterDataServiceClient<ProcessChannel>,
 }
 
-async fn start() -> Setup {
+async fn start(on_conflict: OnConflict) -> Setup {
     harness::leaks::watch_logs();
     let server =
         tokio::task::spawn_blocking(|| tryton::test_server::config("erp_master_data")).await.expect("tryton set up");
@@ -41,10 +43,10 @@ async fn start() -> Setup {
         config.erp.backend = BackendKind::Tryton;
         config.erp.tryton = Some(for_app);
         config.process.system_timeout = Duration::from_secs(30);
-        config.master_data = Some(process_apis::master_data::Config {
-            poll_interval: Duration::from_millis(200),
-            ..Default::default()
-        });
+        let mut master =
+            process_apis::master_data::Config { poll_interval: Duration::from_millis(200), ..Default::default() };
+        master.customer.on_conflict = on_conflict;
+        config.master_data = Some(master);
     })
     .await;
     Setup {
@@ -121,7 +123,7 @@ async fn linked(s: &mut Setup, crm_id: &str, party: i64) -> String {
 
 #[tokio::test]
 async fn crm_names_reach_the_tryton_party_tryton_limits_reach_the_crm_and_tryton_renames_are_written_back() {
-    let mut s = start().await;
+    let mut s = start(OnConflict::OwnerWins).await;
     let email = format!("ada-{}@tryton-md.example", unique());
     let party_id = tryton_party(&s, "ADA (typed in Tryton)", &email).await;
     let customer = crm_customer(&mut s, "Ada Lovelace", &email).await;
@@ -166,7 +168,7 @@ async fn crm_names_reach_the_tryton_party_tryton_limits_reach_the_crm_and_tryton
 
 #[tokio::test]
 async fn a_shopper_the_crm_knows_orders_as_the_existing_tryton_party_and_is_exported_then_erased_with_invoices_kept() {
-    let mut s = start().await;
+    let mut s = start(OnConflict::OwnerWins).await;
     let run = unique();
     let email = format!("grace-{run}@tryton-md.example");
     let party_id = tryton_party(&s, "G. Hopper", &email).await;
@@ -253,5 +255,33 @@ async fn a_shopper_the_crm_knows_orders_as_the_existing_tryton_party_and_is_expo
     let export = s.master.export_customer(md::ExportCustomerRequest { id: golden }).await.expect("export");
     let text = export.into_inner().document_json;
     assert!(!text.contains(&email) && !text.contains("Grace"), "nothing of the person left: {text}");
+    s.app.stop_all().await;
+}
+
+#[tokio::test]
+async fn under_the_quarantine_policy_a_rename_in_tryton_waits_for_an_operator_who_reverts_it() {
+    let mut s = start(OnConflict::Quarantine).await;
+    let email = format!("lin-{}@tryton-md.example", unique());
+    let party_id = tryton_party(&s, "LIN", &email).await;
+    let customer = crm_customer(&mut s, "Lin Chen", &email).await;
+    let golden = linked(&mut s, &customer.id, party_id).await;
+    eventually!("the CRM's name on the party", Some(party(&s, party_id).await).filter(|p| p["name"] == "Lin Chen"));
+
+    s.tryton
+        .call("model.party.party.write", vec![json!([party_id]), json!({"name": "Lin Chen-Weber"})])
+        .await
+        .expect("renamed in Tryton");
+    let held = eventually!("the rename held for review", {
+        let list = s.master.list_quarantine(md::ListQuarantineRequest { status: "open".into(), limit: 200 }).await;
+        list.expect("list").into_inner().entries.into_iter().find(|e| e.golden_id == golden)
+    });
+    assert_eq!((held.kind.as_str(), held.field.as_str()), ("conflict", "name"));
+    assert_eq!(held.value_json, "\"Lin Chen-Weber\"");
+    assert_eq!(party(&s, party_id).await["name"], "Lin Chen-Weber", "held, not written back");
+
+    let revert = md::ResolveQuarantinedRequest { id: held.id, decision: "revert".into(), ..Default::default() };
+    s.master.resolve_quarantined(acting::request(revert, "ops-alice")).await.expect("reverted");
+    assert_eq!(party(&s, party_id).await["name"], "Lin Chen", "the owner's name is back in Tryton");
+    assert_eq!(crm_read(&mut s, &customer.id).await.name, "Lin Chen");
     s.app.stop_all().await;
 }

@@ -2,7 +2,8 @@
 //! external id, then through customer master data when the CRM owns
 //! identity (the CRM's one customer with the verified e-mail: its linked
 //! ERP customer, else one created under the CRM's name and linked), then
-//! by verified e-mail in the ERP, else creates it with the customer's own
+//! by verified e-mail in the ERP (also when the CRM does not answer: an
+//! order does not wait for the CRM), else creates it with the customer's own
 //! idempotency key (`customer:<external id>`, so that two orders of one
 //! new customer create it once). Then the order has its
 //! `customer_id`, and needs [`super::add_address`] if the customer has no
@@ -44,7 +45,13 @@ async fn through_master_data(
     let known = match master.known_by_email(&wanted.email).await {
         Ok(Some(known)) => known,
         Ok(None) => return Ok(None),
-        Err(crate::master_data::Error::System { status, .. }) => return Err(cx.fail(status)),
+        // The CRM (or the ERP, read for the link) does not answer: the
+        // order goes on as without master data rather than wait for the
+        // CRM; the feed links the customer by e-mail when it answers again.
+        Err(crate::master_data::Error::System { system, status }) => {
+            tracing::warn!(%system, code = ?status.code(), "master data cannot resolve the customer now; resolving without it");
+            return Ok(None);
+        }
         Err(err) => return Err(StepError::Retry(format!("{}: master data: {err}", cx.name))),
     };
     if let Some(id) = &known.erp_id {
