@@ -13,6 +13,7 @@ const PROTOS: &[&str] = &[
     "order_batches/v1/order_batches.proto",
     "crm/v1/crm.proto",
     "master_data/v1/master_data.proto",
+    "audit/v1/audit.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -70,7 +70,9 @@ async fn check_tiers(app: &Running) {
         assert_eq!(health.status, ServingStatus::Serving as i32, "{target:?}");
         let services = listed_services(ch.clone()).await;
         let expected: &[&str] = match target {
-            erp_connect::serve::Target::Process => &["catalog.v1.CatalogService", "grpc.health.v1.Health"],
+            erp_connect::serve::Target::Process => {
+                &["catalog.v1.CatalogService", "audit.v1.AuditService", "grpc.health.v1.Health"]
+            }
             _ => &["erp.v1.ProductService", "erp.v1.InventoryService", "crm.v1.CrmService", "grpc.health.v1.Health"],
         };
         for name in expected.iter().chain(&["grpc.reflection.v1.ServerReflection"]) {

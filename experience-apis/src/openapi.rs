@@ -37,6 +37,7 @@ use crate::{
     },
     ops::quarantine::{DiscardBody, QuarantinePage, QuarantinedView, ReplayBody},
     ops::{
+        audit::{AuditList, AuditRecord},
         customers::{EraseBody, ErasureView, GoldenCustomerView, GoldenFieldView, SystemErasureView},
         master_data::{
             AccuracyView, Decision, MasterDataQuarantineEntry, MasterDataQuarantineList, ResolveBody, ResyncView,
@@ -184,36 +185,6 @@ pub(crate) enum OrderStatusName {
     Completed,
     Cancelled,
     Rejected,
-}
-
-/// A row of the audit trail.
-#[derive(ToSchema)]
-#[allow(dead_code)] // documentation only: the body is written by the gateway
-struct AuditRecord {
-    /// Position in the chain, from 1.
-    seq: i64,
-    /// Unix milliseconds.
-    at: i64,
-    /// Who acted: an operator's subject, or `cli` for the command line.
-    actor: String,
-    /// What was done: `keys.create`, `keys.revoke`, `keys.rotate`.
-    action: String,
-    /// To what: a key id.
-    object: String,
-    /// What else the action recorded (never a key or a secret).
-    detail: serde_json::Value,
-    /// SHA-256 (hex) of this row and the previous row's hash.
-    hash: String,
-}
-
-/// `GET /ops/v1/audit`.
-#[derive(ToSchema)]
-#[allow(dead_code)] // documentation only
-struct AuditList {
-    /// Newest first.
-    records: Vec<AuditRecord>,
-    /// Pass as `page_token` for the next page; absent on the last page.
-    next_page_token: Option<String>,
 }
 
 /// `POST /ops/v1/keys/{id}/rotate`, optional.

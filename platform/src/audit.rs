@@ -29,12 +29,20 @@
 //! advisory lock of its own (replicas of a tier then keep one chain); on
 //! SQLite the store's single writer already serialises every transaction.
 //! Nothing in this module updates or deletes a row.
+//!
+//! # Reading it over HTTP
+//! Both trails are listed with the same query (`GET /ops/v1/audit` by the
+//! gateway, `GET /ops/v1/audit/process` by the experience tier), read by
+//! [`Filter::from_query`] so that the two routes cannot drift apart.
 
 use futures_util::TryStreamExt;
 use sha2::{Digest, Sha256};
 use sqlx::{Any, Row, Transaction};
 
-use crate::database::{Database, Dialect, lock_key};
+use crate::{
+    database::{Database, Dialect, lock_key},
+    problem::FieldError,
+};
 
 /// The `prev_hash` of the first row.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -229,6 +237,73 @@ pub struct Filter {
     pub limit: u32,
 }
 
+/// Largest `page_size` of the HTTP query, as the other ops lists.
+pub const MAX_PAGE_SIZE: u32 = 100;
+/// `page_size` when the HTTP query asks for none.
+pub const DEFAULT_PAGE_SIZE: u32 = 50;
+/// Longest value of a text filter: ids and subjects are far shorter.
+pub const MAX_TEXT: usize = 256;
+
+impl Filter {
+    /// The filter an HTTP query asks for, or every bad parameter: `actor`,
+    /// `action`, `object` (exact matches, 1 to [`MAX_TEXT`] characters),
+    /// `since` and `until` (RFC 3339, or a date meaning its midnight UTC),
+    /// `page_size` (1 to [`MAX_PAGE_SIZE`], default [`DEFAULT_PAGE_SIZE`])
+    /// and `page_token` (the previous page's `next_page_token`, the last
+    /// row's `seq`). Anything else, a repeated parameter or a bad value is
+    /// named.
+    pub fn from_query(raw: Option<&str>) -> Result<Self, Vec<FieldError>> {
+        let mut filter = Filter { limit: DEFAULT_PAGE_SIZE, ..Filter::default() };
+        let mut errors = Vec::new();
+        let mut seen = Vec::new();
+        let mut bad = |field: &str, message: &str| {
+            errors.push(FieldError { field: field.to_owned(), message: message.to_owned() });
+        };
+        for (key, value) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+            if seen.contains(&key) {
+                bad(&key, "given more than once");
+                continue;
+            }
+            seen.push(key.clone());
+            let text = || (!value.is_empty() && value.len() <= MAX_TEXT).then(|| value.to_string());
+            match key.as_ref() {
+                "actor" | "action" | "object" => match text() {
+                    Some(text) => {
+                        *match key.as_ref() {
+                            "actor" => &mut filter.actor,
+                            "action" => &mut filter.action,
+                            _ => &mut filter.object,
+                        } = Some(text)
+                    }
+                    None => bad(&key, &format!("must be 1 to {MAX_TEXT} characters")),
+                },
+                "since" | "until" => match time_ms(&value) {
+                    Some(at) if key == "since" => filter.since = Some(at),
+                    Some(at) => filter.until = Some(at),
+                    None => bad(&key, "must be an RFC 3339 time (2026-12-01T08:00:00Z) or a date (2026-12-01)"),
+                },
+                "page_size" => match value.parse::<u32>() {
+                    Ok(n) if (1..=MAX_PAGE_SIZE).contains(&n) => filter.limit = n,
+                    _ => bad("page_size", &format!("must be an integer from 1 to {MAX_PAGE_SIZE}")),
+                },
+                "page_token" => match value.parse::<i64>() {
+                    Ok(seq) if seq > 0 => filter.before_seq = Some(seq),
+                    _ => bad("page_token", "not a token this list gave"),
+                },
+                other => bad(other, "unknown query parameter"),
+            }
+        }
+        if errors.is_empty() { Ok(filter) } else { Err(errors) }
+    }
+}
+
+/// `2026-12-01` (midnight UTC) or an RFC 3339 time, as unix ms.
+fn time_ms(text: &str) -> Option<i64> {
+    let full = if text.len() == 10 { format!("{text}T00:00:00Z") } else { text.to_owned() };
+    let at = humantime::parse_rfc3339_weak(&full).ok()?;
+    i64::try_from(at.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis()).ok()
+}
+
 /// Rows matching `filter`, newest first, and the cursor of the next page
 /// (the last row's `seq`) when the page is full.
 pub async fn list(db: &Database, filter: &Filter) -> Result<(Vec<Record>, Option<i64>), Error> {
@@ -354,6 +429,20 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = Database::open(Some(&scratch.url()), dir.path(), "x.db", "t", &MIGRATIONS).await.expect("open");
         the_chain_holds_and_tampering_breaks_it(db).await;
+    }
+
+    #[test]
+    fn http_filters_and_pages_are_read_and_bad_ones_named() {
+        let query = "actor=alice&since=1970-01-02&until=1970-01-01T00:00:01Z&page_size=5&page_token=9";
+        let filter = Filter::from_query(Some(query)).expect("good query");
+        assert_eq!(filter.actor.as_deref(), Some("alice"));
+        assert_eq!((filter.since, filter.until), (Some(86_400_000), Some(1_000)));
+        assert_eq!((filter.limit, filter.before_seq), (5, Some(9)));
+        assert_eq!(Filter::from_query(None).expect("empty").limit, DEFAULT_PAGE_SIZE);
+        let errors = Filter::from_query(Some("since=garbage&page_size=0&color=red&actor=a&actor=b&page_token=x"))
+            .expect_err("bad query");
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["since", "page_size", "color", "actor", "page_token"]);
     }
 
     #[test]

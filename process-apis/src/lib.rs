@@ -11,6 +11,7 @@
 //!   delivery of business events to them.
 //! - [`master_data`]: `master_data.v1`, customers across the CRM and the
 //!   ERP (ownership, golden records, data-subject requests).
+//! - [`audit_trail`]: `audit.v1`, the tier's audit trail, read-only.
 //! - [`ProcessTier`]: the tier's gRPC routes (flows, health, reflection).
 
 use std::{path::Path, sync::Arc, time::Duration};
@@ -19,6 +20,7 @@ use platform::channel::GrpcChannel;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
+pub mod audit_trail;
 pub mod catalog;
 pub mod exports;
 mod grpc_status;
@@ -268,7 +270,7 @@ impl ProcessTier {
     }
 
     /// The tier's gRPC routes: `catalog.v1`, `order_to_cash.v1`, `webhooks.v1`,
-    /// `order_batches.v1`, `master_data.v1`, `grpc.health.v1`, reflection (`v1` and `v1alpha`).
+    /// `order_batches.v1`, `master_data.v1`, `audit.v1`, `grpc.health.v1`, reflection (`v1` and `v1alpha`).
     pub fn routes(&self) -> tonic::service::Routes {
         let (system, flows) = (self.system.clone(), self.order_to_cash.clone());
         let probe: platform::health::Probe = Arc::new(move || {
@@ -280,6 +282,7 @@ impl ProcessTier {
             .add_service(self.webhooks.service())
             .add_service(self.order_batches.service())
             .add_service(self.master_data.service())
+            .add_service(audit_trail::service(self.order_to_cash.database()))
             .add_service(platform::health::service(probe));
         let routes = platform::reflection::add(
             routes,
@@ -290,6 +293,7 @@ impl ProcessTier {
                 "webhooks.v1.WebhookService",
                 "order_batches.v1.OrderBatchService",
                 "master_data.v1.MasterDataService",
+                "audit.v1.AuditService",
                 "grpc.health.v1.Health",
             ],
         )

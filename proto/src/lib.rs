@@ -13,6 +13,7 @@
 //! - `crm/v1`: the CRM system API (customers, contacts, addresses, changes).
 //! - `master_data/v1`: customer master data across CRM and ERP (golden
 //!   records, quarantine, data-subject requests).
+//! - `audit/v1`: the process tier's audit trail, read-only.
 //!
 //! [`FILE_DESCRIPTOR_SET`] holds all of them for gRPC reflection,
 //! [`money`] the one rule by which every tier writes and rounds the
@@ -90,5 +91,13 @@ pub mod master_data {
     /// Version 1.
     pub mod v1 {
         tonic::include_proto!("master_data.v1");
+    }
+}
+
+/// `audit.v1`: the process tier's audit trail.
+pub mod audit {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("audit.v1");
     }
 }

@@ -16,11 +16,14 @@
 //!   and the data-subject requests on it (export, erasure).
 //! - [`master_data`]: what the master data synchronisation held for an
 //!   operator (duplicates, conflicts), its accuracy, and a resync.
+//! - [`audit`]: the process tier's audit trail (the gateway answers its
+//!   own, `/ops/v1/audit`, itself).
 
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::Upstreams;
 
+pub mod audit;
 pub mod console;
 pub mod customers;
 pub mod master_data;
@@ -57,4 +60,5 @@ pub fn router() -> OpenApiRouter<Upstreams> {
         .routes(routes!(master_data::resolve))
         .routes(routes!(master_data::accuracy))
         .routes(routes!(master_data::resync))
+        .routes(routes!(audit::list))
 }
