@@ -2,8 +2,8 @@
 //! PostgreSQL, migration `0007_master_data`): golden records
 //! (`md_customers`), the cross-reference (`md_links`, one row per system
 //! id), the owners' values (`md_fields`), the quarantine
-//! (`md_quarantine`), the last comparison (`md_accuracy`), and the feeds'
-//! cursors (`feed_cursors`, shared with the order feed).
+//! (`md_quarantine`) and the last comparison (`md_accuracy`). The feeds'
+//! cursors are kept with the order feed's (`order_to_cash::store`).
 
 use std::collections::BTreeMap;
 
@@ -245,28 +245,6 @@ impl Store {
         .bind(field.as_str())
         .bind(value.to_string())
         .bind(now)
-        .execute(self.db.writer())
-        .await?;
-        Ok(())
-    }
-
-    /// Where the feed `name` has got to ("" for its beginning).
-    pub async fn cursor(&self, name: &str) -> Result<String, sqlx::Error> {
-        let row = sqlx::query("SELECT cursor FROM feed_cursors WHERE name = $1")
-            .bind(name)
-            .fetch_optional(self.db.pool())
-            .await?;
-        Ok(row.map(|r| r.try_get(0)).transpose()?.unwrap_or_default())
-    }
-
-    /// Records where the feed `name` has got to.
-    pub async fn set_cursor(&self, name: &str, cursor: &str) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO feed_cursors (name, cursor) VALUES ($1, $2) \
-             ON CONFLICT (name) DO UPDATE SET cursor = excluded.cursor",
-        )
-        .bind(name)
-        .bind(cursor)
         .execute(self.db.writer())
         .await?;
         Ok(())

@@ -472,7 +472,7 @@ impl MasterData {
 
     async fn follow_crm(&self) -> Result<usize, Error> {
         let m = &self.inner;
-        let mut cursor = m.store.cursor("master_data:crm").await?;
+        let mut cursor = m.orders.cursor("master_data:crm").await?;
         let mut read_total = 0;
         loop {
             let request = crm::ListChangesRequest { after_cursor: cursor.clone(), limit: PAGE };
@@ -492,7 +492,7 @@ impl MasterData {
                 self.reconcile(SystemName::Crm, &id).await?;
             }
             let done = page.next_cursor == cursor || page.changes.len() < PAGE as usize;
-            m.store.set_cursor("master_data:crm", &page.next_cursor).await?;
+            m.orders.set_cursor("master_data:crm", &page.next_cursor).await?;
             cursor = page.next_cursor;
             if done {
                 return Ok(read_total);
@@ -502,7 +502,7 @@ impl MasterData {
 
     async fn follow_erp(&self) -> Result<usize, Error> {
         let m = &self.inner;
-        let mut cursor = m.store.cursor("master_data:erp").await?;
+        let mut cursor = m.orders.cursor("master_data:erp").await?;
         let mut read_total = 0;
         loop {
             let request = erp::ListChangesRequest { since_cursor: cursor.clone(), limit: PAGE };
@@ -522,7 +522,7 @@ impl MasterData {
                 self.reconcile(SystemName::Erp, &id).await?;
             }
             let done = page.next_cursor == cursor || page.changes.len() < PAGE as usize;
-            m.store.set_cursor("master_data:erp", &page.next_cursor).await?;
+            m.orders.set_cursor("master_data:erp", &page.next_cursor).await?;
             cursor = page.next_cursor;
             if done {
                 return Ok(read_total);
@@ -537,7 +537,7 @@ impl MasterData {
         {
             let _one = self.inner.pass.lock().await;
             for feed in ["master_data:crm", "master_data:erp"] {
-                self.inner.store.set_cursor(feed, "").await?;
+                self.inner.orders.set_cursor(feed, "").await?;
             }
         }
         self.pass().await?;

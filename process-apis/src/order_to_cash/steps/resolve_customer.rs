@@ -32,6 +32,31 @@ async fn find(cx: &Context<'_>, key: Key) -> Result<Option<erp::Customer>, StepE
     }
 }
 
+/// The ERP customer an order creates for `wanted`, once per `key`: in the
+/// order's currency, with the caller's credit limit or the partner default.
+fn new_customer(
+    cx: &Context<'_>,
+    order: &Order,
+    wanted: &crate::order_to_cash::order::CustomerRef,
+    key: String,
+    name: String,
+) -> erp::CreateCustomerRequest {
+    erp::CreateCustomerRequest {
+        idempotency_key: key,
+        external_id: wanted.external_id.clone(),
+        name,
+        email: wanted.email.clone(),
+        currency: order.currency.clone(),
+        credit_limit: if wanted.credit_limit.is_empty() {
+            cx.settings.partner_credit_limit.clone()
+        } else {
+            wanted.credit_limit.clone()
+        },
+        addresses: vec![],
+        custom_fields: Default::default(),
+    }
+}
+
 /// The ERP customer master data gives a shopper the CRM knows by e-mail:
 /// the linked one, else one created now from the golden record and linked.
 /// `None` without master data or a single CRM match.
@@ -62,24 +87,8 @@ async fn through_master_data(
             Err(status) => Err(cx.fail(status)),
         };
     }
-    let create = erp::CreateCustomerRequest {
-        idempotency_key: format!("customer:{}", known.golden),
-        external_id: wanted.external_id.clone(),
-        name: [&known.name, &wanted.name, &wanted.email]
-            .into_iter()
-            .find(|n| !n.is_empty())
-            .cloned()
-            .unwrap_or_default(),
-        email: wanted.email.clone(),
-        currency: order.currency.clone(),
-        credit_limit: if wanted.credit_limit.is_empty() {
-            cx.settings.partner_credit_limit.clone()
-        } else {
-            wanted.credit_limit.clone()
-        },
-        addresses: vec![],
-        custom_fields: Default::default(),
-    };
+    let name = [&known.name, &wanted.name, &wanted.email].into_iter().find(|n| !n.is_empty()).cloned();
+    let create = new_customer(cx, order, wanted, format!("customer:{}", known.golden), name.unwrap_or_default());
     let customer = match s.call(s.customers().create_customer(s.request(create))).await {
         Ok(customer) => customer,
         // Refused (a duplicate code a moment ago, say): the ERP lookups
@@ -128,20 +137,7 @@ pub async fn run(cx: &Context<'_>, order: &mut Order) -> Result<(), StepError> {
             .find(|n| !n.is_empty())
             .cloned()
             .unwrap_or_default();
-        let create = erp::CreateCustomerRequest {
-            idempotency_key: format!("customer:{}", wanted.external_id),
-            external_id: wanted.external_id.clone(),
-            name,
-            email: wanted.email.clone(),
-            currency: order.currency.clone(),
-            credit_limit: if wanted.credit_limit.is_empty() {
-                cx.settings.partner_credit_limit.clone()
-            } else {
-                wanted.credit_limit.clone()
-            },
-            addresses: vec![],
-            custom_fields: Default::default(),
-        };
+        let create = new_customer(cx, order, &wanted, format!("customer:{}", wanted.external_id), name);
         match s.call(s.customers().create_customer(s.request(create))).await {
             Ok(customer) => (customer, true),
             Err(status) if matches!(status.code(), Code::InvalidArgument | Code::FailedPrecondition) => {
