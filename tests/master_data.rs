@@ -28,8 +28,15 @@ struct Clients {
 }
 
 async fn start(on_conflict: OnConflict) -> (Running, Clients) {
+    start_on(on_conflict, None).await
+}
+
+/// [`start`] with the process tier's store (and so the cross-reference)
+/// at `process_database`.
+async fn start_on(on_conflict: OnConflict, process_database: Option<String>) -> (Running, Clients) {
     let app = spawn_serve_with(|config| {
         quick_sagas(config);
+        config.process.database_url = process_database;
         let mut master = MasterDataConfig { poll_interval: Duration::from_millis(50), ..Default::default() };
         master.customer.on_conflict = on_conflict;
         config.master_data = Some(master);
@@ -438,5 +445,26 @@ async fn the_cross_reference_is_kept_on_disk_and_master_data_resync_rebuilds_it_
     assert!(stdout.starts_with("master data resynced: "), "{stdout}");
     let rebuilt = golden(&mut c, &format!("crm:{}", in_crm.id)).await.expect("golden record again");
     assert!(has_ref(&rebuilt, "erp", &in_erp.id), "linked again by e-mail: {rebuilt:?}");
+    app.stop_all().await;
+}
+
+#[tokio::test]
+async fn on_postgresql_one_process_replica_follows_the_feeds_and_owners_changes_still_propagate() {
+    let scratch = platform::database::ScratchPostgres::create("master_data_e2e").await;
+    let (app, mut c) = start_on(OnConflict::OwnerWins, Some(scratch.url())).await;
+    let (in_crm, in_erp, golden_id) = linked_pair(&mut c).await;
+    rename_in_crm(&mut c, &in_crm.id, "Ada on PostgreSQL").await;
+    eventually!(
+        "the new name in the ERP",
+        Some(erp_read(&mut c, &in_erp.id).await).filter(|e| e.name == "Ada on PostgreSQL")
+    );
+    let db = sqlx::PgPool::connect(&scratch.url()).await.expect("postgres");
+    let links: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM md_links WHERE customer_id = $1")
+        .bind(&golden_id)
+        .fetch_one(&db)
+        .await
+        .expect("links");
+    assert_eq!(links, 2);
+    db.close().await;
     app.stop_all().await;
 }

@@ -472,3 +472,98 @@ impl From<Error> for super::Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use platform::database::ScratchPostgres;
+    use serde_json::json;
+
+    use super::*;
+    use crate::order_to_cash::store::Store as SagaStore;
+
+    fn entry(id: &str, kind: &str, subject: &str, golden: &str) -> Quarantined {
+        Quarantined {
+            id: id.into(),
+            kind: kind.into(),
+            subject_system: SystemName::Erp,
+            subject_id: subject.into(),
+            candidates: vec![golden.into()],
+            field: if kind == "conflict" { "name".into() } else { String::new() },
+            value: json!("Typo Ltd").to_string(),
+            owner_value: json!("Ada Ltd").to_string(),
+            reason: "test".into(),
+            status: "open".into(),
+            golden_id: golden.into(),
+            created_at: 1,
+            resolved_at: None,
+            resolved_by: None,
+        }
+    }
+
+    fn audit(action: &str) -> audit::Entry<'static> {
+        audit::Entry { actor: "test", action: "master_data.test", object: "x", detail: json!({"action": action}) }
+    }
+
+    /// Links, golden values, the quarantine and erasure, as the sync and
+    /// the service use them, on either dialect.
+    async fn golden_records_links_quarantine_and_erasure(saga: SagaStore) {
+        let store = Store::new(saga.database());
+        let golden = store.create_linked(SystemName::Crm, "cus_1", 10).await.expect("create");
+        assert!(golden.starts_with("mdc_"));
+        assert_eq!(store.create_linked(SystemName::Crm, "cus_1", 11).await.expect("again"), golden, "linked once");
+        assert_eq!(store.link(&golden, SystemName::Erp, "party-1", 12).await.expect("link"), golden);
+        let elsewhere = store.create_linked(SystemName::Erp, "party-2", 13).await.expect("other");
+        assert_eq!(store.link(&golden, SystemName::Erp, "party-2", 14).await.expect("taken"), elsewhere, "kept");
+        assert_eq!(
+            store.links(&golden).await.expect("links"),
+            [(SystemName::Crm, "cus_1".to_owned()), (SystemName::Erp, "party-1".to_owned())]
+        );
+        assert_eq!(store.link_of(SystemName::Erp, "party-1").await.expect("link of"), Some(golden.clone()));
+
+        store.set_field(&golden, Field::Name, &json!("Ada"), 20).await.expect("set");
+        store.set_field(&golden, Field::Name, &json!("Ada King"), 21).await.expect("set again");
+        let fields = store.fields(&golden).await.expect("fields");
+        assert_eq!(fields.get(&Field::Name), Some(&(json!("Ada King"), 21)));
+
+        store.quarantine(&entry("mdq_1", "conflict", "party-1", &golden), &audit("hold")).await.expect("hold");
+        assert!(store.open_entry("conflict", SystemName::Erp, "party-1", "name").await.expect("open").is_some());
+        assert_eq!(store.quarantine_list("open", 10).await.expect("list").len(), 1);
+        assert!(store.resolve("mdq_1", "reverted", &golden, "ops", &audit("revert"), 30).await.expect("resolve"));
+        assert!(!store.resolve("mdq_1", "accepted", &golden, "ops", &audit("again"), 31).await.expect("once"));
+        let decided = store.quarantined("mdq_1").await.expect("read").expect("entry");
+        assert_eq!((decided.status.as_str(), decided.resolved_by.as_deref()), ("reverted", Some("ops")));
+        assert!(store.quarantine_list("open", 10).await.expect("list").is_empty());
+
+        let links = store.links(&golden).await.expect("links");
+        assert_eq!(store.entries_about(&golden, &links).await.expect("about").len(), 1);
+        let (fields, entries) = store.erase(&golden, &links, &audit("erase"), 40).await.expect("erase");
+        assert_eq!((fields, entries), (1, 2), "one value; the entry matched by golden id and by subject");
+        assert!(store.fields(&golden).await.expect("fields").is_empty());
+        assert_eq!(store.golden(&golden).await.expect("golden").and_then(|g| g.erased_at), Some(40));
+        let erased = store.quarantined("mdq_1").await.expect("read").expect("entry");
+        assert_eq!((erased.value.as_str(), erased.owner_value.as_str()), ("null", "null"));
+        assert_eq!(store.counts().await.expect("counts"), (2, 3));
+        assert_eq!(audit::verify(store.database()).await.expect("verify"), audit::Verdict::Intact { rows: 3 });
+
+        let compared = [Accuracy { field: "name".into(), mismatches: 2, compared_at: 50, customers: 2 }];
+        store.save_accuracy(&compared).await.expect("save");
+        store
+            .save_accuracy(&[Accuracy { mismatches: 0, compared_at: 60, ..compared[0].clone() }])
+            .await
+            .expect("again");
+        assert_eq!(store.accuracy().await.expect("accuracy")[0].mismatches, 0);
+    }
+
+    #[tokio::test]
+    async fn golden_records_links_quarantine_and_erasure_on_postgres() {
+        let scratch = ScratchPostgres::create("master_data").await;
+        golden_records_links_quarantine_and_erasure(SagaStore::open(&scratch.url()).await.expect("open")).await;
+    }
+
+    #[tokio::test]
+    async fn golden_records_links_quarantine_and_erasure_on_sqlite() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("p.db").display());
+        golden_records_links_quarantine_and_erasure(SagaStore::open(&url).await.expect("open")).await;
+    }
+}
