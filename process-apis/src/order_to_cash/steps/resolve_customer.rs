@@ -218,6 +218,40 @@ mod tests {
         assert_eq!(order.next_action(), Action::AddAddress);
     }
 
+    /// Master data on, and the CRM it asks first does not answer: the
+    /// order is resolved through the ERP as without master data, at once.
+    #[tokio::test]
+    async fn a_crm_that_does_not_answer_does_not_hold_up_the_order_against_a_fake_system_tier() {
+        let fake = Fake::new();
+        fake.fail("FindCustomer", Status::not_found("no"))
+            .fail("FindCustomers", Status::unavailable("the CRM is down"))
+            .answer("FindCustomer", customer("cus_2", 1));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("process.db").display());
+        let store = crate::order_to_cash::store::Store::open(&url).await.expect("store");
+        let stopped = tokio_util::sync::CancellationToken::new();
+        stopped.cancel();
+        let config = crate::master_data::Config::default();
+        let master = crate::master_data::MasterData::start(
+            &config,
+            store,
+            fake.channel(),
+            std::time::Duration::from_secs(5),
+            stopped,
+        )
+        .expect("master data");
+        let (systems, prices) = fake.systems();
+        let settings = crate::order_to_cash::Settings::default();
+        let mut order = unresolved();
+        let mut cx = super::super::Context::new(&systems, &prices, &settings, Action::ResolveCustomer, &order);
+        cx.master = Some(&master);
+        let mut effects = crate::order_to_cash::saga::Effects::default();
+        super::super::run(Action::ResolveCustomer, &cx, &mut order, &mut effects).await.expect("resolved");
+        assert_eq!(order.customer_id, "cus_2", "found by e-mail in the ERP");
+        let asked: Vec<erp_connect_proto::crm::v1::FindCustomersRequest> = fake.requests("FindCustomers");
+        assert_eq!(asked.len(), 1, "the CRM was asked first");
+    }
+
     #[tokio::test]
     async fn a_known_customer_with_an_address_is_found_by_e_mail() {
         let fake = Fake::new();
