@@ -21,7 +21,7 @@
 //!   certificates reloaded when their files change.
 //! - [`request_id`]: `x-request-id` on every HTTP response.
 //! - [`telemetry`]: logs, OpenTelemetry spans and W3C trace context
-//!   across tiers.
+//!   across tiers; [`log_line`], the JSON log line it writes.
 //! - [`secret_file`]: dev-mode secrets created on first use.
 //! - [`deadline`]: the caller's deadline (`grpc-timeout`), kept for the
 //!   calls a tier makes on its behalf.
@@ -38,6 +38,7 @@ pub mod channel;
 pub mod database;
 pub mod deadline;
 pub mod health;
+pub mod log_line;
 pub mod metrics;
 pub mod principal;
 pub mod problem;

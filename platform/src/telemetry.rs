@@ -367,13 +367,9 @@ fn install(provider: Option<&SdkTracerProvider>) -> Result<(), Error> {
     // Logs go to stderr, so that stdout carries only what a command prints.
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let fmt = if std::io::stderr().is_terminal() {
-        fmt.map_event_format(|inner| WithTraceIds { inner, json: false }).with_filter(filter).boxed()
+        fmt.map_event_format(|inner| WithTraceIds { inner }).with_filter(filter).boxed()
     } else {
-        fmt.json()
-            .flatten_event(true)
-            .map_event_format(|inner| WithTraceIds { inner, json: true })
-            .with_filter(filter)
-            .boxed()
+        fmt.event_format(crate::log_line::JsonLine).fmt_fields(crate::log_line::JsonFields).with_filter(filter).boxed()
     };
     // Spans only, at info and above, whatever RUST_LOG says about log lines:
     // log lines stay in the logs (linked by trace id), not in span events.
@@ -413,11 +409,10 @@ impl ShouldSample for RootsAtServers {
     }
 }
 
-/// Adds `"trace_id"` and `"span_id"` to each JSON log line written inside
-/// a traced span (`trace_id=` in front of a terminal line).
+/// Puts `trace_id=` in front of each terminal line written inside a
+/// traced span (JSON lines carry it as a field: [`crate::log_line`]).
 struct WithTraceIds<F> {
     inner: F,
-    json: bool,
 }
 
 impl<S, N, F> FormatEvent<S, N> for WithTraceIds<F>
@@ -432,27 +427,24 @@ where
         mut writer: Writer<'_>,
         event: &tracing::Event<'_>,
     ) -> std::fmt::Result {
-        // The OpenTelemetry layer makes an entered span's context current.
-        let cx = Context::current();
-        let span = cx.span();
-        let ids = span.span_context();
-        // Only recorded traces: one that was dropped cannot be looked up.
-        if !enabled() || !ids.is_valid() || !ids.is_sampled() {
-            return self.inner.format_event(ctx, writer, event);
+        if let Some((trace_id, _)) = current_ids() {
+            write!(writer, "trace_id={trace_id} ")?;
         }
-        if !self.json {
-            write!(writer, "trace_id={} ", ids.trace_id())?;
-            return self.inner.format_event(ctx, writer, event);
-        }
-        let mut line = String::with_capacity(512);
-        self.inner.format_event(ctx, Writer::new(&mut line), event)?;
-        match line.strip_prefix('{') {
-            Some(rest) => {
-                write!(writer, "{{\"trace_id\":\"{}\",\"span_id\":\"{}\",{rest}", ids.trace_id(), ids.span_id())
-            }
-            None => writer.write_str(&line),
-        }
+        self.inner.format_event(ctx, writer, event)
     }
+}
+
+/// The trace and span ids of the span the caller is in (as the
+/// OpenTelemetry layer made it current), when it is a recorded trace: one
+/// that was dropped cannot be looked up.
+pub(crate) fn current_ids() -> Option<(TraceId, opentelemetry::trace::SpanId)> {
+    if !enabled() {
+        return None;
+    }
+    let cx = Context::current();
+    let span = cx.span();
+    let ids = span.span_context();
+    (ids.is_valid() && ids.is_sampled()).then(|| (ids.trace_id(), ids.span_id()))
 }
 
 /// The trace id (32 hex digits) of the span the caller is in, when traced.
