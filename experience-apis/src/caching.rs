@@ -4,9 +4,12 @@
 //! `304 Not Modified` without the body, which is what saves a phone on a
 //! slow network re-reading an order that has not changed.
 //!
-//! The tag is a hash of the JSON, so every replica of the tier gives the
-//! same answer the same tag, and it is weak because the compression layer
-//! outside it may send the same JSON in another encoding. Answers for a
+//! The tag is a hash of the JSON (XXH3-128: a specified, fast,
+//! non-cryptographic hash; the reader can only make their own cache stale,
+//! and SHA-256 cost a sixth of an order read's instructions), so every
+//! replica of the tier gives the same answer the same tag, and it is weak
+//! because the compression layer outside it may send the same JSON in
+//! another encoding. Answers for a
 //! signed-in caller are `Cache-Control: private, no-cache`: a shared cache
 //! must not keep them, and a client revalidates each time (orders change
 //! status any moment) at the cost of a 304.
@@ -22,7 +25,6 @@ use axum::{
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use http_body::Body as _;
 use platform::{principal::Principal, problem::Problem};
-use sha2::{Digest, Sha256};
 
 /// Largest answer that gets a tag; lists are pages, far smaller. A bigger
 /// (or streamed) answer goes out untagged rather than held in memory.
@@ -69,15 +71,11 @@ fn is_json(headers: &HeaderMap) -> bool {
     headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"))
 }
 
-/// `W/"<128 bits of SHA-256, hex>"`.
+/// `W/"<XXH3-128 of the body, 32 hex digits>"`.
 fn tag_of(body: &[u8]) -> HeaderValue {
-    let digest = Sha256::digest(body);
     let mut tag = String::with_capacity(36);
-    tag.push_str("W/\"");
-    for byte in &digest[..16] {
-        let _ = write!(tag, "{byte:02x}"); // writing to a String cannot fail
-    }
-    tag.push('"');
+    // Writing to a String cannot fail.
+    let _ = write!(tag, "W/\"{:032x}\"", xxhash_rust::xxh3::xxh3_128(body));
     HeaderValue::try_from(tag).expect("hex digits and quotes are a valid header value")
 }
 
