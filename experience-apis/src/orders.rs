@@ -7,10 +7,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::{
-    Json,
-    response::{IntoResponse, Response},
-};
+use crate::body::Json;
+use axum::response::{IntoResponse, Response};
 use erp_connect_proto::custom_fields::{Definitions, Entity};
 use erp_connect_proto::order_to_cash::v1::{
     CustomerRef, Order, OrderLine, OrderStatus, PaymentMethod, PlaceOrderRequest,

@@ -2,7 +2,7 @@
 //! (`GET /web/v1/products`, `GET /partner/v1/products`): the same products,
 //! each with the product custom fields shown to the audience.
 
-use axum::Json;
+use crate::body::Json;
 use erp_connect_proto::catalog::v1::{
     CatalogItem, ListCatalogItemsRequest, catalog_service_client::CatalogServiceClient,
 };

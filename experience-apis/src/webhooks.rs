@@ -5,9 +5,9 @@
 //! an endpoint name the caller (`actor`: the principal's subject), which
 //! the process tier writes on its audit trail.
 
+use crate::body::Json;
 use crate::orders::rfc3339_ms as rfc3339;
 use axum::{
-    Json,
     http::StatusCode,
     response::{IntoResponse, Response},
 };

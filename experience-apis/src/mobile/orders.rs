@@ -6,8 +6,8 @@
 //! takes the web shop's body; a retried tap with the same `Idempotency-Key`
 //! answers the first order and places nothing new.
 
+use crate::body::Json;
 use axum::{
-    Json,
     extract::{RawQuery, State},
     response::Response,
 };

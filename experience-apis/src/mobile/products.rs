@@ -2,10 +2,8 @@
 //! needs, `sku`, `name`, `price`, `currency` and `in_stock` per product, or
 //! only the fields named in `fields=`.
 
-use axum::{
-    Json,
-    extract::{RawQuery, State},
-};
+use crate::body::Json;
+use axum::extract::{RawQuery, State};
 use erp_connect_proto::catalog::v1::{ListCatalogItemsRequest, catalog_service_client::CatalogServiceClient};
 use serde::Serialize;
 

@@ -9,10 +9,8 @@
 //! The page token is the one the process tier gave (the last row's `seq`),
 //! handed back to it as it came.
 
-use axum::{
-    Json,
-    extract::{RawQuery, State},
-};
+use crate::body::Json;
+use axum::extract::{RawQuery, State};
 use erp_connect_proto::audit::v1::{self as pb, audit_service_client::AuditServiceClient};
 use platform::{audit, channel::GrpcChannel};
 use serde::Serialize;

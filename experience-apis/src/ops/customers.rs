@@ -7,8 +7,8 @@
 //! `{id}` is the golden id (`mdc_...`) or a system's id (`crm:<id>`,
 //! `erp:<id>`); the process tier resolves either.
 
+use crate::body::Json;
 use axum::{
-    Json,
     extract::State,
     response::{IntoResponse, Response},
 };

@@ -6,10 +6,8 @@
 //! cross-reference of customer ids from both systems. Decisions and
 //! resyncs name the operator to the process tier, which audits them.
 
-use axum::{
-    Json,
-    extract::{RawQuery, State},
-};
+use crate::body::Json;
+use axum::extract::{RawQuery, State};
 use erp_connect_proto::{acting, master_data::v1 as pb};
 use platform::problem::FieldError;
 use serde::{Deserialize, Serialize};

@@ -3,10 +3,8 @@
 //! by status) and read one with everything the saga recorded, for the ops
 //! console and for support.
 
-use axum::{
-    Json,
-    extract::{RawQuery, State},
-};
+use crate::body::Json;
+use axum::extract::{RawQuery, State};
 use erp_connect_proto::{
     custom_fields::Definitions,
     order_to_cash::v1::{GetOrderRequest, ListOrdersRequest, Order, OrderStatus},

@@ -1,7 +1,9 @@
 //! `POST /ops/v1/payments`: cash application. An operator records that an
 //! on-account customer paid an order's invoice; the order turns `paid`.
 
-use axum::{Json, extract::State};
+use axum::extract::State;
+
+use crate::body::Json;
 use erp_connect_proto::order_to_cash::v1::RecordPaymentRequest;
 use serde::Deserialize;
 

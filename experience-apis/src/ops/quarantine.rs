@@ -3,11 +3,9 @@
 //! find entries (by partner, source, reason, status), replay one as it was
 //! or corrected, or discard it with a reason; both are audited.
 
+use crate::body::Json;
 use crate::orders::rfc3339_ms as rfc3339;
-use axum::{
-    Json,
-    extract::{RawQuery, State},
-};
+use axum::extract::{RawQuery, State};
 use erp_connect_proto::order_batches::v1 as pb;
 use serde::{Deserialize, Serialize};
 

@@ -4,7 +4,9 @@
 //! feed reaches the process tier, so the answer is the shipment, not the
 //! order.
 
-use axum::{Json, extract::State};
+use axum::extract::State;
+
+use crate::body::Json;
 use erp_connect_proto::order_to_cash::v1::{CompleteShipmentRequest, CompleteShipmentResponse};
 use serde::Serialize;
 

@@ -2,8 +2,8 @@
 //! operators: find failed deliveries (`/ops/v1/webhooks/deliveries?status=failed`),
 //! replay them, disable or re-enable an endpoint, remove one.
 
+use crate::body::Json;
 use axum::{
-    Json,
     extract::{RawQuery, State},
     http::StatusCode,
     response::Response,

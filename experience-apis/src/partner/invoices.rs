@@ -1,7 +1,9 @@
 //! `/partner/v1/invoices/{id}`: the invoice of one of the tenant's orders,
 //! by the ERP invoice id an order shows in `erp.invoice_id`.
 
-use axum::{Json, extract::State};
+use axum::extract::State;
+
+use crate::body::Json;
 use erp_connect_proto::order_to_cash::v1::{GetInvoiceRequest, Invoice};
 use serde::Serialize;
 

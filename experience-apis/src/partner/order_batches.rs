@@ -5,9 +5,9 @@
 //! got, `GET .../{id}/results` gives one result per row (JSON lines, or CSV
 //! when asked for with `Accept: text/csv`).
 
+use crate::body::Json;
 use crate::orders::rfc3339_ms as rfc3339;
 use axum::{
-    Json,
     body::Body,
     extract::{RawQuery, State},
     http::{HeaderMap, StatusCode, header},

@@ -1,7 +1,7 @@
 //! `/partner/v1/orders`: the partner tenant's orders.
 
+use crate::body::Json;
 use axum::{
-    Json,
     extract::{RawQuery, State},
     response::Response,
 };

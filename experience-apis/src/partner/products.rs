@@ -1,10 +1,8 @@
 //! `GET /partner/v1/products`: the catalogue as partners see it, with the
 //! product custom fields shown to partners (HS codes, pack sizes...).
 
-use axum::{
-    Json,
-    extract::{RawQuery, State},
-};
+use crate::body::Json;
+use axum::extract::{RawQuery, State};
 
 use super::Partner;
 use crate::{

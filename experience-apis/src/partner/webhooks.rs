@@ -3,8 +3,8 @@
 //! a test event, read the delivery log and replay from it. The partner
 //! receives its own orders' events and the catalogue's.
 
+use crate::body::Json;
 use axum::{
-    Json,
     extract::{RawQuery, State},
     http::StatusCode,
     response::Response,

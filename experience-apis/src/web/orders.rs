@@ -6,8 +6,8 @@
 //! lists are filtered by customer, and someone else's order answers 404
 //! exactly like one that does not exist.
 
+use crate::body::Json;
 use axum::{
-    Json,
     extract::{RawQuery, State},
     response::Response,
 };

@@ -1,9 +1,7 @@
 //! `GET /web/v1/products`: the catalogue as the web shop shows it.
 
-use axum::{
-    Json,
-    extract::{RawQuery, State},
-};
+use crate::body::Json;
+use axum::extract::{RawQuery, State};
 
 use crate::{
     Upstreams,
