@@ -12,15 +12,19 @@
 #   3 + partner API key check: gateway (X-API-Key, unmetered), nginx map, HAProxy map
 #   4 + JWT verification, ES256 and RS256: gateway, HAProxy jwt_verify
 #   5 + per-key rate limit (never reached): gateway plan, nginx limit_req, HAProxy stick table
-#   6 the whole product on real reads, `up` and four-process `serve`
+#   6 the whole product on real reads, `up` and four-process `serve`, as
+#     users run it (default configuration, logs at `info` to a file): an
+#     order read with an API key and with a JWT, a products page of 20, at
+#     wrk -c32
 #   7 order placement end to end (orders/s to confirmed), embedded defaults
 #     and PostgreSQL + NATS
 # Throughput is wrk's (connections kept open), the best of $ROUNDS rounds
 # (default 2) with the systems of a step in alternating order; latency is
 # oha's at a fixed rate of half that system's best, with latency correction.
-# Steps 2-5 are also counted in instructions per request (callgrind, h2load
-# with a fixed number of requests): unlike req/s on a shared virtual
-# machine, the same build gives the same count run after run.
+# Steps 2-6 are also counted in instructions per request (callgrind, h2load
+# with a fixed number of requests; bench/instructions.sh for erp-connect,
+# which .ci/run runs as a regression guard): unlike req/s on a shared
+# virtual machine, the same build gives the same count run after run.
 # Systems under test are pinned to core 0, the load generator to core 1.
 # Writes target/bench/ladder.md (or $CARGO_TARGET_DIR/bench/ladder.md).
 # bench/orders.sh measures order placement at paced rates too.
@@ -35,6 +39,8 @@ target="${CARGO_TARGET_DIR:-target}"
 out="$target/bench"
 work=$(mktemp -d)
 pids=()
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
@@ -72,63 +78,23 @@ load_core=1
 # itself and the clean-up stops it.
 pin=(taskset -c "$server_core")
 
-# Waits until URL answers 200 (a fresh server), at most 30 s (or SECONDS).
-ready() { # url [seconds]
-  for _ in $(seq 1 $((${2:-30} * 100))); do
-    curl -sf -o /dev/null "$1" && return 0
-    sleep 0.01
-  done
-  echo "not ready: $1" >&2
-  return 1
-}
-
 # --- the systems under test ------------------------------------------------
 up_port=9000 gw_port=9100 nginx_base=9200 ha_base=9300 full_port=9400 serve_base=9500
-cg_gw_port=9600 cg_ha_base=9700
-# A server left on one of these ports would answer in place of the one
-# under test.
-for port in $up_port $gw_port $((nginx_base + 2)) $((nginx_base + 3)) $((nginx_base + 5)) \
+cg_ha_base=9700
+ports_free $up_port $gw_port $((nginx_base + 2)) $((nginx_base + 3)) $((nginx_base + 5)) \
   $((ha_base + 2)) $((ha_base + 3)) $((ha_base + 4)) $((ha_base + 5)) $((ha_base + 6)) $full_port \
   $serve_base $((serve_base + 1)) $((serve_base + 2)) $((serve_base + 3)) \
-  $cg_gw_port $((cg_ha_base + 2)) $((cg_ha_base + 3)) $((cg_ha_base + 4)) $((cg_ha_base + 5)) $((cg_ha_base + 6)); do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    echo "bench/ladder.sh: port $port is in use; stop what listens there" >&2
-    exit 1
-  fi
-done
+  $((cg_ha_base + 2)) $((cg_ha_base + 3)) $((cg_ha_base + 4)) $((cg_ha_base + 5)) $((cg_ha_base + 6))
 
 "${pin[@]}" "$upstream_bin" "127.0.0.1:$up_port" >/dev/null &
 pids+=("$!")
 ready "http://127.0.0.1:$up_port/"
 
-# Keys and tokens.
-openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$work/es256.pem" 2>/dev/null
-openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$work/rs256.pem" 2>/dev/null
+# The gateway alone in front of the upstream, as `serve --target gateway`,
+# with its keys and tokens.
+gateway_setup "$bin" "$target/$profile/examples/bench_tokens" "$gw_port" "$up_port"
 openssl pkey -in "$work/es256.pem" -pubout -out "$work/es256.pub.pem"
 openssl pkey -in "$work/rs256.pem" -pubout -out "$work/rs256.pub.pem"
-tokens=$("$target/$profile/examples/bench_tokens" "$work")
-es_token=$(awk '$1 == "ES256" {print $2}' <<<"$tokens")
-rs_token=$(awk '$1 == "RS256" {print $2}' <<<"$tokens")
-
-# The gateway alone in front of the upstream, as `serve --target gateway`.
-cat >"$work/gateway.toml" <<EOF
-data_dir = "$work/gateway-data"
-[gateway]
-listen = "127.0.0.1:$gw_port"
-experience_url = "http://127.0.0.1:$up_port"
-[[gateway.issuers]]
-issuer = "https://idp.bench.invalid/"
-jwks_file = "$work/jwks-es256.json"
-[[gateway.issuers]]
-issuer = "https://idp.bench.invalid/"
-jwks_file = "$work/jwks-rs256.json"
-# Limited, never reached: the limiter's cost without refusals.
-[gateway.plans.bench]
-requests_per_second = 100000000
-burst = 100000000
-EOF
-key=$(RUST_LOG=off "$bin" keys create --partner bench --scopes orders:read --plan unmetered --config "$work/gateway.toml" 2>/dev/null)
-limited_key=$(RUST_LOG=off "$bin" keys create --partner bench --scopes orders:read --plan bench --config "$work/gateway.toml" 2>/dev/null)
 RUST_LOG=warn "${pin[@]}" "$bin" serve --target gateway --config "$work/gateway.toml" >/dev/null 2>"$work/gateway.log" &
 pids+=("$!")
 ready "http://127.0.0.1:$gw_port/healthz"
@@ -250,6 +216,7 @@ row() { # step system rps url [header]
   shift 4
   lat=$(latency $((rps / 2 > 0 ? rps / 2 : 1)) "$url" "$@")
   [ "$baseline" -gt 0 ] || baseline=$rps
+  last_rps=$rps
   ratio=$(python3 -c "print(f'{$rps / $baseline:.2f}')")
   read -r p50 p90 p99 <<<"$lat"
   rows+=("| $step | $system | $rps | $p50 | $p90 | $p99 | ${ratio}× |")
@@ -290,6 +257,9 @@ gw="http://127.0.0.1:$gw_port"
 read_path="/partner/v1/orders/ord_bench"
 key_h="X-API-Key: $key" limited_h="X-API-Key: $limited_key"
 compare "1 baseline" "axum hello-world" "http://127.0.0.1:$up_port$read_path" ""
+# Step 6 runs at -c32; its ratios are to the baseline at -c32.
+connections=32 compare "1 baseline, -c32" "axum hello-world" "http://127.0.0.1:$up_port$read_path" ""
+baseline32=$last_rps
 compare "2 pass-through" \
   "gateway" "$gw/openapi.json" "" \
   "nginx" "http://127.0.0.1:$((nginx_base + 2))$read_path" "" \
@@ -309,17 +279,18 @@ compare "5 + rate limit" \
   "nginx (map, limit_req)" "http://127.0.0.1:$((nginx_base + 5))$read_path" "$limited_h" \
   "HAProxy (map, stick table)" "http://127.0.0.1:$((ha_base + 5))$read_path" "$limited_h"
 
-# --- steps 2-5 in instructions per request ------------------------------------
-# The gateway and HAProxy again, each under callgrind with the same
-# configuration on other ports; user-space instructions only (the kernel's
-# socket work is about the same for both: compare sys time in /proc).
-cg_count=$([ "$smoke" = 1 ] && echo 200 || echo 5000)
+# --- steps 2-6 in instructions per request ------------------------------------
+# erp-connect's from bench/instructions.sh (the gateway alone, and `up` as
+# users run it); HAProxy's here, under callgrind with the same
+# configuration on other ports. User-space instructions only (the
+# kernel's socket work is about the same for both: compare sys time in
+# /proc).
+cg_count=$([ "$smoke" = 1 ] && echo 200 || echo 2000)
 cg_warm=$((cg_count / 5))
-sed "s/127.0.0.1:$gw_port/127.0.0.1:$cg_gw_port/" "$work/gateway.toml" >"$work/gateway-cg.toml"
-RUST_LOG=warn "${pin[@]}" valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.%p" \
-  "$bin" serve --target gateway --config "$work/gateway-cg.toml" >/dev/null 2>"$work/gateway-cg.log" &
-cg_gw=$!
-pids+=("$cg_gw")
+# (Not in a smoke run: .ci/run runs bench/instructions.sh itself, on a
+# release build; a debug `up` under callgrind takes minutes.)
+ours=""
+[ "$smoke" = 1 ] || ours=$(CG_COUNT=$cg_count bash bench/instructions.sh)
 sed_ports=()
 for i in 2 3 4 5 6; do sed_ports+=(-e "s/127.0.0.1:$((ha_base + i))\$/127.0.0.1:$((cg_ha_base + i))/"); done
 sed "${sed_ports[@]}" "$work/haproxy.cfg" >"$work/haproxy-cg.cfg"
@@ -327,60 +298,37 @@ sed "${sed_ports[@]}" "$work/haproxy.cfg" >"$work/haproxy-cg.cfg"
   haproxy -f "$work/haproxy-cg.cfg" -db >/dev/null 2>"$work/haproxy-cg.log" &
 cg_ha=$!
 pids+=("$cg_ha")
-ready "http://127.0.0.1:$cg_gw_port/healthz" 300
 ready "http://127.0.0.1:$((cg_ha_base + 2))$read_path" 300
-
-# Instructions one request costs PID: a warm-up, then $cg_count requests
-# from 16 keep-alive connections between a reset and a dump of the counts.
-instructions() { # pid url [header]
-  local pid=$1 url=$2 args=(--h1 -c 16) report dump
-  [ -z "${3:-}" ] || args+=(-H "$3")
-  taskset -c "$load_core" h2load "${args[@]}" -n "$cg_warm" "$url" >/dev/null
-  callgrind_control --zero "$pid" >/dev/null 2>&1
-  report=$(taskset -c "$load_core" h2load "${args[@]}" -n "$cg_count" "$url")
-  if ! grep -q "status codes: $cg_count 2xx" <<<"$report"; then
-    echo "not all 2xx from $url under callgrind:" >&2
-    echo "$report" >&2
-    return 1
-  fi
-  callgrind_control --dump "$pid" >/dev/null 2>&1
-  dump=$(echo "$work/callgrind.$pid".*)
-  awk -v n="$cg_count" '/^totals:/ {printf "%d", $2 / n}' "$dump"
-  rm -f "$dump"
-}
-gw_cg="http://127.0.0.1:$cg_gw_port"
 ha_cg() { echo "http://127.0.0.1:$((cg_ha_base + $1))$read_path"; }
 cg_rows=()
-cg_row() { # label gateway-url header haproxy-port
-  local gw ha=-
-  gw=$(instructions "$cg_gw" "$2" "$3")
-  [ -z "$4" ] || ha=$(instructions "$cg_ha" "$(ha_cg "$4")" "$3")
-  cg_rows+=("| $1 | $gw | $ha |")
-  echo "$1: gateway $gw, HAProxy $ha instructions/request" >&2
+cg_row() { # label name-in-bench/instructions.sh [haproxy-port header]
+  local ha=-
+  [ -z "${3:-}" ] || ha=$(instructions "$cg_ha" "$(ha_cg "$3")" "$4")
+  local gw
+  gw=$(awk -F'\t' -v n="$2" '$1 == n {print $2}' <<<"$ours")
+  cg_rows+=("| $1 | ${gw:--} | $ha |")
 }
-cg_row "2 answered by the gateway itself (\`/healthz\`)" "$gw_cg/healthz" "" ""
-cg_row "2 pass-through" "$gw_cg/openapi.json" "" 2
-cg_row "3 + API key" "$gw_cg$read_path" "$key_h" 3
-cg_row "4 + JWT ES256" "$gw_cg$read_path" "Authorization: Bearer $es_token" 4
-cg_row "4 + JWT RS256" "$gw_cg$read_path" "Authorization: Bearer $rs_token" 6
-cg_row "5 + rate limit" "$gw_cg$read_path" "$limited_h" 5
-kill "$cg_gw" "$cg_ha"
+cg_row "2 answered by the gateway itself (\`/healthz\`)" "gateway /healthz (answered by the gateway)"
+cg_row "2 pass-through" "gateway pass-through" 2 ""
+cg_row "3 + API key" "gateway + API key" 3 "$key_h"
+cg_row "4 + JWT ES256" "gateway + JWT ES256" 4 "Authorization: Bearer $es_token"
+cg_row "4 + JWT RS256" "gateway + JWT RS256" 6 "Authorization: Bearer $rs_token"
+cg_row "5 + rate limit" "gateway + rate limit" 5 "$limited_h"
+cg_row "6 order read (up), API key" "up order read, API key"
+cg_row "6 order read (up), JWT" "up order read, JWT"
+cg_row "6 products page of 20 (up)" "up products page (20)"
+kill "$cg_ha"
 
 # --- step 6: the whole product, one core -------------------------------------
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 full_run() { # mode base-url pid...
-  local mode=$1 url=$2 order
+  local mode=$1 url=$2
   shift 2
-  local reader
-  reader=$(RUST_LOG=off "$bin" token --sub bench-web --scope "catalog:read" --data-dir "$work/$mode-data")
-  local partner_key
-  partner_key=$(RUST_LOG=off "$bin" keys create --partner bench --scopes orders:read,orders:write \
-    --plan unmetered --data-dir "$work/$mode-data" 2>/dev/null)
-  order=$(curl -sf -X POST "$url/partner/v1/orders" -H "X-API-Key: $partner_key" -H 'content-type: application/json' \
-    -d '{"lines":[{"sku":"WIDGET-1","quantity":1}],"payment":{"method":"on_account"}}' |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
-  compare "6 order read ($mode)" "erp-connect" "$url/partner/v1/orders/$order" "X-API-Key: $partner_key"
-  compare "6 products page ($mode)" "erp-connect" "$url/web/v1/products?page_size=10" "Authorization: Bearer $reader"
+  product_setup "$bin" "$url" "$work/$mode-data"
+  local connections=32 baseline=$baseline32
+  compare "6 order read ($mode), API key" "erp-connect" "$url/partner/v1/orders/$partner_order" "X-API-Key: $partner_key"
+  compare "6 order read ($mode), JWT" "erp-connect" "$url/web/v1/orders/$shopper_order" "Authorization: Bearer $shopper_token"
+  compare "6 products page of 20 ($mode)" "erp-connect" "$url/web/v1/products?page_size=20" "Authorization: Bearer $shopper_token"
   local total=0 pid
   for pid in "$@"; do total=$((total + $(rss_kb "$pid"))); done
   memory+=("| $mode | after step 6 | $((total / 1024)) MB |")
@@ -388,7 +336,7 @@ full_run() { # mode base-url pid...
 
 memory=()
 start=$(date +%s%N)
-RUST_LOG=warn "${pin[@]}" "$bin" up --listen "127.0.0.1:$full_port" --grpc-listen 127.0.0.1:0 \
+"${pin[@]}" "$bin" up --listen "127.0.0.1:$full_port" --grpc-listen 127.0.0.1:0 \
   --data-dir "$work/up-data" >/dev/null 2>"$work/up.log" &
 up_pid=$!
 pids+=("$up_pid")
@@ -400,8 +348,7 @@ kill "$up_pid"
 
 serve_pids=()
 for tier in system process experience gateway; do
-  RUST_LOG=warn \
-    ERP_CONNECT__GATEWAY__LISTEN="127.0.0.1:$serve_base" \
+  ERP_CONNECT__GATEWAY__LISTEN="127.0.0.1:$serve_base" \
     ERP_CONNECT__GATEWAY__EXPERIENCE_URL="http://127.0.0.1:$((serve_base + 1))" \
     ERP_CONNECT__EXPERIENCE__LISTEN="127.0.0.1:$((serve_base + 1))" \
     ERP_CONNECT__EXPERIENCE__PROCESS_URL="http://127.0.0.1:$((serve_base + 2))" \
@@ -430,16 +377,17 @@ done
 
 {
   echo "Benchmark ladder, $(date -u +%F), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)),"
-  echo "$profile build. Systems on core $server_core, load on core $load_core; wrk -t1 -c$connections ${duration}s for req/s;"
+  echo "$profile build. Systems on core $server_core, load on core $load_core; wrk -t1 -c$connections ${duration}s for req/s"
+  echo "(-c32 for step 6, the whole product with its default configuration and logs at info to a file, its ratios to the -c32 baseline);"
   echo "latency (µs) from oha at half of each system's own req/s with latency correction. 1 KB JSON."
   echo
   echo "| step | system | req/s | p50 µs | p90 µs | p99 µs | × baseline |"
   echo "|---|---|---|---|---|---|---|"
   printf '%s\n' "${rows[@]}"
   echo
-  echo "Steps 2-5 in user-space instructions per request (callgrind; $cg_count requests, 16 connections, h2load):"
+  echo "Steps 2-6 in user-space instructions per request (callgrind; $cg_count requests, 16 connections, h2load):"
   echo
-  echo "| step | gateway | HAProxy |"
+  echo "| step | erp-connect | HAProxy |"
   echo "|---|---|---|"
   printf '%s\n' "${cg_rows[@]}"
   echo
