@@ -18,6 +18,9 @@
 #     wrk -c32
 #   7 order placement end to end (orders/s to confirmed), embedded defaults
 #     and PostgreSQL + NATS
+#   8-10 (full runs) webhooks under a steady order load (bench/webhooks.sh),
+#     a 100,000-row order file (bench/import.sh), SSE streams held open per
+#     100 MB (bench/sse.sh)
 # Throughput is wrk's (connections kept open), the best of $ROUNDS rounds
 # (default 2) with the systems of a step in alternating order; latency is
 # oha's at a fixed rate of half that system's best, with latency correction.
@@ -375,6 +378,17 @@ for store in sqlite postgres; do
   echo "7 orders ($store): ${order_rows[-1]}" >&2
 done
 
+# --- steps 8-10: the integration workloads (full runs) ------------------------
+# Each script writes its own table; the ladder appends them.
+extra=()
+if [ "$smoke" != 1 ]; then
+  for script in "webhooks.sh 50 15" "import.sh" "sse.sh"; do
+    # shellcheck disable=SC2086 # the script and its arguments
+    extra+=("$(bash bench/$script 2>/dev/null)")
+    echo "${script%% *}: done" >&2
+  done
+fi
+
 {
   echo "Benchmark ladder, $(date -u +%F), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)),"
   echo "$profile build. Systems on core $server_core, load on core $load_core; wrk -t1 -c$connections ${duration}s for req/s"
@@ -400,4 +414,8 @@ done
   echo "| stores | orders | concurrent clients | posted | confirmed/s | accepted/s | p50 POST→confirmed ms | p99 ms | rejected |"
   echo "|---|---|---|---|---|---|---|---|---|"
   printf '%s\n' "${order_rows[@]}"
+  for table in "${extra[@]}"; do
+    echo
+    echo "$table"
+  done
 } | tee "$out/ladder.md"
