@@ -400,7 +400,7 @@ impl KeyStore {
     }
 }
 
-async fn insert(tx: &mut sqlx::Transaction<'static, sqlx::Any>, r: &KeyRecord, key: &ApiKey) -> Result<(), Error> {
+async fn insert(tx: &mut platform::database::WriteTx, r: &KeyRecord, key: &ApiKey) -> Result<(), Error> {
     sqlx::query(
         "INSERT INTO api_keys (id, key_hash, partner, scopes, plan, created_at, expires_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",

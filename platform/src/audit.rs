@@ -37,7 +37,7 @@
 
 use futures_util::TryStreamExt;
 use sha2::{Digest, Sha256};
-use sqlx::{Any, Row, Transaction};
+use sqlx::Row;
 
 use crate::{
     database::{Database, Dialect, lock_key},
@@ -100,7 +100,7 @@ pub struct Record {
 /// Appends `entry` at `at_ms` inside `tx`, the transaction of the action
 /// itself; returns its `seq`.
 pub async fn append(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut crate::database::WriteTx,
     dialect: Dialect,
     entry: &Entry<'_>,
     at_ms: i64,

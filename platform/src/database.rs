@@ -11,11 +11,19 @@
 //!
 //! Writes are serialised per store, the same on both dialects, so that a
 //! write transaction may read, check and then write (stock levels, states,
-//! idempotency keys, counters) without a lost update: SQLite takes its write
-//! lock at `BEGIN IMMEDIATE`; PostgreSQL takes a transaction-level advisory
-//! lock named after the store, released at commit or rollback. Reads never
+//! idempotency keys, counters) without a lost update: on SQLite a writer
+//! first takes the store's write turn (an async mutex that sqlx's writer
+//! connection and the batch writer thread share, so writers queue in order
+//! rather than in SQLite's busy handler) and then SQLite's write lock at
+//! `BEGIN IMMEDIATE`; PostgreSQL takes a transaction-level advisory lock
+//! named after the store, released at commit or rollback. Reads never
 //! wait for it. One writer at a time is far more than a reference ERP or a
 //! payments ledger needs, and it keeps the two dialects' behaviour identical.
+//!
+//! A store whose write transactions are fixed lists of statements (the saga
+//! store) writes them as [`Batch`]es: on SQLite each runs in one call on a
+//! writer thread of its own instead of one hand-off to sqlx's worker per
+//! statement ([`batch`]).
 //!
 //! A SQLite store's write-ahead log is copied back into the database file
 //! by a background task ([`CHECKPOINT_EVERY`]) on a reader's connection,
@@ -23,19 +31,33 @@
 //! pages and two `fsync`s) held the only writer, and every write waiting
 //! behind it, for a quarter of `order_bench`'s time.
 
+pub mod batch;
 pub mod idempotency;
 
-use std::{path::Path, str::FromStr, sync::Arc, time::Duration};
+use std::{
+    ops::{Deref, DerefMut},
+    path::{Path, PathBuf},
+    str::FromStr,
+    sync::Arc,
+    time::Duration,
+};
 
+pub use batch::{Batch, Outcome, Value};
 use sqlx::{
-    Any, AnyPool, Executor, Transaction,
+    Any, AnyConnection, AnyPool, Executor, Transaction,
     any::{AnyConnectOptions, AnyPoolOptions},
     migrate::{MigrateError, Migrator},
+    pool::PoolConnection,
     sqlite::SqliteConnectOptions,
 };
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 /// A pooled PostgreSQL connection idle this long is pinged before use.
 const IDLE_PING_AFTER: Duration = Duration::from_secs(10);
+
+/// The longest a query waits for a pooled connection, or a SQLite writer
+/// for its turn.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How often a SQLite store's write-ahead log is checkpointed in the
 /// background.
@@ -117,6 +139,13 @@ pub struct Database {
     dialect: Dialect,
     /// The advisory lock that serialises this store's writes on PostgreSQL.
     write_lock: i64,
+    /// On SQLite, the one write turn that sqlx's writer connection and the
+    /// batch writer thread take in turn, so that they queue here, in order,
+    /// and never in SQLite's busy handler.
+    gate: Arc<Mutex<()>>,
+    /// On SQLite, the file, and the thread that runs [`Batch`]es, started
+    /// by the first one (most stores never write one).
+    batches: Option<Arc<(PathBuf, tokio::sync::OnceCell<batch::SqliteWriter>)>>,
     /// SQLite's background checkpoints, stopped with the last clone.
     _checkpointer: Option<Arc<Checkpointer>>,
 }
@@ -172,21 +201,25 @@ impl Database {
         migrations: &Migrations,
     ) -> Result<Self, Error> {
         sqlx::any::install_default_drivers();
-        let (options, dialect) = match url {
+        let (options, dialect, sqlite_file) = match url {
             Some(url) => {
                 let dialect = Dialect::of(url).ok_or(Error::Scheme)?;
-                let options = match dialect {
+                match dialect {
                     // Parsed by the SQLite driver first, so that a file URL
                     // without `?mode=rwc` still creates the file.
-                    Dialect::Sqlite => sqlite_url(SqliteConnectOptions::from_str(url).map_err(Error::Connect)?),
-                    Dialect::Postgres => AnyConnectOptions::from_str(url).map_err(Error::Connect)?,
-                };
-                (options, dialect)
+                    Dialect::Sqlite => {
+                        let sqlite = SqliteConnectOptions::from_str(url).map_err(Error::Connect)?;
+                        let file = batch::sqlite_file(&sqlite);
+                        (sqlite_url(sqlite), dialect, Some(file))
+                    }
+                    Dialect::Postgres => (AnyConnectOptions::from_str(url).map_err(Error::Connect)?, dialect, None),
+                }
             }
             None => {
                 std::fs::create_dir_all(data_dir)
                     .map_err(|source| Error::DataDir { path: data_dir.display().to_string(), source })?;
-                (sqlite_url(SqliteConnectOptions::new().filename(data_dir.join(file_name))), Dialect::Sqlite)
+                let file = data_dir.join(file_name);
+                (sqlite_url(SqliteConnectOptions::new().filename(&file)), Dialect::Sqlite, Some(file))
             }
         };
         let options_for = |connections| {
@@ -198,7 +231,7 @@ impl Database {
             // restart or a NAT to have cut it.
             let options = AnyPoolOptions::new()
                 .max_connections(connections)
-                .acquire_timeout(Duration::from_secs(3))
+                .acquire_timeout(ACQUIRE_TIMEOUT)
                 .test_before_acquire(false);
             let options = match dialect {
                 Dialect::Sqlite => options,
@@ -238,7 +271,9 @@ impl Database {
         };
         migrator.run(&writer).await?;
         let checkpointer = (dialect == Dialect::Sqlite).then(|| Arc::new(Checkpointer::start(pool.clone())));
-        Ok(Self { pool, writer, dialect, write_lock: lock_key(store), _checkpointer: checkpointer })
+        let gate = Arc::new(Mutex::new(()));
+        let batches = sqlite_file.map(|file| Arc::new((file, tokio::sync::OnceCell::new())));
+        Ok(Self { pool, writer, dialect, write_lock: lock_key(store), gate, batches, _checkpointer: checkpointer })
     }
 
     /// The pool, for reads and for transactions of one's own.
@@ -254,32 +289,68 @@ impl Database {
     /// A transaction that holds this store's write lock until it ends (see
     /// the module doc), so it sees no concurrent write between its reads
     /// and its writes.
-    pub async fn begin_write(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
+    pub async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
         match self.dialect {
-            Dialect::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await,
+            Dialect::Sqlite => self.begin_sqlite().await,
             Dialect::Postgres => {
                 let mut tx = self.writer.begin().await?;
                 sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(self.write_lock).execute(&mut *tx).await?;
-                Ok(tx)
+                Ok(WriteTx { tx, _turn: None })
             }
         }
+    }
+
+    /// Waits for the SQLite write turn as long as for a pooled connection:
+    /// under a load the store cannot take, writers fail instead of queuing
+    /// without end.
+    async fn turn(&self) -> Result<OwnedMutexGuard<()>, sqlx::Error> {
+        tokio::time::timeout(ACQUIRE_TIMEOUT, self.gate.clone().lock_owned())
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)
+    }
+
+    async fn begin_sqlite(&self) -> Result<WriteTx, sqlx::Error> {
+        let turn = self.turn().await?;
+        let tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        Ok(WriteTx { tx, _turn: Some(turn) })
     }
 
     /// A write transaction without the store-wide lock on PostgreSQL, for a
     /// store that guards its rows itself (version checks, `FOR UPDATE SKIP
     /// LOCKED`) so that replicas write side by side. On SQLite the same as
     /// [`Database::begin_write`]: one writer at a time.
-    pub async fn begin_concurrent(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
+    pub async fn begin_concurrent(&self) -> Result<WriteTx, sqlx::Error> {
         match self.dialect {
-            Dialect::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await,
-            Dialect::Postgres => self.writer.begin().await,
+            Dialect::Sqlite => self.begin_sqlite().await,
+            Dialect::Postgres => Ok(WriteTx { tx: self.writer.begin().await?, _turn: None }),
         }
     }
 
-    /// Writes outside a transaction go here (on SQLite: in line with the
-    /// other writers).
-    pub fn writer(&self) -> &AnyPool {
-        &self.writer
+    /// A connection for writes outside a transaction (on SQLite: in line
+    /// with the other writers, holding the write turn while it is kept).
+    pub async fn writer(&self) -> Result<WriteConn, sqlx::Error> {
+        let turn = match self.dialect {
+            Dialect::Sqlite => Some(self.turn().await?),
+            Dialect::Postgres => None,
+        };
+        Ok(WriteConn { conn: self.writer.acquire().await?, _turn: turn })
+    }
+
+    /// Runs `batch` as one transaction, without the store-wide lock on
+    /// PostgreSQL (as [`Database::begin_concurrent`]); on SQLite in one call
+    /// on the store's writer thread (see [`batch`]).
+    pub async fn run(&self, batch: Batch) -> Result<Outcome, sqlx::Error> {
+        if self.pool.is_closed() {
+            return Err(sqlx::Error::PoolClosed);
+        }
+        match &self.batches {
+            Some(sqlite) => {
+                let (file, writer) = &**sqlite;
+                let start = || async { batch::SqliteWriter::start(file, self.gate.clone(), AUTOCHECKPOINT_PAGES) };
+                writer.get_or_try_init(start).await?.run(batch).await
+            }
+            None => batch::run_sqlx(&self.writer, batch).await,
+        }
     }
 
     /// The right to do the job `key` names, if no other replica holds it:
@@ -301,6 +372,60 @@ impl Database {
     pub async fn close(&self) {
         self.writer.close().await;
         self.pool.close().await;
+    }
+}
+
+/// A write transaction (see [`Database::begin_write`]); what it has not
+/// committed when dropped is rolled back.
+pub struct WriteTx {
+    tx: Transaction<'static, Any>,
+    /// The SQLite write turn, given back after the transaction ends.
+    _turn: Option<OwnedMutexGuard<()>>,
+}
+
+impl WriteTx {
+    /// Commits.
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+
+    /// Rolls back.
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+}
+
+impl Deref for WriteTx {
+    type Target = AnyConnection;
+
+    fn deref(&self) -> &AnyConnection {
+        &self.tx
+    }
+}
+
+impl DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+}
+
+/// A connection for writes outside a transaction (see [`Database::writer`]).
+pub struct WriteConn {
+    conn: PoolConnection<Any>,
+    _turn: Option<OwnedMutexGuard<()>>,
+}
+
+impl Deref for WriteConn {
+    type Target = AnyConnection;
+
+    fn deref(&self) -> &AnyConnection {
+        &self.conn
+    }
+}
+
+impl DerefMut for WriteConn {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.conn
     }
 }
 

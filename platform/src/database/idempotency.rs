@@ -5,7 +5,7 @@
 //! transaction that makes the change, so a replay finds the first result
 //! and the same key with another request is told apart.
 
-use sqlx::{Any, Row, Transaction};
+use sqlx::Row;
 
 /// What the store holds for a key.
 #[derive(Debug, PartialEq, Eq)]
@@ -20,7 +20,7 @@ pub enum Recorded {
 
 /// Looks `key` up in `scope` within `tx`.
 pub async fn recorded(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut super::WriteTx,
     scope: &str,
     key: &str,
     fingerprint: &str,
@@ -42,7 +42,7 @@ pub async fn recorded(
 /// Records that the request `fingerprint` under `key` made `result_id`, at
 /// `created_at` (RFC 3339, as the store writes its times).
 pub async fn record(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut super::WriteTx,
     scope: &str,
     key: &str,
     fingerprint: &str,

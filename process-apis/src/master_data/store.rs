@@ -245,7 +245,7 @@ impl Store {
         .bind(field.as_str())
         .bind(value.to_string())
         .bind(now)
-        .execute(self.db.writer())
+        .execute(&mut *self.db.writer().await?)
         .await?;
         Ok(())
     }

@@ -171,7 +171,7 @@ impl Store {
         .bind(&batch.format)
         .bind(i64::from(batch.dry_run))
         .bind(batch.created_at)
-        .execute(self.db.writer())
+        .execute(&mut *self.db.writer().await?)
         .await?;
         Ok(())
     }
@@ -232,7 +232,7 @@ impl Store {
         .bind(key)
         .bind(sha256)
         .bind(&batch.tenant)
-        .execute(self.db.writer())
+        .execute(&mut *self.db.writer().await?)
         .await;
         match taken {
             Ok(done) if done.rows_affected() == 1 => Ok(None),
@@ -284,7 +284,7 @@ impl Store {
             .bind(owner)
             .bind(lease_until)
             .bind(now)
-            .fetch_optional(self.db.writer())
+            .fetch_optional(&mut *self.db.writer().await?)
             .await?;
         row.as_ref().map(batch).transpose()
     }
@@ -295,7 +295,7 @@ impl Store {
             .bind(id)
             .bind(owner)
             .bind(lease_until)
-            .execute(self.db.writer())
+            .execute(&mut *self.db.writer().await?)
             .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -367,7 +367,7 @@ impl Store {
         )
         .bind(id)
         .bind(now)
-        .execute(self.db.writer())
+        .execute(&mut *self.db.writer().await?)
         .await?;
         Ok(())
     }
@@ -481,7 +481,7 @@ impl Store {
     }
 }
 
-async fn insert_quarantined(tx: &mut sqlx::Transaction<'static, sqlx::Any>, q: &Quarantined) -> Result<(), Error> {
+async fn insert_quarantined(tx: &mut platform::database::WriteTx, q: &Quarantined) -> Result<(), Error> {
     sqlx::query(
         "INSERT INTO quarantine (id, tenant, source, stage, external_ref, records, reasons, status, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, 'open', $8)",

@@ -4,7 +4,8 @@
 //!
 //! Every state change of an order is one transaction that also writes the
 //! events it produced ([`Store::save`]), guarded by the order's version so
-//! that two writers never overwrite each other. Which replica runs a saga
+//! that two writers never overwrite each other. Writes are [`Batch`]es: on
+//! SQLite each runs in one call on the store's writer thread. Which replica runs a saga
 //! is decided by a lease ([`Store::claim_due`]); on PostgreSQL the claim
 //! uses `FOR UPDATE SKIP LOCKED` so replicas never wait on each other.
 //!
@@ -24,7 +25,7 @@ use std::{
 use tokio::time::Instant;
 
 pub use platform::database::ReplicaLock;
-use platform::database::{Database, Dialect, Migrations};
+use platform::database::{Batch, Database, Dialect, Migrations, Value};
 use sqlx::{Row, any::AnyRow, migrate::Migrator};
 
 use super::order::{Action, Order};
@@ -181,10 +182,10 @@ impl Store {
         sqlx::query("SELECT 1").execute(self.db.pool()).await.is_ok()
     }
 
-    /// Rows are guarded by their version and claims by `SKIP LOCKED`, so
-    /// replicas need no store-wide write lock.
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, Error> {
-        Ok(self.db.begin_concurrent().await?)
+    /// Runs `batch`. Rows are guarded by their version and claims by `SKIP
+    /// LOCKED`, so replicas need no store-wide write lock.
+    async fn run(&self, batch: Batch) -> Result<platform::database::Outcome, Error> {
+        Ok(self.db.run(batch).await?)
     }
 
     /// Stores a new order with its first events, leased to `owner` until
@@ -198,33 +199,30 @@ impl Store {
         owner: &str,
         lease_until: i64,
     ) -> Result<bool, Error> {
-        let mut tx = self.begin_write().await?;
-        let inserted = sqlx::query(
+        let mut batch = Batch::new();
+        batch.guard(
             "INSERT INTO orders (id, tenant, customer_id, customer_external_id, idempotency_key, fingerprint, \
              status, doc, version, runnable, next_attempt_at, lease_owner, lease_until, created_at, updated_at) \
              VALUES ($1, $2, $11, $3, $4, $5, $6, $7, 1, 1, $8, $9, $10, $8, $8) \
              ON CONFLICT (tenant, idempotency_key) DO NOTHING",
-        )
-        .bind(&order.id)
-        .bind(&order.tenant)
-        .bind(&order.customer_external_id)
-        .bind(idempotency_key)
-        .bind(fingerprint)
-        .bind(order.status.as_str())
-        .bind(serde_json::to_string(order)?)
-        .bind(order.created_at)
-        .bind(owner)
-        .bind(lease_until)
-        .bind(&order.customer_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if !inserted {
+            vec![
+                (&order.id).into(),
+                (&order.tenant).into(),
+                (&order.customer_external_id).into(),
+                idempotency_key.into(),
+                fingerprint.into(),
+                order.status.as_str().into(),
+                serde_json::to_string(order)?.into(),
+                order.created_at.into(),
+                owner.into(),
+                lease_until.into(),
+                (&order.customer_id).into(),
+            ],
+        );
+        insert_events(&mut batch, events);
+        if !self.run(batch).await?.committed {
             return Ok(false);
         }
-        insert_events(&mut tx, events).await?;
-        tx.commit().await?;
         self.reads.put(order, 1, Instant::now());
         Ok(true)
     }
@@ -287,18 +285,13 @@ impl Store {
                 customer.external_id = pseudonym.to_owned();
             }
             order.customer_external_id = pseudonym.to_owned();
-            let done = sqlx::query(
+            let mut batch = Batch::new();
+            batch.guard(
                 "UPDATE orders SET doc = $1, customer_external_id = $2, version = version + 1 \
                  WHERE id = $3 AND version = $4",
-            )
-            .bind(serde_json::to_string(&order)?)
-            .bind(pseudonym)
-            .bind(id)
-            .bind(version)
-            .execute(self.db.writer())
-            .await?
-            .rows_affected();
-            if done == 1 {
+                vec![serde_json::to_string(&order)?.into(), pseudonym.into(), id.into(), version.into()],
+            );
+            if self.run(batch).await?.committed {
                 self.reads.put(&order, version + 1, Instant::now());
                 return Ok(true);
             }
@@ -359,48 +352,38 @@ impl Store {
             Lease::Release => (0, 0),
             Lease::Untouched => (1, 0),
         };
-        let update = sqlx::query(
+        let mut batch = Batch::new();
+        batch.guard(
             "UPDATE orders SET doc = $1, status = $2, version = version + 1, runnable = $3, next_attempt_at = $4, \
              lease_owner = CASE WHEN $9 = 1 OR $5 <> 0 THEN lease_owner ELSE NULL END, \
              lease_until = CASE WHEN $9 = 1 THEN lease_until ELSE $5 END, updated_at = $6, \
              customer_id = $10, customer_external_id = $11, waiting_on = $12, waiting_since = $13 \
              WHERE id = $7 AND version = $8",
-        )
-        .bind(serde_json::to_string(order)?)
-        .bind(order.status.as_str())
-        .bind(i64::from(runnable))
-        .bind(next_attempt_at)
-        .bind(lease_until)
-        .bind(order.updated_at)
-        .bind(&order.id)
-        .bind(version)
-        .bind(untouched)
-        .bind(&order.customer_id)
-        .bind(&order.customer_external_id)
-        .bind(order.progress.waiting_on.as_ref().map(|w| w.system.clone()))
-        .bind(order.progress.waiting_on.as_ref().map(|w| w.since));
-        if events.is_empty() && refs.is_empty() {
-            // One statement is atomic by itself; without BEGIN and COMMIT
-            // it is one hand-off to SQLite's worker instead of three.
-            if update.execute(self.db.writer()).await?.rows_affected() == 0 {
-                return Ok(None);
-            }
-        } else {
-            let mut tx = self.begin_write().await?;
-            if update.execute(&mut *tx).await?.rows_affected() == 0 {
-                return Ok(None);
-            }
-            insert_events(&mut tx, events).await?;
-            for erp_id in refs {
-                sqlx::query(
-                    "INSERT INTO order_refs (erp_id, order_id) VALUES ($1, $2) ON CONFLICT (erp_id) DO NOTHING",
-                )
-                .bind(erp_id)
-                .bind(&order.id)
-                .execute(&mut *tx)
-                .await?;
-            }
-            tx.commit().await?;
+            vec![
+                serde_json::to_string(order)?.into(),
+                order.status.as_str().into(),
+                i64::from(runnable).into(),
+                next_attempt_at.into(),
+                lease_until.into(),
+                order.updated_at.into(),
+                (&order.id).into(),
+                version.into(),
+                untouched.into(),
+                (&order.customer_id).into(),
+                (&order.customer_external_id).into(),
+                order.progress.waiting_on.as_ref().map(|w| w.system.clone()).into(),
+                order.progress.waiting_on.as_ref().map(|w| w.since).into(),
+            ],
+        );
+        insert_events(&mut batch, events);
+        for erp_id in refs {
+            batch.execute(
+                "INSERT INTO order_refs (erp_id, order_id) VALUES ($1, $2) ON CONFLICT (erp_id) DO NOTHING",
+                vec![erp_id.into(), (&order.id).into()],
+            );
+        }
+        if !self.run(batch).await?.committed {
+            return Ok(None);
         }
         self.reads.put(order, version + 1, Instant::now());
         Ok(Some(version + 1))
@@ -423,29 +406,31 @@ impl Store {
                 "FOR UPDATE SKIP LOCKED) RETURNING id"
             ),
         };
-        // One statement, atomic by itself.
-        let rows =
-            sqlx::query(sql).bind(owner).bind(lease_until).bind(now).bind(limit).fetch_all(self.db.writer()).await?;
-        rows.iter().map(|r| Ok(r.try_get::<String, _>(0)?)).collect()
+        let mut batch = Batch::new();
+        batch.query(sql, vec![owner.into(), lease_until.into(), now.into(), limit.into()]);
+        Ok(self.run(batch).await?.rows)
     }
 
     /// Gives up the lease on `id` if `owner` still holds it, leaving the
     /// saga due at once for whichever replica claims it next.
     pub async fn release(&self, id: &str, owner: &str) -> Result<(), Error> {
-        sqlx::query("UPDATE orders SET lease_owner = NULL, lease_until = 0 WHERE id = $1 AND lease_owner = $2")
-            .bind(id)
-            .bind(owner)
-            .execute(self.db.writer())
-            .await?;
+        let mut batch = Batch::new();
+        batch.execute(
+            "UPDATE orders SET lease_owner = NULL, lease_until = 0 WHERE id = $1 AND lease_owner = $2",
+            vec![id.into(), owner.into()],
+        );
+        self.run(batch).await?;
         Ok(())
     }
 
     /// Writes events that change no order (the ERP change feed's); an
     /// event whose id is there already is left as it is.
     pub async fn write_events(&self, events: &[OutboxEvent]) -> Result<(), Error> {
-        let mut tx = self.begin_write().await?;
-        insert_events(&mut tx, events).await?;
-        tx.commit().await?;
+        let mut batch = Batch::new();
+        insert_events(&mut batch, events);
+        if !batch.is_empty() {
+            self.run(batch).await?;
+        }
         Ok(())
     }
 
@@ -488,11 +473,12 @@ impl Store {
         // below either dialect's limit on parameters).
         let placeholders = (2..ids.len() + 2).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ");
         let sql = format!("UPDATE outbox SET published_at = $1 WHERE published_at IS NULL AND id IN ({placeholders})");
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
-        for id in ids {
-            query = query.bind(id);
-        }
-        query.execute(self.db.writer()).await?;
+        let mut args = Vec::with_capacity(ids.len() + 1);
+        args.push(now.into());
+        args.extend(ids.iter().map(Value::from));
+        let mut batch = Batch::new();
+        batch.execute(sql, args);
+        self.run(batch).await?;
         Ok(())
     }
 
@@ -539,14 +525,12 @@ impl Store {
     /// Makes the orders waiting for `system` due at `now` instead of at the
     /// end of their backoff; returns how many.
     pub async fn resume_waiting(&self, system: &str, now: i64) -> Result<u64, Error> {
-        let done = sqlx::query(
+        let mut batch = Batch::new();
+        batch.execute(
             "UPDATE orders SET next_attempt_at = $1 WHERE waiting_on = $2 AND runnable = 1 AND next_attempt_at > $1",
-        )
-        .bind(now)
-        .bind(system)
-        .execute(self.db.writer())
-        .await?;
-        Ok(done.rows_affected())
+            vec![now.into(), system.into()],
+        );
+        Ok(self.run(batch).await?.changed_total())
     }
 
     /// How many orders are in each status (statuses without orders left out).
@@ -611,14 +595,13 @@ impl Store {
 
     /// Records where the feed `name` has got to.
     pub async fn set_cursor(&self, name: &str, cursor: &str) -> Result<(), Error> {
-        sqlx::query(
+        let mut batch = Batch::new();
+        batch.execute(
             "INSERT INTO feed_cursors (name, cursor) VALUES ($1, $2) \
              ON CONFLICT (name) DO UPDATE SET cursor = excluded.cursor",
-        )
-        .bind(name)
-        .bind(cursor)
-        .execute(self.db.writer())
-        .await?;
+            vec![name.into(), cursor.into()],
+        );
+        self.run(batch).await?;
         Ok(())
     }
 }
@@ -628,26 +611,25 @@ const PUBLISHER_LOCK: i64 = 0x006f_3263_2d70_7562;
 /// The advisory lock key of the exporter ("o2c-exp" in ASCII).
 const EXPORTER_LOCK: i64 = 0x006f_3263_2d65_7870;
 
-async fn insert_events(tx: &mut sqlx::Transaction<'static, sqlx::Any>, events: &[OutboxEvent]) -> Result<(), Error> {
+fn insert_events(batch: &mut Batch, events: &[OutboxEvent]) {
     for e in events {
         // Events of the ERP's change feed have ids derived from the
         // change, and every replica follows the feed: the first write wins.
-        sqlx::query(
+        batch.execute(
             "INSERT INTO outbox (id, order_id, event_type, payload, created_at, traceparent, tenant, aggregate) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(&e.id)
-        .bind(&e.order_id)
-        .bind(&e.event_type)
-        .bind(&e.payload)
-        .bind(e.created_at)
-        .bind(e.traceparent.as_deref())
-        .bind(e.tenant.as_deref())
-        .bind(&e.aggregate)
-        .execute(&mut **tx)
-        .await?;
+            vec![
+                (&e.id).into(),
+                (&e.order_id).into(),
+                (&e.event_type).into(),
+                (&e.payload).into(),
+                e.created_at.into(),
+                e.traceparent.as_deref().into(),
+                e.tenant.as_deref().into(),
+                (&e.aggregate).into(),
+            ],
+        );
     }
-    Ok(())
 }
 
 fn parse(doc: &str) -> Result<Order, Error> {

@@ -11,7 +11,7 @@
 
 use platform::{
     audit,
-    database::{Database, Dialect},
+    database::{Batch, Database, Dialect, Value},
 };
 use sqlx::{Row, any::AnyRow};
 
@@ -151,7 +151,7 @@ impl Store {
     /// Appends `entry` to the audit trail inside `tx`, at `at` (unix ms).
     async fn audit(
         &self,
-        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        tx: &mut platform::database::WriteTx,
         entry: &audit::Entry<'_>,
         at: i64,
     ) -> Result<(), Error> {
@@ -265,28 +265,26 @@ impl Store {
             return Ok(0);
         }
         let endpoints: Vec<EndpointRow> = self.endpoints("").await?.into_iter().filter(|e| e.enabled).collect();
-        let mut tx = self.db.begin_concurrent().await?;
-        let mut seqs = Vec::with_capacity(events.len());
+        // One write batch (on SQLite one call on the store's writer thread,
+        // beside the sagas' own writes).
+        let mut batch = Batch::new();
+        let mut mark = Vec::with_capacity(events.len() + 1);
+        mark.push(Value::from(now));
         for row in &events {
             let event = OutboxRow::read(row)?;
             for endpoint in
                 endpoints.iter().filter(|e| e.wants(&event.event_type, event.tenant.as_deref(), event.created_at))
             {
-                insert_delivery(&mut tx, endpoint, &event, 0, now).await?;
+                batch.execute(INSERT_DELIVERY, delivery_values(&new_delivery_id(), endpoint, &event, 0, now));
             }
-            seqs.push(event.seq);
+            mark.push(event.seq.into());
         }
         // One statement for the batch: most events (all, without
         // endpoints) make no delivery, and a write per event would double
         // what each saga step costs the store.
-        let placeholders = (2..seqs.len() + 2).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ");
-        let sql = format!("UPDATE outbox SET fanned_out_at = $1 WHERE seq IN ({placeholders})");
-        let mut mark = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
-        for seq in seqs {
-            mark = mark.bind(seq);
-        }
-        mark.execute(&mut *tx).await?;
-        tx.commit().await?;
+        let placeholders = (2..mark.len() + 1).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ");
+        batch.execute(format!("UPDATE outbox SET fanned_out_at = $1 WHERE seq IN ({placeholders})"), mark);
+        self.db.run(batch).await?;
         Ok(events.len())
     }
 
@@ -421,8 +419,13 @@ impl Store {
             Dialect::Sqlite => claim!(""),
             Dialect::Postgres => claim!(" FOR UPDATE OF d SKIP LOCKED"),
         };
-        let rows =
-            sqlx::query(sql).bind(owner).bind(lease_until).bind(now).bind(limit).fetch_all(self.db.writer()).await?;
+        let rows = sqlx::query(sql)
+            .bind(owner)
+            .bind(lease_until)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&mut *self.db.writer().await?)
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok(Due {
@@ -607,7 +610,7 @@ impl OutboxRow {
 }
 
 async fn next_generation(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tx: &mut platform::database::WriteTx,
     endpoint_id: &str,
     event_id: &str,
 ) -> Result<i64, Error> {
@@ -620,33 +623,47 @@ async fn next_generation(
 }
 
 async fn insert_delivery(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tx: &mut platform::database::WriteTx,
     endpoint: &EndpointRow,
     event: &OutboxRow,
     generation: i64,
     now: i64,
 ) -> Result<String, Error> {
-    let id = format!("dlv_{}", ulid::Ulid::new());
-    sqlx::query(
-        "INSERT INTO webhook_deliveries (id, endpoint_id, tenant, event_id, event_seq, event_type, aggregate, body, \
-         occurred_at, generation, status, attempts, next_attempt_at, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending', 0, $11, $11, $11) \
-         ON CONFLICT (endpoint_id, event_id, generation) DO NOTHING",
+    let id = new_delivery_id();
+    platform::database::batch::bind(
+        sqlx::query(INSERT_DELIVERY),
+        delivery_values(&id, endpoint, event, generation, now),
     )
-    .bind(&id)
-    .bind(&endpoint.id)
-    .bind(&endpoint.tenant)
-    .bind(&event.id)
-    .bind(event.seq)
-    .bind(&event.event_type)
-    .bind(&event.aggregate)
-    .bind(&event.body)
-    .bind(event.created_at)
-    .bind(generation)
-    .bind(now)
     .execute(&mut **tx)
     .await?;
     Ok(id)
+}
+
+/// A delivery, written once per endpoint, event and generation.
+const INSERT_DELIVERY: &str = "INSERT INTO webhook_deliveries (id, endpoint_id, tenant, event_id, event_seq, \
+     event_type, aggregate, body, occurred_at, generation, status, attempts, next_attempt_at, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending', 0, $11, $11, $11) \
+     ON CONFLICT (endpoint_id, event_id, generation) DO NOTHING";
+
+fn new_delivery_id() -> String {
+    format!("dlv_{}", ulid::Ulid::new())
+}
+
+/// [`INSERT_DELIVERY`]'s values.
+fn delivery_values(id: &str, endpoint: &EndpointRow, event: &OutboxRow, generation: i64, now: i64) -> Vec<Value> {
+    vec![
+        id.into(),
+        (&endpoint.id).into(),
+        (&endpoint.tenant).into(),
+        (&event.id).into(),
+        event.seq.into(),
+        (&event.event_type).into(),
+        (&event.aggregate).into(),
+        (&event.body).into(),
+        event.created_at.into(),
+        generation.into(),
+        now.into(),
+    ]
 }
 
 fn endpoint(r: &AnyRow) -> Result<EndpointRow, Error> {

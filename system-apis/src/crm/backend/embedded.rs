@@ -17,7 +17,7 @@
 use std::{collections::BTreeSet, path::Path};
 
 use erp_connect_proto::crm::v1::{Address, ChangeKind, Contact, Customer, CustomerChange};
-use sqlx::{Any, AnyConnection, Row, Transaction};
+use sqlx::{AnyConnection, Row};
 
 use platform::database::{Database, Migrations, idempotency};
 
@@ -27,7 +27,7 @@ static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/crm/sqlite
 static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/crm/postgres");
 static MIGRATIONS: Migrations = Migrations { sqlite: &SQLITE, postgres: &POSTGRES };
 
-type Tx = Transaction<'static, Any>;
+type Tx = platform::database::WriteTx;
 
 /// The embedded CRM over one SQL database.
 #[derive(Debug)]

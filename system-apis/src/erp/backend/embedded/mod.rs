@@ -40,7 +40,7 @@ use erp_connect_proto::erp::v1::{
     Shipment, StockLevel,
 };
 use rust_decimal::Decimal;
-use sqlx::{Any, Row, Transaction, any::AnyRow};
+use sqlx::{Row, any::AnyRow};
 
 use platform::database::{Database, Migrations, idempotency};
 
@@ -50,7 +50,7 @@ static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/embedded/s
 static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/embedded/postgres");
 static MIGRATIONS: Migrations = Migrations { sqlite: &SQLITE, postgres: &POSTGRES };
 
-type Tx = Transaction<'static, Any>;
+type Tx = platform::database::WriteTx;
 
 /// The embedded ERP over one SQL database.
 #[derive(Debug)]
