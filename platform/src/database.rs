@@ -104,6 +104,10 @@ pub enum Error {
     /// The URL names no supported database.
     #[error("database URL must start with sqlite: or postgres:")]
     Scheme,
+    /// An in-memory SQLite database was asked for: orders, payments and
+    /// keys must outlive the process.
+    #[error("an in-memory SQLite database keeps nothing across a restart: use sqlite://FILE")]
+    InMemory,
     /// The data directory cannot be used.
     #[error("data directory {path}: {source}")]
     DataDir {
@@ -209,6 +213,9 @@ impl Database {
                     // without `?mode=rwc` still creates the file.
                     Dialect::Sqlite => {
                         let sqlite = SqliteConnectOptions::from_str(url).map_err(Error::Connect)?;
+                        if sqlite_in_memory(url) {
+                            return Err(Error::InMemory);
+                        }
                         let file = batch::sqlite_file(&sqlite);
                         (sqlite_url(sqlite), dialect, Some(file))
                     }
@@ -446,6 +453,14 @@ impl ReplicaLock {
     }
 }
 
+/// Whether a `sqlite:` URL names an in-memory database (`sqlite::memory:`,
+/// `?mode=memory`).
+fn sqlite_in_memory(url: &str) -> bool {
+    let rest = url.split_once(':').map_or(url, |(_, rest)| rest).trim_start_matches("//");
+    let (database, query) = rest.split_once('?').unwrap_or((rest, ""));
+    database == ":memory:" || query.split('&').any(|pair| pair.eq_ignore_ascii_case("mode=memory"))
+}
+
 /// The `Any` driver takes its options from a URL; SQLite's own parser has
 /// resolved the file name and the create-if-missing mode into it.
 fn sqlite_url(options: SqliteConnectOptions) -> AnyConnectOptions {
@@ -547,6 +562,12 @@ mod tests {
         db.close().await;
         let refused = Database::open(Some("mysql://u:secret@h/db"), dir.path(), "x.db", "t", &MIGRATIONS).await;
         assert!(matches!(refused, Err(Error::Scheme)), "{refused:?}");
+        // sqlx cannot describe an in-memory database as a URL (it panics);
+        // and a store that forgets every order at restart is no store.
+        for url in ["sqlite::memory:", "sqlite://x.db?mode=memory", "sqlite:x.db?cache=shared&mode=memory"] {
+            let refused = Database::open(Some(url), dir.path(), "x.db", "t", &MIGRATIONS).await;
+            assert!(matches!(refused, Err(Error::InMemory)), "{url}: {refused:?}");
+        }
     }
 
     #[tokio::test]
