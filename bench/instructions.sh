@@ -27,14 +27,6 @@ tolerance=5
 
 target="${CARGO_TARGET_DIR:-target}"
 profile="${PROFILE:-release}"
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
 

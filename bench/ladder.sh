@@ -40,16 +40,8 @@ duration="${DURATION:-$([ "$smoke" = 1 ] && echo 1 || echo 10)}"
 connections="${CONNECTIONS:-64}"
 target="${CARGO_TARGET_DIR:-target}"
 out="$target/bench"
-work=$(mktemp -d)
-pids=()
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
 mkdir -p "$out"
 
 # Tools: wrk, nginx and HAProxy from Debian; oha from crates.io.

@@ -1,10 +1,22 @@
-# Shared by bench/ladder.sh and bench/instructions.sh (sourced, not run):
-# waiting for a server, counting the instructions one request costs under
-# callgrind, and the gateway-alone configuration both measure.
+# Shared by bench/ladder.sh, bench/instructions.sh and bench/sse.sh
+# (sourced, not run): a scratch directory and the servers' cleanup, waiting
+# for a server, counting the instructions one request costs under callgrind,
+# and the gateway-alone configuration both measure.
 #
-# The sourcing script sets: $work (a temporary directory), $load_core (the
+# Sourcing it makes $work (a temporary directory) and $pids (servers the
+# script starts; each is killed, and $work removed, when the script exits).
+# The sourcing script sets, where it counts instructions: $load_core (the
 # core h2load runs on), $cg_count and $cg_warm (requests measured, and sent
 # before as a warm-up).
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
 
 # Waits until URL answers 200 (a fresh server), at most 30 s (or SECONDS).
 ready() { # url [seconds]

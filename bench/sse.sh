@@ -14,14 +14,6 @@ trap 'echo "bench/sse.sh: failed at line $LINENO" >&2' ERR
 target="${CARGO_TARGET_DIR:-target}"
 out="$target/bench"
 mkdir -p "$out"
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
 cargo build --release -q --bin erp-connect --example sse_bench
