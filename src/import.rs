@@ -74,7 +74,9 @@ pub async fn orders(
     let sent = sent.map_err(io)?;
     let batch = answer.map_err(|status| StartError::Import(status.message().to_owned()))?.into_inner();
     eprintln!("uploaded {sent} bytes: batch {} ({} rows)", batch.id, batch.rows);
-    let mut last = -1;
+    // A line whenever the counts or the status move: the last rows may be
+    // counted before the batch is marked done, and "done" must still show.
+    let mut last = (String::new(), -1);
     let batch = loop {
         let now = client
             .get_batch(pb::GetBatchRequest { tenant: partner.to_owned(), id: batch.id.clone() })
@@ -82,12 +84,12 @@ pub async fn orders(
             .map_err(|status| StartError::Import(status.message().to_owned()))?
             .into_inner();
         let done = now.orders_accepted + now.rows_rejected + now.rows_quarantined;
-        if done != last {
+        if (now.status.as_str(), done) != (last.0.as_str(), last.1) {
             eprintln!(
                 "{}: {} orders accepted, {} rows rejected, {} quarantined, of {} rows",
                 now.status, now.orders_accepted, now.rows_rejected, now.rows_quarantined, now.rows
             );
-            last = done;
+            last = (now.status.clone(), done);
         }
         if now.status == "done" {
             break now;

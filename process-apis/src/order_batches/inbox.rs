@@ -3,7 +3,8 @@
 //! partner's order file, as `POST /partner/v1/order-batches` imports it,
 //! then moved to `<inbox>/<partner>/done/` (every row accepted) or
 //! `failed/`, with its results beside it as `<name>.results.jsonl`, one
-//! JSON line per row as the API gives them. A file is taken only once it
+//! JSON line per row as the API gives them, written last (a partner who
+//! sees the results finds the file moved already). A file is taken only once it
 //! has not changed for two seconds (an upload in progress is left alone),
 //! and claimed by renaming it, so replicas sharing the folder import it
 //! once. Names starting with `.` are ignored.
@@ -68,8 +69,9 @@ async fn scan(shared: &Shared, dir: &Path) -> std::io::Result<()> {
                     let ok = results.iter().all(|r| matches!(r.status.as_str(), "accepted" | "valid"));
                     let target = partner.path().join(if ok { "done" } else { "failed" });
                     tokio::fs::create_dir_all(&target).await?;
-                    write_results(&target.join(format!("{name}.results.jsonl")), &results).await?;
+                    // The results last: whoever sees them finds the file moved.
                     tokio::fs::rename(&claimed, target.join(&name)).await?;
+                    write_results(&target.join(format!("{name}.results.jsonl")), &results).await?;
                     tracing::info!(file = %name, tenant = %tenant, batch = %batch, rows = results.len(), ok, "inbox file imported");
                 }
                 Err(err) => {
