@@ -23,7 +23,10 @@
 //! A store whose write transactions are fixed lists of statements (the saga
 //! store) writes them as [`Batch`]es: on SQLite each runs in one call on a
 //! writer thread of its own instead of one hand-off to sqlx's worker per
-//! statement ([`batch`]).
+//! statement ([`batch`]). A store whose writes read, check and then write
+//! (the embedded ERP, the payments ledger) hands [`Database::transact`] a
+//! closure instead, which runs on that same thread, statements and all
+//! ([`inline`]).
 //!
 //! A SQLite store's write-ahead log is copied back into the database file
 //! by a background task ([`CHECKPOINT_EVERY`]) on a reader's connection,
@@ -33,6 +36,7 @@
 
 pub mod batch;
 pub mod idempotency;
+pub mod inline;
 
 use std::{
     ops::{Deref, DerefMut},
@@ -43,6 +47,7 @@ use std::{
 };
 
 pub use batch::{Batch, Outcome, Value};
+pub use inline::{Columns, Row, Sql};
 use sqlx::{
     Any, AnyConnection, AnyPool, Executor, Transaction,
     any::{AnyConnectOptions, AnyPoolOptions},
@@ -351,13 +356,41 @@ impl Database {
             return Err(sqlx::Error::PoolClosed);
         }
         match &self.batches {
-            Some(sqlite) => {
-                let (file, writer) = &**sqlite;
-                let start = || async { batch::SqliteWriter::start(file, self.gate.clone(), AUTOCHECKPOINT_PAGES) };
-                writer.get_or_try_init(start).await?.run(batch).await
-            }
+            Some(_) => self.sqlite_writer().await?.run(batch).await,
             None => batch::run_sqlx(&self.writer, batch).await,
         }
+    }
+
+    /// Runs `work` as one write transaction that holds this store's write
+    /// lock, as [`Database::begin_write`] does, so it may read, check and
+    /// then write: committed if it returns `Ok`, undone if it returns an
+    /// error or panics. On SQLite it runs in one call on the store's writer
+    /// thread, on PostgreSQL on a blocking thread (see [`inline`]); either
+    /// way it must not wait for anything but the database.
+    pub async fn transact<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut dyn Sql) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<sqlx::Error> + Send + 'static,
+    {
+        if self.pool.is_closed() {
+            return Err(sqlx::Error::PoolClosed.into());
+        }
+        match &self.batches {
+            Some(_) => {
+                let (done, answer) = tokio::sync::oneshot::channel();
+                self.sqlite_writer().await?.send(Box::new(inline::CallJob::new(work, done)))?;
+                answer.await.map_err(|_| sqlx::Error::PoolClosed)?
+            }
+            None => inline::on_postgres(self.writer.clone(), self.write_lock, work).await,
+        }
+    }
+
+    /// The SQLite store's writer thread, started by its first job.
+    async fn sqlite_writer(&self) -> Result<&batch::SqliteWriter, sqlx::Error> {
+        let (file, writer) = &**self.batches.as_ref().ok_or(sqlx::Error::PoolClosed)?;
+        let start = || async { batch::SqliteWriter::start(file, self.gate.clone(), AUTOCHECKPOINT_PAGES) };
+        writer.get_or_try_init(start).await
     }
 
     /// The right to do the job `key` names, if no other replica holds it:

@@ -42,6 +42,21 @@ pub enum Value {
     Int(Option<i64>),
     /// Text.
     Text(Option<String>),
+    /// Bytes (`BLOB`, `BYTEA`).
+    Bytes(Option<Vec<u8>>),
+}
+
+impl Value {
+    /// Whether this is SQL `NULL`.
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Int(None) | Value::Text(None) | Value::Bytes(None))
+    }
+}
+
+impl From<Vec<u8>> for Value {
+    fn from(v: Vec<u8>) -> Self {
+        Value::Bytes(Some(v))
+    }
 }
 
 impl From<i64> for Value {
@@ -198,6 +213,7 @@ pub fn bind<'q>(
         query = match value {
             Value::Int(v) => query.bind(v),
             Value::Text(v) => query.bind(v),
+            Value::Bytes(v) => query.bind(v),
         };
     }
     query
@@ -226,17 +242,49 @@ where
     }
 }
 
-/// A batch waiting for the writer thread, and where its outcome goes.
-struct Job {
-    batch: Batch,
-    done: oneshot::Sender<Result<Outcome, sqlx::Error>>,
+/// Work for the writer thread: it runs inside a savepoint of the group's
+/// transaction, and is answered once the group's commit is known.
+pub(super) trait Job: Send {
+    /// Does the work on the connection; whether to keep it (`false`
+    /// rolls its savepoint back).
+    fn run(&mut self, conn: &rusqlite::Connection) -> bool;
+
+    /// Answers the caller: what the work gave, or `failed` when the group
+    /// did not commit (or the work never ran).
+    fn answer(self: Box<Self>, failed: Option<&rusqlite::Error>);
 }
 
-/// The thread that runs a SQLite store's batches; it ends when the store's
-/// last handle is dropped.
+/// A batch and where its outcome goes.
+struct BatchJob {
+    batch: Batch,
+    done: oneshot::Sender<Result<Outcome, sqlx::Error>>,
+    ran: Option<Result<Outcome, rusqlite::Error>>,
+}
+
+impl Job for BatchJob {
+    fn run(&mut self, conn: &rusqlite::Connection) -> bool {
+        let ran = run_steps(conn, &self.batch);
+        let keep = matches!(&ran, Ok(outcome) if outcome.committed);
+        self.ran = Some(ran);
+        keep
+    }
+
+    fn answer(self: Box<Self>, failed: Option<&rusqlite::Error>) {
+        let answer = match (failed, self.ran) {
+            (Some(err), _) => Err(to_sqlx_ref(err)),
+            (None, Some(ran)) => ran.map_err(to_sqlx),
+            (None, None) => Err(sqlx::Error::WorkerCrashed),
+        };
+        // The caller may have gone (a cancelled request); its batch ran.
+        let _ = self.done.send(answer);
+    }
+}
+
+/// The thread that runs a SQLite store's batches and in-line transactions;
+/// it ends when the store's last handle is dropped.
 #[derive(Debug)]
 pub(super) struct SqliteWriter {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Box<dyn Job>>,
 }
 
 impl SqliteWriter {
@@ -260,10 +308,15 @@ impl SqliteWriter {
         Ok(Self { jobs })
     }
 
+    /// Queues `job`.
+    pub(super) fn send(&self, job: Box<dyn Job>) -> Result<(), sqlx::Error> {
+        self.jobs.send(job).map_err(|_| sqlx::Error::PoolClosed)
+    }
+
     /// Runs `batch` on the writer thread.
     pub(super) async fn run(&self, batch: Batch) -> Result<Outcome, sqlx::Error> {
         let (done, outcome) = oneshot::channel();
-        self.jobs.send(Job { batch, done }).map_err(|_| sqlx::Error::PoolClosed)?;
+        self.send(Box::new(BatchJob { batch, done, ran: None }))?;
         outcome.await.map_err(|_| sqlx::Error::PoolClosed)?
     }
 }
@@ -273,9 +326,9 @@ pub(super) fn sqlite_file(options: &sqlx::sqlite::SqliteConnectOptions) -> PathB
     options.get_filename().to_path_buf()
 }
 
-fn writer_loop(mut conn: rusqlite::Connection, queue: &mpsc::Receiver<Job>, gate: &Mutex<()>) {
+fn writer_loop(mut conn: rusqlite::Connection, queue: &mpsc::Receiver<Box<dyn Job>>, gate: &Mutex<()>) {
     let mut group = Vec::with_capacity(GROUP_MAX);
-    // Blocks until a batch comes; ends when every sender is gone.
+    // Blocks until a job comes; ends when every sender is gone.
     while let Ok(first) = queue.recv() {
         group.push(first);
         while group.len() < GROUP_MAX {
@@ -285,67 +338,66 @@ fn writer_loop(mut conn: rusqlite::Connection, queue: &mpsc::Receiver<Job>, gate
             }
         }
         let turn = gate.blocking_lock();
-        let outcomes = commit_group(&mut conn, &group);
+        let failed = commit_group(&mut conn, &mut group);
         drop(turn);
-        for (job, outcome) in group.drain(..).zip(outcomes) {
-            // The caller may have gone (a cancelled request); its batch ran.
-            let _ = job.done.send(outcome);
+        for job in group.drain(..) {
+            job.answer(failed.as_ref());
         }
     }
 }
 
-/// Runs the group in one transaction, each batch in a savepoint; every
-/// outcome is an error if the commit fails.
-fn commit_group(conn: &mut rusqlite::Connection, group: &[Job]) -> Vec<Result<Outcome, sqlx::Error>> {
+/// Runs the group in one transaction, each job in a savepoint; the error
+/// that undid the whole group, if one did.
+fn commit_group(conn: &mut rusqlite::Connection, group: &mut [Box<dyn Job>]) -> Option<rusqlite::Error> {
     let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
         Ok(tx) => tx,
-        Err(err) => return group.iter().map(|_| Err(to_sqlx_ref(&err))).collect(),
+        Err(err) => return Some(err),
     };
-    let mut outcomes: Vec<Result<Outcome, sqlx::Error>> = Vec::with_capacity(group.len());
-    for job in group {
-        outcomes.push(run_in_savepoint(&tx, &job.batch));
+    for job in group.iter_mut() {
+        if let Err(err) = tx.execute_batch("SAVEPOINT job") {
+            return Some(err);
+        }
+        // A panicking job is undone like a failed one, and the thread
+        // goes on serving the store.
+        let keep = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run(&tx))).unwrap_or(false);
         if tx.is_autocommit() {
             // Some errors (a full disk, I/O) make SQLite roll the whole
             // transaction back: nothing of the group stands.
-            let gone = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT), None);
-            return group.iter().map(|_| Err(to_sqlx_ref(&gone))).collect();
+            return Some(rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT), None));
+        }
+        let end = if keep { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
+        if let Err(err) = tx.execute_batch(end) {
+            return Some(err);
         }
     }
-    match tx.commit() {
-        Ok(()) => outcomes,
-        Err(err) => group.iter().map(|_| Err(to_sqlx_ref(&err))).collect(),
-    }
+    tx.commit().err()
 }
 
-fn run_in_savepoint(tx: &rusqlite::Transaction<'_>, batch: &Batch) -> Result<Outcome, sqlx::Error> {
-    tx.execute_batch("SAVEPOINT batch").map_err(to_sqlx)?;
-    let ran = run_steps(tx, batch);
-    let end = match &ran {
-        Ok(outcome) if outcome.committed => "RELEASE batch",
-        _ => "ROLLBACK TO batch; RELEASE batch",
-    };
-    tx.execute_batch(end).map_err(to_sqlx)?;
-    ran.map_err(to_sqlx)
+/// Binds `args` to a statement by the number of each `$N`.
+pub(super) fn bind_sqlite(stmt: &mut rusqlite::Statement<'_>, args: &[Value]) -> Result<(), rusqlite::Error> {
+    // `$N` is a named parameter to SQLite: its index is its place of
+    // first appearance, so each one is bound by its name.
+    for index in 1..=stmt.parameter_count() {
+        let arg = stmt
+            .parameter_name(index)
+            .and_then(|name| name.strip_prefix('$'))
+            .and_then(|n| n.parse::<usize>().ok())
+            .and_then(|n| args.get(n.wrapping_sub(1)))
+            .ok_or(rusqlite::Error::InvalidParameterCount(index, args.len()))?;
+        match arg {
+            Value::Int(v) => stmt.raw_bind_parameter(index, v)?,
+            Value::Text(v) => stmt.raw_bind_parameter(index, v)?,
+            Value::Bytes(v) => stmt.raw_bind_parameter(index, v)?,
+        }
+    }
+    Ok(())
 }
 
 fn run_steps(conn: &rusqlite::Connection, batch: &Batch) -> Result<Outcome, rusqlite::Error> {
     let mut outcome = Outcome { committed: true, ..Outcome::default() };
     for step in &batch.steps {
         let mut stmt = conn.prepare_cached(&step.sql)?;
-        // `$N` is a named parameter to SQLite: its index is its place of
-        // first appearance, so each one is bound by its name.
-        for index in 1..=stmt.parameter_count() {
-            let arg = stmt
-                .parameter_name(index)
-                .and_then(|name| name.strip_prefix('$'))
-                .and_then(|n| n.parse::<usize>().ok())
-                .and_then(|n| step.args.get(n.wrapping_sub(1)))
-                .ok_or(rusqlite::Error::InvalidParameterCount(index, step.args.len()))?;
-            match arg {
-                Value::Int(v) => stmt.raw_bind_parameter(index, v)?,
-                Value::Text(v) => stmt.raw_bind_parameter(index, v)?,
-            }
-        }
+        bind_sqlite(&mut stmt, &step.args)?;
         match step.kind {
             Kind::Query => {
                 let mut rows = stmt.raw_query();
@@ -377,11 +429,11 @@ struct SqliteError {
     code: Option<i32>,
 }
 
-fn to_sqlx(err: rusqlite::Error) -> sqlx::Error {
+pub(super) fn to_sqlx(err: rusqlite::Error) -> sqlx::Error {
     to_sqlx_ref(&err)
 }
 
-fn to_sqlx_ref(err: &rusqlite::Error) -> sqlx::Error {
+pub(super) fn to_sqlx_ref(err: &rusqlite::Error) -> sqlx::Error {
     let code = match err {
         rusqlite::Error::SqliteFailure(e, _) => Some(e.extended_code),
         _ => None,

@@ -5,7 +5,11 @@
 //! transaction that makes the change, so a replay finds the first result
 //! and the same key with another request is told apart.
 
-use sqlx::Row;
+use super::{Columns, Sql};
+
+const LOOK_UP: &str = "SELECT fingerprint, result_id FROM idempotency WHERE scope = $1 AND key = $2";
+const RECORD: &str =
+    "INSERT INTO idempotency (scope, key, fingerprint, result_id, created_at) VALUES ($1, $2, $3, $4, $5)";
 
 /// What the store holds for a key.
 #[derive(Debug, PartialEq, Eq)]
@@ -25,16 +29,20 @@ pub async fn recorded(
     key: &str,
     fingerprint: &str,
 ) -> Result<Recorded, sqlx::Error> {
-    let row = sqlx::query("SELECT fingerprint, result_id FROM idempotency WHERE scope = $1 AND key = $2")
-        .bind(scope)
-        .bind(key)
-        .fetch_optional(&mut **tx)
-        .await?;
+    let row = sqlx::query(LOOK_UP).bind(scope).bind(key).fetch_optional(&mut **tx).await?;
+    compare(row.as_ref(), fingerprint)
+}
+
+/// [`recorded`] in a transaction run in line ([`super::inline`]).
+pub fn recorded_in(sql: &mut dyn Sql, scope: &str, key: &str, fingerprint: &str) -> Result<Recorded, sqlx::Error> {
+    let row = sql.fetch_optional(LOOK_UP, &[scope.into(), key.into()])?;
+    compare(row.as_ref(), fingerprint)
+}
+
+fn compare(row: Option<&impl Columns>, fingerprint: &str) -> Result<Recorded, sqlx::Error> {
     Ok(match row {
         None => Recorded::Nothing,
-        Some(row) if row.try_get::<String, _>("fingerprint")? == fingerprint => {
-            Recorded::Same(row.try_get("result_id")?)
-        }
+        Some(row) if row.text("fingerprint")? == fingerprint => Recorded::Same(row.text("result_id")?),
         Some(_) => Recorded::Different,
     })
 }
@@ -49,7 +57,7 @@ pub async fn record(
     result_id: &str,
     created_at: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO idempotency (scope, key, fingerprint, result_id, created_at) VALUES ($1, $2, $3, $4, $5)")
+    sqlx::query(RECORD)
         .bind(scope)
         .bind(key)
         .bind(fingerprint)
@@ -57,5 +65,18 @@ pub async fn record(
         .bind(created_at)
         .execute(&mut **tx)
         .await?;
+    Ok(())
+}
+
+/// [`record`] in a transaction run in line ([`super::inline`]).
+pub fn record_in(
+    sql: &mut dyn Sql,
+    scope: &str,
+    key: &str,
+    fingerprint: &str,
+    result_id: &str,
+    created_at: &str,
+) -> Result<(), sqlx::Error> {
+    sql.execute(RECORD, &[scope.into(), key.into(), fingerprint.into(), result_id.into(), created_at.into()])?;
     Ok(())
 }
