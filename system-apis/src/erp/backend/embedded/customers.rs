@@ -9,7 +9,9 @@ use erp_connect_proto::erp::v1::{Address, Customer, ErasureAction};
 use rust_decimal::Decimal;
 use sqlx::{AnyConnection, Row};
 
-use super::{EmbeddedErp, Tx, custom_to_store, log_change, money, new_id, now, remember, replayed, stored_custom};
+use platform::database::{Columns, Sql};
+
+use super::{EmbeddedErp, custom_to_store, log_change, money, new_id, now, remember, replayed, stored_custom};
 use crate::erp::{
     CustomerChange, CustomerKey, ERASED_NAME, Error, NewCustomer, RETENTION_REASON, erased, erasure_action,
 };
@@ -50,34 +52,121 @@ pub(super) async fn read_customer(conn: &mut AnyConnection, id: &str) -> Result<
     })
 }
 
-async fn insert_address(tx: &mut Tx, customer_id: &str, address: &Address) -> Result<(), Error> {
-    sqlx::query(
+fn insert_address(sql: &mut dyn Sql, customer_id: &str, address: &Address) -> Result<(), Error> {
+    sql.execute(
         "INSERT INTO addresses (id, customer_id, street, city, postal_code, country) VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(new_id("adr"))
-    .bind(customer_id)
-    .bind(&address.street)
-    .bind(&address.city)
-    .bind(&address.postal_code)
-    .bind(&address.country)
-    .execute(&mut **tx)
-    .await?;
+        &[
+            new_id("adr").into(),
+            customer_id.into(),
+            (&address.street).into(),
+            (&address.city).into(),
+            (&address.postal_code).into(),
+            (&address.country).into(),
+        ],
+    )?;
     Ok(())
 }
 
 /// Whether customer `id` was erased; not found if there is no such customer.
-async fn is_erased(tx: &mut Tx, id: &str) -> Result<bool, Error> {
-    let row = sqlx::query("SELECT erased_at FROM customers WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut **tx)
-        .await?
+fn is_erased(sql: &mut dyn Sql, id: &str) -> Result<bool, Error> {
+    let row = sql
+        .fetch_optional("SELECT erased_at FROM customers WHERE id = $1", &[id.into()])?
         .ok_or_else(|| Error::not_found("customer", id))?;
-    Ok(row.try_get::<Option<String>, _>("erased_at")?.is_some())
+    Ok(row.opt_text("erased_at")?.is_some())
 }
 
-async fn count(tx: &mut Tx, sql: &'static str, id: &str) -> Result<usize, Error> {
-    let n: i64 = sqlx::query_scalar(sql).bind(id).fetch_one(&mut **tx).await?;
+fn count(sql: &mut dyn Sql, query: &'static str, id: &str) -> Result<usize, Error> {
+    let n = sql.fetch_optional(query, &[id.into()])?.map(|row| row.int("n")).transpose()?.unwrap_or_default();
     Ok(usize::try_from(n).unwrap_or_default())
+}
+
+/// The customer with this external id or e-mail, other than `except`.
+fn taken(
+    sql: &mut dyn Sql,
+    external_id: Option<&str>,
+    email: Option<&str>,
+    except: &str,
+) -> Result<Option<String>, Error> {
+    let row = sql.fetch_optional(
+        "SELECT id FROM customers WHERE id <> $3 AND ((external_id IS NOT NULL AND external_id = $1) \
+         OR (email IS NOT NULL AND lower(email) = lower($2)))",
+        &[external_id.into(), email.into(), except.into()],
+    )?;
+    Ok(row.map(|row| row.text("id")).transpose()?)
+}
+
+fn create(sql: &mut dyn Sql, new: &NewCustomer) -> Result<String, Error> {
+    if let Some(id) = replayed(sql, "customer", &new.idempotency_key, &new.fingerprint)? {
+        return Ok(id);
+    }
+    if let Some(existing) = taken(sql, new.external_id.as_deref(), new.email.as_deref(), "")? {
+        return Err(Error::precondition(
+            "CUSTOMER_EXISTS",
+            existing,
+            "a customer with this external id or e-mail already exists",
+        ));
+    }
+    let id = new_id("cus");
+    sql.execute(
+        "INSERT INTO customers (id, external_id, name, email, currency, credit_limit, created_at, custom_fields, open_amount) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, '0.00')",
+        &[
+            (&id).into(),
+            new.external_id.clone().into(),
+            (&new.name).into(),
+            new.email.clone().into(),
+            (&new.currency).into(),
+            money(new.credit_limit).into(),
+            now().into(),
+            custom_to_store(&new.custom_fields).into(),
+        ],
+    )?;
+    for address in &new.addresses {
+        insert_address(sql, &id, address)?;
+    }
+    remember(sql, "customer", &new.idempotency_key, &new.fingerprint, &id)?;
+    log_change(sql, "customer", &id, "active")?;
+    Ok(id)
+}
+
+fn update(sql: &mut dyn Sql, id: &str, change: &CustomerChange) -> Result<(), Error> {
+    if is_erased(sql, id)? {
+        return Err(erased(id));
+    }
+    if let Some(Some(email)) = &change.email {
+        // Checked, not left to the unique index: a caller learns which
+        // customer has the address, as when creating one.
+        if let Some(existing) = taken(sql, None, Some(email), id)? {
+            return Err(Error::precondition("CUSTOMER_EXISTS", existing, "another customer has this e-mail address"));
+        }
+    }
+    if let Some(name) = &change.name {
+        sql.execute("UPDATE customers SET name = $1 WHERE id = $2", &[name.into(), id.into()])?;
+    }
+    if let Some(email) = &change.email {
+        sql.execute("UPDATE customers SET email = $1 WHERE id = $2", &[email.clone().into(), id.into()])?;
+    }
+    log_change(sql, "customer", id, "active")
+}
+
+/// Erases the customer's personal data; the addresses, orders and invoices
+/// it had.
+fn erase(sql: &mut dyn Sql, id: &str) -> Result<(usize, usize, usize), Error> {
+    let again = is_erased(sql, id)?;
+    // Deleted rather than emptied: no order or invoice of this ERP
+    // points at an address.
+    let addresses = sql.execute("DELETE FROM addresses WHERE customer_id = $1", &[id.into()])?;
+    let orders = count(sql, "SELECT count(*) AS n FROM sales_orders WHERE customer_id = $1", id)?;
+    let invoices = count(sql, "SELECT count(*) AS n FROM invoices WHERE customer_id = $1", id)?;
+    if !again {
+        // A repeat changes nothing, so it is no change in the feed either.
+        sql.execute(
+            "UPDATE customers SET name = $1, email = NULL, external_id = NULL, erased_at = $2 WHERE id = $3",
+            &[ERASED_NAME.into(), now().into(), id.into()],
+        )?;
+        log_change(sql, "customer", id, "erased")?;
+    }
+    Ok((usize::try_from(addresses).unwrap_or_default(), orders, invoices))
 }
 
 impl EmbeddedErp {
@@ -98,136 +187,53 @@ impl EmbeddedErp {
     }
 
     pub(super) async fn create_customer(&self, new: &NewCustomer) -> Result<Customer, Error> {
-        let mut tx = self.write_tx().await?;
-        if let Some(id) = replayed(&mut tx, "customer", &new.idempotency_key, &new.fingerprint).await? {
-            return read_customer(&mut tx, &id).await;
-        }
-        let taken: Option<String> = sqlx::query_scalar(
-            "SELECT id FROM customers WHERE (external_id IS NOT NULL AND external_id = $1) \
-             OR (email IS NOT NULL AND lower(email) = lower($2))",
-        )
-        .bind(&new.external_id)
-        .bind(&new.email)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(existing) = taken {
-            return Err(Error::precondition(
-                "CUSTOMER_EXISTS",
-                existing,
-                "a customer with this external id or e-mail already exists",
-            ));
-        }
-        let id = new_id("cus");
-        sqlx::query(
-            "INSERT INTO customers (id, external_id, name, email, currency, credit_limit, created_at, custom_fields, open_amount) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, '0.00')",
-        )
-        .bind(&id)
-        .bind(&new.external_id)
-        .bind(&new.name)
-        .bind(&new.email)
-        .bind(&new.currency)
-        .bind(money(new.credit_limit))
-        .bind(now())
-        .bind(custom_to_store(&new.custom_fields))
-        .execute(&mut *tx)
-        .await?;
-        for address in &new.addresses {
-            insert_address(&mut tx, &id, address).await?;
-        }
-        remember(&mut tx, "customer", &new.idempotency_key, &new.fingerprint, &id).await?;
-        log_change(&mut tx, "customer", &id, "active").await?;
-        let customer = read_customer(&mut tx, &id).await?;
-        tx.commit().await?;
-        Ok(customer)
+        let new = new.clone();
+        let id = self.db.transact(move |sql| create(sql, &new)).await?;
+        self.get_customer(&id).await
     }
 
     pub(super) async fn update_credit_limit(&self, id: &str, limit: Decimal) -> Result<Customer, Error> {
-        let mut tx = self.write_tx().await?;
-        let updated = sqlx::query("UPDATE customers SET credit_limit = $1 WHERE id = $2")
-            .bind(money(limit))
-            .bind(id)
-            .execute(&mut *tx)
+        let owned = id.to_owned();
+        self.db
+            .transact(move |sql| {
+                let updated = sql.execute(
+                    "UPDATE customers SET credit_limit = $1 WHERE id = $2",
+                    &[money(limit).into(), (&owned).into()],
+                )?;
+                if updated == 0 {
+                    return Err(Error::not_found("customer", owned));
+                }
+                log_change(sql, "customer", &owned, "active")
+            })
             .await?;
-        if updated.rows_affected() == 0 {
-            return Err(Error::not_found("customer", id));
-        }
-        log_change(&mut tx, "customer", id, "active").await?;
-        let customer = read_customer(&mut tx, id).await?;
-        tx.commit().await?;
-        Ok(customer)
+        self.get_customer(id).await
     }
 
     pub(super) async fn add_address(&self, id: &str, address: &Address) -> Result<Customer, Error> {
-        let mut tx = self.write_tx().await?;
-        // An erased customer gets no personal data back.
-        if is_erased(&mut tx, id).await? {
-            return Err(erased(id));
-        }
-        insert_address(&mut tx, id, address).await?;
-        log_change(&mut tx, "customer", id, "active").await?;
-        let customer = read_customer(&mut tx, id).await?;
-        tx.commit().await?;
-        Ok(customer)
+        let (owned, address) = (id.to_owned(), address.clone());
+        self.db
+            .transact(move |sql| {
+                // An erased customer gets no personal data back.
+                if is_erased(sql, &owned)? {
+                    return Err(erased(&owned));
+                }
+                insert_address(sql, &owned, &address)?;
+                log_change(sql, "customer", &owned, "active")
+            })
+            .await?;
+        self.get_customer(id).await
     }
 
     pub(super) async fn update_customer(&self, id: &str, change: &CustomerChange) -> Result<Customer, Error> {
-        let mut tx = self.write_tx().await?;
-        if is_erased(&mut tx, id).await? {
-            return Err(erased(id));
-        }
-        if let Some(Some(email)) = &change.email {
-            // Checked, not left to the unique index: a caller learns which
-            // customer has the address, as when creating one.
-            let taken: Option<String> =
-                sqlx::query_scalar("SELECT id FROM customers WHERE lower(email) = lower($1) AND id <> $2")
-                    .bind(email)
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if let Some(existing) = taken {
-                return Err(Error::precondition(
-                    "CUSTOMER_EXISTS",
-                    existing,
-                    "another customer has this e-mail address",
-                ));
-            }
-        }
-        if let Some(name) = &change.name {
-            sqlx::query("UPDATE customers SET name = $1 WHERE id = $2").bind(name).bind(id).execute(&mut *tx).await?;
-        }
-        if let Some(email) = &change.email {
-            sqlx::query("UPDATE customers SET email = $1 WHERE id = $2").bind(email).bind(id).execute(&mut *tx).await?;
-        }
-        log_change(&mut tx, "customer", id, "active").await?;
-        let customer = read_customer(&mut tx, id).await?;
-        tx.commit().await?;
-        Ok(customer)
+        let (owned, change) = (id.to_owned(), change.clone());
+        self.db.transact(move |sql| update(sql, &owned, &change)).await?;
+        self.get_customer(id).await
     }
 
     pub(super) async fn erase_customer(&self, id: &str) -> Result<(Customer, Vec<ErasureAction>), Error> {
-        let mut tx = self.write_tx().await?;
-        let again = is_erased(&mut tx, id).await?;
-        // Deleted rather than emptied: no order or invoice of this ERP
-        // points at an address.
-        let addresses = sqlx::query("DELETE FROM addresses WHERE customer_id = $1").bind(id).execute(&mut *tx).await?;
-        let addresses = usize::try_from(addresses.rows_affected()).unwrap_or_default();
-        let orders = count(&mut tx, "SELECT count(*) FROM sales_orders WHERE customer_id = $1", id).await?;
-        let invoices = count(&mut tx, "SELECT count(*) FROM invoices WHERE customer_id = $1", id).await?;
-        if !again {
-            // A repeat changes nothing, so it is no change in the feed either.
-            sqlx::query(
-                "UPDATE customers SET name = $1, email = NULL, external_id = NULL, erased_at = $2 WHERE id = $3",
-            )
-            .bind(ERASED_NAME)
-            .bind(now())
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-            log_change(&mut tx, "customer", id, "erased").await?;
-        }
-        let customer = read_customer(&mut tx, id).await?;
-        tx.commit().await?;
+        let owned = id.to_owned();
+        let (addresses, orders, invoices) = self.db.transact(move |sql| erase(sql, &owned)).await?;
+        let customer = self.get_customer(id).await?;
         let actions = vec![
             erasure_action("name", "anonymised", "", 0),
             erasure_action("email", "removed", "", 0),

@@ -4,10 +4,12 @@
 //! demo data on first start (`migrations/embedded/{sqlite,postgres}/`, the
 //! same tables and seed in each dialect's DDL).
 //!
-//! Every write runs in one write transaction of [`crate::database`]: writers
-//! queue instead of failing, a write's checks and its changes see no
-//! concurrent write (no oversold stock, no order confirmed twice), and the
-//! change log row of a write commits with it. Since writes commit one at a
+//! Every write is one closure run by `Database::transact`: on SQLite in one
+//! call on the store's writer thread, statements and all, rather than a
+//! hand-off to sqlx's worker thread per statement while the store's one
+//! writer waits. Writers queue instead of failing, a write's checks and its
+//! changes see no concurrent write (no oversold stock, no order confirmed
+//! twice), and the change log row of a write commits with it. Since writes commit one at a
 //! time, change log sequence numbers also become visible in order: a feed
 //! reader resuming after a cursor never skips a row that committed late
 //! (PostgreSQL sequences alone would allow that). Money is stored as
@@ -42,15 +44,13 @@ use erp_connect_proto::erp::v1::{
 use rust_decimal::Decimal;
 use sqlx::{Row, any::AnyRow};
 
-use platform::database::{Database, Migrations, idempotency};
+use platform::database::{Columns, Database, Migrations, Sql, idempotency};
 
 use crate::erp::{Connector, CustomerChange, CustomerKey, Error, InvoicePayment, NewCustomer, NewSalesOrder, Page};
 
 static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/embedded/sqlite");
 static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/embedded/postgres");
 static MIGRATIONS: Migrations = Migrations { sqlite: &SQLITE, postgres: &POSTGRES };
-
-type Tx = platform::database::WriteTx;
 
 /// The embedded ERP over one SQL database.
 #[derive(Debug)]
@@ -84,10 +84,6 @@ impl EmbeddedErp {
         Ok(Self { db: Database::open(database_url, data_dir, "erp.db", "erp", &MIGRATIONS).await? })
     }
 
-    async fn write_tx(&self) -> Result<Tx, Error> {
-        Ok(self.db.begin_write().await?)
-    }
-
     fn pool(&self) -> &sqlx::AnyPool {
         self.db.pool()
     }
@@ -102,37 +98,33 @@ impl EmbeddedErp {
     }
 }
 
-async fn log_change(tx: &mut Tx, aggregate: &str, id: &str, state: &str) -> Result<(), Error> {
-    sqlx::query("INSERT INTO change_log (aggregate, entity_id, state, changed_at) VALUES ($1, $2, $3, $4)")
-        .bind(aggregate)
-        .bind(id)
-        .bind(state)
-        .bind(now())
-        .execute(&mut **tx)
-        .await?;
+fn log_change(sql: &mut dyn Sql, aggregate: &str, id: &str, state: &str) -> Result<(), Error> {
+    sql.execute(
+        "INSERT INTO change_log (aggregate, entity_id, state, changed_at) VALUES ($1, $2, $3, $4)",
+        &[aggregate.into(), id.into(), state.into(), now().into()],
+    )?;
     Ok(())
 }
 
-async fn next_number(tx: &mut Tx, counter: &str, prefix: &str) -> Result<String, Error> {
-    let n: i64 = sqlx::query_scalar("UPDATE counters SET value = value + 1 WHERE name = $1 RETURNING value")
-        .bind(counter)
-        .fetch_one(&mut **tx)
-        .await?;
-    Ok(format!("{prefix}-{n:06}"))
+fn next_number(sql: &mut dyn Sql, counter: &str, prefix: &str) -> Result<String, Error> {
+    let row = sql
+        .fetch_optional("UPDATE counters SET value = value + 1 WHERE name = $1 RETURNING value", &[counter.into()])?
+        .ok_or_else(|| Error::Backend(format!("no counter {counter:?}").into()))?;
+    Ok(format!("{prefix}-{:06}", row.int("value")?))
 }
 
 /// The stored result of an earlier call with this key, if any; a
 /// different request under the same key is a conflict.
-async fn replayed(tx: &mut Tx, scope: &str, key: &str, fingerprint: &str) -> Result<Option<String>, Error> {
-    match idempotency::recorded(tx, scope, key, fingerprint).await? {
+fn replayed(sql: &mut dyn Sql, scope: &str, key: &str, fingerprint: &str) -> Result<Option<String>, Error> {
+    match idempotency::recorded_in(sql, scope, key, fingerprint)? {
         idempotency::Recorded::Nothing => Ok(None),
         idempotency::Recorded::Same(result_id) => Ok(Some(result_id)),
         idempotency::Recorded::Different => Err(Error::IdempotencyConflict { key: key.to_owned() }),
     }
 }
 
-async fn remember(tx: &mut Tx, scope: &str, key: &str, fingerprint: &str, result_id: &str) -> Result<(), Error> {
-    Ok(idempotency::record(tx, scope, key, fingerprint, result_id, &now()).await?)
+fn remember(sql: &mut dyn Sql, scope: &str, key: &str, fingerprint: &str, result_id: &str) -> Result<(), Error> {
+    Ok(idempotency::record_in(sql, scope, key, fingerprint, result_id, &now())?)
 }
 
 /// Custom field values as stored: a JSON object by name, or NULL.

@@ -11,8 +11,10 @@ use erp_connect_proto::erp::v1::{SalesOrder, SalesOrderLine, SalesOrderState};
 use rust_decimal::Decimal;
 use sqlx::{AnyConnection, Row};
 
+use platform::database::{Columns, Sql};
+
 use super::{
-    EmbeddedErp, Tx, custom_to_store, log_change, money, new_id, next_number, now, remember, replayed, stored_custom,
+    EmbeddedErp, custom_to_store, log_change, money, new_id, next_number, now, remember, replayed, stored_custom,
     stored_decimal, timestamp,
 };
 use crate::erp::{Error, NewSalesOrder, Page};
@@ -29,11 +31,11 @@ fn order_state(text: &str) -> SalesOrderState {
 }
 
 /// A sales order with its lines and the ids of its invoices and shipments,
-/// in one statement: it runs inside most write transactions, where every
-/// extra statement is one more hand-off to SQLite's worker thread while the
-/// store's write lock is held. One row per line (a line-less order gives
-/// one row of NULLs); the id lists are aggregated once per row, which
-/// costs nothing next to the round trips it replaces. Ids hold no commas.
+/// in one statement: it follows every write of an order, and each statement
+/// is one more hand-off to SQLite's worker thread. One row per line (a
+/// line-less order gives one row of NULLs); the id lists are aggregated
+/// once per row, which costs nothing next to the round trips it replaces.
+/// Ids hold no commas.
 pub(super) async fn read_order(conn: &mut AnyConnection, id: &str) -> Result<SalesOrder, Error> {
     let rows = sqlx::query(
         "SELECT so.id, so.number, so.reference, so.customer_id, so.state, so.currency, so.total, so.created_at, \
@@ -83,30 +85,32 @@ pub(super) async fn read_order(conn: &mut AnyConnection, id: &str) -> Result<Sal
     })
 }
 
-pub(super) async fn order_state_of(tx: &mut Tx, id: &str) -> Result<String, Error> {
-    sqlx::query_scalar("SELECT state FROM sales_orders WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut **tx)
-        .await?
-        .ok_or_else(|| Error::not_found("sales order", id))
+pub(super) fn order_state_of(sql: &mut dyn Sql, id: &str) -> Result<String, Error> {
+    let row = sql
+        .fetch_optional("SELECT state FROM sales_orders WHERE id = $1", &[id.into()])?
+        .ok_or_else(|| Error::not_found("sales order", id))?;
+    Ok(row.text("state")?)
 }
 
-pub(super) async fn set_order_state(tx: &mut Tx, id: &str, state: &str) -> Result<(), Error> {
-    sqlx::query("UPDATE sales_orders SET state = $1 WHERE id = $2").bind(state).bind(id).execute(&mut **tx).await?;
-    log_change(tx, "sales_order", id, state).await
+pub(super) fn set_order_state(sql: &mut dyn Sql, id: &str, state: &str) -> Result<(), Error> {
+    sql.execute("UPDATE sales_orders SET state = $1 WHERE id = $2", &[state.into(), id.into()])?;
+    log_change(sql, "sales_order", id, state)
 }
 
 /// An order is done once every invoice is paid and every shipment shipped.
-pub(super) async fn complete_order_if_settled(tx: &mut Tx, order_id: &str) -> Result<(), Error> {
-    let open: i64 = sqlx::query_scalar(
-        "SELECT (SELECT COUNT(*) FROM invoices WHERE sales_order_id = $1 AND state NOT IN ('paid', 'cancelled'))
-              + (SELECT COUNT(*) FROM shipments WHERE sales_order_id = $1 AND state NOT IN ('done', 'cancelled'))",
-    )
-    .bind(order_id)
-    .fetch_one(&mut **tx)
-    .await?;
-    if open == 0 && order_state_of(tx, order_id).await? == "processing" {
-        set_order_state(tx, order_id, "done").await?;
+pub(super) fn complete_order_if_settled(sql: &mut dyn Sql, order_id: &str) -> Result<(), Error> {
+    let open = sql
+        .fetch_optional(
+            "SELECT (SELECT COUNT(*) FROM invoices WHERE sales_order_id = $1 AND state NOT IN ('paid', 'cancelled'))
+                  + (SELECT COUNT(*) FROM shipments WHERE sales_order_id = $1 AND state NOT IN ('done', 'cancelled'))
+                  AS open",
+            &[order_id.into()],
+        )?
+        .map(|row| row.int("open"))
+        .transpose()?
+        .unwrap_or_default();
+    if open == 0 && order_state_of(sql, order_id)? == "processing" {
+        set_order_state(sql, order_id, "done")?;
     }
     Ok(())
 }
@@ -114,259 +118,239 @@ pub(super) async fn complete_order_if_settled(tx: &mut Tx, order_id: &str) -> Re
 /// Quotation → processing: reserve stock (the fullest warehouse first,
 /// splitting a line when one warehouse has too little), then create the
 /// draft invoice and the shipment, as Tryton's confirm does.
-async fn confirm(tx: &mut Tx, id: &str) -> Result<(), Error> {
-    let order = read_order(tx, id).await?;
+fn confirm(sql: &mut dyn Sql, id: &str) -> Result<(), Error> {
+    let order = sql
+        .fetch_optional("SELECT customer_id, currency, total FROM sales_orders WHERE id = $1", &[id.into()])?
+        .ok_or_else(|| Error::not_found("sales order", id))?;
+    let lines = sql.fetch_all(
+        "SELECT sku, quantity FROM sales_order_lines WHERE sales_order_id = $1 ORDER BY line_no",
+        &[id.into()],
+    )?;
     let shipment_id = new_id("shp");
-    let shipment_number = next_number(tx, "shipment", "SHP").await?;
-    sqlx::query(
+    let shipment_number = next_number(sql, "shipment", "SHP")?;
+    sql.execute(
         "INSERT INTO shipments (id, number, sales_order_id, state, created_at) VALUES ($1, $2, $3, 'waiting', $4)",
-    )
-    .bind(&shipment_id)
-    .bind(&shipment_number)
-    .bind(id)
-    .bind(now())
-    .execute(&mut **tx)
-    .await?;
-    for line in &order.lines {
-        let rows = sqlx::query(
+        &[(&shipment_id).into(), shipment_number.into(), id.into(), now().into()],
+    )?;
+    for line in &lines {
+        let sku = line.text("sku")?;
+        let rows = sql.fetch_all(
             "SELECT warehouse, on_hand - reserved AS available FROM stock \
              WHERE sku = $1 AND on_hand - reserved > 0 ORDER BY available DESC, warehouse",
-        )
-        .bind(&line.sku)
-        .fetch_all(&mut **tx)
-        .await?;
-        let mut needed = line.quantity;
+            &[(&sku).into()],
+        )?;
+        let mut needed = line.int("quantity")?;
         for row in rows {
             if needed == 0 {
                 break;
             }
-            let available: i64 = row.try_get("available")?;
-            let warehouse: String = row.try_get("warehouse")?;
-            let take = available.min(needed);
-            sqlx::query("UPDATE stock SET reserved = reserved + $1 WHERE warehouse = $2 AND sku = $3")
-                .bind(take)
-                .bind(&warehouse)
-                .bind(&line.sku)
-                .execute(&mut **tx)
-                .await?;
-            sqlx::query("INSERT INTO shipment_lines (shipment_id, sku, warehouse, quantity) VALUES ($1, $2, $3, $4)")
-                .bind(&shipment_id)
-                .bind(&line.sku)
-                .bind(&warehouse)
-                .bind(take)
-                .execute(&mut **tx)
-                .await?;
+            let warehouse = row.text("warehouse")?;
+            let take = row.int("available")?.min(needed);
+            sql.execute(
+                "UPDATE stock SET reserved = reserved + $1 WHERE warehouse = $2 AND sku = $3",
+                &[take.into(), (&warehouse).into(), (&sku).into()],
+            )?;
+            sql.execute(
+                "INSERT INTO shipment_lines (shipment_id, sku, warehouse, quantity) VALUES ($1, $2, $3, $4)",
+                &[(&shipment_id).into(), (&sku).into(), warehouse.into(), take.into()],
+            )?;
             needed -= take;
         }
         if needed > 0 {
-            // Dropping the transaction rolls back the reservations made so far.
+            // The error undoes the reservations made so far.
             return Err(Error::precondition(
                 "INSUFFICIENT_STOCK",
-                line.sku.clone(),
-                format!("not enough stock of {}: {needed} more needed", line.sku),
+                sku.clone(),
+                format!("not enough stock of {sku}: {needed} more needed"),
             ));
         }
     }
     let invoice_id = new_id("inv");
-    sqlx::query(
+    let total = order.text("total")?;
+    sql.execute(
         "INSERT INTO invoices (id, number, sales_order_id, customer_id, state, currency, total, amount_due, created_at) \
-         VALUES ($1, NULL, $2, $3, 'draft', $4, $5, $6, $7)",
-    )
-    .bind(&invoice_id)
-    .bind(id)
-    .bind(&order.customer_id)
-    .bind(&order.currency)
-    .bind(&order.total)
-    .bind(&order.total)
-    .bind(now())
-    .execute(&mut **tx)
-    .await?;
-    log_change(tx, "invoice", &invoice_id, "draft").await?;
-    log_change(tx, "shipment", &shipment_id, "waiting").await?;
-    set_order_state(tx, id, "processing").await
+         VALUES ($1, NULL, $2, $3, 'draft', $4, $5, $5, $6)",
+        &[(&invoice_id).into(), id.into(), order.text("customer_id")?.into(), order.text("currency")?.into(), total.into(), now().into()],
+    )?;
+    log_change(sql, "invoice", &invoice_id, "draft")?;
+    log_change(sql, "shipment", &shipment_id, "waiting")?;
+    set_order_state(sql, id, "processing")
 }
 
 /// Processing → cancelled, while nothing has shipped or been invoiced:
 /// releases the reservations and cancels the draft invoice and shipment.
-async fn cancel_processing(tx: &mut Tx, id: &str) -> Result<(), Error> {
-    let shipped: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM shipments WHERE sales_order_id = $1 AND state = 'done'")
-            .bind(id)
-            .fetch_one(&mut **tx)
-            .await?;
-    if shipped > 0 {
+fn cancel_processing(sql: &mut dyn Sql, id: &str) -> Result<(), Error> {
+    let count = |sql: &mut dyn Sql, query: &str| -> Result<i64, Error> {
+        Ok(sql.fetch_optional(query, &[id.into()])?.map(|row| row.int("n")).transpose()?.unwrap_or_default())
+    };
+    if count(sql, "SELECT COUNT(*) AS n FROM shipments WHERE sales_order_id = $1 AND state = 'done'")? > 0 {
         return Err(Error::precondition("ALREADY_SHIPPED", id, "the sales order has shipped"));
     }
-    let invoiced: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM invoices WHERE sales_order_id = $1 AND state IN ('posted', 'paid')")
-            .bind(id)
-            .fetch_one(&mut **tx)
-            .await?;
-    if invoiced > 0 {
+    if count(sql, "SELECT COUNT(*) AS n FROM invoices WHERE sales_order_id = $1 AND state IN ('posted', 'paid')")? > 0 {
         return Err(Error::precondition("ALREADY_INVOICED", id, "the invoice is posted; credit it first"));
     }
-    let lines = sqlx::query(
+    let lines = sql.fetch_all(
         "SELECT l.sku, l.warehouse, l.quantity FROM shipment_lines l JOIN shipments s ON s.id = l.shipment_id \
          WHERE s.sales_order_id = $1 AND s.state = 'waiting'",
-    )
-    .bind(id)
-    .fetch_all(&mut **tx)
-    .await?;
+        &[id.into()],
+    )?;
     for line in lines {
-        sqlx::query("UPDATE stock SET reserved = reserved - $1 WHERE warehouse = $2 AND sku = $3")
-            .bind(line.try_get::<i64, _>("quantity")?)
-            .bind(line.try_get::<String, _>("warehouse")?)
-            .bind(line.try_get::<String, _>("sku")?)
-            .execute(&mut **tx)
-            .await?;
+        sql.execute(
+            "UPDATE stock SET reserved = reserved - $1 WHERE warehouse = $2 AND sku = $3",
+            &[line.int("quantity")?.into(), line.text("warehouse")?.into(), line.text("sku")?.into()],
+        )?;
     }
-    let shipments: Vec<String> = sqlx::query_scalar(
+    let shipments = sql.fetch_all(
         "UPDATE shipments SET state = 'cancelled' WHERE sales_order_id = $1 AND state = 'waiting' RETURNING id",
-    )
-    .bind(id)
-    .fetch_all(&mut **tx)
-    .await?;
+        &[id.into()],
+    )?;
     for shipment in &shipments {
-        log_change(tx, "shipment", shipment, "cancelled").await?;
+        log_change(sql, "shipment", &shipment.text("id")?, "cancelled")?;
     }
-    let invoices: Vec<String> = sqlx::query_scalar(
+    let invoices = sql.fetch_all(
         "UPDATE invoices SET state = 'cancelled' WHERE sales_order_id = $1 AND state = 'draft' RETURNING id",
-    )
-    .bind(id)
-    .fetch_all(&mut **tx)
-    .await?;
+        &[id.into()],
+    )?;
     for invoice in &invoices {
-        log_change(tx, "invoice", invoice, "cancelled").await?;
+        log_change(sql, "invoice", &invoice.text("id")?, "cancelled")?;
     }
-    set_order_state(tx, id, "cancelled").await
+    set_order_state(sql, id, "cancelled")
+}
+
+/// Creates the draft order, or finds the one an earlier call with the same
+/// key created; its id.
+fn create(sql: &mut dyn Sql, new: &NewSalesOrder) -> Result<String, Error> {
+    if let Some(id) = replayed(sql, "sales_order", &new.idempotency_key, &new.fingerprint)? {
+        return Ok(id);
+    }
+    let customer_currency = sql
+        .fetch_optional("SELECT currency FROM customers WHERE id = $1", &[(&new.customer_id).into()])?
+        .ok_or_else(|| Error::InvalidArgument {
+            field: "customer_id",
+            message: format!("no customer {:?}", new.customer_id),
+        })?
+        .text("currency")?;
+    let currency = new.currency.clone().unwrap_or_else(|| customer_currency.clone());
+    if currency != customer_currency {
+        return Err(Error::InvalidArgument {
+            field: "currency",
+            message: format!("the customer is invoiced in {customer_currency}"),
+        });
+    }
+    let id = new_id("so");
+    let mut priced = Vec::with_capacity(new.lines.len());
+    for line in &new.lines {
+        let row = sql
+            .fetch_optional(
+                "SELECT list_price, currency FROM products WHERE sku = $1 AND active = 1",
+                &[(&line.sku).into()],
+            )?
+            .ok_or_else(|| Error::InvalidArgument {
+                field: "lines.sku",
+                message: format!("no product with SKU {:?}", line.sku),
+            })?;
+        let product_currency = row.text("currency")?;
+        if product_currency != currency {
+            return Err(Error::InvalidArgument {
+                field: "lines.sku",
+                message: format!("{} is priced in {product_currency}, not {currency}", line.sku),
+            });
+        }
+        let unit_price = match line.unit_price {
+            Some(price) => price,
+            None => stored_decimal(&row.text("list_price")?)?,
+        };
+        let amount = erp_connect_proto::money::round(unit_price * Decimal::from(line.quantity));
+        priced.push((line, unit_price, amount));
+    }
+    let total: Decimal = priced.iter().map(|(_, _, amount)| *amount).sum();
+    sql.execute(
+        "INSERT INTO sales_orders (id, number, reference, customer_id, state, currency, total, created_at, \
+         custom_fields) VALUES ($1, NULL, $2, $3, 'draft', $4, $5, $6, $7)",
+        &[
+            (&id).into(),
+            (&new.reference).into(),
+            (&new.customer_id).into(),
+            currency.into(),
+            money(total).into(),
+            now().into(),
+            custom_to_store(&new.custom_fields).into(),
+        ],
+    )?;
+    for (line_no, (line, unit_price, amount)) in priced.iter().enumerate() {
+        sql.execute(
+            "INSERT INTO sales_order_lines (sales_order_id, line_no, sku, quantity, unit_price, amount, \
+             custom_fields) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                (&id).into(),
+                i64::try_from(line_no).unwrap_or(i64::MAX).into(),
+                (&line.sku).into(),
+                line.quantity.into(),
+                unit_price.normalize().to_string().into(),
+                money(*amount).into(),
+                custom_to_store(&line.custom_fields).into(),
+            ],
+        )?;
+    }
+    remember(sql, "sales_order", &new.idempotency_key, &new.fingerprint, &id)?;
+    log_change(sql, "sales_order", &id, "draft")?;
+    Ok(id)
+}
+
+/// Draft → quotation, numbering the order.
+fn quote(sql: &mut dyn Sql, id: &str) -> Result<(), Error> {
+    match order_state_of(sql, id)?.as_str() {
+        "draft" => {
+            let number = next_number(sql, "sales_order", "SO")?;
+            sql.execute("UPDATE sales_orders SET number = $1 WHERE id = $2", &[number.into(), id.into()])?;
+            set_order_state(sql, id, "quotation")
+        }
+        "cancelled" => Err(Error::precondition("CANCELLED", id, "the sales order is cancelled")),
+        _ => Ok(()), // already quoted or further along: nothing to do
+    }
 }
 
 impl EmbeddedErp {
+    /// Runs `change` on the order in one write transaction, then reads the
+    /// order as it stands (outside the transaction: a read holds no writer).
+    async fn change_order(
+        &self,
+        id: &str,
+        change: fn(&mut dyn Sql, &str) -> Result<(), Error>,
+    ) -> Result<SalesOrder, Error> {
+        let owned = id.to_owned();
+        self.db.transact(move |sql| change(sql, &owned)).await?;
+        self.get_sales_order(id).await
+    }
+
     pub(super) async fn create_sales_order(&self, new: &NewSalesOrder) -> Result<SalesOrder, Error> {
-        let mut tx = self.write_tx().await?;
-        if let Some(id) = replayed(&mut tx, "sales_order", &new.idempotency_key, &new.fingerprint).await? {
-            return read_order(&mut tx, &id).await;
-        }
-        let customer_currency: Option<String> = sqlx::query_scalar("SELECT currency FROM customers WHERE id = $1")
-            .bind(&new.customer_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let customer_currency = customer_currency.ok_or_else(|| Error::InvalidArgument {
-            field: "customer_id",
-            message: format!("no customer {:?}", new.customer_id),
-        })?;
-        let currency = new.currency.clone().unwrap_or_else(|| customer_currency.clone());
-        if currency != customer_currency {
-            return Err(Error::InvalidArgument {
-                field: "currency",
-                message: format!("the customer is invoiced in {customer_currency}"),
-            });
-        }
-        let id = new_id("so");
-        let mut priced = Vec::with_capacity(new.lines.len());
-        for line in &new.lines {
-            let row = sqlx::query("SELECT list_price, currency FROM products WHERE sku = $1 AND active = 1")
-                .bind(&line.sku)
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or_else(|| Error::InvalidArgument {
-                    field: "lines.sku",
-                    message: format!("no product with SKU {:?}", line.sku),
-                })?;
-            let product_currency: String = row.try_get("currency")?;
-            if product_currency != currency {
-                return Err(Error::InvalidArgument {
-                    field: "lines.sku",
-                    message: format!("{} is priced in {product_currency}, not {currency}", line.sku),
-                });
-            }
-            let unit_price = match line.unit_price {
-                Some(price) => price,
-                None => stored_decimal(&row.try_get::<String, _>("list_price")?)?,
-            };
-            let amount = erp_connect_proto::money::round(unit_price * Decimal::from(line.quantity));
-            priced.push((line, unit_price, amount));
-        }
-        let total: Decimal = priced.iter().map(|(_, _, amount)| *amount).sum();
-        sqlx::query(
-            "INSERT INTO sales_orders (id, number, reference, customer_id, state, currency, total, created_at, \
-             custom_fields) VALUES ($1, NULL, $2, $3, 'draft', $4, $5, $6, $7)",
-        )
-        .bind(&id)
-        .bind(&new.reference)
-        .bind(&new.customer_id)
-        .bind(&currency)
-        .bind(money(total))
-        .bind(now())
-        .bind(custom_to_store(&new.custom_fields))
-        .execute(&mut *tx)
-        .await?;
-        for (line_no, (line, unit_price, amount)) in priced.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO sales_order_lines (sales_order_id, line_no, sku, quantity, unit_price, amount, \
-                 custom_fields) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(&id)
-            .bind(i64::try_from(line_no).unwrap_or(i64::MAX))
-            .bind(&line.sku)
-            .bind(line.quantity)
-            .bind(unit_price.normalize().to_string())
-            .bind(money(*amount))
-            .bind(custom_to_store(&line.custom_fields))
-            .execute(&mut *tx)
-            .await?;
-        }
-        remember(&mut tx, "sales_order", &new.idempotency_key, &new.fingerprint, &id).await?;
-        log_change(&mut tx, "sales_order", &id, "draft").await?;
-        let order = read_order(&mut tx, &id).await?;
-        tx.commit().await?;
-        Ok(order)
+        let new = new.clone();
+        let id = self.db.transact(move |sql| create(sql, &new)).await?;
+        self.get_sales_order(&id).await
     }
 
     pub(super) async fn quote_sales_order(&self, id: &str) -> Result<SalesOrder, Error> {
-        let mut tx = self.write_tx().await?;
-        match order_state_of(&mut tx, id).await?.as_str() {
-            "draft" => {
-                let number = next_number(&mut tx, "sales_order", "SO").await?;
-                sqlx::query("UPDATE sales_orders SET number = $1 WHERE id = $2")
-                    .bind(number)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                set_order_state(&mut tx, id, "quotation").await?;
-            }
-            "cancelled" => return Err(Error::precondition("CANCELLED", id, "the sales order is cancelled")),
-            _ => {} // already quoted or further along: nothing to do
-        }
-        let order = read_order(&mut tx, id).await?;
-        tx.commit().await?;
-        Ok(order)
+        self.change_order(id, quote).await
     }
 
     pub(super) async fn confirm_sales_order(&self, id: &str) -> Result<SalesOrder, Error> {
-        let mut tx = self.write_tx().await?;
-        match order_state_of(&mut tx, id).await?.as_str() {
-            "quotation" => confirm(&mut tx, id).await?,
-            "draft" => return Err(Error::precondition("NOT_QUOTED", id, "quote the sales order before confirming it")),
-            "cancelled" => return Err(Error::precondition("CANCELLED", id, "the sales order is cancelled")),
-            _ => {} // already confirmed
-        }
-        let order = read_order(&mut tx, id).await?;
-        tx.commit().await?;
-        Ok(order)
+        self.change_order(id, |sql, id| match order_state_of(sql, id)?.as_str() {
+            "quotation" => confirm(sql, id),
+            "draft" => Err(Error::precondition("NOT_QUOTED", id, "quote the sales order before confirming it")),
+            "cancelled" => Err(Error::precondition("CANCELLED", id, "the sales order is cancelled")),
+            _ => Ok(()), // already confirmed
+        })
+        .await
     }
 
     pub(super) async fn cancel_sales_order(&self, id: &str) -> Result<SalesOrder, Error> {
-        let mut tx = self.write_tx().await?;
-        match order_state_of(&mut tx, id).await?.as_str() {
-            "draft" | "quotation" => set_order_state(&mut tx, id, "cancelled").await?,
-            "processing" => cancel_processing(&mut tx, id).await?,
-            "done" => return Err(Error::precondition("ALREADY_SHIPPED", id, "the sales order is already done")),
-            _ => {} // already cancelled
-        }
-        let order = read_order(&mut tx, id).await?;
-        tx.commit().await?;
-        Ok(order)
+        self.change_order(id, |sql, id| match order_state_of(sql, id)?.as_str() {
+            "draft" | "quotation" => set_order_state(sql, id, "cancelled"),
+            "processing" => cancel_processing(sql, id),
+            "done" => Err(Error::precondition("ALREADY_SHIPPED", id, "the sales order is already done")),
+            _ => Ok(()), // already cancelled
+        })
+        .await
     }
 
     pub(super) async fn get_sales_order(&self, id: &str) -> Result<SalesOrder, Error> {

@@ -4,6 +4,7 @@
 //! shipment takes the reserved units off the shelf (`stock`).
 
 use erp_connect_proto::erp::v1::{Shipment, ShipmentLine, ShipmentState};
+use platform::database::{Columns, Sql};
 use sqlx::{AnyConnection, Row};
 
 use super::{
@@ -67,31 +68,34 @@ impl EmbeddedErp {
     }
 
     pub(super) async fn complete_shipment(&self, id: &str) -> Result<Shipment, Error> {
-        let mut tx = self.write_tx().await?;
-        let shipment = read_shipment(&mut tx, id).await?;
-        match ShipmentState::try_from(shipment.state) {
-            Ok(ShipmentState::Waiting) => {
-                for line in &shipment.lines {
-                    sqlx::query(
-                        "UPDATE stock SET on_hand = on_hand - $1, reserved = reserved - $1 WHERE warehouse = $2 AND sku = $3",
-                    )
-                    .bind(line.quantity)
-                    .bind(&line.warehouse)
-                    .bind(&line.sku)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                sqlx::query("UPDATE shipments SET state = 'done' WHERE id = $1").bind(id).execute(&mut *tx).await?;
-                log_change(&mut tx, "shipment", id, "done").await?;
-                complete_order_if_settled(&mut tx, &shipment.sales_order_id).await?;
+        let owned = id.to_owned();
+        self.db.transact(move |sql| complete(sql, &owned)).await?;
+        read_shipment(&mut *self.pool().acquire().await?, id).await
+    }
+}
+
+/// Waiting → done: the reserved units leave the shelf.
+fn complete(sql: &mut dyn Sql, id: &str) -> Result<(), Error> {
+    let shipment = sql
+        .fetch_optional("SELECT sales_order_id, state FROM shipments WHERE id = $1", &[id.into()])?
+        .ok_or_else(|| Error::not_found("shipment", id))?;
+    match shipment_state(&shipment.text("state")?) {
+        ShipmentState::Waiting => {
+            let lines = sql.fetch_all(
+                "SELECT sku, quantity, warehouse FROM shipment_lines WHERE shipment_id = $1",
+                &[id.into()],
+            )?;
+            for line in &lines {
+                sql.execute(
+                    "UPDATE stock SET on_hand = on_hand - $1, reserved = reserved - $1 WHERE warehouse = $2 AND sku = $3",
+                    &[line.int("quantity")?.into(), line.text("warehouse")?.into(), line.text("sku")?.into()],
+                )?;
             }
-            Ok(ShipmentState::Cancelled) => {
-                return Err(Error::precondition("CANCELLED", id, "the shipment is cancelled"));
-            }
-            _ => {} // already shipped
+            sql.execute("UPDATE shipments SET state = 'done' WHERE id = $1", &[id.into()])?;
+            log_change(sql, "shipment", id, "done")?;
+            complete_order_if_settled(sql, &shipment.text("sales_order_id")?)
         }
-        let shipment = read_shipment(&mut tx, id).await?;
-        tx.commit().await?;
-        Ok(shipment)
+        ShipmentState::Cancelled => Err(Error::precondition("CANCELLED", id, "the shipment is cancelled")),
+        _ => Ok(()), // already shipped
     }
 }
