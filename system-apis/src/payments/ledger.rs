@@ -7,14 +7,12 @@
 //!    check the payment's state and amounts;
 //! 2. ask the provider, outside any transaction, so a slow provider never
 //!    holds the database's write lock;
-//! 3. in one write transaction ([`crate::database`]: `BEGIN IMMEDIATE` on
-//!    SQLite, an advisory lock on PostgreSQL), write the payment and claim
-//!    the key with `ON CONFLICT DO NOTHING` on its primary key. A capture,
-//!    void or refund first looks for the key again (a duplicate may have
-//!    won the race meanwhile, and the payment's new state would refuse the
-//!    repeat) and checks the state again (another key may have moved the
-//!    payment); an authorization needs neither, as a lost claim rolls its
-//!    row back and answers the winner's result.
+//! 3. in one write transaction holding the store's write lock
+//!    (`Database::transact`: on SQLite one call on the store's writer
+//!    thread, on PostgreSQL an advisory lock), look for the key again (a
+//!    duplicate may have won the race meanwhile: its answer stands), check
+//!    the payment's state again for a capture, void or refund (another key
+//!    may have moved it), then write the payment and claim the key.
 //!
 //! A duplicate racing through step 2 asks the provider a second time with
 //! the same key, which providers must treat as one call (see [`Provider`]);
@@ -27,10 +25,10 @@ use std::str::FromStr;
 use erp_connect_proto::payments::v1::{Payment, PaymentStatus};
 use prost::Message;
 use rust_decimal::Decimal;
-use sqlx::{AnyConnection, Row, any::AnyRow};
+use sqlx::AnyConnection;
 
 use super::{Authorization, Decision, Error, Operation, Provider};
-use platform::database::{Database, Migrations};
+use platform::database::{Columns, Database, Migrations, Sql};
 
 static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/payments/sqlite");
 static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/payments/postgres");
@@ -148,18 +146,18 @@ fn now() -> String {
 }
 
 impl Record {
-    fn from_row(row: &AnyRow) -> Result<Self, Error> {
+    fn from_row(row: &impl Columns) -> Result<Self, Error> {
         Ok(Record {
-            id: row.try_get("id")?,
-            status: Status::parse(row.try_get("status")?)?,
-            currency: row.try_get("currency")?,
-            amount: stored_decimal(row.try_get("amount")?)?,
-            captured: stored_decimal(row.try_get("captured_amount")?)?,
-            refunded: stored_decimal(row.try_get("refunded_amount")?)?,
-            decline_reason: row.try_get("decline_reason")?,
-            reference: row.try_get("reference")?,
-            provider: row.try_get("provider")?,
-            provider_reference: row.try_get("provider_reference")?,
+            id: row.text("id")?,
+            status: Status::parse(&row.text("status")?)?,
+            currency: row.text("currency")?,
+            amount: stored_decimal(&row.text("amount")?)?,
+            captured: stored_decimal(&row.text("captured_amount")?)?,
+            refunded: stored_decimal(&row.text("refunded_amount")?)?,
+            decline_reason: row.text("decline_reason")?,
+            reference: row.text("reference")?,
+            provider: row.text("provider")?,
+            provider_reference: row.text("provider_reference")?,
         })
     }
 
@@ -281,36 +279,40 @@ impl<P: Provider> Ledger<P> {
             provider_reference,
         };
 
-        // A call with the same key that committed meanwhile makes `claim`
-        // fail below, and its answer is returned: no second look here.
-        let mut tx = self.db.begin_write().await?;
-        let at = now();
-        sqlx::query(
-            "INSERT INTO payments (id, status, currency, amount, captured_amount, refunded_amount, decline_reason, \
-             reference, provider, provider_reference, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
-        .bind(&record.id)
-        .bind(record.status.as_str())
-        .bind(&record.currency)
-        .bind(money(record.amount))
-        .bind(money(record.captured))
-        .bind(money(record.refunded))
-        .bind(&record.decline_reason)
-        .bind(&record.reference)
-        .bind(&record.provider)
-        .bind(&record.provider_reference)
-        .bind(&at)
-        .bind(&at)
-        .execute(&mut *tx)
-        .await?;
-        let payment = record.to_proto();
-        if !claim(&mut tx, key, op, &new.fingerprint, &payment).await? {
-            tx.rollback().await?;
-            return self.winner(key, op, &new.fingerprint).await;
+        let (key, fingerprint) = (key.to_owned(), new.fingerprint.clone());
+        let (payment, written) = self
+            .db
+            .transact(move |sql| {
+                // A call with the same key may have committed meanwhile:
+                // its answer stands.
+                if let Some(payment) = replay_in(sql, &key, op, &fingerprint)? {
+                    return Ok((payment, None));
+                }
+                let at = now();
+                sql.execute(
+                    "INSERT INTO payments (id, status, currency, amount, captured_amount, refunded_amount, \
+                     decline_reason, reference, provider, provider_reference, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
+                    &[
+                        (&record.id).into(),
+                        record.status.as_str().into(),
+                        (&record.currency).into(),
+                        money(record.amount).into(),
+                        money(record.captured).into(),
+                        money(record.refunded).into(),
+                        (&record.decline_reason).into(),
+                        (&record.reference).into(),
+                        (&record.provider).into(),
+                        (&record.provider_reference).into(),
+                        at.into(),
+                    ],
+                )?;
+                claim(sql, &key, op, &fingerprint, &record)
+            })
+            .await?;
+        if let Some(status) = written {
+            tracing::info!(payment_id = %payment.id, status, "payment authorized");
         }
-        tx.commit().await?;
-        tracing::info!(payment_id = %record.id, status = record.status.as_str(), "payment authorized");
         Ok(payment)
     }
 
@@ -339,33 +341,37 @@ impl<P: Provider> Ledger<P> {
             Action::Refund => self.provider.refund(&provider_call).await?,
         }
 
-        let mut tx = self.db.begin_write().await?;
-        if let Some(payment) = replay(&mut tx, key, op, &call.fingerprint).await? {
-            return Ok(payment);
+        let (key, fingerprint, id) = (key.to_owned(), call.fingerprint.clone(), call.payment_id.clone());
+        let (payment, written) = self
+            .db
+            .transact(move |sql| {
+                if let Some(payment) = replay_in(sql, &key, op, &fingerprint)? {
+                    return Ok((payment, None));
+                }
+                // Another key may have moved the payment while the provider
+                // answered (two refunds racing); a real provider refuses the
+                // excess itself, and the ledger must not record it either.
+                let row = sql.fetch_optional(READ, &[(&id).into()])?;
+                let mut record = Record::from_row(&row.ok_or(Error::NotFound { id })?)?;
+                record.plan(action, Some(amount))?;
+                record.apply(action, amount);
+                sql.execute(
+                    "UPDATE payments SET status = $1, captured_amount = $2, refunded_amount = $3, updated_at = $4 \
+                     WHERE id = $5",
+                    &[
+                        record.status.as_str().into(),
+                        money(record.captured).into(),
+                        money(record.refunded).into(),
+                        now().into(),
+                        (&record.id).into(),
+                    ],
+                )?;
+                claim(sql, &key, op, &fingerprint, &record)
+            })
+            .await?;
+        if let Some(status) = written {
+            tracing::info!(status, amount = %money(amount), "payment updated");
         }
-        // Another key may have moved the payment while the provider answered
-        // (two refunds racing); a real provider refuses the excess itself,
-        // and the ledger must not record it either.
-        let mut record = read(&mut tx, &call.payment_id).await?;
-        record.plan(action, Some(amount))?;
-        record.apply(action, amount);
-        sqlx::query(
-            "UPDATE payments SET status = $1, captured_amount = $2, refunded_amount = $3, updated_at = $4 WHERE id = $5",
-        )
-        .bind(record.status.as_str())
-        .bind(money(record.captured))
-        .bind(money(record.refunded))
-        .bind(now())
-        .bind(&record.id)
-        .execute(&mut *tx)
-        .await?;
-        let payment = record.to_proto();
-        if !claim(&mut tx, key, op, &call.fingerprint, &payment).await? {
-            tx.rollback().await?;
-            return self.winner(key, op, &call.fingerprint).await;
-        }
-        tx.commit().await?;
-        tracing::info!(status = record.status.as_str(), amount = %money(amount), "payment updated");
         Ok(payment)
     }
 
@@ -384,64 +390,66 @@ impl<P: Provider> Ledger<P> {
     pub async fn close(&self) {
         self.db.close().await;
     }
-
-    /// The answer recorded by the call that claimed `key` first.
-    async fn winner(&self, key: &str, op: &str, fingerprint: &str) -> Result<Payment, Error> {
-        replay(&mut *self.db.pool().acquire().await?, key, op, fingerprint)
-            .await?
-            .ok_or_else(|| Error::Corrupt(format!("idempotency key {key:?} conflicted but has no record")))
-    }
 }
+
+const READ: &str = "SELECT * FROM payments WHERE id = $1";
 
 async fn read(conn: &mut AnyConnection, id: &str) -> Result<Record, Error> {
-    let row = sqlx::query("SELECT * FROM payments WHERE id = $1")
-        .bind(id)
-        .fetch_optional(conn)
-        .await?
-        .ok_or_else(|| Error::NotFound { id: id.to_owned() })?;
-    Record::from_row(&row)
+    let row = sqlx::query(READ).bind(id).fetch_optional(conn).await?;
+    Record::from_row(&row.ok_or_else(|| Error::NotFound { id: id.to_owned() })?)
 }
+
+const REPLAY: &str = "SELECT operation, fingerprint, response FROM idempotency_keys WHERE key = $1";
 
 /// What the first call with `key` answered, if there was one; another
 /// request (or another rpc) under the same key is a conflict.
 async fn replay(conn: &mut AnyConnection, key: &str, op: &str, fingerprint: &str) -> Result<Option<Payment>, Error> {
-    let Some(row) = sqlx::query("SELECT operation, fingerprint, response FROM idempotency_keys WHERE key = $1")
-        .bind(key)
-        .fetch_optional(conn)
-        .await?
-    else {
-        return Ok(None);
-    };
-    if row.try_get::<&str, _>("operation")? != op || row.try_get::<&str, _>("fingerprint")? != fingerprint {
+    let row = sqlx::query(REPLAY).bind(key).fetch_optional(conn).await?;
+    replayed(row.as_ref(), key, op, fingerprint)
+}
+
+/// [`replay`] in a write transaction.
+fn replay_in(sql: &mut dyn Sql, key: &str, op: &str, fingerprint: &str) -> Result<Option<Payment>, Error> {
+    let row = sql.fetch_optional(REPLAY, &[key.into()])?;
+    replayed(row.as_ref(), key, op, fingerprint)
+}
+
+fn replayed(row: Option<&impl Columns>, key: &str, op: &str, fingerprint: &str) -> Result<Option<Payment>, Error> {
+    let Some(row) = row else { return Ok(None) };
+    if row.text("operation")? != op || row.text("fingerprint")? != fingerprint {
         return Err(Error::IdempotencyConflict { key: key.to_owned() });
     }
-    let response: &[u8] = row.try_get("response")?;
-    let payment =
-        Payment::decode(response).map_err(|e| Error::Corrupt(format!("stored response of key {key:?}: {e}")))?;
+    let response = row.opt_bytes("response")?.unwrap_or_default();
+    let payment = Payment::decode(response.as_slice())
+        .map_err(|e| Error::Corrupt(format!("stored response of key {key:?}: {e}")))?;
     Ok(Some(payment))
 }
 
-/// Claims `key` for this call's answer; `false` when another call holds it.
-async fn claim(
-    conn: &mut AnyConnection,
+/// Claims `key` for `record` as just written; the answer, and the status
+/// written. The caller looked for the key in the same transaction, under
+/// the store's write lock, so no other call can hold it; the primary key
+/// refuses a second claim all the same.
+fn claim(
+    sql: &mut dyn Sql,
     key: &str,
     op: &str,
     fingerprint: &str,
-    payment: &Payment,
-) -> Result<bool, Error> {
-    let done = sqlx::query(
+    record: &Record,
+) -> Result<(Payment, Option<&'static str>), Error> {
+    let payment = record.to_proto();
+    sql.execute(
         "INSERT INTO idempotency_keys (key, operation, fingerprint, payment_id, response, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (key) DO NOTHING",
-    )
-    .bind(key)
-    .bind(op)
-    .bind(fingerprint)
-    .bind(&payment.id)
-    .bind(payment.encode_to_vec())
-    .bind(now())
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        &[
+            key.into(),
+            op.into(),
+            fingerprint.into(),
+            (&payment.id).into(),
+            payment.encode_to_vec().into(),
+            now().into(),
+        ],
+    )?;
+    Ok((payment, Some(record.status.as_str())))
 }
 
 #[cfg(test)]
@@ -475,21 +483,31 @@ mod tests {
         let dir = tempfile::tempdir().expect("temporary data directory");
         let ledger =
             Ledger::open(None, dir.path(), crate::payments::backend::sandbox::Sandbox::new()).await.expect("open");
-        let payment = record(Status::Authorized, 100, 0, 0).to_proto();
+        let payment = record(Status::Authorized, 100, 0, 0);
+        let first = payment.clone();
+        ledger
+            .db
+            .transact(move |sql| {
+                sql.execute(
+                    "INSERT INTO payments (id, status, currency, amount, provider, created_at, updated_at) \
+                     VALUES ('pay_1', 'authorized', 'EUR', '1.00', 'sandbox', '', '')",
+                    &[],
+                )?;
+                claim(sql, "k", "authorize", "f", &first)
+            })
+            .await
+            .expect("first claim");
+        let payment = payment.to_proto();
+        // What a duplicate past the look-up in its transaction would do.
+        let second = record(Status::Authorized, 100, 0, 0);
+        let again = ledger.db.transact(move |sql| claim(sql, "k", "authorize", "f", &second)).await;
+        assert!(matches!(&again, Err(Error::Store(sqlx::Error::Database(e))) if e.is_unique_violation()), "{again:?}");
         let mut conn = ledger.db.pool().acquire().await.expect("connection");
-        sqlx::query(
-            "INSERT INTO payments (id, status, currency, amount, provider, created_at, updated_at) \
-             VALUES ('pay_1', 'authorized', 'EUR', '1.00', 'sandbox', '', '')",
-        )
-        .execute(&mut *conn)
-        .await
-        .expect("payment row");
-        assert!(claim(&mut conn, "k", "authorize", "f", &payment).await.expect("first claim"));
-        // What a duplicate racing past the in-transaction check would do.
-        assert!(!claim(&mut conn, "k", "authorize", "f", &payment).await.expect("second claim"));
-        assert_eq!(replay(&mut conn, "k", "authorize", "f").await.expect("replay"), Some(payment));
+        assert_eq!(replay(&mut conn, "k", "authorize", "f").await.expect("replay"), Some(payment.clone()));
         assert!(matches!(replay(&mut conn, "k", "capture", "f").await, Err(Error::IdempotencyConflict { .. })));
         drop(conn);
+        let in_line = ledger.db.transact(|sql| replay_in(sql, "k", "authorize", "f")).await.expect("in line");
+        assert_eq!(in_line, Some(payment), "the same answer read on the writer thread");
         ledger.close().await;
     }
 
