@@ -389,7 +389,8 @@ impl Database {
     /// The SQLite store's writer thread, started by its first job.
     async fn sqlite_writer(&self) -> Result<&batch::SqliteWriter, sqlx::Error> {
         let (file, writer) = &**self.batches.as_ref().ok_or(sqlx::Error::PoolClosed)?;
-        let start = || async { batch::SqliteWriter::start(file, self.gate.clone(), AUTOCHECKPOINT_PAGES) };
+        let start =
+            || async { batch::SqliteWriter::start(file, self.gate.clone(), AUTOCHECKPOINT_PAGES, ACQUIRE_TIMEOUT) };
         writer.get_or_try_init(start).await
     }
 

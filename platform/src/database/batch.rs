@@ -22,6 +22,7 @@ use std::{
     borrow::Cow,
     path::{Path, PathBuf},
     sync::{Arc, mpsc},
+    time::{Duration, Instant},
 };
 
 use sqlx::{Any, Row, error::ErrorKind};
@@ -252,6 +253,9 @@ pub(super) trait Job: Send {
     /// Answers the caller: what the work gave, or `failed` when the group
     /// did not commit (or the work never ran).
     fn answer(self: Box<Self>, failed: Option<&rusqlite::Error>);
+
+    /// Answers `err` without running the work.
+    fn refuse(self: Box<Self>, err: sqlx::Error);
 }
 
 /// A batch and where its outcome goes.
@@ -278,20 +282,38 @@ impl Job for BatchJob {
         // The caller may have gone (a cancelled request); its batch ran.
         let _ = self.done.send(answer);
     }
+
+    fn refuse(self: Box<Self>, err: sqlx::Error) {
+        let _ = self.done.send(Err(err));
+    }
 }
 
 /// The thread that runs a SQLite store's batches and in-line transactions;
 /// it ends when the store's last handle is dropped.
 #[derive(Debug)]
 pub(super) struct SqliteWriter {
-    jobs: mpsc::Sender<Box<dyn Job>>,
+    jobs: mpsc::Sender<Queued>,
+}
+
+/// A job and when it was queued.
+struct Queued {
+    job: Box<dyn Job>,
+    at: Instant,
 }
 
 impl SqliteWriter {
     /// Opens a connection to the store's file (the pragmas as sqlx's
     /// connections have them) and starts the thread. `gate` is the store's
-    /// write turn.
-    pub(super) fn start(path: &Path, gate: Arc<Mutex<()>>, autocheckpoint: u32) -> Result<Self, sqlx::Error> {
+    /// write turn; a job whose turn comes more than `patience` after it was
+    /// queued is refused with `PoolTimedOut`, unrun, as a sqlx writer that
+    /// waited as long for the turn is: an overloaded store fails writes
+    /// rather than queuing them without end.
+    pub(super) fn start(
+        path: &Path,
+        gate: Arc<Mutex<()>>,
+        autocheckpoint: u32,
+        patience: Duration,
+    ) -> Result<Self, sqlx::Error> {
         let conn = rusqlite::Connection::open(path).map_err(to_sqlx)?;
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; \
@@ -303,14 +325,14 @@ impl SqliteWriter {
         let name = format!("sqlite-writer-{}", path.file_stem().map(|s| s.to_string_lossy()).unwrap_or_default());
         std::thread::Builder::new()
             .name(name)
-            .spawn(move || writer_loop(conn, &queue, &gate))
+            .spawn(move || writer_loop(conn, &queue, &gate, patience))
             .map_err(sqlx::Error::Io)?;
         Ok(Self { jobs })
     }
 
     /// Queues `job`.
     pub(super) fn send(&self, job: Box<dyn Job>) -> Result<(), sqlx::Error> {
-        self.jobs.send(job).map_err(|_| sqlx::Error::PoolClosed)
+        self.jobs.send(Queued { job, at: Instant::now() }).map_err(|_| sqlx::Error::PoolClosed)
     }
 
     /// Runs `batch` on the writer thread.
@@ -326,18 +348,25 @@ pub(super) fn sqlite_file(options: &sqlx::sqlite::SqliteConnectOptions) -> PathB
     options.get_filename().to_path_buf()
 }
 
-fn writer_loop(mut conn: rusqlite::Connection, queue: &mpsc::Receiver<Box<dyn Job>>, gate: &Mutex<()>) {
+fn writer_loop(mut conn: rusqlite::Connection, queue: &mpsc::Receiver<Queued>, gate: &Mutex<()>, patience: Duration) {
     let mut group = Vec::with_capacity(GROUP_MAX);
     // Blocks until a job comes; ends when every sender is gone.
     while let Ok(first) = queue.recv() {
-        group.push(first);
-        while group.len() < GROUP_MAX {
+        let mut queued = vec![first];
+        while queued.len() < GROUP_MAX {
             match queue.try_recv() {
-                Ok(job) => group.push(job),
+                Ok(job) => queued.push(job),
                 Err(_) => break,
             }
         }
         let turn = gate.blocking_lock();
+        for Queued { job, at } in queued {
+            if at.elapsed() >= patience {
+                job.refuse(sqlx::Error::PoolTimedOut);
+            } else {
+                group.push(job);
+            }
+        }
         let failed = commit_group(&mut conn, &mut group);
         drop(turn);
         for job in group.drain(..) {
@@ -575,6 +604,24 @@ mod tests {
         let db = Database::open(Some(&scratch.url()), dir.path(), "x.db", "t", &MIGRATIONS).await.expect("open");
         assert!(db.batches.is_none());
         batches_behave_alike(&db).await;
+        db.close().await;
+    }
+
+    /// A job whose turn comes later than the writer's patience allows is
+    /// refused, not run (here a patience of zero: every job is late).
+    #[tokio::test]
+    async fn sqlite_jobs_that_waited_too_long_are_refused_unrun() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Database::open(None, dir.path(), "late.db", "t", &MIGRATIONS).await.expect("open");
+        with_table(&db).await;
+        let impatient =
+            SqliteWriter::start(&dir.path().join("late.db"), Arc::new(Mutex::new(())), 1000, Duration::ZERO)
+                .expect("writer");
+        let refused = impatient.run(insert("late", 1)).await;
+        assert!(matches!(refused, Err(sqlx::Error::PoolTimedOut)), "{refused:?}");
+        assert_eq!(count(&db).await, 0, "the refused batch did not run");
+        db.run(insert("in time", 1)).await.expect("the store's own writer is patient");
+        assert_eq!(count(&db).await, 1);
         db.close().await;
     }
 

@@ -260,6 +260,10 @@ where
         // The caller may have gone (a cancelled request); its work stands.
         let _ = self.done.send(answer);
     }
+
+    fn refuse(self: Box<Self>, err: sqlx::Error) {
+        let _ = self.done.send(Err(E::from(err)));
+    }
 }
 
 /// Runs `work` in a PostgreSQL transaction holding the advisory lock `lock`,
