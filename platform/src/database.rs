@@ -155,6 +155,8 @@ pub struct Database {
     /// On SQLite, the file, and the thread that runs [`Batch`]es, started
     /// by the first one (most stores never write one).
     batches: Option<Arc<(PathBuf, tokio::sync::OnceCell<batch::SqliteWriter>)>>,
+    /// On PostgreSQL, the thread that runs [`Database::transact`]'s work.
+    postgres_writer: Option<Arc<inline::PostgresWriter>>,
     /// SQLite's background checkpoints, stopped with the last clone.
     _checkpointer: Option<Arc<Checkpointer>>,
 }
@@ -273,6 +275,7 @@ impl Database {
             })
         };
         let pool = options_for(8).connect_with(options.clone()).await.map_err(Error::Connect)?;
+        let options_pg = options.clone();
         let writer = match dialect {
             Dialect::Sqlite => options_for(1).connect_with(options).await.map_err(Error::Connect)?,
             Dialect::Postgres => pool.clone(),
@@ -285,7 +288,14 @@ impl Database {
         let checkpointer = (dialect == Dialect::Sqlite).then(|| Arc::new(Checkpointer::start(pool.clone())));
         let gate = Arc::new(Mutex::new(()));
         let batches = sqlite_file.map(|file| Arc::new((file, tokio::sync::OnceCell::new())));
-        Ok(Self { pool, writer, dialect, write_lock: lock_key(store), gate, batches, _checkpointer: checkpointer })
+        let write_lock = lock_key(store);
+        let postgres_writer = match dialect {
+            Dialect::Sqlite => None,
+            Dialect::Postgres => Some(Arc::new(
+                inline::PostgresWriter::start(options_pg, write_lock, ACQUIRE_TIMEOUT).map_err(Error::Connect)?,
+            )),
+        };
+        Ok(Self { pool, writer, dialect, write_lock, gate, batches, postgres_writer, _checkpointer: checkpointer })
     }
 
     /// The pool, for reads and for transactions of one's own.
@@ -365,8 +375,9 @@ impl Database {
     /// lock, as [`Database::begin_write`] does, so it may read, check and
     /// then write: committed if it returns `Ok`, undone if it returns an
     /// error or panics. On SQLite it runs in one call on the store's writer
-    /// thread, on PostgreSQL on a blocking thread (see [`inline`]); either
-    /// way it must not wait for anything but the database.
+    /// thread, on PostgreSQL on a writer thread with a connection of its own
+    /// (see [`inline`]); either way it must not wait for anything but the
+    /// database.
     pub async fn transact<T, E, F>(&self, work: F) -> Result<T, E>
     where
         F: FnOnce(&mut dyn Sql) -> Result<T, E> + Send + 'static,
@@ -382,7 +393,12 @@ impl Database {
                 self.sqlite_writer().await?.send(Box::new(inline::CallJob::new(work, done)))?;
                 answer.await.map_err(|_| sqlx::Error::PoolClosed)?
             }
-            None => inline::on_postgres(self.writer.clone(), self.write_lock, work).await,
+            None => {
+                let writer = self.postgres_writer.as_ref().ok_or(sqlx::Error::PoolClosed)?;
+                let (done, answer) = tokio::sync::oneshot::channel();
+                writer.send(Box::new(inline::CallJob::new(work, done)))?;
+                answer.await.map_err(|_| sqlx::Error::PoolClosed)?
+            }
         }
     }
 
@@ -411,6 +427,9 @@ impl Database {
 
     /// Closes every connection (for a clean shutdown).
     pub async fn close(&self) {
+        if let Some(writer) = &self.postgres_writer {
+            writer.close();
+        }
         self.writer.close().await;
         self.pool.close().await;
     }
