@@ -367,7 +367,12 @@ impl Database {
         }
         match &self.batches {
             Some(_) => self.sqlite_writer().await?.run(batch).await,
-            None => batch::run_sqlx(&self.writer, batch).await,
+            None => {
+                let writer = self.postgres_writer.as_ref().ok_or(sqlx::Error::PoolClosed)?;
+                let (done, outcome) = tokio::sync::oneshot::channel();
+                writer.send(Box::new(inline::BatchCall::new(batch, done)))?;
+                outcome.await.map_err(|_| sqlx::Error::PoolClosed)?
+            }
         }
     }
 

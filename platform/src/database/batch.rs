@@ -25,7 +25,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sqlx::{Any, Row, error::ErrorKind};
+use sqlx::{Any, error::ErrorKind};
 use tokio::sync::{Mutex, oneshot};
 
 /// Most batches one commit takes from the queue.
@@ -185,23 +185,31 @@ impl Outcome {
     }
 }
 
-/// Runs `batch` in a transaction of its own on `pool` (PostgreSQL, or a
-/// SQLite store before its writer thread exists); one statement alone
-/// needs no transaction.
-pub(super) async fn run_sqlx(pool: &sqlx::AnyPool, batch: Batch) -> Result<Outcome, sqlx::Error> {
-    let mut outcome = Outcome { committed: true, ..Outcome::default() };
-    if let [step] = batch.steps.as_slice() {
-        return Ok(if run_sqlx_step(pool, step, &mut outcome).await? { outcome } else { Outcome::stopped() });
-    }
-    let mut tx = pool.begin().await?;
-    for step in &batch.steps {
-        if !run_sqlx_step(&mut *tx, step, &mut outcome).await? {
-            tx.rollback().await?;
-            return Ok(Outcome::stopped());
+impl Batch {
+    /// Runs the steps through `sql`, in the transaction it is in (on the
+    /// PostgreSQL writer thread); a stopped batch is for the caller to undo.
+    pub(super) fn run_on(&self, sql: &mut dyn super::Sql) -> Result<Outcome, sqlx::Error> {
+        let mut outcome = Outcome { committed: true, ..Outcome::default() };
+        for step in &self.steps {
+            match step.kind {
+                Kind::Query => {
+                    let rows = sql.fetch_all(&step.sql, &step.args)?;
+                    outcome.changed.push(rows.len() as u64);
+                    for row in &rows {
+                        outcome.rows.push(row.first_text()?);
+                    }
+                }
+                Kind::Execute | Kind::Guard => {
+                    let changed = sql.execute(&step.sql, &step.args)?;
+                    outcome.changed.push(changed);
+                    if step.kind == Kind::Guard && changed == 0 {
+                        return Ok(Outcome::stopped());
+                    }
+                }
+            }
         }
+        Ok(outcome)
     }
-    tx.commit().await?;
-    Ok(outcome)
 }
 
 /// Binds `values` to a sqlx query in order, for a statement that one store
@@ -218,29 +226,6 @@ pub fn bind<'q>(
         };
     }
     query
-}
-
-/// Runs one step; `false` when it is a guard that changed nothing.
-async fn run_sqlx_step<'e, E>(executor: E, step: &Step, outcome: &mut Outcome) -> Result<bool, sqlx::Error>
-where
-    E: sqlx::Executor<'e, Database = Any>,
-{
-    let query = bind(sqlx::query(sqlx::AssertSqlSafe(step.sql.as_ref())), step.args.iter().cloned());
-    match step.kind {
-        Kind::Query => {
-            let rows = query.fetch_all(executor).await?;
-            outcome.changed.push(rows.len() as u64);
-            for row in &rows {
-                outcome.rows.push(row.try_get(0)?);
-            }
-            Ok(true)
-        }
-        Kind::Execute | Kind::Guard => {
-            let changed = query.execute(executor).await?.rows_affected();
-            outcome.changed.push(changed);
-            Ok(step.kind == Kind::Execute || changed > 0)
-        }
-    }
 }
 
 /// Work for the writer thread: it runs inside a savepoint of the group's
@@ -598,7 +583,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn postgres_batches_are_sqlx_transactions() {
+    async fn postgres_batches_run_on_the_writer_thread() {
         let scratch = ScratchPostgres::create("batch_test").await;
         let dir = tempfile::tempdir().expect("tempdir");
         let db = Database::open(Some(&scratch.url()), dir.path(), "x.db", "t", &MIGRATIONS).await.expect("open");

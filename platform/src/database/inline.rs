@@ -26,7 +26,7 @@ use std::{
 
 use sqlx::{Column, Row as _, any::AnyTypeInfoKind};
 
-use super::batch::{Value, bind};
+use super::batch::{Batch, Outcome, Value, bind};
 
 /// The statements of a write transaction run in line (see the module doc).
 /// SQL as everywhere in the stores: `$N` placeholders, one text for both
@@ -53,6 +53,14 @@ pub struct Row {
 }
 
 impl Row {
+    /// The first column as text (a batch's `RETURNING id`).
+    pub(super) fn first_text(&self) -> Result<String, sqlx::Error> {
+        match self.values.first() {
+            Some(Value::Text(Some(text))) => Ok(text.clone()),
+            _ => Err(mismatch(self.columns.first().map_or("0", |c| c.as_str()), "text")),
+        }
+    }
+
     fn value(&self, column: &str) -> Result<&Value, sqlx::Error> {
         self.columns
             .iter()
@@ -290,6 +298,10 @@ where
 
 /// A closure for the PostgreSQL writer thread, and where its result goes.
 pub(super) trait Call: Send {
+    /// Whether the work needs the store's write lock (a read-check-write
+    /// transaction) or guards its own writes (a [`Batch`]).
+    fn locks(&self) -> bool;
+
     /// Runs the work in the open transaction; whether to commit it.
     fn run(&mut self, sql: &mut dyn Sql) -> bool;
 
@@ -307,6 +319,10 @@ where
     T: Send,
     E: From<sqlx::Error> + Send,
 {
+    fn locks(&self) -> bool {
+        true
+    }
+
     fn run(&mut self, sql: &mut dyn Sql) -> bool {
         self.run_on(sql)
     }
@@ -317,6 +333,47 @@ where
 
     fn refuse(self: Box<Self>, err: sqlx::Error) {
         self.refused(err)
+    }
+}
+
+/// A [`Batch`] for the PostgreSQL writer thread, and where its outcome goes.
+pub(super) struct BatchCall {
+    batch: Batch,
+    done: tokio::sync::oneshot::Sender<Result<Outcome, sqlx::Error>>,
+    ran: Option<Result<Outcome, sqlx::Error>>,
+}
+
+impl BatchCall {
+    pub(super) fn new(batch: Batch, done: tokio::sync::oneshot::Sender<Result<Outcome, sqlx::Error>>) -> Self {
+        Self { batch, done, ran: None }
+    }
+}
+
+impl Call for BatchCall {
+    fn locks(&self) -> bool {
+        false
+    }
+
+    fn run(&mut self, sql: &mut dyn Sql) -> bool {
+        let ran = self.batch.run_on(sql);
+        let keep = matches!(ran, Ok(Outcome { committed: true, .. }));
+        self.ran = Some(ran);
+        keep
+    }
+
+    fn answer(self: Box<Self>, failed: Option<sqlx::Error>) {
+        let answer = match (self.ran, failed) {
+            (Some(Err(err)), _) => Err(err),
+            (_, Some(err)) => Err(err),
+            (Some(Ok(outcome)), None) => Ok(outcome),
+            // It panicked (and was undone).
+            (None, None) => Err(sqlx::Error::WorkerCrashed),
+        };
+        let _ = self.done.send(answer);
+    }
+
+    fn refuse(self: Box<Self>, err: sqlx::Error) {
+        let _ = self.done.send(Err(err));
     }
 }
 
@@ -446,7 +503,8 @@ impl PostgresLoop {
     /// and the rest commit together, one commit (one WAL flush) for all.
     fn commit_group(&mut self, group: Vec<Box<dyn Call>>) {
         let several = group.len() > 1;
-        let conn = match self.runtime.block_on(begin(&mut self.conn, &self.options, self.lock, several)) {
+        let lock = group.iter().any(|job| job.locks()).then_some(self.lock);
+        let conn = match self.runtime.block_on(begin(&mut self.conn, &self.options, lock, several)) {
             Ok(conn) => conn,
             Err(err) => {
                 self.conn = None;
@@ -500,22 +558,22 @@ fn copy(err: &sqlx::Error) -> sqlx::Error {
     }
 }
 
-/// Opens a transaction holding `lock` on the writer's connection (and the
-/// first job's savepoint when `several`), in one round trip; connects first
-/// if there is no connection. A connection that
-/// cannot begin (the server restarted, or a NAT cut it while idle) is
+/// Opens a transaction on the writer's connection, holding `lock` if given
+/// and in the first job's savepoint when `several`, in one round trip;
+/// connects first if there is no connection. A connection that cannot begin (the server restarted, or a NAT cut it while idle) is
 /// replaced and the transaction begun on the new one: nothing of the job has
 /// run yet, so a restarted server costs no write.
 async fn begin<'c>(
     conn: &'c mut Option<sqlx::AnyConnection>,
     options: &sqlx::any::AnyConnectOptions,
-    lock: i64,
+    lock: Option<i64>,
     several: bool,
 ) -> Result<&'c mut sqlx::AnyConnection, sqlx::Error> {
     use sqlx::ConnectOptions;
     // The key is our own integer, not input.
+    let lock = lock.map(|key| format!("; SELECT pg_advisory_xact_lock({key})")).unwrap_or_default();
     let savepoint = if several { "; SAVEPOINT job" } else { "" };
-    let begin = format!("BEGIN; SELECT pg_advisory_xact_lock({lock}){savepoint}");
+    let begin = format!("BEGIN{lock}{savepoint}");
     if let Some(open) = conn {
         match sqlx::raw_sql(sqlx::AssertSqlSafe(begin.as_str())).execute(&mut *open).await {
             Ok(_) => return conn.as_mut().ok_or(sqlx::Error::PoolClosed),
