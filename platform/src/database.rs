@@ -26,7 +26,10 @@
 //! statement ([`batch`]). A store whose writes read, check and then write
 //! (the embedded ERP, the payments ledger) hands [`Database::transact`] a
 //! closure instead, which runs on that same thread, statements and all
-//! ([`inline`]).
+//! ([`inline`]). On PostgreSQL both run on a writer thread of the store's
+//! own with a connection of its own, those that queued together in one
+//! transaction (`PostgresWriter` in [`inline`]; batches take no advisory lock,
+//! as their guards keep them safe).
 //!
 //! A SQLite store's write-ahead log is copied back into the database file
 //! by a background task ([`CHECKPOINT_EVERY`]) on a reader's connection,

@@ -10,9 +10,10 @@
 //! and runs the whole transaction there, without a hand-off per statement;
 //! batches that queue up meanwhile commit together, each in a savepoint of
 //! its own, so one batch that stops or fails leaves the others as they
-//! were. On PostgreSQL a batch is an ordinary sqlx transaction (one
-//! statement needs none), so a store keeps one API and one SQL text over
-//! both dialects.
+//! were. On PostgreSQL a batch runs the same way on the store's
+//! PostgreSQL writer thread ([`super::inline`]), statement by statement
+//! over the network, so a store keeps one API and one SQL text over both
+//! dialects.
 //!
 //! The writer thread takes the store's write turn ([`super::Database`]'s
 //! gate) for each commit, like sqlx's writer connection does for each of
