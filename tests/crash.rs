@@ -86,9 +86,13 @@ async fn sigkilled_process_tier_loses_no_order_and_charges_nobody_twice() {
 
     // Place the orders while a killer restarts the tier at random moments,
     // each once a saga holds its lease (a step under way): the kill lands
-    // mid-step, which the count of leases just before it shows.
+    // mid-step, which the count of leases just before it shows. The orders
+    // come in waves, one per life of the tier, each spread over a second
+    // and let go only once the kill before it is done, so every kill finds
+    // work in flight however fast the sagas run on this machine.
     let tier = ChildTier::process(&config_file);
     let (addr_tx, addr_rx) = tokio::sync::watch::channel(tier.addr);
+    let (kills_tx, kills_rx) = tokio::sync::watch::channel(0usize);
     let sagas = sqlx::SqlitePool::connect(&format!("sqlite://{}", system.data_dir.path().join("process.db").display()))
         .await
         .expect("saga store");
@@ -97,34 +101,35 @@ async fn sigkilled_process_tier_loses_no_order_and_charges_nobody_twice() {
         async move {
             let mut tier = tier;
             let mut mid_step = Vec::new();
-            for _ in 0..KILLS {
-                tokio::time::sleep(Duration::from_millis(150 + random_below(400))).await;
-                let leased = std::sync::atomic::AtomicI64::new(0);
-                harness::until(Duration::from_secs(20), "a saga in a step to kill", || {
-                    let sagas = &sagas;
-                    let leased = &leased;
-                    async move {
-                        let now = i64::try_from(
-                            std::time::SystemTime::now()
-                                .duration_since(std::time::UNIX_EPOCH)
-                                .expect("clock")
-                                .as_millis(),
-                        )
-                        .expect("ms");
-                        let n = sqlx::query_scalar::<_, i64>(
-                            "SELECT COUNT(*) FROM orders WHERE lease_until > ? \
-                             AND status NOT IN ('completed', 'rejected', 'cancelled')",
-                        )
-                        .bind(now)
-                        .fetch_one(sagas)
-                        .await
-                        .expect("leases");
-                        leased.store(n, std::sync::atomic::Ordering::Relaxed);
-                        n > 0
+            // The leases of a killed tier outlive it (until they lapse):
+            // only a lease of the tier now running is a step under way.
+            let mut dead_owners = HashSet::new();
+            for kill in 1..=KILLS {
+                tokio::time::sleep(Duration::from_millis(random_below(300))).await;
+                // A step holds its lease for milliseconds: look often.
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+                let leased = loop {
+                    let now = i64::try_from(
+                        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis(),
+                    )
+                    .expect("ms");
+                    let owners = sqlx::query_scalar::<_, String>(
+                        "SELECT COALESCE(lease_owner, '') FROM orders WHERE lease_until > ? \
+                         AND status NOT IN ('completed', 'rejected', 'cancelled')",
+                    )
+                    .bind(now)
+                    .fetch_all(&sagas)
+                    .await
+                    .expect("leases");
+                    let live: Vec<String> = owners.into_iter().filter(|o| !dead_owners.contains(o)).collect();
+                    if !live.is_empty() {
+                        break live;
                     }
-                })
-                .await;
-                mid_step.push(leased.into_inner());
+                    assert!(tokio::time::Instant::now() < deadline, "not in 20s: a saga in a step to kill");
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                };
+                mid_step.push(leased.len());
+                dead_owners.extend(leased);
                 tier.kill();
                 tier = tokio::task::spawn_blocking({
                     let config_file = config_file.clone();
@@ -133,21 +138,25 @@ async fn sigkilled_process_tier_loses_no_order_and_charges_nobody_twice() {
                 .await
                 .expect("restart");
                 addr_tx.send(tier.addr).expect("address watched");
+                kills_tx.send(kill).expect("kills watched");
             }
             (tier, mid_step)
         }
     });
     let placing = (0..ORDERS).map(|i| {
         let addr = addr_rx.clone();
+        let mut kills = kills_rx.clone();
         let token = system.service_token.clone();
         async move {
+            // A killer that failed drops its sender: its own panic says why.
+            kills.wait_for(|done| *done >= i % (KILLS + 1)).await.ok()?;
             let (tenant, payment) = match i % 6 {
                 0 => ("acme", Payment::OnAccount(true)),
                 1 => ("web", Payment::CardToken("tok_chargeDeclined".into())),
                 2 => ("web", Payment::CardToken("tok_processingError".into())),
                 _ => ("web", Payment::CardToken("tok_visa".into())),
             };
-            tokio::time::sleep(Duration::from_millis(random_below(1500))).await;
+            tokio::time::sleep(Duration::from_millis(random_below(1000))).await;
             let request = o2c::PlaceOrderRequest {
                 idempotency_key: format!("crash-{i}"),
                 tenant: tenant.into(),
@@ -162,11 +171,12 @@ async fn sigkilled_process_tier_loses_no_order_and_charges_nobody_twice() {
                 payment: Some(payment),
                 ..Default::default()
             };
-            place(&addr, &token, request).await
+            Some(place(&addr, &token, request).await)
         }
     });
     let accepted = futures_util::future::join_all(placing).await;
     let (tier, mid_step) = killer.await.expect("killer");
+    let accepted: Vec<o2c::Order> = accepted.into_iter().map(|o| o.expect("every wave let go")).collect();
     let ids: HashSet<String> = accepted.iter().map(|o| o.id.clone()).collect();
     assert_eq!(ids.len(), ORDERS, "one order per idempotency key");
 
