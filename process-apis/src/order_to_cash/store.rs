@@ -335,8 +335,8 @@ impl Store {
     /// Writes `order` if nobody wrote it since `version` was read, together
     /// with `events` and the ERP ids in `refs`; `Ok(None)` on a conflict
     /// (reload and decide again). The saga is due again at
-    /// `next_attempt_at` (unix ms) if it has a step to run. Returns the new
-    /// version.
+    /// `next_attempt_at` (unix ms) if it has a step to run; under a kept
+    /// lease, at the latest then (see below). Returns the new version.
     pub async fn save(
         &self,
         order: &Order,
